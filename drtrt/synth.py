@@ -1,0 +1,639 @@
+"""Synthetic fundus photographs with lesion masks, written in the official IDRiD layout.
+
+The pictures are not meant to fool an ophthalmologist; they exercise a pipeline end to end
+with data that behaves like IDRiD where it matters: a 3:2 frame with a black surround and a
+circular field of view usually cut off at the top and bottom, an orange-red retina with
+uneven illumination, vessels branching from a bright optic disc, a darker macula, JPEG
+texture, and lesions whose presence follows the DR grade:
+
+====== ==============================================================================
+grade  lesions
+====== ==============================================================================
+0      none
+1      a few microaneurysms (MA)
+2      MA, haemorrhages (HE), hard exudates (EX)
+3      many HE, soft exudates (SE), EX, MA
+4      as 3, plus abnormal new vessels near the disc (drawn, not a mask class)
+====== ==============================================================================
+
+Sizes are proportional to the field radius, so a microaneurysm stays 2-4 pixels wide once
+the field is resized to a 512-pixel model input, whatever the generated image size.
+
+:func:`write_synthetic_idrid` writes the layout :mod:`drtrt.idrid` reads, plus a file that
+is *not* part of the official release, ``synthetic-truth.csv``, with the grade and
+macular-edema risk of every image (segmentation images included), for tests.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+
+from drtrt.errors import ConfigError
+from drtrt.idrid import (
+    CSV_COLUMNS,
+    GRADING_CSVS,
+    GRADING_DIR,
+    GRADING_TRUTH_DIR,
+    IMAGES_DIR,
+    LABEL_PRIORITY,
+    LESION_DIRS,
+    NUM_GRADES,
+    SEGMENTATION_DIR,
+    SEGMENTATION_TRUTH_DIR,
+    SPLIT_DIRS,
+    SPLITS,
+    SUBSETS,
+    write_lesion_mask,
+)
+
+IDRID_WIDTH, IDRID_HEIGHT = 4288, 2848
+GRADING_DISTRIBUTION = (0.33, 0.05, 0.33, 0.18, 0.11)
+"""Share of each grade 0-4 in the synthetic grading set, close to IDRiD-D's training set."""
+SEGMENTATION_GRADES = (1, 2, 3, 4)
+"""Grades drawn for the segmentation set (every IDRiD-S image shows DR), in proportion to
+:data:`GRADING_DISTRIBUTION`."""
+MIN_IMAGES_FOR_ALL_GRADES = 10
+"""From this many images on, every grade of a subset appears at least once in its training split."""
+JPEG_QUALITY = 92
+TRUTH_CSV = "synthetic-truth.csv"
+"""Not part of the official layout: name, subset, split, grade, edema risk, image path of every image."""
+GRADING_CSV_PADDING = 9
+"""Empty columns the real training CSV carries after its three named ones (reproduced)."""
+MIN_SIZE = 64
+
+_MAX_VESSELS = 160
+_VESSEL_TAPER = 0.03
+"""Width lost per step, in pixels at a 300-pixel field radius."""
+_DARK_LESION_TINT = {
+    "MA": np.array([0.50, 0.28, 0.30], np.float32),
+    "HE": np.array([0.55, 0.30, 0.33], np.float32),
+}
+_EXUDATE_RGB = np.array([1.0, 0.86, 0.34], np.float32)
+_COTTON_WOOL_RGB = np.array([0.96, 0.86, 0.68], np.float32)
+_DISC_RGB = np.array([1.0, 0.80, 0.50], np.float32)
+_CUP_RGB = np.array([1.0, 0.93, 0.78], np.float32)
+_VEIN_ABSORPTION = np.array([0.32, 0.62, 0.58], np.float32)
+_ARTERY_ABSORPTION = np.array([0.18, 0.42, 0.38], np.float32)
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Where things are in one synthetic picture (pixels)."""
+
+    cx: float
+    cy: float
+    radius: float
+    side: int  # +1: optic disc right of centre, -1: left
+    disc_x: float
+    disc_y: float
+    disc_radius: float
+    fovea_x: float
+    fovea_y: float
+
+    def inside(self, x: np.ndarray, y: np.ndarray, margin: float) -> np.ndarray:
+        """Points within ``margin * radius`` of the field centre."""
+        return (x - self.cx) ** 2 + (y - self.cy) ** 2 < (margin * self.radius) ** 2
+
+
+class _Vessel(NamedTuple):
+    """A vessel to grow: start point and direction (radians), total bend, width (pixels), wiggle per step."""
+
+    kind: str
+    x: float
+    y: float
+    angle: float
+    turn: float
+    width: float
+    wiggle: float
+
+
+@dataclass(frozen=True)
+class _Fundus:
+    """A rendered picture with what a writer needs besides pixels and masks."""
+
+    image: np.ndarray
+    masks: dict[str, np.ndarray]
+    edema_risk: int
+
+
+@dataclass(frozen=True)
+class SynthSummary:
+    """What :func:`write_synthetic_idrid` wrote.
+
+    Attributes:
+        root: the output folder.
+        counts: subset -> split -> number of images.
+        grade_histogram: subset -> number of images of each grade 0-4 (both splits).
+    """
+
+    root: Path
+    counts: dict[str, dict[str, int]]
+    grade_histogram: dict[str, list[int]]
+
+    @property
+    def total(self) -> int:
+        """Number of images written."""
+        return sum(sum(splits.values()) for splits in self.counts.values())
+
+
+def render_fundus(
+    rng: np.random.Generator, width: int, height: int, grade: int
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Render one synthetic fundus photograph.
+
+    Args:
+        rng: source of all randomness (same state -> same picture).
+        width, height: frame size in pixels.
+        grade: DR grade 0-4; decides which lesions appear (see the module docstring).
+
+    Returns:
+        ``(image, masks)``: RGB ``uint8`` of shape ``(height, width, 3)`` and
+        ``{lesion code: bool (height, width) mask}`` for the lesion types present (never an
+        empty mask). Lesions lie inside the field of view.
+    """
+    fundus = _render(rng, width, height, grade)
+    return fundus.image, fundus.masks
+
+
+def write_synthetic_idrid(
+    out: str | Path,
+    grading: int,
+    segmentation: int,
+    size: int = 768,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    progress: Callable[[int, int], None] | None = None,
+) -> SynthSummary:
+    """Write a synthetic data set in the official IDRiD layout.
+
+    Images are ``size`` pixels wide with IDRiD's aspect ratio. Segmentation images are
+    numbered across splits (``IDRiD_01`` ... in training, the numbers go on in testing) and
+    get grades 1-4; grading images are numbered from ``IDRiD_001`` in each split, as in the
+    real release, with grades drawn in the proportions of :data:`GRADING_DISTRIBUTION`. Both
+    splits are stratified by grade. Mask files are written only for lesions present. The
+    output depends only on the arguments: the same call writes byte-identical files.
+
+    Args:
+        out: folder to create (or an empty one).
+        grading: number of grading-set images (0 = no ``B. Disease Grading``).
+        segmentation: number of segmentation-set images (0 = no ``A. Segmentation``).
+        size: image width in pixels.
+        seed: random seed.
+        test_fraction: share of each subset put in the testing split.
+        progress: called as ``progress(done, total)`` after each image.
+
+    Raises:
+        ConfigError: invalid counts, size or fraction, or ``out`` is a non-empty folder.
+    """
+    out = Path(out)
+    _check_options(out, grading, segmentation, size, test_fraction)
+    frame = (size, round(size * IDRID_HEIGHT / IDRID_WIDTH))
+    master = np.random.default_rng(np.random.SeedSequence([seed, 0]))
+    plans = {
+        "segmentation": _plan_subset(master, segmentation, SEGMENTATION_GRADES, test_fraction),
+        "grading": _plan_subset(master, grading, tuple(range(NUM_GRADES)), test_fraction),
+    }
+    plans = {subset: plan for subset, plan in plans.items() if plan["train"] or plan["test"]}
+    truth_rows: list[list[str | int]] = []
+    for subset, plan in plans.items():
+        for row in _write_subset(out, subset, plan, seed, frame):
+            truth_rows.append(row)
+            if progress is not None:
+                progress(len(truth_rows), grading + segmentation)
+    _write_truth_csv(out / TRUTH_CSV, truth_rows)
+    return SynthSummary(
+        root=out,
+        counts={subset: {split: len(plan[split]) for split in SPLITS} for subset, plan in plans.items()},
+        grade_histogram={
+            subset: np.bincount(plan["train"] + plan["test"], minlength=NUM_GRADES).tolist()
+            for subset, plan in plans.items()
+        },
+    )
+
+
+def _write_subset(
+    out: Path, subset: str, plan: dict[str, list[int]], seed: int, frame: tuple[int, int]
+) -> Iterator[list[str | int]]:
+    """Render and write one subset; yields the truth row of each image once it is on disk.
+
+    Each image has its own random generator, seeded by (seed, subset, split, position), so
+    it does not depend on how many images come before it.
+    """
+    segmentation = subset == "segmentation"
+    subset_dir = out / (SEGMENTATION_DIR if segmentation else GRADING_DIR)
+    digits = max(2 if segmentation else 3, len(str(len(plan["train"]) + len(plan["test"]))))
+    number = 0
+    for split in SPLITS:
+        if not segmentation:  # the grading test images are numbered from 001 again, as in IDRiD
+            number = 0
+        image_dir = subset_dir / IMAGES_DIR / SPLIT_DIRS[split]
+        image_dir.mkdir(parents=True, exist_ok=True)
+        csv_rows: list[tuple[str, int, int]] = []
+        for index, grade in enumerate(plan[split]):
+            number += 1
+            name = f"IDRiD_{number:0{digits}d}"
+            entropy = [seed, 1, SUBSETS.index(subset), SPLITS.index(split), index]
+            fundus = _render(np.random.default_rng(np.random.SeedSequence(entropy)), *frame, grade)
+            image_path = image_dir / f"{name}.jpg"
+            _write_jpeg(image_path, fundus.image)
+            if segmentation:
+                _write_masks(subset_dir / SEGMENTATION_TRUTH_DIR / SPLIT_DIRS[split], name, fundus.masks)
+            csv_rows.append((name, grade, fundus.edema_risk))
+            yield [name, subset, split, grade, fundus.edema_risk, image_path.relative_to(out).as_posix()]
+        if not segmentation:
+            truth_dir = subset_dir / GRADING_TRUTH_DIR
+            truth_dir.mkdir(parents=True, exist_ok=True)
+            _write_grading_csv(truth_dir / GRADING_CSVS[split], csv_rows, padding=split == "train")
+
+
+def _check_options(out: Path, grading: int, segmentation: int, size: int, test_fraction: float) -> None:
+    """Reject arguments that cannot produce a useful data set."""
+    if grading < 0 or segmentation < 0 or grading + segmentation == 0:
+        raise ConfigError(
+            f"image counts must be >= 0 and not both 0, got grading={grading}, segmentation={segmentation}"
+        )
+    if size < MIN_SIZE:
+        raise ConfigError(f"size must be at least {MIN_SIZE} pixels, got {size}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise ConfigError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out} exists and is not an empty folder: choose a new or empty output folder")
+
+
+def _plan_subset(
+    rng: np.random.Generator, count: int, grades: tuple[int, ...], test_fraction: float
+) -> dict[str, list[int]]:
+    """Grades of the training and testing images of one subset, stratified by grade."""
+    weights = np.array([GRADING_DISTRIBUTION[g] for g in grades])
+    minimum = 1 if count >= MIN_IMAGES_FOR_ALL_GRADES else 0
+    per_grade = _apportion(count, weights, np.full(len(grades), minimum), np.full(len(grades), count))
+    test_caps = np.maximum(per_grade - 1, 0)
+    per_grade_test = _apportion(
+        min(round(count * test_fraction), int(test_caps.sum())), per_grade.astype(float), np.zeros_like(per_grade), test_caps
+    )
+    plan: dict[str, list[int]] = {}
+    for split, numbers in (("train", per_grade - per_grade_test), ("test", per_grade_test)):
+        split_grades = np.repeat(np.array(grades), numbers)
+        plan[split] = rng.permutation(split_grades).tolist()
+    return plan
+
+
+def _apportion(total: int, weights: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Split ``total`` into integers proportional to ``weights`` within ``[lower, upper]``.
+
+    Start from the rounded-down proportional quotas clipped to the bounds, then add (or
+    remove) one unit at a time where the count is furthest below (above) its quota.
+    Deterministic; ``total`` must be reachable within the bounds.
+    """
+    quota = total * weights / weights.sum() if weights.sum() > 0 else np.zeros(len(weights))
+    counts = np.clip(np.floor(quota).astype(int), lower, upper)
+    while counts.sum() != total:
+        if counts.sum() < total:
+            room = np.where(counts < upper, quota - counts, -np.inf)
+            counts[int(np.argmax(room))] += 1
+        else:
+            room = np.where(counts > lower, counts - quota, -np.inf)
+            counts[int(np.argmax(room))] -= 1
+    return counts
+
+
+def _write_jpeg(path: Path, rgb: np.ndarray) -> None:
+    """Baseline JPEG at fixed quality, no metadata (cv2 writes no timestamps)."""
+    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise OSError(f"JPEG encoding failed for {path}")
+    path.write_bytes(data.tobytes())
+
+
+def _write_masks(truth_split_dir: Path, name: str, masks: dict[str, np.ndarray]) -> None:
+    """One palette TIFF per lesion present, in the official lesion folders."""
+    for code, folder in LESION_DIRS.items():
+        lesion_dir = truth_split_dir / folder
+        lesion_dir.mkdir(parents=True, exist_ok=True)
+        if code in masks:
+            write_lesion_mask(lesion_dir / f"{name}_{code}.tif", masks[code])
+
+
+def _write_grading_csv(path: Path, rows: list[tuple[str, int, int]], padding: bool) -> None:
+    """Grading CSV in the official format (training file with its empty padding columns)."""
+    extra = [""] * (GRADING_CSV_PADDING if padding else 0)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\r\n")
+        writer.writerow([*CSV_COLUMNS, *extra])
+        writer.writerows([name, grade, risk, *extra] for name, grade, risk in rows)
+
+
+def _write_truth_csv(path: Path, rows: list[list[str | int]]) -> None:
+    """The synthetic-only ground truth of every image."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["name", "subset", "split", "grade", "edema_risk", "image"])
+        writer.writerows(rows)
+
+
+def _render(rng: np.random.Generator, width: int, height: int, grade: int) -> _Fundus:
+    """Render a picture, its lesion masks and its macular-edema risk."""
+    if not 0 <= grade < NUM_GRADES:
+        raise ConfigError(f"grade must be 0-{NUM_GRADES - 1}, got {grade}")
+    if width < MIN_SIZE or height < MIN_SIZE // 2:
+        raise ConfigError(f"image must be at least {MIN_SIZE}x{MIN_SIZE // 2} pixels, got {width}x{height}")
+    geo = _geometry(rng, width, height)
+    xx = np.arange(width, dtype=np.float32)[None, :]  # broadcast with yy to (height, width)
+    yy = np.arange(height, dtype=np.float32)[:, None]
+    rho = np.sqrt((xx - geo.cx) ** 2 + (yy - geo.cy) ** 2) / geo.radius
+
+    image = _retina(rng, geo, xx, yy, rho)
+    _draw_optic_disc(image, geo, xx, yy)
+    _draw_vessels(rng, image, geo, proliferative=grade == 4)
+    masks = _draw_lesions(rng, image, geo, grade, rho)
+
+    edge = np.clip((1.0 - rho) * geo.radius + 0.5, 0.0, 1.0)
+    image *= edge[..., None]
+    image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(0.012)
+    pixels = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return _Fundus(pixels, masks, _edema_risk(masks.get("EX"), geo, xx, yy))
+
+
+def _geometry(rng: np.random.Generator, width: int, height: int) -> _Geometry:
+    """Field of view, optic disc and fovea positions for one picture."""
+    if rng.random() < 0.8:  # IDRiD-like: field wider than the frame is tall
+        radius = height * rng.uniform(0.54, 0.62)
+    else:
+        radius = height * rng.uniform(0.43, 0.48)
+    radius = min(radius, 0.48 * width)
+    cx = width / 2 + rng.uniform(-0.02, 0.02) * width
+    jitter = 0.02 * height if radius >= height / 2 else min(0.02 * height, height / 2 - radius - 1)
+    cy = height / 2 + rng.uniform(-1.0, 1.0) * jitter
+    side = 1 if rng.random() < 0.5 else -1
+    disc_radius = radius * rng.uniform(0.12, 0.15)
+    disc_x = cx + side * radius * rng.uniform(0.55, 0.72)
+    disc_y = cy + radius * rng.uniform(-0.08, 0.08)
+    fovea_x = disc_x - side * radius * rng.uniform(0.66, 0.78)
+    fovea_y = disc_y + radius * rng.uniform(0.0, 0.1)
+    return _Geometry(cx, cy, radius, side, disc_x, disc_y, disc_radius, fovea_x, fovea_y)
+
+
+def _retina(rng: np.random.Generator, geo: _Geometry, xx: np.ndarray, yy: np.ndarray, rho: np.ndarray) -> np.ndarray:
+    """Background fundus colour: pigmentation, vignetting, uneven light, macula, texture."""
+    height, width = rho.shape
+    base = np.array([rng.uniform(0.66, 0.82), rng.uniform(0.24, 0.36), rng.uniform(0.04, 0.12)], np.float32)
+    vignette = 1.0 - rng.uniform(0.35, 0.55) * np.minimum(rho, 1.0) ** rng.uniform(2.0, 3.0)
+    tilt = rng.uniform(-0.12, 0.12) * (xx - geo.cx) / geo.radius + rng.uniform(-0.08, 0.08) * (yy - geo.cy) / geo.radius
+    light = vignette * np.exp(tilt + _smooth_noise(rng, (height, width), 6, 0.08))
+    macula = np.exp(-((xx - geo.fovea_x) ** 2 + (yy - geo.fovea_y) ** 2) / (2 * (0.2 * geo.radius) ** 2))
+    fovea = np.exp(-((xx - geo.fovea_x) ** 2 + (yy - geo.fovea_y) ** 2) / (2 * (0.045 * geo.radius) ** 2))
+    shade = light * (1.0 - rng.uniform(0.2, 0.35) * macula - 0.15 * fovea)
+    texture = np.exp(_smooth_noise(rng, (height, width), max(8, width // 6), 0.03))
+    image = base * (shade * texture)[..., None]
+    image[..., 0] *= 1.0 - 0.06 * macula  # the macula looks browner, not only darker
+    return image.astype(np.float32, copy=False)
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int, sigma: float) -> np.ndarray:
+    """Low-frequency Gaussian noise: a coarse random grid upsampled with bicubic interpolation."""
+    height, width = shape
+    grid_w = max(2, cells)
+    grid_h = max(2, round(cells * height / width))
+    grid = rng.normal(0.0, sigma, (grid_h, grid_w)).astype(np.float32)
+    return cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+def _draw_optic_disc(image: np.ndarray, geo: _Geometry, xx: np.ndarray, yy: np.ndarray) -> None:
+    """Bright yellowish disc with a paler cup and a soft rim, blended in place."""
+    r = geo.disc_radius
+    x0, x1 = max(int(geo.disc_x - 2 * r), 0), min(int(geo.disc_x + 2 * r) + 1, image.shape[1])
+    y0, y1 = max(int(geo.disc_y - 2 * r), 0), min(int(geo.disc_y + 2 * r) + 1, image.shape[0])
+    dx = (xx[:, x0:x1] - geo.disc_x) / r
+    dy = (yy[y0:y1, :] - geo.disc_y) / (1.1 * r)
+    dist = np.sqrt(dx * dx + dy * dy)
+    disc = np.clip((1.0 - dist) / 0.2, 0.0, 1.0)[..., None]
+    cup = np.clip((0.45 - dist) / 0.2, 0.0, 1.0)[..., None]
+    halo = np.exp(-(dist**2) / (2 * 0.8**2))[..., None] * 0.25
+    patch = image[y0:y1, x0:x1]
+    patch *= 1.0 + halo
+    patch[:] = patch * (1 - disc) + _DISC_RGB * disc
+    patch[:] = patch * (1 - cup) + _CUP_RGB * cup
+
+
+def _draw_vessels(rng: np.random.Generator, image: np.ndarray, geo: _Geometry, proliferative: bool) -> None:
+    """Arteries and veins branching from the disc (and new vessels for grade 4), darkening in place."""
+    height, width = image.shape[:2]
+    scale = geo.radius / 300.0
+    layers = {"vein": np.zeros((height, width), np.uint8), "artery": np.zeros((height, width), np.uint8)}
+    temporal = math.pi if geo.side > 0 else 0.0
+    nasal = temporal + math.pi
+    stack: list[_Vessel] = []
+    for kind, trunk in (("vein", 4.2 * scale), ("artery", 3.2 * scale)):
+        for up in (-1, 1):  # image y grows downwards: up = -1 is the superior arcade
+            bend = up * geo.side
+            stack.append(
+                _Vessel(kind, geo.disc_x, geo.disc_y, temporal - bend * math.radians(rng.uniform(70, 90)),
+                        bend * math.radians(rng.uniform(55, 75)), trunk * rng.uniform(0.9, 1.1), 0.025)
+            )
+            stack.append(
+                _Vessel(kind, geo.disc_x, geo.disc_y, nasal + bend * math.radians(rng.uniform(20, 65)),
+                        rng.normal(0.0, 0.3), 0.65 * trunk * rng.uniform(0.85, 1.1), 0.04)
+            )
+        stack.append(
+            _Vessel(kind, geo.disc_x, geo.disc_y, temporal + rng.uniform(-0.25, 0.25), 0.0, 0.3 * trunk, 0.05)
+        )
+    drawn = 0
+    while stack and drawn < _MAX_VESSELS:
+        stack += _grow_vessel(rng, layers[stack[-1].kind], geo, stack.pop())
+        drawn += 1
+    if proliferative:
+        _draw_new_vessels(rng, layers["vein"], geo)
+    blur = max(0.5, 0.6 * scale)
+    for kind, absorption in (("vein", _VEIN_ABSORPTION), ("artery", _ARTERY_ABSORPTION)):
+        density = cv2.GaussianBlur(layers[kind].astype(np.float32) / 255.0, (0, 0), blur)
+        image *= 1.0 - density[..., None] * absorption
+
+
+def _grow_vessel(rng: np.random.Generator, layer: np.ndarray, geo: _Geometry, vessel: _Vessel) -> list[_Vessel]:
+    """Draw one vessel as a tapering random walk and return the branches it spawns.
+
+    The walk stops at the edge of the field, at the foveal avascular zone, or where the
+    vessel has thinned out; the width falls linearly, so thin branches are short.
+    """
+    step = 0.02 * geo.radius
+    steps = int(2.2 / 0.02)
+    decay = 0.03
+    bends = vessel.turn * decay * (1 - decay) ** np.arange(steps) + rng.normal(0.0, vessel.wiggle, steps)
+    angles = vessel.angle + np.cumsum(bends)
+    xs = vessel.x + np.cumsum(step * np.cos(angles))
+    ys = vessel.y + np.cumsum(step * np.sin(angles))
+    widths = vessel.width - _VESSEL_TAPER * (geo.radius / 300.0) * np.arange(1, steps + 1)
+    off_fovea = (xs - geo.fovea_x) ** 2 + (ys - geo.fovea_y) ** 2 > (0.07 * geo.radius) ** 2
+    keep = geo.inside(xs, ys, 1.02) & off_fovea & (widths > 0.3)
+    end = steps if keep.all() else int(np.argmin(keep)) + 1
+    points = np.column_stack([np.r_[vessel.x, xs[:end]], np.r_[vessel.y, ys[:end]]])
+    for i in range(0, end, 4):  # short chunks of constant width
+        chunk = np.round(points[i : i + 5] * 16).astype(np.int32)
+        if len(chunk) < 2:
+            break
+        width = max(widths[i], 0.3)
+        cv2.polylines(layer, [chunk], False, int(255 * min(width, 1.0)), max(1, round(width)), cv2.LINE_AA, 4)
+    branch_at = np.flatnonzero(rng.random(end) < 0.08)
+    branch_at = branch_at[(branch_at > 3) & (widths[branch_at] > 0.8)]
+    sides = rng.choice((-1.0, 1.0), len(branch_at))
+    spreads = rng.uniform(0.5, 1.1, len(branch_at))
+    shrink = rng.uniform(0.5, 0.75, len(branch_at))
+    turns = rng.normal(0.0, 0.5, len(branch_at))
+    return [
+        _Vessel(vessel.kind, xs[i], ys[i], angles[i] + side * spread, turn, widths[i] * k, 0.05)
+        for i, side, spread, k, turn in zip(branch_at, sides, spreads, shrink, turns)
+    ]
+
+
+def _draw_new_vessels(rng: np.random.Generator, layer: np.ndarray, geo: _Geometry) -> None:
+    """Tangled thin vessels on and around the disc (proliferative DR)."""
+    step = 0.012 * geo.radius
+    width = max(1, round(geo.radius / 300.0))
+    for _ in range(int(rng.integers(5, 10))):
+        angle0 = rng.uniform(0, 2 * math.pi)
+        dist = geo.disc_radius * rng.uniform(0.6, 1.8)
+        x, y = geo.disc_x + dist * math.cos(angle0), geo.disc_y + dist * math.sin(angle0)
+        angles = rng.uniform(0, 2 * math.pi) + np.cumsum(rng.normal(0.0, 0.6, int(rng.integers(15, 35))))
+        xs = x + np.cumsum(step * np.cos(angles))
+        ys = y + np.cumsum(step * np.sin(angles))
+        inside = geo.inside(xs, ys, 0.98)
+        points = np.round(np.column_stack([xs[inside], ys[inside]]) * 16).astype(np.int32)
+        cv2.polylines(layer, [points], False, 200, width, cv2.LINE_AA, 4)
+
+
+def _draw_lesions(
+    rng: np.random.Generator, image: np.ndarray, geo: _Geometry, grade: int, rho: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Draw the lesions the grade calls for into ``image`` and return their masks."""
+    height, width = image.shape[:2]
+    r = geo.radius
+    canvases: dict[str, np.ndarray] = {}
+
+    def canvas(code: str) -> np.ndarray:
+        return canvases.setdefault(code, np.zeros((height, width), np.uint8))
+
+    if grade >= 1:
+        count = int(rng.integers(2, 7)) if grade == 1 else int(rng.integers(6, 16)) if grade == 2 else int(rng.integers(12, 30))
+        for x, y in _lesion_sites(rng, geo, count):
+            _circle(canvas("MA"), x, y, max(1.0, r * rng.uniform(0.0045, 0.008)))
+    if grade >= 2:
+        count = int(rng.integers(3, 9)) if grade == 2 else int(rng.integers(12, 26))
+        for x, y in _lesion_sites(rng, geo, count):
+            _haemorrhage(rng, canvas("HE"), x, y, r)
+        clusters = int(rng.integers(1, 4)) if grade == 2 else int(rng.integers(2, 6))
+        near_fovea = rng.random() < (0.4 if grade == 2 else 0.6)
+        for i, (x, y) in enumerate(_lesion_sites(rng, geo, clusters, around_fovea=True)):
+            if i == 0 and near_fovea:
+                offset = geo.disc_radius * rng.uniform(0.5, 1.6)
+                direction = rng.uniform(0, 2 * math.pi)
+                x, y = geo.fovea_x + offset * math.cos(direction), geo.fovea_y + offset * math.sin(direction)
+            _exudate_cluster(rng, canvas("EX"), x, y, r, large=grade >= 3)
+    if grade >= 3:
+        for x, y in _lesion_sites(rng, geo, int(rng.integers(1, 5)), around_disc=True):
+            _cotton_wool_spot(rng, canvas("SE"), x, y, r)
+
+    field = rho < 1.0
+    masks = {code: (canvases[code] > 0) & field for code in LABEL_PRIORITY if code in canvases}
+    soft = max(0.5, 0.002 * r)
+    for code, mask in masks.items():  # painted in label priority, so what shows on top is what the label map says
+        if code == "EX":
+            alpha = _soft_edges(mask, soft) * 0.92
+            image[:] = image * (1.0 - alpha) + rng.uniform(0.85, 1.0) * _EXUDATE_RGB * alpha
+        elif code == "SE":
+            fuzzy = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 0.012 * r)[..., None]
+            alpha = np.clip(fuzzy * 1.3, 0.0, 1.0) * rng.uniform(0.55, 0.75)
+            image[:] = image * (1.0 - alpha) + _COTTON_WOOL_RGB * alpha
+        else:
+            image *= 1.0 - _soft_edges(mask, soft) * (1.0 - _DARK_LESION_TINT[code])
+    return {code: mask for code, mask in masks.items() if mask.any()}
+
+
+def _soft_edges(mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Opacity ``(H, W, 1)``: 1 on the mask, fading out just beyond it."""
+    solid = mask.astype(np.float32)
+    return np.maximum(solid, cv2.GaussianBlur(solid, (0, 0), sigma))[..., None]
+
+
+def _lesion_sites(
+    rng: np.random.Generator, geo: _Geometry, count: int, around_fovea: bool = False, around_disc: bool = False
+) -> list[tuple[float, float]]:
+    """``count`` lesion centres inside the field, off the optic disc.
+
+    By default uniform over the field; ``around_fovea`` favours the posterior pole (where
+    exudates gather), ``around_disc`` the area around the disc (where cotton-wool spots sit
+    along the arcades).
+    """
+    sites: list[tuple[float, float]] = []
+    while len(sites) < count:
+        n = 4 * count + 8
+        if around_fovea or around_disc:
+            cx, cy = (geo.fovea_x, geo.fovea_y) if around_fovea else (geo.disc_x, geo.disc_y)
+            dist = geo.radius * rng.uniform(0.1 if around_disc else 0.0, 0.55, n)
+            theta = rng.uniform(0, 2 * math.pi, n)
+            xs, ys = cx + dist * np.cos(theta), cy + dist * np.sin(theta)
+        else:
+            dist = geo.radius * np.sqrt(rng.random(n))
+            theta = rng.uniform(0, 2 * math.pi, n)
+            xs, ys = geo.cx + dist * np.cos(theta), geo.cy + dist * np.sin(theta)
+        off_disc = (xs - geo.disc_x) ** 2 + (ys - geo.disc_y) ** 2 > (1.4 * geo.disc_radius) ** 2
+        ok = geo.inside(xs, ys, 0.88) & off_disc
+        sites += list(zip(xs[ok].tolist(), ys[ok].tolist()))
+    return sites[:count]
+
+
+def _haemorrhage(rng: np.random.Generator, canvas: np.ndarray, x: float, y: float, r: float) -> None:
+    """A dot/blot haemorrhage (a few overlapping ellipses) or, sometimes, an elongated flame."""
+    size = r * rng.uniform(0.01, 0.028)
+    if rng.random() < 0.25:
+        _ellipse(canvas, x, y, size * rng.uniform(1.8, 2.6), size * 0.45, rng.uniform(0, 180))
+        return
+    for _ in range(int(rng.integers(1, 4))):
+        dx, dy = rng.normal(0.0, 0.45 * size, 2)
+        _ellipse(canvas, x + dx, y + dy, size * rng.uniform(0.6, 1.0), size * rng.uniform(0.45, 0.9), rng.uniform(0, 180))
+
+
+def _cotton_wool_spot(rng: np.random.Generator, canvas: np.ndarray, x: float, y: float, r: float) -> None:
+    """An irregular pale patch: two or three overlapping ellipses."""
+    size = r * rng.uniform(0.025, 0.045)
+    for _ in range(int(rng.integers(2, 4))):
+        dx, dy = rng.normal(0.0, 0.5 * size, 2)
+        _ellipse(canvas, x + dx, y + dy, size * rng.uniform(0.7, 1.1), size * rng.uniform(0.4, 0.8), rng.uniform(0, 180))
+
+
+def _exudate_cluster(rng: np.random.Generator, canvas: np.ndarray, x: float, y: float, r: float, large: bool) -> None:
+    """A cluster of small bright deposits, with an occasional larger plaque."""
+    spread = r * rng.uniform(0.02, 0.06)
+    count = int(rng.integers(5, 22))
+    offsets = rng.normal(0.0, spread, (count, 2))
+    radii = r * rng.uniform(0.004, 0.012, count)
+    for (dx, dy), radius in zip(offsets, radii):
+        _circle(canvas, x + dx, y + dy, max(1.0, radius))
+    if large and rng.random() < 0.5:
+        plaque = r * rng.uniform(0.012, 0.025)
+        _ellipse(canvas, x, y, plaque, plaque * rng.uniform(0.5, 1.0), rng.uniform(0, 180))
+
+
+def _circle(canvas: np.ndarray, x: float, y: float, radius: float) -> None:
+    """Filled circle with sub-pixel centre and radius."""
+    cv2.circle(canvas, (round(x * 16), round(y * 16)), round(radius * 16), 255, -1, cv2.LINE_8, 4)
+
+
+def _ellipse(canvas: np.ndarray, x: float, y: float, a: float, b: float, angle: float) -> None:
+    """Filled ellipse with sub-pixel centre and axes."""
+    cv2.ellipse(canvas, (round(x * 16), round(y * 16)), (round(a * 16), round(b * 16)), angle, 0, 360, 255, -1, cv2.LINE_8, 4)
+
+
+def _edema_risk(exudates: np.ndarray | None, geo: _Geometry, xx: np.ndarray, yy: np.ndarray) -> int:
+    """IDRiD's risk of macular edema: 0 no exudates, 1 exudates, 2 exudates within one disc diameter of the fovea."""
+    if exudates is None:
+        return 0
+    near = (xx - geo.fovea_x) ** 2 + (yy - geo.fovea_y) ** 2 <= (2 * geo.disc_radius) ** 2
+    return 2 if (exudates & near).any() else 1
