@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Create or refresh the project's virtual environment in .venv with the given extras.
+# Usage: source scripts/env.sh EXTRAS   (e.g. "train,export,test")
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+extras="${1:-train,export}"
+python="${PYTHON:-python3}"
+if [ ! -x "$root/.venv/bin/python" ]; then
+  "$python" -m venv "$root/.venv"
+fi
+stamp="$root/.venv/.drtrt-installed-$extras"
+if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
+  "$root/.venv/bin/python" -m pip install --quiet --upgrade pip
+  "$root/.venv/bin/python" -m pip install --quiet -e "$root[$extras]"
+  touch "$stamp"
+fi
+export PATH="$root/.venv/bin:$PATH"
