@@ -40,6 +40,7 @@ def run_demo(out: str | Path, console: Console, progress_factory, epochs: int | 
     from drtrt.evaluate import evaluate_runner
     from drtrt.export.onnx_export import export_onnx
     from drtrt.idrid import read_idrid
+    from drtrt.metrics import json_ready
     from drtrt.runtime.predictor import load_runner
     from drtrt.runtime.screening import screen_images
     from drtrt.synth import write_synthetic_idrid
@@ -84,7 +85,7 @@ def run_demo(out: str | Path, console: Console, progress_factory, epochs: int | 
         metrics = evaluate_runner(runner, test, on_progress=lambda d, t: progress.update(task, completed=d))
     runner.deactivate()
     metrics["seconds"] = round(time.perf_counter() - started, 1)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / "metrics.json").write_text(json.dumps(json_ready(metrics), indent=2))
 
     to_screen = [s.image for s in index.select(subset="grading", split="test")][: cfg.screen_count]
     results = screen_images(to_screen, model_path, out / "screening")

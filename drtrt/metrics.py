@@ -7,6 +7,7 @@ scikit-learn has no direct equivalent for on label maps.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -126,3 +127,14 @@ def lesion_pr_auc(targets: np.ndarray, probabilities: np.ndarray, max_pixels: in
             values.append(ap)
     out["mean_pr_auc"] = float(np.mean(values)) if values else float("nan")
     return out
+
+
+def json_ready(value):
+    """Replace NaN (an undefined metric) by None, recursively, so the JSON written is standard."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
