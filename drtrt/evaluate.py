@@ -1,13 +1,17 @@
-"""Task metrics of any runner (ONNX now; engines and checkpoints through the same interface)
-on the held-out part of an IDRiD-layout folder. Torch-free, so it runs on the device too.
+"""Task metrics of any runner (ONNX, TensorRT engines, PyTorch checkpoints through
+:class:`drtrt.train.torch_runner.TorchRunner`) on an IDRiD-layout folder. Torch-free, so it
+runs on the device too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
+from drtrt import LESION_NAMES
+from drtrt.errors import ConfigError, DataError
 from drtrt.idrid import IdridSample, load_label_map
 from drtrt.manifest import INPUT_NAME
 from drtrt.metrics import SegmentationScores, grade_metrics, lesion_pr_auc
@@ -52,3 +56,58 @@ def evaluate_runner(runner: Runner, samples: Sequence[IdridSample], batch_size: 
         metrics.update(lesion_pr_auc(np.stack(seg_targets), np.stack(seg_probs)))
         metrics["n_segmentation"] = len(seg_targets)
     return metrics
+
+
+def select_samples(data: str | Path, split: str = "test", subset: str | None = None) -> list[IdridSample]:
+    """Samples of ``split`` ("train" | "test" | "all") and ``subset`` (None = both) under ``data``.
+
+    Raises:
+        ConfigError: unknown split; DataError: nothing selected (the message says what exists).
+    """
+    from drtrt.idrid import read_idrid
+
+    if split not in ("train", "test", "all"):
+        raise ConfigError(f"unknown split {split!r}; use test, train or all")
+    index = read_idrid(data)
+    samples = index.select(subset=subset, split=None if split == "all" else split)
+    if not samples:
+        raise DataError(f"no {subset or 'IDRiD'} images in the {split} split under {data}; "
+                        f"it holds {len(index.samples)} images in all")
+    return samples
+
+
+def metrics_tables(metrics: dict, title: str = "") -> list:
+    """Rich tables: task metrics (grade, referable DR, per-lesion) and the grade confusion matrix."""
+    from rich.table import Table
+
+    def fmt(value) -> str:
+        return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.4f}"
+
+    tables = []
+    summary = Table(title=title or "metrics")
+    summary.add_column("metric")
+    summary.add_column("value", justify="right")
+    for key in ("accuracy", "macro_f1", "auc", "referable_sensitivity", "referable_specificity", "majority_rate",
+                "mean_dice", "mean_iou", "mean_pr_auc"):
+        if key in metrics:
+            summary.add_row(key, fmt(metrics[key]))
+    for key in ("n", "n_segmentation"):
+        if key in metrics:
+            summary.add_row(key, str(metrics[key]))
+    tables.append(summary)
+    if "mean_dice" in metrics:
+        lesions = Table(title="lesions")
+        for col in ("lesion", "Dice", "IoU", "PR-AUC"):
+            lesions.add_column(col, justify="right" if col != "lesion" else "left")
+        for code in LESION_NAMES[1:]:
+            lesions.add_row(code, *(fmt(metrics.get(f"{k}_{code}")) for k in ("dice", "iou", "pr_auc")))
+        tables.append(lesions)
+    if "confusion_matrix" in metrics:
+        matrix = Table(title="grade confusion matrix (rows: truth, columns: predicted)")
+        matrix.add_column("")
+        for g in range(len(metrics["confusion_matrix"])):
+            matrix.add_column(str(g), justify="right")
+        for g, row in enumerate(metrics["confusion_matrix"]):
+            matrix.add_row(str(g), *(str(v) for v in row))
+        tables.append(matrix)
+    return tables

@@ -45,7 +45,7 @@ def test_screen_json_and_bad_images_do_not_stop_the_run(tiny_onnx, synth_root, t
         assert {"image", "status", "grade", "referable", "probabilities", "lesions", "error"} <= set(row)
     assert rows[0]["lesions"]["MA"].keys() >= {"area_px", "count"}
     assert "notes.jpg" in rows[2]["error"]
-    assert rows[4]["grade"] is None and "field of view" in rows[4]["reason"]
+    assert rows[4]["grade"] is None and "blank image" in rows[4]["reason"] and "retake" in rows[4]["reason"]
     written = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
     assert len(written) == 5
     assert len(list((tmp_path / "out" / "overlays").glob("*.png"))) == 2

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-
-import cv2
+from typing import TYPE_CHECKING
 
 from drtrt.errors import DataError
-from drtrt.postprocess import overlay
-from drtrt.runtime.predictor import Predictor, ScreeningResult
+
+if TYPE_CHECKING:   # the session modules import this one
+    from drtrt.runtime.patients import Assignment
+    from drtrt.runtime.session import SessionConfig
+    from drtrt.runtime.store import SessionRow
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 
@@ -39,40 +40,47 @@ def collect_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     return paths
 
 
+def resolve_inputs(images: Sequence[str | os.PathLike], manifest: str | os.PathLike | None = None,
+                   patient: str | None = None,
+                   eye: str | None = None) -> tuple[list[Path], dict[Path, Assignment], Assignment]:
+    """CLI inputs → (paths, resolved path → Assignment from the manifest, default Assignment).
+
+    Without ``images`` the manifest's files are screened. ``patient``/``eye`` apply to every
+    file the manifest does not list.
+    """
+    from drtrt.runtime.patients import Assignment, normalise_eye, read_manifest, validate_patient_id
+
+    default = Assignment(validate_patient_id(patient), normalise_eye(eye))
+    assignments = read_manifest(manifest) if manifest else {}
+    paths = collect_images(images) if images else list(assignments)
+    if not paths:
+        raise DataError("nothing to screen: give image files or folders, or --manifest CSV")
+    return paths, assignments, default
+
+
 def safe_stem(path: Path) -> str:
     """A file-name-safe stem (no separators, no traversal) for output files."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem).strip("._") or "image"
     return stem[:100]
 
 
-def screen_images(paths: Sequence[Path], model: str | os.PathLike, out: str | os.PathLike | None = None,
-                  on_result: Callable[[ScreeningResult], None] | None = None) -> list[ScreeningResult]:
-    """Screen every path; with ``out``, write ``results.jsonl`` and one overlay PNG per graded image."""
-    out_dir = Path(out) if out else None
-    if out_dir:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "overlays").mkdir(exist_ok=True)
-    results = []
-    with Predictor(model) as predictor:
-        for path in paths:
-            result = predictor.screen(path, keep_arrays=out_dir is not None)
-            if out_dir:
-                _write_outputs(result, path, out_dir)
-            results.append(result)
-            if on_result:
-                on_result(result)
-    return results
+def screen_images(paths: Sequence[str | os.PathLike], model: str | os.PathLike, out: str | os.PathLike | None = None,
+                  on_result: Callable[[SessionRow], None] | None = None, cfg: SessionConfig | None = None,
+                  assignments: Mapping[Path, Assignment] | None = None, default: Assignment | None = None,
+                  command: str = "") -> list[SessionRow]:
+    """Screen every path into the session folder ``out`` (None: in memory, nothing written).
 
+    Returns one :class:`~drtrt.runtime.store.SessionRow` per path, in order; ``on_result`` gets
+    each row as soon as it is settled. With ``out``: ``session.db``, ``overlays/``, ``masks/``,
+    ``thumbs/``, ``reports/``, ``results.jsonl``, ``summary.csv``/``.html``, ``patients.csv``.
+    ``cfg``: a SessionConfig; ``assignments``: resolved path → Assignment; ``default``: the
+    Assignment of paths not in ``assignments``.
+    """
+    from drtrt.runtime.patients import Assignment
+    from drtrt.runtime.session import ScreeningSession, SessionConfig
 
-def _write_outputs(result: ScreeningResult, path: Path, out_dir: Path) -> None:
-    record = result.to_dict()
-    if result.status == "graded" and result.labels is not None and result.rgb is not None:
-        picture = overlay(result.rgb, result.labels, result.geometry)
-        target = out_dir / "overlays" / f"{safe_stem(path)}.png"
-        cv2.imwrite(str(target), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
-        record["overlay"] = str(target.relative_to(out_dir))
-    with (out_dir / "results.jsonl").open("a") as fh:
-        fh.write(json.dumps(record) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    result.labels = result.rgb = None  # free the arrays once written
+    with ScreeningSession(model, out, cfg or SessionConfig(), command=command, on_row=on_result) as session:
+        rows = session.screen(paths, assignments, default or Assignment())
+        session.flush()
+        session.write_reports()
+    return rows

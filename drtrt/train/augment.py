@@ -21,11 +21,15 @@ class AugmentConfig:
     scale: float = 0.1          # max relative zoom in/out
     rotation: float = 30.0      # max degrees
     contrast: float = 0.2       # max relative contrast change
+    crop: int = 0               # random square crop side in pixels after the warp; 0 = whole image
 
 
 def augment(rgb: np.ndarray, label: np.ndarray, rng: np.random.Generator,
             cfg: AugmentConfig = AugmentConfig()) -> tuple[np.ndarray, np.ndarray]:
-    """Random flip/shift/scale/rotate/contrast of ``rgb`` (S,S,3 uint8) and ``label`` (S,S uint8).
+    """Random flip/shift/scale/rotate/contrast (then crop) of ``rgb`` (S,S,3 uint8) and ``label`` (S,S uint8).
+
+    Returns arrays of side ``cfg.crop`` when ``0 < cfg.crop < S`` (must be a multiple of 32
+    for the network), else of side S.
 
     The label is warped with nearest-neighbour interpolation so class ids stay valid; pixels
     warped in from outside are black in the image and background (0) in the label, except
@@ -50,4 +54,10 @@ def augment(rgb: np.ndarray, label: np.ndarray, rng: np.random.Generator,
         factor = 1.0 + rng.uniform(-cfg.contrast, cfg.contrast)
         mean = rgb.reshape(-1, 3).mean(axis=0)
         rgb = np.clip((rgb.astype(np.float32) - mean) * factor + mean, 0, 255).astype(np.uint8)
-    return rgb, label
+    if 0 < cfg.crop < side:
+        # Patch training: the network is fully convolutional, so it trains on crops and
+        # validates on whole images; a 256² crop costs a quarter of a 512² step.
+        top, left = (int(v) for v in rng.integers(0, side - cfg.crop + 1, size=2))
+        rgb = rgb[top:top + cfg.crop, left:left + cfg.crop]
+        label = label[top:top + cfg.crop, left:left + cfg.crop]
+    return np.ascontiguousarray(rgb), np.ascontiguousarray(label)

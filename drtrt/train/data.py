@@ -3,6 +3,10 @@
 Decoding a 4288×2848 JPEG costs ~25–110 ms; doing it every epoch is waste, so each sample's
 model-space image and label map are cached (in memory, and on disk when ``cache_dir`` is
 given, keyed by file identity and the preprocessing spec).
+
+Order and augmentation are pure functions of (seed, epoch, position): :class:`EpochSampler`
+yields ``(index, augmentation seed)`` pairs, so a run resumed mid-epoch, or sharded over
+DistributedDataParallel ranks, sees exactly the batches an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 from drtrt.idrid import IdridIndex, IdridSample, load_label_map
 from drtrt.preprocess import PreprocessSpec, normalise, preprocess
@@ -34,6 +38,7 @@ class LabelledSample:
     sample: IdridSample
     grade: int | None
     has_mask: bool
+    pseudo_mask: Path | None = None   # label-map PNG (original resolution) from `drtrt pseudo-label`
 
     @classmethod
     def from_sample(cls, sample: IdridSample) -> "LabelledSample":
@@ -56,12 +61,13 @@ def split_train_val(items: Sequence[LabelledSample], val_fraction: float, seed: 
     return list(train), list(val)
 
 
-def training_items(index: IdridIndex, val_fraction: float, seed: int
+def training_items(index: IdridIndex, val_fraction: float, seed: int,
+                   subsets: Sequence[str] = ("grading", "segmentation")
                    ) -> tuple[list[LabelledSample], list[LabelledSample]]:
-    """Training parts of both IDRiD subsets, each split train/val; test parts stay held out."""
+    """Training parts of the IDRiD subsets, each split train/val; test parts stay held out."""
     train: list[LabelledSample] = []
     val: list[LabelledSample] = []
-    for subset in ("grading", "segmentation"):
+    for subset in subsets:
         items = [LabelledSample.from_sample(s) for s in index.select(subset=subset, split="train")]
         t, v = split_train_val(items, val_fraction, seed)
         train += t
@@ -73,8 +79,10 @@ class FundusDataset(Dataset):
     """Yields ``{"image": [3,S,S] float32, "grade": long (-1 unknown), "mask": [S,S] long (255 unknown)}``."""
 
     def __init__(self, items: Sequence[LabelledSample], spec: PreprocessSpec,
-                 augment_cfg: AugmentConfig | None = None, cache_dir: str | os.PathLike | None = None) -> None:
+                 augment_cfg: AugmentConfig | None = None, cache_dir: str | os.PathLike | None = None,
+                 memory_cache: bool = True) -> None:
         self.items = list(items)
+        self.memory_cache = memory_cache   # False: decode on every access (benchmarks' "no cache" case)
         self.spec = spec
         self.augment_cfg = augment_cfg
         self.cache_dir = Path(cache_dir) if cache_dir else None
@@ -85,9 +93,16 @@ class FundusDataset(Dataset):
 
     def prepared(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Model-space (rgb uint8 [S,S,3], label uint8 [S,S]) of one sample, cached."""
+        if not self.memory_cache:
+            return self._load_cached(self.items[index])
         if index not in self._memory:
             self._memory[index] = self._load_cached(self.items[index])
         return self._memory[index]
+
+    def fill(self) -> None:
+        """Preprocess every sample now (in this process), so forked DataLoader workers inherit them."""
+        for index in range(len(self.items)):
+            self.prepared(index)
 
     def _load_cached(self, item: LabelledSample) -> tuple[np.ndarray, np.ndarray]:
         path = self._cache_path(item) if self.cache_dir else None
@@ -103,7 +118,8 @@ class FundusDataset(Dataset):
         return rgb, label
 
     def _cache_path(self, item: LabelledSample) -> Path:
-        files = [item.sample.image, *sorted(item.sample.masks.values())]
+        files = [item.sample.image, *sorted(item.sample.masks.values()),
+                 *([item.pseudo_mask] if item.pseudo_mask else [])]
         ident = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
         key = json.dumps([ident, item.has_mask, self.spec.to_dict()], sort_keys=True)
         return self.cache_dir / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".npz")
@@ -113,22 +129,64 @@ class FundusDataset(Dataset):
         size = self.spec.size
         if item.sample.has_masks:
             label = pre.geometry.to_model(load_label_map(item.sample), interpolation="nearest")
+        elif item.pseudo_mask is not None:
+            label = pre.geometry.to_model(read_label_png(item.pseudo_mask), interpolation="nearest")
         elif item.has_mask:  # grade 0: known to be lesion-free
             label = np.zeros((size, size), np.uint8)
         else:
             label = np.full((size, size), MASK_IGNORE, np.uint8)
         return pre.rgb, label
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        """``key`` is an index, or ``(index, augmentation seed)`` from :class:`EpochSampler`."""
+        index, aug_seed = key if isinstance(key, tuple) else (key, None)
         rgb, label = self.prepared(index)
         if self.augment_cfg is not None:
-            # Drawn from torch's RNG so DataLoader worker seeding and checkpointed RNG state
-            # make augmentation reproducible (and resumable).
-            rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
-            rgb, label = augment(rgb, label, rng, self.augment_cfg)
+            if aug_seed is None:  # plain indexing: draw from torch's RNG
+                aug_seed = int(torch.randint(0, 2**31 - 1, ()).item())
+            rgb, label = augment(rgb, label, np.random.default_rng(aug_seed), self.augment_cfg)
         grade = self.items[index].grade
         return {
             "image": torch.from_numpy(normalise(rgb, self.spec)),
             "grade": torch.tensor(GRADE_IGNORE if grade is None else grade, dtype=torch.long),
             "mask": torch.from_numpy(np.ascontiguousarray(label).astype(np.int64)),
         }
+
+
+def read_label_png(path: str | Path) -> np.ndarray:
+    """A uint8 label map (values 0-4) stored as a single-channel PNG."""
+    import cv2
+
+    from drtrt.errors import DataError
+
+    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if label is None or label.ndim != 2:
+        raise DataError(f"pseudo-label mask {path} is missing or not a single-channel PNG; "
+                        "re-create the labels with `drtrt pseudo-label`")
+    return label
+
+
+class EpochSampler(Sampler):
+    """Deterministic per-epoch order, sharded across ranks, resumable mid-epoch.
+
+    Wraps :class:`torch.utils.data.DistributedSampler` (seeded with ``seed + epoch``; one
+    replica when not distributed) and yields ``(index, augmentation seed)`` with the seed drawn
+    from ``(seed, epoch, position)``. ``skip`` drops the first ``skip`` samples of this rank's
+    epoch (a resumed run skips the batches it already trained on).
+    """
+
+    def __init__(self, size: int, seed: int, epoch: int, rank: int = 0, world: int = 1,
+                 shuffle: bool = True, drop_last: bool = False, skip: int = 0) -> None:
+        self.base = DistributedSampler(range(size), num_replicas=world, rank=rank, shuffle=shuffle,
+                                       seed=seed, drop_last=drop_last)
+        self.base.set_epoch(epoch)
+        self.seed, self.epoch, self.rank, self.skip = seed, epoch, rank, skip
+
+    def __len__(self) -> int:
+        return max(0, len(self.base) - self.skip)
+
+    def __iter__(self):
+        order = list(self.base)
+        seeds = np.random.default_rng([self.seed, self.epoch, self.rank]).integers(0, 2**31 - 1, len(order))
+        for position in range(self.skip, len(order)):
+            yield order[position], int(seeds[position])

@@ -58,7 +58,9 @@ class LossConfig:
 def multitask_loss(outputs: dict[str, torch.Tensor], grade: torch.Tensor, mask: torch.Tensor,
                    cfg: LossConfig) -> dict[str, torch.Tensor]:
     """Returns ``{"grade", "lesion", "total"}``; a term with no labelled sample in the batch is 0."""
-    zero = next(iter(outputs.values())).sum() * 0.0
+    # Zero that touches every output, so every parameter gets a (zero) gradient and
+    # DistributedDataParallel never waits for a branch a batch had no label for.
+    zero = sum(o.sum() for o in outputs.values()) * 0.0
     losses = {"grade": zero, "lesion": zero}
     if "grade_logits" in outputs and (grade != GRADE_IGNORE).any():
         losses["grade"] = F.cross_entropy(outputs["grade_logits"], grade, ignore_index=GRADE_IGNORE)

@@ -1,9 +1,14 @@
-"""The training loop: SGD + poly schedule, CE + class-balanced CE, validation, checkpoints.
+"""The training loop: SGD/AdamW + poly schedule, CE + class-balanced CE, validation, checkpoints.
 
 Plain functions over explicit collaborators (torchvision references style). A run folder
-holds ``config.json`` (resolved), ``last.pt``, ``best.pt``, ``history.csv`` and
-``metrics.json``. Checkpoints hold only tensors and plain containers, so they load with
-``torch.load(weights_only=True)``.
+holds ``config.yaml`` (resolved; also ``config.json``), ``last.pt``, ``best.pt`` (selected on
+the validation split), ``history.csv``, ``metrics.json`` and ``loss.png`` / ``val_metrics.png``.
+
+Reproducible and resumable: batch order and augmentation are functions of (seed, epoch,
+position) (:class:`~drtrt.train.data.EpochSampler`), and ``last.pt`` holds optimizer,
+scheduler, scaler, RNG and loop state, so ``train(..., resume=True)`` after a kill continues
+to the same weights an uninterrupted run reaches. Under ``torchrun`` the model is wrapped in
+DistributedDataParallel, each rank trains on its shard, rank 0 validates, logs and writes.
 """
 
 from __future__ import annotations
@@ -13,55 +18,26 @@ import json
 import math
 import random
 import time
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from drtrt import __version__
-from drtrt.config import from_dict, to_dict
-from drtrt.errors import ArtefactError, ConfigError, DataError
+from drtrt.errors import ConfigError, DataError
 from drtrt.idrid import IdridIndex, read_idrid
-from drtrt.metrics import SegmentationScores, grade_metrics
-from drtrt.preprocess import PreprocessSpec
-from drtrt.train.augment import AugmentConfig
-from drtrt.train.data import FundusDataset, LabelledSample, training_items
-from drtrt.train.losses import GRADE_IGNORE, LossConfig, multitask_loss
-from drtrt.train.model import ModelConfig, build_model, load_imagenet_vgg16
+from drtrt.metrics import SegmentationScores, grade_metrics, json_ready
+from drtrt.train.checkpoint import (CHECKPOINT_FORMAT, load_checkpoint, make_checkpoint,  # noqa: F401 (re-exported)
+                                    model_from_checkpoint, restore_rng, save_atomic)
+from drtrt.train.data import EpochSampler, FundusDataset, training_items
+from drtrt.train.distributed import barrier, device_for, init_distributed, shutdown
+from drtrt.train.losses import GRADE_IGNORE, multitask_loss
+from drtrt.train.model import build_model, load_imagenet_vgg16
+from drtrt.train.train_config import TrainConfig, replace_config, resolve_device  # noqa: F401 (re-exported)
 
-CHECKPOINT_FORMAT = "drtrt-checkpoint/1"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every training option; defaults are the thesis classification recipe (§4.3)."""
-
-    epochs: int = 100
-    batch_size: int = 4
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    poly_power: float = 0.9
-    seed: int = 0
-    device: str = "auto"
-    val_fraction: float = 0.2
-    workers: int = 0
-    pretrained: str | None = None      # ImageNet VGG16 file; None = torch hub cache if present
-    model: ModelConfig = field(default_factory=ModelConfig)
-    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
-    loss: LossConfig = field(default_factory=LossConfig)
-    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
-
-    def to_dict(self) -> dict:
-        return to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        return from_dict(cls, data)
+RESUME_FREE_KEYS = ("device", "workers", "compile")   # may differ between a run and its resumption
 
 
 @dataclass
@@ -70,18 +46,7 @@ class TrainResult:
     best_metrics: dict
     best_epoch: int
     history: list[dict]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device '{name}' requested but CUDA is not available; use --device cpu")
-    return device
+    initial_metrics: dict = field(default_factory=dict)
 
 
 def seed_everything(seed: int) -> None:
@@ -104,23 +69,23 @@ def selection_score(metrics: dict) -> float:
 @torch.no_grad()
 def evaluate_model(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> dict:
     """Grade metrics on samples with a grade, lesion Dice/IoU on samples with a mask."""
+    was_training = model.training
     model.eval()
     grades, probs = [], []
-    seg = SegmentationScores()
-    has_seg = False
+    seg, has_seg = SegmentationScores(), False
     for batch in loader:
         outputs = model(batch["image"].to(device))
         if "grade_logits" in outputs:
             known = batch["grade"] != GRADE_IGNORE
             grades.append(batch["grade"][known].numpy())
-            probs.append(outputs["grade_logits"].softmax(1)[known.to(device)].float().cpu().numpy())
+            probs.append(outputs["grade_logits"].float().softmax(1)[known.to(device)].cpu().numpy())
         if "lesion_logits" in outputs:
             pred = outputs["lesion_logits"].argmax(1).cpu().numpy()
-            target = batch["mask"].numpy()
-            for t, p in zip(target, pred):
+            for t, p in zip(batch["mask"].numpy(), pred):
                 if (t != 255).any():
                     seg.update(t, p)
                     has_seg = True
+    model.train(was_training)
     metrics: dict = {}
     if grades and sum(len(g) for g in grades):
         metrics.update(grade_metrics(np.concatenate(grades), np.concatenate(probs)))
@@ -129,115 +94,184 @@ def evaluate_model(model: torch.nn.Module, loader: DataLoader, device: torch.dev
     return metrics
 
 
-def make_checkpoint(model, cfg: TrainConfig, epoch: int, metrics: dict, optimizer=None, scheduler=None) -> dict:
-    ckpt = {
-        "format": CHECKPOINT_FORMAT,
-        "drtrt_version": __version__,
-        "model_config": cfg.model.to_dict(),
-        "preprocess": cfg.preprocess.to_dict(),
-        "train_config": json.dumps(cfg.to_dict()),
-        "epoch": epoch,
-        "metrics": json.dumps(metrics),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-    }
-    if optimizer is not None:
-        ckpt["optimizer"] = optimizer.state_dict()
-        ckpt["scheduler"] = scheduler.state_dict()
-        ckpt["rng"] = torch.get_rng_state()  # augmentation and shuffling draw from torch's RNG
-    return ckpt
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Load a drtrt checkpoint safely (``weights_only=True``: no pickled code runs)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ArtefactError(f"checkpoint not found: {path}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the unpickler's protocol notice for foreign files
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint we trust"
-        raise ArtefactError(f"{path} is not a loadable drtrt checkpoint ({type(exc).__name__}; "
-                            "only weights-only checkpoints written by drtrt are accepted)") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ArtefactError(f"{path} is not a drtrt checkpoint (expected format {CHECKPOINT_FORMAT})")
-    return ckpt
-
-
-def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
-    model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval()
-
-
-def _save(obj, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def train(cfg: TrainConfig, data: str | Path | IdridIndex, run_dir: str | Path,
           on_progress: Callable[[dict], None] | None = None, log: Callable[[str], None] = print,
-          cache_dir: str | Path | None = None) -> TrainResult:
+          cache_dir: str | Path | None = None, resume: bool = False) -> TrainResult:
     """Train on an IDRiD-layout folder (or its already-read index); returns the best validation metrics.
 
-    ``on_progress`` receives ``{"epoch", "step", "steps", "loss"}`` after every step (the CLI
-    draws a progress bar from it).
+    ``on_progress`` receives ``{"epoch", "epochs", "step", "steps", "loss"}`` after every step
+    (rank 0 only). ``resume=True`` continues from ``run_dir/last.pt`` (same config required,
+    except :data:`RESUME_FREE_KEYS`).
     """
     run_dir = Path(run_dir)
+    ctx = init_distributed(resolve_device(cfg.device).type)
+    device = device_for(ctx, resolve_device(cfg.device))
+    if not ctx.is_main:
+        log, on_progress = (lambda msg: None), None
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
     index = data if isinstance(data, IdridIndex) else read_idrid(data)
-    train_items, val_items = training_items(index, cfg.val_fraction, cfg.seed)
+    train_items, val_items = training_items(index, cfg.val_fraction, cfg.seed, cfg.subsets)
+    if cfg.labels == "pseudo":
+        from drtrt.train.pseudo import apply_pseudo_labels
+
+        train_items = apply_pseudo_labels(train_items, cfg.pseudo_labels)
     if not train_items:
         raise DataError(f"no training images found under {index.root}")
     train_ds = FundusDataset(train_items, cfg.preprocess, cfg.augment, cache_dir)
     val_ds = FundusDataset(val_items, cfg.preprocess, None, cache_dir)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train_ds) > cfg.batch_size,
-                              num_workers=cfg.workers, generator=generator, persistent_workers=cfg.workers > 0)
+    if cfg.workers and train_ds.memory_cache:
+        # Loaders (and their workers) are made per epoch; filling the memory cache first lets the
+        # forked workers share it instead of decoding every image again each epoch.
+        log(f"preprocessing {len(train_ds) + len(val_ds)} images into the cache")
+        train_ds.fill()
+        val_ds.fill()
     val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.workers)
+    per_rank = math.ceil(len(train_ds) / ctx.world)
+    drop_last = per_rank > cfg.batch_size
+    steps = per_rank // cfg.batch_size if drop_last else math.ceil(per_rank / cfg.batch_size)
 
     model = build_model(cfg.model)
     log(load_imagenet_vgg16(model, cfg.pretrained))
-    model.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    total = cfg.epochs * len(train_loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(total, cfg.poly_power))
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    log(f"training {cfg.model.arch} on {len(train_ds)} images (validation {len(val_ds)}) on {device}")
+    channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    optimizer = make_optimizer(cfg, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(cfg.epochs * steps, cfg.poly_power))
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    state = {"epoch": 1, "step": 0, "losses": [], "history": [], "best_score": -math.inf, "best_epoch": 0,
+             "best_metrics": {}, "initial_metrics": {}}
+    if resume:
+        state = _restore(run_dir / "last.pt", cfg, model, optimizer, scheduler, scaler)
+        log(f"resuming {run_dir} at epoch {state['epoch']}, step {state['step']} of {steps}")
+    elif ctx.is_main:
+        from drtrt.train.recipe import dump_yaml
 
-    history: list[dict] = []
-    best_score, best_epoch, best_metrics = float("-inf"), 0, {}
-    for epoch in range(1, cfg.epochs + 1):
+        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        if len(val_ds):
+            state["initial_metrics"] = evaluate_model(model, val_loader, device)
+    forward = model
+    if ctx.enabled:
+        forward = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        forward = torch.compile(forward)
+    log(f"training {cfg.model.arch} on {len(train_ds)} images (validation {len(val_ds)}) on {device}"
+        f"{f' x {ctx.world} processes' if ctx.enabled else ''}; {steps} steps/epoch; "
+        f"mixed precision {'on' if use_amp else 'off'}; labels {cfg.labels}")
+
+    def save_last(epoch: int, step: int) -> None:
+        if ctx.is_main:
+            resume_state = {**state, "epoch": epoch, "step": step, "history": json.dumps(json_ready(state["history"])),
+                            "best_metrics": json.dumps(json_ready(state["best_metrics"])),
+                            "initial_metrics": json.dumps(json_ready(state["initial_metrics"])),
+                            "scaler": scaler.state_dict()}
+            save_atomic(make_checkpoint(model, cfg, epoch, {}, optimizer, scheduler, resume_state), run_dir / "last.pt")
+
+    for epoch in range(state["epoch"], cfg.epochs + 1):
+        skip = state["step"] if epoch == state["epoch"] else 0
+        if skip == 0:
+            state["losses"] = []
+        sampler = EpochSampler(len(train_ds), cfg.seed, epoch, ctx.rank, ctx.world, skip=skip * cfg.batch_size)
+        loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=drop_last,
+                            num_workers=cfg.workers, pin_memory=device.type == "cuda",
+                            generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
         model.train()
-        start, losses = time.perf_counter(), []
-        for step, batch in enumerate(train_loader, 1):
-            outputs = model(batch["image"].to(device))
-            loss = multitask_loss(outputs, batch["grade"].to(device), batch["mask"].to(device), cfg.loss)
+        start = time.perf_counter()
+        for step, batch in enumerate(loader, skip + 1):
+            images = batch["image"].to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                outputs = forward(images)
+                loss = multitask_loss(outputs, batch["grade"].to(device), batch["mask"].to(device), cfg.loss)
             optimizer.zero_grad(set_to_none=True)
-            loss["total"].backward()
-            optimizer.step()
+            scaler.scale(loss["total"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
-            losses.append({k: float(v.detach()) for k, v in loss.items()})
+            state["losses"].append({k: float(v.detach()) for k, v in loss.items()})
             if on_progress:
-                on_progress({"epoch": epoch, "step": step, "steps": len(train_loader), "loss": losses[-1]["total"]})
-        metrics = evaluate_model(model, val_loader, device) if len(val_ds) else {}
-        row = {"epoch": epoch, "seconds": round(time.perf_counter() - start, 2), "lr": scheduler.get_last_lr()[0],
-               **{f"loss_{k}": float(np.mean([l[k] for l in losses])) for k in ("total", "grade", "lesion")},
-               **{f"val_{k}": v for k, v in metrics.items() if isinstance(v, float)}}
-        history.append(row)
-        score = selection_score(metrics)
-        if score > best_score or epoch == 1:
-            best_score, best_epoch, best_metrics = score, epoch, metrics
-            _save(make_checkpoint(model, cfg, epoch, metrics), run_dir / "best.pt")
-        _save(make_checkpoint(model, cfg, epoch, metrics, optimizer, scheduler), run_dir / "last.pt")
-        _write_history(history, run_dir / "history.csv")
-        log(_epoch_line(row))
-    (run_dir / "metrics.json").write_text(json.dumps({"best_epoch": best_epoch, "validation": best_metrics,
-                                                      "history": history}, indent=2))
-    return TrainResult(run_dir, best_metrics, best_epoch, history)
+                on_progress({"epoch": epoch, "epochs": cfg.epochs, "step": step, "steps": steps,
+                             "loss": state["losses"][-1]["total"]})
+            if cfg.checkpoint_every_steps and scheduler.last_epoch % cfg.checkpoint_every_steps == 0 and step < steps:
+                save_last(epoch, step)
+        if ctx.is_main:
+            _end_epoch(state, cfg, model, val_loader, device, epoch, time.perf_counter() - start,
+                       optimizer.param_groups[0]["lr"], run_dir, log)
+        state["step"] = 0
+        save_last(epoch + 1, 0)
+    barrier(ctx)
+    if ctx.is_main:
+        _finish(state, run_dir)
+    shutdown(ctx)
+    return TrainResult(run_dir, state["best_metrics"], state["best_epoch"], state["history"], state["initial_metrics"])
+
+
+def _end_epoch(state: dict, cfg: TrainConfig, model, val_loader, device, epoch: int, seconds: float, lr: float,
+               run_dir: Path, log: Callable[[str], None]) -> None:
+    metrics = evaluate_model(model, val_loader, device) if len(val_loader.dataset) else {}
+    losses = state["losses"]
+    row = {"epoch": epoch, "seconds": round(seconds, 2), "lr": lr,
+           **{f"loss_{k}": float(np.mean([x[k] for x in losses])) if losses else float("nan")
+              for k in ("total", "grade", "lesion")},
+           **{f"val_{k}": v for k, v in metrics.items() if isinstance(v, float)}}
+    state["history"].append(row)
+    score = selection_score(metrics)
+    if score > state["best_score"] or state["best_epoch"] == 0 or not metrics:
+        state.update(best_score=score, best_epoch=epoch, best_metrics=metrics)
+        save_atomic(make_checkpoint(model, cfg, epoch, metrics), run_dir / "best.pt")
+    _write_history(state["history"], run_dir / "history.csv")
+    log(_epoch_line(row))
+
+
+def _finish(state: dict, run_dir: Path) -> None:
+    from drtrt.train.plots import plot_history
+
+    summary = {"best_epoch": state["best_epoch"], "validation": state["best_metrics"],
+               "initial_validation": state["initial_metrics"],
+               "final_validation": {k[4:]: v for k, v in state["history"][-1].items() if k.startswith("val_")},
+               "history": state["history"]}
+    (run_dir / "metrics.json").write_text(json.dumps(json_ready(summary), indent=2))
+    plot_history(state["history"], run_dir)
+
+
+def _restore(path: Path, cfg: TrainConfig, model, optimizer, scheduler, scaler) -> dict:
+    ckpt = load_checkpoint(path)
+    if "resume" not in ckpt:
+        raise ConfigError(f"{path} holds no resume state; it was not written by this version's training loop")
+    saved = json.loads(ckpt["train_config"])
+    differ = sorted(k for k, v in cfg.to_dict().items() if saved.get(k) != v and k not in RESUME_FREE_KEYS)
+    if differ:
+        raise ConfigError(f"cannot resume {path.parent}: options {', '.join(differ)} differ from the interrupted run; "
+                          "resume with the run's own config.yaml (drtrt train --resume RUN)")
+    model.load_state_dict(ckpt["state_dict"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    state = dict(ckpt["resume"])
+    scaler.load_state_dict(state.pop("scaler"))
+    restore_rng(ckpt)
+    for key in ("history", "best_metrics", "initial_metrics"):
+        state[key] = _nan_back(json.loads(state[key]))
+    return state
+
+
+def _nan_back(value):
+    """Inverse of ``json_ready`` for what the loop stores: ``None`` metric → NaN."""
+    if value is None:
+        return float("nan")
+    if isinstance(value, dict):
+        return {k: _nan_back(v) if k != "confusion_matrix" else v for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_back(v) for v in value]
+    return value
 
 
 def _epoch_line(row: dict) -> str:
@@ -254,8 +288,3 @@ def _write_history(history: list[dict], path: Path) -> None:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         writer.writerows(history)
-
-
-def replace_config(cfg: TrainConfig, **overrides) -> TrainConfig:
-    """``dataclasses.replace`` for the flat options, skipping ``None`` (flag not given)."""
-    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})

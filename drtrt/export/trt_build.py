@@ -1,0 +1,360 @@
+"""ONNX → TensorRT engine (``drtrt build``): a raw plan plus the manifest the runtime checks.
+
+The engine file is the plan exactly as TensorRT serialises it (trtexec, Triton and DeepStream
+load it as is); everything drtrt knows about it goes into ``<engine>.json`` (see
+:class:`drtrt.runtime.trt.EngineManifest`). Precision follows SPEC §5: it lives in the ONNX
+(FP16 conversion, INT8 Q/DQ nodes); on TensorRT 8.5–10.x the FP16/INT8 builder flags go with
+it, on 11.x the network is strongly typed. Version differences are all in :mod:`trt_compat`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from drtrt import __version__
+from drtrt.errors import ArtefactError, BackendUnavailable, ConfigError, DrtrtError
+from drtrt.export import trt_compat as compat
+from drtrt.manifest import ModelInfo, sha256_file
+from drtrt.runtime.cuda_mem import GpuInfo, load_cuda
+from drtrt.runtime.trt import EngineManifest, TensorSpec, manifest_path
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """What ``drtrt build`` needs.
+
+    precision: None takes the ONNX's own (Q/DQ → int8, else its ``drtrt.precision`` metadata).
+    max_batch / opt_batch: the profile is batch 1 … max_batch, tuned for opt_batch (defaults 4
+        and 1: images arrive one at a time, and 4 is ``drtrt screen``'s default batch).
+    workspace_gib: builder scratch memory limit, GiB (default 1, Jetson-friendly).
+    timing_cache: a file, or a folder holding one cache per GPU + TensorRT version (default:
+        ``$DRTRT_CACHE_DIR`` or ``~/.cache/drtrt``, under ``timing/``).
+    calib_data: images for INT8 calibration when the ONNX has no Q/DQ nodes yet.
+    device / cuda: GPU index and CUDA binding ("auto": cuda-python, else pycuda).
+    """
+
+    onnx: Path
+    out: Path
+    precision: str | None = None
+    calib_data: Path | None = None
+    max_batch: int = 4
+    opt_batch: int = 1
+    workspace_gib: float = 1.0
+    timing_cache: Path | None = None
+    device: int = 0
+    cuda: str = "auto"
+
+    def validate(self) -> None:
+        if not Path(self.onnx).is_file():
+            raise ArtefactError(f"ONNX model not found: {self.onnx}")
+        if self.precision not in (None, *PRECISIONS):
+            raise ConfigError(f"unknown precision '{self.precision}'; expected one of {', '.join(PRECISIONS)}")
+        if not 1 <= self.opt_batch <= self.max_batch:
+            raise ConfigError(f"need 1 <= opt batch <= max batch, found opt {self.opt_batch}, max {self.max_batch}")
+        if self.workspace_gib <= 0:
+            raise ConfigError(f"--workspace must be a positive number of GiB, found {self.workspace_gib}")
+        if self.calib_data is not None and self.precision not in (None, "int8"):
+            raise ConfigError("--calib-data is only used with --int8")
+
+
+class BuildListener(Protocol):
+    """Receives build progress: ``begin`` once TensorRT and the GPU are found, then TensorRT's
+    phases and steps (10.x+; 8.x reports none, so ``begin`` should start a spinner)."""
+
+    def begin(self, description: str) -> None: ...
+    def phase_start(self, name: str, parent: str | None, steps: int) -> None: ...
+    def step(self, name: str, step: int) -> bool: ...      # False cancels the build
+    def phase_finish(self, name: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    engine: Path
+    manifest: Path
+    precision: str
+    seconds: float
+    engine_bytes: int
+    timing_cache: Path
+    timing_cache_reused: bool
+    onnx: Path                     # the ONNX actually built (the calibrated one after --int8 calibration)
+    progress_reported: bool
+
+    def summary(self) -> str:
+        cache = "reused" if self.timing_cache_reused else "new"
+        return (f"wrote {self.engine} ({self.engine_bytes / 2**20:.1f} MiB, {self.precision}) and {self.manifest.name} "
+                f"in {self.seconds:.1f} s from {self.onnx}; timing cache {cache}: {self.timing_cache}")
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("DRTRT_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "drtrt"
+    return Path(root) / "timing"
+
+
+def timing_cache_path(option: Path | None, gpu: GpuInfo, trt_version: str) -> Path:
+    """One cache per GPU model + compute capability + TensorRT version, unless a file is given.
+
+    ``option`` is a folder when it is one already or has no suffix (``~/trt-cache``), else a file.
+    """
+    key = f"{re.sub(r'[^A-Za-z0-9]+', '-', gpu.name).strip('-').lower()}-sm{gpu.compute_capability.replace('.', '')}" \
+          f"-trt{trt_version}.cache"
+    if option is None:
+        return default_cache_dir() / key
+    folder = Path(option).is_dir() or not Path(option).suffix
+    return Path(option) / key if folder else Path(option)
+
+
+def read_onnx_metadata(path: Path) -> dict[str, str]:
+    """The ONNX's ``metadata_props`` through ONNX Runtime (no ``onnx`` package needed on the device)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types for bad files
+        raise ArtefactError(f"cannot read {path} as an ONNX model: {str(exc).strip()[:160]}") from None
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def resolve_precision(requested: str | None, qdq: bool, onnx_precision: str, onnx: Path) -> str:
+    """The precision to build, refusing combinations that would silently build something else."""
+    if requested is None:
+        return "int8" if qdq else onnx_precision if onnx_precision in ("fp16", "fp32") else "fp32"
+    if qdq and requested != "int8":
+        raise ConfigError(f"{onnx.name} holds Q/DQ nodes (an INT8 model) but {requested} was asked for; "
+                          "pass --int8, or give the FP32 ONNX")
+    if requested == "fp32" and onnx_precision == "fp16":
+        raise ConfigError(f"{onnx.name} is an FP16 model but fp32 was asked for; pass --fp16 or give the FP32 ONNX")
+    return requested
+
+
+class _Parsed:
+    """A parsed network with what the build needs from it."""
+
+    def __init__(self, trt: Any, feats: compat.TrtFeatures, builder: Any, logger: Any, path: Path) -> None:
+        self.path, self.network = path, builder.create_network(compat.network_flags(trt, feats))
+        self.parser = trt.OnnxParser(self.network, logger)
+        if not self.parser.parse_from_file(str(path)):
+            errors = compat.parser_errors(self.parser) or logger.errors() or ["no message"]
+            raise ArtefactError(f"TensorRT's ONNX parser rejected {path}: {'; '.join(errors[:3])}")
+        self.qdq = compat.has_qdq(trt, self.network)
+        self.metadata = read_onnx_metadata(path)
+        self.info = ModelInfo.from_metadata(self.metadata, source=str(path))
+
+    def tensors(self, trt: Any, outputs: bool) -> tuple[TensorSpec, ...]:
+        count = self.network.num_outputs if outputs else self.network.num_inputs
+        get = self.network.get_output if outputs else self.network.get_input
+        return tuple(TensorSpec(t.name, tuple(int(d) for d in t.shape), compat.numpy_dtype(trt, t.dtype).name)
+                     for t in (get(i) for i in range(count)))
+
+
+def _prepared_onnx(cfg: BuildConfig, trt: Any, feats: compat.TrtFeatures, builder: Any, logger: Any,
+                   log: Callable[[str], None]) -> tuple[_Parsed, str]:
+    """Parse the ONNX; calibrate (INT8) or convert (FP16 on strongly typed TensorRT) first when needed."""
+    parsed = _Parsed(trt, feats, builder, logger, Path(cfg.onnx))
+    precision = resolve_precision(cfg.precision, parsed.qdq, parsed.info.precision, parsed.path)
+    if precision == "int8" and not parsed.qdq:
+        if cfg.calib_data is None:
+            raise ConfigError(f"{parsed.path.name} has no Q/DQ nodes, so --int8 needs calibration images: pass "
+                              "--calib-data ROOT (an IDRiD-layout or image folder), or give an ONNX from `drtrt calibrate`")
+        log(f"calibrating INT8 on {cfg.calib_data} (no Q/DQ nodes in {parsed.path.name})")
+        parsed = _Parsed(trt, feats, builder, logger, calibrate(parsed.path, cfg.calib_data, cfg.out, log))
+        if not parsed.qdq:
+            raise ArtefactError(f"calibration wrote {parsed.path} without Q/DQ nodes; cannot build INT8 from it")
+    if precision == "fp16" and feats.strongly_typed and parsed.info.precision != "fp16":
+        log(f"TensorRT {feats.version} builds strongly typed: converting {parsed.path.name} to FP16 first")
+        parsed = _Parsed(trt, feats, builder, logger, convert_to_fp16(parsed.path, cfg.out))
+    return parsed, precision
+
+
+def calibrate(onnx: Path, calib_data: Path, out: Path, log: Callable[[str], None] = lambda message: None) -> Path:
+    """INT8 Q/DQ ONNX beside the engine (``model.int8.onnx``) via :mod:`drtrt.calibration.quantize`
+    with its defaults (IDRiD training split stratified by grade, or any image folder)."""
+    try:
+        from drtrt.calibration.quantize import calibrate_int8
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("drtrt"):
+            raise
+        raise BackendUnavailable("INT8 calibration (drtrt.calibration.quantize) is not part of this install; "
+                                 "run `drtrt calibrate` where it is and build the Q/DQ ONNX it writes") from None
+    result = calibrate_int8(onnx, out.with_name(f"{out.stem}.int8.onnx"), calib_data)
+    for warning in result.warnings:
+        log(f"warning: {warning}")
+    log(result.summary())
+    return Path(result.path)
+
+
+def convert_to_fp16(onnx: Path, out: Path) -> Path:
+    """FP16 ONNX beside the engine (``model.fp16.onnx``) via :mod:`drtrt.export.precision`."""
+    try:
+        from drtrt.export.precision import convert_fp16
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("drtrt"):
+            raise
+        raise BackendUnavailable("TensorRT 11 takes precision from the ONNX and FP16 conversion "
+                                 "(drtrt.export.precision) is not part of this install; give an FP16 ONNX") from None
+    target = out.with_name(f"{out.stem}.fp16.onnx")
+    return Path(convert_fp16(onnx, target))
+
+
+def _load_timing_cache(config: Any, path: Path, key: dict[str, str], log: Callable[[str], None]) -> bool:
+    """Attach the timing cache at ``path`` when it was made for this GPU + TensorRT (True), else a fresh one."""
+    key_file = path.with_name(path.name + ".json")
+    if path.is_file() and key_file.is_file():
+        try:
+            made_for = json.loads(key_file.read_text())
+            blob = path.read_bytes()
+        except (OSError, ValueError):
+            made_for, blob = None, b""     # a cache is an optimisation: an unreadable one is rebuilt
+        if made_for == key and blob:
+            if config.set_timing_cache(config.create_timing_cache(blob), False):
+                return True
+            log(f"TensorRT refused the timing cache {path}; starting a new one")
+        else:
+            log(f"timing cache {path} was made for {made_for}, not {key}; starting a new one")
+    config.set_timing_cache(config.create_timing_cache(b""), False)
+    return False
+
+
+def _write_atomic(path: Path, data: bytes | memoryview) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def rebuild_command(onnx: Path, out: Path, precision: str, cfg: BuildConfig) -> str:
+    flag = {"fp32": "", "fp16": " --fp16", "int8": " --int8"}[precision]
+    return (f"drtrt build --onnx {onnx} --out {out}{flag} --max-batch {cfg.max_batch} "
+            f"--workspace {cfg.workspace_gib:g}")
+
+
+def build_engine(cfg: BuildConfig, listener: BuildListener | None = None,
+                 log: Callable[[str], None] = lambda message: None) -> BuildResult:
+    """Build ``cfg.onnx`` into ``cfg.out`` + ``cfg.out.json``; see :class:`BuildConfig` for the options.
+
+    Raises BackendUnavailable without TensorRT or a GPU (before any calibration work),
+    ConfigError for contradictory options, ArtefactError when TensorRT rejects the model.
+    """
+    cfg.validate()
+    trt = compat.import_tensorrt()
+    feats = compat.features(trt)
+    mem = load_cuda(cfg.cuda, cfg.device)
+    try:
+        gpu = mem.gpu_info()
+    finally:
+        mem.close()
+    start = time.perf_counter()
+    if listener is not None:
+        listener.begin(f"building a TensorRT {feats.version} engine for {gpu.name}")
+    logger = compat.make_logger(trt)
+    try:
+        builder = trt.Builder(logger)
+    except TypeError:   # pybind's "factory function returned nullptr": TensorRT could not use the GPU
+        raise BackendUnavailable(f"TensorRT could not create a builder on {gpu.name}: "
+                                 f"{'; '.join(logger.errors()) or 'no message'}. {compat.CPU_PATH}") from None
+    parsed, precision = _prepared_onnx(cfg, trt, feats, builder, logger, log)
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(cfg.workspace_gib * 2**30))
+    flags = compat.apply_precision(trt, config, feats, precision)
+    profile_shapes = _add_profile(trt, builder, config, parsed, cfg)
+    cache_file = timing_cache_path(cfg.timing_cache, gpu, feats.version)
+    cache_key = {"tensorrt": feats.version, "gpu": gpu.name, "compute_capability": gpu.compute_capability}
+    reused = _load_timing_cache(config, cache_file, cache_key, log)
+    monitor = None
+    if listener is not None:
+        monitor = compat.make_progress_monitor(trt, feats, listener.phase_start, listener.step, listener.phase_finish)
+        if monitor is not None:
+            config.progress_monitor = monitor
+    plan = builder.build_serialized_network(parsed.network, config)
+    if plan is None:
+        raise ArtefactError(f"TensorRT could not build {parsed.path.name}: {'; '.join(logger.errors()[-3:]) or 'no message'}")
+    data = memoryview(plan)
+    _write_atomic(cfg.out, data)
+    try:
+        _write_atomic(cache_file, memoryview(config.get_timing_cache().serialize()))
+        cache_file.with_name(cache_file.name + ".json").write_text(json.dumps(cache_key))
+    except OSError as exc:        # a cache is an optimisation: the engine is still good
+        log(f"could not save the timing cache {cache_file}: {exc}")
+    seconds = time.perf_counter() - start
+    build = {"max_batch": cfg.max_batch, "opt_batch": cfg.opt_batch, "workspace_gib": cfg.workspace_gib,
+             "builder_flags": flags, "timing_cache": str(cache_file), "timing_cache_reused": reused,
+             "progress_monitor": monitor is not None, "seconds": round(seconds, 2),
+             "command": rebuild_command(parsed.path, cfg.out, precision, cfg)}
+    target = manifest_path(cfg.out)
+    manifest = _manifest(trt, feats, gpu, parsed, precision, data, profile_shapes, build, cfg.onnx)
+    _write_atomic(target, (json.dumps(manifest.to_dict(cfg.out.name), indent=2) + "\n").encode())
+    return BuildResult(cfg.out, target, precision, seconds, data.nbytes, cache_file, reused, parsed.path,
+                       monitor is not None)
+
+
+def _manifest(trt: Any, feats: compat.TrtFeatures, gpu: GpuInfo, parsed: _Parsed, precision: str, plan: memoryview,
+              profile: dict, build: dict, source: Path) -> EngineManifest:
+    return EngineManifest(
+        engine_sha256=hashlib.sha256(plan).hexdigest(), engine_bytes=plan.nbytes, tensorrt=feats.version,
+        gpu={"name": gpu.name, "compute_capability": gpu.compute_capability, "total_memory": gpu.total_memory},
+        cuda={"driver": gpu.driver_version, "runtime": gpu.runtime_version, "library": gpu.library},
+        precision=precision, strongly_typed=feats.strongly_typed,
+        onnx={"file": str(parsed.path), "sha256": sha256_file(parsed.path), "source": str(source)},
+        calibration_sha256=parsed.metadata.get("drtrt.calibration_sha256", ""),
+        metadata={k: v for k, v in parsed.metadata.items() if k.startswith("drtrt.")},
+        inputs=parsed.tensors(trt, outputs=False), outputs=parsed.tensors(trt, outputs=True), profile=profile,
+        build=build, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), drtrt_version=__version__)
+
+
+def _add_profile(trt: Any, builder: Any, config: Any, parsed: _Parsed, cfg: BuildConfig) -> dict[str, dict[str, list[int]]]:
+    """One optimisation profile: batch 1 … max_batch (opt ``opt_batch``); other dimensions must be fixed."""
+    profile, shapes = builder.create_optimization_profile(), {}
+    for spec in parsed.tensors(trt, outputs=False):
+        batch, rest = spec.shape[0] if spec.shape else 0, spec.shape[1:]
+        if not spec.shape or any(d < 1 for d in rest):
+            raise ConfigError(f"input '{spec.name}' has shape {spec.shape}; drtrt engines need a fixed image size "
+                              "and only the batch dynamic — re-export with `drtrt export`")
+        if batch > 0 and batch != cfg.max_batch:
+            raise ConfigError(f"input '{spec.name}' has a fixed batch of {batch}; re-export with a dynamic "
+                              "batch (`drtrt export` does) or pass --max-batch to match")
+        batches = (1, cfg.opt_batch, cfg.max_batch) if batch < 0 else (batch, batch, batch)
+        low, opt, high = ((n, *rest) for n in batches)
+        profile.set_shape(spec.name, low, opt, high)
+        shapes[spec.name] = {"min": list(low), "opt": list(opt), "max": list(high)}
+    if config.add_optimization_profile(profile) < 0:
+        raise DrtrtError(f"TensorRT rejected the optimisation profile {shapes}")
+    return shapes
+
+
+class RichBuildProgress:
+    """:class:`BuildListener` drawing TensorRT's phases into a ``rich.progress.Progress``.
+
+    A spinner from :meth:`begin` (all 8.x gives); each TensorRT phase becomes a bar while it runs.
+    """
+
+    def __init__(self, progress: Any) -> None:
+        self.progress, self.tasks = progress, {}
+
+    def begin(self, description: str) -> None:
+        self.progress.add_task(description, total=None, info="")
+
+    def phase_start(self, name: str, parent: str | None, steps: int) -> None:
+        self.tasks[name] = self.progress.add_task(f"  {name}", total=max(steps, 1), info="")
+
+    def step(self, name: str, step: int) -> bool:
+        if name in self.tasks:
+            self.progress.update(self.tasks[name], completed=step + 1)
+        return True
+
+    def phase_finish(self, name: str) -> None:
+        task = self.tasks.pop(name, None)
+        if task is not None:
+            self.progress.remove_task(task)

@@ -1,0 +1,172 @@
+"""Everything that differs between TensorRT 8.5–8.6, 10.x and 11.x — the only module that branches on it.
+
+Checked against the real bindings (tests/fake_tensorrt/surface/, extracted from NVIDIA's
+wheels 8.6.1, 10.3.0, 10.13.3 and 11.4.0):
+
+============================  =========  ==================  ============================
+                              8.5–8.6    10.x                11.x
+============================  =========  ==================  ============================
+explicit batch                flag       default (flag kept  flag removed
+                              required   but deprecated)
+``BuilderFlag.FP16/INT8``     yes        yes                 removed: precision lives in
+                                                             the ONNX (strongly typed)
+``NetworkDefinitionCreation`` —          yes                 yes (used)
+``Flag.STRONGLY_TYPED``
+``IProgressMonitor``          no         yes                 yes
+IInt8 calibrators             yes        deprecated (10.1)   removed (drtrt never uses them)
+============================  =========  ==================  ============================
+
+The name-based I/O that the runner uses (``num_io_tensors``, ``get_tensor_name/mode/shape/
+dtype``, ``get_tensor_profile_shape``, ``set_input_shape``, ``set_tensor_address``,
+``execute_async_v3``) is the same from 8.5 on; drtrt refuses anything older.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from drtrt.errors import BackendUnavailable, ConfigError
+
+_log = logging.getLogger("drtrt.tensorrt")
+MIN_VERSION = (8, 5)
+CPU_PATH = ("The CPU path needs no TensorRT: `drtrt calibrate` makes the INT8 model and ONNX Runtime "
+            "runs it (`drtrt screen --model model.onnx`)")
+INSTALL_HINT = ("on a Jetson TensorRT comes with JetPack (apt install python3-libnvinfer); "
+                "on x86-64 with an NVIDIA GPU, pip install tensorrt")
+
+
+@dataclass(frozen=True)
+class TrtFeatures:
+    """What the installed TensorRT offers, derived from its version."""
+
+    version: str
+    major: int
+    minor: int
+    needs_explicit_batch_flag: bool    # 8.x: the ONNX parser wants an explicit-batch network
+    has_precision_flags: bool          # BuilderFlag.FP16 / INT8 exist (≤ 10.x)
+    strongly_typed: bool               # drtrt builds strongly typed (11.x: the only way)
+    has_progress_monitor: bool         # IProgressMonitor (10.x +)
+
+
+def import_tensorrt() -> ModuleType:
+    """``import tensorrt`` or one clear line saying what is missing and what works without it."""
+    try:
+        import tensorrt
+    except ImportError as exc:   # also the bindings present without libnvinfer (OSError is wrapped)
+        detail = "not installed" if isinstance(exc, ModuleNotFoundError) else f"cannot be loaded ({exc})"
+        raise BackendUnavailable(f"TensorRT is {detail}; {INSTALL_HINT}. {CPU_PATH}") from None
+    features(tensorrt)   # refuses versions drtrt does not support
+    return tensorrt
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    match = re.match(r"(\d+)\.(\d+)", text or "")
+    if not match:
+        raise BackendUnavailable(f"cannot read the TensorRT version from '{text}'")
+    return int(match[1]), int(match[2])
+
+
+def features(trt: ModuleType) -> TrtFeatures:
+    """The feature set of ``trt`` (the imported ``tensorrt`` module)."""
+    version = str(getattr(trt, "__version__", ""))
+    major, minor = parse_version(version)
+    if (major, minor) < MIN_VERSION:
+        raise BackendUnavailable(f"TensorRT {version} is too old: drtrt needs {MIN_VERSION[0]}.{MIN_VERSION[1]} or "
+                                 "newer (name-based I/O, execute_async_v3); JetPack 5.1 ships 8.5")
+    return TrtFeatures(version=version, major=major, minor=minor, needs_explicit_batch_flag=major < 10,
+                       has_precision_flags=major < 11, strongly_typed=major >= 11, has_progress_monitor=major >= 10)
+
+
+def network_flags(trt: ModuleType, feats: TrtFeatures) -> int:
+    """``Builder.create_network`` flags: explicit batch on 8.x, strongly typed on 11.x, none on 10.x."""
+    if feats.needs_explicit_batch_flag:
+        return 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    if feats.strongly_typed:   # its value is 1 on 10.x but 0 on 11.x: never hard-code it
+        return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    return 0
+
+
+def apply_precision(trt: ModuleType, config: Any, feats: TrtFeatures, precision: str) -> list[str]:
+    """Set the builder flags ``precision`` needs; returns their names (recorded in the manifest).
+
+    8.5–10.x (weakly typed): "fp16" → FP16; "int8" → INT8 + FP16 (the Q/DQ model sets the INT8
+    layers, FP16 lets the rest run in half precision); "fp32" → none. 11.x: none — the network is
+    strongly typed and the ONNX's own types and Q/DQ nodes are the precision.
+    """
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ConfigError(f"unknown precision '{precision}'; expected fp32, fp16 or int8")
+    if not feats.has_precision_flags:
+        return []
+    flags = {"fp32": [], "fp16": [trt.BuilderFlag.FP16], "int8": [trt.BuilderFlag.INT8, trt.BuilderFlag.FP16]}[precision]
+    for flag in flags:
+        config.set_flag(flag)
+    return [flag.name for flag in flags]
+
+
+def make_progress_monitor(trt: ModuleType, feats: TrtFeatures, on_phase_start: Callable[[str, str | None, int], None],
+                          on_step: Callable[[str, int], bool], on_phase_finish: Callable[[str], None]) -> Any | None:
+    """A ``trt.IProgressMonitor`` calling the three callbacks, or None where TensorRT has none (8.x).
+
+    ``on_step`` returns False to cancel the build.
+    """
+    if not feats.has_progress_monitor:
+        return None
+
+    class _Monitor(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            on_phase_start(phase_name, parent_phase, num_steps)
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            return bool(on_step(phase_name, step))
+
+        def phase_finish(self, phase_name: str) -> None:
+            on_phase_finish(phase_name)
+
+    return _Monitor()
+
+
+def make_logger(trt: ModuleType) -> Any:
+    """A ``trt.ILogger`` that keeps warnings and errors (``.errors()`` for messages) and logs them."""
+
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.messages: deque[tuple[int, str]] = deque(maxlen=100)   # the latest warnings and errors
+
+        def log(self, severity: Any, msg: str) -> None:
+            level = int(severity)
+            if level <= int(trt.Logger.WARNING):
+                self.messages.append((level, str(msg)))
+                _log.log(logging.WARNING if level == int(trt.Logger.WARNING) else logging.ERROR, "TensorRT: %s", msg)
+
+        def errors(self) -> list[str]:
+            return [msg for level, msg in self.messages if level <= int(trt.Logger.ERROR)]
+
+    return _Logger()
+
+
+def parser_errors(parser: Any) -> list[str]:
+    """The ONNX parser's errors as "node N: description" lines."""
+    return [f"node {parser.get_error(i).node()}: {parser.get_error(i).desc()}" for i in range(parser.num_errors)]
+
+
+def has_qdq(trt: ModuleType, network: Any) -> bool:
+    """Whether the parsed network holds Q/DQ layers (explicit INT8 quantisation)."""
+    kinds = {trt.LayerType.QUANTIZE, trt.LayerType.DEQUANTIZE}
+    return any(network.get_layer(i).type in kinds for i in range(network.num_layers))
+
+
+def numpy_dtype(trt: ModuleType, dtype: Any) -> Any:
+    """NumPy dtype of a TensorRT ``DataType`` (``trt.nptype``, present in every supported version)."""
+    import numpy as np
+
+    return np.dtype(trt.nptype(dtype))

@@ -1,0 +1,161 @@
+"""Patients and eyes: who each image belongs to, and the verdicts screeners report.
+
+Per eye, from its images: **refer** when any gradable image shows referable DR (grade ≥ 2);
+otherwise **no referable DR — rescreen in 12 months** when at least one image was gradable;
+otherwise **ungradable — retake or refer**. Per patient: refer if either eye is referable;
+otherwise ungradable if an eye is ungradable or was not photographed (when eyes are
+recorded); otherwise no referable DR. This mirrors how deployed DR screeners (for example
+IDx-DR's "more than mild DR / negative / insufficient quality") report one outcome per visit.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from drtrt.errors import ConfigError, DataError
+from drtrt.runtime.store import SessionRow
+
+REFER = "refer"
+RESCREEN = "no referable DR — rescreen in 12 months"
+UNGRADABLE = "ungradable — retake or refer"
+EYES = ("right", "left")                       # right first: clinical convention (OD, then OS)
+_EYE_ALIASES = {"left": "left", "l": "left", "os": "left", "right": "right", "r": "right", "od": "right"}
+MAX_PATIENT_ID = 64
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """The patient and eye an image belongs to (None: not given)."""
+
+    patient: str | None = None
+    eye: str | None = None
+
+
+def normalise_eye(value: str | None) -> str | None:
+    """left / right from left|right|L|R|OS|OD (any case); empty → None; anything else is an error."""
+    if value is None or not value.strip():
+        return None
+    eye = _EYE_ALIASES.get(value.strip().lower())
+    if eye is None:
+        raise ConfigError(f"eye must be left or right (or L/R, OS/OD), found {value!r}")
+    return eye
+
+
+def validate_patient_id(value: str | None) -> str | None:
+    """A patient ID as typed (trimmed, NFC); control characters or more than 64 characters are errors."""
+    if value is None or not value.strip():
+        return None
+    pid = unicodedata.normalize("NFC", value.strip())
+    if len(pid) > MAX_PATIENT_ID or any(unicodedata.category(c).startswith("C") for c in pid):
+        raise ConfigError(f"patient ID {value!r} is not usable: at most {MAX_PATIENT_ID} printable characters")
+    return pid
+
+
+def safe_patient_id(pid: str) -> str:
+    """A file-name-safe form of a patient ID: letters, digits, '.', '_', '-' only, never '..' or a
+    leading dot. IDs that had to change get a short hash of the original, so two IDs never
+    collide on one file name (``../etc`` → ``etc-<hash>``)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", pid)
+    safe = re.sub(r"\.{2,}", ".", safe).strip("._-")[:48] or "patient"
+    if safe != pid:
+        safe += "-" + hashlib.sha256(pid.encode()).hexdigest()[:8]
+    return safe
+
+
+def read_manifest(path: str | Path) -> dict[Path, Assignment]:
+    """CSV with a header row and columns ``file``, ``patient``, ``eye`` (eye may be empty).
+
+    Files are relative to the manifest's folder unless absolute. Returns resolved path →
+    Assignment. Raises DataError naming the line for a bad row.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read manifest {path}: {exc}") from None
+    reader = csv.DictReader(text.splitlines())
+    columns = {c.strip().lower() for c in reader.fieldnames or []}
+    if not {"file", "patient"} <= columns:
+        raise DataError(f"manifest {path} needs a header with columns file, patient[, eye]; "
+                        f"found {', '.join(reader.fieldnames or []) or 'no header'}")
+    out: dict[Path, Assignment] = {}
+    for line, raw in enumerate(reader, start=2):
+        row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k}
+        if not row.get("file"):
+            continue
+        try:
+            assignment = Assignment(validate_patient_id(row.get("patient")), normalise_eye(row.get("eye")))
+        except ConfigError as exc:
+            raise DataError(f"manifest {path} line {line}: {exc}") from None
+        file = Path(row["file"])
+        out[(file if file.is_absolute() else path.parent / file).resolve()] = assignment
+    if not out:
+        raise DataError(f"manifest {path} lists no files")
+    return out
+
+
+@dataclass
+class EyeVerdict:
+    eye: str                                   # right | left | unspecified
+    verdict: str
+    grade: int | None                          # worst grade among gradable images
+    images: list[SessionRow] = field(default_factory=list)
+
+    @property
+    def gradable(self) -> int:
+        return sum(r.status == "graded" for r in self.images)
+
+
+@dataclass
+class PatientVerdict:
+    patient: str
+    verdict: str
+    eyes: dict[str, EyeVerdict]
+    note: str = ""
+
+
+def eye_verdict(eye: str, rows: list[SessionRow]) -> EyeVerdict:
+    """The verdict of one eye from its rows (duplicates do not count: their original does)."""
+    graded = [r for r in rows if r.status == "graded" and r.record.get("grade") is not None]   # lesion-only models
+    grade = max((r.record["grade"] for r in graded), default=None)                           # give no grade
+    if any(r.record.get("referable") for r in graded):
+        verdict = REFER
+    elif graded:
+        verdict = RESCREEN
+    else:
+        verdict = UNGRADABLE
+    return EyeVerdict(eye, verdict, grade, rows)
+
+
+def patient_verdicts(rows: Iterable[SessionRow]) -> list[PatientVerdict]:
+    """One verdict per patient (in order of first appearance); rows without a patient are skipped."""
+    by_patient: dict[str, list[SessionRow]] = {}
+    for row in rows:
+        if row.patient:
+            by_patient.setdefault(row.patient, []).append(row)
+    verdicts = []
+    for patient, items in by_patient.items():
+        groups: dict[str, list[SessionRow]] = {}
+        for row in items:
+            groups.setdefault(row.eye or "unspecified", []).append(row)
+        eyes = {eye: eye_verdict(eye, groups[eye]) for eye in (*EYES, "unspecified") if eye in groups}
+        note = ""
+        if any(e in groups for e in EYES):
+            for eye in EYES:
+                if eye not in eyes:
+                    eyes[eye] = EyeVerdict(eye, UNGRADABLE, None, [])
+                    note = f"{eye} eye not photographed"
+        found = {e.verdict for e in eyes.values()}
+        verdict = REFER if REFER in found else UNGRADABLE if UNGRADABLE in found else RESCREEN
+        verdicts.append(PatientVerdict(patient, verdict, dict(sorted(eyes.items(), key=_eye_order)), note))
+    return verdicts
+
+
+def _eye_order(item: tuple[str, EyeVerdict]) -> int:
+    return (*EYES, "unspecified").index(item[0])

@@ -1,0 +1,231 @@
+"""Reports of a session folder: one HTML page per patient, a summary (CSV + HTML), results.jsonl.
+
+Pages are self-contained (pictures embedded as JPEG data URIs, no scripts, no external
+files), escape everything that came from a user or a file name, and print on A4. Written
+with the standard library's string formatting: no template engine on the device. Every file
+is written to a temp file and renamed, so a power cut leaves the previous version intact.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import cv2
+
+from drtrt import GRADE_NAMES, LESION_LONG_NAMES, LESION_NAMES, __version__
+from drtrt.postprocess import LESION_COLOURS
+from drtrt.runtime.patients import REFER, RESCREEN, UNGRADABLE, EyeVerdict, PatientVerdict, patient_verdicts, \
+    safe_patient_id
+from drtrt.runtime.session import atomic_write
+from drtrt.runtime.store import SessionRow, now
+
+LESIONS = tuple(LESION_LONG_NAMES)
+_VERDICT_CLASS = {REFER: "refer", RESCREEN: "ok", UNGRADABLE: "retake"}
+_EYE_TITLES = {"right": "Right eye (OD)", "left": "Left eye (OS)", "unspecified": "Eye not recorded"}
+_CSS = """
+@page { size: A4; margin: 12mm; }
+* { box-sizing: border-box; }
+body { font: 10.5pt/1.35 "DejaVu Sans", Arial, sans-serif; color: #111; margin: 0 auto; max-width: 186mm; }
+h1 { font-size: 15pt; margin: 0 0 2mm; } h2 { font-size: 12pt; margin: 0 0 2mm; }
+.meta { color: #444; font-size: 9pt; margin-bottom: 3mm; }
+.verdict { padding: 3mm 4mm; border-radius: 2mm; font-size: 14pt; font-weight: bold; margin: 2mm 0 4mm; }
+.refer { background: #fde2e1; border: 0.6mm solid #c62828; } .ok { background: #e3f4e4; border: 0.6mm solid #2e7d32; }
+.retake { background: #fff3cd; border: 0.6mm solid #b8860b; }
+.eyes { display: flex; gap: 4mm; } .eye { flex: 1 1 0; min-width: 0; break-inside: avoid; }
+.eye .verdict { font-size: 10.5pt; margin: 1mm 0 2mm; padding: 1.5mm 2mm; }
+figure { margin: 0 0 2mm; break-inside: avoid; }
+figure img { display: block; max-width: 100%; max-height: 72mm; margin: 0 auto; border: 1px solid #999; }
+figcaption { font-size: 8.5pt; color: #333; }
+table { border-collapse: collapse; width: 100%; font-size: 8.5pt; margin-bottom: 2mm; }
+th, td { border: 1px solid #bbb; padding: 0.6mm 1.2mm; text-align: left; } th { background: #f0f0f0; }
+td.n { text-align: right; } .foot { font-size: 8pt; color: #555; margin-top: 3mm; border-top: 1px solid #ccc; }
+.totals td { font-size: 10pt; }
+.legend { font-size: 8.5pt; margin: 0 0 2mm; } .swatch { display: inline-block; width: 3mm; height: 3mm;
+  border: 1px solid #000; margin: 0 1mm 0 3mm; vertical-align: -0.3mm; }
+"""
+
+
+def write_session_reports(out: Path, rows: list[SessionRow], meta: dict[str, str],
+                          patients: Iterable[str] | None = None) -> dict[str, Path]:
+    """Write results.jsonl, summary.csv, patients.csv, summary.html and reports/patient-*.html."""
+    verdicts = patient_verdicts(rows)
+    wanted = set(patients) if patients is not None else {v.patient for v in verdicts}
+    written = {"results.jsonl": out / "results.jsonl", "summary.csv": out / "summary.csv",
+               "patients.csv": out / "patients.csv", "summary.html": out / "summary.html"}
+    atomic_write(written["results.jsonl"], "".join(json.dumps(r.to_dict()) + "\n" for r in rows))
+    atomic_write(written["summary.csv"], summary_csv(rows, verdicts))
+    atomic_write(written["patients.csv"], patients_csv(verdicts))
+    atomic_write(written["summary.html"], summary_html(rows, verdicts, meta))
+    for verdict in verdicts:
+        if verdict.patient in wanted:
+            path = out / "reports" / f"patient-{safe_patient_id(verdict.patient)}.html"
+            atomic_write(path, patient_html(verdict, meta, out))
+            written[path.name] = path
+    return written
+
+
+def gradable_share(rows: list[SessionRow]) -> tuple[int, int]:
+    """(graded, judged): images graded out of distinct images judged (duplicates left out)."""
+    judged = [r for r in rows if r.status in ("graded", "ungradable", "error")]
+    return sum(r.status == "graded" for r in judged), len(judged)
+
+
+def summary_csv(rows: list[SessionRow], verdicts: list[PatientVerdict]) -> str:
+    """One row per file: where it belongs, status, grade, probabilities, lesions, its eye's and patient's verdict."""
+    eye_of = {(v.patient, e.eye): e.verdict for v in verdicts for e in v.eyes.values()}
+    patient_of = {v.patient: v.verdict for v in verdicts}
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["file", "path", "sha256", "patient", "eye", "status", "reason", "grade", "grade_name",
+                     "referable", *[f"p_grade{g}" for g in range(len(GRADE_NAMES))],
+                     *[f"{c}_{k}" for c in LESIONS for k in ("count", "area_px", "area_fov_pct")],
+                     "eye_verdict", "patient_verdict", "overlay", "seen_at"])
+    for r in rows:
+        d = r.to_dict()
+        probs = d.get("probabilities") or [""] * len(GRADE_NAMES)
+        lesions = [d["lesions"].get(c, {}).get(k, "") for c in LESIONS for k in ("count", "area_px", "area_fov_pct")]
+        writer.writerow([r.name, r.path, r.sha256 or "", r.patient or "", r.eye or "", r.status, r.reason or "",
+                         _blank(d.get("grade")), d.get("grade_name") or "", _blank(d.get("referable")), *probs,
+                         *lesions, eye_of.get((r.patient, r.eye or "unspecified"), ""), patient_of.get(r.patient, ""),
+                         d.get("overlay", ""), r.seen_at])
+    return buffer.getvalue()
+
+
+def patients_csv(verdicts: list[PatientVerdict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["patient", "verdict", "right_eye", "left_eye", "other_images", "note", "report"])
+    for v in verdicts:
+        eye = {k: e.verdict for k, e in v.eyes.items()}
+        writer.writerow([v.patient, v.verdict, eye.get("right", ""), eye.get("left", ""), eye.get("unspecified", ""),
+                         v.note, f"reports/patient-{safe_patient_id(v.patient)}.html"])
+    return buffer.getvalue()
+
+
+def _blank(value) -> str:
+    return "" if value is None else str(int(value)) if isinstance(value, bool) else str(value)
+
+
+def _esc(value) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _page(title: str, body: str) -> str:
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>'
+            f"<body>{body}</body></html>\n")
+
+
+def _footer(meta: dict[str, str]) -> str:
+    return (f'<div class="foot">drtrt {__version__} · model {_esc(meta.get("model_name", "?"))} '
+            f'(sha256 {_esc(meta.get("model_sha256", "")[:12])}) · written {now()} · Referable DR = moderate '
+            "non-proliferative DR or worse (grade ≥ 2). Automated screening result: not a diagnosis; "
+            "a clinician confirms every referral. Not for clinical use with the demo model.</div>")
+
+
+def embed_image(path: Path, max_side: int = 760) -> str | None:
+    """A picture from the session folder as a JPEG data URI (None when it cannot be read)."""
+    picture = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if picture is None:
+        return None
+    h, w = picture.shape[:2]
+    f = min(1.0, max_side / max(h, w))
+    if f < 1:
+        picture = cv2.resize(picture, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
+    ok, jpg = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 82])
+    return "data:image/jpeg;base64," + base64.b64encode(jpg.tobytes()).decode() if ok else None
+
+
+def _figure(row: SessionRow, out: Path) -> str:
+    d = row.to_dict()
+    source = d.get("overlay") or d.get("thumbnail")
+    uri = embed_image(out / source) if source else None
+    img = f'<img src="{uri}" alt="{_esc(row.name)}">' if uri else ""
+    if row.status == "graded" and d.get("grade") is None:
+        text = "lesions only (this model gives no grade)"
+    elif row.status == "graded":
+        probs = d.get("probabilities") or []
+        p = f" ({100 * probs[d['grade']]:.0f}%)" if probs else ""
+        text = f"grade {d['grade']} — {_esc(d['grade_name'])}{p}; {'referable' if d['referable'] else 'not referable'}"
+    else:
+        text = f"{_esc(row.status)}: {_esc(row.reason)}"
+    table = ""
+    if row.status == "graded" and d.get("lesions"):
+        cells = "".join(f'<tr><td>{_esc(c)} {_esc(LESION_LONG_NAMES[c])}</td><td class="n">{f["count"]}</td>'
+                        f'<td class="n">{f["area_px"]:,}</td><td class="n">{f["area_fov_pct"]:.3f}</td></tr>'
+                        for c, f in d["lesions"].items())
+        table = ('<table><tr><th>lesion</th><th>count</th><th>area px</th><th>% of field</th></tr>'
+                 f"{cells}</table>")
+    return f"<figure>{img}<figcaption>{_esc(row.name)} — {text}</figcaption></figure>{table}"
+
+
+def _eye_block(eye: EyeVerdict, out: Path) -> str:
+    grade = "" if eye.grade is None else f" · worst grade {eye.grade} ({_esc(GRADE_NAMES[eye.grade])})"
+    figures = "".join(_figure(r, out) for r in eye.images) or "<p>No image of this eye in the session.</p>"
+    return (f'<section class="eye"><h2>{_EYE_TITLES[eye.eye]}</h2>'
+            f'<div class="verdict {_VERDICT_CLASS[eye.verdict]}">{_esc(eye.verdict)}</div>'
+            f'<div class="meta">{len(eye.images)} image(s), {eye.gradable} gradable{grade}</div>{figures}</section>')
+
+
+def _legend() -> str:
+    items = "".join(f'<span class="swatch" style="background: rgb{tuple(int(v) for v in LESION_COLOURS[i])}"></span>'
+                    f"{_esc(code)} {_esc(LESION_LONG_NAMES[code])}" for i, code in enumerate(LESION_NAMES) if i)
+    return f'<div class="legend">Lesion colours on the pictures:{items}</div>'
+
+
+def _when(stamp: str) -> str:
+    """2026-11-25T23:07:41Z → 2026-11-25 23:07 UTC."""
+    return f"{stamp[:10]} {stamp[11:16]} UTC" if len(stamp) >= 16 else stamp
+
+
+def patient_html(verdict: PatientVerdict, meta: dict[str, str], out: Path) -> str:
+    """The patient's page: the visit verdict, then each eye with its images, overlays and lesion tables."""
+    seen = max((r.seen_at for e in verdict.eyes.values() for r in e.images), default="")
+    note = f" — {_esc(verdict.note)}" if verdict.note else ""
+    body = (f"<h1>Diabetic retinopathy screening</h1>"
+            f'<div class="meta">Patient <b>{_esc(verdict.patient)}</b> · screened {_esc(_when(seen))} · '
+            f"session {_esc(out.resolve().name)}</div>"
+            f'<div class="verdict {_VERDICT_CLASS[verdict.verdict]}">{_esc(verdict.verdict)}{note}</div>{_legend()}'
+            f'<div class="eyes">{"".join(_eye_block(e, out) for e in verdict.eyes.values())}</div>{_footer(meta)}')
+    return _page(f"DR screening — patient {verdict.patient}", body)
+
+
+def summary_html(rows: list[SessionRow], verdicts: list[PatientVerdict], meta: dict[str, str]) -> str:
+    """Session totals (with the share of gradable images), one line per patient, one per file."""
+    graded, judged = gradable_share(rows)
+    share = f"{100 * graded / judged:.0f}%" if judged else "—"
+    counts = {s: sum(r.status == s for r in rows) for s in ("graded", "ungradable", "error", "duplicate")}
+    by_verdict = {v: sum(p.verdict == v for p in verdicts) for v in (REFER, RESCREEN, UNGRADABLE)}
+    totals = (f'<table class="totals"><tr><td>files</td><td class="n">{len(rows)}</td><td>gradable images</td>'
+              f'<td class="n"><b>{graded} of {judged} ({share})</b></td></tr>'
+              + "".join(f'<tr><td colspan="3">{_esc(k)}</td><td class="n">{v}</td></tr>' for k, v in counts.items())
+              + f'<tr><td colspan="3">patients</td><td class="n">{len(verdicts)}</td></tr>'
+              + "".join(f'<tr><td colspan="3">patients: {_esc(k)}</td><td class="n">{v}</td></tr>'
+                        for k, v in by_verdict.items()) + "</table>")
+    patients = "".join(
+        f'<tr><td><a href="reports/patient-{_esc(safe_patient_id(v.patient))}.html">{_esc(v.patient)}</a></td>'
+        f'<td class="{_VERDICT_CLASS[v.verdict]}">{_esc(v.verdict)}</td>'
+        + "".join(f"<td>{_esc(v.eyes[e].verdict) if e in v.eyes else ''}</td>" for e in ("right", "left"))
+        + f"<td>{_esc(v.note)}</td></tr>" for v in verdicts)
+    files = "".join(
+        f"<tr><td>{_esc(r.name)}</td><td>{_esc(r.patient)}</td><td>{_esc(r.eye)}</td><td>{_esc(r.status)}</td>"
+        f"<td>{_esc(_grade_text(r))}</td><td>{_esc(r.reason)}</td></tr>" for r in rows)
+    body = (f"<h1>Screening session summary</h1><div class=\"meta\">{len(rows)} file(s) · written {now()}</div>"
+            f"{totals}<h2>Patients</h2><table><tr><th>patient</th><th>verdict</th><th>right eye</th>"
+            f"<th>left eye</th><th>note</th></tr>{patients or '<tr><td colspan=5>no patient IDs given</td></tr>'}"
+            f"</table><h2>Images</h2><table><tr><th>file</th><th>patient</th><th>eye</th><th>status</th>"
+            f"<th>grade</th><th>reason</th></tr>{files}</table>{_footer(meta)}")
+    return _page("DR screening — session summary", body)
+
+
+def _grade_text(row: SessionRow) -> str:
+    d = row.to_dict()
+    if d.get("grade") is None:
+        return ""
+    return f"{d['grade']} {d['grade_name']}" + (" — REFER" if d.get("referable") else "")

@@ -1,0 +1,240 @@
+"""The crash-safe session store: one SQLite file per session folder.
+
+Two tables carry the results: ``images`` (one row per distinct image, keyed by the SHA-256 of
+the file's bytes, holding the screening record as JSON) and ``files`` (one row per path seen,
+pointing at its image, with the patient and eye it belongs to, or why it was not screened).
+An image row and its file row are written in one transaction, so after a power cut an image
+is either fully recorded or not at all, and the next run redoes only what is missing.
+
+Durability: WAL journal with ``synchronous=FULL`` (each commit is on disk before the call
+returns). A session folder is used by one process at a time (an advisory lock, released by
+the kernel even when the process is killed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from drtrt.errors import ConfigError
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs(id INTEGER PRIMARY KEY AUTOINCREMENT, started TEXT NOT NULL, finished TEXT,
+                                command TEXT NOT NULL, pid INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS images(sha256 TEXT PRIMARY KEY, path TEXT NOT NULL, status TEXT NOT NULL,
+                                  record TEXT NOT NULL, run_id INTEGER NOT NULL, screened_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files(path TEXT PRIMARY KEY, sha256 TEXT, size INTEGER, mtime_ns INTEGER,
+                                 patient TEXT, eye TEXT, status TEXT NOT NULL, reason TEXT, duplicate_of TEXT,
+                                 run_id INTEGER NOT NULL, seen_at TEXT NOT NULL, seq INTEGER NOT NULL);
+"""
+
+
+def now() -> str:
+    """UTC time stamp, ISO 8601 to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A path as seen by a run. status: screened | duplicate | unreadable."""
+
+    path: str
+    sha256: str | None
+    size: int | None
+    mtime_ns: int | None
+    patient: str | None
+    eye: str | None
+    status: str
+    reason: str | None = None
+    duplicate_of: str | None = None
+
+
+@dataclass
+class SessionRow:
+    """One file of the session with its result: status graded | ungradable | error | duplicate."""
+
+    path: str
+    sha256: str | None
+    patient: str | None
+    eye: str | None
+    status: str
+    reason: str | None
+    record: dict = field(default_factory=dict)
+    duplicate_of: str | None = None
+    run_id: int = 0
+    seen_at: str = ""
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+    def to_dict(self) -> dict:
+        """The screening record plus where the file belongs (a duplicate has no record of its own)."""
+        base = dict(self.record)
+        base.update({"image": self.path, "status": self.status, "reason": self.reason,
+                     "error": self.reason if self.status == "error" else None, "sha256": self.sha256,
+                     "patient": self.patient, "eye": self.eye, "duplicate_of": self.duplicate_of})
+        for key in ("grade", "grade_name", "referable", "probabilities"):
+            base.setdefault(key, None)
+        base.setdefault("lesions", {})
+        return base
+
+
+class SessionStore:
+    """SQLite store at ``path`` (None: in memory, for screening without a session folder)."""
+
+    def __init__(self, path: str | os.PathLike | None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._lock_fd: int | None = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock()
+        self.db = sqlite3.connect(":memory:" if self.path is None else str(self.path), isolation_level=None,
+                                  timeout=30)
+        self.db.row_factory = sqlite3.Row
+        if self.path is not None:
+            self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):
+            raise ConfigError(f"{self.path} is a session store of schema {version}; this drtrt reads schema "
+                              f"{SCHEMA_VERSION}; use a new --out folder")
+        self.db.executescript(_SCHEMA)
+        self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _lock(self) -> None:
+        try:
+            import fcntl
+        except ImportError:   # not POSIX: no advisory locks; one process per session is then up to the user
+            return
+        fd = os.open(str(self.path) + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ConfigError(f"session {self.path.parent} is in use by another drtrt process; wait for it "
+                              "to finish or use another --out folder") from None
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        self.db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> "SessionStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- session metadata -------------------------------------------------------------------
+    def bind_model(self, sha256: str, name: str) -> None:
+        """Tie the session to one model: results made by another model must not mix into it."""
+        row = self.db.execute("SELECT value FROM meta WHERE key='model_sha256'").fetchone()
+        if row is None:
+            with self._transaction():
+                self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                    [("model_sha256", sha256), ("model_name", name), ("created", now())])
+        elif row[0] != sha256:
+            old = self.meta().get("model_name", "?")
+            raise ConfigError(f"session {self.path.parent if self.path else ''} was screened with model {old} "
+                              f"(sha256 {row[0][:12]}), not {name} (sha256 {sha256[:12]}); use a new --out folder "
+                              "or the session's model")
+
+    def meta(self) -> dict[str, str]:
+        return {r["key"]: r["value"] for r in self.db.execute("SELECT key, value FROM meta")}
+
+    def begin_run(self, command: str) -> int:
+        with self._transaction():
+            cur = self.db.execute("INSERT INTO runs(started, command, pid) VALUES (?, ?, ?)",
+                                  (now(), command, os.getpid()))
+        return int(cur.lastrowid)
+
+    def finish_run(self, run_id: int) -> None:
+        with self._transaction():
+            self.db.execute("UPDATE runs SET finished=? WHERE id=?", (now(), run_id))
+
+    # -- reads ------------------------------------------------------------------------------
+    def file(self, path: str) -> FileEntry | None:
+        row = self.db.execute("SELECT * FROM files WHERE path=?", (path,)).fetchone()
+        return None if row is None else FileEntry(row["path"], row["sha256"], row["size"], row["mtime_ns"],
+                                                  row["patient"], row["eye"], row["status"], row["reason"],
+                                                  row["duplicate_of"])
+
+    def image_path(self, sha256: str) -> str | None:
+        """The path that first produced this image, if it has been screened."""
+        row = self.db.execute("SELECT path FROM images WHERE sha256=?", (sha256,)).fetchone()
+        return None if row is None else row[0]
+
+    def rows(self, paths: list[str] | None = None) -> list[SessionRow]:
+        """Every file of the session in the order first seen (or the given paths, in that order)."""
+        query = ("SELECT f.*, i.status AS image_status, i.record FROM files f "
+                 "LEFT JOIN images i ON i.sha256 = f.sha256")
+        if paths is None:
+            return [self._row(r) for r in self.db.execute(query + " ORDER BY f.seq")]
+        found = (self.db.execute(query + " WHERE f.path = ?", (p,)).fetchone() for p in paths)
+        return [self._row(r) for r in found if r is not None]
+
+    @staticmethod
+    def _row(r: sqlite3.Row) -> SessionRow:
+        record = json.loads(r["record"]) if r["record"] and r["status"] == "screened" else {}   # not a duplicate's
+        status = r["image_status"] if r["status"] == "screened" and r["image_status"] else r["status"]
+        status = "error" if status == "unreadable" else status
+        reason = record.get("reason") if r["status"] == "screened" else r["reason"]
+        return SessionRow(r["path"], r["sha256"], r["patient"], r["eye"], status, reason, record,
+                          r["duplicate_of"], r["run_id"], r["seen_at"])
+
+    def count(self, table: str) -> int:
+        if table not in ("images", "files", "runs"):
+            raise ValueError(f"unknown table {table!r}")
+        return int(self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+    def integrity_check(self) -> str:
+        """SQLite's ``PRAGMA integrity_check``: "ok" for an intact database."""
+        return str(self.db.execute("PRAGMA integrity_check").fetchone()[0])
+
+    # -- writes -----------------------------------------------------------------------------
+    def record_image(self, sha256: str, record: dict, entry: FileEntry, run_id: int) -> None:
+        """The image's result and its file row, in one durable transaction."""
+        with self._transaction():
+            self.db.execute("INSERT OR IGNORE INTO images VALUES (?, ?, ?, ?, ?, ?)",
+                            (sha256, entry.path, record["status"], json.dumps(record), run_id, now()))
+            self._upsert_file(entry, run_id)
+
+    def record_file(self, entry: FileEntry, run_id: int) -> None:
+        """A file row alone: a duplicate, an unreadable file, or new patient/eye/stat details."""
+        with self._transaction():
+            self._upsert_file(entry, run_id)
+
+    def _upsert_file(self, e: FileEntry, run_id: int) -> None:
+        seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM files").fetchone()[0]
+        self.db.execute(
+            "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+            "sha256=excluded.sha256, size=excluded.size, mtime_ns=excluded.mtime_ns, patient=excluded.patient, "
+            "eye=excluded.eye, status=excluded.status, reason=excluded.reason, duplicate_of=excluded.duplicate_of, "
+            "run_id=excluded.run_id, seen_at=excluded.seen_at",
+            (e.path, e.sha256, e.size, e.mtime_ns, e.patient, e.eye, e.status, e.reason, e.duplicate_of,
+             run_id, now(), seq))
+
+    def _transaction(self) -> "_Transaction":
+        return _Transaction(self.db)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error): the write lock is taken up front."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,178 @@
+"""Watch mode: screen images as the fundus camera writes them into a folder.
+
+Polls the folder (no inotify dependency, works on any file system, including network and
+USB mounts). A file is taken once its size and modification time have not changed for
+``settle_s`` seconds, so a half-written JPEG is never read; hidden files, editor/browser temp
+files and non-image suffixes are ignored. Everything goes through the crash-safe session
+store, so a restart (or a power cut) picks up exactly where it stopped. Ctrl-C or SIGTERM
+finishes the image in hand, writes the reports and exits cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from drtrt.errors import DataError
+from drtrt.runtime.patients import Assignment, read_manifest
+from drtrt.runtime.screening import IMAGE_SUFFIXES
+from drtrt.runtime.session import ScreeningSession, SessionConfig
+from drtrt.runtime.store import SessionRow
+
+TEMP_SUFFIXES = {".tmp", ".temp", ".part", ".partial", ".crdownload", ".download", ".filepart", ".swp", ".lock"}
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """poll_s: seconds between folder scans. settle_s: seconds a file must stay unchanged before
+    it is read. manifest: CSV (file, patient, eye) re-read whenever it changes. default: the
+    Assignment of files the manifest does not list. session: how images are screened."""
+
+    poll_s: float = 0.5
+    settle_s: float = 1.0
+    manifest: Path | None = None
+    default: Assignment = Assignment()
+    session: SessionConfig = field(default_factory=lambda: SessionConfig(batch_size=1))
+
+
+def is_candidate(path: Path) -> bool:
+    """An image the camera has finished naming: not hidden, not a temp/partial file, image suffix."""
+    name = path.name
+    if name.startswith((".", "~", "#")) or name.endswith("~"):
+        return False
+    suffixes = {s.lower() for s in path.suffixes}
+    return not (suffixes & TEMP_SUFFIXES) and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+class SettleTracker:
+    """Remembers each candidate's (size, mtime) and since when it has been unchanged."""
+
+    def __init__(self, settle_s: float) -> None:
+        self.settle_s = settle_s
+        self._seen: dict[Path, tuple[tuple[int, int], float]] = {}
+        self.done: dict[Path, tuple[int, int]] = {}
+
+    def ready(self, folder: Path, clock: float) -> list[Path]:
+        """Files that have settled and were not handed out in their current state, oldest first."""
+        found = []
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return []
+        for entry in entries:
+            path = Path(entry.path)
+            if not is_candidate(path):
+                continue
+            try:
+                st = entry.stat()
+            except OSError:        # vanished between listing and stat
+                continue
+            if not entry.is_file():
+                continue
+            state = (st.st_size, st.st_mtime_ns)
+            if self.done.get(path) == state:
+                continue
+            previous = self._seen.get(path)
+            if previous is None or previous[0] != state:
+                self._seen[path] = (state, clock)
+            elif clock - previous[1] >= self.settle_s:
+                found.append((st.st_mtime_ns, path.name, path, state))
+        for _, _, path, state in sorted(found):
+            self.done[path] = state
+            self._seen.pop(path, None)
+        return [path for _, _, path, _ in sorted(found)]
+
+
+def log_line(row: SessionRow) -> str:
+    """One line per image for the watch log."""
+    who = " ".join(x for x in (row.patient, row.eye) if x)
+    d = row.to_dict()
+    if row.status == "graded":
+        detail = ("lesions only" if d["grade"] is None else f"grade {d['grade']} {d['grade_name']}"
+                  + (" — REFER" if d["referable"] else ""))
+        ms = d.get("timings_ms", {}).get("total")
+        detail += f" ({ms / 1000:.1f} s)" if ms else ""
+    else:
+        detail = row.reason or ""
+    return f"{time.strftime('%H:%M:%S')}  {row.name}  {f'[{who}]  ' if who else ''}{row.status}  {detail}"
+
+
+def watch_folder(folder: str | os.PathLike, model: str | os.PathLike, out: str | os.PathLike,
+                 cfg: WatchConfig = WatchConfig(), log: Callable[[str], None] = print,
+                 stop: threading.Event | None = None) -> int:
+    """Screen new images in ``folder`` into session ``out`` until ``stop`` is set (or SIGINT/SIGTERM
+    arrives, when called from the main thread). Returns the number of images settled by this run."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"no such folder to watch: {folder}")
+    stop = stop or threading.Event()
+    restore = _install_stop_handlers(stop)
+    settled = 0
+
+    def on_row(row: SessionRow) -> None:
+        nonlocal settled
+        if row.run_id == session.run_id:
+            settled += 1
+            log(log_line(row))
+
+    tracker = SettleTracker(cfg.settle_s)
+    manifest_state: tuple[int, int] | None = None
+    assignments: dict[Path, Assignment] = {}
+    session = ScreeningSession(model, out, cfg.session, command=f"watch {folder}", on_row=on_row)
+    try:
+        with session:
+            log(f"watching {folder} → {out} (Ctrl-C to stop)")
+            while not stop.is_set():
+                if cfg.manifest is not None and _stat(cfg.manifest) not in (manifest_state, None):
+                    assignments, manifest_state = read_manifest(cfg.manifest), _stat(cfg.manifest)
+                    tracker.done.clear()       # re-offer known files: their patient/eye may have changed
+                ready = tracker.ready(folder, time.monotonic())
+                for path in ready:
+                    if stop.is_set():
+                        break
+                    session.submit(path, assignments.get(path.resolve(), cfg.default))
+                    session.flush()
+                if ready:
+                    session.write_reports(session.touched_patients)
+                    session.touched_patients.clear()
+                stop.wait(cfg.poll_s)
+            session.flush()
+            session.write_reports()
+    finally:
+        restore()
+    log(f"stopped; {settled} image(s) this run; results in {out}")
+    return settled
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _install_stop_handlers(stop: threading.Event) -> Callable[[], None]:
+    """First SIGINT/SIGTERM: finish the image in hand and stop. A second SIGINT interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, frame) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+
+    for sig in previous:
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore

@@ -1,0 +1,145 @@
+"""Pseudo-labels as the thesis makes them (§4.1.3), stored on disk with their provenance.
+
+A VGG16 grader trained on IDRiD-D grades the IDRiD-S images; a U-Net-VGG16 trained on IDRiD-S
+draws lesion masks for the IDRiD-D images; an image graded 0 (real or pseudo) gets an
+all-background mask. Only training-split images are labelled; test images stay untouched.
+
+Folder written (``LABELS``)::
+
+    grades.csv        key, grade, source (real | pseudo), p0..p4 (grader probabilities)
+    masks/KEY.png     label map 0-4 at the image's original resolution (``/`` in KEY → ``__``)
+    provenance.json   drtrt version, date, data root, both checkpoints with SHA-256, counts
+
+Masks are stored in original-image coordinates so any later preprocessing size maps them
+through the same geometry as real masks.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from drtrt import __version__
+from drtrt.errors import DataError
+from drtrt.idrid import IdridIndex, read_idrid
+from drtrt.manifest import INPUT_NAME, sha256_file
+from drtrt.preprocess import preprocess
+from drtrt.train.data import LabelledSample
+from drtrt.train.train_config import TrainConfig
+
+
+@dataclass(frozen=True)
+class PseudoLabels:
+    root: Path
+    grader: Path
+    segmenter: Path
+    graded: int      # images that received a pseudo grade
+    masked: int      # images that received a pseudo mask
+
+
+def mask_file(labels: Path, key: str) -> Path:
+    return Path(labels) / "masks" / (key.replace("/", "__") + ".png")
+
+
+def make_pseudo_labels(data: str | Path | IdridIndex, out: str | Path, cfg: TrainConfig,
+                       grader: str | Path | None = None, segmenter: str | Path | None = None,
+                       log: Callable[[str], None] = print, cache_dir: str | Path | None = None,
+                       on_progress: Callable[[dict], None] | None = None) -> PseudoLabels:
+    """Train (or load) the two baselines and write the labels of every training image to ``out``.
+
+    ``cfg`` is the training recipe of both baselines (its ``model.arch`` is replaced by
+    "vgg16" / "unet-vgg16"); the grader trains on IDRiD-D only, the segmenter on IDRiD-S only.
+    """
+    from drtrt.train.torch_runner import TorchRunner
+    from drtrt.train.trainer import train
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    index = data if isinstance(data, IdridIndex) else read_idrid(data)
+    for name, arch, subset in (("grader", "vgg16", "grading"), ("segmenter", "unet-vgg16", "segmentation")):
+        if (grader if name == "grader" else segmenter) is None:
+            if not index.select(subset=subset, split="train"):
+                raise DataError(f"cannot train the pseudo-label {name}: no {subset} training images under {index.root}")
+            log(f"training the {name} ({arch}) on the {subset} set")
+            sub_cfg = replace(cfg, labels="partial", pseudo_labels=None, subsets=(subset,),
+                              model=replace(cfg.model, arch=arch))
+            train(sub_cfg, index, out / name, log=log, cache_dir=cache_dir, on_progress=on_progress)
+            if name == "grader":
+                grader = out / name / "best.pt"
+            else:
+                segmenter = out / name / "best.pt"
+    grader, segmenter = Path(grader), Path(segmenter)
+    (out / "masks").mkdir(exist_ok=True)
+    rows, graded, masked = [], 0, 0
+    with TorchRunner(grader) as grade_runner, TorchRunner(segmenter) as seg_runner:
+        for sample in index.select(split="train"):
+            need_grade, need_mask = sample.grade is None, not sample.has_masks
+            if not (need_grade or need_mask):
+                continue
+            pre_g = preprocess(sample.image, grade_runner.info.preprocess)
+            logits = grade_runner.infer({INPUT_NAME: pre_g.tensor[None]})["grade_logits"][0].astype(np.float64)
+            probs = np.exp(logits - logits.max())
+            probs /= probs.sum()
+            grade = sample.grade if not need_grade else int(probs.argmax())
+            graded += need_grade
+            rows.append([sample.key, grade, "pseudo" if need_grade else "real", *(f"{p:.6f}" for p in probs)])
+            if need_mask:
+                pre_s = preprocess(sample.image, seg_runner.info.preprocess)
+                if grade == 0:
+                    label = np.zeros(pre_s.geometry.original_size, np.uint8)   # (height, width)
+                else:
+                    lesion = seg_runner.infer({INPUT_NAME: pre_s.tensor[None]})["lesion_logits"][0]
+                    label = pre_s.geometry.to_original(lesion.argmax(0).astype(np.uint8), interpolation="nearest")
+                cv2.imwrite(str(mask_file(out, sample.key)), label)
+                masked += 1
+    with (out / "grades.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["key", "grade", "source", *(f"p{i}" for i in range(5))])
+        writer.writerows(rows)
+    provenance = {
+        "drtrt_version": __version__, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "data_root": str(index.root), "images_graded": graded, "images_masked": masked,
+        "grader": {"checkpoint": str(grader), "sha256": sha256_file(grader)},
+        "segmenter": {"checkpoint": str(segmenter), "sha256": sha256_file(segmenter)},
+        "rule": "grade-0 images (real or pseudo) get an all-background mask",
+    }
+    (out / "provenance.json").write_text(json.dumps(provenance, indent=2))
+    return PseudoLabels(out, grader, segmenter, graded, masked)
+
+
+def apply_pseudo_labels(items: Sequence[LabelledSample], labels: str | Path) -> list[LabelledSample]:
+    """Fill each item's missing grade and mask from a ``make_pseudo_labels`` folder.
+
+    Raises:
+        DataError: the folder is not a pseudo-label folder, or lacks a label an item needs
+            (labels made for another data set): re-run ``drtrt pseudo-label``.
+    """
+    labels = Path(labels)
+    grades_csv = labels / "grades.csv"
+    if not grades_csv.is_file() or not (labels / "provenance.json").is_file():
+        raise DataError(f"{labels} is not a pseudo-label folder (no grades.csv / provenance.json); "
+                        "create it with `drtrt pseudo-label --data ROOT --out LABELS`")
+    with grades_csv.open(newline="") as fh:
+        grades = {row["key"]: int(row["grade"]) for row in csv.DictReader(fh)}
+    out = []
+    for item in items:
+        grade, mask = item.grade, None
+        if grade is None:
+            if item.sample.key not in grades:
+                raise DataError(f"{labels} has no pseudo grade for {item.sample.key}; the labels were made for "
+                                "other data: re-run `drtrt pseudo-label` on this data set")
+            grade = grades[item.sample.key]
+        if not item.sample.has_masks:
+            mask = mask_file(labels, item.sample.key)
+            if not mask.is_file():
+                raise DataError(f"{labels} has no pseudo mask for {item.sample.key} ({mask}); "
+                                "re-run `drtrt pseudo-label` on this data set")
+        out.append(LabelledSample(item.sample, grade, True, mask))
+    return out

@@ -1,0 +1,244 @@
+"""`drtrt parity`: every candidate against a reference on the same inputs, judged by a gate.
+
+Inputs come either from a data set (preprocessed once with the reference's spec, so every
+model sees byte-identical tensors) or from golden files (stored inputs and reference
+outputs: no data set, no reference model, no PyTorch needed). Per candidate the report
+holds the model-vs-model agreement (:mod:`drtrt.verify.compare`), the task metrics of both
+models against ground truth and their drop, and the gate lines with their thresholds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+
+from drtrt.errors import ConfigError, DataError
+from drtrt.manifest import INPUT_NAME, sha256_file
+from drtrt.metrics import json_ready
+from drtrt.preprocess import PreprocessSpec
+from drtrt.runtime.base import Runner
+from drtrt.runtime.predictor import load_runner
+from drtrt.verify.compare import Agreement, AgreementAccumulator
+from drtrt.verify.golden import GoldenSet, ParityItem, items_from_samples, save_golden
+from drtrt.verify.task_metrics import TaskMetricsAccumulator, metric_deltas
+from drtrt.verify.thresholds import Check, ParityThresholds, judge, thresholds_for
+
+
+@dataclass(frozen=True)
+class ParityConfig:
+    """What to compare. Either ``reference`` + ``data`` (optionally ``save_golden``) or ``golden``.
+
+    thresholds: overrides applied on top of each candidate's per-precision defaults.
+    limit: first N images only (None = the whole split / golden set).
+    """
+
+    candidates: tuple[Path, ...] = ()
+    reference: Path | None = None
+    data: Path | None = None
+    split: str = "test"
+    golden: Path | None = None
+    save_golden: Path | None = None
+    thresholds: tuple[tuple[str, str], ...] = ()
+    batch_size: int = 4
+    limit: int | None = None
+    keep_worst: int = 6
+    report: Path | None = None
+    json: Path | None = None
+
+    def __post_init__(self) -> None:
+        """Usage errors surface here, before any model is loaded."""
+        if self.golden is not None:
+            if self.reference is not None or self.data is not None or self.save_golden is not None:
+                raise ConfigError("--golden already holds the inputs and the reference outputs; "
+                                  "do not combine it with --reference, --data or --save-golden")
+            if not self.candidates:
+                raise ConfigError("--golden needs at least one --candidate to check")
+        else:
+            if self.reference is None or self.data is None:
+                raise ConfigError("parity needs --reference MODEL and --data ROOT "
+                                  "(or --golden DIR written by --save-golden)")
+            if not self.candidates and self.save_golden is None:
+                raise ConfigError("nothing to do: give at least one --candidate, or --save-golden DIR")
+        if self.batch_size < 1 or (self.limit is not None and self.limit < 1):
+            raise ConfigError(f"--batch-size and --limit must be >= 1, found {self.batch_size} and {self.limit}")
+        ParityThresholds().override(dict(self.thresholds))   # unknown keys and bad values fail now
+        missing = [str(p) for p in (self.reference, *self.candidates) if p is not None and not Path(p).is_file()]
+        if missing:
+            raise ConfigError(f"model file not found: {', '.join(missing)}")
+
+
+@dataclass
+class CandidateReport:
+    model: str
+    backend: str
+    precision: str
+    sha256: str
+    thresholds: ParityThresholds
+    agreement: Agreement
+    metrics: dict
+    deltas: dict
+    checks: list[Check]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "backend": self.backend, "precision": self.precision, "sha256": self.sha256,
+                "passed": self.passed, "thresholds": self.thresholds.to_dict(), "agreement": self.agreement.to_dict(),
+                "metrics": self.metrics, "metric_deltas": self.deltas, "checks": [c.to_dict() for c in self.checks]}
+
+
+@dataclass
+class ParityResult:
+    reference: dict
+    source: dict
+    reference_metrics: dict
+    candidates: list[CandidateReport] = field(default_factory=list)
+    golden_written: Path | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.candidates)
+
+    def to_dict(self) -> dict:
+        return json_ready({"passed": self.passed, "reference": self.reference, "source": self.source,
+                           "reference_metrics": self.reference_metrics,
+                           "golden_written": str(self.golden_written) if self.golden_written else None,
+                           "candidates": [c.to_dict() for c in self.candidates]})
+
+
+def _batches(items: Iterator[ParityItem], size: int) -> Iterator[list[ParityItem]]:
+    while batch := list(islice(items, size)):
+        yield batch
+
+
+@dataclass
+class _Source:
+    """Where the inputs come from: the reference runner (None for golden files) and the items."""
+
+    ref: Runner | None
+    items: Iterable[ParityItem]
+    total: int
+    spec: PreprocessSpec
+    reference: dict
+    where: dict
+
+
+def _open_source(cfg: ParityConfig) -> _Source:
+    if cfg.golden is not None:
+        golden = GoldenSet(cfg.golden)
+        return _Source(None, golden.items(cfg.limit), min(len(golden), cfg.limit or len(golden)), golden.spec,
+                       {**golden.manifest["reference"], "model": golden.manifest["reference"]["file"]},
+                       {"golden": str(cfg.golden)})
+    from drtrt.idrid import read_idrid
+
+    ref = load_runner(cfg.reference)
+    try:
+        samples = read_idrid(cfg.data).select(split=None if cfg.split == "all" else cfg.split)[:cfg.limit]
+    except BaseException:
+        ref.deactivate()
+        raise
+    spec = ref.info.preprocess
+    return _Source(ref, items_from_samples(samples, spec), len(samples), spec,
+                   {"model": str(cfg.reference), "sha256": sha256_file(cfg.reference), "backend": ref.backend,
+                    "precision": ref.info.precision}, {"data": str(cfg.data), "split": cfg.split})
+
+
+def run_parity(cfg: ParityConfig, on_progress: Callable[[int, int], None] | None = None) -> ParityResult:
+    """Compare every candidate with the reference; write golden files / JSON / HTML when asked.
+
+    With ``save_golden`` the golden files are written first and the comparison then reads them
+    back, so the files a device will use are exercised before they leave the workstation.
+    """
+    src = _open_source(cfg)
+    runners: list[Runner] = [src.ref] if src.ref is not None else []
+    try:
+        if src.total == 0:
+            raise DataError(f"no images to compare in {cfg.golden or cfg.data} (split {cfg.split!r})")
+        cands, thresholds = [], []
+        for path in cfg.candidates:
+            runner = load_runner(path)
+            runners.append(runner)
+            if runner.info.preprocess != src.spec:
+                raise ConfigError(f"{path} preprocesses differently from the reference ({runner.info.preprocess} "
+                                  f"vs {src.spec}); parity needs identical inputs: export both from one training run")
+            cands.append(runner)
+            thresholds.append(thresholds_for(runner.info, dict(cfg.thresholds)))
+        golden_written, ref, items = None, src.ref, src.items
+        if cfg.save_golden is not None:
+            golden_written = save_golden(cfg.save_golden, src.ref, items, cfg.batch_size, src.where)
+            ref, items = None, GoldenSet(cfg.save_golden).items()
+            src.where = {**src.where, "golden": str(cfg.save_golden)}
+        result = compare_runners(ref, cands, thresholds, items, cfg.batch_size, cfg.keep_worst, src.total, on_progress)
+    finally:
+        for runner in runners:
+            runner.deactivate()
+    result.reference, result.source = src.reference, {**src.where, "n_images": src.total}
+    result.golden_written = golden_written
+    if cfg.json is not None:
+        cfg.json.parent.mkdir(parents=True, exist_ok=True)
+        cfg.json.write_text(json.dumps(result.to_dict(), indent=2))
+    if cfg.report is not None:
+        from drtrt.verify.report import write_html
+
+        write_html(result, cfg.report)
+    return result
+
+
+def compare_runners(ref: Runner | None, cands: Sequence[Runner], thresholds: Sequence[ParityThresholds],
+                    items: Iterable[ParityItem], batch_size: int = 4, keep_worst: int = 6, total: int = 0,
+                    on_progress: Callable[[int, int], None] | None = None) -> ParityResult:
+    """The batch loop: reference outputs (``ref`` run, or stored in the items), then every candidate
+    on the same tensors; one report per candidate, judged by its ``thresholds``.
+
+    The result's ``reference`` and ``source`` are left empty for the caller to fill in.
+    """
+    accs = [AgreementAccumulator(keep_worst=keep_worst) for _ in cands]
+    ref_metrics = TaskMetricsAccumulator()
+    cand_metrics = [TaskMetricsAccumulator() for _ in cands]
+    done = 0
+    for batch in _batches(iter(items), batch_size):
+        feeds = {INPUT_NAME: np.stack([it.tensor for it in batch])}
+        if batch[0].reference is not None:
+            ref_out = {k: np.stack([it.reference[k] for it in batch]) for k in batch[0].reference}
+        else:
+            ref_out = ref.infer(feeds)
+        names = [it.name for it in batch]
+        geometries = [it.geometry for it in batch]
+        rgbs = [it.rgb for it in batch]
+        outs = [runner.infer(feeds) for runner in cands]
+        for i, item in enumerate(batch):
+            ref_metrics.update(done + i, {k: v[i] for k, v in ref_out.items()}, item.grade, item.target)
+            for acc_m, out in zip(cand_metrics, outs):
+                acc_m.update(done + i, {k: v[i] for k, v in out.items()}, item.grade, item.target)
+        for acc, out in zip(accs, outs):
+            acc.update(ref_out, out, names, geometries, rgbs)
+        done += len(batch)
+        if on_progress:
+            on_progress(done, total)
+    # Grade AUC and PR-AUC come from scikit-learn, which a runtime-only install (the device) may lack:
+    # the agreement checks still run, and the report says plainly that the metric checks did not.
+    have_sklearn = importlib.util.find_spec("sklearn") is not None
+    reference_metrics = ref_metrics.result() if have_sklearn else {}
+    reports = []
+    for runner, limits, acc, acc_m in zip(cands, thresholds, accs, cand_metrics):
+        agreement, metrics = acc.result(), acc_m.result() if have_sklearn else {}
+        deltas = metric_deltas(reference_metrics, metrics)
+        checks = judge(agreement, deltas, limits)
+        if not have_sklearn:
+            checks.append(Check("task metrics vs ground truth", None, "<=", limits.metric_drop, True,
+                                "not computed: scikit-learn is not installed here (pip install scikit-learn)"))
+        reports.append(CandidateReport(str(runner.path), runner.backend, runner.info.precision,
+                                       sha256_file(runner.path), limits, agreement, metrics, deltas, checks))
+    return ParityResult({}, {}, reference_metrics, reports)

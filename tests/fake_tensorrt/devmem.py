@@ -1,0 +1,101 @@
+"""The fake GPU behind the test doubles: "device" memory in host RAM, streams that really queue.
+
+Device allocations are ctypes buffers addressed by their real host address, so TensorRT's fake
+reads and writes them by ``int`` address exactly as a kernel would. Every access is checked
+against the allocation table (an out-of-bounds or freed address fails the test), and work
+enqueued on a stream runs only at ``synchronize`` — so a missing synchronise shows up as
+stale output, as it would on a GPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class FakeGpu:
+    name: str = "Orin (fake)"
+    major: int = 8
+    minor: int = 7
+    total_memory: int = 8 << 30
+    driver_version: int = 12060
+    runtime_version: int = 12060
+    present: bool = True                  # False: the driver reports no usable GPU
+
+
+class DeviceFault(AssertionError):
+    """An access a real GPU would fault on (freed, out of bounds, host pointer as device pointer)."""
+
+
+@dataclass
+class FakeDevice:
+    gpu: FakeGpu = field(default_factory=FakeGpu)
+    allocations: dict[int, ctypes.Array] = field(default_factory=dict)
+    pinned: dict[int, ctypes.Array] = field(default_factory=dict)
+    streams: dict[int, list[Callable[[], None]]] = field(default_factory=dict)
+    peak_allocated: int = 0
+    _next_stream: int = 0x5000
+
+    def alloc(self, nbytes: int) -> int:
+        buf = (ctypes.c_uint8 * max(1, nbytes))()
+        self.allocations[ctypes.addressof(buf)] = buf
+        self.peak_allocated = max(self.peak_allocated, sum(len(b) for b in self.allocations.values()))
+        return ctypes.addressof(buf)
+
+    def free(self, ptr: int) -> None:
+        if ptr not in self.allocations:
+            raise DeviceFault(f"free of {ptr:#x}, which is not a live device allocation")
+        del self.allocations[ptr]
+
+    def alloc_pinned(self, nbytes: int) -> int:
+        buf = (ctypes.c_uint8 * max(1, nbytes))()
+        self.pinned[ctypes.addressof(buf)] = buf
+        return ctypes.addressof(buf)
+
+    def free_pinned(self, ptr: int) -> None:
+        if ptr not in self.pinned:
+            raise DeviceFault(f"free of {ptr:#x}, which is not live pinned memory")
+        del self.pinned[ptr]
+
+    def is_device(self, ptr: int, nbytes: int) -> bool:
+        return any(base <= ptr and ptr + nbytes <= base + len(buf) for base, buf in self.allocations.items())
+
+    def check_device(self, ptr: int, nbytes: int, what: str) -> None:
+        if not self.is_device(ptr, nbytes):
+            raise DeviceFault(f"{what}: [{ptr:#x}, +{nbytes}) is not inside a live device allocation")
+
+    def view(self, ptr: int, nbytes: int, dtype: np.dtype, shape: tuple[int, ...], what: str) -> np.ndarray:
+        """A NumPy view of device memory (checked)."""
+        self.check_device(ptr, nbytes, what)
+        return np.frombuffer((ctypes.c_uint8 * nbytes).from_address(ptr), dtype=dtype).reshape(shape)
+
+    def create_stream(self) -> int:
+        self._next_stream += 0x10
+        self.streams[self._next_stream] = []
+        return self._next_stream
+
+    def destroy_stream(self, handle: int) -> None:
+        if self.streams.pop(handle, None) is None:
+            raise DeviceFault(f"destroy of unknown stream {handle:#x}")
+
+    def enqueue(self, handle: int, work: Callable[[], None]) -> None:
+        if handle not in self.streams:
+            raise DeviceFault(f"work enqueued on unknown stream {handle:#x}")
+        self.streams[handle].append(work)
+
+    def synchronize(self, handle: int) -> None:
+        queue = self.streams[handle]
+        while queue:
+            queue.pop(0)()
+
+    def memcpy(self, dst: int, src: int, count: int, to_device: bool) -> Callable[[], None]:
+        """A checked copy, to run later on a stream."""
+        device_side, host_side = (dst, src) if to_device else (src, dst)
+        self.check_device(device_side, count, "cudaMemcpyAsync device side")
+        if self.is_device(host_side, count):
+            raise DeviceFault("cudaMemcpyAsync host side points into device memory (wrong copy kind)")
+        return lambda: ctypes.memmove(dst, src, count)

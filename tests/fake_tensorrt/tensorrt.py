@@ -1,0 +1,594 @@
+"""Test double of TensorRT's Python API that computes with ONNX Runtime (8.6, 10.x and 11.x).
+
+Faithful by construction where it can be: every enum (with its real values) comes from the real
+bindings' surface of the emulated version (surface/trt-*.json), and every public attribute read
+or written on this module, its classes or their objects is checked against that surface —
+a name TensorRT X does not have raises AttributeError here too, and every name used is recorded
+in ``_accessed``. Method parameter names follow the real pybind11 signatures (checked by
+tests/test_trt.py). Behaviour emulated, per version:
+
+- 8.x needs an explicit-batch network for the ONNX parser; 10.x takes flags 0; 11.x has no
+  EXPLICIT_BATCH flag and its networks are always strongly typed;
+- weakly typed networks with Q/DQ layers need BuilderFlag.INT8; strongly typed networks refuse
+  precision flags (and 11.x has none);
+- dynamic inputs need an optimisation profile; shapes outside it are refused by the context;
+- timing caches are keyed by TensorRT version + GPU, hits/misses are recorded in ``_builds``;
+- IProgressMonitor (10.x+) gets phases and steps, and cancels the build when a step returns False;
+- plans carry the version and compute capability, and deserialising on another refuses them;
+- ``execute_async_v3`` enqueues on the fake stream, reading and writing fake device memory by
+  address (see devmem.py).
+
+It is not a precision simulator: FP16/INT8 numerics are whatever ONNX Runtime gives for the
+ONNX inside the plan. Never importable as ``tensorrt`` by accident: tests inject it through
+``fake_tensorrt.install()``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import enum
+import json
+import struct
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+
+__version__ = "0"
+device = None                     # the FakeDevice (fake_tensorrt.devmem); set by _configure
+_accessed: set[tuple[str, str]] = set()
+_builds: list[dict] = []
+_surface: dict = {}
+_PLAN_MAGIC, _CACHE_MAGIC = b"FAKE-TRT-PLAN\x00", b"FAKE-TRT-CACHE\x00"
+_DTYPE_ALIASES = {"float32": "FLOAT", "float16": "HALF", "bfloat16": "BF16", "int8": "INT8", "int32": "INT32",
+                  "int64": "INT64", "bool": "BOOL", "uint8": "UINT8", "fp8": "FP8", "int4": "INT4", "fp4": "FP4",
+                  "e8m0": "E8M0"}
+_ONNX_TYPES = {1: "FLOAT", 10: "HALF", 6: "INT32", 7: "INT64", 3: "INT8", 2: "UINT8", 9: "BOOL"}
+
+
+# ---------------------------------------------------------------- surface gating
+
+def _members(klass: type) -> dict:
+    return _surface["classes"].get(klass.__name__, {}).get("members", {})
+
+
+def _check(cls: type, obj: object, name: str, setting: bool) -> None:
+    """Allow ``name`` if user code defined it, else only if the emulated TensorRT has it."""
+    if obj is not None and name in getattr(obj, "__dict__", {}) and not setting:
+        return
+    for klass in cls.__mro__:
+        if klass.__module__ != __name__:
+            if name in vars(klass):
+                return                           # defined by a user subclass (a logger, a monitor)
+            continue
+        if klass is _Api:
+            break
+        member = _members(klass).get(name)
+        if member is None:
+            if setting and cls.__module__ != __name__:
+                return                           # user subclass state, e.g. self.messages = []
+            raise AttributeError(f"'{klass.__name__}' has no attribute '{name}' in TensorRT {__version__}")
+        if setting and not (isinstance(member, dict) and member.get("writable")):
+            raise AttributeError(f"'{klass.__name__}.{name}' is read-only in TensorRT {__version__}")
+        _accessed.add((klass.__name__, name))
+        return
+
+
+class _Meta(type):
+    def __getattribute__(cls, name):
+        if not name.startswith("_") and _surface:
+            _check(cls, None, name, setting=False)
+        return type.__getattribute__(cls, name)
+
+
+class _Api(metaclass=_Meta):
+    def __getattribute__(self, name):
+        if not name.startswith("_") and _surface:
+            _check(type(self), self, name, setting=False)
+        return object.__getattribute__(self, name)
+
+    def __setattr__(self, name, value):
+        if not name.startswith("_") and _surface:
+            _check(type(self), self, name, setting=True)
+        object.__setattr__(self, name, value)
+
+
+class _GatedModule(types.ModuleType):
+    def __getattribute__(self, name):
+        surface = types.ModuleType.__getattribute__(self, "__dict__").get("_surface")
+        if not name.startswith("_") and surface:
+            if name not in surface["module"]:
+                raise AttributeError(f"module 'tensorrt' has no attribute '{name}' in TensorRT {surface['version']}")
+            _accessed.add(("tensorrt", name))
+        return types.ModuleType.__getattribute__(self, name)
+
+
+def _configure(version: str, fake_device) -> None:
+    """Become TensorRT ``version`` (a surface file name: 8.6.1, 10.3.0, 10.13.3, 11.4.0)."""
+    global __version__, device, _surface
+    _surface = json.loads((Path(__file__).parent / "surface" / f"trt-{version}.json").read_text())
+    __version__, device = _surface["version"], fake_device
+    space = globals()
+    for name, members in _surface["enums"].items():
+        space[name] = enum.IntEnum(name, members)
+    for alias, member in _DTYPE_ALIASES.items():
+        if alias in _surface["module"]:
+            space[alias] = space["DataType"][member]
+    for name in [n for n, v in space.items() if not n.startswith("_") and getattr(v, "__module__", None) == __name__
+                 and isinstance(v, (type, types.FunctionType)) and n not in _surface["module"]]:
+        del space[name]                          # e.g. IProgressMonitor on 8.6
+
+
+# ---------------------------------------------------------------- logging, data types, dims
+
+class _Severity(enum.IntEnum):
+    INTERNAL_ERROR = 0
+    ERROR = 1
+    WARNING = 2
+    INFO = 3
+    VERBOSE = 4
+
+
+class ILogger(_Api):
+    Severity = _Severity
+    INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = _Severity
+
+    def __init__(self):
+        pass
+
+    def log(self, severity, msg):
+        raise RuntimeError("Tried to call pure virtual function \"ILogger::log\"")
+
+
+class Logger(ILogger):
+    def __init__(self, min_severity=_Severity.WARNING):
+        self._min = min_severity
+
+    def log(self, severity, msg):
+        if severity <= self._min:
+            print(f"[fake TRT] {msg}", file=sys.stderr)
+
+    @property
+    def min_severity(self):
+        return self._min
+
+
+def _log(logger, severity, msg):
+    logger.log(_Severity(severity), msg)
+
+
+def nptype(trt_type):
+    mapping = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
+               "BOOL": np.bool_, "UINT8": np.uint8}
+    if trt_type.name in mapping:
+        return mapping[trt_type.name]
+    raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
+
+
+def volume(iterable):
+    return int(np.prod(list(iterable))) if len(list(iterable)) else 1
+
+
+class Dims(_Api):
+    def __init__(self, shape=()):
+        self._dims = tuple(int(d) for d in shape)
+
+    def __len__(self):
+        return len(self._dims)
+
+    def __getitem__(self, index):
+        return self._dims[index]
+
+    def __iter__(self):
+        return iter(self._dims)
+
+    def __eq__(self, other):
+        return tuple(self) == tuple(other)
+
+    def __repr__(self):
+        return f"Dims({self._dims})"
+
+
+class IHostMemory(builtins.bytes, _Api):
+    @property
+    def nbytes(self):
+        return len(self)
+
+    @property
+    def dtype(self):
+        return DataType.UINT8  # noqa: F821 - made by _configure
+
+
+# ---------------------------------------------------------------- network + parser
+
+class ITensor(_Api):
+    def __init__(self, name, shape, dtype):
+        self._name, self._shape, self._dtype = name, Dims(shape), dtype
+
+    @property
+    def name(self):
+        return self._name
+
+    @property
+    def shape(self):
+        return self._shape
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+
+class ILayer(_Api):
+    def __init__(self, layer_type, op):
+        self._type, self._op = layer_type, op
+
+    @property
+    def type(self):
+        return self._type
+
+
+class INetworkDefinition(_Api):
+    def __init__(self, flags):
+        self._flags, self._inputs, self._outputs, self._layers, self._onnx = flags, [], [], [], b""
+        kinds = NetworkDefinitionCreationFlag  # noqa: F821 - made by _configure
+        self._explicit_batch = int(__version__.split(".")[0]) >= 10 or builtins.bool(flags & (1 << int(kinds.EXPLICIT_BATCH)))
+        self._strongly_typed = int(__version__.split(".")[0]) >= 11 or (
+            "STRONGLY_TYPED" in kinds.__members__ and builtins.bool(flags & (1 << int(kinds.STRONGLY_TYPED))))
+
+    num_inputs = property(lambda self: len(self._inputs))
+    num_outputs = property(lambda self: len(self._outputs))
+    num_layers = property(lambda self: len(self._layers))
+
+    def get_input(self, index):
+        return self._inputs[index]
+
+    def get_output(self, index):
+        return self._outputs[index]
+
+    def get_layer(self, index):
+        return self._layers[index]
+
+    def get_flag(self, flag):
+        return builtins.bool(self._flags & (1 << int(flag)))
+
+    @property
+    def has_explicit_precision(self):
+        return self._has_qdq()
+
+    def _has_qdq(self):
+        return any(layer._op in ("QuantizeLinear", "DequantizeLinear") for layer in self._layers)
+
+
+class ParserError(_Api):
+    def __init__(self, desc, node=-1):
+        self._desc, self._node = desc, node
+
+    def desc(self):
+        return self._desc
+
+    def node(self):
+        return self._node
+
+    def __str__(self):
+        return f"In node {self._node}: {self._desc}"
+
+
+class OnnxParser(_Api):
+    def __init__(self, network, logger):
+        self._network, self._logger, self._errors = network, logger, []
+
+    num_errors = property(lambda self: len(self._errors))
+
+    def get_error(self, index):
+        return self._errors[index]
+
+    def parse_from_file(self, model):
+        import onnx
+
+        net = self._network
+        if not net._explicit_batch:
+            self._errors.append(ParserError("The ONNX parser only supports networks with an explicit batch dimension"))
+            return False
+        try:
+            proto = onnx.load(model)
+        except Exception as exc:  # noqa: BLE001 - whatever onnx raises for a bad file
+            self._errors.append(ParserError(f"Failed to parse ONNX model from file: {model} ({type(exc).__name__})"))
+            return False
+        graph, types_ = proto.graph, DataType  # noqa: F821
+        known = {i.name for i in graph.initializer}
+        shape = lambda v: [d.dim_value if d.dim_value > 0 else -1 for d in v.type.tensor_type.shape.dim]  # noqa: E731
+        dtype = lambda v: types_[_ONNX_TYPES[v.type.tensor_type.elem_type]]  # noqa: E731
+        net._inputs = [ITensor(v.name, shape(v), dtype(v)) for v in graph.input if v.name not in known]
+        net._outputs = [ITensor(v.name, shape(v), dtype(v)) for v in graph.output]
+        kinds = {"QuantizeLinear": "QUANTIZE", "DequantizeLinear": "DEQUANTIZE", "Conv": "CONVOLUTION"}
+        net._layers = [ILayer(LayerType[kinds.get(n.op_type, "ELEMENTWISE")], n.op_type)  # noqa: F821
+                       for n in graph.node]
+        net._onnx = Path(model).read_bytes()
+        return True
+
+
+# ---------------------------------------------------------------- builder
+
+class IOptimizationProfile(_Api):
+    def __init__(self):
+        self._shapes = {}
+
+    def set_shape(self, input, min, opt, max):  # noqa: A002 - real parameter names
+        self._shapes[input] = tuple(tuple(int(d) for d in s) for s in (min, opt, max))
+
+    def get_shape(self, input):  # noqa: A002
+        return [Dims(s) for s in self._shapes[input]]
+
+
+class ITimingCache(_Api):
+    def __init__(self, key, entries=()):
+        self._key, self._entries = key, set(entries)
+
+    def serialize(self):
+        body = json.dumps({"key": self._key, "entries": sorted(self._entries)}).encode()
+        return IHostMemory(_CACHE_MAGIC + body)
+
+
+class IProgressMonitor(_Api):
+    def __init__(self):
+        pass
+
+    def phase_start(self, phase_name, parent_phase, num_steps):
+        raise RuntimeError("Tried to call pure virtual function \"IProgressMonitor::phaseStart\"")
+
+    def step_complete(self, phase_name, step):
+        raise RuntimeError("Tried to call pure virtual function \"IProgressMonitor::stepComplete\"")
+
+    def phase_finish(self, phase_name):
+        raise RuntimeError("Tried to call pure virtual function \"IProgressMonitor::phaseFinish\"")
+
+
+def _device_key():
+    gpu = device.gpu
+    return {"tensorrt": __version__, "gpu": gpu.name, "cc": [gpu.major, gpu.minor]}
+
+
+class IBuilderConfig(_Api):
+    def __init__(self, logger):
+        self._logger, self._flags, self._pools, self._profiles = logger, set(), {}, []
+        self._cache, self._monitor = None, None
+
+    def set_memory_pool_limit(self, pool, pool_size):
+        self._pools[pool.name] = int(pool_size)
+
+    def get_memory_pool_limit(self, pool):
+        return self._pools.get(pool.name, device.gpu.total_memory)
+
+    def set_flag(self, flag):
+        self._flags.add(flag.name)
+
+    def clear_flag(self, flag):
+        self._flags.discard(flag.name)
+
+    def get_flag(self, flag):
+        return flag.name in self._flags
+
+    def add_optimization_profile(self, profile):
+        for name, (low, opt, high) in profile._shapes.items():
+            if not (len(low) == len(opt) == len(high) and all(a <= b <= c for a, b, c in zip(low, opt, high))):
+                _log(self._logger, 1, f"Optimization profile for '{name}' needs min <= opt <= max, got {low} {opt} {high}")
+                return -1
+        self._profiles.append(profile)
+        return len(self._profiles) - 1
+
+    num_optimization_profiles = property(lambda self: len(self._profiles))
+
+    def create_timing_cache(self, serialized_timing_cache):
+        blob = bytes(serialized_timing_cache)
+        if not blob:
+            return ITimingCache(_device_key())
+        if not blob.startswith(_CACHE_MAGIC):
+            _log(self._logger, 2, "Invalid timing cache blob; starting with an empty cache")
+            return ITimingCache(_device_key())
+        data = json.loads(blob[len(_CACHE_MAGIC):])
+        return ITimingCache(data["key"], data["entries"])
+
+    def set_timing_cache(self, cache, ignore_mismatch):
+        if cache._key != _device_key() and not ignore_mismatch:
+            _log(self._logger, 2, f"Timing cache was made for {cache._key}, not {_device_key()}")
+            return False
+        self._cache = cache
+        return True
+
+    def get_timing_cache(self):
+        return self._cache
+
+    @property
+    def progress_monitor(self):
+        return self._monitor
+
+    @progress_monitor.setter
+    def progress_monitor(self, monitor):
+        self._monitor = monitor
+
+
+class Builder(_Api):
+    def __init__(self, logger):
+        self._logger = logger
+        if device is None or not device.gpu.present:
+            _log(logger, 1, "CUDA initialization failure with error: 35")
+            raise TypeError("pybind11::init(): factory function returned nullptr")
+
+    def create_network(self, flags=0):
+        allowed = sum(1 << int(f) for f in NetworkDefinitionCreationFlag)  # noqa: F821
+        if flags & ~allowed:
+            raise TypeError(f"invalid network creation flags {flags:#x} for TensorRT {__version__}")
+        return INetworkDefinition(flags)
+
+    def create_builder_config(self):
+        return IBuilderConfig(self._logger)
+
+    def create_optimization_profile(self):
+        return IOptimizationProfile()
+
+    @property
+    def platform_has_fast_fp16(self):
+        return True
+
+    def _problems(self, network, config):
+        problems = []
+        dynamic = [t for t in network._inputs if any(d < 0 for d in t._shape)]
+        if dynamic and not config._profiles:
+            problems.append("Network has dynamic or shape inputs, but no optimization profile has been defined.")
+        for profile in config._profiles:
+            for tensor in dynamic:
+                shapes = profile._shapes.get(tensor._name)
+                if shapes is None:
+                    problems.append(f"Optimization profile is missing values for input '{tensor._name}'")
+                    continue
+                for shape in shapes:
+                    if len(shape) != len(tensor._shape) or any(d >= 0 and s != d for s, d in zip(shape, tensor._shape)):
+                        problems.append(f"profile shape {shape} does not fit input '{tensor._name}' {tuple(tensor._shape)}")
+        precision = config._flags & {"FP16", "INT8"}
+        if network._strongly_typed and precision:
+            problems.append(f"BuilderFlag {sorted(precision)} cannot be used with a strongly typed network")
+        if not network._strongly_typed and network._has_qdq() and "INT8" not in config._flags:
+            problems.append("Network contains Q/DQ layers but INT8 is not enabled in the builder config")
+        return problems
+
+    def build_serialized_network(self, network, config):
+        problems = self._problems(network, config)
+        for problem in problems:
+            _log(self._logger, 1, problem)
+        if problems:
+            return None
+        monitor, layers = config._monitor, network._layers
+        if monitor is not None:
+            monitor.phase_start("Building engine", None, 2)
+            monitor.phase_start("Tactic selection", "Building engine", len(layers))
+            for i in range(len(layers)):
+                if not monitor.step_complete("Tactic selection", i):
+                    _log(self._logger, 1, "Build was cancelled by the progress monitor")
+                    return None
+            monitor.phase_finish("Tactic selection")
+            monitor.step_complete("Building engine", 1)
+            monitor.phase_finish("Building engine")
+        cache = config._cache if config._cache is not None else ITimingCache(_device_key())
+        keys = {f"{layer._op}#{i}:{sorted(config._flags)}" for i, layer in enumerate(layers)}
+        hits = len(keys & cache._entries)
+        cache._entries |= keys
+        _builds.append({"hits": hits, "misses": len(keys) - hits, "flags": sorted(config._flags),
+                       "pools": dict(config._pools), "strongly_typed": network._strongly_typed,
+                       "monitor": monitor is not None})
+        spec = lambda t: {"name": t._name, "shape": list(t._shape), "dtype": t._dtype.name}  # noqa: E731
+        header = json.dumps({"version": __version__, "cc": [device.gpu.major, device.gpu.minor],
+                             "inputs": [spec(t) for t in network._inputs], "outputs": [spec(t) for t in network._outputs],
+                             "profiles": [{k: [list(s) for s in v] for k, v in p._shapes.items()} for p in config._profiles]
+                             }).encode()
+        return IHostMemory(_PLAN_MAGIC + struct.pack("<I", len(header)) + header + network._onnx)
+
+
+# ---------------------------------------------------------------- runtime
+
+class Runtime(_Api):
+    def __init__(self, logger):
+        self._logger = logger
+
+    def deserialize_cuda_engine(self, serialized_engine):
+        blob = bytes(serialized_engine)
+        if not blob.startswith(_PLAN_MAGIC):
+            _log(self._logger, 1, "Serialization assertion failed: magic tag does not match")
+            return None
+        size = struct.unpack("<I", blob[len(_PLAN_MAGIC):len(_PLAN_MAGIC) + 4])[0]
+        start = len(_PLAN_MAGIC) + 4
+        header = json.loads(blob[start:start + size])
+        if header["version"] != __version__:
+            _log(self._logger, 1, "The engine plan file is not compatible with this version of TensorRT, "
+                 f"expecting library version {__version__} got {header['version']}")
+            return None
+        if header["cc"] != [device.gpu.major, device.gpu.minor]:
+            _log(self._logger, 1, "The engine plan file is generated on an incompatible device, expecting compute "
+                 f"{device.gpu.major}.{device.gpu.minor} got compute {header['cc'][0]}.{header['cc'][1]}")
+            return None
+        return ICudaEngine(header, blob[start + size:])
+
+
+class ICudaEngine(_Api):
+    def __init__(self, header, onnx_bytes):
+        import onnxruntime as ort
+
+        self._header = header
+        self._io = [(t, True) for t in header["inputs"]] + [(t, False) for t in header["outputs"]]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        self._session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+
+    num_io_tensors = property(lambda self: len(self._io))
+    num_optimization_profiles = property(lambda self: len(self._header["profiles"]))
+
+    def _find(self, name):
+        return next(((t, is_input) for t, is_input in self._io if t["name"] == name), (None, None))
+
+    def get_tensor_name(self, index):
+        return self._io[index][0]["name"]
+
+    def get_tensor_mode(self, name):
+        _, is_input = self._find(name)
+        return TensorIOMode.NONE if is_input is None else TensorIOMode.INPUT if is_input else TensorIOMode.OUTPUT  # noqa: F821
+
+    def get_tensor_shape(self, name):
+        return Dims(self._find(name)[0]["shape"])
+
+    def get_tensor_dtype(self, name):
+        return DataType[self._find(name)[0]["dtype"]]  # noqa: F821
+
+    def get_tensor_profile_shape(self, name, profile_index):
+        return [Dims(s) for s in self._header["profiles"][profile_index][name]]
+
+    def create_execution_context(self):
+        return IExecutionContext(self)
+
+
+class IExecutionContext(_Api):
+    def __init__(self, engine):
+        self._engine, self._shapes, self._addresses = engine, {}, {}
+
+    def set_input_shape(self, name, shape):
+        _, is_input = self._engine._find(name)
+        if not is_input:
+            return False
+        shape = tuple(int(d) for d in shape)
+        low, _, high = self._engine._header["profiles"][0][name]
+        if len(shape) != len(low) or any(not a <= s <= b for s, a, b in zip(shape, low, high)):
+            return False          # TensorRT logs "Error Code 3: API Usage Error (Parameter check failed ...)"
+        self._shapes[name] = shape
+        return True
+
+    def set_tensor_address(self, name, memory):
+        if self._engine._find(name)[0] is None:
+            return False
+        self._addresses[name] = int(memory)
+        return True
+
+    def get_tensor_shape(self, name):
+        spec, is_input = self._engine._find(name)
+        if is_input:
+            return Dims(self._shapes.get(name, spec["shape"]))
+        batch = next(iter(self._shapes.values()), (-1,))[0]
+        return Dims([batch if d < 0 else d for d in spec["shape"]])
+
+    def execute_async_v3(self, stream_handle):
+        engine = self._engine
+        inputs = [t for t, is_input in engine._io if is_input]
+        if any(t["name"] not in self._shapes for t in inputs) or any(t["name"] not in self._addresses for t, _ in engine._io):
+            return False
+        plan = [(t["name"], tuple(self.get_tensor_shape(t["name"])), np.dtype(nptype(DataType[t["dtype"]])),  # noqa: F821
+                 self._addresses[t["name"]], is_input) for t, is_input in engine._io]
+
+        def run():
+            feeds = {name: device.view(addr, int(np.prod(shape)) * dt.itemsize, dt, shape, f"input '{name}'").copy()
+                     for name, shape, dt, addr, is_input in plan if is_input}
+            outputs = dict(zip([o.name for o in engine._session.get_outputs()], engine._session.run(None, feeds)))
+            for name, shape, dt, addr, is_input in plan:
+                if not is_input:
+                    assert outputs[name].shape == shape, f"output '{name}' is {outputs[name].shape}, context said {shape}"
+                    device.view(addr, outputs[name].nbytes, dt, shape, f"output '{name}'")[...] = outputs[name]
+
+        device.enqueue(int(stream_handle), run)
+        return True

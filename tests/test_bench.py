@@ -1,0 +1,96 @@
+"""drtrt bench: the timing loop, the report and its log, the CI floor, and the machine facts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from drtrt.cli import app
+from drtrt.preprocess import preprocess
+from drtrt.verify import sysinfo
+from drtrt.verify.bench import BenchConfig, run_bench, synthetic_jpeg
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def report(tiny_run, tiny_onnx, synth_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    cfg = BenchConfig(models=(tiny_run / "best.pt", tiny_onnx), batches=(1, 2), warmup=1, iters=3, data=synth_root,
+                      log=out / "log.jsonl", json=out / "bench.json")
+    return run_bench(cfg), out
+
+
+def test_rows_per_model_and_batch_with_consistent_figures(report, tiny_onnx):
+    rep, _ = report
+    assert [(Path(r.model).suffix, r.batch) for r in rep.rows] == [(".pt", 1), (".pt", 2), (".onnx", 1), (".onnx", 2)]
+    assert [r.backend for r in rep.rows] == ["torch", "torch", "ort", "ort"]
+    for row in rep.rows:
+        q = row.infer_ms
+        assert 0 < q["p50"] <= q["p90"] <= q["p99"]
+        assert row.images_per_s == pytest.approx(row.batch * 1e3 / q["p50"])
+        assert row.end_to_end_ms_per_image > row.preprocess_ms_per_image > 0
+        assert row.peak_rss_mb > 50 and row.peak_rss_scope == "model"
+        assert row.gflop_per_image and row.gflop_per_image > 0
+        assert 0 < row.peak_fraction < 1
+        assert {"accuracy", "macro_f1", "mean_dice"} <= set(row.metrics)
+    assert rep.rows[2].size_mb == pytest.approx(tiny_onnx.stat().st_size / 2**20)
+    assert rep.rows[0].gflop_per_image == rep.rows[2].gflop_per_image       # same architecture, same count
+    assert rep.context["gemm_fp32_gflops"]["best"] > 0 and not rep.failures
+
+
+def test_log_lines_and_json(report):
+    rep, out = report
+    log = out / "log.jsonl"
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(lines) == 4 and {"cpu", "iters", "images_per_s", "infer_ms"} <= set(lines[0])
+    saved = json.loads((out / "bench.json").read_text())
+    assert saved["passed"] and len(saved["rows"]) == 4
+
+
+def test_cli_floor_gate_and_log(tiny_onnx, synth_root, tmp_path):
+    log = tmp_path / "log.jsonl"
+    args = ["bench", "--model", str(tiny_onnx), "--data", str(synth_root), "--iters", "2", "--warmup", "0",
+            "--no-peak", "--log", str(log)]
+    ok = runner.invoke(app, [*args, "--floor", "0.001"])
+    assert ok.exit_code == 0, ok.output
+    slow = runner.invoke(app, [*args, "--floor", "1e9", "--json", str(tmp_path / "b.json")])
+    assert slow.exit_code == 2 and "< floor" in slow.output
+    assert not json.loads((tmp_path / "b.json").read_text())["passed"]
+    assert len(log.read_text().splitlines()) == 2                            # appended, not overwritten
+    bad = runner.invoke(app, ["bench", "--model", str(tiny_onnx), "--batch", "1,x"])
+    assert bad.exit_code == 1 and "comma-separated integers" in bad.output
+    missing = runner.invoke(app, ["bench", "--model", str(tmp_path / "none.onnx")])
+    assert missing.exit_code == 1 and "not found" in missing.output
+
+
+def test_synthetic_image_is_a_gradable_fundus():
+    from drtrt.preprocess import PreprocessSpec
+
+    pre = preprocess(synthetic_jpeg(640, 426), PreprocessSpec(size=64))
+    assert pre.geometry.fov.found and pre.tensor.shape == (3, 64, 64)
+
+
+def test_machine_facts():
+    gemm = sysinfo.measure_gemm_peak(threads=1, n=256, repeats=3)
+    assert gemm["best"] >= gemm["median"] > 0 and gemm["threads"] == 1
+    assert {"numpy", "torch", "onnxruntime"} == set(gemm["libraries"])                  # all present here
+    assert gemm["best"] == pytest.approx(max(gemm["libraries"].values()), rel=1e-3)
+    if sysinfo.reset_peak_rss():
+        before = sysinfo.peak_rss_mb()
+        block = np.ones(64 * 2**20, np.uint8)                               # 64 MiB touched
+        assert sysinfo.peak_rss_mb() >= before + 60 and block[-1] == 1
+    assert sysinfo.cpu_name()
+
+
+def test_full_model_flop_count_matches_the_spec():
+    """SPEC §1: about 340 GFLOP per image at 512² (multiply-add = 2); the count needs no weights."""
+    from drtrt.train.model import ModelConfig
+
+    gflop = sysinfo.count_gflop(json.dumps(ModelConfig().to_dict()), 512)
+    assert 320 < gflop < 350
+    assert sysinfo.count_gflop("{}", 512) is None

@@ -1,0 +1,266 @@
+"""INT8 calibration: image selection, the Q/DQ model, the agreement gate, ``drtrt calibrate``.
+
+The accuracy figures need a model whose outputs are not near ties: the conftest model (two
+epochs) predicts no lesion at all, so :func:`trained_model` trains a slightly better tiny one
+(width 1/16, 64x64, 40 epochs on 46 synthetic images, one torch thread: ~20 s).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from drtrt.calibration import CalibrateConfig, agreement, calibrate, idrid_samples
+from drtrt.calibration.gate import AgreementReport, check_tensorrt_qdq
+from drtrt.calibration.quantize import EXCLUDE_GROUPS, GraphPrep, calibrate_int8, entropy_threshold, prepare_graph
+from drtrt.calibration.source import (CalibrationSet, TensorReader, select_folder, select_idrid, split_folder,
+                                      stratified_pick)
+from drtrt.errors import ArtefactError, ConfigError
+from drtrt.export.precision import read_info
+from drtrt.preprocess import PreprocessSpec, preprocess
+
+
+def trained_model(tmp_path_factory) -> tuple[Path, Path]:
+    """(synthetic IDRiD root, FP32 ONNX of a tiny model trained enough to find lesions).
+
+    Built once per test session and cached on disk, so test_precision.py reuses it."""
+    base = tmp_path_factory.getbasetemp() / "drtrt-trained-tiny"
+    root, onnx_path = base / "data", base / "model.onnx"
+    if onnx_path.exists():
+        return root, onnx_path
+    import torch
+
+    from drtrt.export.onnx_export import export_onnx
+    from drtrt.synth import write_synthetic_idrid
+    from drtrt.train.losses import LossConfig
+    from drtrt.train.model import ModelConfig
+    from drtrt.train.trainer import TrainConfig, train
+
+    write_synthetic_idrid(root, grading=40, segmentation=30, size=128, seed=3, test_fraction=0.35)
+    cfg = TrainConfig(epochs=40, batch_size=4, lr=0.05, device="cpu", val_fraction=0.0, augment=None,
+                      model=ModelConfig(width=0.0625, batch_norm=True), preprocess=PreprocessSpec(size=64),
+                      loss=LossConfig(beta=0.9999))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # many threads on a shared 2-core machine are 10x slower for these tiny convs
+    try:
+        train(cfg, root, base / "run", log=lambda msg: None)
+    finally:
+        torch.set_num_threads(threads)
+    export_onnx(base / "run" / "best.pt", onnx_path)
+    return root, onnx_path
+
+
+def drtrt(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "drtrt.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    return trained_model(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def int8_run(trained, tmp_path_factory):
+    """``drtrt calibrate``'s API with the default settings and a gate it must pass."""
+    root, fp32 = trained
+    out = tmp_path_factory.mktemp("int8") / "model.int8.onnx"
+    return calibrate(CalibrateConfig(onnx=fp32, out=out, data=root, min_agreement=0.97, min_dice=0.9, threads=1))
+
+
+# --- image selection ---------------------------------------------------------------------------
+
+def test_stratified_pick_is_proportional_reproducible_and_covers_every_stratum():
+    strata = {"0": list(range(60)), "2": list(range(100, 130)), "4": list(range(200, 210))}
+    picked = stratified_pick(strata, 20, seed=1)
+    assert len(picked) == 20 and len(set(picked)) == 20
+    counts = {k: sum(p in v for p in picked) for k, v in strata.items()}
+    assert counts == {"0": 12, "2": 6, "4": 2}
+    assert stratified_pick(strata, 20, seed=1) == picked
+    assert stratified_pick(strata, 20, seed=2) != picked
+    tiny = stratified_pick({"a": list(range(97)), "b": [1000], "c": [2000]}, 3, seed=0)
+    assert 1000 in tiny and 2000 in tiny and len(tiny) == 3
+    assert sorted(stratified_pick(strata, 500, seed=0)) == sorted(sum(strata.values(), []))
+
+
+def test_select_idrid_uses_only_the_training_split_and_hashes_the_images(synth_root, tmp_path):
+    calib = select_idrid(synth_root, count=8, seed=0)
+    assert len(calib) == 8
+    assert all("Training Set" in str(p) for p in calib.images)
+    assert set(calib.grade_counts()) >= {"no grade"}          # segmentation images are a stratum of their own
+    assert calib.sha256 == select_idrid(synth_root, count=8, seed=0).sha256
+    assert calib.sha256 != select_idrid(synth_root, count=8, seed=5).sha256
+    copies = []
+    for i, path in enumerate(calib.images[:3]):
+        copies.append(tmp_path / f"img{i}.jpg")
+        shutil.copy(path, copies[-1])
+    same = CalibrationSet(tuple(copies), (None,) * 3, "copies")
+    before = same.sha256
+    copies[1].write_bytes(copies[1].read_bytes() + b"\0")
+    assert CalibrationSet(tuple(copies), (None,) * 3, "copies").sha256 != before
+    assert [row["sha256"] for row in same.listing()] == list(same.file_hashes)
+
+
+def test_folder_split_keeps_held_out_images_out_of_calibration(synth_root, tmp_path):
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    for i, path in enumerate(select_idrid(synth_root, count=100).images):
+        shutil.copy(path, folder / f"photo_{i:02d}.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    calib, held = split_folder(folder, count=100, holdout=3, seed=0)
+    assert len(held) == 3 and not set(held) & set(calib.images)
+    assert len(calib) + len(held) == 15 and calib.origin.startswith("image folder")
+    assert len(select_folder(folder, count=4)) == 4
+
+
+def test_tensor_reader_feeds_the_runtime_preprocessing(synth_root):
+    spec = PreprocessSpec(size=64)
+    images = select_idrid(synth_root, count=3).images
+    reader = TensorReader(images, spec, batch_size=2)
+    first = reader.get_next()["image"]
+    assert first.shape == (2, 3, 64, 64) and first.dtype == np.float32
+    np.testing.assert_array_equal(first[1], preprocess(images[1], spec).tensor)
+    assert reader.get_next()["image"].shape == (1, 3, 64, 64) and reader.get_next() is None
+    reader.rewind()
+    np.testing.assert_array_equal(reader.get_next()["image"], first)
+
+
+# --- the Q/DQ model ----------------------------------------------------------------------------
+
+def test_graph_rewrites_do_not_change_the_fp32_outputs(trained, tmp_path):
+    fp32 = trained[1]
+    import onnxruntime as ort
+
+    prepared = prepare_graph(fp32, tmp_path / "prepared.onnx", GraphPrep())
+    ops = {n.op_type for n in onnx.load(str(prepared)).graph.node}
+    assert "LeakyRelu" in ops and "Relu" not in ops
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"image": x})  # noqa: E731
+    for a, b in zip(run(fp32), run(prepared)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_int8_model_is_symmetric_per_channel_qdq_with_heads_first_conv_and_softmax_in_fp32(int8_run, trained):
+    proto = onnx.load(str(int8_run.path))
+    assert check_tensorrt_qdq(proto) == int8_run.calibration.qdq_nodes > 100
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    excluded = set(int8_run.calibration.excluded)
+    kinds = {n.op_type for n in proto.graph.node if n.name in excluded}
+    assert kinds == {"Conv", "Gemm", "Softmax"} and len(excluded) == 4
+    for node in proto.graph.node:
+        if node.name in excluded and node.op_type in ("Conv", "Gemm"):
+            weight = producers.get(node.input[1])
+            assert weight is None, f"{node.name} weights should stay FP32, found {weight.op_type}"
+    int32 = {i.name for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT32}
+    assert not any(n.op_type == "DequantizeLinear" and n.input[0] in int32 for n in proto.graph.node)  # FP32 biases
+    info = read_info(proto)
+    meta = dict(info.extra)
+    assert info.precision == "int8" and info.preprocess == read_info(onnx.load(str(trained[1]))).preprocess
+    assert meta["calibration_sha256"] == int8_run.calibration.images.sha256
+    assert int(meta["calibration_images"]) == len(int8_run.calibration.images) == 46
+    assert json.loads(meta["calibration_excluded"]) == list(int8_run.calibration.excluded)
+    record = json.loads(int8_run.calibration.record.read_text())
+    assert record["sha256"] == meta["calibration_sha256"] and len(record["images"]) == 46
+    assert all("Training Set" in row["image"] for row in record["images"])
+    assert record["agreement_vs_fp32"]["n_images"] == int8_run.report.n_images and record["gate"]["failures"] == []
+    assert any("fewer than 300" in w for w in int8_run.warnings)
+
+
+def test_int8_agrees_with_fp32_on_held_out_images(int8_run):
+    report = int8_run.report
+    assert report.n_images == 24
+    assert report.grade_agreement >= 0.97 and report.referable_agreement >= 0.97
+    assert report.mean_dice >= 0.9, report.summary()
+    assert sum(not np.isnan(v) for v in report.lesion_dice.values()) >= 3   # the lesions are really compared
+    assert 0 < report.max_abs_delta["lesion_logits"] < 5
+
+
+def test_check_rejects_asymmetric_quantisation(trained, tmp_path):
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    root, fp32 = trained
+    reader = CalibrationSet(select_idrid(root, 4).images, (None,) * 4, "t").reader(read_info(onnx.load(str(fp32))).preprocess)
+    quantize_static(str(fp32), str(tmp_path / "asym.onnx"), reader, quant_format=QuantFormat.QDQ)
+    with pytest.raises(ArtefactError, match="not what TensorRT accepts"):
+        check_tensorrt_qdq(onnx.load(str(tmp_path / "asym.onnx")))
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_histogram_methods_write_valid_models(trained, tmp_path, method):
+    root, fp32 = trained
+    result = calibrate_int8(fp32, tmp_path / "m.onnx", root, method, images=12)
+    assert dict(read_info(onnx.load(str(result.path))).extra)["calibration_method"] == method
+    report = agreement(fp32, result.path, idrid_samples(root, "test", 6), threads=1)
+    assert isinstance(report, AgreementReport) and report.n_images == 6
+
+
+def test_entropy_threshold_clips_long_tails_only():
+    rng = np.random.default_rng(0)
+    hist, edges = np.histogram(np.abs(rng.standard_normal(1_000_000)), 2048)
+    assert 3.0 < entropy_threshold(hist, edges) < edges[-1]
+    hist, edges = np.histogram(rng.uniform(0, 1, 1_000_000), 2048)
+    assert entropy_threshold(hist, edges) == pytest.approx(edges[-1], rel=0.01)
+
+
+def test_unknown_exclusions_and_methods_are_refused(trained, tmp_path):
+    root, fp32 = trained
+    with pytest.raises(ConfigError, match="no node named"):
+        calibrate_int8(fp32, tmp_path / "m.onnx", root, exclude=("heads", "/no/such/Conv"))
+    with pytest.raises(ConfigError, match="calibration method"):
+        CalibrateConfig(onnx=fp32, out=tmp_path / "m.onnx", data=root, method="kl")
+    assert set(EXCLUDE_GROUPS) == {"first-conv", "heads", "softmax"}
+
+
+def test_a_gate_without_held_out_images_is_refused_before_calibrating(trained, tmp_path):
+    root, fp32 = trained
+    folder = tmp_path / "three"
+    folder.mkdir()
+    for i, path in enumerate(select_idrid(root, count=3).images):
+        shutil.copy(path, folder / f"p{i}.jpg")
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ConfigError, match="need held-out images"):
+        calibrate(CalibrateConfig(onnx=fp32, out=out, images_dir=folder, min_agreement=0.9))
+    assert not out.exists()
+    run = calibrate(CalibrateConfig(onnx=fp32, out=out, images_dir=folder))   # no gate asked: report nothing
+    assert run.report is None and out.exists() and "vs FP32" not in run.summary()
+
+
+# --- the command -------------------------------------------------------------------------------
+
+def test_cli_gate_failure_is_one_line_exit_1_and_moves_the_model_aside(trained, tmp_path):
+    root, fp32 = trained
+    out = tmp_path / "m.int8.onnx"
+    proc = drtrt("calibrate", "--onnx", fp32, "--data", root, "--out", out, "--images", 12,
+                 "--min-agreement", 0.97, "--min-dice", 0.9999)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "misses the accuracy gate" in errors[0] and "Dice" in errors[0], proc.stderr
+    assert not out.exists() and (tmp_path / "m.int8.rejected.onnx").exists()
+    record = json.loads((tmp_path / "m.int8.calibration.json").read_text())
+    assert record["gate"]["failures"] and record["agreement_vs_fp32"]["mean_dice"] < 0.9999
+
+
+def test_cli_calibrates_on_a_camera_folder(trained, tmp_path):
+    root, fp32 = trained
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    for i, path in enumerate(select_idrid(root, count=20).images):
+        shutil.copy(path, folder / f"photo_{i:02d}.jpg")
+    out = tmp_path / "cam.int8.onnx"
+    proc = drtrt("calibrate", "--onnx", fp32, "--images-dir", folder, "--out", out, "--holdout", 4,
+                 "--exclude", "heads", "--exclude", "softmax")
+    assert proc.returncode == 0, proc.stderr
+    assert "4 held-out images" in proc.stdout and "grade agreement" in proc.stdout
+    assert "warning:" in proc.stderr and "fewer than 300" in proc.stderr
+    record = json.loads(out.with_suffix(".calibration.json").read_text())
+    assert record["origin"].startswith("image folder") and record["count"] == 16 and len(record["excluded"]) == 3
+    bad = drtrt("calibrate", "--onnx", fp32, "--images-dir", folder, "--out", out, "--exclude", "/no/such/node")
+    assert bad.returncode == 1 and "no node named" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,80 @@
+"""``drtrt doctor``: findings and capabilities with and without TensorRT / a GPU (test doubles)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from drtrt.cli import app
+from drtrt.doctor import diagnose, jetson_release, kernel_driver
+from fake_tensorrt import install
+from fake_tensorrt.devmem import FakeGpu
+
+
+def _by_name(report):
+    return {f.item: f for f in report.findings}, {c.command: c for c in report.capabilities}
+
+
+def test_cpu_only_machine_says_what_is_missing_and_the_cpu_path(monkeypatch, tmp_path):
+    install(monkeypatch, version=None, cuda=None)
+    findings, can = _by_name(diagnose(disk=tmp_path, tegra_release=tmp_path / "absent"))
+    assert findings["TensorRT"].ok is False and "not installed" in findings["TensorRT"].value
+    assert findings["GPU"].ok is False and findings["Jetson"].value.startswith("not a Jetson")
+    assert findings["ONNX Runtime"].ok and "CPUExecutionProvider" in findings["ONNX Runtime"].value
+    assert can["build"].available is False
+    assert can["build"].detail == ("no (TensorRT not installed; no NVIDIA GPU; no cuda-python/pycuda) — "
+                                   "use drtrt calibrate + ONNX Runtime")
+    assert can["screen / evaluate (.onnx)"].available and not can["screen / evaluate (.engine)"].available
+
+
+def test_gpu_without_tensorrt_names_only_tensorrt(monkeypatch, tmp_path):
+    install(monkeypatch, version=None, gpu=FakeGpu(name="NVIDIA H100", major=9, minor=0, driver_version=12080))
+    findings, can = _by_name(diagnose(disk=tmp_path))
+    assert findings["GPU"].value == "NVIDIA H100 (compute capability 9.0)"
+    assert findings["CUDA driver"].value.startswith("CUDA 12.8")
+    assert can["build"].detail == "no (TensorRT not installed) — use drtrt calibrate + ONNX Runtime"
+
+
+@pytest.mark.parametrize("cuda", ["cuda-python", "pycuda"])
+def test_jetson_with_tensorrt_can_build(monkeypatch, tmp_path, cuda):
+    release = tmp_path / "nv_tegra_release"
+    release.write_text("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: x\n")
+    install(monkeypatch, "10.3.0", cuda=cuda)
+    findings, can = _by_name(diagnose(disk=tmp_path, tegra_release=release))
+    assert findings["TensorRT"].value == "10.3.0" and findings["TensorRT"].ok
+    assert findings["GPU"].value == "Orin (fake) (compute capability 8.7)"
+    assert findings["Jetson"].value == "L4T 36.4.3 (JetPack 6.1/6.2, TensorRT 10.3)"
+    assert can["build"].available and can["screen / evaluate (.engine)"].available
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref", "L4T 35.4.1 (JetPack 5.1.2, TensorRT 8.5)"),
+    ("# R36 (release), REVISION: 3.0, GCID: 36191598", "L4T 36.3.0 (JetPack 6.0, TensorRT 8.6)"),
+    ("garbage", "unrecognised"),
+])
+def test_jetson_release_parsing(tmp_path, text, expected):
+    path = tmp_path / "nv_tegra_release"
+    path.write_text(text)
+    assert jetson_release(path).startswith(expected)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023", "535.104.05"),
+    ("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  570.86.15  Release Build", "570.86.15"),
+])
+def test_kernel_driver_parsing(tmp_path, text, expected):
+    (tmp_path / "version").write_text(text)
+    assert kernel_driver(tmp_path / "version") == expected and kernel_driver(tmp_path / "absent") is None
+
+
+def test_cli_doctor_table_and_json(monkeypatch):
+    install(monkeypatch, version=None, cuda=None)
+    table = CliRunner().invoke(app, ["doctor"])
+    assert table.exit_code == 0, table.output
+    assert "what drtrt can do here" in table.output and "TensorRT not installed" in table.output
+    as_json = CliRunner().invoke(app, ["doctor", "--json"])
+    report = json.loads(as_json.output)
+    build = next(c for c in report["capabilities"] if c["command"] == "build")
+    assert build["available"] is False and {f["item"] for f in report["findings"]} >= {"Python", "GPU", "free disk"}

@@ -1,0 +1,137 @@
+"""Per-eye and per-patient verdicts, the HTML reports, and how a real browser renders and prints them."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from drtrt.errors import ConfigError, DataError
+from drtrt.runtime.patients import (REFER, RESCREEN, UNGRADABLE, Assignment, normalise_eye, patient_verdicts,
+                                    read_manifest, safe_patient_id, validate_patient_id)
+from drtrt.runtime.report import gradable_share, summary_csv
+from drtrt.runtime.screening import screen_images
+from drtrt.runtime.store import SessionRow
+
+
+def row(patient, eye, status, grade=None, name="x.jpg") -> SessionRow:
+    record = {} if grade is None else {"grade": grade, "referable": grade >= 2, "grade_name": str(grade),
+                                       "probabilities": [0.2] * 5, "lesions": {}}
+    return SessionRow(f"/c/{name}", "a" * 64, patient, eye, status, None if status == "graded" else "why", record)
+
+
+@pytest.mark.parametrize("rows, verdict, eyes", [
+    ([row("P", "right", "graded", 0), row("P", "left", "graded", 1)], RESCREEN, {"right": RESCREEN, "left": RESCREEN}),
+    ([row("P", "right", "graded", 2), row("P", "left", "ungradable")], REFER, {"right": REFER, "left": UNGRADABLE}),
+    ([row("P", "right", "graded", 0), row("P", "left", "ungradable")], UNGRADABLE,
+     {"right": RESCREEN, "left": UNGRADABLE}),
+    # a retake of the left eye that worked makes the eye gradable
+    ([row("P", "right", "graded", 0), row("P", "left", "ungradable"), row("P", "left", "graded", 1)], RESCREEN,
+     {"right": RESCREEN, "left": RESCREEN}),
+    ([row("P", "right", "graded", 4), row("P", "right", "graded", 0), row("P", "left", "error")], REFER,
+     {"right": REFER, "left": UNGRADABLE}),
+    ([row("P", "left", "graded", 0)], UNGRADABLE, {"right": UNGRADABLE, "left": RESCREEN}),   # right eye missing
+    ([row("P", None, "graded", 1)], RESCREEN, {"unspecified": RESCREEN}),
+    ([row("P", "right", "graded", 0), row("P", "left", "duplicate")], UNGRADABLE,
+     {"right": RESCREEN, "left": UNGRADABLE}),
+])
+def test_verdicts(rows, verdict, eyes):
+    (result,) = patient_verdicts(rows)
+    assert result.verdict == verdict
+    assert {e: v.verdict for e, v in result.eyes.items()} == eyes
+    assert list(result.eyes)[0] in ("right", "unspecified")                    # right eye first (OD, OS)
+
+
+def test_rows_without_patient_have_no_verdict_and_share_counts_judged_images():
+    rows = [row(None, None, "graded", 0), row(None, None, "ungradable"), row(None, None, "duplicate"),
+            row(None, None, "error")]
+    assert patient_verdicts(rows) == []
+    assert gradable_share(rows) == (1, 3)
+    csv = summary_csv(rows, []).splitlines()
+    assert len(csv) == 5 and csv[0].startswith("file,path,sha256,patient,eye,status")
+
+
+@pytest.mark.parametrize("raw, safe", [("P-001", "P-001"), ("../../etc/passwd", "etc_passwd-"), ("a b", "a_b-"),
+                                       ("..", "patient-"), ("Ünal", "nal-"), ("x" * 64, "x" * 48 + "-")])
+def test_safe_patient_ids(raw, safe):
+    out = safe_patient_id(raw)
+    assert out.startswith(safe) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", out) and ".." not in out
+    assert len(out) <= 57
+
+
+def test_patient_id_and_eye_validation(tmp_path):
+    assert validate_patient_id("  Ünal 7 ") == "Ünal 7" and validate_patient_id("") is None
+    for bad in ("x" * 65, "a\nb", "a\x00b"):
+        with pytest.raises(ConfigError):
+            validate_patient_id(bad)
+    assert [normalise_eye(e) for e in ("L", "os", "Right", "OD", "")] == ["left", "left", "right", "right", None]
+    with pytest.raises(ConfigError, match="left or right"):
+        normalise_eye("both")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("\ufefffile,patient,eye\nimg/a.jpg,P1,OD\n/abs/b.jpg,P2,\n")
+    assert read_manifest(manifest) == {(tmp_path / "img" / "a.jpg").resolve(): Assignment("P1", "right"),
+                                       Path("/abs/b.jpg"): Assignment("P2", None)}
+    manifest.write_text("file,patient,eye\na.jpg,P1,up\n")
+    with pytest.raises(DataError, match="line 2"):
+        read_manifest(manifest)
+    manifest.write_text("name,id\na.jpg,P1\n")
+    with pytest.raises(DataError, match="columns file, patient"):
+        read_manifest(manifest)
+
+
+@pytest.fixture(scope="module")
+def patient_session(tiny_onnx, synth_root, tmp_path_factory):
+    images = sorted((synth_root / "B. Disease Grading" / "1. Original Images").glob("*/*.jpg"))[:2]
+    out = tmp_path_factory.mktemp("report") / "session"
+    grey = out.parent / "grey.png"
+    import cv2
+    import numpy as np
+    cv2.imwrite(str(grey), np.full((300, 400, 3), 128, np.uint8))
+    assignments = {images[0].resolve(): Assignment("R-1", "right"), images[1].resolve(): Assignment("R-1", "left"),
+                   grey.resolve(): Assignment("R-1", "left")}
+    screen_images([*images, grey], tiny_onnx, out, assignments=assignments)
+    return out
+
+
+def test_patient_report_is_self_contained(patient_session):
+    page = (patient_session / "reports" / "patient-R-1.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "@page { size: A4" in page
+    assert page.count("data:image/jpeg;base64,") == 3                  # two overlays and the ungradable picture
+    assert not re.search(r'(src|href)="(?!data:)', page)               # nothing outside the file
+    assert "<script" not in page
+    assert "Right eye (OD)" in page and "Left eye (OS)" in page and "blank image" in page
+    summary = (patient_session / "summary.html").read_text()
+    assert "2 of 3 (67%)" in summary and 'href="reports/patient-R-1.html"' in summary
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        if path := shutil.which(name):
+            return path
+    pytest.skip("chromium is not installed (apt-get install -y chromium); the browser rendering is not checked")
+
+
+def _browser(*args: str, profile: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                           "--disable-component-update", "--disable-sync", "--no-first-run",
+                           f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_report_renders_and_prints_on_a4_in_a_real_browser(patient_session, tmp_path):
+    page = patient_session / "reports" / "patient-R-1.html"
+    pdf, png = tmp_path / "report.pdf", tmp_path / "report.png"
+    _browser("--no-pdf-header-footer", f"--print-to-pdf={pdf}", page.as_uri(), profile=tmp_path / "profile")
+    data = pdf.read_bytes()
+    boxes = {tuple(round(float(v)) for v in m) for m in
+             re.findall(rb"/MediaBox\s*\[\s*0\s+0\s+([\d.]+)\s+([\d.]+)\s*\]", data)}
+    assert boxes == {(595, 842)}, boxes                                 # A4 in points, every page
+    pages = len(re.findall(rb"/Type\s*/Page[^s]", data))
+    assert pages == 1, pages                                            # one patient, one sheet
+    _browser(f"--screenshot={png}", "--window-size=794,1123", page.as_uri(), profile=tmp_path / "profile")
+    import cv2
+    shot = cv2.imread(str(png))
+    assert shot is not None and shot.shape[:2] == (1123, 794)
+    assert shot.std() > 20 and (shot < 250).mean() > 0.1                # pictures and text drawn, not a blank page

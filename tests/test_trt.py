@@ -1,0 +1,505 @@
+"""TensorRT build + runner against the test double (tests/fake_tensorrt), for 8.6, 10.x and 11.x.
+
+No test here touches NVIDIA hardware: the double computes with ONNX Runtime. What makes it a
+check of the real API is tests/fake_tensorrt/surface/, the public surface of NVIDIA's own
+bindings wheels: the double refuses any attribute the emulated version lacks, and the tests at
+the end of this file check the double and drtrt's TensorRT code against those files.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fake_tensorrt
+from fake_tensorrt import VERSIONS, install, load_surface
+from fake_tensorrt.devmem import FakeDevice, FakeGpu
+from drtrt.errors import ArtefactError, BackendUnavailable, ConfigError
+from drtrt.export.trt_build import BuildConfig, build_engine
+from drtrt.manifest import INPUT_NAME
+from drtrt.runtime.ort import OrtRunner
+from drtrt.runtime.trt import ShapeError, TrtRunner, manifest_path
+
+ROOT = Path(__file__).resolve().parents[1]
+TRT_SOURCES = [ROOT / "drtrt/export/trt_build.py", ROOT / "drtrt/export/trt_compat.py", ROOT / "drtrt/runtime/trt.py"]
+
+
+@pytest.fixture(scope="session")
+def tiny_qdq_onnx(tiny_onnx, tmp_path_factory) -> Path:
+    """The tiny model with Q/DQ nodes (ONNX Runtime's quantize_static), carrying drtrt int8 metadata."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.feeds = iter([{INPUT_NAME: rng.standard_normal((1, 3, 64, 64)).astype(np.float32)} for _ in range(2)])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    out = tmp_path_factory.mktemp("qdq") / "model.int8.onnx"
+    quantize_static(str(tiny_onnx), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    meta = {p.key: p.value for p in onnx.load(str(tiny_onnx), load_external_data=False).metadata_props}
+    meta.update({"drtrt.precision": "int8", "drtrt.calibration_sha256": "c" * 64})
+    proto = onnx.load(str(out))
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(out))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DRTRT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _build(onnx: Path, out: Path, **options):
+    return build_engine(BuildConfig(onnx=onnx, out=out, **options))
+
+
+class Recorder:
+    """A BuildListener keeping every event."""
+
+    def __init__(self, cancel_at: int | None = None):
+        self.events, self.cancel_at = [], cancel_at
+
+    def begin(self, description):
+        self.events.append(("begin", description))
+
+    def phase_start(self, name, parent, steps):
+        self.events.append(("start", name, parent, steps))
+
+    def step(self, name, step):
+        self.events.append(("step", name, step))
+        return self.cancel_at is None or len(self.events) < self.cancel_at
+
+    def phase_finish(self, name):
+        self.events.append(("finish", name))
+
+
+# ------------------------------------------------------------------ build + run, per version
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_build_then_run_matches_onnx_runtime(version, tiny_onnx, tmp_path, monkeypatch):
+    fake = install(monkeypatch, version)
+    recorder = Recorder()
+    result = build_engine(BuildConfig(onnx=tiny_onnx, out=tmp_path / "model.engine", max_batch=2), listener=recorder)
+    manifest = json.loads(manifest_path(result.engine).read_text())
+    assert manifest["tensorrt"] == fake.trt.__version__ and manifest["precision"] == "fp32"
+    assert manifest["gpu"] == {"name": "Orin (fake)", "compute_capability": "8.7", "total_memory": 8 << 30}
+    assert manifest["cuda"] == {"driver": "12.6", "runtime": "12.6", "library": "cuda-python"}
+    assert manifest["profile"] == {"image": {"min": [1, 3, 64, 64], "opt": [1, 3, 64, 64], "max": [2, 3, 64, 64]}}
+    assert [t["name"] for t in manifest["io"]["outputs"]] == ["grade_logits", "lesion_logits"]
+    assert manifest["io"]["inputs"] == [{"name": "image", "shape": [-1, 3, 64, 64], "dtype": "float32"}]
+    assert manifest["strongly_typed"] is version.startswith("11")
+    assert manifest["build"]["builder_flags"] == [] and "--max-batch 2" in manifest["build"]["command"]
+    assert manifest["preprocess"]["size"] == 64 and len(manifest["onnx"]["sha256"]) == 64
+    assert fake.trt._builds[-1]["pools"] == {"WORKSPACE": 2**30}
+    # the engine is TensorRT's plan byte for byte: no drtrt header in front of it
+    assert result.engine.read_bytes().startswith(b"FAKE-TRT-PLAN")
+    # IProgressMonitor from 10.x on; 8.x gets no events (the CLI shows a spinner)
+    assert result.progress_reported is (not version.startswith("8"))
+    assert recorder.events[0] == ("begin", f"building a TensorRT {fake.trt.__version__} engine for Orin (fake)")
+    assert (len(recorder.events) > 1) is result.progress_reported
+
+    x = np.random.default_rng(1).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    with OrtRunner(tiny_onnx) as ort_runner, TrtRunner(result.engine) as runner:
+        assert runner.output_names == ("grade_logits", "lesion_logits") and runner.max_batch == 2
+        assert runner.info == ort_runner.info
+        for batch in (x[:1], x, x[1:]):           # dynamic batch within the profile, buffers reused
+            expected, got = ort_runner.infer({INPUT_NAME: batch}), runner.infer({INPUT_NAME: batch})
+            assert list(got) == ["grade_logits", "lesion_logits"]
+            for name in expected:
+                assert got[name].dtype == np.float32
+                np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-5)
+        with pytest.raises(ShapeError, match="outside the engine's optimisation profile"):
+            runner.infer({INPUT_NAME: np.zeros((3, 3, 64, 64), np.float32)})
+        with pytest.raises(ShapeError, match="must be float32"):
+            runner.infer({INPUT_NAME: x.astype(np.float64)})
+        with pytest.raises(ShapeError, match="outside"):
+            runner.infer({INPUT_NAME: np.zeros((1, 3, 32, 32), np.float32)})
+        with pytest.raises(ShapeError, match="expected inputs"):
+            runner.infer({"images": x})
+    assert not fake.device.allocations and not fake.device.pinned and not fake.device.streams
+    used = {name for _, name in fake.trt._accessed}
+    assert {"execute_async_v3", "set_input_shape", "set_tensor_address", "get_tensor_profile_shape",
+            "build_serialized_network", "set_memory_pool_limit", "set_timing_cache"} <= used
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_int8_qdq_model_flags_per_version(version, tiny_qdq_onnx, tmp_path, monkeypatch):
+    fake = install(monkeypatch, version)
+    result = _build(tiny_qdq_onnx, tmp_path / "model.engine", precision="int8")
+    manifest = json.loads(manifest_path(result.engine).read_text())
+    expected_flags = [] if version.startswith("11") else ["INT8", "FP16"]
+    assert manifest["build"]["builder_flags"] == expected_flags
+    assert fake.trt._builds[-1]["flags"] == sorted(expected_flags)
+    assert manifest["precision"] == "int8" and manifest["calibration_sha256"] == "c" * 64
+    auto = _build(tiny_qdq_onnx, tmp_path / "auto.engine")      # precision read from the model: Q/DQ → int8
+    assert auto.precision == "int8"
+    with pytest.raises(ConfigError, match="Q/DQ"):
+        _build(tiny_qdq_onnx, tmp_path / "x.engine", precision="fp16")
+    with OrtRunner(tiny_qdq_onnx) as ort_runner, TrtRunner(result.engine) as runner:
+        x = np.random.default_rng(2).standard_normal((1, 3, 64, 64)).astype(np.float32)
+        np.testing.assert_allclose(runner.infer({INPUT_NAME: x})["grade_logits"],
+                                   ort_runner.infer({INPUT_NAME: x})["grade_logits"], rtol=1e-5, atol=1e-5)
+
+
+def test_int8_without_qdq_calibrates_first(tiny_onnx, tiny_qdq_onnx, tmp_path, monkeypatch):
+    install(monkeypatch, "10.3.0")
+    with pytest.raises(ConfigError, match="--calib-data"):
+        _build(tiny_onnx, tmp_path / "model.engine", precision="int8")
+    calls = []
+
+    def fake_calibrate(onnx, calib_data, out, log):
+        calls.append((onnx, calib_data, out))
+        return Path(shutil.copy(tiny_qdq_onnx, out.with_name("model.int8.onnx")))
+
+    monkeypatch.setattr("drtrt.export.trt_build.calibrate", fake_calibrate)
+    result = _build(tiny_onnx, tmp_path / "model.engine", precision="int8", calib_data=tmp_path)
+    assert calls == [(tiny_onnx, tmp_path, tmp_path / "model.engine")]
+    manifest = json.loads(manifest_path(result.engine).read_text())
+    assert manifest["onnx"]["file"].endswith("model.int8.onnx") and manifest["onnx"]["source"] == str(tiny_onnx)
+    assert "--onnx " + str(tmp_path / "model.int8.onnx") in manifest["build"]["command"]
+
+
+def test_int8_calibrates_with_drtrt_calibration(tiny_onnx, synth_root, tmp_path, monkeypatch):
+    pytest.importorskip("drtrt.calibration.quantize", reason="INT8 calibration (drtrt.calibration) not present")
+    fake = install(monkeypatch, "8.6.1")
+    messages = []
+    result = build_engine(BuildConfig(onnx=tiny_onnx, out=tmp_path / "model.engine", precision="int8",
+                                      calib_data=synth_root, max_batch=1), log=messages.append)
+    manifest = json.loads(manifest_path(result.engine).read_text())
+    assert result.onnx == tmp_path / "model.int8.onnx" and manifest["precision"] == "int8"
+    assert len(manifest["calibration_sha256"]) == 64
+    assert manifest["calibration_sha256"] == manifest["metadata"]["drtrt.calibration_sha256"]
+    assert fake.trt._builds[-1]["flags"] == ["FP16", "INT8"] and any("calibrat" in m for m in messages)
+
+
+@pytest.mark.parametrize("version, flags", [("8.6.1", ["FP16"]), ("10.13.3", ["FP16"]), ("11.4.0", [])])
+def test_fp16_flag_on_weakly_typed_conversion_on_strongly_typed(version, flags, tiny_onnx, tmp_path, monkeypatch):
+    import onnx
+
+    fake = install(monkeypatch, version)
+    converted = []
+
+    def fake_convert(onnx_path, out):   # stands in for drtrt.export.precision.convert_fp16 (tested there)
+        proto = onnx.load(str(onnx_path))
+        next(p for p in proto.metadata_props if p.key == "drtrt.precision").value = "fp16"
+        target = out.with_name("model.fp16.onnx")
+        onnx.save(proto, str(target))
+        converted.append(target)
+        return target
+
+    monkeypatch.setattr("drtrt.export.trt_build.convert_to_fp16", fake_convert)
+    result = _build(tiny_onnx, tmp_path / "model.engine", precision="fp16")
+    assert result.precision == "fp16" and fake.trt._builds[-1]["flags"] == flags
+    assert bool(converted) is version.startswith("11")       # 11.x: precision must be in the ONNX
+
+
+def test_fp16_on_tensorrt_11_with_the_real_converter(tiny_onnx, tmp_path, monkeypatch):
+    pytest.importorskip("drtrt.export.precision", reason="FP16 conversion (drtrt.export.precision) not present")
+    fake = install(monkeypatch, "11.4.0")
+    result = _build(tiny_onnx, tmp_path / "model.engine", precision="fp16", max_batch=1)
+    manifest = json.loads(manifest_path(result.engine).read_text())
+    assert result.onnx == tmp_path / "model.fp16.onnx" and manifest["metadata"]["drtrt.precision"] == "fp16"
+    assert manifest["strongly_typed"] and fake.trt._builds[-1]["flags"] == []
+    x = np.random.default_rng(3).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    with OrtRunner(result.onnx) as fp16, TrtRunner(result.engine) as runner:
+        assert runner.info.precision == "fp16"
+        got = runner.infer({INPUT_NAME: x})
+        np.testing.assert_allclose(got["grade_logits"], fp16.infer({INPUT_NAME: x})["grade_logits"], rtol=1e-5, atol=1e-5)
+
+
+def test_timing_cache_reused_per_gpu_and_tensorrt(tiny_onnx, tmp_path, monkeypatch):
+    device = FakeDevice(FakeGpu())
+    fake = install(monkeypatch, "10.3.0", device=device)
+    first = _build(tiny_onnx, tmp_path / "a.engine")
+    second = _build(tiny_onnx, tmp_path / "b.engine")
+    assert not first.timing_cache_reused and second.timing_cache_reused
+    assert second.timing_cache == first.timing_cache and "orin-fake-sm87-trt10.3.0" in first.timing_cache.name
+    assert fake.trt._builds[-1]["misses"] == 0 and fake.trt._builds[-1]["hits"] > 0
+    fake = install(monkeypatch, "10.13.3", device=device)     # another TensorRT: its own cache
+    third = _build(tiny_onnx, tmp_path / "c.engine")
+    assert third.timing_cache != first.timing_cache and not third.timing_cache_reused
+    install(monkeypatch, "10.3.0", gpu=FakeGpu(name="NVIDIA H100", major=9, minor=0))
+    explicit = tmp_path / "my.cache"                           # a named file made for another GPU: not reused
+    shutil.copy(first.timing_cache, explicit)
+    shutil.copy(first.timing_cache.with_name(first.timing_cache.name + ".json"), tmp_path / "my.cache.json")
+    messages = []
+    result = build_engine(BuildConfig(onnx=tiny_onnx, out=tmp_path / "d.engine", timing_cache=explicit), log=messages.append)
+    assert not result.timing_cache_reused and any("made for" in m for m in messages)
+    assert json.loads((tmp_path / "my.cache.json").read_text())["compute_capability"] == "9.0"
+    from drtrt.export.trt_build import timing_cache_path
+    from drtrt.runtime.cuda_mem import GpuInfo
+
+    gpu = GpuInfo("Jetson AGX Orin", "8.7", 0, "12.6", "12.6", "cuda-python")
+    assert timing_cache_path(tmp_path / "new-folder", gpu, "10.3.0") == \
+        tmp_path / "new-folder" / "jetson-agx-orin-sm87-trt10.3.0.cache"
+
+
+def test_progress_monitor_can_cancel(tiny_onnx, tmp_path, monkeypatch):
+    install(monkeypatch, "11.4.0")
+    with pytest.raises(ArtefactError, match="cancelled"):
+        build_engine(BuildConfig(onnx=tiny_onnx, out=tmp_path / "m.engine"), listener=Recorder(cancel_at=4))
+    assert not (tmp_path / "m.engine").exists()
+
+
+# ------------------------------------------------------------------ manifest checks before loading
+
+@pytest.fixture()
+def built(tiny_onnx, tmp_path, monkeypatch):
+    device = FakeDevice(FakeGpu())
+    install(monkeypatch, "10.3.0", device=device)
+    return _build(tiny_onnx, tmp_path / "model.engine", max_batch=1).engine, device
+
+
+def test_other_tensorrt_version_is_refused_with_rebuild_command(built, monkeypatch):
+    engine, device = built
+    install(monkeypatch, "11.4.0", device=device)
+    with pytest.raises(ArtefactError) as info:
+        TrtRunner(engine).activate()
+    message = str(info.value)
+    assert "TensorRT 10.3.0" in message and "TensorRT 11.4.0.106" in message and "drtrt build --onnx" in message
+    assert "\n" not in message
+    assert not device.allocations and not device.streams
+
+
+def test_other_gpu_is_refused_or_warned(built, monkeypatch):
+    engine, device = built
+    install(monkeypatch, "10.3.0", gpu=FakeGpu(name="NVIDIA H100", major=9, minor=0))
+    with pytest.raises(ArtefactError, match=r"compute capability 8\.7.*compute capability 9\.0"):
+        TrtRunner(engine).activate()
+    install(monkeypatch, "10.3.0", gpu=FakeGpu(name="Orin NX (fake)"))   # same compute capability
+    with pytest.warns(UserWarning, match="built on Orin"):
+        runner = TrtRunner(engine)
+        runner.activate()
+    runner.deactivate()
+
+
+def test_damaged_or_unmanifested_engine_is_refused(built, monkeypatch):
+    engine, device = built
+    install(monkeypatch, "10.3.0", device=device)
+    data = bytearray(engine.read_bytes())
+    data[-1] ^= 0xFF
+    engine.write_bytes(bytes(data))
+    with pytest.raises(ArtefactError, match="sha256"):
+        TrtRunner(engine).activate()
+    manifest_path(engine).unlink()
+    with pytest.raises(ArtefactError, match="no manifest model.engine.json"):
+        TrtRunner(engine).activate()
+
+
+def test_predictor_picks_trt_for_engine_and_plan(built, synth_root, tiny_onnx, monkeypatch):
+    from drtrt.runtime.predictor import Predictor, load_runner
+
+    engine, device = built
+    install(monkeypatch, "10.3.0", cuda="pycuda", device=device)   # the pycuda path, same fake GPU
+    plan = engine.with_suffix(".plan")
+    shutil.copy(engine, plan)
+    shutil.copy(manifest_path(engine), manifest_path(plan))
+    runner = load_runner(plan)
+    assert isinstance(runner, TrtRunner) and runner.gpu.library == "pycuda"
+    runner.deactivate()
+    image = next((synth_root / "B. Disease Grading" / "1. Original Images" / "b. Testing Set").glob("*.jpg"))
+    with Predictor(engine) as on_trt, Predictor(tiny_onnx) as on_ort:
+        a, b = on_trt.screen(image), on_ort.screen(image)
+    assert a.status == b.status == "graded"
+    assert a.grade == b.grade and np.allclose(a.probabilities, b.probabilities, atol=1e-5)
+    assert not device.allocations
+
+
+# ------------------------------------------------------------------ without TensorRT or a GPU
+
+@pytest.mark.parametrize("setup, expected", [
+    (dict(version=None), r"TensorRT is not installed.*drtrt calibrate.*ONNX Runtime"),
+    (dict(gpu=FakeGpu(present=False)), r"no usable CUDA GPU.*cudaErrorInsufficientDriver.*ONNX Runtime"),
+    (dict(cuda=None), r"cuda-python or pycuda.*drtrt\[gpu\]"),
+])
+def test_clear_error_without_tensorrt_or_gpu(setup, expected, built, tiny_onnx, tmp_path, monkeypatch):
+    engine, _ = built
+    install(monkeypatch, **{"version": "10.3.0", **setup})
+    with pytest.raises(BackendUnavailable, match=expected):
+        _build(tiny_onnx, tmp_path / "new.engine")
+    with pytest.raises(BackendUnavailable, match=expected):
+        TrtRunner(engine).activate()
+    assert not (tmp_path / "new.engine").exists()
+
+
+def test_too_old_tensorrt_is_refused(monkeypatch):
+    from drtrt.export.trt_compat import import_tensorrt
+
+    fake = install(monkeypatch, "8.6.1")
+    monkeypatch.setattr(fake.trt, "__version__", "8.4.3")
+    with pytest.raises(BackendUnavailable, match="8.4.3 is too old"):
+        import_tensorrt()
+
+
+def test_cli_build_without_tensorrt_is_one_line(tiny_onnx, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from drtrt.cli import app
+
+    install(monkeypatch, version=None)
+    result = CliRunner().invoke(app, ["build", "--onnx", str(tiny_onnx), "--out", str(tmp_path / "m.engine")])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "TensorRT is not installed" in lines[0] and "drtrt calibrate" in lines[0]
+
+
+def test_cli_build_and_screen_with_the_double(tiny_onnx, synth_root, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from drtrt.cli import app
+
+    install(monkeypatch, "10.13.3")
+    out = tmp_path / "model.engine"
+    result = CliRunner().invoke(app, ["build", "--onnx", str(tiny_onnx), "--out", str(out), "--max-batch", "2",
+                                      "--workspace", "0.5", "--timing-cache", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "model.engine" in result.output and out.exists() and manifest_path(out).exists()
+    assert json.loads(manifest_path(out).read_text())["build"]["workspace_gib"] == 0.5
+    assert list(tmp_path.glob("orin-fake-sm87-trt10.13.3.9.cache"))
+    image = next((synth_root / "B. Disease Grading" / "1. Original Images" / "b. Testing Set").glob("*.jpg"))
+    rows = [json.loads(line) for line in CliRunner().invoke(
+        app, ["screen", str(image), "--model", str(out), "--json", "--batch-size", "2"]).output.splitlines()
+        if line.startswith("{")]
+    assert len(rows) == 1 and rows[0]["status"] == "graded" and rows[0]["grade"] in range(5)
+
+
+# ------------------------------------------------------------------ the double against the real surfaces
+
+def _fake_classes(version: str, monkeypatch) -> dict[str, type]:
+    fake = install(monkeypatch, version).trt
+    return {n: v for n, v in vars(fake).items() if isinstance(v, type) and v.__module__ == "tensorrt"
+            and not n.startswith("_") and not issubclass(v, int)}
+
+
+def _params(signature: str) -> list[tuple[str, bool]]:
+    """(name, has_default) of a pybind11 signature line, without self."""
+    inner = signature[signature.index("(") + 1:signature.rindex(")")]
+    parts, depth, current = [], 0, ""
+    for char in inner:
+        depth += char in "[(<" and 1 or char in "])>" and -1 or 0
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return [(p.split(":")[0].split("=")[0].strip(), "=" in p) for p in parts if p.strip() and
+            p.split(":")[0].strip() not in ("self", "*args", "**kwargs")]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_double_has_only_real_names_kinds_and_signatures(version, monkeypatch):
+    surface = load_surface(f"trt-{version}")
+    for name, cls in _fake_classes(version, monkeypatch).items():
+        real = surface["classes"].get(name)
+        assert real is not None, f"{name} is not a class of TensorRT {version}"
+        for member, value in vars(cls).items():
+            if member.startswith("_") and member != "__init__":
+                continue
+            if member not in real["members"]:
+                others = [v for v in VERSIONS if member in load_surface(f"trt-{v}")["classes"].get(name, {}).get("members", {})]
+                assert others, f"{name}.{member} exists in no real TensorRT"
+                continue                                     # gated away in this version
+            kind = real["members"][member]["kind"]
+            if isinstance(value, property):
+                assert kind == "property", f"{name}.{member}: real TensorRT {version} has a {kind}"
+            elif callable(value) and kind == "method" and real["members"][member]["signatures"]:
+                fake_params = [p for p in inspect.signature(value).parameters if p != "self"]
+                overloads = [_params(s) for s in real["members"][member]["signatures"] if "(self" in s]
+                assert any(set(fake_params) <= {n for n, _ in o} and {n for n, d in o if not d} <= set(fake_params)
+                           for o in overloads), f"{name}.{member}{fake_params} vs {overloads}"
+            elif callable(value):
+                assert kind in ("method", "Severity"), f"{name}.{member}: real TensorRT {version} has a {kind}"
+
+
+def test_double_emulates_version_differences(monkeypatch):
+    old, mid, new = (install(monkeypatch, v).trt for v in ("8.6.1", "10.3.0", "11.4.0"))
+    assert not hasattr(old, "IProgressMonitor") and hasattr(mid, "IProgressMonitor")
+    assert hasattr(mid.BuilderFlag, "FP16") and not hasattr(new.BuilderFlag, "FP16")
+    assert hasattr(mid.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH")
+    assert not hasattr(new.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH")
+    # the real enum values: EXPLICIT_BATCH's removal renumbered STRONGLY_TYPED
+    assert int(mid.NetworkDefinitionCreationFlag.STRONGLY_TYPED) == 1
+    assert int(new.NetworkDefinitionCreationFlag.STRONGLY_TYPED) == 0
+    with pytest.raises(AttributeError, match="TensorRT 11"):
+        new.Builder.platform_has_fast_fp16
+
+
+def test_drtrt_uses_only_attributes_real_tensorrt_has():
+    """Static net over every ``trt.X`` / ``trt.X.Y`` in drtrt's TensorRT code (calls on objects are
+    checked dynamically by the double in the tests above)."""
+    surfaces = {v: load_surface(f"trt-{v}") for v in VERSIONS}
+    seen = set()
+    for source in TRT_SOURCES:
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "trt":
+                seen.add((node.attr, None))
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+                    and isinstance(node.value.value, ast.Name) and node.value.value.id == "trt"):
+                seen.add((node.value.attr, node.attr))
+    assert {("IProgressMonitor", None), ("NetworkDefinitionCreationFlag", "STRONGLY_TYPED"),
+            ("BuilderFlag", "INT8"), ("MemoryPoolType", "WORKSPACE"), ("TensorIOMode", "INPUT")} <= seen
+    for name, member in sorted(seen, key=str):
+        if name == "__version__":        # set by the real bindings' __init__.py (the surface skips dunders)
+            continue
+        holders = [v for v, s in surfaces.items() if name in s["module"] and (member is None or member in
+                   s["enums"].get(name, {}) or member in s["classes"].get(name, {}).get("members", {}))]
+        assert holders, f"trt.{name}{'.' + member if member else ''} is in no real TensorRT surface"
+
+
+def test_cuda_doubles_match_real_cuda_python_and_pycuda():
+    from fake_tensorrt import cuda_runtime, pycuda_driver
+
+    for surface in (load_surface("cuda-bindings-12.9"), load_surface("cuda-bindings-13.5")):
+        for name, func in vars(cuda_runtime).items():
+            if name.startswith("cuda") and inspect.isfunction(func):
+                real = surface["functions"][name]
+                real_params = [re.split(r"[\s:]+", p.strip())[-1] if ":" not in p else p.split(":")[0].strip()
+                               for p in real[real.index("(") + 1:real.rindex(")")].split(",") if p.strip()]
+                assert list(inspect.signature(func).parameters) == real_params, (name, real)
+        assert {"cudaSuccess", "cudaErrorInsufficientDriver"} <= set(surface["enums"]["cudaError_t"])
+        assert {"cudaMemcpyHostToDevice", "cudaMemcpyDeviceToHost"} <= set(surface["enums"]["cudaMemcpyKind"])
+        assert {"name", "major", "minor", "totalGlobalMem"} <= set(surface["classes"]["cudaDeviceProp"])
+    pycuda = load_surface("pycuda-2026.1")
+    public = {n for n, v in vars(pycuda_driver).items() if not n.startswith("_") and callable(v)}
+    assert public - {"Error"} <= set(pycuda["functions"]) | set(pycuda["classes"])
+    for cls, members in pycuda["classes"].items():
+        defined = {m for m in vars(getattr(pycuda_driver, cls)) if not m.startswith("_") or m in ("__init__", "__int__")}
+        assert defined <= set(members) | {"__init__"}, (cls, defined - set(members))
+
+
+def test_cuda_mem_uses_only_real_cuda_python_functions():
+    used = set(re.findall(r"self\.rt\.(cuda\w+)", (ROOT / "drtrt/runtime/cuda_mem.py").read_text()))
+    for surface in (load_surface("cuda-bindings-12.9"), load_surface("cuda-bindings-13.5")):
+        names = set(surface["functions"]) | set(surface["enums"])
+        assert used and used <= names, used - names
+    assert fake_tensorrt.HERE.name == "fake_tensorrt"
+
+
+def test_real_cuda_python_without_a_gpu_is_one_clear_error():
+    """The real cuda-python (torch brings cuda-bindings) on this GPU-less machine, no double."""
+    from drtrt.runtime.cuda_mem import CudaPythonMemory, load_cuda
+
+    rt = pytest.importorskip("cuda.bindings.runtime")
+    err, count = rt.cudaGetDeviceCount()
+    if err == rt.cudaError_t.cudaSuccess and count:
+        pytest.skip("a CUDA GPU is visible here")
+    with pytest.raises(BackendUnavailable, match=r"no usable CUDA GPU: cudaGetDeviceCount returned cudaError\w+ .*ONNX"):
+        CudaPythonMemory()
+    with pytest.raises(BackendUnavailable, match="no usable CUDA GPU"):
+        load_cuda("cuda-python")

@@ -1,0 +1,121 @@
+"""Watch mode: files are taken once complete, temp files ignored, Ctrl-C stops cleanly, restarts resume."""
+
+from __future__ import annotations
+
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from drtrt.runtime.store import SessionStore
+from drtrt.runtime.watch import SettleTracker, is_candidate
+
+
+def images(synth_root: Path) -> list[Path]:
+    return sorted((synth_root / "A. Segmentation" / "1. Original Images").glob("*/*.jpg"))
+
+
+@pytest.mark.parametrize("name, ok", [("IDRiD_01.jpg", True), ("a b ü.JPEG", True), ("x.png", True),
+                                      (".hidden.jpg", False), ("~lock.jpg", False), ("x.jpg.part", False),
+                                      ("x.tmp.jpg", False), ("x.jpg.crdownload", False), ("notes.txt", False),
+                                      ("x.jpg~", False)])
+def test_candidates(name, ok):
+    assert is_candidate(Path(name)) is ok
+
+
+def test_settle_tracker_waits_for_a_file_to_stop_growing(tmp_path):
+    tracker = SettleTracker(settle_s=1.0)
+    f = tmp_path / "a.jpg"
+    f.write_bytes(b"x" * 10)
+    assert tracker.ready(tmp_path, 0.0) == []
+    assert tracker.ready(tmp_path, 0.9) == []
+    with f.open("ab") as fh:
+        fh.write(b"y" * 10)                                     # still being written
+    assert tracker.ready(tmp_path, 1.5) == []                   # changed: the clock starts again
+    assert tracker.ready(tmp_path, 2.0) == []
+    assert tracker.ready(tmp_path, 2.6) == [f]
+    assert tracker.ready(tmp_path, 9.0) == []                   # handed out once
+
+
+class Watcher:
+    """`drtrt watch` in a subprocess, its stdout lines in a queue."""
+
+    def __init__(self, folder: Path, model: Path, out: Path, *extra: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "drtrt.cli", "watch", str(folder), "--model", str(model),
+                                      "--out", str(out), "--poll", "0.1", "--settle", "1.0", *extra],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def expect(self, fragment: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            if fragment in line:
+                return line
+        raise AssertionError(f"no line with {fragment!r}; stderr: {self.proc.stderr.read() if self.proc.poll() is not None else ''}")
+
+    def stop(self) -> tuple[int, list[str]]:
+        self.proc.send_signal(signal.SIGINT)
+        code = self.proc.wait(timeout=60)
+        time.sleep(0.1)
+        rest = []
+        while not self.lines.empty():
+            rest.append(self.lines.get())
+        return code, rest
+
+
+@pytest.mark.slow
+def test_watch_picks_up_camera_files_and_resumes_after_restart(tiny_onnx, synth_root, tmp_path):
+    camera, out = tmp_path / "camera", tmp_path / "session"
+    camera.mkdir()
+    sources = images(synth_root)
+    watcher = Watcher(camera, tiny_onnx, out, "--patient", "W-7", "--eye", "right")
+    watcher.expect("watching")
+    (camera / ".IDRiD_tmp.jpg").write_bytes(sources[0].read_bytes())    # hidden: ignored
+    (camera / "next.jpg.part").write_bytes(sources[0].read_bytes())      # partial download: ignored
+    (camera / "notes.txt").write_text("not an image")
+    data = sources[1].read_bytes()
+    with (camera / "slow write.jpg").open("wb") as fh:                   # a camera writing in bursts
+        for i in range(3):
+            fh.write(data[i * len(data) // 3:(i + 1) * len(data) // 3])
+            fh.flush()
+            time.sleep(0.6)                                              # pauses shorter than --settle
+    shutil.copy(sources[2], camera / "quick.jpg")
+    first = watcher.expect("slow write.jpg")
+    assert "graded" in first and "[W-7 right]" in first                 # never read half-written
+    watcher.expect("quick.jpg")
+    code, rest = watcher.stop()
+    assert code == 0 and any("stopped; 2 image(s)" in line for line in rest), rest
+
+    shutil.copy(sources[3], camera / "after restart.jpg")
+    watcher = Watcher(camera, tiny_onnx, out, "--patient", "W-7", "--eye", "right")
+    watcher.expect("after restart.jpg")
+    code, rest = watcher.stop()
+    assert code == 0 and any("stopped; 1 image(s)" in line for line in rest), rest   # old files not redone
+    with SessionStore(out / "session.db") as store:
+        rows = store.rows()
+        assert sorted(r.name for r in rows) == ["after restart.jpg", "quick.jpg", "slow write.jpg"]
+        assert {r.status for r in rows} == {"graded"} and store.integrity_check() == "ok"
+    assert (out / "reports" / "patient-W-7.html").is_file() and (out / "summary.html").is_file()
+
+
+def test_watch_missing_folder_is_a_one_line_error(tiny_onnx, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "drtrt.cli", "watch", str(tmp_path / "nope"), "--model",
+                           str(tiny_onnx), "--out", str(tmp_path / "s")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "no such folder to watch" in proc.stderr and "Traceback" not in proc.stderr
