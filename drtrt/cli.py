@@ -15,10 +15,11 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from drtrt import __version__
-from drtrt.errors import BackendUnavailable, DrtrtError
+from drtrt.errors import DrtrtError
 
 app = typer.Typer(name="drtrt", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Diabetic-retinopathy screening kit: synthesise, train, export, screen.")
@@ -37,13 +38,13 @@ def cli_errors(func):
         try:
             return func(*args, **kwargs)
         except DrtrtError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except ModuleNotFoundError as exc:
             top = (exc.name or "").split(".")[0]
             if top not in EXTRAS:
                 raise
-            err.print(f"[red]error:[/red] {BackendUnavailable(missing_extra_message(top))}", soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(missing_extra_message(top))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("interrupted")

@@ -23,7 +23,8 @@ def assert_one_line_error(proc, fragment):
 def test_help_lists_commands():
     proc = drtrt("--help")
     assert proc.returncode == 0
-    for command in ("synth", "train", "export", "screen", "evaluate", "demo"):
+    for command in ("synth", "train", "export", "screen", "evaluate", "demo", "calibrate", "fp16", "build",
+                    "parity", "bench", "doctor", "watch", "pseudo-label", "ablation"):
         assert command in proc.stdout
 
 
