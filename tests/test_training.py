@@ -109,6 +109,23 @@ def test_torchrun_two_cpu_processes_write_one_checkpoint(synth_root, tmp_path):
     assert json.loads((run / "metrics.json").read_text())["best_epoch"] == 1
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cpu_bf16_and_channels_last_train_the_same_model(synth_root, tmp_path, channels_last):
+    from drtrt.train.checkpoint import load_checkpoint
+    from drtrt.train.trainer import train
+
+    lines: list[str] = []
+    cfg = tiny_cfg(epochs=2, cpu_bf16=True, channels_last=channels_last, val_fraction=0.0, optimizer="adamw",
+                   lr=3e-3)
+    result = train(cfg, synth_root, tmp_path / "run", log=lines.append)
+    assert any("mixed precision BF16" in line for line in lines), lines
+    losses = [row["loss_total"] for row in result.history]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+    state = load_checkpoint(tmp_path / "run" / "last.pt")["state_dict"]
+    # weights stay FP32 (autocast casts per op) and contiguous in the checkpoint whatever the memory format
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
+    assert all(v.is_contiguous() for v in state.values())
+
 def test_yaml_config_flags_and_unknown_key(tmp_path):
     from drtrt.train.recipe import resolve_config
 

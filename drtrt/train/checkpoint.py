@@ -36,7 +36,7 @@ def make_checkpoint(model: torch.nn.Module, cfg, epoch: int, metrics: dict, opti
         "train_config": json.dumps(cfg.to_dict()),
         "epoch": epoch,
         "metrics": json.dumps(metrics),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
     }
     if optimizer is not None:
         ckpt["optimizer"] = optimizer.state_dict()

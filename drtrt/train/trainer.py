@@ -139,11 +139,13 @@ def train(cfg: TrainConfig, data: str | Path | IdridIndex, run_dir: str | Path,
 
     model = build_model(cfg.model)
     log(load_imagenet_vgg16(model, cfg.pretrained))
-    channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+    channels_last = True if cfg.channels_last is None else cfg.channels_last
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     optimizer = make_optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(cfg.epochs * steps, cfg.poly_power))
     use_amp = cfg.amp and device.type == "cuda"
+    autocast_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    use_autocast = use_amp or (cfg.cpu_bf16 and device.type == "cpu")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     state = {"epoch": 1, "step": 0, "losses": [], "history": [], "best_score": -math.inf, "best_epoch": 0,
              "best_metrics": {}, "initial_metrics": {}}
@@ -165,7 +167,7 @@ def train(cfg: TrainConfig, data: str | Path | IdridIndex, run_dir: str | Path,
         forward = torch.compile(forward)
     log(f"training {cfg.model.arch} on {len(train_ds)} images (validation {len(val_ds)}) on {device}"
         f"{f' x {ctx.world} processes' if ctx.enabled else ''}; {steps} steps/epoch; "
-        f"mixed precision {'on' if use_amp else 'off'}; labels {cfg.labels}")
+        f"mixed precision {'FP16' if use_amp else 'BF16' if use_autocast else 'off'}; labels {cfg.labels}")
 
     def save_last(epoch: int, step: int) -> None:
         if ctx.is_main:
@@ -189,9 +191,10 @@ def train(cfg: TrainConfig, data: str | Path | IdridIndex, run_dir: str | Path,
             images = batch["image"].to(device, non_blocking=True)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=use_autocast):
                 outputs = forward(images)
-                loss = multitask_loss(outputs, batch["grade"].to(device), batch["mask"].to(device), cfg.loss)
+            outputs = {k: v.float() for k, v in outputs.items()}   # losses in FP32 whatever the autocast
+            loss = multitask_loss(outputs, batch["grade"].to(device), batch["mask"].to(device), cfg.loss)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss["total"]).backward()
             scaler.step(optimizer)
