@@ -30,6 +30,13 @@ EXTRAS = {"torch": "train", "torchvision": "train", "sklearn": "train", "yaml": 
           "onnx": "export", "onnxslim": "export"}
 
 
+# Options shared by the training commands (train, pseudo-label, ablation).
+WidthOpt = Annotated[Optional[float], typer.Option(help="Channel width multiplier (1.0 = VGG16 widths).")]
+ImageSizeOpt = Annotated[Optional[int], typer.Option(help="Model input side (thesis: 512).")]
+DeviceOpt = Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Any config key=value, e.g. loss.beta=0.99999.")]
+
+
 def cli_errors(func):
     """One-line messages instead of tracebacks for every error the user can fix."""
 
@@ -103,8 +110,8 @@ def train(data: Annotated[Optional[Path], typer.Option(help="IDRiD-layout folder
           epochs: Annotated[Optional[int], typer.Option(help="Epochs (thesis: 100; unet-vgg16 300).")] = None,
           batch_size: Annotated[Optional[int], typer.Option(help="Batch size per process (thesis: 4; unet 2).")] = None,
           lr: Annotated[Optional[float], typer.Option(help="Initial learning rate (thesis: 1e-3; unet 1e-2).")] = None,
-          image_size: Annotated[Optional[int], typer.Option(help="Model input side (thesis: 512).")] = None,
-          width: Annotated[Optional[float], typer.Option(help="Channel width multiplier (1.0 = VGG16).")] = None,
+          image_size: ImageSizeOpt = None,
+          width: WidthOpt = None,
           batch_norm: Annotated[Optional[bool], typer.Option("--batch-norm/--no-batch-norm",
                                                              help="VGG16-BN layout (train from scratch).")] = None,
           labels: Annotated[Optional[str], typer.Option(help="partial | pseudo (needs --pseudo-labels).")] = None,
@@ -112,11 +119,11 @@ def train(data: Annotated[Optional[Path], typer.Option(help="IDRiD-layout folder
           seed: Annotated[Optional[int], typer.Option(help="Random seed (first seed with --seeds).")] = None,
           seeds: Annotated[Optional[int], typer.Option(help="Train N seeds, score each on the test split, "
                                                              "write OUT/table.md (mean ± std).")] = None,
-          device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+          device: DeviceOpt = None,
           workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes.")] = None,
           cache_dir: Annotated[Optional[Path], typer.Option(help="Cache of preprocessed images (reused across runs).")] = None,
           resume: Annotated[Optional[Path], typer.Option(help="Continue the interrupted run in this folder.")] = None,
-          set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any config key, e.g. loss.beta=0.99999.")] = None,
+          set_: SetOpt = None,
           print_config: Annotated[bool, typer.Option(help="Print the resolved YAML config and exit.")] = False) -> None:
     """Train the multi-task model (or a baseline) on an IDRiD-layout folder; torchrun for several GPUs/processes."""
     from drtrt.errors import ConfigError
@@ -302,7 +309,8 @@ def parity(candidate: Annotated[Optional[list[Path]], typer.Option(help="Model t
     for c in result.candidates:
         for check in c.failures:
             console.print(f"[red]FAIL[/] {Path(c.model).name}: {check.name} {fmt(check.value)} "
-                          f"(needs {check.op} {check.limit:g}) {check.note}", highlight=False)
+                          f"(needs {check.op} {check.limit:g}){': ' + escape(check.note) if check.note else ''}",
+                          highlight=False)
     if not result.passed:
         raise typer.Exit(2)
 
@@ -408,10 +416,10 @@ def pseudo_label(data: Annotated[Path, typer.Option(help="IDRiD-layout folder wi
                  segmenter: Annotated[Optional[Path], typer.Option(help="U-Net-VGG16 checkpoint (default: train one).")] = None,
                  config: Annotated[Optional[Path], typer.Option(help="YAML training config for the two baselines.")] = None,
                  epochs: Annotated[Optional[int], typer.Option(help="Epochs of each baseline.")] = None,
-                 width: Annotated[Optional[float], typer.Option(help="Channel width multiplier.")] = None,
-                 image_size: Annotated[Optional[int], typer.Option(help="Model input side.")] = None,
-                 device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
-                 set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any config key=value.")] = None) -> None:
+                 width: WidthOpt = None,
+                 image_size: ImageSizeOpt = None,
+                 device: DeviceOpt = None,
+                 set_: SetOpt = None) -> None:
     """Thesis pseudo-labels: a VGG16 grades IDRiD-S, a U-Net-VGG16 segments IDRiD-D (grade 0 → empty mask)."""
     from drtrt.train.pseudo import make_pseudo_labels
     from drtrt.train.recipe import resolve_config, train_overrides
@@ -430,10 +438,10 @@ def ablation(data: Annotated[Path, typer.Option(help="IDRiD-layout folder (test 
              config: Annotated[Optional[Path], typer.Option(help="YAML training config shared by all variants.")] = None,
              seeds: Annotated[int, typer.Option(help="Runs per variant (thesis: mean ± std).")] = 3,
              epochs: Annotated[Optional[int], typer.Option(help="Epochs per run.")] = None,
-             width: Annotated[Optional[float], typer.Option(help="Channel width multiplier.")] = None,
-             image_size: Annotated[Optional[int], typer.Option(help="Model input side.")] = None,
-             device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
-             set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any config key=value.")] = None) -> None:
+             width: WidthOpt = None,
+             image_size: ImageSizeOpt = None,
+             device: DeviceOpt = None,
+             set_: SetOpt = None) -> None:
     """Thesis Tables 7–8: baselines, multi-task, + deep fusion, + shallow fusion; writes OUT/table.md."""
     from drtrt.train.recipe import resolve_config, train_overrides
     from drtrt.train.sweep import run_ablation

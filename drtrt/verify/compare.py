@@ -2,8 +2,10 @@
 
 A candidate's outputs are compared with a reference's outputs for the same input tensors:
 
-- grade: agreement of the argmax grade and of referable DR (grade >= 2), and the
-  reference (rows) x candidate (columns) confusion matrix;
+- grade: agreement of the argmax grade and of referable DR (grade >= 2), the reference
+  (rows) x candidate (columns) confusion matrix, and every flip with the gap between the
+  reference's two most probable grades (a flip where that gap is below :data:`NEAR_TIE` is
+  a case the reference itself could not decide: any change of arithmetic can turn it);
 - logits, per output: max, mean and p99 of |Δ|, and max |Δ| relative to the reference's
   largest |logit| (``max_rel``); non-finite candidate values are counted, not averaged;
 - lesions: per-lesion Dice and IoU of the candidate's label map against the reference's,
@@ -28,6 +30,8 @@ from drtrt.metrics import SegmentationScores
 from drtrt.postprocess import lesion_label_map
 from drtrt.preprocess import Geometry
 
+NEAR_TIE = 0.05
+"""A reference whose two most probable grades lie within this (probability) is near a tie."""
 _DECADE_STEPS = 100            # |Δ| histogram: 100 log-spaced bins per decade (quantiles within 2.4 %)
 _LOG_MIN, _LOG_MAX = -12, 6    # bin 0 holds |Δ| < 1e-12 (reported as 0); the last bin everything >= 1e6
 
@@ -109,10 +113,16 @@ class Agreement:
     pixel_agreement: float | None
     worst: list[WorstCase] = field(default_factory=list)
     lesion_pixels: dict[str, dict[str, int]] = field(default_factory=dict)   # per lesion: reference / candidate
+    grade_flips: list[dict] = field(default_factory=list)   # image, both grades, the reference's top-two gap
+
+    @property
+    def near_tie_flips(self) -> int:
+        return sum(f["reference_top2_gap"] < NEAR_TIE for f in self.grade_flips)
 
     def to_dict(self) -> dict:
         return {"n_images": self.n_images, "grade_agreement": self.grade_agreement,
                 "referable_agreement": self.referable_agreement, "confusion_reference_x_candidate": self.confusion,
+                "grade_flips": self.grade_flips, "near_tie_flips": self.near_tie_flips,
                 "logits": self.logits, "lesions_vs_reference": self.lesions, "lesion_pixels": self.lesion_pixels,
                 "pixel_agreement": self.pixel_agreement, "worst": [w.to_dict() for w in self.worst]}
 
@@ -132,6 +142,7 @@ class AgreementAccumulator:
         self.seg = SegmentationScores(n_lesion_classes)
         self.pixels_same = self.pixels = self.n_images = 0
         self.worst: list[WorstCase] = []
+        self.grade_flips: list[dict] = []
 
     def update(self, reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],
                names: Sequence[str], geometries: Sequence[Geometry | None] | None = None,
@@ -159,6 +170,11 @@ class AgreementAccumulator:
             ref_grade = int(np.argmax(reference["grade_logits"][i]))
             cand_grade = int(np.argmax(np.nan_to_num(candidate["grade_logits"][i], nan=-np.inf)))
             self.confusion[ref_grade, cand_grade] += 1
+            if ref_grade != cand_grade:
+                logits = reference["grade_logits"][i].astype(np.float64)
+                probs = np.sort(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum())
+                self.grade_flips.append({"image": name, "reference_grade": ref_grade, "candidate_grade": cand_grade,
+                                         "reference_top2_gap": float(probs[-1] - probs[-2])})
         mask_dice, ref_labels, cand_labels = float("nan"), None, None
         if "lesion_logits" in reference:
             ref_labels = _labels(reference["lesion_logits"][i], geometry)
@@ -195,7 +211,8 @@ class AgreementAccumulator:
                   for c in range(1, self.n_lesion_classes)} if self.pixels else {}
         return Agreement(self.n_images, grade, referable, confusion,
                          {k: v.result() for k, v in self.deltas.items()}, lesions,
-                         self.pixels_same / self.pixels if self.pixels else None, list(self.worst), pixels)
+                         self.pixels_same / self.pixels if self.pixels else None, list(self.worst), pixels,
+                         list(self.grade_flips))
 
 
 def _labels(logits: np.ndarray, geometry: Geometry | None) -> np.ndarray:

@@ -19,6 +19,7 @@ from rich.table import Table
 from drtrt import LESION_NAMES
 from drtrt.postprocess import LESION_COLOURS, overlay
 from drtrt.preprocess import FieldOfView, Geometry
+from drtrt.verify.compare import NEAR_TIE
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em}
 td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}
@@ -107,6 +108,12 @@ def _candidate_html(c) -> str:
         n = len(a.confusion)
         parts.append("<h3>Grades: reference (rows) × candidate (columns)</h3>" + _table(
             ["ref \\ cand", *map(str, range(n))], [[str(i), *map(str, row)] for i, row in enumerate(a.confusion)]))
+    if a.grade_flips:
+        parts.append(f"<h3>Grade flips ({a.near_tie_flips} of {len(a.grade_flips)} at a near-tie of the reference: "
+                     f"its top-two grade probabilities within {NEAR_TIE:g})</h3>" + _table(
+                         ["image", "reference grade", "candidate grade", "reference top-two probability gap"],
+                         [[html.escape(f["image"]), str(f["reference_grade"]), str(f["candidate_grade"]),
+                           fmt(f["reference_top2_gap"])] for f in a.grade_flips]))
     if c.deltas:
         parts.append("<h3>Task metrics against ground truth</h3>" + _table(
             ["metric", "reference", "candidate", "drop (points)"],

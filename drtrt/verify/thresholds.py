@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from drtrt.errors import ConfigError
 from drtrt.manifest import ModelInfo
-from drtrt.verify.compare import Agreement
+from drtrt.verify.compare import NEAR_TIE, Agreement
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,8 @@ def judge(agreement: Agreement, deltas: Mapping[str, Mapping[str, float]], t: Pa
                     not s["nonfinite"], "" if not s["nonfinite"] else f"{s['nonfinite']} NaN/inf values")
               for k, s in agreement.logits.items()]
     if agreement.grade_agreement is not None:
-        checks.append(_check("grade agreement", agreement.grade_agreement, ">=", t.grade_agreement, ""))
+        grade = _check("grade agreement", agreement.grade_agreement, ">=", t.grade_agreement, "")
+        checks.append(replace(grade, note=_flip_note(agreement, t.grade_agreement)) if not grade.passed else grade)
         checks.append(_check("referable agreement", agreement.referable_agreement, ">=", t.referable_agreement, ""))
     if agreement.lesions:
         checks.append(_check("mean lesion Dice vs reference", agreement.lesions["mean_dice"], ">=", t.lesion_dice,
@@ -131,3 +132,17 @@ def judge(agreement: Agreement, deltas: Mapping[str, Mapping[str, float]], t: Pa
     for key, d in deltas.items():
         checks.append(_check(f"{key} drop", d["drop"], "<=", t.metric_drop, "undefined on this set"))
     return checks
+
+
+def _flip_note(agreement: Agreement, limit: float) -> str:
+    """Why a grade-agreement check failed, in terms a reader can weigh (the gate is unchanged)."""
+    flips, n = agreement.grade_flips, sum(map(sum, agreement.confusion or []))
+    parts = [f"{len(flips)} flip(s) in {n} images"]
+    if flips:
+        parts.append(f"{agreement.near_tie_flips} where the reference's top-two grade probabilities are within "
+                     f"{NEAR_TIE:g} (a near-tie the reference could not decide)")
+    if n and 1 - 1 / n < limit:
+        parts.append(f"with {n} images one flip costs {100 / n:.1f} points, more than the {100 * (1 - limit):g} "
+                     f"allowed: use at least {math.ceil(1 / (1 - limit))} images" if limit < 1 else
+                     "no flip is allowed")
+    return "; ".join(parts)
