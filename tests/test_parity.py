@@ -81,6 +81,25 @@ def test_agreement_counts_flips_confusion_and_mask_dice():
     assert result.worst[1].mask_dice == pytest.approx(2 * 16 / (2 * 16 + 16))
 
 
+def test_flips_carry_the_references_margin_and_the_failed_gate_explains_them():
+    # reference: image a decided (probabilities ~0.97 / 0.01), image b a near-tie between grades 3 and 4
+    ref = np.array([[5, 0, 0, 0, 0], [0, 0, 0, 2.0, 2.01]], np.float32)
+    cand = np.array([[0, 5, 0, 0, 0], [0, 0, 0, 2.01, 2.0]], np.float32)
+    acc = AgreementAccumulator()
+    acc.update({"grade_logits": ref}, {"grade_logits": cand}, ["a", "b"])
+    result = acc.result()
+    gaps = {f["image"]: f["reference_top2_gap"] for f in result.grade_flips}
+    assert gaps["a"] == pytest.approx(0.96, abs=0.01) and gaps["b"] == pytest.approx(0.0049, abs=1e-3)
+    assert result.near_tie_flips == 1 and result.to_dict()["near_tie_flips"] == 1
+    check = next(c for c in judge(result, {}, ParityThresholds(grade_agreement=0.97)) if c.name == "grade agreement")
+    assert not check.passed
+    assert check.note.startswith("2 flip(s) in 2 images; 1 where the reference's top-two grade probabilities")
+    assert "with 2 images one flip costs 50.0 points" in check.note and "at least 34 images" in check.note
+    decided = AgreementAccumulator()
+    decided.update({"grade_logits": ref}, {"grade_logits": ref}, ["a", "b"])
+    assert decided.result().grade_flips == [] and all(c.note == "" for c in judge(decided.result(), {}, ParityThresholds()))
+
+
 def test_missing_output_is_an_error():
     from drtrt.errors import ArtefactError
 
