@@ -44,7 +44,9 @@ def trained_model(tmp_path_factory) -> tuple[Path, Path]:
     from drtrt.train.trainer import TrainConfig, train
 
     write_synthetic_idrid(root, grading=40, segmentation=30, size=128, seed=3, test_fraction=0.35)
-    cfg = TrainConfig(epochs=40, batch_size=4, lr=0.05, device="cpu", val_fraction=0.0, augment=None,
+    # 60 epochs: at 40 (channels-last training) INT8 turned one held-out image from grade 2 to 3
+    # (FP32 probabilities 0.50 / 0.35), and with 24 held-out images one flip misses the 97 % gate
+    cfg = TrainConfig(epochs=60, batch_size=4, lr=0.05, device="cpu", val_fraction=0.0, augment=None,
                       model=ModelConfig(width=0.0625, batch_norm=True), preprocess=PreprocessSpec(size=64),
                       loss=LossConfig(beta=0.9999))
     threads = torch.get_num_threads()
