@@ -110,7 +110,7 @@ def test_torchrun_two_cpu_processes_write_one_checkpoint(synth_root, tmp_path):
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_cpu_bf16_and_channels_last_train_the_same_model(synth_root, tmp_path, channels_last):
+def test_cpu_bf16_trains_in_either_memory_format(synth_root, tmp_path, channels_last):
     from drtrt.train.checkpoint import load_checkpoint
     from drtrt.train.trainer import train
 
