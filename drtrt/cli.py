@@ -473,7 +473,9 @@ def calibrate(onnx: Annotated[Path, typer.Option(help="FP32 model from `drtrt ex
                                                                 "check on its test split.")] = None,
               images_dir: Annotated[Optional[Path], typer.Option(help="Plain images (e.g. your camera's) to calibrate on.")] = None,
               images: Annotated[int, typer.Option(help="Calibration images (a warning below 300).")] = 300,
-              method: Annotated[str, typer.Option(help="minmax | entropy | percentile")] = "minmax",
+              method: Annotated[str, typer.Option(help="minmax | percentile | entropy (entropy clips the "
+                                                               "activation tail where bright lesions live: "
+                                                               "check lesion Dice)")] = "minmax",
               exclude: Annotated[Optional[list[str]], typer.Option(help="Node kept in FP32, or first-conv | heads | softmax | "
                                                                         "none; repeatable; replaces the default "
                                                                         "(first-conv, heads, softmax).")] = None,

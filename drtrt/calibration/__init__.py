@@ -153,7 +153,8 @@ def calibrate(cfg: CalibrateConfig, on_progress: Progress | None = None) -> Prec
                           "failures": report.failures(cfg.min_agreement or 0.0, cfg.min_dice or 0.0) if gated else []}
         result.record.write_text(json.dumps(record, indent=2))
     _enforce(report, result.path, "the INT8 model", cfg.min_agreement, cfg.min_dice,
-             "calibrate on more images, try --method percentile or entropy, or --exclude the nodes that drift")
+             "calibrate on more images, try --method percentile, or --exclude the nodes that drift "
+             "(--auto-exclude finds them)")
     return PrecisionRun(result.path, "int8", report, result, list(result.warnings))
 
 
