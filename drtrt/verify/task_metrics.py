@@ -1,12 +1,12 @@
 """Task metrics against ground truth, accumulated from outputs already computed.
 
 Parity runs every model on the same preprocessed tensors (and, on the device, on tensors read
-from golden files), so it cannot call :func:`drtrt.evaluate.evaluate_runner`, which
-preprocesses by itself. This accumulator computes the same figures the same way
-(grade metrics from softmax probabilities; lesion Dice/IoU from the plain argmax against the
-model-space target; PR-AUC from lesion softmax), with one difference stated here: PR-AUC
-uses at most ``pixels_per_image`` pixels of each image, drawn with a seed fixed per image
-index, so every model is scored on the same pixels and memory stays bounded.
+from golden files); :func:`drtrt.evaluate.evaluate_runner` preprocesses by itself. Both feed
+this accumulator, so both compute the same figures the same way (grade metrics from softmax
+probabilities; lesion Dice/IoU from the plain argmax against the model-space target; PR-AUC
+from lesion softmax). PR-AUC may use at most ``pixels_per_image`` pixels of each image (parity's
+default), drawn with a seed fixed per image index, so every model is scored on the same pixels
+and memory stays bounded; ``evaluate_runner`` uses every pixel unless told otherwise.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ METRIC_KEYS = ("accuracy", "macro_f1", "auc", "referable_sensitivity", "referabl
 class TaskMetricsAccumulator:
     """``update`` once per image with its ground truth and this model's outputs for it."""
 
-    def __init__(self, pixels_per_image: int = 65536, n_lesion_classes: int = 5) -> None:
+    def __init__(self, pixels_per_image: int | None = 65536, n_lesion_classes: int = 5) -> None:
+        """``pixels_per_image`` None = every pixel enters the PR-AUC (exact; memory grows with the set)."""
         self.pixels_per_image = pixels_per_image
         self.grades: list[int] = []
         self.grade_probs: list[np.ndarray] = []
@@ -48,7 +49,7 @@ class TaskMetricsAccumulator:
             self.seg.update(target, logits.argmax(0))
             flat_target = target.reshape(-1)
             probs = softmax(logits.astype(np.float32), axis=0).reshape(logits.shape[0], -1)
-            if flat_target.size > self.pixels_per_image:
+            if self.pixels_per_image and flat_target.size > self.pixels_per_image:
                 pick = np.random.default_rng(index).choice(flat_target.size, self.pixels_per_image, replace=False)
                 flat_target, probs = flat_target[pick], probs[:, pick]
             self.seg_targets.append(flat_target)
