@@ -408,6 +408,14 @@ def watch(folder: Annotated[Path, typer.Argument(help="Folder the fundus camera 
                                                                            markup=False))
 
 
+def _baseline_config(config, epochs, width, image_size, device, set_):
+    """The training config of pseudo-label and ablation: YAML, then their few flags, then --set."""
+    from drtrt.train.recipe import resolve_config, train_overrides
+
+    return resolve_config(config, train_overrides(epochs=epochs, width=width, image_size=image_size, device=device),
+                          set_)
+
+
 @app.command("pseudo-label")
 @cli_errors
 def pseudo_label(data: Annotated[Path, typer.Option(help="IDRiD-layout folder with both sets.")],
@@ -422,10 +430,8 @@ def pseudo_label(data: Annotated[Path, typer.Option(help="IDRiD-layout folder wi
                  set_: SetOpt = None) -> None:
     """Thesis pseudo-labels: a VGG16 grades IDRiD-S, a U-Net-VGG16 segments IDRiD-D (grade 0 → empty mask)."""
     from drtrt.train.pseudo import make_pseudo_labels
-    from drtrt.train.recipe import resolve_config, train_overrides
 
-    cfg = resolve_config(config, train_overrides(epochs=epochs, width=width, image_size=image_size, device=device),
-                         set_)
+    cfg = _baseline_config(config, epochs, width, image_size, device, set_)
     result = make_pseudo_labels(data, out, cfg, grader=grader, segmenter=segmenter, log=console.print)
     console.print(f"pseudo grades for {result.graded} images, pseudo masks for {result.masked} images in "
                   f"{result.root} (train with --labels pseudo --pseudo-labels {result.root})")
@@ -443,11 +449,9 @@ def ablation(data: Annotated[Path, typer.Option(help="IDRiD-layout folder (test 
              device: DeviceOpt = None,
              set_: SetOpt = None) -> None:
     """Thesis Tables 7–8: baselines, multi-task, + deep fusion, + shallow fusion; writes OUT/table.md."""
-    from drtrt.train.recipe import resolve_config, train_overrides
     from drtrt.train.sweep import run_ablation
 
-    cfg = resolve_config(config, train_overrides(epochs=epochs, width=width, image_size=image_size, device=device),
-                         set_)
+    cfg = _baseline_config(config, epochs, width, image_size, device, set_)
     table = run_ablation(cfg, data, out, range(cfg.seed, cfg.seed + seeds), log=console.print)
     console.print(table)
     console.print(f"table written to {out / 'table.md'}")

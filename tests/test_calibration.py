@@ -59,6 +59,13 @@ def trained_model(tmp_path_factory) -> tuple[Path, Path]:
     return root, onnx_path
 
 
+def camera_folder(root: Path, folder: Path, count: int) -> Path:
+    """A plain folder of ``count`` training images, as a clinic's camera would leave them."""
+    folder.mkdir()
+    for i, path in enumerate(select_idrid(root, count=count).images):
+        shutil.copy(path, folder / f"photo_{i:02d}.jpg")
+    return folder
+
 def drtrt(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "drtrt.cli", *map(str, args)], capture_output=True, text=True,
                           timeout=300)
@@ -222,10 +229,7 @@ def test_unknown_exclusions_and_methods_are_refused(trained, tmp_path):
 
 def test_a_gate_without_held_out_images_is_refused_before_calibrating(trained, tmp_path):
     root, fp32 = trained
-    folder = tmp_path / "three"
-    folder.mkdir()
-    for i, path in enumerate(select_idrid(root, count=3).images):
-        shutil.copy(path, folder / f"p{i}.jpg")
+    folder = camera_folder(root, tmp_path / "three", 3)
     out = tmp_path / "m.onnx"
     with pytest.raises(ConfigError, match="need held-out images"):
         calibrate(CalibrateConfig(onnx=fp32, out=out, images_dir=folder, min_agreement=0.9))
@@ -252,10 +256,7 @@ def test_cli_gate_failure_is_one_line_exit_1_and_moves_the_model_aside(trained, 
 
 def test_cli_calibrates_on_a_camera_folder(trained, tmp_path):
     root, fp32 = trained
-    folder = tmp_path / "camera"
-    folder.mkdir()
-    for i, path in enumerate(select_idrid(root, count=20).images):
-        shutil.copy(path, folder / f"photo_{i:02d}.jpg")
+    folder = camera_folder(root, tmp_path / "camera", 20)
     out = tmp_path / "cam.int8.onnx"
     proc = drtrt("calibrate", "--onnx", fp32, "--images-dir", folder, "--out", out, "--holdout", 4,
                  "--exclude", "heads", "--exclude", "softmax")
