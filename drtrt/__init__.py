@@ -1,16 +1,18 @@
 """drtrt: diabetic-retinopathy screening on the edge.
 
+The package is a house of stages; each imports only from the stages below it
+(``tests/test_layers.py`` enforces this; ``docs/architecture.md`` draws it)::
+
+    cli           the ``drtrt`` command: one module per command group, tables, exit codes
+    train         PyTorch: the thesis network, losses, data, trainer, the PyTorch runner
+    export        checkpoint → ONNX (torch), ONNX → TensorRT engine
+    calibration   precision baked into the ONNX: FP16 conversion, INT8 Q/DQ, their gates
+    verify        evidence: task metrics, evaluation, parity, golden files, benchmarks
+    runtime       runners (ONNX Runtime, TensorRT), the inference loop, screening sessions
+    data          the IDRiD reader and the synthetic IDRiD generator
+    core          errors, config, task vocabulary, model info, file helpers, preprocessing
+
 Importing this package imports no framework: the runtime installs without torch.
 """
 
 __version__ = "0.1.0"
-
-GRADE_NAMES = ("no DR", "mild NPDR", "moderate NPDR", "severe NPDR", "proliferative DR")
-LESION_NAMES = ("background", "EX", "SE", "MA", "HE")
-LESION_LONG_NAMES = {
-    "EX": "hard exudates",
-    "SE": "soft exudates",
-    "MA": "microaneurysms",
-    "HE": "haemorrhages",
-}
-REFERABLE_MIN_GRADE = 2

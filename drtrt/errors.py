@@ -1,15 +1,17 @@
-"""Errors the CLI turns into one-line messages (no traceback).
+"""Every error drtrt raises on purpose. The CLI turns each into one line (no traceback).
 
-Every message says what was expected, what was found, and what to do.
+Every message says what was expected, what was found, and what to do. The CLI's exit status
+follows the class (``drtrt.cli.common.exit_code``): :class:`ConfigError` is a usage error,
+:class:`GateError` a failed accuracy gate, any other :class:`DrtrtError` a failed command.
 """
 
 
 class DrtrtError(Exception):
-    """Base class: the CLI prints ``str(error)`` and exits with status 1."""
+    """Base class of every error drtrt raises on purpose."""
 
 
 class ConfigError(DrtrtError):
-    """Invalid or inconsistent options."""
+    """Invalid or inconsistent options (a usage error)."""
 
 
 class DataError(DrtrtError):
@@ -21,8 +23,25 @@ class ImageError(DrtrtError):
 
 
 class ArtefactError(DrtrtError):
-    """A model file, checkpoint or manifest is missing, unreadable or mismatched."""
+    """A model file, checkpoint or engine manifest is missing, unreadable or mismatched."""
 
 
 class BackendUnavailable(DrtrtError):
     """An optional dependency (torch, onnx, TensorRT, ...) is not installed."""
+
+
+class ShapeError(ConfigError):
+    """A feed does not match a model's inputs: a name, dtype or dimension, or a batch outside an
+    engine's optimisation profile."""
+
+
+class RunnerStateError(DrtrtError, RuntimeError):
+    """A runner was used outside its lifecycle (``infer`` or ``info`` before ``activate``)."""
+
+
+class CudaError(DrtrtError):
+    """A CUDA call failed (out of memory, invalid address, driver problem)."""
+
+
+class GateError(DrtrtError):
+    """A model missed an accuracy gate (reduced precision against FP32, parity, a benchmark floor)."""

@@ -17,7 +17,7 @@ from drtrt.errors import ConfigError, ImageError
 from drtrt.preprocess import (FieldOfView, Geometry, PreprocessSpec, decode_image, find_fov, normalise,
                               preprocess, preprocess_rgb)
 
-IDRID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "idrid-samples"
+IDRID = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "idrid-samples"
 IDRID_IMAGES = {"a. Training Set": ["01", "02", "03", "04"], "b. Testing Set": ["55", "56", "57", "58"]}
 IDRID_CASES = [(split, n) for split, ns in IDRID_IMAGES.items() for n in ns]
 

@@ -1,0 +1,18 @@
+"""The one preprocessing used by training, evaluation, calibration and the runtime (SPEC §4).
+
+decode (at reduced scale when the source is large; :mod:`.decode`) → find the circular field
+of view (:mod:`.fov`) → square crop around it, zero padding where it leaves the image →
+resize to the model side (:mod:`.geometry`) → normalise (:mod:`.pipeline`). Every parameter
+is in :class:`PreprocessSpec` (:mod:`.spec`), recorded with every model. :class:`Geometry`
+records the crop so that model-space outputs can be drawn back onto the original image.
+NumPy, OpenCV and Pillow only.
+"""
+
+from drtrt.preprocess.decode import MAX_DECODED_PIXELS, decode_image
+from drtrt.preprocess.fov import find_fov
+from drtrt.preprocess.geometry import FieldOfView, Geometry
+from drtrt.preprocess.pipeline import Preprocessed, normalise, preprocess, preprocess_rgb
+from drtrt.preprocess.spec import PreprocessSpec
+
+__all__ = ["MAX_DECODED_PIXELS", "FieldOfView", "Geometry", "PreprocessSpec", "Preprocessed", "decode_image",
+           "find_fov", "normalise", "preprocess", "preprocess_rgb"]
