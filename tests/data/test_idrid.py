@@ -9,20 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from drtrt import LESION_NAMES
 from drtrt.errors import ConfigError, DataError, ImageError
-from drtrt.idrid import (
-    LESION_CODES,
-    IdridSample,
-    load_label_map,
-    read_grading_csv,
-    read_idrid,
-    read_lesion_mask,
-    write_lesion_mask,
-)
-from drtrt.synth import write_synthetic_idrid
+from drtrt.data.idrid import IdridSample, read_grading_csv, read_idrid
+from drtrt.data.masks import load_label_map, read_lesion_mask, write_lesion_mask
+from drtrt.data.synth import write_synthetic_idrid
+from drtrt.task import TaskSpec
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "idrid-samples"
+TASK = TaskSpec()
+
+REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "idrid-samples"
 SEG = Path("A. Segmentation")
 GRADING = Path("B. Disease Grading")
 TRAIN_CSV = "a. IDRiD_Disease Grading_Training Labels.csv"
@@ -98,9 +93,9 @@ def test_real_label_map(real: Path) -> None:
     assert label.dtype == np.uint8 and label.shape == (2848, 4288)
     counts = np.bincount(label.ravel(), minlength=5)
     assert counts.size == 5 and np.all(counts > 0)
-    assert np.all(label[masks["MA"]] == LESION_NAMES.index("MA"))  # MA wins every overlap
+    assert np.all(label[masks["MA"]] == TASK.label("MA"))  # MA wins every overlap
     only_ex = masks["EX"] & ~masks["SE"] & ~masks["HE"] & ~masks["MA"]
-    assert np.all(label[only_ex] == LESION_NAMES.index("EX"))
+    assert np.all(label[only_ex] == TASK.label("EX"))
     small = load_label_map(sample, size=(1072, 712))
     assert small.shape == (712, 1072)
     assert np.all(np.bincount(small.ravel(), minlength=5) > 0)  # even microaneurysms survive 4x downscaling
@@ -144,7 +139,7 @@ def test_synthetic_label_maps(tmp_path: Path) -> None:
         masks = {code: read_lesion_mask(path) for code, path in sample.masks.items()}
         for mask in masks.values():
             assert np.all(label[mask] > 0)
-        assert np.all(label[masks["MA"]] == LESION_CODES.index("MA") + 1)
+        assert np.all(label[masks["MA"]] == TASK.label("MA"))
         assert np.array_equal(label > 0, np.logical_or.reduce(list(masks.values())))
         assert set(np.unique(label).tolist()) <= set(range(5))
 
@@ -315,14 +310,14 @@ def test_label_map_priority(tmp_path: Path) -> None:
 
     sample = _sample(tmp_path, {"EX": square(0, 20), "SE": square(2, 16), "HE": square(4, 12), "MA": square(6, 4)})
     label = load_label_map(sample)
-    assert label[5, 0] == LESION_NAMES.index("EX")
-    assert label[7, 2] == LESION_NAMES.index("SE")
-    assert label[9, 4] == LESION_NAMES.index("HE")
-    assert label[6, 7] == LESION_NAMES.index("MA")
+    assert label[5, 0] == TASK.label("EX")
+    assert label[7, 2] == TASK.label("SE")
+    assert label[9, 4] == TASK.label("HE")
+    assert label[6, 7] == TASK.label("MA")
     assert label[29, 39] == 0
     resized = load_label_map(sample, size=(20, 15))
     assert resized.shape == (15, 20)
-    assert LESION_NAMES.index("MA") in resized
+    assert TASK.label("MA") in resized
 
 
 def test_label_map_without_masks(tmp_path: Path) -> None:
@@ -356,3 +351,19 @@ def test_write_lesion_mask_round_trip(tmp_path: Path) -> None:
     assert np.array_equal(read_lesion_mask(tmp_path / "m.tif"), mask)
     with pytest.raises(ValueError):
         write_lesion_mask(tmp_path / "bad.tif", np.zeros((2, 2, 2), bool))
+
+
+def test_label_values_follow_the_task_vocabulary(tmp_path):
+    """The label map speaks the model's vocabulary: another lesion order gives other label values,
+    and a lesion type the task does not name stays background."""
+    from dataclasses import replace
+
+    root = tmp_path / "d"
+    write_synthetic_idrid(root, grading=0, segmentation=4, size=256, seed=3)
+    sample = next(s for s in read_idrid(root).select(subset="segmentation") if {"EX", "HE"} <= set(s.masks))
+    default = load_label_map(sample)
+    reordered = replace(TASK, lesion_codes=("HE", "EX"), lesion_long_names=("haemorrhages", "hard exudates"))
+    other = load_label_map(sample, task=reordered)
+    ex_only = (default == TASK.label("EX"))
+    assert ex_only.any() and np.all(other[ex_only] == reordered.label("EX")) and reordered.label("EX") == 2
+    assert not np.isin(other, [3, 4]).any()          # SE and MA are not in this task: background
