@@ -24,14 +24,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from drtrt.errors import BackendUnavailable, ConfigError, DrtrtError
+from drtrt.errors import BackendUnavailable, ConfigError, CudaError
 
 LIBRARIES = ("cuda-python", "pycuda")
 CPU_PATH = "without a GPU, use ONNX Runtime (`--model model.onnx`) and `drtrt calibrate` for INT8"
-
-
-class CudaError(DrtrtError):
-    """A CUDA call failed (out of memory, invalid address, driver problem)."""
 
 
 @dataclass(frozen=True)

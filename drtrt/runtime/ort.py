@@ -7,12 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-from drtrt.errors import ArtefactError, BackendUnavailable, ConfigError
-from drtrt.manifest import ModelInfo
-from drtrt.runtime.base import Runner
+from drtrt.errors import ArtefactError, BackendUnavailable, ConfigError, DrtrtError
+from drtrt.model_info import ModelInfo
+from drtrt.runtime.base import Runner, Signature, TensorSpec
 
 PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
                     "tensorrt": "TensorrtExecutionProvider"}
+# ONNX Runtime names element types "tensor(float)"; the runner contract speaks NumPy.
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+               "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int32)": "int32", "tensor(int64)": "int64",
+               "tensor(bool)": "bool"}
 
 
 class OrtRunner(Runner):
@@ -25,9 +29,8 @@ class OrtRunner(Runner):
         self.providers = [PROVIDER_ALIASES.get(p, p) for p in providers]
         self.threads = threads
         self._session = None
-        self._info: ModelInfo | None = None
 
-    def activate(self) -> None:
+    def _activate(self) -> Signature:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -48,26 +51,18 @@ class OrtRunner(Runner):
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types for bad files
             first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             raise ArtefactError(f"cannot load {self.path} as an ONNX model: {first}") from None
-        meta = self._session.get_modelmeta().custom_metadata_map
-        self._info = ModelInfo.from_metadata(meta, source=str(self.path))
-        self.active = True
+        info = ModelInfo.from_metadata(self._session.get_modelmeta().custom_metadata_map, source=str(self.path))
+        inputs = tuple(TensorSpec(i.name, tuple(d if isinstance(d, int) and d > 0 else -1 for d in i.shape),
+                                  _ORT_DTYPES.get(i.type, i.type)) for i in self._session.get_inputs())
+        return Signature(info, inputs, tuple(o.name for o in self._session.get_outputs()))
 
-    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self._session is None:
-            raise RuntimeError("OrtRunner.infer() called before activate()")
-        outputs = self._session.run(None, dict(feeds))
+    def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            outputs = self._session.run(None, dict(feeds))
+        except Exception as exc:  # noqa: BLE001 - ORT's own exception types (out of memory, a kernel failing)
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise DrtrtError(f"ONNX Runtime could not run {self.path.name}: {first}") from None
         return dict(zip(self.output_names, outputs))
 
-    def deactivate(self) -> None:
+    def _deactivate(self) -> None:
         self._session = None
-        self.active = False
-
-    @property
-    def info(self) -> ModelInfo:
-        if self._info is None:
-            raise RuntimeError("OrtRunner.info read before activate()")
-        return self._info
-
-    @property
-    def output_names(self) -> tuple[str, ...]:
-        return tuple(o.name for o in self._session.get_outputs())

@@ -68,21 +68,21 @@ def safe_patient_id(pid: str) -> str:
     return safe
 
 
-def read_manifest(path: str | Path) -> dict[Path, Assignment]:
+def read_patient_list(path: str | Path) -> dict[Path, Assignment]:
     """CSV with a header row and columns ``file``, ``patient``, ``eye`` (eye may be empty).
 
-    Files are relative to the manifest's folder unless absolute. Returns resolved path →
+    Files are relative to the list's folder unless absolute. Returns resolved path →
     Assignment. Raises DataError naming the line for a bad row.
     """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read manifest {path}: {exc}") from None
+        raise DataError(f"cannot read patient list {path}: {exc}") from None
     reader = csv.DictReader(text.splitlines())
     columns = {c.strip().lower() for c in reader.fieldnames or []}
     if not {"file", "patient"} <= columns:
-        raise DataError(f"manifest {path} needs a header with columns file, patient[, eye]; "
+        raise DataError(f"patient list {path} needs a header with columns file, patient[, eye]; "
                         f"found {', '.join(reader.fieldnames or []) or 'no header'}")
     out: dict[Path, Assignment] = {}
     for line, raw in enumerate(reader, start=2):
@@ -92,11 +92,11 @@ def read_manifest(path: str | Path) -> dict[Path, Assignment]:
         try:
             assignment = Assignment(validate_patient_id(row.get("patient")), normalise_eye(row.get("eye")))
         except ConfigError as exc:
-            raise DataError(f"manifest {path} line {line}: {exc}") from None
+            raise DataError(f"patient list {path} line {line}: {exc}") from None
         file = Path(row["file"])
         out[(file if file.is_absolute() else path.parent / file).resolve()] = assignment
     if not out:
-        raise DataError(f"manifest {path} lists no files")
+        raise DataError(f"patient list {path} names no files")
     return out
 
 

@@ -8,7 +8,6 @@ results differ only by what the runner computes. A bad image never raises out of
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
 from collections.abc import Sequence
@@ -17,20 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from drtrt.errors import BackendUnavailable, ConfigError, DrtrtError, ImageError
-from drtrt.manifest import INPUT_NAME
-from drtrt.postprocess import LesionFinding, decode_grade, lesion_findings, lesion_label_map
+from drtrt.errors import ConfigError, DrtrtError, ImageError
 from drtrt.preprocess import Geometry, decode_image, preprocess_rgb
-from drtrt.runtime.base import Runner
+from drtrt.runtime.inference import BatchedInference
+from drtrt.runtime.postprocess import LesionFinding, decode_grade, lesion_findings, lesion_label_map
 from drtrt.runtime.quality import QualityConfig, QualityVerdict, assess_quality
-
-# File suffix → backend; backend → runner class as an import path, so importing drtrt.runtime
-# never imports torch or tensorrt (only the chosen runner's module is imported, on load).
-BACKENDS = {".onnx": "ort", ".engine": "trt", ".plan": "trt", ".pt": "torch"}
-RUNNERS = {"ort": "drtrt.runtime.ort:OrtRunner", "trt": "drtrt.runtime.trt:TrtRunner",
-           "torch": "drtrt.train.torch_runner:TorchRunner"}
-_BACKEND_EXTRAS = {"trt": "TensorRT (JetPack's python3-libnvinfer, or pip install 'drtrt[gpu]' with tensorrt)",
-                   "torch": "torch (pip install 'drtrt[train]')"}
+from drtrt.runtime.registry import load_runner
 
 Source = str | os.PathLike | bytes
 
@@ -68,46 +59,6 @@ class ScreeningResult:
         }
 
 
-def load_runner(model: str | Path, backend: str = "auto", providers: Sequence[str] | None = None,
-                **options) -> Runner:
-    """Pick the runner for ``model`` by its suffix (or ``backend``: ort | trt | torch) and activate it.
-
-    ``providers`` (ONNX Runtime only; default ("cpu",)) is used exactly as given: a missing
-    provider is an error, never a silent fall-back. ``options`` go to the runner's constructor.
-    """
-    path = Path(model)
-    if backend == "auto":
-        backend = BACKENDS.get(path.suffix.lower(), "")
-        if not backend:
-            raise ConfigError(f"cannot tell the backend for '{path.name}' from its suffix; expected one of "
-                              f"{', '.join(BACKENDS)}, or pass --backend {'|'.join(RUNNERS)}")
-    if backend not in RUNNERS:
-        raise ConfigError(f"unknown backend '{backend}'; available: {', '.join(RUNNERS)}")
-    if backend == "ort":
-        options["providers"] = tuple(providers or ("cpu",))
-    elif providers:
-        raise ConfigError(f"providers {', '.join(providers)} apply to ONNX Runtime only, not backend '{backend}'")
-    runner: Runner = runner_class(backend)(path, **options)
-    runner.activate()
-    return runner
-
-
-def runner_class(backend: str) -> type[Runner]:
-    """Import the runner class registered for ``backend`` (BackendUnavailable when it cannot be)."""
-    module_name, _, class_name = RUNNERS[backend].partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        missing = exc.name or module_name
-        if missing == module_name:
-            raise BackendUnavailable(f"backend '{backend}' is not part of this drtrt build ({module_name} "
-                                     f"is missing); use an .onnx model with --backend ort") from None
-        need = _BACKEND_EXTRAS.get(backend, missing)
-        raise BackendUnavailable(f"backend '{backend}' needs {missing}, which is not installed; "
-                                 f"install {need}") from None
-    return getattr(module, class_name)
-
-
 @dataclass
 class _Prepared:
     index: int
@@ -122,8 +73,9 @@ class _Prepared:
 class Predictor:
     """Loads a model once; ``screen(source)`` / ``screen_batch(sources)`` return ScreeningResults.
 
-    batch_size: gradable images per forward pass (the model's batch axis is dynamic; a TensorRT
-    engine's profile bounds it). Inference time is shared equally by the images of a batch.
+    batch_size: gradable images per forward pass; lowered to what the model accepts (a TensorRT
+    engine's optimisation profile), which :attr:`notes` then says. Inference time is shared
+    equally by the images of a batch.
     """
 
     def __init__(self, model: str | Path, backend: str = "auto", providers: Sequence[str] | None = None,
@@ -133,9 +85,24 @@ class Predictor:
         self.model = Path(model)
         self.runner = load_runner(model, backend, providers, **options)
         self.info = self.runner.info
+        self.task = self.info.task
         self.spec = self.info.preprocess
-        self.batch_size = batch_size
         self.quality = quality
+        self.notes: list[str] = []
+        try:
+            self.set_batch_size(batch_size)
+        except BaseException:
+            self.runner.deactivate()
+            raise
+
+    def set_batch_size(self, batch_size: int) -> None:
+        """Gradable images per forward pass from now on (lowered to what the model accepts, with a note)."""
+        self.loop: BatchedInference[_Prepared] = BatchedInference(self.runner, batch_size)
+        self.batch_size = self.loop.batch_size
+        if self.loop.lowered_from:
+            self.notes.append(f"batch size {batch_size} lowered to {self.batch_size}, the largest batch "
+                              f"{self.model.name} accepts")
+
 
     def close(self) -> None:
         self.runner.deactivate()
@@ -166,8 +133,7 @@ class Predictor:
                 results[i] = prepared
             else:
                 queue.append(prepared)
-        for start in range(0, len(queue), self.batch_size):
-            chunk = queue[start:start + self.batch_size]
+        for chunk in self.loop.batches(queue):
             for p, result in zip(chunk, self._infer(chunk, keep_arrays)):
                 results[p.index] = result
         return results  # type: ignore[return-value]
@@ -197,27 +163,26 @@ class Predictor:
         return _Prepared(index, name, rgb, pre.tensor, pre.geometry, verdict, timings)
 
     def _infer(self, chunk: list[_Prepared], keep_arrays: bool) -> list[ScreeningResult]:
-        tick = time.perf_counter()
         try:
-            outputs = self.runner.infer({INPUT_NAME: np.stack([p.tensor for p in chunk])})
+            batch = self.loop.run(chunk)
         except DrtrtError as exc:
             return [ScreeningResult(p.name, "error", f"inference failed: {exc}", timings_ms=p.timings,
                                     quality=p.quality, geometry=p.geometry) for p in chunk]
-        share = (time.perf_counter() - tick) * 1e3 / len(chunk)
-        results = []
-        for i, p in enumerate(chunk):
+        share = batch.seconds[0] * 1e3 / len(chunk)
+        task, results = self.task, []
+        for p, outputs in zip(chunk, batch.per_image()):
             tick = time.perf_counter()
             p.timings["inference"] = share
             result = ScreeningResult(p.name, "graded", timings_ms=p.timings, quality=p.quality,
                                      geometry=p.geometry, batch_size=len(chunk))
-            if "grade_logits" in outputs:
-                probs, grade, referable = decode_grade(outputs["grade_logits"][i])
+            if task.grade_output in outputs:
+                probs, grade, referable = decode_grade(outputs[task.grade_output], task)
                 result.probabilities = probs.tolist()
                 result.grade, result.referable = grade, referable
-                result.grade_name = self.info.grade_names[grade]
-            if "lesion_logits" in outputs:
-                labels = lesion_label_map(outputs["lesion_logits"][i], p.geometry)
-                result.lesions = lesion_findings(labels, p.geometry)
+                result.grade_name = task.grade_names[grade]
+            if task.lesion_output in outputs:
+                labels = lesion_label_map(outputs[task.lesion_output], p.geometry)
+                result.lesions = lesion_findings(labels, p.geometry, task)
                 result.labels = labels if keep_arrays else None
             result.rgb = p.rgb if keep_arrays else None
             p.timings["postprocess"] = (time.perf_counter() - tick) * 1e3

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import cv2
 
-from drtrt import GRADE_NAMES, LESION_LONG_NAMES, LESION_NAMES, __version__
-from drtrt.postprocess import LESION_COLOURS
+from drtrt import __version__
+from drtrt.fileio import atomic_write
 from drtrt.runtime.patients import REFER, RESCREEN, UNGRADABLE, EyeVerdict, PatientVerdict, patient_verdicts, \
     safe_patient_id
-from drtrt.runtime.session import atomic_write
+from drtrt.runtime.postprocess import LESION_COLOURS
 from drtrt.runtime.store import SessionRow, now
+from drtrt.task import TaskSpec
 
-LESIONS = tuple(LESION_LONG_NAMES)
 _VERDICT_CLASS = {REFER: "refer", RESCREEN: "ok", UNGRADABLE: "retake"}
 _EYE_TITLES = {"right": "Right eye (OD)", "left": "Left eye (OS)", "unspecified": "Eye not recorded"}
 _CSS = """
@@ -51,21 +51,22 @@ td.n { text-align: right; } .foot { font-size: 8pt; color: #555; margin-top: 3mm
 """
 
 
-def write_session_reports(out: Path, rows: list[SessionRow], meta: dict[str, str],
+def write_session_reports(out: Path, rows: list[SessionRow], meta: dict[str, str], task: TaskSpec,
                           patients: Iterable[str] | None = None) -> dict[str, Path]:
-    """Write results.jsonl, summary.csv, patients.csv, summary.html and reports/patient-*.html."""
+    """Write results.jsonl, summary.csv, patients.csv, summary.html and reports/patient-*.html;
+    grades and lesions are named as ``task`` (the session's model) names them."""
     verdicts = patient_verdicts(rows)
     wanted = set(patients) if patients is not None else {v.patient for v in verdicts}
     written = {"results.jsonl": out / "results.jsonl", "summary.csv": out / "summary.csv",
                "patients.csv": out / "patients.csv", "summary.html": out / "summary.html"}
     atomic_write(written["results.jsonl"], "".join(json.dumps(r.to_dict()) + "\n" for r in rows))
-    atomic_write(written["summary.csv"], summary_csv(rows, verdicts))
+    atomic_write(written["summary.csv"], summary_csv(rows, verdicts, task))
     atomic_write(written["patients.csv"], patients_csv(verdicts))
-    atomic_write(written["summary.html"], summary_html(rows, verdicts, meta))
+    atomic_write(written["summary.html"], summary_html(rows, verdicts, meta, task))
     for verdict in verdicts:
         if verdict.patient in wanted:
             path = out / "reports" / f"patient-{safe_patient_id(verdict.patient)}.html"
-            atomic_write(path, patient_html(verdict, meta, out))
+            atomic_write(path, patient_html(verdict, meta, out, task))
             written[path.name] = path
     return written
 
@@ -76,20 +77,20 @@ def gradable_share(rows: list[SessionRow]) -> tuple[int, int]:
     return sum(r.status == "graded" for r in judged), len(judged)
 
 
-def summary_csv(rows: list[SessionRow], verdicts: list[PatientVerdict]) -> str:
+def summary_csv(rows: list[SessionRow], verdicts: list[PatientVerdict], task: TaskSpec) -> str:
     """One row per file: where it belongs, status, grade, probabilities, lesions, its eye's and patient's verdict."""
     eye_of = {(v.patient, e.eye): e.verdict for v in verdicts for e in v.eyes.values()}
     patient_of = {v.patient: v.verdict for v in verdicts}
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["file", "path", "sha256", "patient", "eye", "status", "reason", "grade", "grade_name",
-                     "referable", *[f"p_grade{g}" for g in range(len(GRADE_NAMES))],
-                     *[f"{c}_{k}" for c in LESIONS for k in ("count", "area_px", "area_fov_pct")],
+                     "referable", *[f"p_grade{g}" for g in range(task.n_grades)],
+                     *[f"{c}_{k}" for c in task.lesion_codes for k in ("count", "area_px", "area_fov_pct")],
                      "eye_verdict", "patient_verdict", "overlay", "seen_at"])
     for r in rows:
         d = r.to_dict()
-        probs = d.get("probabilities") or [""] * len(GRADE_NAMES)
-        lesions = [d["lesions"].get(c, {}).get(k, "") for c in LESIONS for k in ("count", "area_px", "area_fov_pct")]
+        probs = d.get("probabilities") or [""] * task.n_grades
+        lesions = [d["lesions"].get(c, {}).get(k, "") for c in task.lesion_codes for k in ("count", "area_px", "area_fov_pct")]
         writer.writerow([r.name, r.path, r.sha256 or "", r.patient or "", r.eye or "", r.status, r.reason or "",
                          _blank(d.get("grade")), d.get("grade_name") or "", _blank(d.get("referable")), *probs,
                          *lesions, eye_of.get((r.patient, r.eye or "unspecified"), ""), patient_of.get(r.patient, ""),
@@ -122,11 +123,12 @@ def _page(title: str, body: str) -> str:
             f"<body>{body}</body></html>\n")
 
 
-def _footer(meta: dict[str, str]) -> str:
+def _footer(meta: dict[str, str], task: TaskSpec) -> str:
+    least = task.grade_names[task.referable_min_grade]
     return (f'<div class="foot">drtrt {__version__} · model {_esc(meta.get("model_name", "?"))} '
-            f'(sha256 {_esc(meta.get("model_sha256", "")[:12])}) · written {now()} · Referable DR = moderate '
-            "non-proliferative DR or worse (grade ≥ 2). Automated screening result: not a diagnosis; "
-            "a clinician confirms every referral. Not for clinical use with the demo model.</div>")
+            f'(sha256 {_esc(meta.get("model_sha256", "")[:12])}) · written {now()} · Referable DR = '
+            f"{_esc(least)} or worse (grade ≥ {task.referable_min_grade}). Automated screening result: not a "
+            "diagnosis; a clinician confirms every referral. Not for clinical use with the demo model.</div>")
 
 
 def embed_image(path: Path, max_side: int = 760) -> str | None:
@@ -142,7 +144,7 @@ def embed_image(path: Path, max_side: int = 760) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(jpg.tobytes()).decode() if ok else None
 
 
-def _figure(row: SessionRow, out: Path) -> str:
+def _figure(row: SessionRow, out: Path, task: TaskSpec) -> str:
     d = row.to_dict()
     source = d.get("overlay") or d.get("thumbnail")
     uri = embed_image(out / source) if source else None
@@ -157,7 +159,7 @@ def _figure(row: SessionRow, out: Path) -> str:
         text = f"{_esc(row.status)}: {_esc(row.reason)}"
     table = ""
     if row.status == "graded" and d.get("lesions"):
-        cells = "".join(f'<tr><td>{_esc(c)} {_esc(LESION_LONG_NAMES[c])}</td><td class="n">{f["count"]}</td>'
+        cells = "".join(f'<tr><td>{_esc(c)} {_esc(task.long_name(c))}</td><td class="n">{f["count"]}</td>'
                         f'<td class="n">{f["area_px"]:,}</td><td class="n">{f["area_fov_pct"]:.3f}</td></tr>'
                         for c, f in d["lesions"].items())
         table = ('<table><tr><th>lesion</th><th>count</th><th>area px</th><th>% of field</th></tr>'
@@ -165,17 +167,17 @@ def _figure(row: SessionRow, out: Path) -> str:
     return f"<figure>{img}<figcaption>{_esc(row.name)} — {text}</figcaption></figure>{table}"
 
 
-def _eye_block(eye: EyeVerdict, out: Path) -> str:
-    grade = "" if eye.grade is None else f" · worst grade {eye.grade} ({_esc(GRADE_NAMES[eye.grade])})"
-    figures = "".join(_figure(r, out) for r in eye.images) or "<p>No image of this eye in the session.</p>"
+def _eye_block(eye: EyeVerdict, out: Path, task: TaskSpec) -> str:
+    grade = "" if eye.grade is None else f" · worst grade {eye.grade} ({_esc(task.grade_names[eye.grade])})"
+    figures = "".join(_figure(r, out, task) for r in eye.images) or "<p>No image of this eye in the session.</p>"
     return (f'<section class="eye"><h2>{_EYE_TITLES[eye.eye]}</h2>'
             f'<div class="verdict {_VERDICT_CLASS[eye.verdict]}">{_esc(eye.verdict)}</div>'
             f'<div class="meta">{len(eye.images)} image(s), {eye.gradable} gradable{grade}</div>{figures}</section>')
 
 
-def _legend() -> str:
-    items = "".join(f'<span class="swatch" style="background: rgb{tuple(int(v) for v in LESION_COLOURS[i])}"></span>'
-                    f"{_esc(code)} {_esc(LESION_LONG_NAMES[code])}" for i, code in enumerate(LESION_NAMES) if i)
+def _legend(task: TaskSpec) -> str:
+    items = "".join(f'<span class="swatch" style="background: rgb{tuple(int(v) for v in LESION_COLOURS[task.label(code)])}">'
+                    f"</span>{_esc(code)} {_esc(task.long_name(code))}" for code in task.lesion_codes)
     return f'<div class="legend">Lesion colours on the pictures:{items}</div>'
 
 
@@ -184,19 +186,20 @@ def _when(stamp: str) -> str:
     return f"{stamp[:10]} {stamp[11:16]} UTC" if len(stamp) >= 16 else stamp
 
 
-def patient_html(verdict: PatientVerdict, meta: dict[str, str], out: Path) -> str:
+def patient_html(verdict: PatientVerdict, meta: dict[str, str], out: Path, task: TaskSpec) -> str:
     """The patient's page: the visit verdict, then each eye with its images, overlays and lesion tables."""
     seen = max((r.seen_at for e in verdict.eyes.values() for r in e.images), default="")
     note = f" — {_esc(verdict.note)}" if verdict.note else ""
     body = (f"<h1>Diabetic retinopathy screening</h1>"
             f'<div class="meta">Patient <b>{_esc(verdict.patient)}</b> · screened {_esc(_when(seen))} · '
             f"session {_esc(out.resolve().name)}</div>"
-            f'<div class="verdict {_VERDICT_CLASS[verdict.verdict]}">{_esc(verdict.verdict)}{note}</div>{_legend()}'
-            f'<div class="eyes">{"".join(_eye_block(e, out) for e in verdict.eyes.values())}</div>{_footer(meta)}')
+            f'<div class="verdict {_VERDICT_CLASS[verdict.verdict]}">{_esc(verdict.verdict)}{note}</div>{_legend(task)}'
+            f'<div class="eyes">{"".join(_eye_block(e, out, task) for e in verdict.eyes.values())}</div>'
+            f"{_footer(meta, task)}")
     return _page(f"DR screening — patient {verdict.patient}", body)
 
 
-def summary_html(rows: list[SessionRow], verdicts: list[PatientVerdict], meta: dict[str, str]) -> str:
+def summary_html(rows: list[SessionRow], verdicts: list[PatientVerdict], meta: dict[str, str], task: TaskSpec) -> str:
     """Session totals (with the share of gradable images), one line per patient, one per file."""
     graded, judged = gradable_share(rows)
     share = f"{100 * graded / judged:.0f}%" if judged else "—"
@@ -220,7 +223,7 @@ def summary_html(rows: list[SessionRow], verdicts: list[PatientVerdict], meta: d
             f"{totals}<h2>Patients</h2><table><tr><th>patient</th><th>verdict</th><th>right eye</th>"
             f"<th>left eye</th><th>note</th></tr>{patients or '<tr><td colspan=5>no patient IDs given</td></tr>'}"
             f"</table><h2>Images</h2><table><tr><th>file</th><th>patient</th><th>eye</th><th>status</th>"
-            f"<th>grade</th><th>reason</th></tr>{files}</table>{_footer(meta)}")
+            f"<th>grade</th><th>reason</th></tr>{files}</table>{_footer(meta, task)}")
     return _page("DR screening — session summary", body)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,12 +15,17 @@ if TYPE_CHECKING:   # the session modules import this one
     from drtrt.runtime.patients import Assignment
     from drtrt.runtime.session import SessionConfig
     from drtrt.runtime.store import SessionRow
+    from drtrt.task import TaskSpec
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 
 
-def collect_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
-    """Expand folders (non-recursive, sorted, images by suffix, hidden files skipped).
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def collect_images(inputs: Iterable[str | os.PathLike], recursive: bool = False) -> list[Path]:
+    """Expand folders (sorted, images by suffix, hidden files skipped; subfolders too with ``recursive``).
 
     Files named explicitly are kept whatever their suffix: the screen reports them as
     unreadable rather than silently dropping them.
@@ -28,10 +34,13 @@ def collect_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir()
-                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+            candidates = path.rglob("*") if recursive else path.iterdir()
+            found = sorted(p for p in candidates if _is_image(p)
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
             if not found:
-                raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in folder {path}")
+                where = f"folder {path}" + (" or its subfolders" if recursive else "")
+                hint = "" if recursive or not unsearched_images([path]) else "; it has images in subfolders: add --recursive"
+                raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {where}{hint}")
             paths += found
         elif path.exists():
             paths.append(path)
@@ -40,22 +49,46 @@ def collect_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     return paths
 
 
-def resolve_inputs(images: Sequence[str | os.PathLike], manifest: str | os.PathLike | None = None,
-                   patient: str | None = None,
-                   eye: str | None = None) -> tuple[list[Path], dict[Path, Assignment], Assignment]:
-    """CLI inputs → (paths, resolved path → Assignment from the manifest, default Assignment).
+def unsearched_images(inputs: Iterable[str | os.PathLike]) -> int:
+    """Images in subfolders of the folders in ``inputs`` (what a non-recursive screen leaves out)."""
+    count = 0
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            count += sum(1 for sub in path.iterdir() if sub.is_dir() and not sub.name.startswith(".")
+                         for p in sub.rglob("*") if _is_image(p))
+    return count
 
-    Without ``images`` the manifest's files are screened. ``patient``/``eye`` apply to every
-    file the manifest does not list.
+
+def resolve_inputs(images: Sequence[str | os.PathLike], patient_list: str | os.PathLike | None = None,
+                   patient: str | None = None, eye: str | None = None,
+                   recursive: bool = False) -> tuple[list[Path], dict[Path, Assignment], Assignment]:
+    """CLI inputs → (paths, resolved path → Assignment from the patient list, default Assignment).
+
+    Without ``images`` the patient list's files are screened. ``patient``/``eye`` apply to every
+    file the list does not name.
     """
-    from drtrt.runtime.patients import Assignment, normalise_eye, read_manifest, validate_patient_id
+    from drtrt.runtime.patients import Assignment, normalise_eye, read_patient_list, validate_patient_id
 
     default = Assignment(validate_patient_id(patient), normalise_eye(eye))
-    assignments = read_manifest(manifest) if manifest else {}
-    paths = collect_images(images) if images else list(assignments)
+    assignments = read_patient_list(patient_list) if patient_list else {}
+    paths = collect_images(images, recursive) if images else list(assignments)
     if not paths:
-        raise DataError("nothing to screen: give image files or folders, or --manifest CSV")
+        raise DataError("nothing to screen: give image files or folders, or --patients CSV")
     return paths, assignments, default
+
+
+@dataclass
+class ScreeningRun:
+    """What :func:`screen_images` did: a row per input file (in order), the model's vocabulary,
+    and how many files this run screened and how many an earlier run of the session had."""
+
+    rows: list[SessionRow]
+    task: TaskSpec
+    screened: int = 0
+    already_done: int = 0
+    notes: list[str] = field(default_factory=list)
+
 
 
 def safe_stem(path: Path) -> str:
@@ -67,11 +100,11 @@ def safe_stem(path: Path) -> str:
 def screen_images(paths: Sequence[str | os.PathLike], model: str | os.PathLike, out: str | os.PathLike | None = None,
                   on_result: Callable[[SessionRow], None] | None = None, cfg: SessionConfig | None = None,
                   assignments: Mapping[Path, Assignment] | None = None, default: Assignment | None = None,
-                  command: str = "") -> list[SessionRow]:
+                  command: str = "") -> ScreeningRun:
     """Screen every path into the session folder ``out`` (None: in memory, nothing written).
 
-    Returns one :class:`~drtrt.runtime.store.SessionRow` per path, in order; ``on_result`` gets
-    each row as soon as it is settled. With ``out``: ``session.db``, ``overlays/``, ``masks/``,
+    Returns a :class:`ScreeningRun` with one :class:`~drtrt.runtime.store.SessionRow` per path, in
+    order; ``on_result`` gets each row as soon as it is settled. With ``out``: ``session.db``, ``overlays/``, ``masks/``,
     ``thumbs/``, ``reports/``, ``results.jsonl``, ``summary.csv``/``.html``, ``patients.csv``.
     ``cfg``: a SessionConfig; ``assignments``: resolved path → Assignment; ``default``: the
     Assignment of paths not in ``assignments``.
@@ -83,4 +116,6 @@ def screen_images(paths: Sequence[str | os.PathLike], model: str | os.PathLike, 
         rows = session.screen(paths, assignments, default or Assignment())
         session.flush()
         session.write_reports()
-    return rows
+    return ScreeningRun(rows, session.predictor.task, session.screened, session.already_done,
+                        list(session.predictor.notes))
+

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import cv2
 
-from drtrt.manifest import sha256_file
-from drtrt.postprocess import encode_label_png, lesion_mask_original, overlay
+from drtrt.fileio import atomic_write, sha256_file
 from drtrt.runtime.patients import Assignment
+from drtrt.runtime.postprocess import encode_label_png, lesion_mask_original, overlay
 from drtrt.runtime.predictor import Predictor, ScreeningResult
 from drtrt.runtime.quality import QualityConfig
 from drtrt.runtime.screening import safe_stem
@@ -42,17 +42,6 @@ class SessionConfig:
     masks: bool = True
     reports: bool = True
     quality: QualityConfig = QualityConfig()
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write ``path`` so that it is either the old or the new content, never a torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data.encode() if isinstance(data, str) else data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _stem(path: str, sha256: str) -> str:
@@ -82,7 +71,7 @@ class ScreeningSession:
             raise
         try:
             self.model_sha256 = sha256_file(model)
-            self.store.bind_model(self.model_sha256, Path(model).name)
+            self.store.bind_model(self.model_sha256, Path(model).name, self.predictor.task)
         except BaseException:
             self.predictor.close()
             self.store.close()
@@ -91,6 +80,7 @@ class ScreeningSession:
         self._queue: list[tuple[FileEntry, bytes]] = []
         self.touched_patients: set[str] = set()
         self.screened = 0                        # images run through the model (or the gate) by this run
+        self.already_done = 0                    # files an earlier run of this session had screened
 
     def close(self) -> None:
         try:
@@ -154,6 +144,7 @@ class ScreeningSession:
                 self.flush()
         elif first == key:
             self.store.record_file(entry, self.run_id)     # same file, touched again: refresh stat/assignment
+            self.already_done += 1
             self._emit(key)
         else:
             owner = self.store.file(first)
@@ -166,7 +157,9 @@ class ScreeningSession:
         """A file already in the store, unchanged: nothing to screen; record a new patient/eye if given."""
         if (known.patient, known.eye) != (entry.patient, entry.eye) and (entry.patient or entry.eye):
             self.store.record_file(replace(known, patient=entry.patient, eye=entry.eye), self.run_id)
+        self.already_done += 1
         self._emit(known.path)
+
 
     def flush(self) -> None:
         """Screen everything queued and commit each result."""
@@ -192,7 +185,8 @@ class ScreeningSession:
             return written
         stem = _stem(entry.path, entry.sha256)
         if result.status == "graded" and result.labels is not None:
-            picture = overlay(result.rgb, result.labels, result.geometry, findings=result.lesions, legend=True)
+            picture = overlay(result.rgb, result.labels, result.geometry, self.predictor.task, findings=result.lesions,
+                              legend=True)
             ok, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
             atomic_write(self.out / "overlays" / f"{stem}.png", png.tobytes())
             written["overlay"] = f"overlays/{stem}.png"   # at the decoded scale (1/k of the original)
@@ -222,7 +216,7 @@ class ScreeningSession:
             return {}
         from drtrt.runtime.report import write_session_reports
 
-        return write_session_reports(self.out, self.store.rows(), self.store.meta(), patients)
+        return write_session_reports(self.out, self.store.rows(), self.store.meta(), self.predictor.task, patients)
 
 
 def _remove_stale_temp_files(out: Path) -> None:

@@ -20,7 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drtrt.errors import ConfigError
+from drtrt.errors import ConfigError, DataError
+from drtrt.task import TaskSpec
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -93,10 +94,15 @@ class SessionStore:
         self.path = Path(path) if path is not None else None
         self._lock_fd: int | None = None
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DataError(f"cannot use {self.path.parent} as a session folder ({exc.strerror or exc}); "
+                                "give --out a new or existing folder") from None
             self._lock()
         self.db = sqlite3.connect(":memory:" if self.path is None else str(self.path), isolation_level=None,
                                   timeout=30)
+
         self.db.row_factory = sqlite3.Row
         if self.path is not None:
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -135,13 +141,17 @@ class SessionStore:
         self.close()
 
     # -- session metadata -------------------------------------------------------------------
-    def bind_model(self, sha256: str, name: str) -> None:
-        """Tie the session to one model: results made by another model must not mix into it."""
+    def bind_model(self, sha256: str, name: str, task: TaskSpec) -> None:
+        """Tie the session to one model: results made by another model must not mix into it.
+
+        The model's task vocabulary is kept with it, so reports name grades and lesions as the
+        model does."""
         row = self.db.execute("SELECT value FROM meta WHERE key='model_sha256'").fetchone()
         if row is None:
             with self._transaction():
                 self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                                    [("model_sha256", sha256), ("model_name", name), ("created", now())])
+                                    [("model_sha256", sha256), ("model_name", name), ("created", now()),
+                                     ("task", json.dumps(task.to_dict()))])
         elif row[0] != sha256:
             old = self.meta().get("model_name", "?")
             raise ConfigError(f"session {self.path.parent if self.path else ''} was screened with model {old} "
@@ -150,6 +160,11 @@ class SessionStore:
 
     def meta(self) -> dict[str, str]:
         return {r["key"]: r["value"] for r in self.db.execute("SELECT key, value FROM meta")}
+
+    def task(self) -> TaskSpec:
+        """The vocabulary of the session's model (the default one for sessions from before it was kept)."""
+        stored = self.meta().get("task")
+        return TaskSpec.from_dict(json.loads(stored)) if stored else TaskSpec()
 
     def begin_run(self, command: str) -> int:
         with self._transaction():

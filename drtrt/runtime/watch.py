@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drtrt.errors import DataError
-from drtrt.runtime.patients import Assignment, read_manifest
+from drtrt.errors import ConfigError, DataError
+from drtrt.runtime.patients import Assignment, read_patient_list
 from drtrt.runtime.screening import IMAGE_SUFFIXES
 from drtrt.runtime.session import ScreeningSession, SessionConfig
 from drtrt.runtime.store import SessionRow
@@ -30,14 +30,19 @@ TEMP_SUFFIXES = {".tmp", ".temp", ".part", ".partial", ".crdownload", ".download
 @dataclass(frozen=True)
 class WatchConfig:
     """poll_s: seconds between folder scans. settle_s: seconds a file must stay unchanged before
-    it is read. manifest: CSV (file, patient, eye) re-read whenever it changes. default: the
-    Assignment of files the manifest does not list. session: how images are screened."""
+    it is read. patients: CSV (file, patient, eye) re-read whenever it changes. default: the
+    Assignment of files the list does not name. session: how images are screened."""
 
     poll_s: float = 0.5
     settle_s: float = 1.0
-    manifest: Path | None = None
+    patients: Path | None = None
     default: Assignment = Assignment()
     session: SessionConfig = field(default_factory=lambda: SessionConfig(batch_size=1))
+
+    def __post_init__(self) -> None:
+        if not self.poll_s > 0 or not self.settle_s >= 0:
+            raise ConfigError(f"--poll must be above 0 and --settle at least 0 seconds, found {self.poll_s:g} and "
+                              f"{self.settle_s:g}")
 
 
 def is_candidate(path: Path) -> bool:
@@ -121,15 +126,19 @@ def watch_folder(folder: str | os.PathLike, model: str | os.PathLike, out: str |
             log(log_line(row))
 
     tracker = SettleTracker(cfg.settle_s)
-    manifest_state: tuple[int, int] | None = None
+    list_state: tuple[int, int] | None = None
     assignments: dict[Path, Assignment] = {}
     session = ScreeningSession(model, out, cfg.session, command=f"watch {folder}", on_row=on_row)
     try:
         with session:
             log(f"watching {folder} → {out} (Ctrl-C to stop)")
+            if cfg.patients is not None and not cfg.patients.is_file():
+                log(f"patient list {cfg.patients} does not exist yet: images get "
+                    f"{cfg.default.patient or 'no patient ID'} until it appears")
+
             while not stop.is_set():
-                if cfg.manifest is not None and _stat(cfg.manifest) not in (manifest_state, None):
-                    assignments, manifest_state = read_manifest(cfg.manifest), _stat(cfg.manifest)
+                if cfg.patients is not None and _stat(cfg.patients) not in (list_state, None):
+                    assignments, list_state = read_patient_list(cfg.patients), _stat(cfg.patients)
                     tracker.done.clear()       # re-offer known files: their patient/eye may have changed
                 ready = tracker.ready(folder, time.monotonic())
                 for path in ready:

@@ -8,9 +8,12 @@ import pytest
 from typer.testing import CliRunner
 
 from drtrt.cli import app
-from drtrt.doctor import diagnose, jetson_release, kernel_driver
+from drtrt.runtime.doctor import diagnose, jetson_release, kernel_driver
 from fake_tensorrt import install
 from fake_tensorrt.devmem import FakeGpu
+
+# The findings with and without TensorRT or a GPU come from the test double's controls.
+pytestmark = pytest.mark.emulation
 
 
 def _by_name(report):

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from drtrt import LESION_LONG_NAMES, LESION_NAMES, REFERABLE_MIN_GRADE
 from drtrt.preprocess import Geometry
+from drtrt.task import TaskSpec
 
 MAX_MASK_PIXELS = 40_000_000   # lesion masks of larger originals are written at a reduced integer scale
 
-# RGB colours per lesion class for overlays (index = class id).
+# RGB colours per lesion label value for overlays (0 = background).
 LESION_COLOURS = np.array([(0, 0, 0), (255, 230, 0), (255, 255, 255), (0, 255, 255), (255, 0, 160)], np.uint8)
 
 
@@ -39,11 +39,11 @@ class LesionFinding:
                 "count": self.count}
 
 
-def decode_grade(grade_logits: np.ndarray) -> tuple[np.ndarray, int, bool]:
-    """[5] logits → (probabilities, grade, referable DR = grade ≥ 2)."""
+def decode_grade(grade_logits: np.ndarray, task: TaskSpec) -> tuple[np.ndarray, int, bool]:
+    """[G] logits → (probabilities, grade, referable DR = grade ≥ ``task.referable_min_grade``)."""
     probs = softmax(grade_logits.astype(np.float64))
     grade = int(np.argmax(probs))
-    return probs, grade, grade >= REFERABLE_MIN_GRADE
+    return probs, grade, task.is_referable(grade)
 
 
 def lesion_label_map(lesion_logits: np.ndarray, geometry: Geometry) -> np.ndarray:
@@ -65,7 +65,7 @@ def valid_region(geometry: Geometry) -> np.ndarray:
     return geometry.fov_mask("model")
 
 
-def lesion_findings(labels: np.ndarray, geometry: Geometry) -> dict[str, LesionFinding]:
+def lesion_findings(labels: np.ndarray, geometry: Geometry, task: TaskSpec) -> dict[str, LesionFinding]:
     """Area and count per lesion type from a model-space label map.
 
     Counting and measuring in model space is exact up to the resize: each model pixel stands
@@ -75,12 +75,11 @@ def lesion_findings(labels: np.ndarray, geometry: Geometry) -> dict[str, LesionF
     pixel_area = ((x1 - x0) / geometry.size) ** 2
     fov_px = max(1, int(valid_region(geometry).sum()))
     findings = {}
-    for cls in range(1, len(LESION_NAMES)):
-        mask = (labels == cls).astype(np.uint8)
+    for code in task.lesion_codes:
+        mask = (labels == task.label(code)).astype(np.uint8)
         n_px = int(mask.sum())
         count = cv2.connectedComponents(mask, connectivity=8)[0] - 1 if n_px else 0
-        code = LESION_NAMES[cls]
-        findings[code] = LesionFinding(code, LESION_LONG_NAMES[code], int(round(n_px * pixel_area)),
+        findings[code] = LesionFinding(code, task.long_name(code), int(round(n_px * pixel_area)),
                                        100.0 * n_px / fov_px, int(count))
     return findings
 
@@ -119,8 +118,8 @@ def lesion_mask_original(labels: np.ndarray, geometry: Geometry,
 
 
 def encode_label_png(mask: np.ndarray) -> bytes:
-    """uint8 label map → palette PNG bytes: pixel values are the class ids (0 background,
-    1 EX, 2 SE, 3 MA, 4 HE), shown in the overlay colours by any image viewer."""
+    """uint8 label map → palette PNG bytes: pixel values are the label values (0 background,
+    then the task's lesion codes in order), shown in the overlay colours by any image viewer."""
     from PIL import Image
 
     image = Image.fromarray(mask, mode="P")
@@ -132,7 +131,7 @@ def encode_label_png(mask: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def overlay(rgb: np.ndarray, labels: np.ndarray, geometry: Geometry, alpha: float = 0.6,
+def overlay(rgb: np.ndarray, labels: np.ndarray, geometry: Geometry, task: TaskSpec, alpha: float = 0.6,
             findings: dict[str, LesionFinding] | None = None, legend: bool = False) -> np.ndarray:
     """Draw model-space ``labels`` onto ``rgb`` (the original image at any uniform scale).
 
@@ -149,10 +148,10 @@ def overlay(rgb: np.ndarray, labels: np.ndarray, geometry: Geometry, alpha: floa
         s = w / geometry.original_size[1]
         centre = (round((geometry.fov.cx + 0.5) * s - 0.5), round((geometry.fov.cy + 0.5) * s - 0.5))
         cv2.circle(out, centre, round(geometry.fov.radius * s), (90, 90, 90), max(1, w // 600), cv2.LINE_AA)
-    return np.vstack([out, legend_band(w, findings)]) if legend else out
+    return np.vstack([out, legend_band(w, task, findings)]) if legend else out
 
 
-def legend_band(width: int, findings: dict[str, LesionFinding] | None = None) -> np.ndarray:
+def legend_band(width: int, task: TaskSpec, findings: dict[str, LesionFinding] | None = None) -> np.ndarray:
     """A white band naming each lesion colour (and count): the overlay's legend.
 
     One row of four entries when the width allows, else two rows of two, else one entry per
@@ -160,11 +159,11 @@ def legend_band(width: int, findings: dict[str, LesionFinding] | None = None) ->
     scale = float(np.clip(width / 1800, 0.3, 1.5))
     font, thick = cv2.FONT_HERSHEY_SIMPLEX, max(1, round(1.5 * scale))
     box, pad, line = round(22 * scale), round(8 * scale), round(40 * scale)
-    codes = LESION_NAMES[1:]
+    codes = task.lesion_codes
 
     def label(code: str, long: bool) -> str:
         count = f" ({findings[code].count})" if findings and code in findings else ""
-        return f"{code} {LESION_LONG_NAMES[code]}{count}" if long else f"{code}{count}"
+        return f"{code} {task.long_name(code)}{count}" if long else f"{code}{count}"
 
     def entry_width(text: str) -> int:
         return pad + box + pad + cv2.getTextSize(text, font, 0.75 * scale, thick)[0][0] + pad
@@ -179,7 +178,7 @@ def legend_band(width: int, findings: dict[str, LesionFinding] | None = None) ->
     band = np.full((rows * line + pad, width, 3), 255, np.uint8)
     for i, code in enumerate(codes):
         x, y = (i % per_row) * (width // per_row) + pad, (i // per_row) * line + pad + (line - box) // 2
-        colour = LESION_COLOURS[LESION_NAMES.index(code)].tolist()
+        colour = LESION_COLOURS[task.label(code)].tolist()
         cv2.rectangle(band, (x, y), (x + box, y + box), colour, -1)
         cv2.rectangle(band, (x, y), (x + box, y + box), (0, 0, 0), 1)
         cv2.putText(band, label(code, long), (x + box + pad, y + box - max(1, box // 6)), font, 0.75 * scale,

@@ -122,7 +122,7 @@ def _gpu() -> tuple[dict[str, str] | None, str]:
 
 
 def _tensorrt() -> tuple[str | None, str]:
-    from drtrt.export.trt_compat import import_tensorrt
+    from drtrt.runtime.trt_compat import import_tensorrt
 
     try:
         return str(import_tensorrt().__version__), ""
@@ -184,21 +184,3 @@ def capabilities(gpu: bool, trt: bool, cuda_lib: bool, ort: bool, onnx: bool, to
         Capability("export", onnx and torch, "checkpoint → ONNX" if onnx and torch else "no (pip install 'drtrt[export]')"),
         Capability("train", torch, "PyTorch" if torch else "no (pip install 'drtrt[train]')"),
     )
-
-
-def report_tables(report: DoctorReport) -> list[Any]:
-    """Two rich tables: the machine, and what drtrt can do on it."""
-    from rich.table import Table
-
-    mark = {True: "[green]ok[/]", False: "[red]missing[/]", None: ""}
-    machine = Table(title="this machine")
-    for col in ("item", "value", ""):
-        machine.add_column(col)
-    for f in report.findings:
-        machine.add_row(f.item, f.value, mark[f.ok])
-    can = Table(title="what drtrt can do here")
-    for col in ("command", "", "how / why not"):
-        can.add_column(col)
-    for c in report.capabilities:
-        can.add_row(c.command, "[green]yes[/]" if c.available else "[red]no[/]", c.detail)
-    return [machine, can]

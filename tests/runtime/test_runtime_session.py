@@ -63,7 +63,7 @@ def bad_session(tiny_onnx, bad_inputs, tmp_path_factory):
     out = tmp_path_factory.mktemp("session") / "out"
     order = list(bad_inputs)
     rows = screen_images([bad_inputs[k] for k in order], tiny_onnx, out,
-                         default=Assignment("P-1", "left"), cfg=SessionConfig(batch_size=3))
+                         default=Assignment("P-1", "left"), cfg=SessionConfig(batch_size=3)).rows
     return out, dict(zip(order, rows))
 
 
@@ -131,9 +131,9 @@ def test_a_changed_file_is_screened_again(tiny_onnx, synth_root, tmp_path):
     images = grading_images(synth_root)
     target = tmp_path / "eye.jpg"
     shutil.copy(images[0], target)
-    first = screen_images([target], tiny_onnx, tmp_path / "s")[0]
+    first = screen_images([target], tiny_onnx, tmp_path / "s").rows[0]
     shutil.copy(images[1], target)                        # the camera overwrote it
-    second = screen_images([target], tiny_onnx, tmp_path / "s")[0]
+    second = screen_images([target], tiny_onnx, tmp_path / "s").rows[0]
     assert first.sha256 != second.sha256 and second.status == "graded"
     with SessionStore(tmp_path / "s" / "session.db") as store:
         assert store.count("images") == 2 and store.count("files") == 1
@@ -184,7 +184,7 @@ def test_batched_and_single_results_agree(tiny_onnx, synth_root):
 
 def test_in_memory_session_writes_nothing(tiny_onnx, synth_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    rows = screen_images(grading_images(synth_root)[:2], tiny_onnx, None)
+    rows = screen_images(grading_images(synth_root)[:2], tiny_onnx, None).rows
     assert [r.status for r in rows] == ["graded", "graded"] and not list(tmp_path.iterdir())
 
 
@@ -194,20 +194,20 @@ def test_huge_image_keeps_memory_bounded(tiny_onnx, tmp_path):
     full-resolution decode (324 MB)."""
     huge = tmp_path / "huge 12000x9000.jpg"
     code = ("import cv2, numpy as np, sys\n"
-            "from drtrt.synth import render_fundus\n"
+            "from drtrt.data.fundus import render_fundus\n"
             "small, _ = render_fundus(np.random.default_rng(5), 1500, 1125, grade=3)\n"
             "img = cv2.resize(small, (12000, 9000), interpolation=cv2.INTER_NEAREST)\n"
             "cv2.imwrite(sys.argv[1], cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])\n"
             "cv2.imwrite(sys.argv[2], cv2.cvtColor(small, cv2.COLOR_RGB2BGR))\n")
     small = tmp_path / "small.jpg"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     subprocess.run([sys.executable, "-c", code, str(huge), str(small)], check=True, timeout=180, env=env)
     # VmHWM is this process's own peak (ru_maxrss would include the parent's, inherited through exec)
     probe = ("import json, re, sys\n"
              "from drtrt.runtime.screening import screen_images\n"
              "hwm = lambda: int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) / 1024\n"
-             "a = screen_images([sys.argv[2]], sys.argv[1], sys.argv[4])[0]; base = hwm()\n"
-             "b = screen_images([sys.argv[3]], sys.argv[1], sys.argv[4])[0]\n"
+             "a = screen_images([sys.argv[2]], sys.argv[1], sys.argv[4]).rows[0]; base = hwm()\n"
+             "b = screen_images([sys.argv[3]], sys.argv[1], sys.argv[4]).rows[0]\n"
              "print(json.dumps({'base': base, 'peak': hwm(), 'status': b.status, 'reason': b.reason, "
              "'size': b.record.get('original_size'), 'mask_scale': b.record.get('mask_scale')}))\n")
     proc = subprocess.run([sys.executable, "-c", probe, str(tiny_onnx), str(small), str(huge), str(tmp_path / "s")],
@@ -220,7 +220,7 @@ def test_huge_image_keeps_memory_bounded(tiny_onnx, tmp_path):
 
 
 def test_mask_of_a_huge_original_is_written_at_a_reduced_scale():
-    from drtrt.postprocess import lesion_mask_original
+    from drtrt.runtime.postprocess import lesion_mask_original
     from drtrt.preprocess import FieldOfView, Geometry
 
     geometry = Geometry.from_fov(FieldOfView(5999.5, 4499.5, 4400, True), (9000, 12000), 64)
@@ -232,12 +232,12 @@ def test_mask_of_a_huge_original_is_written_at_a_reduced_scale():
     assert one == 1 and abs(int((full == 3).sum()) - 4 * int((mask == 3).sum())) < 0.02 * (full == 3).sum()
 
 
-def test_screen_cli_with_patient_and_manifest(tiny_onnx, synth_root, tmp_path):
+def test_screen_cli_with_patient_and_patient_list(tiny_onnx, synth_root, tmp_path):
     images = grading_images(synth_root)[:3]
-    manifest = tmp_path / "visit.csv"
-    manifest.write_text("file,patient,eye\n" + "".join(f"{p},{pid},{eye}\n" for p, pid, eye in
+    patient_list = tmp_path / "visit.csv"
+    patient_list.write_text("file,patient,eye\n" + "".join(f"{p},{pid},{eye}\n" for p, pid, eye in
                                                       zip(images, ("A1", "A1", "B2"), ("OD", "OS", "left"))))
-    proc = subprocess.run([sys.executable, "-m", "drtrt.cli", "screen", "--manifest", manifest, "--model", tiny_onnx,
+    proc = subprocess.run([sys.executable, "-m", "drtrt.cli", "screen", "--patients", patient_list, "--model", tiny_onnx,
                            "--out", tmp_path / "s", "--json"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -247,4 +247,4 @@ def test_screen_cli_with_patient_and_manifest(tiny_onnx, synth_root, tmp_path):
     assert "right eye not photographed" in patients[2]          # B2 has only a left-eye image
     bad = subprocess.run([sys.executable, "-m", "drtrt.cli", "screen", images[0], "--model", tiny_onnx,
                           "--eye", "middle"], capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 1 and "eye must be left or right" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "eye must be left or right" in bad.stderr and "Traceback" not in bad.stderr

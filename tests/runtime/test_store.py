@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -16,13 +17,16 @@ import pytest
 
 from drtrt.errors import ConfigError
 from drtrt.runtime.store import FileEntry, SessionStore
+from drtrt.task import TaskSpec
 
 
 def test_store_settings_and_round_trip(tmp_path):
     with SessionStore(tmp_path / "s" / "session.db") as store:
         assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2          # FULL
-        store.bind_model("a" * 64, "m.onnx")
+        task = replace(TaskSpec(), grade_names=("none", "some", "more", "much", "most"))
+        store.bind_model("a" * 64, "m.onnx", task)
+        assert store.task() == task                  # reports name grades as the session's model does
         run = store.begin_run("screen x")
         entry = FileEntry("/x/1.jpg", "f" * 64, 10, 5, "P1", "left", "screened")
         store.record_image("f" * 64, {"status": "graded", "grade": 3, "reason": None}, entry, run)
@@ -34,7 +38,7 @@ def test_store_settings_and_round_trip(tmp_path):
         assert rows[0].record["grade"] == 3 and rows[1].record == {} and rows[1].duplicate_of == "/x/1.jpg"
         assert store.integrity_check() == "ok"
         with pytest.raises(ConfigError, match="was screened with model m.onnx"):
-            store.bind_model("b" * 64, "other.onnx")
+            store.bind_model("b" * 64, "other.onnx", task)
 
 
 def test_a_failed_transaction_leaves_nothing(tmp_path):

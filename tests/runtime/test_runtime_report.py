@@ -11,7 +11,8 @@ import pytest
 
 from drtrt.errors import ConfigError, DataError
 from drtrt.runtime.patients import (REFER, RESCREEN, UNGRADABLE, Assignment, normalise_eye, patient_verdicts,
-                                    read_manifest, safe_patient_id, validate_patient_id)
+                                    read_patient_list, safe_patient_id, validate_patient_id)
+from drtrt.task import TaskSpec
 from drtrt.runtime.report import gradable_share, summary_csv
 from drtrt.runtime.screening import screen_images
 from drtrt.runtime.store import SessionRow
@@ -50,7 +51,7 @@ def test_rows_without_patient_have_no_verdict_and_share_counts_judged_images():
             row(None, None, "error")]
     assert patient_verdicts(rows) == []
     assert gradable_share(rows) == (1, 3)
-    csv = summary_csv(rows, []).splitlines()
+    csv = summary_csv(rows, [], TaskSpec()).splitlines()
     assert len(csv) == 5 and csv[0].startswith("file,path,sha256,patient,eye,status")
 
 
@@ -70,16 +71,16 @@ def test_patient_id_and_eye_validation(tmp_path):
     assert [normalise_eye(e) for e in ("L", "os", "Right", "OD", "")] == ["left", "left", "right", "right", None]
     with pytest.raises(ConfigError, match="left or right"):
         normalise_eye("both")
-    manifest = tmp_path / "m.csv"
-    manifest.write_text("\ufefffile,patient,eye\nimg/a.jpg,P1,OD\n/abs/b.jpg,P2,\n")
-    assert read_manifest(manifest) == {(tmp_path / "img" / "a.jpg").resolve(): Assignment("P1", "right"),
+    patient_list = tmp_path / "m.csv"
+    patient_list.write_text("\ufefffile,patient,eye\nimg/a.jpg,P1,OD\n/abs/b.jpg,P2,\n")
+    assert read_patient_list(patient_list) == {(tmp_path / "img" / "a.jpg").resolve(): Assignment("P1", "right"),
                                        Path("/abs/b.jpg"): Assignment("P2", None)}
-    manifest.write_text("file,patient,eye\na.jpg,P1,up\n")
+    patient_list.write_text("file,patient,eye\na.jpg,P1,up\n")
     with pytest.raises(DataError, match="line 2"):
-        read_manifest(manifest)
-    manifest.write_text("name,id\na.jpg,P1\n")
+        read_patient_list(patient_list)
+    patient_list.write_text("name,id\na.jpg,P1\n")
     with pytest.raises(DataError, match="columns file, patient"):
-        read_manifest(manifest)
+        read_patient_list(patient_list)
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from drtrt.errors import BackendUnavailable, ConfigError
-from drtrt.runtime import predictor
+from drtrt.runtime import registry
 from drtrt.runtime.ort import OrtRunner
-from drtrt.runtime.predictor import BACKENDS, RUNNERS, Predictor, load_runner
+from drtrt.runtime.predictor import Predictor
+from drtrt.runtime.registry import BACKENDS, load_runner, RUNNERS
 from drtrt.runtime.session import SessionConfig
 from drtrt.runtime.screening import screen_images
 
@@ -52,10 +53,10 @@ def test_missing_backend_dependency_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setitem(RUNNERS, "torch", "needs_missing:Runner")
     with pytest.raises(BackendUnavailable, match="needs drtrt_no_such_package_xyz, which is not installed"):
-        predictor.runner_class("torch")
+        registry.runner_class("torch")
     monkeypatch.setitem(RUNNERS, "torch", "drtrt.train.no_such_runner:TorchRunner")
     with pytest.raises(BackendUnavailable, match="not part of this drtrt build"):
-        predictor.runner_class("torch")
+        registry.runner_class("torch")
 
 
 def test_torch_backend_only_imported_when_asked(tiny_onnx, synth_root):
@@ -63,7 +64,7 @@ def test_torch_backend_only_imported_when_asked(tiny_onnx, synth_root):
     code = ("import sys; sys.modules['torch'] = None; sys.modules['tensorrt'] = None\n"
             "import drtrt.runtime.predictor, drtrt.runtime.session, drtrt.runtime.watch, drtrt.runtime.report\n"
             "from drtrt.runtime.screening import screen_images\n"
-            f"rows = screen_images([{str(some_images(synth_root, 1)[0])!r}], {str(tiny_onnx)!r})\n"
+            f"rows = screen_images([{str(some_images(synth_root, 1)[0])!r}], {str(tiny_onnx)!r}).rows\n"
             "assert rows[0].status == 'graded', rows[0].reason\n"
             "assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'tensorrt', 'onnx') "
             "and sys.modules[m] is not None]\n"
@@ -75,7 +76,7 @@ def test_torch_backend_only_imported_when_asked(tiny_onnx, synth_root):
 def test_pytorch_checkpoint_backend(tiny_run, tiny_onnx, synth_root):
     """Parity work: the .pt checkpoint screens through the same API as its ONNX export."""
     try:
-        cls = predictor.runner_class("torch")
+        cls = registry.runner_class("torch")
     except BackendUnavailable as exc:
         pytest.skip(f"PyTorch runner not available: {exc}")
     assert cls.__name__ == "TorchRunner"
@@ -86,23 +87,24 @@ def test_pytorch_checkpoint_backend(tiny_run, tiny_onnx, synth_root):
             np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-4)
 
 
-def test_tensorrt_engine_through_the_fake_tensorrt(tiny_onnx, synth_root, tmp_path, monkeypatch):
-    """A .engine screens like its ONNX: TensorRT's double (tests/fake_tensorrt) computes with ONNX Runtime."""
-    fake_tensorrt = pytest.importorskip("fake_tensorrt")
+def test_tensorrt_engine_screens_like_its_onnx(tiny_onnx, synth_root, tmp_path, monkeypatch, tensorrt):
+    """A .engine screens like its ONNX (TensorRT's double computes with ONNX Runtime; --real-trt: TensorRT)."""
     monkeypatch.setenv("DRTRT_CACHE_DIR", str(tmp_path / "cache"))
-    fake_tensorrt.install(monkeypatch, "10.3.0")
     from drtrt.export.trt_build import BuildConfig, build_engine
 
     engine = build_engine(BuildConfig(onnx=tiny_onnx, out=tmp_path / "model.engine", max_batch=2)).engine
     images = some_images(synth_root, 3)
     cfg = SessionConfig(batch_size=2)
-    trt_rows = screen_images(images, engine, tmp_path / "trt-session", cfg=cfg)
-    ort_rows = screen_images(images, tiny_onnx, tmp_path / "ort-session", cfg=cfg)
+    trt_rows = screen_images(images, engine, tmp_path / "trt-session", cfg=cfg).rows
+    ort_rows = screen_images(images, tiny_onnx, tmp_path / "ort-session", cfg=cfg).rows
+    exact = tensorrt is not None      # the double computes with ONNX Runtime; a GPU's kernels differ a little
     for a, b in zip(trt_rows, ort_rows):
         assert a.status == b.status == "graded" and a.record["grade"] == b.record["grade"]
-        np.testing.assert_allclose(a.record["probabilities"], b.record["probabilities"], atol=1e-5)
-        assert a.record["lesions"] == b.record["lesions"]
-    # a batch larger than the engine's profile is an explicit error per image, never a silent split
-    with Predictor(engine, batch_size=3) as too_big:
-        results = too_big.screen_batch(images)
-    assert {r.status for r in results} == {"error"} and "profile" in results[0].reason
+        np.testing.assert_allclose(a.record["probabilities"], b.record["probabilities"], atol=1e-5 if exact else 2e-3)
+        if exact:
+            assert a.record["lesions"] == b.record["lesions"]
+    # a batch larger than the engine's profile is fitted to it, and the predictor says so
+    with Predictor(engine, batch_size=3) as fitted:
+        assert fitted.batch_size == 2 and "lowered to 2" in fitted.notes[0]
+        results = fitted.screen_batch(images)
+    assert [r.status for r in results] == ["graded"] * 3 and [r.batch_size for r in results] == [2, 2, 1]

@@ -9,7 +9,7 @@ from conftest import shared_data
 
 from drtrt.preprocess import PreprocessSpec, decode_image, preprocess_rgb
 from drtrt.runtime.quality import QualityConfig, assess_quality, blur_effect
-from drtrt.synth import render_fundus
+from drtrt.data.fundus import render_fundus
 
 SPEC = PreprocessSpec(size=512)
 

@@ -1,0 +1,120 @@
+"""The engine manifest: ``model.engine.json`` beside every engine ``drtrt build`` writes.
+
+Engines are tied to the TensorRT version and the GPU that built them. The manifest records
+both, with what the engine was built from (the ONNX and its metadata, calibration set,
+preprocessing) and how (profile, flags, the command); :func:`check_engine_compatible` holds it
+against this machine before anything is deserialised, and says how to rebuild. "Manifest" in
+drtrt means this file and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from drtrt.config import from_dict, to_dict
+from drtrt.errors import ArtefactError, ConfigError
+from drtrt.runtime.base import TensorSpec
+from drtrt.runtime.cuda_mem import GpuInfo
+
+SCHEMA = "drtrt-engine/1"
+
+
+@dataclass(frozen=True)
+class EngineFile:
+    file: str
+    sha256: str
+    bytes: int = 0
+
+
+@dataclass(frozen=True)
+class EngineIO:
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+
+@dataclass(frozen=True)
+class EngineManifest:
+    """The sidecar ``<engine>.json``, field for field (``to_dict`` is the file's layout).
+
+    gpu: name, compute_capability, total_memory. cuda: driver, runtime, library.
+    onnx: file, sha256 (and source when converted or calibrated during the build).
+    metadata: the ONNX's ``drtrt.*`` keys (its :class:`~drtrt.model_info.ModelInfo`).
+    profile: input → min / opt / max shapes. build: options, flags, timings, the command.
+    """
+
+    engine: EngineFile
+    tensorrt: str
+    gpu: dict[str, Any]
+    cuda: dict[str, str]
+    precision: str
+    onnx: dict[str, str]
+    metadata: dict[str, str]
+    io: EngineIO
+    profile: dict[str, dict[str, list[int]]]
+    build: dict[str, Any] = field(default_factory=dict)
+    preprocess: dict[str, Any] = field(default_factory=dict)
+    calibration_sha256: str = ""
+    strongly_typed: bool = False
+    created: str = ""
+    drtrt_version: str = ""
+    schema: str = SCHEMA
+
+    @property
+    def rebuild_command(self) -> str:
+        return self.build.get("command") or "drtrt build --onnx MODEL.onnx --out MODEL.engine"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = to_dict(self)
+        return {"schema": data.pop("schema"), **data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str) -> EngineManifest:
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            raise ArtefactError(f"{source} is not a drtrt engine manifest (schema {SCHEMA}); "
+                                "rebuild the engine with `drtrt build`")
+        try:
+            return from_dict(cls, data)
+        except ConfigError as exc:
+            raise ArtefactError(f"{source} is damaged ({exc}); rebuild the engine with `drtrt build`") from None
+
+
+def manifest_path(engine: str | Path) -> Path:
+    """``model.engine`` → ``model.engine.json``."""
+    engine = Path(engine)
+    return engine.with_name(engine.name + ".json")
+
+
+def read_engine_manifest(engine: str | Path) -> EngineManifest:
+    path = manifest_path(engine)
+    if not Path(engine).is_file():
+        raise ArtefactError(f"engine file not found: {engine}")
+    if not path.is_file():
+        raise ArtefactError(f"no manifest {path.name} beside {engine}: drtrt checks every engine against this "
+                            f"machine's TensorRT and GPU before loading it; rebuild with `drtrt build --out {engine}`")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ArtefactError(f"cannot read {path}: {exc}") from None
+    return EngineManifest.from_dict(data, str(path))
+
+
+def _same_trt(built: str, installed: str) -> bool:
+    """Engines need the TensorRT that built them: compare major.minor.patch ("10.3.0" == "10.3.0.30")."""
+    return built.split(".")[:3] == installed.split(".")[:3]
+
+
+def check_engine_compatible(manifest: EngineManifest, engine: Path, trt_version: str, gpu: GpuInfo) -> None:
+    """Raise :class:`ArtefactError` naming both sides when the engine cannot run here; warn on another GPU model."""
+    built_cc, built_gpu = str(manifest.gpu.get("compute_capability")), manifest.gpu.get("name", "?")
+    if not _same_trt(manifest.tensorrt, trt_version) or built_cc != gpu.compute_capability:
+        raise ArtefactError(
+            f"{engine.name} was built with TensorRT {manifest.tensorrt} for {built_gpu} (compute capability "
+            f"{built_cc}) but this machine has TensorRT {trt_version} and {gpu.name} (compute capability "
+            f"{gpu.compute_capability}); engines are tied to both, rebuild it here: {manifest.rebuild_command}")
+    if built_gpu != gpu.name:
+        warnings.warn(f"{engine.name} was built on {built_gpu}, running on {gpu.name} (same compute capability "
+                      f"{built_cc}); it works but may be slower: rebuild here for best speed", stacklevel=3)
