@@ -10,7 +10,7 @@ A candidate's outputs are compared with a reference's outputs for the same input
   largest |logit| (``max_rel``); non-finite candidate values are counted, not averaged;
 - lesions: per-lesion Dice and IoU of the candidate's label map against the reference's,
   pixels pooled over images, restricted to the field of view exactly as the runtime
-  reports lesions (:func:`drtrt.postprocess.lesion_label_map`), and pixel agreement.
+  reports lesions (:func:`drtrt.runtime.postprocess.lesion_label_map`), and pixel agreement.
 
 The worst images (referable flips first, then grade flips, then lowest mask Dice) are kept
 with their arrays so a report can show them side by side.
@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from drtrt import LESION_NAMES, REFERABLE_MIN_GRADE
 from drtrt.errors import ArtefactError
-from drtrt.metrics import SegmentationScores
-from drtrt.postprocess import lesion_label_map
 from drtrt.preprocess import Geometry
+from drtrt.runtime.postprocess import lesion_label_map
+from drtrt.task import TaskSpec
+from drtrt.verify.metrics import SegmentationScores
 
 NEAR_TIE = 0.05
 """A reference whose two most probable grades lie within this (probability) is near a tie."""
@@ -130,16 +130,16 @@ class Agreement:
 class AgreementAccumulator:
     """Feed it batches of (reference outputs, candidate outputs); ``result()`` summarises.
 
-    Outputs are name -> array with the batch first: ``grade_logits`` [N, G] and/or
-    ``lesion_logits`` [N, C, S, S]; other outputs get |Δ| statistics only. ``keep_worst``
-    images are retained with their arrays for reports.
+    Outputs are name -> array with the batch first: the task's grade output [N, G] and/or its
+    lesion output [N, C, S, S]; other outputs get |Δ| statistics only. ``keep_worst`` images are
+    retained with their arrays for reports.
     """
 
-    def __init__(self, n_grades: int = 5, n_lesion_classes: int = 5, keep_worst: int = 6) -> None:
-        self.n_grades, self.n_lesion_classes, self.keep_worst = n_grades, n_lesion_classes, keep_worst
+    def __init__(self, task: TaskSpec, keep_worst: int = 6) -> None:
+        self.task, self.keep_worst = task, keep_worst
         self.deltas: dict[str, DeltaStats] = {}
-        self.confusion = np.zeros((n_grades, n_grades), np.int64)
-        self.seg = SegmentationScores(n_lesion_classes)
+        self.confusion = np.zeros((task.n_grades, task.n_grades), np.int64)
+        self.seg = SegmentationScores(task.lesion_names)
         self.pixels_same = self.pixels = self.n_images = 0
         self.worst: list[WorstCase] = []
         self.grade_flips: list[dict] = []
@@ -165,22 +165,22 @@ class AgreementAccumulator:
 
     def _update_image(self, reference, candidate, i: int, name: str, geometry: Geometry | None,
                       rgb: np.ndarray | None) -> None:
-        ref_grade = cand_grade = None
-        if "grade_logits" in reference:
-            ref_grade = int(np.argmax(reference["grade_logits"][i]))
-            cand_grade = int(np.argmax(np.nan_to_num(candidate["grade_logits"][i], nan=-np.inf)))
+        task, ref_grade, cand_grade = self.task, None, None
+        if task.grade_output in reference:
+            ref_grade = int(np.argmax(reference[task.grade_output][i]))
+            cand_grade = int(np.argmax(np.nan_to_num(candidate[task.grade_output][i], nan=-np.inf)))
             self.confusion[ref_grade, cand_grade] += 1
             if ref_grade != cand_grade:
-                logits = reference["grade_logits"][i].astype(np.float64)
+                logits = reference[task.grade_output][i].astype(np.float64)
                 probs = np.sort(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum())
                 self.grade_flips.append({"image": name, "reference_grade": ref_grade, "candidate_grade": cand_grade,
                                          "reference_top2_gap": float(probs[-1] - probs[-2])})
         mask_dice, ref_labels, cand_labels = float("nan"), None, None
-        if "lesion_logits" in reference:
-            ref_labels = _labels(reference["lesion_logits"][i], geometry)
-            cand_labels = _labels(np.nan_to_num(candidate["lesion_logits"][i], nan=-np.inf), geometry)
+        if task.lesion_output in reference:
+            ref_labels = _labels(reference[task.lesion_output][i], geometry)
+            cand_labels = _labels(np.nan_to_num(candidate[task.lesion_output][i], nan=-np.inf), geometry)
             self.seg.update(ref_labels, cand_labels)
-            image_seg = SegmentationScores(self.n_lesion_classes)
+            image_seg = SegmentationScores(task.lesion_names)
             image_seg.update(ref_labels, cand_labels)
             mask_dice = image_seg.result()["mean_dice"]
             self.pixels_same += int((ref_labels == cand_labels).sum())
@@ -188,7 +188,7 @@ class AgreementAccumulator:
         delta = max(float(np.nanmax(np.abs(candidate[k][i].astype(np.float64) - reference[k][i])))
                     if np.isfinite(candidate[k][i]).all() else math.inf for k in reference)
         flips = (ref_grade is not None and ref_grade != cand_grade,
-                 ref_grade is not None and (ref_grade >= REFERABLE_MIN_GRADE) != (cand_grade >= REFERABLE_MIN_GRADE))
+                 ref_grade is not None and task.is_referable(ref_grade) != task.is_referable(cand_grade))
         severity = (float(flips[1]), float(flips[0]), 0.0 if math.isnan(mask_dice) else 1.0 - mask_dice, delta)
         if self.keep_worst and (len(self.worst) < self.keep_worst or severity > self.worst[-1].severity):
             self.worst.append(WorstCase(name, ref_grade, cand_grade, mask_dice, delta, severity,
@@ -201,14 +201,15 @@ class AgreementAccumulator:
         grade = referable = confusion = None
         if n:
             grade = float(np.trace(self.confusion) / n)
-            ref_pos = np.arange(self.n_grades) >= REFERABLE_MIN_GRADE
+            ref_pos = np.arange(self.task.n_grades) >= self.task.referable_min_grade
             same = self.confusion[np.ix_(ref_pos, ref_pos)].sum() + self.confusion[np.ix_(~ref_pos, ~ref_pos)].sum()
             referable = float(same / n)
             confusion = self.confusion.tolist()
         lesions = self.seg.result() if self.pixels else {}
         seg = self.seg
-        pixels = {LESION_NAMES[c]: {"reference": int(seg.tp[c] + seg.fn[c]), "candidate": int(seg.tp[c] + seg.fp[c])}
-                  for c in range(1, self.n_lesion_classes)} if self.pixels else {}
+        pixels = {code: {"reference": int(seg.tp[c] + seg.fn[c]), "candidate": int(seg.tp[c] + seg.fp[c])}
+                  for c, code in enumerate(self.task.lesion_codes, 1)} if self.pixels else {}
+
         return Agreement(self.n_images, grade, referable, confusion,
                          {k: v.result() for k, v in self.deltas.items()}, lesions,
                          self.pixels_same / self.pixels if self.pixels else None, list(self.worst), pixels,

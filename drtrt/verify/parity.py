@@ -10,7 +10,6 @@ models against ground truth and their drop, and the gate lines with their thresh
 from __future__ import annotations
 
 import importlib.util
-import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -18,15 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from drtrt.errors import ConfigError, DataError
-from drtrt.manifest import INPUT_NAME, sha256_file
-from drtrt.metrics import json_ready
+from drtrt.errors import ArtefactError, ConfigError, DataError
+from drtrt.fileio import json_ready, sha256_file
 from drtrt.preprocess import PreprocessSpec
 from drtrt.runtime.base import Runner
-from drtrt.runtime.predictor import load_runner
+from drtrt.runtime.inference import Batch, BatchedInference, split_outputs
+from drtrt.runtime.registry import load_runner
+from drtrt.task import TaskSpec
 from drtrt.verify.compare import Agreement, AgreementAccumulator
-from drtrt.verify.golden import GoldenSet, ParityItem, items_from_samples, save_golden
-from drtrt.verify.task_metrics import TaskMetricsAccumulator, metric_deltas
+from drtrt.verify.golden import GoldenSet, save_golden
+from drtrt.verify.items import ImageItem, items_from_samples
+from drtrt.verify.metrics import TaskMetricsAccumulator, metric_deltas
 from drtrt.verify.thresholds import Check, ParityThresholds, judge, thresholds_for
 
 
@@ -49,7 +50,6 @@ class ParityConfig:
     limit: int | None = None
     keep_worst: int = 6
     report: Path | None = None
-    json: Path | None = None
 
     def __post_init__(self) -> None:
         """Usage errors surface here, before any model is loaded."""
@@ -70,7 +70,7 @@ class ParityConfig:
         ParityThresholds().override(dict(self.thresholds))   # unknown keys and bad values fail now
         missing = [str(p) for p in (self.reference, *self.candidates) if p is not None and not Path(p).is_file()]
         if missing:
-            raise ConfigError(f"model file not found: {', '.join(missing)}")
+            raise ArtefactError(f"model file not found: {', '.join(missing)}")
 
 
 @dataclass
@@ -104,6 +104,7 @@ class ParityResult:
     reference: dict
     source: dict
     reference_metrics: dict
+    task: TaskSpec
     candidates: list[CandidateReport] = field(default_factory=list)
     golden_written: Path | None = None
 
@@ -118,19 +119,15 @@ class ParityResult:
                            "candidates": [c.to_dict() for c in self.candidates]})
 
 
-def _batches(items: Iterator[ParityItem], size: int) -> Iterator[list[ParityItem]]:
-    while batch := list(islice(items, size)):
-        yield batch
-
-
 @dataclass
 class _Source:
     """Where the inputs come from: the reference runner (None for golden files) and the items."""
 
     ref: Runner | None
-    items: Iterable[ParityItem]
+    items: Iterable[ImageItem]
     total: int
     spec: PreprocessSpec
+    task: TaskSpec
     reference: dict
     where: dict
 
@@ -139,9 +136,9 @@ def _open_source(cfg: ParityConfig) -> _Source:
     if cfg.golden is not None:
         golden = GoldenSet(cfg.golden)
         return _Source(None, golden.items(cfg.limit), min(len(golden), cfg.limit or len(golden)), golden.spec,
-                       {**golden.manifest["reference"], "model": golden.manifest["reference"]["file"]},
+                       golden.task, {**golden.index["reference"], "model": golden.index["reference"]["file"]},
                        {"golden": str(cfg.golden)})
-    from drtrt.idrid import read_idrid
+    from drtrt.data.idrid import read_idrid
 
     ref = load_runner(cfg.reference)
     try:
@@ -149,8 +146,8 @@ def _open_source(cfg: ParityConfig) -> _Source:
     except BaseException:
         ref.deactivate()
         raise
-    spec = ref.info.preprocess
-    return _Source(ref, items_from_samples(samples, spec), len(samples), spec,
+    spec, task = ref.info.preprocess, ref.info.task
+    return _Source(ref, items_from_samples(samples, spec, task), len(samples), spec, task,
                    {"model": str(cfg.reference), "sha256": sha256_file(cfg.reference), "backend": ref.backend,
                     "precision": ref.info.precision}, {"data": str(cfg.data), "split": cfg.split})
 
@@ -171,8 +168,9 @@ def run_parity(cfg: ParityConfig, on_progress: Callable[[int, int], None] | None
             runner = load_runner(path)
             runners.append(runner)
             if runner.info.preprocess != src.spec:
-                raise ConfigError(f"{path} preprocesses differently from the reference ({runner.info.preprocess} "
-                                  f"vs {src.spec}); parity needs identical inputs: export both from one training run")
+                raise ConfigError(f"{path} preprocesses differently from the reference "
+                                  f"({runner.info.preprocess.differences(src.spec)}); parity needs identical "
+                                  "inputs: compare models exported from one training run")
             cands.append(runner)
             thresholds.append(thresholds_for(runner.info, dict(cfg.thresholds)))
         golden_written, ref, items = None, src.ref, src.items
@@ -180,16 +178,15 @@ def run_parity(cfg: ParityConfig, on_progress: Callable[[int, int], None] | None
             golden_written = save_golden(cfg.save_golden, src.ref, items, cfg.batch_size, src.where)
             ref, items = None, GoldenSet(cfg.save_golden).items()
             src.where = {**src.where, "golden": str(cfg.save_golden)}
-        result = compare_runners(ref, cands, thresholds, items, cfg.batch_size, cfg.keep_worst, src.total, on_progress)
+        result = compare_runners(ref, cands, thresholds, items, src.task, cfg.batch_size, cfg.keep_worst, src.total,
+                                 on_progress)
     finally:
         for runner in runners:
             runner.deactivate()
     result.reference, result.source = src.reference, {**src.where, "n_images": src.total}
     result.golden_written = golden_written
-    if cfg.json is not None:
-        cfg.json.parent.mkdir(parents=True, exist_ok=True)
-        cfg.json.write_text(json.dumps(result.to_dict(), indent=2))
     if cfg.report is not None:
+
         from drtrt.verify.report import write_html
 
         write_html(result, cfg.report)
@@ -197,34 +194,35 @@ def run_parity(cfg: ParityConfig, on_progress: Callable[[int, int], None] | None
 
 
 def compare_runners(ref: Runner | None, cands: Sequence[Runner], thresholds: Sequence[ParityThresholds],
-                    items: Iterable[ParityItem], batch_size: int = 4, keep_worst: int = 6, total: int = 0,
-                    on_progress: Callable[[int, int], None] | None = None) -> ParityResult:
-    """The batch loop: reference outputs (``ref`` run, or stored in the items), then every candidate
-    on the same tensors; one report per candidate, judged by its ``thresholds``.
+                    items: Iterable[ImageItem], task: TaskSpec, batch_size: int = 4, keep_worst: int = 6,
+                    total: int = 0, on_progress: Callable[[int, int], None] | None = None) -> ParityResult:
+    """The reference's outputs (``ref`` run, or stored in the items) and every candidate's on the same
+    tensors, through one :class:`~drtrt.runtime.inference.BatchedInference`; one report per
+    candidate, judged by its ``thresholds``.
 
     The result's ``reference`` and ``source`` are left empty for the caller to fill in.
     """
-    accs = [AgreementAccumulator(keep_worst=keep_worst) for _ in cands]
-    ref_metrics = TaskMetricsAccumulator()
-    cand_metrics = [TaskMetricsAccumulator() for _ in cands]
+    runners = ([ref] if ref is not None else []) + list(cands)
+    accs = [AgreementAccumulator(task, keep_worst=keep_worst) for _ in cands]
+    ref_metrics = TaskMetricsAccumulator(task)
+    cand_metrics = [TaskMetricsAccumulator(task) for _ in cands]
+    loop = BatchedInference(runners, batch_size) if runners else None
+    chunks = loop(items) if loop else (Batch(chunk, [], []) for chunk in _chunks(items, batch_size))
     done = 0
-    for batch in _batches(iter(items), batch_size):
-        feeds = {INPUT_NAME: np.stack([it.tensor for it in batch])}
-        if batch[0].reference is not None:
-            ref_out = {k: np.stack([it.reference[k] for it in batch]) for k in batch[0].reference}
-        else:
-            ref_out = ref.infer(feeds)
-        names = [it.name for it in batch]
-        geometries = [it.geometry for it in batch]
-        rgbs = [it.rgb for it in batch]
-        outs = [runner.infer(feeds) for runner in cands]
-        for i, item in enumerate(batch):
-            ref_metrics.update(done + i, {k: v[i] for k, v in ref_out.items()}, item.grade, item.target)
-            for acc_m, out in zip(cand_metrics, outs):
-                acc_m.update(done + i, {k: v[i] for k, v in out.items()}, item.grade, item.target)
+    for batch in chunks:
+        outs = batch.outputs[1:] if ref is not None else batch.outputs
+        ref_out = batch.outputs[0] if ref is not None else {
+            k: np.stack([it.reference[k] for it in batch.items]) for k in batch.items[0].reference}
+        n = len(batch.items)
+        for i, (item, ref_image) in enumerate(zip(batch.items, split_outputs(ref_out, n))):
+            ref_metrics.update(done + i, ref_image, item.grade, item.target)
+        for acc_m, out in zip(cand_metrics, outs):
+            for i, (item, image) in enumerate(zip(batch.items, split_outputs(out, n))):
+                acc_m.update(done + i, image, item.grade, item.target)
         for acc, out in zip(accs, outs):
-            acc.update(ref_out, out, names, geometries, rgbs)
-        done += len(batch)
+            acc.update(ref_out, out, [it.name for it in batch.items], [it.geometry for it in batch.items],
+                       [it.rgb for it in batch.items])
+        done += n
         if on_progress:
             on_progress(done, total)
     # Grade AUC and PR-AUC come from scikit-learn, which a runtime-only install (the device) may lack:
@@ -241,4 +239,10 @@ def compare_runners(ref: Runner | None, cands: Sequence[Runner], thresholds: Seq
                                 "not computed: scikit-learn is not installed here (pip install scikit-learn)"))
         reports.append(CandidateReport(str(runner.path), runner.backend, runner.info.precision,
                                        sha256_file(runner.path), limits, agreement, metrics, deltas, checks))
-    return ParityResult({}, {}, reference_metrics, reports)
+    return ParityResult({}, {}, reference_metrics, task, reports)
+
+
+def _chunks(items: Iterable[ImageItem], size: int) -> Iterator[list[ImageItem]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk

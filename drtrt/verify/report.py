@@ -1,8 +1,8 @@
-"""Parity reports for people: a rich table for the terminal and one self-contained HTML file.
+"""The parity report for people: one self-contained HTML file (the terminal table is the CLI's).
 
 The HTML embeds every picture (base64 JPEG), so it can be mailed or archived alone. Worst
 cases are shown side by side: the model-space image, the reference's lesion overlay and
-the candidate's, drawn with :func:`drtrt.postprocess.overlay`.
+the candidate's, drawn with :func:`drtrt.runtime.postprocess.overlay`.
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from rich.table import Table
 
-from drtrt import LESION_NAMES
-from drtrt.postprocess import LESION_COLOURS, overlay
 from drtrt.preprocess import FieldOfView, Geometry
+from drtrt.runtime.postprocess import LESION_COLOURS, overlay
+from drtrt.task import TaskSpec
 from drtrt.verify.compare import NEAR_TIE
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em}
@@ -34,24 +33,6 @@ def fmt(value, percent: bool = False) -> str:
     if percent:
         return f"{100 * value:.1f} %"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def parity_table(result) -> Table:
-    """One row per candidate: agreements, lesion Dice, logit |Δ|, worst metric drop, verdict."""
-    table = Table(title=f"parity vs {Path(result.reference.get('model', '?')).name} "
-                        f"({result.source.get('n_images', '?')} images)")
-    for col in ("candidate", "precision", "grade agr.", "referable agr.", "lesion Dice", "max |Δ| grade",
-                "max |Δ| lesion", "worst drop", "verdict"):
-        table.add_column(col)
-    for c in result.candidates:
-        a = c.agreement
-        drops = [d["drop"] for d in c.deltas.values() if not math.isnan(d["drop"])]
-        table.add_row(Path(c.model).name, c.precision, fmt(a.grade_agreement, True), fmt(a.referable_agreement, True),
-                      fmt(a.lesions.get("mean_dice")), fmt(a.logits.get("grade_logits", {}).get("max")),
-                      fmt(a.logits.get("lesion_logits", {}).get("max")),
-                      f"{100 * max(drops):+.1f} pt" if drops else "—",
-                      "[green]PASS[/]" if c.passed else "[bold red]FAIL[/]")
-    return table
 
 
 def _identity_geometry(size: int) -> Geometry:
@@ -70,7 +51,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _worst_html(case) -> str:
+def _worst_html(case, task: TaskSpec) -> str:
     if case.ref_labels is None and case.rgb is None:
         return ""
     size = (case.ref_labels if case.ref_labels is not None else case.rgb).shape[0]
@@ -78,14 +59,14 @@ def _worst_html(case) -> str:
     figures = [_img(rgb, "input (model space)")]
     if case.ref_labels is not None:
         geometry = _identity_geometry(size)
-        figures += [_img(overlay(rgb, case.ref_labels, geometry), "reference lesions"),
-                    _img(overlay(rgb, case.cand_labels, geometry), "candidate lesions")]
+        figures += [_img(overlay(rgb, case.ref_labels, geometry, task), "reference lesions"),
+                    _img(overlay(rgb, case.cand_labels, geometry, task), "candidate lesions")]
     title = (f"{case.name}: grade {fmt(case.ref_grade)} → {fmt(case.cand_grade)}, mask Dice {fmt(case.mask_dice)}, "
              f"max |Δ| {fmt(case.max_abs_delta)}")
     return f'<div class="case"><h4>{html.escape(title)}</h4>{"".join(figures)}</div>'
 
 
-def _candidate_html(c) -> str:
+def _candidate_html(c, task: TaskSpec) -> str:
     a = c.agreement
     verdict = '<span class="pass">PASS</span>' if c.passed else '<span class="fail">FAIL</span>'
     parts = [f"<h2>{html.escape(c.model)} ({html.escape(c.precision)}, {html.escape(c.backend)}): {verdict}</h2>"]
@@ -102,7 +83,7 @@ def _candidate_html(c) -> str:
             ["lesion", "Dice", "IoU", "reference pixels", "candidate pixels"],
             [[html.escape(n), fmt(a.lesions.get(f"dice_{n}")), fmt(a.lesions.get(f"iou_{n}")),
               str(a.lesion_pixels.get(n, {}).get("reference", "—")), str(a.lesion_pixels.get(n, {}).get("candidate", "—"))]
-             for n in LESION_NAMES[1:]]
+             for n in task.lesion_codes]
             + [["mean", fmt(a.lesions.get("mean_dice")), fmt(a.lesions.get("mean_iou")), "", ""]]))
     if a.confusion:
         n = len(a.confusion)
@@ -120,7 +101,7 @@ def _candidate_html(c) -> str:
             [[html.escape(k), fmt(d["reference"]), fmt(d["candidate"]), fmt(100 * d["drop"])]
              for k, d in c.deltas.items()]))
     if a.worst:
-        parts.append("<h3>Worst cases</h3>" + "".join(_worst_html(w) for w in a.worst))
+        parts.append("<h3>Worst cases</h3>" + "".join(_worst_html(w, task) for w in a.worst))
     return "\n".join(parts)
 
 
@@ -130,13 +111,15 @@ def write_html(result, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     verdict = '<span class="pass">PASS</span>' if result.passed else '<span class="fail">FAIL</span>'
     ref = result.reference
-    legend = " ".join(f'<span style="background:rgb{tuple(int(v) for v in LESION_COLOURS[i])}">&nbsp;&nbsp;&nbsp;</span> '
-                      f"{html.escape(LESION_NAMES[i])}" for i in range(1, len(LESION_NAMES)))
+    task = result.task
+    legend = " ".join(f'<span style="background:rgb{tuple(int(v) for v in LESION_COLOURS[task.label(code)])}">'
+                      f"&nbsp;&nbsp;&nbsp;</span> {html.escape(code)}" for code in task.lesion_codes)
     head = (f"<h1>drtrt parity: {verdict}</h1><p>reference <b>{html.escape(str(ref.get('model')))}</b> "
             f"({html.escape(str(ref.get('precision')))}, {html.escape(str(ref.get('backend')))}, sha256 "
             f"{html.escape(str(ref.get('sha256', ''))[:12])}…); source {html.escape(str(result.source))}</p>"
             f"<p>lesion colours: {legend}</p>")
-    body = head + "\n".join(_candidate_html(c) for c in result.candidates)
+    body = head + "\n".join(_candidate_html(c, task) for c in result.candidates)
+
     path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>drtrt parity</title>"
                     f"<style>{_CSS}</style></head><body>{body}</body></html>", encoding="utf-8")
     return path

@@ -1,4 +1,4 @@
-"""Machine facts for benchmarks: peak memory, GPU memory, FP32 GEMM peak, FLOP count, CPU name.
+"""Machine facts for benchmarks: peak memory, GPU memory, FP32 GEMM peak, CPU name.
 
 Stdlib + NumPy only at import. Peak RSS is read from ``/proc/self/status`` (VmHWM) and reset
 per model through ``/proc/self/clear_refs`` (Linux >= 4.0); elsewhere the process-lifetime
@@ -8,13 +8,11 @@ would be a new dependency for two numbers the kernel already exposes.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
 import sys
 import time
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -135,30 +133,3 @@ def measure_gemm_peak(threads: int | None = None, n: int = 2048, repeats: int = 
     return {"best": flop / results[by][0] / 1e9, "by": by, "median": flop / results[by][1] / 1e9,
             "libraries": {k: round(flop / v[0] / 1e9, 1) for k, v in results.items()}, "n": n,
             "threads": threads or os.cpu_count() or 0}
-
-
-@lru_cache(maxsize=8)
-def _count_gflop(model_config: str, size: int) -> float | None:
-    try:
-        import torch
-        from torch.utils.flop_counter import FlopCounterMode
-    except ImportError:
-        return None
-    from drtrt.train.model import ModelConfig, build_model
-
-    with torch.device("meta"):   # shapes only: no memory, no arithmetic
-        model = build_model(ModelConfig.from_dict(json.loads(model_config))).eval()
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            model(torch.zeros(1, 3, size, size))
-    return counter.get_total_flops() / 1e9
-
-
-def count_gflop(model_config: str, size: int) -> float | None:
-    """GFLOP per image (multiply-add = 2) of the architecture a model's metadata describes.
-
-    Counted with PyTorch's FlopCounterMode on a meta-device copy at ``size`` x ``size``;
-    None when torch is not installed (the deployment device) or the config is empty.
-    """
-    if not model_config or model_config == "{}":
-        return None
-    return _count_gflop(model_config, size)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 
 from drtrt.errors import ConfigError
-from drtrt.manifest import ModelInfo
+from drtrt.model_info import ModelInfo
 from drtrt.verify.compare import NEAR_TIE, Agreement
 
 
