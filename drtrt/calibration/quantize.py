@@ -9,7 +9,7 @@ images at a time so memory stays bounded at 512², and ``quantize_static`` write
   DequantizeLinear; ONNX Runtime quantises them itself when it fuses QLinearConv);
 * the first conv, both heads and the softmax kept in FP32 by default (:data:`DEFAULT_EXCLUDE`).
 
-:func:`drtrt.calibration.gate.check_tensorrt_qdq` verifies those properties on the file
+:func:`check_tensorrt_qdq` verifies those properties on the file
 written. The same file runs on ONNX Runtime's CPU provider; ``docs/benchmarks.md`` records
 which graph rewrites (:class:`GraphPrep`) make it fast there. Needs ``onnx`` and
 ``onnxruntime``; no torch.
@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from drtrt.calibration.gate import check_tensorrt_qdq
+from drtrt.calibration.graph import head_nodes, load_onnx, nodes_named, read_info, require_fp32, write_info
 from drtrt.calibration.source import RECOMMENDED_IMAGES, CalibrationSet, TensorReader, calibration_set
-from drtrt.errors import ConfigError
-from drtrt.export.precision import derive_info, head_nodes, load_onnx, nodes_named, read_info, require_fp32, write_info
-from drtrt.manifest import INPUT_NAME, sha256_file
+from drtrt.errors import ArtefactError, ConfigError
+from drtrt.model_info import ModelInfo
+from drtrt.fileio import sha256_file
 
 METHODS = ("minmax", "entropy", "percentile")
 EXCLUDE_GROUPS = ("first-conv", "heads", "softmax")
@@ -141,14 +141,15 @@ def _split_pools(graph) -> None:
     graph.node.extend(ordered)
 
 
-def resolve_exclude(proto, exclude: Sequence[str]) -> tuple[str, ...]:
-    """Node names to keep in FP32: groups (:data:`EXCLUDE_GROUPS`) expanded, names checked."""
+def resolve_exclude(proto, exclude: Sequence[str], input_name: str) -> tuple[str, ...]:
+    """Node names to keep in FP32: groups (:data:`EXCLUDE_GROUPS`) expanded, names checked.
+    ``input_name``: the image input, whose readers are the first convs."""
     names: list[str] = []
     for item in exclude:
         if item == "none":
             continue
         if item == "first-conv":
-            names += [n.name for n in proto.graph.node if n.op_type == "Conv" and INPUT_NAME in n.input]
+            names += [n.name for n in proto.graph.node if n.op_type == "Conv" and input_name in n.input]
         elif item == "heads":
             names += head_nodes(proto)
         elif item == "softmax":
@@ -173,7 +174,7 @@ def ort_method(method: str):
             "percentile": CalibrationMethod.Percentile}[method]
 
 
-def collect_ranges(model: Path, images: CalibrationSet, spec, method: str, cache: Path,
+def collect_ranges(model: Path, images: CalibrationSet, info: ModelInfo, method: str, cache: Path,
                    on_progress: Callable[[int, int], None] | None = None) -> Path:
     """Activation ranges of ``model`` over ``images``, written as an ONNX Runtime calibration cache.
 
@@ -194,7 +195,7 @@ def collect_ranges(model: Path, images: CalibrationSet, spec, method: str, cache
                                        extra_options={"symmetric": True, "num_bins": 2048})
         for start in range(0, len(images), step):
             with contextlib.redirect_stdout(io.StringIO()):   # the histogram calibrators print progress
-                calibrator.collect_data(TensorReader(images.images[start:start + step], spec))
+                calibrator.collect_data(TensorReader(images.images[start:start + step], info))
             if on_progress:
                 on_progress(min(start + step, len(images)), len(images))
         if method == "entropy":
@@ -286,8 +287,9 @@ def calibrate_int8(onnx_in: str | os.PathLike, out: str | os.PathLike,
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="drtrt-int8-") as tmp:
         prepared = prepare_graph(onnx_in, Path(tmp) / "prepared.onnx", prep)
-        excluded = resolve_exclude(onnx.load(str(prepared), load_external_data=False), exclude)
-        cache = collect_ranges(prepared, calib, info.preprocess, method, Path(tmp) / "ranges.json", on_progress)
+        excluded = resolve_exclude(onnx.load(str(prepared), load_external_data=False), exclude,
+                                   info.task.input_name)
+        cache = collect_ranges(prepared, calib, info, method, Path(tmp) / "ranges.json", on_progress)
         quantize_static(str(prepared), str(out), None, quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         op_types_to_quantize=op_types_to_quantize(), nodes_to_exclude=list(excluded),
@@ -295,7 +297,7 @@ def calibrate_int8(onnx_in: str | os.PathLike, out: str | os.PathLike,
                         calibration_cache_path=str(cache))
     proto = onnx.load(str(out))
     qdq = check_tensorrt_qdq(proto)
-    write_info(proto, derive_info(info, "int8", calibration_method=method, calibration_images=str(len(calib)),
+    write_info(proto, info.derive("int8", calibration_method=method, calibration_images=str(len(calib)),
                                   calibration_sha256=calib.sha256, calibration_excluded=json.dumps(list(excluded)),
                                   int8_graph_prep=json.dumps(prep.names()), source_sha256=sha256_file(onnx_in)))
     onnx.checker.check_model(proto)
@@ -308,3 +310,34 @@ def calibrate_int8(onnx_in: str | os.PathLike, out: str | os.PathLike,
         "graph_prep": prep.names(), "images": calib.listing(),
     }, indent=2))
     return CalibrationResult(out, record, method, calib, excluded, qdq, time.perf_counter() - start, warns)
+
+
+def check_tensorrt_qdq(proto) -> int:
+    """Count of Q/DQ nodes; ArtefactError unless every one is what TensorRT accepts.
+
+    Rules: INT8 data with zero point 0 (symmetric); activation scales per tensor; weight
+    (initializer) scales per output channel, axis 0.
+    """
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in proto.graph.initializer}
+    problems, count = [], 0
+    for node in proto.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        count += 1
+        zp = inits.get(node.input[2]) if len(node.input) > 2 else None
+        if zp is None or zp.data_type != 3 or numpy_helper.to_array(zp).any():   # 3 = INT8
+            problems.append(f"{node.name}: zero point must be an INT8 initializer of zeros")
+        scale = numpy_helper.to_array(inits[node.input[1]]) if node.input[1] in inits else None
+        weight = inits.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        if weight is not None and len(weight.dims) > 1:
+            if scale is None or scale.ndim != 1 or scale.size != weight.dims[0] or axis != 0:
+                problems.append(f"{node.name}: weights must be quantised per output channel (axis 0)")
+        elif scale is None or scale.ndim != 0:
+            problems.append(f"{node.name}: activation scale must be one constant per tensor")
+    if problems:
+        raise ArtefactError(f"the Q/DQ model is not what TensorRT accepts: {'; '.join(problems[:3])}"
+                            f"{f' (+{len(problems) - 3} more)' if len(problems) > 3 else ''}")
+    return count

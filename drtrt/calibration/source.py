@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
+from drtrt.data.idrid import IdridSample, read_idrid
 from drtrt.errors import ConfigError, DataError
-from drtrt.idrid import IdridSample, read_idrid
-from drtrt.manifest import INPUT_NAME, sha256_file
-from drtrt.preprocess import PreprocessSpec, preprocess
+from drtrt.fileio import sha256_file
+from drtrt.model_info import ModelInfo
+from drtrt.preprocess import preprocess
 from drtrt.runtime.screening import collect_images
 
 RECOMMENDED_IMAGES = 300
@@ -89,29 +90,32 @@ class CalibrationSet:
             counts[key] = counts.get(key, 0) + 1
         return dict(sorted(counts.items()))
 
-    def reader(self, spec: PreprocessSpec, batch_size: int = 1) -> TensorReader:
-        return TensorReader(self.images, spec, batch_size)
+    def reader(self, info: ModelInfo, batch_size: int = 1) -> TensorReader:
+        return TensorReader(self.images, info, batch_size)
 
 
 class TensorReader(CalibrationDataReader):
-    """``get_next()`` -> ``{"image": float32 [B, 3, S, S]}`` batches of preprocessed images, then None.
+    """``get_next()`` -> ``{input name: float32 [B, 3, S, S]}`` batches of preprocessed images, then None.
 
-    Images are decoded and preprocessed lazily, one batch at a time, so memory stays at
+    ONNX Runtime's calibrator runs the model on these feeds itself. Images are decoded and
+    preprocessed lazily with the model's recorded spec, one batch at a time, so memory stays at
     one batch whatever the set size. ``rewind()`` starts over.
     """
 
-    def __init__(self, images: Sequence[Path], spec: PreprocessSpec, batch_size: int = 1) -> None:
+    def __init__(self, images: Sequence[Path], info: ModelInfo, batch_size: int = 1) -> None:
         if batch_size < 1:
             raise ConfigError(f"calibration batch size must be >= 1, found {batch_size}")
         self.images = list(images)
-        self.spec = spec
+        self.spec = info.preprocess
+        self.input_name = info.task.input_name
         self.batch_size = batch_size
         self._batches: Iterator[dict[str, np.ndarray]] = self._generate()
 
     def _generate(self) -> Iterator[dict[str, np.ndarray]]:
         for start in range(0, len(self.images), self.batch_size):
             chunk = self.images[start:start + self.batch_size]
-            yield {INPUT_NAME: np.stack([preprocess(p, self.spec).tensor for p in chunk])}
+            yield {self.input_name: np.stack([preprocess(p, self.spec).tensor for p in chunk])}
+
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._batches, None)

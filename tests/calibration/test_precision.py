@@ -11,9 +11,10 @@ import onnx
 import pytest
 from test_calibration import trained_model
 
-from drtrt.calibration import convert_fp16_checked
+from drtrt.calibration.api import convert_fp16_checked
 from drtrt.errors import ArtefactError, ConfigError
-from drtrt.export.precision import DEFAULT_KEEP_FP32_OPS, convert_fp16, head_nodes, read_info
+from drtrt.calibration.fp16 import convert_fp16, DEFAULT_KEEP_FP32_OPS
+from drtrt.calibration.graph import head_nodes, read_info
 
 
 @pytest.fixture(scope="session")
@@ -83,12 +84,13 @@ def test_fp16_refuses_bad_inputs(trained, tmp_path):
 
 def test_fp16_agrees_with_fp32_on_held_out_images(trained, tmp_path):
     root, fp32 = trained
-    run = convert_fp16_checked(fp32, tmp_path / "model.fp16.onnx", root, min_agreement=0.99, min_dice=0.98,
+    run = convert_fp16_checked(fp32, tmp_path / "model.fp16.onnx", root, thresholds=(("lesion_dice", "0.98"),),
                                threads=1)
-    report = run.report
-    assert report.n_images == 24 and report.grade_agreement >= 0.99
-    assert report.mean_dice >= 0.98 and sum(not np.isnan(v) for v in report.lesion_dice.values()) >= 3
-    assert report.max_abs_delta["grade_logits"] < 0.1
+    report, agreement = run.report, run.report.agreement
+    assert report.passed and report.thresholds.grade_agreement == 0.99 and report.thresholds.lesion_dice == 0.98
+    assert agreement.n_images == 24 and agreement.grade_agreement >= 0.99 and agreement.lesions["mean_dice"] >= 0.98
+    assert sum(not np.isnan(agreement.lesions[f"dice_{c}"]) for c in "EX SE MA HE".split()) >= 3
+    assert agreement.logits["grade_logits"]["max"] < 0.1
 
 
 def test_cli_fp16_reports_agreement_and_rejects_bad_thresholds(trained, tmp_path):
@@ -98,7 +100,7 @@ def test_cli_fp16_reports_agreement_and_rejects_bad_thresholds(trained, tmp_path
     proc = subprocess.run(cmd + ["--holdout", "6"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "FP16 vs FP32: 6 held-out images; grade agreement" in proc.stdout and out.exists()
-    bad = subprocess.run(cmd + ["--min-agreement", "97"], capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    bad = subprocess.run(cmd + ["--threshold", "grade_agreement=97"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr                 # a usage error
     assert bad.stderr.strip().splitlines() == [line for line in bad.stderr.strip().splitlines() if "error:" in line]
-    assert "between 0 and 1" in bad.stderr
+    assert "must lie in [0, 1]" in bad.stderr

@@ -1,5 +1,4 @@
-"""FP16 ONNX by mixed-precision conversion (SPEC §5), and the metadata helpers every derived
-precision (FP16 here, INT8 in :mod:`drtrt.calibration.quantize`) uses.
+"""FP16 ONNX by mixed-precision conversion (SPEC §5).
 
 TensorRT 11 takes precision from the ONNX file, so precision is baked into it here:
 ``onnxruntime.transformers.float16.convert_float_to_float16`` with FP32 inputs and outputs
@@ -12,81 +11,16 @@ ONNX Runtime's. Needs ``onnx`` and ``onnxruntime``; no torch.
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from drtrt.errors import ArtefactError, ConfigError
-from drtrt.manifest import ModelInfo, sha256_file
+from drtrt.calibration.graph import head_nodes, load_onnx, nodes_named, read_info, require_fp32, write_info
+from drtrt.fileio import sha256_file
 
 DEFAULT_KEEP_FP32_OPS: tuple[str, ...] = ("Softmax", "ReduceMean", "ReduceMax")
 """Op types kept in FP32 on top of ONNX Runtime's own block list (softmax and the attention
 and pooling reductions, whose sums of many values overflow or lose precision in FP16)."""
-
-
-def load_onnx(path: str | os.PathLike):
-    """``onnx.load`` with a one-line ArtefactError for a missing or unreadable file."""
-    import onnx
-
-    path = Path(path)
-    if not path.is_file():
-        raise ArtefactError(f"ONNX model not found: {path}")
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError, OSError, ... for bad files
-        raise ArtefactError(f"cannot read {path} as an ONNX model ({type(exc).__name__}); "
-                            "give the .onnx file written by `drtrt export`") from None
-
-
-def read_info(proto, source: str = "model") -> ModelInfo:
-    """The drtrt metadata of an ONNX ModelProto (ArtefactError when it has none)."""
-    return ModelInfo.from_metadata({p.key: p.value for p in proto.metadata_props}, source=source)
-
-
-def derive_info(info: ModelInfo, precision: str, **extra: str) -> ModelInfo:
-    """``info`` with a new precision and extra keys added (or replaced); everything else copied."""
-    merged = dict(info.extra)
-    merged.update(extra)
-    return dataclasses.replace(info, precision=precision, extra=tuple(sorted(merged.items())))
-
-
-def write_info(proto, info: ModelInfo) -> None:
-    """Replace drtrt's ``metadata_props`` entries with ``info`` (other tools' entries are kept).
-
-    Same contract as :func:`drtrt.export.onnx_export.set_metadata`, which cannot be imported
-    here: that module imports torch, and conversion and calibration must run without it.
-    """
-    meta = info.to_metadata()
-    keep = [p for p in proto.metadata_props if not p.key.startswith("drtrt.")]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(keep)
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-
-
-def require_fp32(info: ModelInfo, path: Path) -> None:
-    if info.precision != "fp32":
-        raise ConfigError(f"{path} is already {info.precision}; convert the FP32 model from `drtrt export` instead")
-
-
-def head_nodes(proto) -> list[str]:
-    """Names of the nodes that produce the graph outputs (the grade and lesion heads)."""
-    outputs = {o.name for o in proto.graph.output}
-    return [n.name for n in proto.graph.node if outputs & set(n.output)]
-
-
-def nodes_named(proto, names: Iterable[str]) -> list[str]:
-    """``names`` checked against the graph; ConfigError listing the unknown ones."""
-    names = list(names)
-    known = {n.name for n in proto.graph.node}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ConfigError(f"no node named {', '.join(map(repr, unknown[:3]))} in the model; "
-                          "list node names with Netron or `python -c \"import onnx; "
-                          "print([n.name for n in onnx.load('model.onnx').graph.node])\"`")
-    return names
 
 
 def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike,
@@ -121,7 +55,7 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike,
     drop_round_trip_casts(converted)
     OnnxModel.graph_topological_sort(converted.graph)   # the converter appends its input Casts last
     kept = json.dumps({"ops": sorted(set(keep_fp32_ops)), "nodes": sorted(set(nodes))})
-    write_info(converted, derive_info(info, "fp16", fp16_kept=kept, source_sha256=sha256_file(src)))
+    write_info(converted, info.derive("fp16", fp16_kept=kept, source_sha256=sha256_file(src)))
     onnx.checker.check_model(converted)
     dst.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(converted, str(dst))

@@ -17,14 +17,18 @@ import numpy as np
 import onnx
 import pytest
 
-from drtrt.calibration import CalibrateConfig, agreement, calibrate, idrid_samples
-from drtrt.calibration.gate import AgreementReport, check_tensorrt_qdq
-from drtrt.calibration.quantize import EXCLUDE_GROUPS, GraphPrep, calibrate_int8, entropy_threshold, prepare_graph
+from drtrt.calibration.api import CalibrateConfig, calibrate
+from drtrt.calibration.gate import judge
+from drtrt.calibration.quantize import (EXCLUDE_GROUPS, GraphPrep, calibrate_int8, check_tensorrt_qdq, entropy_threshold,
+                                        prepare_graph)
+from drtrt.calibration.source import idrid_samples
 from drtrt.calibration.source import (CalibrationSet, TensorReader, select_folder, select_idrid, split_folder,
                                       stratified_pick)
 from drtrt.errors import ArtefactError, ConfigError
-from drtrt.export.precision import read_info
+from drtrt.calibration.graph import read_info
+from drtrt.model_info import ModelInfo
 from drtrt.preprocess import PreprocessSpec, preprocess
+from drtrt.verify.thresholds import thresholds_for
 
 
 def trained_model(tmp_path_factory) -> tuple[Path, Path]:
@@ -37,11 +41,12 @@ def trained_model(tmp_path_factory) -> tuple[Path, Path]:
         return root, onnx_path
     import torch
 
-    from drtrt.export.onnx_export import export_onnx
-    from drtrt.synth import write_synthetic_idrid
+    from drtrt.train.checkpoint import export_checkpoint
+    from drtrt.data.synth import write_synthetic_idrid
     from drtrt.train.losses import LossConfig
     from drtrt.train.model import ModelConfig
-    from drtrt.train.trainer import TrainConfig, train
+    from drtrt.train.train_config import TrainConfig
+    from drtrt.train.trainer import train
 
     write_synthetic_idrid(root, grading=40, segmentation=30, size=128, seed=3, test_fraction=0.35)
     # 60 epochs: at 40 (channels-last training) INT8 turned one held-out image from grade 2 to 3
@@ -55,7 +60,7 @@ def trained_model(tmp_path_factory) -> tuple[Path, Path]:
         train(cfg, root, base / "run", log=lambda msg: None)
     finally:
         torch.set_num_threads(threads)
-    export_onnx(base / "run" / "best.pt", onnx_path)
+    export_checkpoint(base / "run" / "best.pt", onnx_path)
     return root, onnx_path
 
 
@@ -78,10 +83,11 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def int8_run(trained, tmp_path_factory):
-    """``drtrt calibrate``'s API with the default settings and a gate it must pass."""
+    """``drtrt calibrate``'s API with the default settings and the default gate (parity's INT8 thresholds),
+    which it must pass."""
     root, fp32 = trained
     out = tmp_path_factory.mktemp("int8") / "model.int8.onnx"
-    return calibrate(CalibrateConfig(onnx=fp32, out=out, data=root, min_agreement=0.97, min_dice=0.9, threads=1))
+    return calibrate(CalibrateConfig(onnx=fp32, out=out, data=root, threads=1))
 
 
 # --- image selection ---------------------------------------------------------------------------
@@ -132,7 +138,7 @@ def test_folder_split_keeps_held_out_images_out_of_calibration(synth_root, tmp_p
 def test_tensor_reader_feeds_the_runtime_preprocessing(synth_root):
     spec = PreprocessSpec(size=64)
     images = select_idrid(synth_root, count=3).images
-    reader = TensorReader(images, spec, batch_size=2)
+    reader = TensorReader(images, ModelInfo(spec), batch_size=2)
     first = reader.get_next()["image"]
     assert first.shape == (2, 3, 64, 64) and first.dtype == np.float32
     np.testing.assert_array_equal(first[1], preprocess(images[1], spec).tensor)
@@ -178,24 +184,29 @@ def test_int8_model_is_symmetric_per_channel_qdq_with_heads_first_conv_and_softm
     record = json.loads(int8_run.calibration.record.read_text())
     assert record["sha256"] == meta["calibration_sha256"] and len(record["images"]) == 46
     assert all("Training Set" in row["image"] for row in record["images"])
-    assert record["agreement_vs_fp32"]["n_images"] == int8_run.report.n_images and record["gate"]["failures"] == []
+    assert record["gate"]["passed"] and record["gate"]["enforced"]
+    assert record["gate"]["report"]["agreement"]["n_images"] == int8_run.report.agreement.n_images
     assert any("fewer than 300" in w for w in int8_run.warnings)
 
 
 def test_int8_agrees_with_fp32_on_held_out_images(int8_run):
+    """The gate is parity's: the same checks and the INT8 thresholds `drtrt parity` applies."""
     report = int8_run.report
-    assert report.n_images == 24
-    assert report.grade_agreement >= 0.97 and report.referable_agreement >= 0.97
-    assert report.mean_dice >= 0.9, report.summary()
-    assert sum(not np.isnan(v) for v in report.lesion_dice.values()) >= 3   # the lesions are really compared
-    assert 0 < report.max_abs_delta["lesion_logits"] < 5
+    agreement = report.agreement
+    assert agreement.n_images == 24 and report.passed and report.precision == "int8"
+    assert report.thresholds == thresholds_for(ModelInfo(PreprocessSpec(), precision="int8"))
+    assert {c.name for c in report.checks} >= {"grade agreement", "referable agreement",
+                                               "mean lesion Dice vs reference", "accuracy drop"}
+    assert agreement.grade_agreement >= 0.97 and agreement.lesions["mean_dice"] >= 0.95
+    assert sum(not np.isnan(agreement.lesions[f"dice_{c}"]) for c in "EX SE MA HE".split()) >= 3  # really compared
+    assert 0 < agreement.logits["lesion_logits"]["max"] < 5
 
 
 def test_check_rejects_asymmetric_quantisation(trained, tmp_path):
     from onnxruntime.quantization import QuantFormat, quantize_static
 
     root, fp32 = trained
-    reader = CalibrationSet(select_idrid(root, 4).images, (None,) * 4, "t").reader(read_info(onnx.load(str(fp32))).preprocess)
+    reader = CalibrationSet(select_idrid(root, 4).images, (None,) * 4, "t").reader(read_info(onnx.load(str(fp32))))
     quantize_static(str(fp32), str(tmp_path / "asym.onnx"), reader, quant_format=QuantFormat.QDQ)
     with pytest.raises(ArtefactError, match="not what TensorRT accepts"):
         check_tensorrt_qdq(onnx.load(str(tmp_path / "asym.onnx")))
@@ -206,8 +217,8 @@ def test_histogram_methods_write_valid_models(trained, tmp_path, method):
     root, fp32 = trained
     result = calibrate_int8(fp32, tmp_path / "m.onnx", root, method, images=12)
     assert dict(read_info(onnx.load(str(result.path))).extra)["calibration_method"] == method
-    report = agreement(fp32, result.path, idrid_samples(root, "test", 6), threads=1)
-    assert isinstance(report, AgreementReport) and report.n_images == 6
+    report = judge(fp32, result.path, idrid_samples(root, "test", 6), {}, threads=1)
+    assert report.agreement.n_images == 6 and report.precision == "int8"
 
 
 def test_entropy_threshold_clips_long_tails_only():
@@ -227,31 +238,34 @@ def test_unknown_exclusions_and_methods_are_refused(trained, tmp_path):
     assert set(EXCLUDE_GROUPS) == {"first-conv", "heads", "softmax"}
 
 
-def test_a_gate_without_held_out_images_is_refused_before_calibrating(trained, tmp_path):
+def test_without_held_out_images_nothing_is_checked_and_it_says_so(trained, tmp_path):
     root, fp32 = trained
-    folder = camera_folder(root, tmp_path / "three", 3)
+    folder = camera_folder(root, tmp_path / "three", 3)       # too few to set any aside
     out = tmp_path / "m.onnx"
-    with pytest.raises(ConfigError, match="need held-out images"):
-        calibrate(CalibrateConfig(onnx=fp32, out=out, images_dir=folder, min_agreement=0.9))
+    with pytest.raises(ConfigError, match="--auto-exclude needs held-out images"):
+        calibrate(CalibrateConfig(onnx=fp32, out=out, images_dir=folder, auto_exclude=True))
     assert not out.exists()
-    run = calibrate(CalibrateConfig(onnx=fp32, out=out, images_dir=folder))   # no gate asked: report nothing
+    run = calibrate(CalibrateConfig(onnx=fp32, out=out, images_dir=folder))
     assert run.report is None and out.exists() and "vs FP32" not in run.summary()
+    assert any("not checked against FP32" in w for w in run.warnings)
 
 
 # --- the command -------------------------------------------------------------------------------
 
-def test_cli_gate_failure_is_one_line_exit_1_and_moves_the_model_aside(trained, tmp_path):
+def test_cli_gate_failure_is_one_line_exit_4_and_moves_the_model_aside(trained, tmp_path):
     root, fp32 = trained
     out = tmp_path / "m.int8.onnx"
-    proc = drtrt("calibrate", "--onnx", fp32, "--data", root, "--out", out, "--images", 12,
-                 "--min-agreement", 0.97, "--min-dice", 0.9999)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
+    proc = drtrt("calibrate", "--onnx", fp32, "--data", root, "--out", out, "--images", 12, "--min-dice", 0.9999)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "misses the accuracy gate" in errors[0] and "Dice" in errors[0], proc.stderr
     assert not out.exists() and (tmp_path / "m.int8.rejected.onnx").exists()
     record = json.loads((tmp_path / "m.int8.calibration.json").read_text())
-    assert record["gate"]["failures"] and record["agreement_vs_fp32"]["mean_dice"] < 0.9999
+    assert not record["gate"]["passed"] and record["gate"]["report"]["agreement"]["lesions_vs_reference"]["mean_dice"] < 0.9999
+    report_only = drtrt("calibrate", "--onnx", fp32, "--data", root, "--out", out, "--images", 12, "--min-dice", 0.9999,
+                        "--no-gate")
+    assert report_only.returncode == 0 and "FAIL" in report_only.stdout and out.exists()
 
 
 def test_cli_calibrates_on_a_camera_folder(trained, tmp_path):
@@ -259,11 +273,12 @@ def test_cli_calibrates_on_a_camera_folder(trained, tmp_path):
     folder = camera_folder(root, tmp_path / "camera", 20)
     out = tmp_path / "cam.int8.onnx"
     proc = drtrt("calibrate", "--onnx", fp32, "--images-dir", folder, "--out", out, "--holdout", 4,
-                 "--exclude", "heads", "--exclude", "softmax")
+                 "--exclude", "heads", "--exclude", "softmax", "--min-dice", 0.9)   # 16 images, first conv in INT8
+
     assert proc.returncode == 0, proc.stderr
     assert "4 held-out images" in proc.stdout and "grade agreement" in proc.stdout
     assert "warning:" in proc.stderr and "fewer than 300" in proc.stderr
     record = json.loads(out.with_suffix(".calibration.json").read_text())
     assert record["origin"].startswith("image folder") and record["count"] == 16 and len(record["excluded"]) == 3
     bad = drtrt("calibrate", "--onnx", fp32, "--images-dir", folder, "--out", out, "--exclude", "/no/such/node")
-    assert bad.returncode == 1 and "no node named" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "no node named" in bad.stderr and "Traceback" not in bad.stderr
