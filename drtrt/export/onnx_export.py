@@ -1,10 +1,11 @@
-"""Checkpoint → ONNX (SPEC §5): opset 17, input ``image`` [N,3,S,S] with dynamic N, logits
-outputs, simplified with onnxslim, checked, metadata embedded, parity-checked against PyTorch.
+"""PyTorch model → ONNX (SPEC §5): opset 17, the task's input [N,3,S,S] with dynamic N, logits
+outputs, simplified with onnxslim (``docs/onnx-simplifiers.md`` says why not onnxsim), checked,
+metadata embedded, parity-checked against PyTorch. The checkpoint side (loading the weights,
+building the metadata) is :func:`drtrt.train.checkpoint.export_checkpoint`'s.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +14,7 @@ import numpy as np
 import torch
 
 from drtrt.errors import ArtefactError
-from drtrt.manifest import INPUT_NAME, ModelInfo, sha256_file
-from drtrt.preprocess import PreprocessSpec
-from drtrt.train.trainer import load_checkpoint, model_from_checkpoint
+from drtrt.model_info import ModelInfo
 
 OPSET = 17
 
@@ -48,56 +47,43 @@ class ExportResult:
         return f"wrote {self.path} (opset {OPSET}); ONNX Runtime vs PyTorch max |Δ|: {diffs}"
 
 
-def export_onnx(checkpoint: str | Path, out: str | Path, simplify: bool = True, check_batch: int = 2,
+def export_onnx(model: torch.nn.Module, info: ModelInfo, out: str | Path, simplify: bool = True, check_batch: int = 2,
                 tolerance: float = 1e-4) -> ExportResult:
-    """Export ``checkpoint`` to ``out`` and verify it against PyTorch on random inputs.
+    """Export ``model`` (eval mode; its ``output_names`` are the task's outputs) to ``out`` with ``info``
+    as its metadata, and verify it against PyTorch on random inputs.
 
     Raises :class:`ArtefactError` when ONNX Runtime and PyTorch differ by more than
     ``tolerance`` on any output (the file is kept for inspection).
     """
     import onnx
 
-    ckpt = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(ckpt)
-    spec = PreprocessSpec.from_dict(ckpt["preprocess"])
+    from drtrt.calibration.graph import write_info
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    names = tuple(model.output_names)
-    dummy = torch.zeros(1, 3, spec.size, spec.size)
+    names, input_name, size = tuple(model.output_names), info.task.input_name, info.preprocess.size
+    if names != info.task.outputs:
+        raise ArtefactError(f"the model returns {', '.join(names)} but its task names {', '.join(info.task.outputs)}")
+    dummy = torch.zeros(1, 3, size, size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
             _TupleOutputs(model).eval(), (dummy,), str(out), dynamo=False, opset_version=OPSET,
-            input_names=[INPUT_NAME], output_names=list(names),
-            dynamic_axes={n: {0: "batch"} for n in (INPUT_NAME, *names)}, do_constant_folding=True)
+            input_names=[input_name], output_names=list(names),
+            dynamic_axes={n: {0: "batch"} for n in (input_name, *names)}, do_constant_folding=True)
     proto = onnx.load(str(out))
-    simplified = False
     if simplify:
         import onnxslim
 
         proto = onnxslim.slim(proto)
-        simplified = True
-    info = ModelInfo(preprocess=spec, checkpoint_sha256=sha256_file(checkpoint),
-                     model_config=json.dumps(ckpt["model_config"], sort_keys=True),
-                     extra=(("source_epoch", str(ckpt.get("epoch", ""))),))
-    set_metadata(proto, info.to_metadata())
+    write_info(proto, info)
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(out))
-    diffs = compare_with_torch(model, out, spec.size, check_batch)
+    diffs = compare_with_torch(model, out, size, check_batch)
     worst = max(diffs.values())
     if worst > tolerance:
         raise ArtefactError(f"exported model differs from PyTorch by {worst:.2e} (> {tolerance:g}); see {out}")
-    return ExportResult(out, names, diffs, simplified)
-
-
-def set_metadata(proto, metadata: dict[str, str]) -> None:
-    """Replace drtrt's entries in ``metadata_props`` (other tools' entries are kept)."""
-    keep = [p for p in proto.metadata_props if p.key not in metadata]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(keep)
-    for key, value in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    return ExportResult(out, names, diffs, simplify)
 
 
 def compare_with_torch(model: torch.nn.Module, onnx_path: Path, size: int, batch: int, seed: int = 0) -> dict[str, float]:
@@ -109,5 +95,7 @@ def compare_with_torch(model: torch.nn.Module, onnx_path: Path, size: int, batch
     with torch.no_grad():
         ref = {k: v.numpy() for k, v in model(torch.from_numpy(x)).items()}
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {INPUT_NAME: x})))
+    (image,) = session.get_inputs()
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {image.name: x})))
+
     return {k: float(np.max(np.abs(ref[k] - got[k]))) for k in ref}

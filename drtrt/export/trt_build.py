@@ -2,9 +2,10 @@
 
 The engine file is the plan exactly as TensorRT serialises it (trtexec, Triton and DeepStream
 load it as is); everything drtrt knows about it goes into ``<engine>.json`` (see
-:class:`drtrt.runtime.trt.EngineManifest`). Precision follows SPEC §5: it lives in the ONNX
-(FP16 conversion, INT8 Q/DQ nodes); on TensorRT 8.5–10.x the FP16/INT8 builder flags go with
-it, on 11.x the network is strongly typed. Version differences are all in :mod:`trt_compat`.
+:class:`drtrt.runtime.engine.EngineManifest`). Precision follows SPEC §5: it lives in the ONNX
+(FP16 conversion, INT8 Q/DQ nodes from :mod:`drtrt.calibration`); on TensorRT 8.5–10.x the
+FP16/INT8 builder flags go with it, on 11.x the network is strongly typed. Version differences
+are all in :mod:`drtrt.runtime.trt_compat`.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from typing import Any, Protocol
 
 from drtrt import __version__
 from drtrt.errors import ArtefactError, BackendUnavailable, ConfigError, DrtrtError
-from drtrt.export import trt_compat as compat
-from drtrt.manifest import ModelInfo, sha256_file
+from drtrt.fileio import atomic_write, sha256_file
+from drtrt.model_info import ModelInfo
+from drtrt.runtime import trt_compat as compat
+from drtrt.runtime.base import TensorSpec
 from drtrt.runtime.cuda_mem import GpuInfo, load_cuda
-from drtrt.runtime.trt import EngineManifest, TensorSpec, manifest_path
+from drtrt.runtime.engine import EngineFile, EngineIO, EngineManifest, manifest_path
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -182,13 +185,8 @@ def _prepared_onnx(cfg: BuildConfig, trt: Any, feats: compat.TrtFeatures, builde
 def calibrate(onnx: Path, calib_data: Path, out: Path, log: Callable[[str], None] = lambda message: None) -> Path:
     """INT8 Q/DQ ONNX beside the engine (``model.int8.onnx``) via :mod:`drtrt.calibration.quantize`
     with its defaults (IDRiD training split stratified by grade, or any image folder)."""
-    try:
-        from drtrt.calibration.quantize import calibrate_int8
-    except ModuleNotFoundError as exc:
-        if not (exc.name or "").startswith("drtrt"):
-            raise
-        raise BackendUnavailable("INT8 calibration (drtrt.calibration.quantize) is not part of this install; "
-                                 "run `drtrt calibrate` where it is and build the Q/DQ ONNX it writes") from None
+    from drtrt.calibration.quantize import calibrate_int8
+
     result = calibrate_int8(onnx, out.with_name(f"{out.stem}.int8.onnx"), calib_data)
     for warning in result.warnings:
         log(f"warning: {warning}")
@@ -197,15 +195,11 @@ def calibrate(onnx: Path, calib_data: Path, out: Path, log: Callable[[str], None
 
 
 def convert_to_fp16(onnx: Path, out: Path) -> Path:
-    """FP16 ONNX beside the engine (``model.fp16.onnx``) via :mod:`drtrt.export.precision`."""
-    try:
-        from drtrt.export.precision import convert_fp16
-    except ModuleNotFoundError as exc:
-        if not (exc.name or "").startswith("drtrt"):
-            raise
-        raise BackendUnavailable("TensorRT 11 takes precision from the ONNX and FP16 conversion "
-                                 "(drtrt.export.precision) is not part of this install; give an FP16 ONNX") from None
+    """FP16 ONNX beside the engine (``model.fp16.onnx``) via :mod:`drtrt.calibration.fp16`."""
+    from drtrt.calibration.fp16 import convert_fp16
+
     target = out.with_name(f"{out.stem}.fp16.onnx")
+
     return Path(convert_fp16(onnx, target))
 
 
@@ -227,12 +221,6 @@ def _load_timing_cache(config: Any, path: Path, key: dict[str, str], log: Callab
     config.set_timing_cache(config.create_timing_cache(b""), False)
     return False
 
-
-def _write_atomic(path: Path, data: bytes | memoryview) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def rebuild_command(onnx: Path, out: Path, precision: str, cfg: BuildConfig) -> str:
@@ -282,9 +270,9 @@ def build_engine(cfg: BuildConfig, listener: BuildListener | None = None,
     if plan is None:
         raise ArtefactError(f"TensorRT could not build {parsed.path.name}: {'; '.join(logger.errors()[-3:]) or 'no message'}")
     data = memoryview(plan)
-    _write_atomic(cfg.out, data)
+    atomic_write(cfg.out, data)
     try:
-        _write_atomic(cache_file, memoryview(config.get_timing_cache().serialize()))
+        atomic_write(cache_file, memoryview(config.get_timing_cache().serialize()))
         cache_file.with_name(cache_file.name + ".json").write_text(json.dumps(cache_key))
     except OSError as exc:        # a cache is an optimisation: the engine is still good
         log(f"could not save the timing cache {cache_file}: {exc}")
@@ -294,24 +282,26 @@ def build_engine(cfg: BuildConfig, listener: BuildListener | None = None,
              "progress_monitor": monitor is not None, "seconds": round(seconds, 2),
              "command": rebuild_command(parsed.path, cfg.out, precision, cfg)}
     target = manifest_path(cfg.out)
-    manifest = _manifest(trt, feats, gpu, parsed, precision, data, profile_shapes, build, cfg.onnx)
-    _write_atomic(target, (json.dumps(manifest.to_dict(cfg.out.name), indent=2) + "\n").encode())
+    manifest = _manifest(trt, feats, gpu, parsed, precision, data, profile_shapes, build, cfg.onnx, cfg.out.name)
+    atomic_write(target, json.dumps(manifest.to_dict(), indent=2) + "\n")
     return BuildResult(cfg.out, target, precision, seconds, data.nbytes, cache_file, reused, parsed.path,
                        monitor is not None)
 
 
 def _manifest(trt: Any, feats: compat.TrtFeatures, gpu: GpuInfo, parsed: _Parsed, precision: str, plan: memoryview,
-              profile: dict, build: dict, source: Path) -> EngineManifest:
+              profile: dict, build: dict, source: Path, engine_file: str) -> EngineManifest:
     return EngineManifest(
-        engine_sha256=hashlib.sha256(plan).hexdigest(), engine_bytes=plan.nbytes, tensorrt=feats.version,
+        engine=EngineFile(engine_file, hashlib.sha256(plan).hexdigest(), plan.nbytes), tensorrt=feats.version,
         gpu={"name": gpu.name, "compute_capability": gpu.compute_capability, "total_memory": gpu.total_memory},
         cuda={"driver": gpu.driver_version, "runtime": gpu.runtime_version, "library": gpu.library},
         precision=precision, strongly_typed=feats.strongly_typed,
         onnx={"file": str(parsed.path), "sha256": sha256_file(parsed.path), "source": str(source)},
         calibration_sha256=parsed.metadata.get("drtrt.calibration_sha256", ""),
         metadata={k: v for k, v in parsed.metadata.items() if k.startswith("drtrt.")},
-        inputs=parsed.tensors(trt, outputs=False), outputs=parsed.tensors(trt, outputs=True), profile=profile,
-        build=build, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), drtrt_version=__version__)
+        io=EngineIO(parsed.tensors(trt, outputs=False), parsed.tensors(trt, outputs=True)), profile=profile,
+        preprocess=parsed.info.preprocess.to_dict(), build=build,
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), drtrt_version=__version__)
+
 
 
 def _add_profile(trt: Any, builder: Any, config: Any, parsed: _Parsed, cfg: BuildConfig) -> dict[str, dict[str, list[int]]]:
@@ -332,29 +322,3 @@ def _add_profile(trt: Any, builder: Any, config: Any, parsed: _Parsed, cfg: Buil
     if config.add_optimization_profile(profile) < 0:
         raise DrtrtError(f"TensorRT rejected the optimisation profile {shapes}")
     return shapes
-
-
-class RichBuildProgress:
-    """:class:`BuildListener` drawing TensorRT's phases into a ``rich.progress.Progress``.
-
-    A spinner from :meth:`begin` (all 8.x gives); each TensorRT phase becomes a bar while it runs.
-    """
-
-    def __init__(self, progress: Any) -> None:
-        self.progress, self.tasks = progress, {}
-
-    def begin(self, description: str) -> None:
-        self.progress.add_task(description, total=None, info="")
-
-    def phase_start(self, name: str, parent: str | None, steps: int) -> None:
-        self.tasks[name] = self.progress.add_task(f"  {name}", total=max(steps, 1), info="")
-
-    def step(self, name: str, step: int) -> bool:
-        if name in self.tasks:
-            self.progress.update(self.tasks[name], completed=step + 1)
-        return True
-
-    def phase_finish(self, name: str) -> None:
-        task = self.tasks.pop(name, None)
-        if task is not None:
-            self.progress.remove_task(task)

@@ -1,9 +1,11 @@
 """Checkpoints: weights-only files (``torch.load(weights_only=True)`` reads them; no pickled code).
 
-A checkpoint is a dict of tensors and plain containers. ``best.pt`` carries the model only;
-``last.pt`` also carries the resume state: optimizer, scheduler, AMP scaler, epoch, step
-within the epoch, global step, torch RNG state (CPU and CUDA), the partial epoch's losses,
-and the run's history and best score so far (as JSON strings).
+A checkpoint is a dict of tensors and plain containers. ``best.pt`` carries the model, its
+config, preprocessing and task vocabulary; ``last.pt`` also carries the resume state:
+optimizer, scheduler, AMP scaler, epoch, step within the epoch, global step, torch RNG state
+(CPU and CUDA), the partial epoch's losses, and the run's history and best score so far (as
+JSON strings). :func:`checkpoint_info` is what a checkpoint says about itself, the same
+:class:`~drtrt.model_info.ModelInfo` its ONNX export carries (:func:`export_checkpoint`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,11 @@ import torch
 
 from drtrt import __version__
 from drtrt.errors import ArtefactError
-from drtrt.train.model import ModelConfig, build_model
+from drtrt.fileio import sha256_file
+from drtrt.model_info import ModelInfo
+from drtrt.preprocess import PreprocessSpec
+from drtrt.task import TaskSpec
+from drtrt.train.model import ModelConfig, build_model, count_gflop, task_spec
 
 CHECKPOINT_FORMAT = "drtrt-checkpoint/1"
 
@@ -33,6 +39,7 @@ def make_checkpoint(model: torch.nn.Module, cfg, epoch: int, metrics: dict, opti
         "drtrt_version": __version__,
         "model_config": cfg.model.to_dict(),
         "preprocess": cfg.preprocess.to_dict(),
+        "task": json.dumps(task_spec(cfg.model).to_dict()),
         "train_config": json.dumps(cfg.to_dict()),
         "epoch": epoch,
         "metrics": json.dumps(metrics),
@@ -66,7 +73,31 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+def checkpoint_info(ckpt: dict, path: str | Path) -> ModelInfo:
+    """The :class:`ModelInfo` of a loaded checkpoint (``path``: its file, for the hash): preprocessing,
+    task vocabulary (derived from the model config for checkpoints that predate storing it),
+    provenance and the architecture's GFLOP per image."""
+    model_cfg = ModelConfig.from_dict(ckpt["model_config"])
+    task = TaskSpec.from_dict(json.loads(ckpt["task"])) if "task" in ckpt else task_spec(model_cfg)
+    preprocess = PreprocessSpec.from_dict(ckpt["preprocess"])
+    gflop = count_gflop(model_cfg, preprocess.size)
+    return ModelInfo(preprocess=preprocess, task=task, checkpoint_sha256=sha256_file(path),
+                     model_config=json.dumps(ckpt["model_config"], sort_keys=True),
+                     extra=(("gflop_per_image", f"{gflop:.4f}"), ("source_epoch", str(ckpt.get("epoch", "")))))
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, simplify: bool = True, check_batch: int = 2):
+    """``drtrt export``: the checkpoint's model to ONNX with its :func:`checkpoint_info` as metadata,
+    checked against PyTorch on a random batch of ``check_batch`` (:func:`drtrt.export.onnx_export.export_onnx`)."""
+    from drtrt.export.onnx_export import export_onnx
+
+    ckpt = load_checkpoint(checkpoint)
+    return export_onnx(model_from_checkpoint(ckpt), checkpoint_info(ckpt, checkpoint), out, simplify=simplify,
+                       check_batch=check_batch)
+
+
 def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
+
     """The checkpoint's model in eval mode, on the CPU."""
     model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
     model.load_state_dict(ckpt["state_dict"])

@@ -22,8 +22,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
-from drtrt.idrid import IdridIndex, IdridSample, load_label_map
+from drtrt.data.idrid import IdridIndex, IdridSample
+from drtrt.data.masks import load_label_map
 from drtrt.preprocess import PreprocessSpec, normalise, preprocess
+from drtrt.task import TaskSpec
 from drtrt.train.augment import AugmentConfig, augment
 from drtrt.train.losses import GRADE_IGNORE, MASK_IGNORE
 
@@ -80,10 +82,12 @@ class FundusDataset(Dataset):
 
     def __init__(self, items: Sequence[LabelledSample], spec: PreprocessSpec,
                  augment_cfg: AugmentConfig | None = None, cache_dir: str | os.PathLike | None = None,
-                 memory_cache: bool = True) -> None:
+                 memory_cache: bool = True, task: TaskSpec = TaskSpec()) -> None:
+        """``task``: the model's vocabulary, which lesion label each mask becomes."""
         self.items = list(items)
         self.memory_cache = memory_cache   # False: decode on every access (benchmarks' "no cache" case)
         self.spec = spec
+        self.task = task
         self.augment_cfg = augment_cfg
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._memory: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -121,14 +125,15 @@ class FundusDataset(Dataset):
         files = [item.sample.image, *sorted(item.sample.masks.values()),
                  *([item.pseudo_mask] if item.pseudo_mask else [])]
         ident = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-        key = json.dumps([ident, item.has_mask, self.spec.to_dict()], sort_keys=True)
+        key = json.dumps([ident, item.has_mask, self.spec.to_dict(), self.task.lesion_codes], sort_keys=True)
         return self.cache_dir / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".npz")
 
     def _load(self, item: LabelledSample) -> tuple[np.ndarray, np.ndarray]:
         pre = preprocess(item.sample.image, self.spec)
         size = self.spec.size
         if item.sample.has_masks:
-            label = pre.geometry.to_model(load_label_map(item.sample), interpolation="nearest")
+            label = pre.geometry.to_model(load_label_map(item.sample, task=self.task), interpolation="nearest")
+
         elif item.pseudo_mask is not None:
             label = pre.geometry.to_model(read_label_png(item.pseudo_mask), interpolation="nearest")
         elif item.has_mask:  # grade 0: known to be lesion-free

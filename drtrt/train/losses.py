@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from drtrt.task import TaskSpec
+
 GRADE_IGNORE = -1
 MASK_IGNORE = 255
 
@@ -56,16 +58,19 @@ class LossConfig:
 
 
 def multitask_loss(outputs: dict[str, torch.Tensor], grade: torch.Tensor, mask: torch.Tensor,
-                   cfg: LossConfig) -> dict[str, torch.Tensor]:
-    """Returns ``{"grade", "lesion", "total"}``; a term with no labelled sample in the batch is 0."""
+                   cfg: LossConfig, task: TaskSpec) -> dict[str, torch.Tensor]:
+    """Returns ``{"grade", "lesion", "total"}``; a term with no labelled sample in the batch is 0.
+
+    ``outputs`` are keyed by ``task``'s output names (a baseline has only one of them)."""
     # Zero that touches every output, so every parameter gets a (zero) gradient and
     # DistributedDataParallel never waits for a branch a batch had no label for.
     zero = sum(o.sum() for o in outputs.values()) * 0.0
     losses = {"grade": zero, "lesion": zero}
-    if "grade_logits" in outputs and (grade != GRADE_IGNORE).any():
-        losses["grade"] = F.cross_entropy(outputs["grade_logits"], grade, ignore_index=GRADE_IGNORE)
-    if "lesion_logits" in outputs and (mask != MASK_IGNORE).any():
-        logits = outputs["lesion_logits"]
+    if task.grade_output in outputs and (grade != GRADE_IGNORE).any():
+        losses["grade"] = F.cross_entropy(outputs[task.grade_output], grade, ignore_index=GRADE_IGNORE)
+    if task.lesion_output in outputs and (mask != MASK_IGNORE).any():
+        logits = outputs[task.lesion_output]
+
         weights = class_balanced_weights(mask, logits.shape[1], cfg.beta).to(logits.device)
         lesion = F.cross_entropy(logits, mask, weight=weights, ignore_index=MASK_IGNORE)
         if cfg.dice_weight:

@@ -2,11 +2,12 @@
 
 ``build_model(ModelConfig(...))`` returns a plain ``nn.Module`` whose ``forward(x)`` takes
 ``x: float [N, 3, H, W]`` (H and W multiples of :data:`INPUT_MULTIPLE` = 32, at least 32) and
-returns a dict of logits, keys in :data:`OUTPUT_NAMES` order:
+returns a dict of logits keyed by the output names of its task vocabulary (``model.task``,
+:func:`task_spec`), grade first:
 
-* ``"multitask"``: ``grade_logits [N, num_grades]`` and ``lesion_logits [N, num_lesion_classes, H, W]``;
-* ``"vgg16"`` (classifier baseline): ``grade_logits`` only;
-* ``"unet-vgg16"`` (segmenter baseline): ``lesion_logits`` only.
+* ``"multitask"``: grade logits ``[N, num_grades]`` and lesion logits ``[N, num_lesion_classes, H, W]``;
+* ``"vgg16"`` (classifier baseline): grade logits only;
+* ``"unet-vgg16"`` (segmenter baseline): lesion logits only.
 
 No softmax is applied to the outputs. ``shared_depth``, ``deep_fusion`` and ``shallow_fusion``
 only concern ``"multitask"``; the baselines ignore them. State-dict keys name where each weight
@@ -22,7 +23,7 @@ at 512² (multiply-add = 2, ``torch.utils.flop_counter``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -32,11 +33,11 @@ from torch import nn
 from drtrt.config import from_dict as _config_from_dict
 from drtrt.config import to_dict as _config_to_dict
 from drtrt.errors import ArtefactError, ConfigError
+from drtrt.task import TaskSpec
 from drtrt.train.fusion import DeepFusion, ShallowFusion, conv_norm_act
 
 ARCHS = ("multitask", "vgg16", "unet-vgg16")
 SHARED_DEPTHS = (3, 4, 5)
-OUTPUT_NAMES = ("grade_logits", "lesion_logits")
 INPUT_MULTIPLE = 32                       # five 2× poolings: four in the encoder, one in the U-Net centre
 VGG16_WIDTHS = (64, 128, 256, 512, 512)   # output channels of VGG16 blocks 1..5
 VGG16_CONVS = (2, 2, 3, 3, 3)             # 3×3 convs per block
@@ -77,6 +78,19 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         return _config_from_dict(cls, d, where="model.")
+
+
+def task_spec(cfg: ModelConfig) -> TaskSpec:
+    """The task vocabulary of a model built from ``cfg``: drtrt's (:class:`~drtrt.task.TaskSpec`)
+    with the heads the architecture has, and numbered names if the class counts differ from it."""
+    task = TaskSpec().with_heads(grade=cfg.arch != "unet-vgg16", lesion=cfg.arch != "vgg16")
+    if cfg.num_grades != task.n_grades:
+        task = replace(task, grade_names=tuple(f"grade {g}" for g in range(cfg.num_grades)),
+                       referable_min_grade=min(task.referable_min_grade, cfg.num_grades - 1))
+    if cfg.num_lesion_classes != task.n_lesion_classes:
+        codes = tuple(f"L{c}" for c in range(1, cfg.num_lesion_classes))
+        task = replace(task, lesion_codes=codes, lesion_long_names=tuple(f"lesion class {c[1:]}" for c in codes))
+    return task
 
 
 def scaled(channels: int, width: float) -> int:
@@ -182,10 +196,16 @@ class GradeHead(nn.Module):
 
 
 class _Net(nn.Module):
-    """Common attributes: ``config``, ``output_names``, and ``vgg_blocks()`` for ImageNet loading."""
+    """Common attributes: ``config``, ``task`` (its vocabulary), ``output_names`` (the task's outputs),
+    and ``vgg_blocks()`` for ImageNet loading."""
 
     config: ModelConfig
+    task: TaskSpec
     output_names: tuple[str, ...]
+
+    def _name(self, cfg: ModelConfig) -> None:
+        self.config, self.task = cfg, task_spec(cfg)
+        self.output_names = self.task.outputs
 
     def vgg_blocks(self) -> list[tuple[int, nn.Sequential]]:
         """Every VGG16 block copy in the model as ``(block number 1..5, module)``."""
@@ -197,7 +217,7 @@ class MultiTaskNet(_Net):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.config, self.output_names = cfg, OUTPUT_NAMES
+        self._name(cfg)
         d, w, bn = cfg.shared_depth, cfg.width, cfg.batch_norm
         self.shared = VGGStage(1, d, w, bn)
         if d < 5:
@@ -226,7 +246,7 @@ class MultiTaskNet(_Net):
         lesion_logits = self.seg_head(self.decoder(seg_feats[:4], seg5))
         if self.shallow_fusion is not None:
             cls5 = self.shallow_fusion(lesion_logits, cls5)
-        return {"grade_logits": self.grade_head(cls5), "lesion_logits": lesion_logits}
+        return {self.task.grade_output: self.grade_head(cls5), self.task.lesion_output: lesion_logits}
 
 
 class VGG16Classifier(_Net):
@@ -234,14 +254,14 @@ class VGG16Classifier(_Net):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.config, self.output_names = cfg, ("grade_logits",)
+        self._name(cfg)
         self.encoder = VGGStage(1, 5, cfg.width, cfg.batch_norm)
         self.grade_head = GradeHead(self.encoder.out_channels, cfg.num_grades)
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         _check_input(x)
-        return {"grade_logits": self.grade_head(self.encoder(x)[-1])}
+        return {self.task.grade_output: self.grade_head(self.encoder(x)[-1])}
 
 
 class UNetVGG16(_Net):
@@ -249,7 +269,7 @@ class UNetVGG16(_Net):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.config, self.output_names = cfg, ("lesion_logits",)
+        self._name(cfg)
         self.encoder = VGGStage(1, 5, cfg.width, cfg.batch_norm)
         self.decoder = UNetDecoder(cfg.width, cfg.batch_norm)
         self.seg_head = nn.Conv2d(self.decoder.out_channels, cfg.num_lesion_classes, 1)
@@ -258,7 +278,7 @@ class UNetVGG16(_Net):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         _check_input(x)
         feats = self.encoder(x)
-        return {"lesion_logits": self.seg_head(self.decoder(feats[:4], feats[4]))}
+        return {self.task.lesion_output: self.seg_head(self.decoder(feats[:4], feats[4]))}
 
 
 def init_weights(model: nn.Module) -> None:
@@ -286,7 +306,20 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     return {"multitask": MultiTaskNet, "vgg16": VGG16Classifier, "unet-vgg16": UNetVGG16}[cfg.arch](cfg)
 
 
+def count_gflop(cfg: ModelConfig, size: int) -> float:
+    """GFLOP per image (multiply-add = 2) of the architecture ``cfg`` at ``size`` x ``size``, counted
+    with PyTorch's FlopCounterMode on a meta-device copy (shapes only: no memory, no arithmetic)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = build_model(cfg).eval()
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(torch.zeros(1, 3, size, size))
+    return counter.get_total_flops() / 1e9
+
+
 def count_parameters(model: nn.Module) -> int:
+
     """Number of parameters (all are trainable); BN running statistics are buffers, not counted."""
     return sum(p.numel() for p in model.parameters())
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,12 +27,13 @@ import cv2
 import numpy as np
 
 from drtrt import __version__
+from drtrt.data.idrid import IdridIndex, IdridSample, read_idrid
 from drtrt.errors import DataError
-from drtrt.idrid import IdridIndex, read_idrid
-from drtrt.manifest import INPUT_NAME, sha256_file
-from drtrt.preprocess import preprocess
+from drtrt.fileio import sha256_file
+from drtrt.runtime.inference import BatchedInference
 from drtrt.train.data import LabelledSample
 from drtrt.train.train_config import TrainConfig
+from drtrt.verify.items import ImageItem, items_from_samples
 
 
 @dataclass(frozen=True)
@@ -77,31 +78,29 @@ def make_pseudo_labels(data: str | Path | IdridIndex, out: str | Path, cfg: Trai
                 segmenter = out / name / "best.pt"
     grader, segmenter = Path(grader), Path(segmenter)
     (out / "masks").mkdir(exist_ok=True)
-    rows, graded, masked = [], 0, 0
-    with TorchRunner(grader) as grade_runner, TorchRunner(segmenter) as seg_runner:
-        for sample in index.select(split="train"):
-            need_grade, need_mask = sample.grade is None, not sample.has_masks
-            if not (need_grade or need_mask):
-                continue
-            pre_g = preprocess(sample.image, grade_runner.info.preprocess)
-            logits = grade_runner.infer({INPUT_NAME: pre_g.tensor[None]})["grade_logits"][0].astype(np.float64)
-            probs = np.exp(logits - logits.max())
+    todo = [s for s in index.select(split="train") if s.grade is None or not s.has_masks]
+    rows, grades, sizes = [], {}, {}
+    with TorchRunner(grader) as grade_runner:
+        for sample, item, logits in _predict(grade_runner, todo, grade_runner.info.task.grade_output):
+            probs = np.exp(logits.astype(np.float64) - logits.max())
             probs /= probs.sum()
-            grade = sample.grade if not need_grade else int(probs.argmax())
-            graded += need_grade
-            rows.append([sample.key, grade, "pseudo" if need_grade else "real", *(f"{p:.6f}" for p in probs)])
-            if need_mask:
-                pre_s = preprocess(sample.image, seg_runner.info.preprocess)
-                if grade == 0:
-                    label = np.zeros(pre_s.geometry.original_size, np.uint8)   # (height, width)
-                else:
-                    lesion = seg_runner.infer({INPUT_NAME: pre_s.tensor[None]})["lesion_logits"][0]
-                    label = pre_s.geometry.to_original(lesion.argmax(0).astype(np.uint8), interpolation="nearest")
-                cv2.imwrite(str(mask_file(out, sample.key)), label)
-                masked += 1
+            grades[sample.key] = sample.grade if sample.grade is not None else int(probs.argmax())
+            sizes[sample.key] = item.geometry.original_size   # (height, width)
+            rows.append([sample.key, grades[sample.key], "real" if sample.grade is not None else "pseudo",
+                         *(f"{p:.6f}" for p in probs)])
+    unmasked = [s for s in todo if not s.has_masks]
+    with TorchRunner(segmenter) as seg_runner:
+        lesion_output = seg_runner.info.task.lesion_output
+        for sample, item, lesion in _predict(seg_runner, [s for s in unmasked if grades[s.key] != 0], lesion_output):
+            label = item.geometry.to_original(lesion.argmax(0).astype(np.uint8), interpolation="nearest")
+            cv2.imwrite(str(mask_file(out, sample.key)), label)
+    for sample in unmasked:
+        if grades[sample.key] == 0:
+            cv2.imwrite(str(mask_file(out, sample.key)), np.zeros(sizes[sample.key], np.uint8))
+    graded, masked = sum(s.grade is None for s in todo), len(unmasked)
     with (out / "grades.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["key", "grade", "source", *(f"p{i}" for i in range(5))])
+        writer.writerow(["key", "grade", "source", *(f"p{i}" for i in range(len(rows[0]) - 3 if rows else 0))])
         writer.writerows(rows)
     provenance = {
         "drtrt_version": __version__, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -143,3 +142,10 @@ def apply_pseudo_labels(items: Sequence[LabelledSample], labels: str | Path) -> 
                                 "re-run `drtrt pseudo-label` on this data set")
         out.append(LabelledSample(item.sample, grade, True, mask))
     return out
+
+
+def _predict(runner, samples: Sequence[IdridSample], output: str) -> Iterator[tuple[IdridSample, ImageItem, np.ndarray]]:
+    """``runner``'s ``output`` for each sample, one image per forward pass, with its preprocessed item."""
+    items = items_from_samples(samples, runner.info.preprocess, runner.info.task, targets=False)
+    for sample, batch in zip(samples, BatchedInference(runner, batch_size=1)(items)):
+        yield sample, batch.items[0], batch.outputs[0][output][0]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from drtrt.errors import ConfigError
-from drtrt.train.trainer import TrainConfig
+from drtrt.train.train_config import TrainConfig
 
 THESIS_RECIPES: dict[str, dict[str, Any]] = {
     # thesis §4.3: classification 100 epochs, batch 4, lr 1e-3; segmentation 300 epochs, batch 2, lr 1e-2

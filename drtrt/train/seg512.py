@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 
 from drtrt.errors import DataError
-from drtrt.idrid import (IMAGES_DIR, LESION_CODES, LESION_DIRS, SEGMENTATION_DIR, SEGMENTATION_TRUTH_DIR,
-                         SPLIT_DIRS, write_lesion_mask)
+from drtrt.data.idrid import IMAGES_DIR, LESION_DIRS, SEGMENTATION_DIR, SEGMENTATION_TRUTH_DIR, SPLIT_DIRS
+from drtrt.data.masks import write_lesion_mask
 
 OVERLAY_THRESHOLD = 60
 """Mask = max over colour channels of the overlay > this (README of idrid-seg-512)."""
@@ -68,11 +68,11 @@ def convert_seg512(src: str | Path, out: str | Path, test_fraction: float = 0.2,
     for split, members in (("train", sorted(train)), ("test", sorted(test))):
         image_out = seg / IMAGES_DIR / SPLIT_DIRS[split]
         image_out.mkdir(parents=True, exist_ok=True)
-        for code in LESION_CODES:
+        for code in LESION_DIRS:
             (seg / SEGMENTATION_TRUTH_DIR / SPLIT_DIRS[split] / LESION_DIRS[code]).mkdir(parents=True, exist_ok=True)
         for name in members:
             shutil.copyfile(images_dir / f"{name}.jpg", image_out / f"{name}.jpg")
-            for code in LESION_CODES:
+            for code in LESION_DIRS:
                 overlay = overlays_dir / f"{name}_{code}.jpg"
                 if overlay.exists():  # a missing overlay means no lesion of that type, as in IDRiD
                     mask = overlay_mask(overlay, threshold)

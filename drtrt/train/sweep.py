@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from drtrt.errors import DataError
-from drtrt.idrid import IdridIndex, read_idrid
-from drtrt.metrics import json_ready
+from drtrt.data.idrid import IdridIndex, read_idrid
+from drtrt.fileio import json_ready
 from drtrt.train.train_config import TrainConfig
 
 COLUMNS: tuple[tuple[str, str], ...] = (("accuracy", "Acc"), ("macro_f1", "macro-F1"), ("auc", "AUC"),
@@ -40,7 +40,7 @@ BASELINE_SUBSETS = {"vgg16": ("grading",), "unet-vgg16": ("segmentation",)}   # 
 def train_and_score(cfg: TrainConfig, index: IdridIndex, run_dir: Path, split: str = "test",
                     log: Callable[[str], None] = print, cache_dir: str | Path | None = None) -> dict:
     """Train one run into ``run_dir`` and return the metrics of its ``best.pt`` on ``split``."""
-    from drtrt.evaluate import evaluate_runner
+    from drtrt.verify.evaluate import evaluate_runner
     from drtrt.train.torch_runner import TorchRunner
     from drtrt.train.trainer import train
 

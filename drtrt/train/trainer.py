@@ -26,16 +26,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from drtrt.data.idrid import IdridIndex, read_idrid
 from drtrt.errors import ConfigError, DataError
-from drtrt.idrid import IdridIndex, read_idrid
-from drtrt.metrics import SegmentationScores, grade_metrics, json_ready
-from drtrt.train.checkpoint import (CHECKPOINT_FORMAT, load_checkpoint, make_checkpoint,  # noqa: F401 (re-exported)
-                                    model_from_checkpoint, restore_rng, save_atomic)
+from drtrt.fileio import json_ready
+from drtrt.train.checkpoint import load_checkpoint, make_checkpoint, restore_rng, save_atomic
 from drtrt.train.data import EpochSampler, FundusDataset, training_items
 from drtrt.train.distributed import barrier, device_for, init_distributed, shutdown
 from drtrt.train.losses import GRADE_IGNORE, multitask_loss
-from drtrt.train.model import build_model, load_imagenet_vgg16
-from drtrt.train.train_config import TrainConfig, replace_config, resolve_device  # noqa: F401 (re-exported)
+from drtrt.train.model import build_model, load_imagenet_vgg16, task_spec
+from drtrt.train.train_config import TrainConfig, resolve_device
+from drtrt.verify.metrics import SegmentationScores, grade_metrics
 
 RESUME_FREE_KEYS = ("device", "workers", "compile")   # may differ between a run and its resumption
 
@@ -71,16 +71,17 @@ def evaluate_model(model: torch.nn.Module, loader: DataLoader, device: torch.dev
     """Grade metrics on samples with a grade, lesion Dice/IoU on samples with a mask."""
     was_training = model.training
     model.eval()
+    task = model.task
     grades, probs = [], []
-    seg, has_seg = SegmentationScores(), False
+    seg, has_seg = SegmentationScores(task.lesion_names), False
     for batch in loader:
         outputs = model(batch["image"].to(device))
-        if "grade_logits" in outputs:
+        if task.grade_output in outputs:
             known = batch["grade"] != GRADE_IGNORE
             grades.append(batch["grade"][known].numpy())
-            probs.append(outputs["grade_logits"].float().softmax(1)[known.to(device)].cpu().numpy())
-        if "lesion_logits" in outputs:
-            pred = outputs["lesion_logits"].argmax(1).cpu().numpy()
+            probs.append(outputs[task.grade_output].float().softmax(1)[known.to(device)].cpu().numpy())
+        if task.lesion_output in outputs:
+            pred = outputs[task.lesion_output].argmax(1).cpu().numpy()
             for t, p in zip(batch["mask"].numpy(), pred):
                 if (t != 255).any():
                     seg.update(t, p)
@@ -88,7 +89,7 @@ def evaluate_model(model: torch.nn.Module, loader: DataLoader, device: torch.dev
     model.train(was_training)
     metrics: dict = {}
     if grades and sum(len(g) for g in grades):
-        metrics.update(grade_metrics(np.concatenate(grades), np.concatenate(probs)))
+        metrics.update(grade_metrics(np.concatenate(grades), np.concatenate(probs), task.referable_min_grade))
     if has_seg:
         metrics.update(seg.result())
     return metrics
@@ -115,6 +116,12 @@ def train(cfg: TrainConfig, data: str | Path | IdridIndex, run_dir: str | Path,
     if not ctx.is_main:
         log, on_progress = (lambda msg: None), None
     run_dir.mkdir(parents=True, exist_ok=True)
+    if resume and not (run_dir / "last.pt").is_file():
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"nothing to resume in {run_dir}: it holds no config.yaml and no last.pt from "
+                              "`drtrt train`; start the run with --out")
+        log(f"{run_dir} was stopped before its first checkpoint: starting it again from its config.yaml")
+        resume = False
     seed_everything(cfg.seed)
     index = data if isinstance(data, IdridIndex) else read_idrid(data)
     train_items, val_items = training_items(index, cfg.val_fraction, cfg.seed, cfg.subsets)
@@ -124,8 +131,10 @@ def train(cfg: TrainConfig, data: str | Path | IdridIndex, run_dir: str | Path,
         train_items = apply_pseudo_labels(train_items, cfg.pseudo_labels)
     if not train_items:
         raise DataError(f"no training images found under {index.root}")
-    train_ds = FundusDataset(train_items, cfg.preprocess, cfg.augment, cache_dir)
-    val_ds = FundusDataset(val_items, cfg.preprocess, None, cache_dir)
+    task = task_spec(cfg.model)
+    train_ds = FundusDataset(train_items, cfg.preprocess, cfg.augment, cache_dir, task=task)
+    val_ds = FundusDataset(val_items, cfg.preprocess, None, cache_dir, task=task)
+
     if cfg.workers and train_ds.memory_cache:
         # Loaders (and their workers) are made per epoch; filling the memory cache first lets the
         # forked workers share it instead of decoding every image again each epoch.
@@ -194,7 +203,8 @@ def train(cfg: TrainConfig, data: str | Path | IdridIndex, run_dir: str | Path,
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=use_autocast):
                 outputs = forward(images)
             outputs = {k: v.float() for k, v in outputs.items()}   # losses in FP32 whatever the autocast
-            loss = multitask_loss(outputs, batch["grade"].to(device), batch["mask"].to(device), cfg.loss)
+            loss = multitask_loss(outputs, batch["grade"].to(device), batch["mask"].to(device), cfg.loss, model.task)
+
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss["total"]).backward()
             scaler.step(optimizer)

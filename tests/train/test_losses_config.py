@@ -3,6 +3,7 @@ import torch
 
 from drtrt.config import from_dict, to_dict
 from drtrt.errors import ConfigError
+from drtrt.task import TaskSpec
 from drtrt.train.losses import LossConfig, class_balanced_weights, multitask_loss
 
 
@@ -21,7 +22,7 @@ def test_ignored_labels_give_zero_loss_terms():
                "lesion_logits": torch.randn(2, 5, 8, 8, requires_grad=True)}
     grade = torch.tensor([-1, -1])
     mask = torch.full((2, 8, 8), 255)
-    losses = multitask_loss(outputs, grade, mask, LossConfig())
+    losses = multitask_loss(outputs, grade, mask, LossConfig(), TaskSpec())
     assert losses["total"].item() == 0.0
     losses["total"].backward()  # still differentiable
 
@@ -32,14 +33,14 @@ def test_partial_labels_use_only_known_parts():
     grade = torch.tensor([3, -1])
     mask = torch.full((2, 8, 8), 255)
     mask[1] = 0
-    losses = multitask_loss(outputs, grade, mask, LossConfig(dice_weight=0.5))
+    losses = multitask_loss(outputs, grade, mask, LossConfig(dice_weight=0.5), TaskSpec())
     expected = torch.nn.functional.cross_entropy(outputs["grade_logits"][:1], grade[:1])
     assert losses["grade"].item() == pytest.approx(expected.item())
     assert losses["lesion"].item() > 0
 
 
 def test_config_round_trip_and_unknown_key():
-    from drtrt.train.trainer import TrainConfig
+    from drtrt.train.train_config import TrainConfig
 
     cfg = TrainConfig(epochs=3)
     assert TrainConfig.from_dict(to_dict(cfg)) == cfg

@@ -10,11 +10,14 @@ import pytest
 import torch
 
 from drtrt.export.onnx_export import compare_with_torch
-from drtrt.manifest import INPUT_NAME, ModelInfo
+from drtrt.model_info import ModelInfo
 from drtrt.preprocess import PreprocessSpec
 from drtrt.runtime.ort import OrtRunner
 from drtrt.runtime.predictor import Predictor
-from drtrt.train.trainer import load_checkpoint, model_from_checkpoint
+from drtrt.task import TaskSpec
+from drtrt.train.checkpoint import load_checkpoint, model_from_checkpoint
+
+INPUT_NAME = TaskSpec().input_name
 
 
 def test_checkpoint_loads_with_weights_only(tiny_run):
@@ -32,7 +35,8 @@ def test_onnx_graph_names_opset_and_metadata(tiny_onnx, tiny_run):
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
     meta = {p.key: p.value for p in proto.metadata_props}
     info = ModelInfo.from_metadata(meta)
-    assert info.preprocess == PreprocessSpec(size=64)
+    assert info.preprocess == PreprocessSpec(size=64) and info.task == TaskSpec()      # the vocabulary travels
+    assert float(dict(info.extra)["gflop_per_image"]) > 0
     assert len(info.checkpoint_sha256) == 64
     assert not any(n.op_type == "ConvTranspose" for n in proto.graph.node)
     producers = {out: n.op_type for n in proto.graph.node for out in n.output}
@@ -70,7 +74,7 @@ def test_runtime_imports_and_screens_without_torch(tiny_onnx, synth_root):
     image = next((synth_root / "A. Segmentation" / "1. Original Images" / "b. Testing Set").glob("*.jpg"))
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
-        "import drtrt.runtime, drtrt.preprocess, drtrt.postprocess, drtrt.runtime.screening, drtrt.cli\n"
+        "import drtrt.runtime, drtrt.preprocess, drtrt.runtime.postprocess, drtrt.runtime.screening, drtrt.cli\n"
         "from drtrt.runtime.predictor import Predictor\n"
         f"r = Predictor({str(tiny_onnx)!r}).screen({str(image)!r})\n"
         "assert r.status == 'graded', r.reason\n"

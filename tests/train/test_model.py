@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from drtrt.errors import ArtefactError, ConfigError
-from drtrt.train.model import (OUTPUT_NAMES, ModelConfig, build_model, count_parameters,
+from drtrt.train.model import (ModelConfig, build_model, count_parameters,
                                load_imagenet_vgg16)
 
 TINY = 0.125
@@ -33,7 +33,8 @@ def on_meta(**kw) -> torch.nn.Module:
 def test_output_names_and_shapes(arch, depth, batch_norm):
     model = tiny(arch=arch, shared_depth=depth, batch_norm=batch_norm)
     out = model(torch.randn(2, 3, 64, 96))
-    expected = {"multitask": OUTPUT_NAMES, "vgg16": ("grade_logits",), "unet-vgg16": ("lesion_logits",)}[arch]
+    expected = {"multitask": ("grade_logits", "lesion_logits"), "vgg16": ("grade_logits",),
+                "unet-vgg16": ("lesion_logits",)}[arch]
     assert tuple(out) == expected == model.output_names
     assert model.config == ModelConfig(arch=arch, shared_depth=depth, width=TINY, batch_norm=batch_norm)
     if "grade_logits" in out:
@@ -55,7 +56,7 @@ def test_plain_module_eval_batch_one():
         a = model(torch.ones(1, 3, 64, 64))
         b = model(torch.ones(1, 3, 64, 64))
     assert a["grade_logits"].shape == (1, 5) and a["lesion_logits"].shape == (1, 5, 64, 64)
-    assert all(torch.equal(a[k], b[k]) for k in OUTPUT_NAMES)   # eval mode is deterministic
+    assert all(torch.equal(a[k], b[k]) for k in a)   # eval mode is deterministic
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 48, 64), (1, 1, 64, 64), (3, 64, 64)])
@@ -255,3 +256,10 @@ def test_config_round_trip():
 def test_config_errors(data, match):
     with pytest.raises(ConfigError, match=match):
         ModelConfig.from_dict(data)
+
+
+def test_full_model_flop_count_matches_the_spec():
+    """SPEC §1: about 340 GFLOP per image at 512² (multiply-add = 2); the count needs no weights."""
+    from drtrt.train.model import count_gflop
+
+    assert 320 < count_gflop(ModelConfig(), 512) < 350

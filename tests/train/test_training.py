@@ -20,7 +20,7 @@ from drtrt.train.losses import LossConfig
 from drtrt.train.model import ModelConfig
 from drtrt.train.train_config import TrainConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--width", "0.0625", "--batch-norm", "--image-size", "64", "--device", "cpu", "--lr", "0.01"]
 
 
@@ -44,7 +44,7 @@ def finish(proc: subprocess.Popen, timeout: float = 240) -> str:
 
 @pytest.fixture(scope="module")
 def learn_root(tmp_path_factory) -> Path:
-    from drtrt.synth import write_synthetic_idrid
+    from drtrt.data.synth import write_synthetic_idrid
 
     root = tmp_path_factory.mktemp("learn")
     write_synthetic_idrid(root, grading=48, segmentation=16, size=256, seed=2)
@@ -99,7 +99,25 @@ def test_resume_after_sigkill_gives_identical_weights(synth_root, tmp_path):
         json.loads((whole / "metrics.json").read_text())["best_epoch"]
 
 
+def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_again(synth_root, tmp_path):
+    """Ctrl-C in epoch 1 leaves config.yaml and no last.pt: --resume starts the run over, it does not fail."""
+    from drtrt.train.trainer import train
+
+    run = tmp_path / "run"
+
+    def interrupt(progress: dict) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_cfg(), synth_root, run, on_progress=interrupt, log=lambda m: None)
+    assert (run / "config.yaml").is_file() and not (run / "last.pt").exists()
+    out = finish(cli("drtrt.cli", "train", "--data", synth_root, "--resume", run, "--device", "cpu"))
+    assert "stopped before its first checkpoint: starting it again" in out and "Traceback" not in out
+    assert (run / "last.pt").is_file() and (run / "metrics.json").is_file()
+
+
 def test_torchrun_two_cpu_processes_write_one_checkpoint(synth_root, tmp_path):
+
     run = tmp_path / "ddp"
     out = finish(cli("torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "drtrt.cli", "train",
                      "--data", synth_root, "--out", run, *TINY, "--epochs", "1", "--batch-size", "2"), timeout=300)
@@ -141,7 +159,7 @@ def test_yaml_config_flags_and_unknown_key(tmp_path):
     assert "arch: unet-vgg16" in out and "epochs: 7" in out
     proc = cli("drtrt.cli", "train", "--config", tmp_path / "bad.yaml", "--data", tmp_path, "--out", tmp_path / "r")
     text, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 1 and text.strip().count("\n") == 0 and "betta" in text
+    assert proc.returncode == 2 and text.strip().count("\n") == 0 and "betta" in text
 
 
 def test_epoch_sampler_is_deterministic_resumable_and_sharded():
@@ -172,7 +190,7 @@ def test_crop_augmentation_keeps_image_and_mask_aligned():
 
 
 def test_pseudo_labels_then_pseudo_training(synth_root, tmp_path):
-    from drtrt.idrid import read_idrid
+    from drtrt.data.idrid import read_idrid
     from drtrt.train.data import read_label_png, training_items
     from drtrt.train.pseudo import apply_pseudo_labels, make_pseudo_labels, mask_file
     from drtrt.train.trainer import train
@@ -221,7 +239,8 @@ def test_evaluate_cli_scores_a_checkpoint(tiny_run, synth_root):
 def test_seg512_conversion(tmp_path):
     import cv2
 
-    from drtrt.idrid import load_label_map, read_idrid
+    from drtrt.data.idrid import read_idrid
+    from drtrt.data.masks import load_label_map
     from drtrt.train.seg512 import convert_seg512
 
     src = tmp_path / "src"
