@@ -6,15 +6,15 @@ import json
 import pytest
 from rich.console import Console
 
-from drtrt.cli import _progress
-from drtrt.demo import DemoConfig, run_demo
+from drtrt.cli.common import progress
+from drtrt.cli.demo import DemoConfig, run_demo
 
 
 def test_demo_runs_every_stage(tmp_path):
     cfg = DemoConfig(grading=12, segmentation=6, synth_size=256, image_size=64, width=0.0625, epochs=1,
                      batch_size=4, screen_count=2)
     console = Console(record=True, width=120)
-    metrics = run_demo(tmp_path, console=console, progress_factory=_progress, cfg=cfg)
+    metrics = run_demo(tmp_path, console=console, progress_factory=progress, cfg=cfg)
     for path in ("data/synthetic-truth.csv", "run/best.pt", "run/history.csv", "model.onnx", "metrics.json",
                  "screening/results.jsonl"):
         assert (tmp_path / path).exists(), path
@@ -37,20 +37,19 @@ def test_demo_model_passes_parity_in_every_precision(tmp_path):
 
     from drtrt.calibration.quantize import calibrate_int8
     from drtrt.cli import app
-    from drtrt.export.precision import convert_fp16
-    from drtrt.synth import write_synthetic_idrid
+    from drtrt.calibration.fp16 import convert_fp16
+    from drtrt.data.synth import write_synthetic_idrid
 
-    run_demo(tmp_path, console=Console(file=io.StringIO()), progress_factory=_progress)
+    run_demo(tmp_path, console=Console(file=io.StringIO()), progress_factory=progress)
     write_synthetic_idrid(tmp_path / "fresh", grading=100, segmentation=30, size=DemoConfig().synth_size, seed=1)
     fp32 = tmp_path / "model.onnx"
     fp16 = convert_fp16(fp32, tmp_path / "model-fp16.onnx")
     int8 = calibrate_int8(fp32, tmp_path / "model-int8.onnx", tmp_path / "data", images=104).path
-    report = tmp_path / "parity.json"
     result = CliRunner().invoke(app, ["parity", "--reference", str(tmp_path / "run" / "best.pt"),
                                       *(a for m in (fp32, fp16, int8) for a in ("--candidate", str(m))),
-                                      "--data", str(tmp_path / "fresh"), "--split", "all", "--json", str(report)])
-    data = json.loads(report.read_text())
+                                      "--data", str(tmp_path / "fresh"), "--split", "all", "--json"])
     assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
     assert [c["precision"] for c in data["candidates"]] == ["fp32", "fp16", "int8"]
     assert all(c["passed"] for c in data["candidates"]) and data["passed"]
     int8_agreement = data["candidates"][2]["agreement"]

@@ -11,9 +11,11 @@ import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Annotated, Optional
 
 from rich.console import Console
 
+from drtrt.cli.common import Opt, command, console, progress
 from drtrt.preprocess import PreprocessSpec
 
 
@@ -33,20 +35,29 @@ class DemoConfig:
     seed: int = 0
 
 
+@command()
+def demo(out: Annotated[Path, Opt("Folder for the demo's data, model and results.", "DIR")] = Path("demo-out"),
+         epochs: Annotated[Optional[int], Opt(f"Training epochs [default: {DemoConfig.epochs}].", "N")] = None,
+         seed: Annotated[int, Opt("Random seed.", "N")] = 0) -> None:
+    """Synthesise data, train a tiny model, export ONNX, screen images: the whole kit in minutes, offline."""
+    run_demo(out, console=console, progress_factory=progress, epochs=epochs, seed=seed)
+
+
 def run_demo(out: str | Path, console: Console, progress_factory, epochs: int | None = None, seed: int = 0,
              cfg: DemoConfig = DemoConfig()) -> dict:
     """Run every stage into ``out``; returns the held-out metrics (also in ``out/metrics.json``)."""
-    from drtrt.cli import results_table
-    from drtrt.evaluate import evaluate_runner
-    from drtrt.export.onnx_export import export_onnx
-    from drtrt.idrid import read_idrid
-    from drtrt.metrics import json_ready
-    from drtrt.runtime.predictor import load_runner
+    from drtrt.cli.tables import results_table
+    from drtrt.data.idrid import read_idrid
+    from drtrt.data.synth import write_synthetic_idrid
+    from drtrt.fileio import json_ready
+    from drtrt.runtime.registry import load_runner
     from drtrt.runtime.screening import screen_images
-    from drtrt.synth import write_synthetic_idrid
+    from drtrt.train.checkpoint import export_checkpoint
     from drtrt.train.losses import LossConfig
     from drtrt.train.model import ModelConfig
-    from drtrt.train.trainer import TrainConfig, train
+    from drtrt.train.train_config import TrainConfig
+    from drtrt.train.trainer import train
+    from drtrt.verify.evaluate import evaluate_runner
 
     cfg = replace(cfg, epochs=epochs or cfg.epochs, seed=seed)
     out = Path(out)
@@ -54,42 +65,40 @@ def run_demo(out: str | Path, console: Console, progress_factory, epochs: int | 
     started = time.perf_counter()
     console.rule("[bold]drtrt demo[/] — synthetic data, tiny model, not for clinical use")
 
-    with progress_factory() as progress:
-        task = progress.add_task("1/4 synthesising fundus images", total=cfg.grading + cfg.segmentation, info="")
+    with progress_factory() as bars:
+        task = bars.add_task("1/4 synthesising fundus images", total=cfg.grading + cfg.segmentation, info="")
         write_synthetic_idrid(data, cfg.grading, cfg.segmentation, size=cfg.synth_size, seed=cfg.seed,
-                              progress=lambda done, total: progress.update(task, completed=done))
+                              progress=lambda done, total: bars.update(task, completed=done))
 
     train_cfg = TrainConfig(
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, device="cpu",
         model=ModelConfig(width=cfg.width, batch_norm=True),
         preprocess=PreprocessSpec(size=cfg.image_size),
         loss=LossConfig(beta=cfg.beta, dice_weight=cfg.dice_weight))
-    with progress_factory() as progress:
-        task = progress.add_task("2/4 training", total=None, info="")
+    with progress_factory() as bars:
+        task = bars.add_task("2/4 training", total=None, info="")
 
         def on_progress(p: dict) -> None:
-            progress.update(task, description=f"2/4 training epoch {p['epoch']}/{cfg.epochs}",
-                            completed=p["step"], total=p["steps"], info=f"loss {p['loss']:.3f}")
+            bars.update(task, description=f"2/4 training epoch {p['epoch']}/{cfg.epochs}",
+                        completed=p["step"], total=p["steps"], info=f"loss {p['loss']:.3f}")
 
         train(train_cfg, data, run, on_progress=on_progress, log=lambda msg: None, cache_dir=out / "cache")
 
     with console.status("3/4 exporting ONNX and checking it against PyTorch"):
-        exported = export_onnx(run / "best.pt", model_path)
+        exported = export_checkpoint(run / "best.pt", model_path)
     console.print(f"3/4 {exported.summary()}")
 
     index = read_idrid(data)
     test = index.select(split="test")
-    runner = load_runner(model_path)
-    with progress_factory() as progress:
-        task = progress.add_task("4/4 evaluating on held-out images", total=len(test), info="")
-        metrics = evaluate_runner(runner, test, on_progress=lambda d, t: progress.update(task, completed=d))
-    runner.deactivate()
+    with load_runner(model_path) as runner, progress_factory() as bars:
+        task = bars.add_task("4/4 evaluating on held-out images", total=len(test), info="")
+        metrics = evaluate_runner(runner, test, on_progress=lambda d, t: bars.update(task, completed=d))
     metrics["seconds"] = round(time.perf_counter() - started, 1)
     (out / "metrics.json").write_text(json.dumps(json_ready(metrics), indent=2))
 
     to_screen = [s.image for s in index.select(subset="grading", split="test")][: cfg.screen_count]
-    results = screen_images(to_screen, model_path, out / "screening")
-    console.print(results_table(results))
+    screened = screen_images(to_screen, model_path, out / "screening")
+    console.print(results_table(screened.rows, screened.task))
     console.print(
         f"held-out: grade accuracy {metrics.get('accuracy', float('nan')):.2f} "
         f"(majority class {metrics.get('majority_rate', float('nan')):.2f}), "

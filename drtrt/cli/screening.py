@@ -1,0 +1,97 @@
+"""Screening commands: ``screen`` (files and folders) and ``watch`` (a folder the camera writes into)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from drtrt.cli.common import ExitCode, Flag, Opt, command, console, err, progress, warn
+
+
+ModelOpt = Annotated[Path, Opt("Model file: .onnx, .engine (TensorRT) or .pt (parity only).", "MODEL",
+                               show_default=False)]
+PatientOpt = Annotated[Optional[str], Opt("Patient ID of these images.", "ID")]
+EyeOpt = Annotated[Optional[str], Opt("left | right (also L/R, OS/OD).", "EYE")]
+BackendOpt = Annotated[str, Opt("auto (by file suffix) | ort | trt | torch", "BACKEND")]
+ProvidersOpt = Annotated[Optional[str], Opt("ONNX Runtime providers, e.g. cuda,cpu [default: cpu].", "LIST")]
+
+
+@command()
+def screen(images: Annotated[Optional[list[Path]], typer.Argument(help="Image files or folders of images.",
+                                                                  metavar="IMAGES...", show_default=False)] = None,
+           model: ModelOpt = ...,
+           out: Annotated[Optional[Path], Opt("Session folder: database, overlays, masks, reports.", "DIR")] = None,
+           as_json: Annotated[bool, Flag("One JSON object per image on stdout.", "--json")] = False,
+           patient: PatientOpt = None,
+           eye: EyeOpt = None,
+           patients: Annotated[Optional[Path], Opt("CSV with columns file, patient, eye.", "CSV")] = None,
+           recursive: Annotated[bool, Flag("Also screen the images in subfolders.", "--recursive", "-r")] = False,
+           backend: BackendOpt = "auto",
+           providers: ProvidersOpt = None,
+           batch_size: Annotated[int, Opt("Images per forward pass.", "N")] = 4) -> None:
+    """Screen fundus photographs: grade, referable DR, lesions, per-eye and per-patient verdicts.
+
+    With --out, a crash-safe session folder: re-run the same command after a crash to finish it.
+    Exit 3 if any image was ungradable or unreadable."""
+    from drtrt.runtime.screening import resolve_inputs, screen_images, unsearched_images
+    from drtrt.runtime.session import SessionConfig
+
+    paths, assignments, default = resolve_inputs(images or [], patients, patient, eye, recursive)
+    if not recursive and (hidden := unsearched_images(images or [])):
+        warn(f"{hidden} image(s) in subfolders were not screened; add --recursive to include them")
+    cfg = SessionConfig(backend=backend, providers=tuple(providers.split(",")) if providers else None,
+                        batch_size=batch_size)
+    with progress(transient=True) as bars:
+        task = bars.add_task("screening", total=len(paths), info="")
+
+        def on_result(row) -> None:
+            bars.advance(task)
+            if as_json:
+                print(json.dumps(row.to_dict()), flush=True)
+
+        run = screen_images(paths, model, out, cfg=cfg, assignments=assignments, default=default,
+                            on_result=on_result, command=" ".join(sys.argv[1:]))
+    for note in run.notes:
+        warn(note)
+    if run.already_done:
+        (err if as_json else console).print(
+            f"{run.already_done} of {len(run.rows)} image(s) were screened by an earlier run of {out} and are not "
+            f"screened again; {run.screened} screened now", highlight=False, soft_wrap=True)
+    if not as_json:
+        from drtrt.cli.tables import results_table
+
+        console.print(results_table(run.rows, run.task))
+        if out:
+            console.print(f"results in {out} (summary.html, reports/)")
+    if any(r.status in ("ungradable", "error") for r in run.rows):
+        raise typer.Exit(int(ExitCode.NOT_ALL_GRADED))
+
+
+
+@command()
+def watch(folder: Annotated[Path, typer.Argument(help="Folder the fundus camera writes into.", metavar="FOLDER",
+                                                 show_default=False)],
+          model: ModelOpt,
+          out: Annotated[Path, Opt("Session folder (resumed when it exists).", "DIR", show_default=False)],
+          patient: PatientOpt = None,
+          eye: EyeOpt = None,
+          patients: Annotated[Optional[Path], Opt("CSV file, patient, eye; re-read when it changes.", "CSV")] = None,
+          backend: BackendOpt = "auto",
+          providers: ProvidersOpt = None,
+          poll: Annotated[float, Opt("Seconds between folder scans.", "SECONDS")] = 0.5,
+          settle: Annotated[float, Opt("Seconds a file must stop growing before it is read.", "SECONDS")] = 1.0) -> None:
+    """Screen images as the camera writes them; one log line per image. Ctrl-C stops cleanly."""
+    from drtrt.runtime.patients import Assignment, normalise_eye, validate_patient_id
+    from drtrt.runtime.session import SessionConfig
+    from drtrt.runtime.watch import WatchConfig, watch_folder
+
+    cfg = WatchConfig(poll_s=poll, settle_s=settle, patients=patients,
+                      default=Assignment(validate_patient_id(patient), normalise_eye(eye)),
+                      session=SessionConfig(backend=backend, batch_size=1,
+                                            providers=tuple(providers.split(",")) if providers else None))
+    watch_folder(folder, model, out, cfg, log=lambda line: console.print(line, highlight=False, soft_wrap=True,
+                                                                           markup=False))
