@@ -1,6 +1,10 @@
-"""Shared fixtures: a small synthetic IDRiD set, a tiny trained checkpoint, its ONNX export.
+"""Shared fixtures: a small synthetic IDRiD set, a tiny trained checkpoint, its ONNX export, and
+TensorRT for the tests that build and run engines.
 
 Everything is generated here (nothing downloaded); sizes are tiny so the suite stays fast.
+TensorRT is the test double in ``fake_tensorrt/`` unless ``--real-trt`` is given: then the
+installed ``tensorrt`` and the GPU run the same tests (a Jetson owner's first check), and the
+tests that drive the double's own controls (``emulation``) are skipped.
 """
 
 from __future__ import annotations
@@ -10,6 +14,33 @@ from pathlib import Path
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--real-trt", action="store_true", default=False,
+                     help="run the TensorRT tests on the installed tensorrt and this machine's GPU instead of the "
+                          "test double; tests marked emulation are skipped")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--real-trt"):
+        return
+    skip = pytest.mark.skip(reason="drives the TensorRT test double's own controls; --real-trt runs real TensorRT")
+    for item in items:
+        if "emulation" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def tensorrt(request, monkeypatch):
+    """TensorRT for one test: the double emulating 10.3 on a fake Orin (default), or with --real-trt the
+    installed one (the test is skipped where it cannot be imported). Returns the double's handle or None."""
+    if request.config.getoption("--real-trt"):
+        pytest.importorskip("tensorrt", reason="--real-trt needs TensorRT's Python bindings")
+        return None
+    from fake_tensorrt import install
+
+    return install(monkeypatch, "10.3.0")
 
 
 def shared_data(name: str) -> Path:
@@ -22,7 +53,7 @@ def shared_data(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
-    from drtrt.synth import write_synthetic_idrid
+    from drtrt.data.synth import write_synthetic_idrid
 
     root = tmp_path_factory.mktemp("synth")
     write_synthetic_idrid(root, grading=12, segmentation=6, size=256, seed=1)
@@ -34,7 +65,8 @@ def tiny_run(synth_root, tmp_path_factory) -> Path:
     """Two epochs of a width-1/16 multi-task model at 64×64: enough for shapes and parity."""
     from drtrt.preprocess import PreprocessSpec
     from drtrt.train.model import ModelConfig
-    from drtrt.train.trainer import TrainConfig, train
+    from drtrt.train.train_config import TrainConfig
+    from drtrt.train.trainer import train
 
     run = tmp_path_factory.mktemp("run")
     cfg = TrainConfig(epochs=2, batch_size=4, lr=0.01, device="cpu",
@@ -45,8 +77,8 @@ def tiny_run(synth_root, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_onnx(tiny_run, tmp_path_factory) -> Path:
-    from drtrt.export.onnx_export import export_onnx
+    from drtrt.train.checkpoint import export_checkpoint
 
     out = tmp_path_factory.mktemp("onnx") / "model.onnx"
-    export_onnx(tiny_run / "best.pt", out)
+    export_checkpoint(tiny_run / "best.pt", out)
     return out

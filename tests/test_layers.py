@@ -1,0 +1,106 @@
+"""The house's layout enforces itself: every stage imports only from the stages below it.
+
+The order is written once, in the package docstring (``drtrt/__init__.py``); this test reads it
+from there, walks every module's imports (function-level ones included: a lazy import is still a
+dependency) and fails on an import that points up, naming the file, the line and both stages.
+The PyTorch runner is the one thing ``runtime`` reaches above itself, by an import path in a
+string (``drtrt.runtime.registry.RUNNERS``), which is the plug-in point, not an import.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import drtrt
+
+PACKAGE = Path(drtrt.__file__).parent
+
+
+def stages() -> list[str]:
+    """The stages top to bottom, as the package docstring's diagram lists them."""
+    block = drtrt.__doc__.split("::", 1)[1]
+    names = re.findall(r"^\s{4}(\w+)\s{2,}", block, re.M)
+    assert names and names[-1] == "core", names
+    return names
+
+
+def stage_of(module: str, names: list[str]) -> str:
+    """``drtrt.runtime.trt`` → runtime; the top-level modules (errors, task, preprocess, …) are core."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in names else "core"
+
+
+def imports(source: str) -> list[tuple[int, str]]:
+    """(line, module) of every drtrt import in ``source``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "drtrt":
+            found.append((node.lineno, node.module))
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "drtrt"]
+    return found
+
+
+def violations(sources: dict[str, str]) -> list[str]:
+    """Every upward import among ``sources`` (module name → source), one line each."""
+    names = stages()
+    rank = {name: len(names) - i for i, name in enumerate(names)}      # core lowest
+    found = []
+    for module, source in sorted(sources.items()):
+        own = stage_of(module, names)
+        for line, target in imports(source):
+            if rank[stage_of(target, names)] > rank[own]:
+                found.append(f"{module}:{line} ({own}) imports {target} ({stage_of(target, names)}), a stage above")
+    return found
+
+
+def package_sources() -> dict[str, str]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[module] = path.read_text()
+    return out
+
+
+def test_every_stage_is_a_folder_the_diagram_names_and_every_folder_a_stage():
+    names = stages()
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()} - {"preprocess"}
+    assert folders == set(names) - {"core"}, (folders, names)
+
+
+def test_no_stage_imports_upward():
+    assert violations(package_sources()) == []
+
+
+def test_an_upward_import_is_caught_and_named():
+    """What the test does when someone adds one: the runtime reaching into training, lazily."""
+    sources = package_sources()
+    sources["drtrt.runtime.ort"] += "\n\ndef _sneaky():\n    from drtrt.train.model import build_model\n"
+    sources["drtrt.data.idrid"] += "\nimport drtrt.verify.metrics\n"
+    found = violations(sources)
+    assert len(found) == 2
+    assert found[0].startswith("drtrt.data.idrid:") and "(data) imports drtrt.verify.metrics (verify)" in found[0]
+    assert found[1].startswith("drtrt.runtime.ort:") and "(runtime) imports drtrt.train.model (train)" in found[1]
+
+
+def test_stages_form_no_cycle():
+    """With the order above no cycle between stages is possible; checked directly all the same."""
+    names = stages()
+    edges = {(stage_of(m, names), stage_of(t, names)) for m, s in package_sources().items() for _, t in imports(s)}
+    graph = {a: {b for x, b in edges if x == a and b != a} for a in names}
+    seen, done = set(), set()
+
+    def visit(node: str, path: tuple[str, ...]) -> None:
+        assert node not in seen - done, f"cycle between stages: {' -> '.join((*path, node))}"
+        if node in done:
+            return
+        seen.add(node)
+        for nxt in graph[node]:
+            visit(nxt, (*path, node))
+        done.add(node)
+
+    for name in names:
+        visit(name, ())
