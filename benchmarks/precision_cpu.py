@@ -40,9 +40,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from drtrt.calibration import agreement, idrid_samples  # noqa: E402
+from drtrt.calibration.gate import judge, summary  # noqa: E402
+from drtrt.calibration.source import idrid_samples  # noqa: E402
 from drtrt.calibration.quantize import DEFAULT_EXCLUDE, GraphPrep, calibrate_int8  # noqa: E402
-from drtrt.export.precision import convert_fp16  # noqa: E402
+from drtrt.calibration.fp16 import convert_fp16  # noqa: E402
 
 ABLATIONS = {   # name -> (GraphPrep, nodes kept in FP32) of the INT8 variants timed with --ablation
     "INT8, no graph rewrites (ONNX Runtime's default QDQ placement)": (GraphPrep(False, False, False), DEFAULT_EXCLUDE),
@@ -67,10 +68,11 @@ def export_full_model(work: Path, width: float, size: int) -> tuple[object, Path
     """Random-init full model (seed 0) -> checkpoint -> ONNX FP32 via the project's exporter."""
     import torch
 
-    from drtrt.export.onnx_export import export_onnx
+    from drtrt.train.checkpoint import export_checkpoint
     from drtrt.preprocess import PreprocessSpec
     from drtrt.train.model import ModelConfig, build_model
-    from drtrt.train.trainer import TrainConfig, make_checkpoint
+    from drtrt.train.checkpoint import make_checkpoint
+    from drtrt.train.train_config import TrainConfig
 
     torch.manual_seed(0)
     cfg = TrainConfig(model=ModelConfig(width=width), preprocess=PreprocessSpec(size=size))
@@ -78,7 +80,7 @@ def export_full_model(work: Path, width: float, size: int) -> tuple[object, Path
     onnx_path = work / "model.onnx"
     if not onnx_path.exists():
         torch.save(make_checkpoint(model, cfg, 0, {}), work / "model.pt")
-        export_onnx(work / "model.pt", onnx_path, check_batch=1)
+        export_checkpoint(work / "model.pt", onnx_path, check_batch=1)
     return model, onnx_path
 
 
@@ -88,7 +90,7 @@ def calibration_root(work: Path, data: Path | None) -> Path:
     real = ROOT.parent / "shared" / "data" / "idrid-samples"
     if real.is_dir():
         return real
-    from drtrt.synth import write_synthetic_idrid
+    from drtrt.data.synth import write_synthetic_idrid
 
     synth = work / "synth"
     if not synth.exists():
@@ -187,7 +189,7 @@ def main() -> None:
         load_after = os.getloadavg()[0]
 
         held = idrid_samples(data, "test", 100)
-        agree = {name: agreement(fp32, path, held, threads=args.threads).summary()
+        agree = {name: summary(judge(fp32, path, held, {}, threads=args.threads))
                  for name, path in (("INT8", work / "model.int8.onnx"), ("FP16", fp16))}
 
     base = min(statistics.median(ms) for name, ms in times.items() if name.startswith("PyTorch"))

@@ -50,7 +50,8 @@ def real_size_images(work: Path, images: Path | None) -> list[Path]:
     samples = ROOT.parent / "shared" / "data" / "idrid-samples" / "A. Segmentation" / "1. Original Images"
     if samples.is_dir():
         return sorted(samples.glob("*/*.jpg"))
-    from drtrt.synth import IDRID_HEIGHT, IDRID_WIDTH, render_fundus
+    from drtrt.data.fundus import render_fundus
+    from drtrt.data.synth import IDRID_HEIGHT, IDRID_WIDTH
 
     out = work / "synthetic-4288"
     out.mkdir(parents=True, exist_ok=True)
@@ -71,15 +72,16 @@ def full_model(work: Path) -> Path:
         return out
     import torch
 
-    from drtrt.export.onnx_export import export_onnx
+    from drtrt.train.checkpoint import export_checkpoint
     from drtrt.train.model import ModelConfig, build_model
-    from drtrt.train.trainer import TrainConfig, make_checkpoint
+    from drtrt.train.checkpoint import make_checkpoint
+    from drtrt.train.train_config import TrainConfig
 
     torch.manual_seed(0)
     cfg = TrainConfig(model=ModelConfig(width=1.0), preprocess=PreprocessSpec(size=512), device="cpu")
     ckpt = work / "full-width1-random.pt"
     torch.save(make_checkpoint(build_model(cfg.model).eval(), cfg, 0, {}), ckpt)
-    export_onnx(ckpt, out, check_batch=1)
+    export_checkpoint(ckpt, out, check_batch=1)
     return out
 
 
@@ -155,16 +157,15 @@ def session(model: Path, images: list[Path], batch: int) -> dict:
 def raw_inference(model: Path, batch: int, repeats: int = 3) -> tuple[float, float]:
     """Baseline in the same run: medians of (wall s, CPU s of all threads) per image of the runner
     alone on a ready tensor."""
-    from drtrt.manifest import INPUT_NAME
-    from drtrt.runtime.predictor import load_runner
+    from drtrt.runtime.registry import load_runner
 
     runner = load_runner(model)
-    x = np.zeros((batch, 3, 512, 512), np.float32)
-    runner.infer({INPUT_NAME: x})
+    x = {runner.info.task.input_name: np.zeros((batch, 3, 512, 512), np.float32)}
+    runner.infer(x)
     wall, cpu = [], []
     for _ in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
-        runner.infer({INPUT_NAME: x})
+        runner.infer(x)
         wall.append((time.perf_counter() - t0) / batch)
         cpu.append((time.process_time() - c0) / batch)
     runner.deactivate()

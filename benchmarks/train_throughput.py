@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from drtrt.idrid import read_idrid
+from drtrt.data.idrid import read_idrid
 from drtrt.preprocess import PreprocessSpec
 from drtrt.train.data import FundusDataset, LabelledSample
 from drtrt.train.losses import LossConfig, multitask_loss
@@ -76,7 +76,7 @@ def time_training(ds: FundusDataset, width: float, device, batch: int, steps: in
         with torch.autocast(device.type, dtype=dtype, enabled=amp):
             outputs = model(x)
         outputs = {k: v.float() for k, v in outputs.items()}
-        loss = multitask_loss(outputs, b["grade"].to(device), b["mask"].to(device), LossConfig())["total"]
+        loss = multitask_loss(outputs, b["grade"].to(device), b["mask"].to(device), LossConfig(), model.task)["total"]
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)

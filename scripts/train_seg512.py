@@ -18,16 +18,17 @@ import json
 import time
 from pathlib import Path
 
-from drtrt.evaluate import evaluate_runner
-from drtrt.idrid import read_idrid
-from drtrt.metrics import json_ready
+from drtrt.verify.evaluate import evaluate_runner
+from drtrt.data.idrid import read_idrid
+from drtrt.fileio import json_ready
 from drtrt.preprocess import PreprocessSpec
 from drtrt.train.augment import AugmentConfig
 from drtrt.train.losses import LossConfig
 from drtrt.train.model import ModelConfig
 from drtrt.train.seg512 import convert_seg512
 from drtrt.train.torch_runner import TorchRunner
-from drtrt.train.trainer import TrainConfig, train
+from drtrt.train.train_config import TrainConfig
+from drtrt.train.trainer import train
 
 
 def main() -> None:
