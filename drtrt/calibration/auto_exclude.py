@@ -6,7 +6,7 @@ Loop (``drtrt calibrate --auto-exclude``):
 2. judge the INT8 model against its FP32 source with the INT8 parity thresholds on held-out
    images (model-vs-model agreement; their ground truth is not used);
 3. if it passes, stop; otherwise compare both models layer by layer
-   (:mod:`drtrt.verify.layerwise`), try excluding the ``step`` most-blamed nodes not tried yet,
+   (:mod:`drtrt.calibration.layerwise`), try excluding the ``step`` most-blamed nodes not tried yet,
    keep them if the gate gets closer to passing (else set them aside), and go back to 2;
 4. stop with ``passed=False`` and a message that says so after ``max_rounds`` trials, or when
    no untried node adds error any more.

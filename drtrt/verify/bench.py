@@ -168,7 +168,9 @@ def bench_model(path: Path, cfg: BenchConfig, images: Sequence, samples: Sequenc
         if not usable:
             raise DataError(f"the quality gate refused every benchmark image for {path.name}; "
                             "pass --data with gradable fundus photographs")
-        gflop = float(dict(info.extra)["gflop_per_image"]) if "gflop_per_image" in dict(info.extra) else None
+        counted = dict(info.extra).get("gflop_per_image")   # recorded at export, where torch can count
+        gflop = float(counted) if counted else None
+
 
         rows = []
         for batch in cfg.batches:

@@ -126,3 +126,14 @@ def test_calibrate_auto_exclude_command(tiny_onnx, synth_root, tmp_path):
     assert "INT8 passes the gate with 0 node(s)" in result.output and out.is_file()
     record = json.loads(out.with_suffix(".auto-exclude.json").read_text())
     assert record["rounds"][0]["passed"]
+
+
+def test_a_failed_search_moves_the_model_aside_like_a_failed_gate(tiny_onnx, synth_root, tmp_path):
+    """Exit 4 and *.rejected.onnx, whether the exclusions were given or searched."""
+    out = tmp_path / "model.int8.onnx"
+    args = ["calibrate", "--onnx", str(tiny_onnx), "--out", str(out), "--data", str(synth_root), "--images", "8",
+            "--holdout", "4", "--auto-exclude", "--threshold", "logit_rel_delta=0", "--threshold", "metric_drop=1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 4, result.output
+    assert "still fails the gate" in result.output and "misses the accuracy gate" in result.output
+    assert not out.exists() and (tmp_path / "model.int8.rejected.onnx").is_file()
