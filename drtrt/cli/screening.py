@@ -71,7 +71,6 @@ def screen(images: Annotated[Optional[list[Path]], typer.Argument(help="Image fi
         raise typer.Exit(int(ExitCode.NOT_ALL_GRADED))
 
 
-
 @command()
 def watch(folder: Annotated[Path, typer.Argument(help="Folder the fundus camera writes into.", metavar="FOLDER",
                                                  show_default=False)],
