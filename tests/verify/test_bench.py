@@ -97,7 +97,13 @@ def test_machine_facts():
     assert {"numpy", "torch", "onnxruntime"} == set(gemm["libraries"])                  # all present here
     assert gemm["best"] == pytest.approx(max(gemm["libraries"].values()), rel=1e-3)
     if sysinfo.reset_peak_rss():
+        # The reset brings the peak down to the resident size where the kernel honours it; where it
+        # does not (seen in a sandbox), touch enough fresh memory to climb past the old peak.
+        rss = next(int(line.split()[1]) / 1024 for line in Path("/proc/self/status").read_text().splitlines()
+                   if line.startswith("VmRSS:"))
         before = sysinfo.peak_rss_mb()
-        block = np.ones(64 * 2**20, np.uint8)                               # 64 MiB touched
-        assert sysinfo.peak_rss_mb() >= before + 60 and block[-1] == 1
+        grow = int(before - rss) + 64
+        block = np.ones(grow * 2**20, np.uint8)                             # fresh pages, touched
+        assert sysinfo.peak_rss_mb() >= rss + grow - 4 and block[-1] == 1
+
     assert sysinfo.cpu_name()
