@@ -19,7 +19,13 @@ class DataError(DrtrtError):
 
 
 class ImageError(DrtrtError):
-    """An image file cannot be read or decoded."""
+    """An image file cannot be read or decoded. ``code``: file_damaged (truncated, corrupt data, not
+    an image, empty), file_unreadable (the path cannot be read) or file_too_large."""
+
+    def __init__(self, message: str, code: str = "file_damaged") -> None:
+        super().__init__(message)
+        self.code = code
+
 
 
 class ArtefactError(DrtrtError):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import simplejpeg
 from PIL import Image
 
 from drtrt.errors import ImageError
@@ -24,25 +25,39 @@ def _read(source: str | os.PathLike | bytes) -> tuple[bytes, str]:
     try:
         return Path(source).read_bytes(), str(source)
     except OSError as exc:
-        raise ImageError(f"cannot read image {source}: {exc.strerror or exc}; check the path") from None
+        raise ImageError(f"cannot read image {source}: {exc.strerror or exc}; check the path",
+                         "file_unreadable") from None
 
 
-def _jpeg_complete(data: bytes) -> bool:
-    """True when the main JPEG image's first scan is followed by an end-of-image marker.
+# EXIF orientation -> the numpy steps that turn the stored pixels upright (PIL's ImageOps.exif_transpose)
+_ORIENT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
+           7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1], 8: lambda a: np.rot90(a, 1)}
+_HARMLESS = "extraneous bytes before marker 0xd9"   # padding after the last scan: every pixel is intact
 
-    OpenCV 4.x decodes a truncated JPEG into a partly grey image with only a warning."""
-    pos = 2
-    while pos + 4 <= len(data) and data[pos] == 0xFF:
-        marker = data[pos + 1]
-        if marker == 0xDA:   # start of scan; entropy-coded data cannot contain FF D9
-            return data.find(b"\xff\xd9", pos) != -1
-        if marker == 0xFF:   # fill byte
-            pos += 1
-        elif 0xD0 <= marker <= 0xD8 or marker == 0x01:   # markers without a length field
-            pos += 2
-        else:
-            pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
-    return False
+
+def _decode_jpeg(data: bytes, name: str, height: int, width: int) -> np.ndarray | None:
+    """RGB of a JPEG at the smallest DCT scale of at least ``height`` x ``width`` (stored frame), or
+    None when libjpeg-turbo cannot convert it (CMYK, 12-bit): the caller then falls back to OpenCV.
+
+    libjpeg-turbo through simplejpeg in strict mode, because OpenCV and PIL only warn on damaged
+    entropy-coded data and return an image half grey or smeared, which the fundus checks would
+    then misjudge (blurred, not a fundus). Any decoder warning but trailing padding is damage."""
+    def decode(strict: bool) -> np.ndarray:
+        return simplejpeg.decode_jpeg(data, "RGB", min_height=height, min_width=width, strict=strict)
+
+    try:
+        return decode(strict=True)
+    except ValueError as exc:
+        problem = str(exc)
+    try:
+        rgb = decode(strict=False)
+    except ValueError:
+        return None                                      # not damage: a JPEG libjpeg-turbo will not convert
+    if _HARMLESS in problem:
+        return rgb
+    what = "truncated JPEG (the copy stopped early)" if "Premature end" in problem else f"damaged JPEG data ({problem})"
+    raise ImageError(f"{name}: {what}; copy the file from the camera again")
 
 
 def decode_image(source: str | os.PathLike | bytes,
@@ -51,9 +66,10 @@ def decode_image(source: str | os.PathLike | bytes,
 
     rgb is HxWx3 uint8 at scale k in {1, 2, 4, 8}: the largest factor that keeps the shorter
     side >= target_size (None: full resolution). JPEGs decode at reduced scale directly (DCT
-    scaling, fast, low memory). EXIF orientation is applied and original_size is in the rotated
-    frame, read exactly from the header. Grey, alpha and 16-bit images become 8-bit RGB.
-    Raises ImageError (one line naming the file) for missing, non-image, truncated or oversized files.
+    scaling, fast, low memory) and strictly: damaged data is refused, never decoded half grey.
+    EXIF orientation is applied and original_size is in the rotated frame, read exactly from the
+    header. Grey, alpha and 16-bit images become 8-bit RGB.
+    Raises ImageError (one line naming the file) for missing, non-image, truncated, damaged or oversized files.
     """
     data, name = _read(source)
     try:
@@ -62,19 +78,22 @@ def decode_image(source: str | os.PathLike | bytes,
             with Image.open(io.BytesIO(data)) as im:
                 (w, h), fmt, orientation = im.size, im.format, im.getexif().get(0x0112, 1)
     except Image.DecompressionBombError:
-        raise ImageError(f"{name}: image too large to decode safely; downscale it first") from None
+        raise ImageError(f"{name}: image too large to decode safely; downscale it first", "file_too_large") from None
     except (OSError, SyntaxError, ValueError) as exc:   # UnidentifiedImageError is an OSError
         raise ImageError(f"{name}: not a readable image ({exc}); expected a JPEG, PNG or TIFF fundus photo") from None
-    if fmt == "JPEG" and not _jpeg_complete(data):
-        raise ImageError(f"{name}: truncated or corrupt JPEG (no end-of-image marker); copy the file again")
     k = max((f for f in (8, 4, 2) if target_size and min(h, w) // f >= target_size), default=1)
     decoded_px = -(-w // k) * -(-h // k) if fmt == "JPEG" else w * h
     if decoded_px > MAX_DECODED_PIXELS:
-        raise ImageError(f"{name}: {w}x{h} image too large to decode (limit {MAX_DECODED_PIXELS // 10**6} MP)")
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED_FLAGS[k])
+        raise ImageError(f"{name}: {w}x{h} image too large to decode (limit {MAX_DECODED_PIXELS // 10**6} MP)",
+                         "file_too_large")
+    size = (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+    rgb = _decode_jpeg(data, name, -(-h // k), -(-w // k)) if fmt == "JPEG" else None
+    if rgb is not None:
+        upright = _ORIENT.get(orientation)
+        return (np.ascontiguousarray(upright(rgb)) if upright else rgb), size, k
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED_FLAGS[k])   # applies the EXIF orientation itself
     if bgr is None:
         raise ImageError(f"{name}: {fmt} image could not be decoded (corrupt or unsupported); re-export it")
-    size = (w, h) if orientation in (5, 6, 7, 8) else (h, w)
     reduced = {(-(-size[0] // k), -(-size[1] // k)), (size[0] // k, size[1] // k)}
     if bgr.shape[:2] not in reduced:   # the decoder disagreed with the EXIF tag about rotation
         size = (size[1], size[0])

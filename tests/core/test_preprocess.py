@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from drtrt.errors import ConfigError, ImageError
 from drtrt.preprocess import (FieldOfView, Geometry, PreprocessSpec, decode_image, find_fov, normalise,
@@ -282,7 +282,51 @@ def test_decode_exif_orientation(tmp_path: Path) -> None:
         assert rgb[10 // k, -10 // k - 1, 0] > 200 and rgb[10 // k, 10 // k, 0] < 50   # block now at the top right
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_decode_every_exif_orientation_as_viewers_show_it(orientation: int) -> None:
+    stored = np.zeros((64, 96, 3), np.uint8)
+    stored[:16, :32] = (255, 0, 0)                 # a red block at the top left, a green one at the bottom left
+    stored[-16:, :24] = (0, 255, 0)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = jpeg_bytes(stored, exif=exif.tobytes())
+    with Image.open(io.BytesIO(data)) as im:
+        upright = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    rgb, size, _ = decode_image(data, None)
+    assert rgb.shape == upright.shape and size == upright.shape[:2]
+    assert np.abs(rgb.astype(int) - upright).max() <= 2
+
+
+def test_decode_refuses_damaged_jpeg_data() -> None:
+    """OpenCV decodes these half grey with only a warning; the fundus checks would misjudge them."""
+    data = jpeg_bytes(fundus(600, 800, 400, 300, 280))
+    middle = data.find(b"\\xff\\xda") + (len(data) - data.find(b"\\xff\\xda")) // 2
+    noise = np.random.default_rng(0).integers(0, 255, 500, dtype=np.uint8).tobytes()
+    damaged = {"truncated": data[:middle], "garbage": data[:middle] + noise + data[middle + 500:],
+               "zeros": data[:middle] + bytes(2000) + data[middle + 2000:]}
+    for kind, bad in damaged.items():
+        if kind != "truncated":                        # OpenCV: a picture, with a warning on stderr
+            assert cv2.imdecode(np.frombuffer(bad, np.uint8), cv2.IMREAD_COLOR) is not None, kind
+
+        for target in (None, 128):
+            with pytest.raises(ImageError, match="copy the file from the camera again") as error:
+                decode_image(bad, target)
+            assert ("truncated" in str(error.value)) == (kind == "truncated")
+    padded = data[:-2] + bytes(10) + data[-2:]         # padding before the end marker: every pixel intact
+    np.testing.assert_array_equal(decode_image(padded, None)[0], decode_image(data, None)[0])
+
+
+def test_decode_jpeg_matches_opencv_at_every_scale() -> None:
+    data = jpeg_bytes(fundus(1200, 1600, 800, 600, 560))
+    for target, flag in ((None, cv2.IMREAD_COLOR), (600, cv2.IMREAD_REDUCED_COLOR_2),
+                         (300, cv2.IMREAD_REDUCED_COLOR_4), (150, cv2.IMREAD_REDUCED_COLOR_8)):
+        ours = decode_image(data, target)[0]
+        theirs = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), flag), cv2.COLOR_BGR2RGB)
+        assert ours.shape == theirs.shape and np.abs(ours.astype(int) - theirs).max() <= 1, target
+
+
 def test_decode_grey_rgba_16bit(tmp_path: Path) -> None:
+
     grey = tmp_path / "grey.png"
     Image.fromarray(np.full((40, 60), 90, np.uint8)).save(grey)
     rgb, size, _ = decode_image(grey)
