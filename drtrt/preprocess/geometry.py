@@ -17,28 +17,73 @@ _INTERPOLATIONS = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "ar
 _CV_DTYPES = {np.dtype(bool): np.uint8, np.dtype(np.int64): np.int32}   # warped as these, returned as given
 
 
+SIDES = ("top", "bottom", "left", "right")
+
+
 @dataclass(frozen=True)
 class FieldOfView:
-    """Circle (centre cx, cy; radius; pixels) of the fundus field in some image's coordinates.
+    """The fundus field in some image's coordinates (pixels, centres at integers).
 
-    found=False: no plausible circular field; the circle then circumscribes the whole image
-    (centre of the image, radius half its longer side), so the crop is the image padded to square.
+    An ellipse centred on (cx, cy) with horizontal radius ``radius`` and vertical radius
+    ``radius * aspect``: a circle (aspect 1) unless a third party squashed the photo. ``top``,
+    ``bottom``, ``left``, ``right``: where the field is cut flat, as the line between the last
+    field pixel and the first outside it (None: not cut on that side). A cut may lie on the frame
+    (IDRiD's field runs off the top and bottom) or inside the image, with a black band beyond.
+
+    found=False: no plausible field; the circle then circumscribes the whole image (centre of
+    the image, radius half its longer side), so the crop is the image padded to square.
     """
 
     cx: float
     cy: float
     radius: float
     found: bool
+    aspect: float = 1.0
+    top: float | None = None
+    bottom: float | None = None
+    left: float | None = None
+    right: float | None = None
 
     @classmethod
     def whole(cls, height: int, width: int) -> FieldOfView:
         """The not-found FOV of a height x width image."""
         return cls((width - 1) / 2, (height - 1) / 2, max(height, width) / 2, False)
 
+    @property
+    def radius_y(self) -> float:
+        return self.radius * self.aspect
+
+    @property
+    def cuts(self) -> tuple[str, ...]:
+        """The sides on which the field is cut flat."""
+        return tuple(side for side in SIDES if getattr(self, side) is not None)
+
     def rescale(self, sx: float, sy: float) -> FieldOfView:
         """This FOV in the coordinates of an image sx (sy) times larger along x (y)."""
-        return FieldOfView((self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5,
-                           self.radius * (sx + sy) / 2, self.found)
+        x = lambda v: None if v is None else (v + 0.5) * sx - 0.5  # noqa: E731
+        y = lambda v: None if v is None else (v + 0.5) * sy - 0.5  # noqa: E731
+
+        if self.aspect == 1.0:     # a circle stays a circle under the near-uniform scale of a reduced decode
+            radius, aspect = self.radius * (sx + sy) / 2, 1.0
+        else:
+            radius, aspect = self.radius * sx, self.aspect * sy / sx
+        return FieldOfView(x(self.cx), y(self.cy), radius, self.found, aspect, y(self.top), y(self.bottom),
+                           x(self.left), x(self.right))
+
+    def mask(self, shape: tuple[int, int]) -> np.ndarray:
+        """Bool (height, width) mask of the field in these coordinates: inside the ellipse and the cuts
+        (not clipped to any image: the caller intersects it with its own frame)."""
+        ys = np.arange(shape[0], dtype=np.float32)[:, None]
+        xs = np.arange(shape[1], dtype=np.float32)[None, :]
+        if self.aspect == 1.0:
+            inside = (xs - self.cx) ** 2 + (ys - self.cy) ** 2 <= self.radius ** 2
+        else:
+            inside = ((xs - self.cx) / self.radius) ** 2 + ((ys - self.cy) / self.radius_y) ** 2 <= 1
+        for side, axis, sign in (("top", ys, 1), ("bottom", ys, -1), ("left", xs, 1), ("right", xs, -1)):
+            line = getattr(self, side)
+            if line is not None:
+                inside = inside & (sign * (axis - line) >= 0)
+        return inside
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,8 +100,9 @@ class Geometry:
     """Maps between the original image and the square model input.
 
     original_size: (height, width) of the original image at full resolution.
-    crop: (x0, y0, x1, y1) square box in original pixels (edges, x1 - x0 == y1 - y0); it may
-        extend outside the image, which reads as zeros.
+    crop: (x0, y0, x1, y1) box in original pixels (edges) around the field: square for a circular
+        field, the ellipse's box for a squashed one (the model then sees the field round again).
+        It may extend outside the image, which reads as zeros.
     size: model side. fov: the field of view in original coordinates.
     """
 
@@ -68,15 +114,22 @@ class Geometry:
     @classmethod
     def from_fov(cls, fov: FieldOfView, original_size: tuple[int, int], size: int,
                  margin: float = 0.0) -> Geometry:
-        """Square crop centred on the FOV circle, side 2 * radius * (1 + margin), in whole pixels."""
-        side = max(1, round(2 * fov.radius * (1 + margin)))
-        x0 = round(fov.cx + 0.5 - side / 2)
-        y0 = round(fov.cy + 0.5 - side / 2)
-        return cls((int(original_size[0]), int(original_size[1])), (x0, y0, x0 + side, y0 + side), size, fov)
+        """The box centred on the field, 2 * radius * (1 + margin) across each way, in whole pixels."""
+        width = max(1, round(2 * fov.radius * (1 + margin)))
+        height = width if fov.aspect == 1.0 else max(1, round(2 * fov.radius_y * (1 + margin)))
+        x0 = round(fov.cx + 0.5 - width / 2)
+        y0 = round(fov.cy + 0.5 - height / 2)
+        return cls((int(original_size[0]), int(original_size[1])), (x0, y0, x0 + width, y0 + height), size, fov)
 
     @property
-    def _side(self) -> int:
-        return self.crop[2] - self.crop[0]
+    def steps(self) -> tuple[float, float]:
+        """Original pixels per model pixel along x and y (equal for a circular field)."""
+        return (self.crop[2] - self.crop[0]) / self.size, (self.crop[3] - self.crop[1]) / self.size
+
+    @property
+    def zooms(self) -> tuple[float, float]:
+        """Model pixels per original pixel along x and y."""
+        return self.size / (self.crop[2] - self.crop[0]), self.size / (self.crop[3] - self.crop[1])
 
     def to_model(self, array: np.ndarray, interpolation: str = "linear") -> np.ndarray:
         """Whole-image array (H x W [x C], any uniform scale) -> size x size [x C] model space.
@@ -86,48 +139,57 @@ class Geometry:
         """
         flag = interpolation_flag(interpolation)
         sx, sy = array_scale(array.shape, self.original_size)
-        shrink = self._side / (self.size * max(sx, sy))   # array pixels per model pixel
-        if flag == cv2.INTER_AREA and shrink > 1:
+        step_x, step_y = self.steps
+        x0, y0, x1, y1 = self.crop
+        shrink_x, shrink_y = ((x1 - x0) / (self.size * max(sx, sy)),               # array pixels per model pixel
+                              (y1 - y0) / (self.size * max(sx, sy)))
+        if flag == cv2.INTER_AREA and max(shrink_x, shrink_y) > 1:
             h, w = array.shape[:2]
-            nw, nh = max(1, round(w / shrink)), max(1, round(h / shrink))
+            nw, nh = max(1, round(w / max(shrink_x, 1))), max(1, round(h / max(shrink_y, 1)))
             array, sx, sy = cv2.resize(array, (nw, nh), interpolation=cv2.INTER_AREA), sx * w / nw, sy * h / nh
         if flag == cv2.INTER_AREA:
             flag = cv2.INTER_LINEAR
-        step = self._side / self.size
-        x0, y0 = self.crop[:2]
-        matrix = np.array([[step / sx, 0, (x0 + step / 2) / sx - 0.5],
-                           [0, step / sy, (y0 + step / 2) / sy - 0.5]])
+        matrix = np.array([[step_x / sx, 0, (x0 + step_x / 2) / sx - 0.5],
+                           [0, step_y / sy, (y0 + step_y / 2) / sy - 0.5]])
         return _warp(array, matrix, (self.size, self.size), flag)
 
     def to_original(self, array: np.ndarray, interpolation: str = "nearest") -> np.ndarray:
         """size x size [x C] model-space array -> original (height, width) [x C]; zeros outside the crop."""
         if array.shape[:2] != (self.size, self.size):
             raise ValueError(f"expected a {self.size}x{self.size} model-space array, found {array.shape[:2]}")
-        zoom = self.size / self._side
+        zoom_x, zoom_y = self.zooms
         x0, y0 = self.crop[:2]
-        matrix = np.array([[zoom, 0, (0.5 - x0) * zoom - 0.5], [0, zoom, (0.5 - y0) * zoom - 0.5]])
+        matrix = np.array([[zoom_x, 0, (0.5 - x0) * zoom_x - 0.5], [0, zoom_y, (0.5 - y0) * zoom_y - 0.5]])
         return _warp(array, matrix, self.original_size, interpolation_flag(interpolation))
 
+    def fov_in_model(self) -> FieldOfView:
+        """The field of view in model coordinates (round again for a squashed field)."""
+        zoom_x, zoom_y = self.zooms
+        x0, y0 = self.crop[:2]
+        fov = self.fov
+        x = lambda v: None if v is None else (v + 0.5 - x0) * zoom_x - 0.5  # noqa: E731
+        y = lambda v: None if v is None else (v + 0.5 - y0) * zoom_y - 0.5  # noqa: E731
+        aspect = 1.0 if fov.aspect == 1.0 else fov.aspect * zoom_y / zoom_x
+        return FieldOfView(x(fov.cx), y(fov.cy), fov.radius * zoom_x, fov.found, aspect, y(fov.top), y(fov.bottom),
+                           x(fov.left), x(fov.right))
+
     def fov_mask(self, space: str = "model") -> np.ndarray:
-        """Bool mask of the field of view (inside the circle and the image): (size, size) or original_size."""
+        """Bool mask of the field of view (inside the field, its cuts and the image): (size, size) or original_size."""
         oh, ow = self.original_size
         if space == "original":
             shape, fov, box = self.original_size, self.fov, (0.0, 0.0, ow, oh)
         elif space == "model":
-            zoom = self.size / self._side
+            zoom_x, zoom_y = self.zooms
             x0, y0 = self.crop[:2]
-            shape = (self.size, self.size)
-            fov = FieldOfView((self.fov.cx + 0.5 - x0) * zoom - 0.5, (self.fov.cy + 0.5 - y0) * zoom - 0.5,
-                              self.fov.radius * zoom, self.fov.found)
-            box = (-x0 * zoom, -y0 * zoom, (ow - x0) * zoom, (oh - y0) * zoom)
+            shape, fov = (self.size, self.size), self.fov_in_model()
+            box = (-x0 * zoom_x, -y0 * zoom_y, (ow - x0) * zoom_x, (oh - y0) * zoom_y)
+
         else:
             raise ValueError(f"space must be 'model' or 'original', found {space!r}")
         ys = np.arange(shape[0], dtype=np.float32)[:, None]
         xs = np.arange(shape[1], dtype=np.float32)[None, :]
         mask = (xs + 0.5 >= box[0]) & (xs + 0.5 <= box[2]) & (ys + 0.5 >= box[1]) & (ys + 0.5 <= box[3])
-        if fov.found:
-            mask &= (xs - fov.cx) ** 2 + (ys - fov.cy) ** 2 <= fov.radius ** 2
-        return mask
+        return mask & fov.mask(shape) if fov.found else mask
 
     def to_dict(self) -> dict[str, Any]:
         return {"original_size": list(self.original_size), "crop": list(self.crop), "size": self.size,
@@ -138,7 +200,6 @@ class Geometry:
         from drtrt.config import from_dict
 
         return from_dict(cls, d, where="geometry.")
-
 
 
 def array_scale(shape: tuple[int, ...], original_size: tuple[int, int]) -> tuple[float, float]:
