@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from drtrt.preprocess import PreprocessSpec, decode_image, preprocess_rgb  # noqa: E402
-from drtrt.runtime.quality import assess_quality  # noqa: E402
+from drtrt.runtime.quality import assess_quality, decode_side  # noqa: E402
 
 STAGES = ("decode", "preprocess", "quality", "inference", "postprocess", "write")
 
@@ -110,7 +110,7 @@ def preprocessing_one_core(images: list[Path], repeats: int = 5) -> dict:
         data = path.read_bytes()
         for _ in range(repeats):
             t = [(time.perf_counter(), time.thread_time())]
-            rgb, size, _ = decode_image(data, spec.size)
+            rgb, size, _ = decode_image(data, decode_side(spec.size))
             t.append((time.perf_counter(), time.thread_time()))
             pre = preprocess_rgb(rgb, spec, size)
             t.append((time.perf_counter(), time.thread_time()))

@@ -56,7 +56,7 @@ def synth_root(tmp_path_factory) -> Path:
     from drtrt.data.synth import write_synthetic_idrid
 
     root = tmp_path_factory.mktemp("synth")
-    write_synthetic_idrid(root, grading=12, segmentation=6, size=256, seed=1)
+    write_synthetic_idrid(root, grading=12, segmentation=6, size=512, seed=1)
     return root
 
 

@@ -37,6 +37,7 @@ def screen(images: Annotated[Optional[list[Path]], typer.Argument(help="Image fi
 
     With --out, a crash-safe session folder: re-run the same command after a crash to finish it.
     Exit 3 if any image was ungradable or unreadable."""
+    from drtrt.cli.tables import display_names
     from drtrt.runtime.screening import resolve_inputs, screen_images, unsearched_images
     from drtrt.runtime.session import SessionConfig
 
@@ -57,6 +58,10 @@ def screen(images: Annotated[Optional[list[Path]], typer.Argument(help="Image fi
                             on_result=on_result, command=" ".join(sys.argv[1:]))
     for note in run.notes:
         warn(note)
+    for row, name in zip(run.rows, display_names([r.path for r in run.rows])):
+        for warning in row.warnings:
+            warn(f"{name}: {warning}")
+
     if run.already_done:
         (err if as_json else console).print(
             f"{run.already_done} of {len(run.rows)} image(s) were screened by an earlier run of {out} and are not "

@@ -5,14 +5,15 @@ of view (:mod:`.fov`) → square crop around it, zero padding where it leaves th
 resize to the model side (:mod:`.geometry`) → normalise (:mod:`.pipeline`). Every parameter
 is in :class:`PreprocessSpec` (:mod:`.spec`), recorded with every model. :class:`Geometry`
 records the crop so that model-space outputs can be drawn back onto the original image.
-NumPy, OpenCV and Pillow only.
+:mod:`.disc` finds the optic disc and the eye it implies. NumPy, OpenCV, Pillow, simplejpeg only.
 """
 
 from drtrt.preprocess.decode import MAX_DECODED_PIXELS, decode_image
+from drtrt.preprocess.disc import OpticDisc, eye_mismatch, locate_disc
 from drtrt.preprocess.fov import find_fov
 from drtrt.preprocess.geometry import FieldOfView, Geometry
 from drtrt.preprocess.pipeline import Preprocessed, normalise, preprocess, preprocess_rgb
 from drtrt.preprocess.spec import PreprocessSpec
 
-__all__ = ["MAX_DECODED_PIXELS", "FieldOfView", "Geometry", "PreprocessSpec", "Preprocessed", "decode_image",
-           "find_fov", "normalise", "preprocess", "preprocess_rgb"]
+__all__ = ["MAX_DECODED_PIXELS", "FieldOfView", "Geometry", "OpticDisc", "PreprocessSpec", "Preprocessed",
+           "decode_image", "eye_mismatch", "find_fov", "locate_disc", "normalise", "preprocess", "preprocess_rgb"]

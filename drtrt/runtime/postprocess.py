@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from drtrt.preprocess import Geometry
+from drtrt.preprocess import Geometry, OpticDisc
 from drtrt.task import TaskSpec
 
 MAX_MASK_PIXELS = 40_000_000   # lesion masks of larger originals are written at a reduced integer scale
@@ -69,10 +69,10 @@ def lesion_findings(labels: np.ndarray, geometry: Geometry, task: TaskSpec) -> d
     """Area and count per lesion type from a model-space label map.
 
     Counting and measuring in model space is exact up to the resize: each model pixel stands
-    for (crop side / model side)² original pixels.
+    for (crop width / model side) x (crop height / model side) original pixels.
     """
-    x0, _, x1, _ = geometry.crop
-    pixel_area = ((x1 - x0) / geometry.size) ** 2
+    step_x, step_y = geometry.steps
+    pixel_area = step_x ** 2 if step_x == step_y else step_x * step_y
     fov_px = max(1, int(valid_region(geometry).sum()))
     findings = {}
     for code in task.lesion_codes:
@@ -95,9 +95,9 @@ def labels_to_image(labels: np.ndarray, geometry: Geometry, out_hw: tuple[int, i
         raise ValueError(f"expected a {geometry.size}x{geometry.size} label map, found {labels.shape[:2]}")
     (oh, ow), (h, w) = geometry.original_size, out_hw
     sx, sy = ow / w, oh / h                                  # original pixels per output pixel
-    zoom = geometry.size / (geometry.crop[2] - geometry.crop[0])
+    zoom_x, zoom_y = geometry.zooms
     x0, y0 = geometry.crop[:2]
-    matrix = np.array([[sx * zoom, 0, (0.5 * sx - x0) * zoom - 0.5], [0, sy * zoom, (0.5 * sy - y0) * zoom - 0.5]])
+    matrix = np.array([[sx * zoom_x, 0, (0.5 * sx - x0) * zoom_x - 0.5], [0, sy * zoom_y, (0.5 * sy - y0) * zoom_y - 0.5]])
     return cv2.warpAffine(labels, matrix, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
@@ -132,12 +132,14 @@ def encode_label_png(mask: np.ndarray) -> bytes:
 
 
 def overlay(rgb: np.ndarray, labels: np.ndarray, geometry: Geometry, task: TaskSpec, alpha: float = 0.6,
-            findings: dict[str, LesionFinding] | None = None, legend: bool = False) -> np.ndarray:
+            findings: dict[str, LesionFinding] | None = None, legend: bool = False,
+            disc: OpticDisc | None = None) -> np.ndarray:
     """Draw model-space ``labels`` onto ``rgb`` (the original image at any uniform scale).
 
-    Lesion pixels are blended with their class colour, the field of view is outlined, and
-    (``legend``) a band under the picture names each colour with its lesion count when
-    ``findings`` are given. Returns a new RGB uint8 array (taller than ``rgb`` with a legend).
+    Lesion pixels are blended with their class colour, the field of view is outlined, the optic
+    ``disc`` (when given) is ringed in white with a cross at its centre, and (``legend``) a band
+    under the picture names each colour with its lesion count when ``findings`` are given.
+    Returns a new RGB uint8 array (taller than ``rgb`` with a legend).
     """
     h, w = rgb.shape[:2]
     full = labels_to_image(labels, geometry, (h, w))
@@ -146,8 +148,15 @@ def overlay(rgb: np.ndarray, labels: np.ndarray, geometry: Geometry, task: TaskS
     out[hit] = (alpha * LESION_COLOURS[full[hit]] + (1 - alpha) * rgb[hit]).astype(np.uint8)
     if geometry.fov.found:
         s = w / geometry.original_size[1]
-        centre = (round((geometry.fov.cx + 0.5) * s - 0.5), round((geometry.fov.cy + 0.5) * s - 0.5))
-        cv2.circle(out, centre, round(geometry.fov.radius * s), (90, 90, 90), max(1, w // 600), cv2.LINE_AA)
+        fov = geometry.fov.rescale(s, s)
+        centre, axes = (round(fov.cx), round(fov.cy)), (round(fov.radius), round(fov.radius_y))
+        cv2.ellipse(out, centre, axes, 0, 0, 360, (90, 90, 90), max(1, w // 600), cv2.LINE_AA)
+    if disc is not None:
+        s = w / geometry.original_size[1]
+        centre, radius, thick = (round(disc.x * s), round(disc.y * s)), max(3, round(disc.radius * s)), max(2, w // 400)
+        cv2.circle(out, centre, radius, (255, 255, 255), thick, cv2.LINE_AA)
+        cv2.drawMarker(out, centre, (255, 255, 255), cv2.MARKER_CROSS, max(5, radius // 2), thick, cv2.LINE_AA)
+
     return np.vstack([out, legend_band(w, task, findings)]) if legend else out
 
 

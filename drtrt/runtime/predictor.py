@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from drtrt.errors import ConfigError, DrtrtError, ImageError
-from drtrt.preprocess import Geometry, decode_image, preprocess_rgb
+from drtrt.preprocess import Geometry, OpticDisc, decode_image, locate_disc, preprocess_rgb
 from drtrt.runtime.inference import BatchedInference
 from drtrt.runtime.postprocess import LesionFinding, decode_grade, lesion_findings, lesion_label_map
-from drtrt.runtime.quality import QualityConfig, QualityVerdict, assess_quality
+from drtrt.runtime.quality import QualityConfig, QualityVerdict, analysis_view, assess_quality, decode_side
 from drtrt.runtime.registry import load_runner
 
 Source = str | os.PathLike | bytes
@@ -33,6 +33,7 @@ class ScreeningResult:
     image: str
     status: str                                   # "graded" | "ungradable" | "error"
     reason: str | None = None                     # why ungradable / error, in a health worker's words
+    code: str | None = None                       # why, as a stable code (quality.CODES, ImageError.code)
     grade: int | None = None
     grade_name: str | None = None
     referable: bool | None = None
@@ -41,6 +42,8 @@ class ScreeningResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     quality: QualityVerdict | None = None
     geometry: Geometry | None = None
+    disc: OpticDisc | None = None                 # the optic disc and the eye it implies (gradable photos)
+    warnings: list[str] = field(default_factory=list)
     batch_size: int = 0                           # images in the forward pass this one rode in
     labels: np.ndarray | None = None              # model-space lesion label map (keep_arrays)
     rgb: np.ndarray | None = None                 # decoded image (maybe reduced scale), for overlays
@@ -53,7 +56,11 @@ class ScreeningResult:
             "lesions": {k: v.to_dict() for k, v in self.lesions.items()},
             "error": self.reason if self.status == "error" else None,
             "reason": self.reason,
+            "code": self.code,
             "quality": None if self.quality is None else self.quality.to_dict(),
+            "field_of_view": None if self.geometry is None else self.geometry.fov.to_dict(),
+            "disc": None if self.disc is None else self.disc.to_dict(),
+            "warnings": list(self.warnings),
             "original_size": None if self.geometry is None else list(self.geometry.original_size),
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
         }
@@ -67,6 +74,7 @@ class _Prepared:
     tensor: np.ndarray
     geometry: Geometry
     quality: QualityVerdict
+    disc: OpticDisc | None
     timings: dict[str, float]
 
 
@@ -142,39 +150,47 @@ class Predictor:
         start = time.perf_counter()
         timings: dict[str, float] = {}
         if isinstance(source, bytes) and not source:
-            return ScreeningResult(name, "error", f"{Path(name).name}: empty file (0 bytes) — copy it again")
+            return ScreeningResult(name, "error", f"{Path(name).name}: empty file (0 bytes) — copy it again",
+                                   "file_damaged")
         try:
-            rgb, original_size, _ = decode_image(source, self.spec.size)
+            rgb, original_size, _ = decode_image(source, decode_side(self.spec.size))
         except ImageError as exc:
-            return ScreeningResult(name, "error", str(exc).replace("<bytes>", Path(name).name))
+            return ScreeningResult(name, "error", str(exc).replace("<bytes>", Path(name).name), exc.code)
         except MemoryError:
-            return ScreeningResult(name, "error", f"{Path(name).name}: not enough memory to decode; downscale it")
+            return ScreeningResult(name, "error", f"{Path(name).name}: not enough memory to decode; downscale it",
+                                   "file_too_large")
         tick = time.perf_counter()
         timings["decode"] = (tick - start) * 1e3
         pre = preprocess_rgb(rgb, self.spec, original_size=original_size)
         timings["preprocess"] = (time.perf_counter() - tick) * 1e3
         tick = time.perf_counter()
-        verdict = assess_quality(rgb, pre, self.quality)
+        view = analysis_view(rgb, pre) if pre.geometry.fov.found else None
+        verdict = assess_quality(rgb, pre, self.quality, view)
         timings["quality"] = (time.perf_counter() - tick) * 1e3
         if not verdict.gradable:
             timings["total"] = sum(timings.values())
-            return ScreeningResult(name, "ungradable", verdict.reason, timings_ms=timings, quality=verdict,
-                                   geometry=pre.geometry, rgb=rgb if keep_arrays else None)
-        return _Prepared(index, name, rgb, pre.tensor, pre.geometry, verdict, timings)
+            return ScreeningResult(name, "ungradable", verdict.reason, verdict.code, timings_ms=timings,
+                                   quality=verdict, geometry=pre.geometry, rgb=rgb if keep_arrays else None)
+        tick = time.perf_counter()
+        disc = locate_disc(view.image, view.geometry) if view is not None else None
+
+        timings["disc"] = (time.perf_counter() - tick) * 1e3
+        return _Prepared(index, name, rgb, pre.tensor, pre.geometry, verdict, disc, timings)
 
     def _infer(self, chunk: list[_Prepared], keep_arrays: bool) -> list[ScreeningResult]:
         try:
             batch = self.loop.run(chunk)
         except DrtrtError as exc:
-            return [ScreeningResult(p.name, "error", f"inference failed: {exc}", timings_ms=p.timings,
-                                    quality=p.quality, geometry=p.geometry) for p in chunk]
+            return [ScreeningResult(p.name, "error", f"inference failed: {exc}", "inference_failed",
+                                    timings_ms=p.timings, quality=p.quality, geometry=p.geometry) for p in chunk]
         share = batch.seconds[0] * 1e3 / len(chunk)
         task, results = self.task, []
         for p, outputs in zip(chunk, batch.per_image()):
             tick = time.perf_counter()
             p.timings["inference"] = share
             result = ScreeningResult(p.name, "graded", timings_ms=p.timings, quality=p.quality,
-                                     geometry=p.geometry, batch_size=len(chunk))
+                                     geometry=p.geometry, disc=p.disc, batch_size=len(chunk))
+
             if task.grade_output in outputs:
                 probs, grade, referable = decode_grade(outputs[task.grade_output], task)
                 result.probabilities = probs.tolist()

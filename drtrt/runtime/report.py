@@ -45,7 +45,8 @@ figcaption { font-size: 8.5pt; color: #333; }
 table { border-collapse: collapse; width: 100%; font-size: 8.5pt; margin-bottom: 2mm; }
 th, td { border: 1px solid #bbb; padding: 0.6mm 1.2mm; text-align: left; } th { background: #f0f0f0; }
 td.n { text-align: right; } .foot { font-size: 8pt; color: #555; margin-top: 3mm; border-top: 1px solid #ccc; }
-.totals td { font-size: 10pt; }
+.totals td { font-size: 10pt; } .warn { color: #b71c1c; }
+
 .legend { font-size: 8.5pt; margin: 0 0 2mm; } .swatch { display: inline-block; width: 3mm; height: 3mm;
   border: 1px solid #000; margin: 0 1mm 0 3mm; vertical-align: -0.3mm; }
 """
@@ -83,17 +84,21 @@ def summary_csv(rows: list[SessionRow], verdicts: list[PatientVerdict], task: Ta
     patient_of = {v.patient: v.verdict for v in verdicts}
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["file", "path", "sha256", "patient", "eye", "status", "reason", "grade", "grade_name",
+    writer.writerow(["file", "path", "sha256", "patient", "eye", "status", "reason", "code", "grade", "grade_name",
                      "referable", *[f"p_grade{g}" for g in range(task.n_grades)],
                      *[f"{c}_{k}" for c in task.lesion_codes for k in ("count", "area_px", "area_fov_pct")],
+                     "disc_x", "disc_y", "centred_on", "eye_from_disc", "warnings",
                      "eye_verdict", "patient_verdict", "overlay", "seen_at"])
     for r in rows:
         d = r.to_dict()
         probs = d.get("probabilities") or [""] * task.n_grades
         lesions = [d["lesions"].get(c, {}).get(k, "") for c in task.lesion_codes for k in ("count", "area_px", "area_fov_pct")]
+        disc = d.get("disc") or {}
         writer.writerow([r.name, r.path, r.sha256 or "", r.patient or "", r.eye or "", r.status, r.reason or "",
-                         _blank(d.get("grade")), d.get("grade_name") or "", _blank(d.get("referable")), *probs,
-                         *lesions, eye_of.get((r.patient, r.eye or "unspecified"), ""), patient_of.get(r.patient, ""),
+                         d.get("code") or "", _blank(d.get("grade")), d.get("grade_name") or "",
+                         _blank(d.get("referable")), *probs, *lesions,
+                         *(_blank(disc.get(k)) for k in ("x", "y", "centred", "eye")), "; ".join(r.warnings),
+                         eye_of.get((r.patient, r.eye or "unspecified"), ""), patient_of.get(r.patient, ""),
                          d.get("overlay", ""), r.seen_at])
     return buffer.getvalue()
 
@@ -157,6 +162,7 @@ def _figure(row: SessionRow, out: Path, task: TaskSpec) -> str:
         text = f"grade {d['grade']} — {_esc(d['grade_name'])}{p}; {'referable' if d['referable'] else 'not referable'}"
     else:
         text = f"{_esc(row.status)}: {_esc(row.reason)}"
+    text += "".join(f'<br><b class="warn">⚠ {_esc(w)}</b>' for w in row.warnings)
     table = ""
     if row.status == "graded" and d.get("lesions"):
         cells = "".join(f'<tr><td>{_esc(c)} {_esc(task.long_name(c))}</td><td class="n">{f["count"]}</td>'
@@ -218,12 +224,13 @@ def summary_html(rows: list[SessionRow], verdicts: list[PatientVerdict], meta: d
         + f"<td>{_esc(v.note)}</td></tr>" for v in verdicts)
     files = "".join(
         f"<tr><td>{_esc(r.name)}</td><td>{_esc(r.patient)}</td><td>{_esc(r.eye)}</td><td>{_esc(r.status)}</td>"
-        f"<td>{_esc(_grade_text(r))}</td><td>{_esc(r.reason)}</td></tr>" for r in rows)
+        f"<td>{_esc(_grade_text(r))}</td><td>{_esc('; '.join(filter(None, [r.reason, *r.warnings])))}</td></tr>"
+        for r in rows)
     body = (f"<h1>Screening session summary</h1><div class=\"meta\">{len(rows)} file(s) · written {now()}</div>"
             f"{totals}<h2>Patients</h2><table><tr><th>patient</th><th>verdict</th><th>right eye</th>"
             f"<th>left eye</th><th>note</th></tr>{patients or '<tr><td colspan=5>no patient IDs given</td></tr>'}"
             f"</table><h2>Images</h2><table><tr><th>file</th><th>patient</th><th>eye</th><th>status</th>"
-            f"<th>grade</th><th>reason</th></tr>{files}</table>{_footer(meta, task)}")
+            f"<th>grade</th><th>reason / warnings</th></tr>{files}</table>{_footer(meta, task)}")
     return _page("DR screening — session summary", body)
 
 

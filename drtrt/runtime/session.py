@@ -160,8 +160,8 @@ class ScreeningSession:
         self.already_done += 1
         self._emit(known.path)
 
-
     def flush(self) -> None:
+
         """Screen everything queued and commit each result."""
         if not self._queue:
             return
@@ -186,7 +186,7 @@ class ScreeningSession:
         stem = _stem(entry.path, entry.sha256)
         if result.status == "graded" and result.labels is not None:
             picture = overlay(result.rgb, result.labels, result.geometry, self.predictor.task, findings=result.lesions,
-                              legend=True)
+                              legend=True, disc=result.disc)
             ok, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
             atomic_write(self.out / "overlays" / f"{stem}.png", png.tobytes())
             written["overlay"] = f"overlays/{stem}.png"   # at the decoded scale (1/k of the original)

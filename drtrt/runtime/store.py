@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drtrt.errors import ConfigError, DataError
+from drtrt.preprocess.disc import eye_mismatch
 from drtrt.task import TaskSpec
 
 SCHEMA_VERSION = 1
@@ -75,12 +76,21 @@ class SessionRow:
     def name(self) -> str:
         return Path(self.path).name
 
+    @property
+    def warnings(self) -> list[str]:
+        """What the health worker must check although the photo was screened: the record's own
+        warnings, and an eye recorded (now) as the other one than the optic disc shows."""
+        mismatch = eye_mismatch(self.eye, (self.record.get("disc") or {}).get("eye"))
+        return [*self.record.get("warnings", []), *([mismatch] if mismatch else [])]
+
     def to_dict(self) -> dict:
         """The screening record plus where the file belongs (a duplicate has no record of its own)."""
         base = dict(self.record)
         base.update({"image": self.path, "status": self.status, "reason": self.reason,
                      "error": self.reason if self.status == "error" else None, "sha256": self.sha256,
-                     "patient": self.patient, "eye": self.eye, "duplicate_of": self.duplicate_of})
+                     "patient": self.patient, "eye": self.eye, "duplicate_of": self.duplicate_of,
+                     "warnings": self.warnings})
+
         for key in ("grade", "grade_name", "referable", "probabilities"):
             base.setdefault(key, None)
         base.setdefault("lesions", {})

@@ -104,7 +104,9 @@ def log_line(row: SessionRow) -> str:
         detail += f" ({ms / 1000:.1f} s)" if ms else ""
     else:
         detail = row.reason or ""
+    detail += "".join(f"  ⚠ {w}" for w in row.warnings)
     return f"{time.strftime('%H:%M:%S')}  {row.name}  {f'[{who}]  ' if who else ''}{row.status}  {detail}"
+
 
 
 def watch_folder(folder: str | os.PathLike, model: str | os.PathLike, out: str | os.PathLike,

@@ -11,7 +11,7 @@ from drtrt.cli.demo import DemoConfig, run_demo
 
 
 def test_demo_runs_every_stage(tmp_path):
-    cfg = DemoConfig(grading=12, segmentation=6, synth_size=256, image_size=64, width=0.0625, epochs=1,
+    cfg = DemoConfig(grading=12, segmentation=6, synth_size=512, image_size=64, width=0.0625, epochs=1,
                      batch_size=4, screen_count=2)
     console = Console(record=True, width=120)
     metrics = run_demo(tmp_path, console=console, progress_factory=progress, cfg=cfg)

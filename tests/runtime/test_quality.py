@@ -1,4 +1,6 @@
-"""The image quality gate: real fundus photos pass, generated bad cases fail with the right reason."""
+"""The image quality gate: real fundus photos pass, bad ones fail with the right code and advice,
+and the verdict does not depend on the file (resolution, JPEG quality, the model's input side).
+Real photos and every everyday variant of them: tests/runtime/test_intake.py."""
 
 from __future__ import annotations
 
@@ -7,45 +9,56 @@ import numpy as np
 import pytest
 from conftest import shared_data
 
-from drtrt.preprocess import PreprocessSpec, decode_image, preprocess_rgb
-from drtrt.runtime.quality import QualityConfig, assess_quality, blur_effect
 from drtrt.data.fundus import render_fundus
+from drtrt.preprocess import PreprocessSpec, decode_image, preprocess_rgb
+from drtrt.runtime.quality import (ADVICE, ANALYSIS_SIDE, CODES, QualityConfig, analysis_view, assess_quality,
+                                   decode_side, sharpness)
 
 SPEC = PreprocessSpec(size=512)
 
 
-def judge(rgb: np.ndarray, spec: PreprocessSpec = SPEC, original_size=None):
-    return assess_quality(rgb, preprocess_rgb(rgb, spec, original_size or rgb.shape[:2]))
+def judge(rgb: np.ndarray, spec: PreprocessSpec = SPEC, original_size=None, cfg: QualityConfig = QualityConfig()):
+    return assess_quality(rgb, preprocess_rgb(rgb, spec, original_size or rgb.shape[:2]), cfg)
 
 
-def real_samples() -> list:
-    root = shared_data("idrid-samples")
-    files = sorted(root.glob("A. Segmentation/1. Original Images/*/*.jpg"))
-    assert len(files) == 8, files
-    return files
+def judge_file(data: bytes, spec: PreprocessSpec = SPEC):
+    rgb, size, _ = decode_image(data, decode_side(spec.size))
+    return assess_quality(rgb, preprocess_rgb(rgb, spec, size))
+
+
+def jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
+    return cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
 
 
 @pytest.fixture(scope="module")
 def real_decoded():
-    return [(f.name, *decode_image(f, SPEC.size)[:2]) for f in real_samples()]
+    files = sorted(shared_data("idrid-samples").glob("A. Segmentation/1. Original Images/*/*.jpg"))
+    assert len(files) == 8, files
+    return [(f.name, *decode_image(f, decode_side(SPEC.size))[:2]) for f in files]
 
 
 @pytest.fixture(scope="module")
 def synthetic() -> np.ndarray:
-    image, _ = render_fundus(np.random.default_rng(3), 1200, 800, grade=2)
+    image, _ = render_fundus(np.random.default_rng(3), 1600, 1200, grade=2)
     return image
 
 
+def check_refusal(verdict, code: str) -> None:
+    assert not verdict.gradable and verdict.code == code, verdict
+    assert verdict.code in CODES and verdict.reason.endswith(ADVICE[code]), verdict.reason
+
+
 @pytest.mark.realdata
-def test_every_real_idrid_sample_is_gradable(real_decoded):
+def test_every_real_idrid_sample_is_gradable_with_a_margin(real_decoded):
+    cfg = QualityConfig()
     for name, rgb, size in real_decoded:
         verdict = judge(rgb, original_size=size)
-        assert verdict.gradable, (name, verdict)
+        assert verdict.gradable and verdict.code == "ok", (name, verdict)
         m = verdict.measures
-        # keep a margin to each threshold, so a small change in decoding cannot flip a real photo
-        assert m["blur"] < QualityConfig().max_blur - 0.1, (name, m)
-        assert m["mean_brightness"] > 2 * QualityConfig().dark_mean, (name, m)
-        assert m["overexposed_fraction"] < QualityConfig().overexposed_fraction / 5, (name, m)
+        # a margin to each threshold, so that a small change in decoding cannot flip a real photo
+        assert m["sharpness"] > cfg.min_sharpness + 0.8 and m["isotropy"] > cfg.min_isotropy + 0.03, (name, m)
+        assert m["brightness"] > cfg.dark_level + 50 and m["clipped_fraction"] < cfg.clipped_fraction / 10, (name, m)
+        assert m["red_green"] > cfg.min_red_green + 0.1 and m["contrast"] > cfg.min_contrast + 0.004, (name, m)
 
 
 def test_synthetic_fundus_is_gradable(synthetic):
@@ -54,12 +67,12 @@ def test_synthetic_fundus_is_gradable(synthetic):
 
 
 def degrade(rgb: np.ndarray, case: str) -> np.ndarray:
-    """Generated bad cases from a good fundus photo (sigma as a share of the image height)."""
+    """Bad cases made from a good fundus photo (blur sigma as a share of the image height)."""
     h, w = rgb.shape[:2]
     if case == "blurred":
         return cv2.GaussianBlur(rgb, (0, 0), 0.01 * h)
     if case == "slightly_blurred":
-        return cv2.GaussianBlur(rgb, (0, 0), 0.006 * h)
+        return cv2.GaussianBlur(rgb, (0, 0), 0.005 * h)
     if case == "too_dark":
         return (rgb * 0.2).astype(np.uint8)
     if case == "black":
@@ -75,15 +88,12 @@ def degrade(rgb: np.ndarray, case: str) -> np.ndarray:
 
 EXPECTED = {"blurred": "blurred", "slightly_blurred": "blurred", "too_dark": "too_dark", "black": "too_dark",
             "overexposed": "overexposed", "greyscale": "greyscale", "too_small": "too_small"}
-WORDS = {"blurred": "blurred", "too_dark": "too dark", "overexposed": "overexposed", "greyscale": "colour",
-         "too_small": "too small"}
 
 
-@pytest.mark.parametrize("case", sorted(EXPECTED))
+@pytest.mark.parametrize("case", sorted(set(EXPECTED) - {"slightly_blurred"}))   # rendered vessels are too coarse
 def test_degraded_synthetic_fails(synthetic, case):
-    verdict = judge(degrade(synthetic, case))
-    assert not verdict.gradable and verdict.code == EXPECTED[case], verdict
-    assert WORDS[verdict.code] in verdict.reason and "retake" in verdict.reason
+
+    check_refusal(judge(degrade(synthetic, case)), EXPECTED[case])
 
 
 @pytest.mark.realdata
@@ -91,8 +101,7 @@ def test_degraded_synthetic_fails(synthetic, case):
 def test_degraded_real_samples_fail(real_decoded, case):
     for name, rgb, size in real_decoded[::3]:        # three of the eight: IDRiD_01, 04, 57
         bad = degrade(rgb, case)
-        verdict = judge(bad, original_size=size if bad.shape[:2] == rgb.shape[:2] else None)
-        assert not verdict.gradable and verdict.code == EXPECTED[case], (name, verdict)
+        check_refusal(judge(bad, original_size=size if bad.shape[:2] == rgb.shape[:2] else None), EXPECTED[case])
 
 
 def _screenshot(h: int = 768, w: int = 1024) -> np.ndarray:
@@ -121,8 +130,9 @@ def _disc(colour, noise: int = 0, h: int = 768, w: int = 1024) -> np.ndarray:
 
 
 @pytest.mark.parametrize("case, code", [
-    ("grey_card", "blank"), ("white", "overexposed"), ("black", "too_dark"), ("screenshot", "no_fov"),
-    ("ordinary_photo", "no_fov"), ("moon", "greyscale"), ("blue_disc", "not_fundus"), ("flat_orange_disc", "no_detail"),
+    ("grey_card", "no_field_of_view"), ("white", "overexposed"), ("black", "too_dark"),
+    ("screenshot", "no_field_of_view"), ("ordinary_photo", "no_field_of_view"), ("moon", "greyscale"),
+    ("blue_disc", "not_a_fundus"), ("flat_orange_disc", "blurred"),
 ])
 def test_not_a_fundus_photo_fails(case, code):
     images = {"grey_card": lambda: np.full((768, 1024, 3), 128, np.uint8),
@@ -131,23 +141,52 @@ def test_not_a_fundus_photo_fails(case, code):
               "screenshot": _screenshot, "ordinary_photo": _photo,
               "moon": lambda: _disc((190, 190, 185), noise=30),
               "blue_disc": lambda: _disc((60, 110, 200), noise=40),
-              "flat_orange_disc": lambda: _disc((200, 90, 30))}
-    verdict = judge(images[case]())
-    assert not verdict.gradable and verdict.code == code, verdict
-    assert "retake" in verdict.reason
+              "flat_orange_disc": lambda: _disc((200, 90, 30))}        # nothing to see: no detail at all
+    check_refusal(judge(images[case]()), code)
 
 
-def test_blur_effect_is_monotonic_and_contrast_invariant(synthetic):
-    grey = cv2.cvtColor(synthetic, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    mask = np.ones(grey.shape, bool)
-    scores = [blur_effect(cv2.GaussianBlur(grey, (0, 0), s) if s else grey, mask) for s in (0, 1, 2, 4, 8)]
-    assert scores == sorted(scores) and scores[0] < 0.5 < scores[-1], scores
-    assert blur_effect(grey * 0.5, mask) == pytest.approx(scores[0], abs=1e-3)
-    assert blur_effect(np.zeros((64, 64), np.float32), np.ones((64, 64), bool)) == 1.0
+def test_the_verdict_does_not_depend_on_the_file(synthetic):
+    """The same photo at 4x the resolution, at a quarter of it, at JPEG quality 35 and for a smaller
+    model: the same verdict and nearly the same measures (they are taken at one analysis scale)."""
+    blurred = cv2.GaussianBlur(synthetic, (0, 0), 0.01 * synthetic.shape[0])
+    for photo, expected in ((synthetic, "ok"), (blurred, "blurred")):
+        big = cv2.resize(photo, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+        small = cv2.resize(photo, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+        verdicts = [judge_file(jpeg(photo)), judge_file(jpeg(big)), judge_file(jpeg(small)),
+                    judge_file(jpeg(photo, 35)), judge_file(jpeg(photo), PreprocessSpec(size=128))]
+        assert {v.code for v in verdicts} == {expected}, [v.to_dict() for v in verdicts]
+        reference = verdicts[0].measures
+        for v in verdicts[1:]:
+            for key in ("brightness", "red_green", "contrast", "sharpness"):
+                assert v.measures[key] == pytest.approx(reference[key], rel=0.25), (key, v.measures, reference)
+
+
+def test_analysis_view_is_one_scale_whatever_the_model(synthetic):
+    for size in (64, 256, 512, 768):
+        spec = PreprocessSpec(size=size)
+        view = analysis_view(synthetic, preprocess_rgb(synthetic, spec))
+        assert view.image.shape == (ANALYSIS_SIDE, ANALYSIS_SIDE, 3) and view.geometry.size == ANALYSIS_SIDE
+        assert 0.6 < view.inside.mean() < 0.8                        # the field, less its rim
+    assert decode_side(64) == decode_side(512) == ANALYSIS_SIDE and decode_side(1024) == 1024
+
+
+def test_sharpness_falls_with_blur_and_ignores_exposure(synthetic):
+    grey = cv2.cvtColor(synthetic, cv2.COLOR_RGB2GRAY).astype(np.float32)[:1024, :1024]
+    inside = np.ones(grey.shape, bool)
+    scores = [sharpness(cv2.GaussianBlur(grey, (0, 0), s) if s else grey, inside)[0] for s in (0, 1, 2, 4, 8)]
+    assert scores == sorted(scores, reverse=True) and scores[0] > 2 * scores[-1], scores
+    assert sharpness(grey * 0.4, inside)[0] == pytest.approx(scores[0], rel=1e-3)
+    smeared = cv2.filter2D(grey, -1, np.full((1, 15), 1 / 15, np.float32))    # movement along x
+    assert sharpness(smeared, inside)[1] < QualityConfig().min_isotropy < sharpness(grey, inside)[1]
+
+    assert sharpness(grey, np.zeros(grey.shape, bool)) == (0.0, 0.0)
 
 
 def test_thresholds_are_configurable(synthetic):
-    strict = QualityConfig(max_blur=0.05)
-    verdict = assess_quality(synthetic, preprocess_rgb(synthetic, SPEC), strict)
-    assert verdict.code == "blurred"
-    assert verdict.to_dict()["measures"]["blur"] > 0.05
+    strict = QualityConfig(min_sharpness=50.0)
+    verdict = judge(synthetic, cfg=strict)
+    check_refusal(verdict, "blurred")
+    assert verdict.to_dict()["measures"]["sharpness"] < 50
+    lenient = QualityConfig(min_field_px=100, min_fov_fraction=0.1)
+    assert judge(degrade(synthetic, "too_small"), cfg=lenient).code != "too_small"
+

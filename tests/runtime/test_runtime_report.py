@@ -136,3 +136,22 @@ def test_report_renders_and_prints_on_a4_in_a_real_browser(patient_session, tmp_
     shot = cv2.imread(str(png))
     assert shot is not None and shot.shape[:2] == (1123, 794)
     assert shot.std() > 20 and (shot < 250).mean() > 0.1                # pictures and text drawn, not a blank page
+
+
+def test_overlay_rings_the_optic_disc():
+    import numpy as np
+
+    from drtrt.preprocess import FieldOfView, Geometry, OpticDisc
+    from drtrt.runtime.postprocess import overlay
+
+    task = TaskSpec()
+    rgb = np.full((400, 600, 3), 40, np.uint8)
+    geometry = Geometry.from_fov(FieldOfView(299.5, 199.5, 190.0, True), (800, 1200), 64)   # rgb at half scale
+    labels = np.zeros((64, 64), np.int64)
+    disc = OpticDisc(x=900.0, y=400.0, radius=40.0, dx=0.6, dy=0.0, score=6.0, centred="macula", eye="right")
+    plain, marked = overlay(rgb, labels, geometry, task), overlay(rgb, labels, geometry, task, disc=disc)
+    ring = (marked != plain).any(axis=2)
+    ys, xs = np.nonzero(ring)
+    assert ring[200, 450] and abs(xs.mean() - 450) < 3 and abs(ys.mean() - 200) < 3     # centred on the disc
+    assert xs.max() - xs.min() == pytest.approx(40, abs=8)                 # radius 40 at half scale, plus the line
+    assert (marked[ring] >= 200).all(axis=1).mean() > 0.3                               # drawn in white

@@ -77,7 +77,40 @@ def test_every_bad_input_gets_a_status_and_reason(bad_session):
             assert row.reason and row.record.get("grade") is None and row.to_dict()["grade"] is None, key
 
 
+def test_every_outcome_carries_a_stable_code(bad_session):
+    _, rows = bad_session
+    codes = {k: r.record.get("code") for k, r in rows.items() if r.status in ("graded", "ungradable", "error")}
+    assert codes["grey"] == "greyscale" and codes["truncated"] == codes["text"] == "file_damaged"
+    assert codes["good"] is None and rows["good"].record["field_of_view"]["found"]
+    assert rows["good"].record["disc"]["eye"] in ("right", "left", None)
+
+
+def test_an_eye_recorded_against_its_optic_disc_is_flagged_everywhere(tiny_onnx, synth_root, tmp_path):
+    """Screened as the eye the disc does not show: the record, the summary, the report, the CLI
+    and the watch log all carry the warning; recorded again as the right eye, it goes away."""
+    from drtrt.runtime.watch import log_line
+
+    image = tmp_path / "eye.jpg"
+    shutil.copy(grading_images(synth_root)[0], image)
+    first = screen_images([image], tiny_onnx, tmp_path / "probe").rows[0]
+    shown = first.record["disc"]["eye"]
+    assert first.status == "graded" and shown in ("right", "left") and not first.warnings
+    other = "left" if shown == "right" else "right"
+    out = tmp_path / "s"
+    row = screen_images([image], tiny_onnx, out, default=Assignment("P-7", other)).rows[0]
+    assert len(row.warnings) == 1 and f"recorded as the {other} eye" in row.warnings[0]
+    assert row.to_dict()["warnings"] == row.warnings and "eye mismatch" in log_line(row)
+    assert "eye mismatch" in (out / "summary.csv").read_text() and "eye mismatch" in (out / "summary.html").read_text()
+    assert "eye mismatch" in (out / "reports" / "patient-P-7.html").read_text()
+    proc = subprocess.run([sys.executable, "-m", "drtrt.cli", "screen", image, "--model", tiny_onnx, "--eye", other,
+                           "--patient", "P-8"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "eye mismatch" in proc.stderr, proc.stderr
+    fixed = screen_images([image], tiny_onnx, out, default=Assignment("P-7", shown)).rows[0]
+    assert fixed.eye == shown and not fixed.warnings and "eye mismatch" not in (out / "summary.csv").read_text()
+
+
 def test_results_are_at_the_original_resolution(bad_session, bad_inputs):
+
     out, rows = bad_session
     record = rows["good"].record
     h, w = cv2.imread(str(bad_inputs["good"])).shape[:2]
