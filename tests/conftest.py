@@ -56,6 +56,18 @@ def synth_root(tmp_path_factory) -> Path:
     from drtrt.data.synth import write_synthetic_idrid
 
     root = tmp_path_factory.mktemp("synth")
+    write_synthetic_idrid(root, grading=12, segmentation=6, size=256, seed=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def photo_root(tmp_path_factory) -> Path:
+    """Synthetic photos large enough for the quality gate (a field of at least 256 px; those of
+    ``synth_root`` are 190 px across, right for training the 64-px model but "too small" to
+    screen), in the same IDRiD layout."""
+    from drtrt.data.synth import write_synthetic_idrid
+
+    root = tmp_path_factory.mktemp("photos")
     write_synthetic_idrid(root, grading=12, segmentation=6, size=512, seed=1)
     return root
 

@@ -82,8 +82,8 @@ def option_help(text: str) -> dict[str, str]:
 
 
 
-def test_screen_json_and_bad_images_do_not_stop_the_run(tiny_onnx, synth_root, tmp_path):
-    good = sorted((synth_root / "B. Disease Grading" / "1. Original Images" / "b. Testing Set").glob("*.jpg"))[:2]
+def test_screen_json_and_bad_images_do_not_stop_the_run(tiny_onnx, photo_root, tmp_path):
+    good = sorted((photo_root / "B. Disease Grading" / "1. Original Images" / "b. Testing Set").glob("*.jpg"))[:2]
     text = tmp_path / "notes.jpg"
     text.write_text("this is not an image")
     truncated = tmp_path / "truncated.jpg"
@@ -106,19 +106,19 @@ def test_screen_json_and_bad_images_do_not_stop_the_run(tiny_onnx, synth_root, t
     assert len(list((tmp_path / "out" / "overlays").glob("*.png"))) == 2
 
 
-def test_screen_all_graded_exits_zero(tiny_onnx, synth_root):
-    folder = synth_root / "A. Segmentation" / "1. Original Images" / "b. Testing Set"
+def test_screen_all_graded_exits_zero(tiny_onnx, photo_root):
+    folder = photo_root / "A. Segmentation" / "1. Original Images" / "b. Testing Set"
     proc = drtrt("screen", folder, "--model", tiny_onnx)
     assert proc.returncode == 0, proc.stderr
     assert "screening results" in proc.stdout
 
 
-def test_screen_subfolders_reruns_and_same_names(tiny_onnx, synth_root, tmp_path):
+def test_screen_subfolders_reruns_and_same_names(tiny_onnx, photo_root, tmp_path):
     """Subfolders are screened with --recursive and reported without it; a re-run says what it skipped;
     two files with one name are told apart."""
     import shutil
 
-    images = sorted((synth_root / "B. Disease Grading" / "1. Original Images").glob("*/*.jpg"))
+    images = sorted((photo_root / "B. Disease Grading" / "1. Original Images").glob("*/*.jpg"))
     visit = tmp_path / "visit"
     (visit / "left").mkdir(parents=True)
     (visit / "right").mkdir()
@@ -143,8 +143,8 @@ def test_screen_subfolders_reruns_and_same_names(tiny_onnx, synth_root, tmp_path
 
 @pytest.mark.parametrize("case", ["missing_file", "empty_dir", "missing_model", "bad_model", "model_not_onnx",
                                   "unknown_option", "bad_eye"])
-def test_one_line_errors_and_their_exit_codes(case, tiny_onnx, synth_root, tmp_path):
-    image = next((synth_root / "A. Segmentation" / "1. Original Images" / "a. Training Set").glob("*.jpg"))
+def test_one_line_errors_and_their_exit_codes(case, tiny_onnx, photo_root, tmp_path):
+    image = next((photo_root / "A. Segmentation" / "1. Original Images" / "a. Training Set").glob("*.jpg"))
     code = ExitCode.FAILED
     if case == "missing_file":
         proc, fragment = drtrt("screen", tmp_path / "nope.jpg", "--model", tiny_onnx), "no such file"
@@ -193,11 +193,11 @@ def test_a_bug_is_one_line_and_exit_70_with_the_traceback_on_request(monkeypatch
     assert isinstance(result.exception, ZeroDivisionError)
 
 
-def test_json_is_one_document_on_stdout_for_every_report_command(tiny_onnx, synth_root):
+def test_json_is_one_document_on_stdout_for_every_report_command(tiny_onnx, photo_root):
     """`--json` means the same everywhere: machine-readable on stdout, progress and warnings on stderr."""
-    for args in (["doctor"], ["evaluate", "--model", tiny_onnx, "--data", synth_root],
+    for args in (["doctor"], ["evaluate", "--model", tiny_onnx, "--data", photo_root],
                  ["bench", "--model", tiny_onnx, "--iters", "1", "--warmup", "0", "--no-peak"],
-                 ["parity", "--reference", tiny_onnx, "--candidate", tiny_onnx, "--data", synth_root, "--limit", "4"]):
+                 ["parity", "--reference", tiny_onnx, "--candidate", tiny_onnx, "--data", photo_root, "--limit", "4"]):
         proc = drtrt(*args, "--json")
         assert proc.returncode == 0, (args, proc.stderr)
         json.loads(proc.stdout)

@@ -58,8 +58,8 @@ def test_ort_runner_dynamic_batch(tiny_onnx):
             assert out["lesion_logits"].shape == (n, 5, 64, 64)
 
 
-def test_predictor_screens_a_synthetic_image(tiny_onnx, synth_root):
-    image = next((synth_root / "B. Disease Grading" / "1. Original Images" / "b. Testing Set").glob("*.jpg"))
+def test_predictor_screens_a_synthetic_image(tiny_onnx, photo_root):
+    image = next((photo_root / "B. Disease Grading" / "1. Original Images" / "b. Testing Set").glob("*.jpg"))
     with Predictor(tiny_onnx) as predictor:
         result = predictor.screen(image)
     assert result.status == "graded", result.reason
@@ -69,9 +69,9 @@ def test_predictor_screens_a_synthetic_image(tiny_onnx, synth_root):
     json.dumps(result.to_dict())
 
 
-def test_runtime_imports_and_screens_without_torch(tiny_onnx, synth_root):
+def test_runtime_imports_and_screens_without_torch(tiny_onnx, photo_root):
     """The Jetson image has no torch: block it and run a real screen."""
-    image = next((synth_root / "A. Segmentation" / "1. Original Images" / "b. Testing Set").glob("*.jpg"))
+    image = next((photo_root / "A. Segmentation" / "1. Original Images" / "b. Testing Set").glob("*.jpg"))
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
         "import drtrt.runtime, drtrt.preprocess, drtrt.runtime.postprocess, drtrt.runtime.screening, drtrt.cli\n"

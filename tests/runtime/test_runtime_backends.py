@@ -18,8 +18,8 @@ from drtrt.runtime.session import SessionConfig
 from drtrt.runtime.screening import screen_images
 
 
-def some_images(synth_root: Path, n: int = 3) -> list[Path]:
-    return sorted((synth_root / "B. Disease Grading" / "1. Original Images").glob("*/*.jpg"))[:n]
+def some_images(photo_root: Path, n: int = 3) -> list[Path]:
+    return sorted((photo_root / "B. Disease Grading" / "1. Original Images").glob("*/*.jpg"))[:n]
 
 
 def test_backend_by_suffix_and_by_name(tiny_onnx, tmp_path):
@@ -59,12 +59,12 @@ def test_missing_backend_dependency_is_a_clear_error(tmp_path, monkeypatch):
         registry.runner_class("torch")
 
 
-def test_torch_backend_only_imported_when_asked(tiny_onnx, synth_root):
+def test_torch_backend_only_imported_when_asked(tiny_onnx, photo_root):
     """drtrt.runtime refers to the torch and TensorRT runners by import path: neither is imported."""
     code = ("import sys; sys.modules['torch'] = None; sys.modules['tensorrt'] = None\n"
             "import drtrt.runtime.predictor, drtrt.runtime.session, drtrt.runtime.watch, drtrt.runtime.report\n"
             "from drtrt.runtime.screening import screen_images\n"
-            f"rows = screen_images([{str(some_images(synth_root, 1)[0])!r}], {str(tiny_onnx)!r}).rows\n"
+            f"rows = screen_images([{str(some_images(photo_root, 1)[0])!r}], {str(tiny_onnx)!r}).rows\n"
             "assert rows[0].status == 'graded', rows[0].reason\n"
             "assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'tensorrt', 'onnx') "
             "and sys.modules[m] is not None]\n"
@@ -73,27 +73,27 @@ def test_torch_backend_only_imported_when_asked(tiny_onnx, synth_root):
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
 
-def test_pytorch_checkpoint_backend(tiny_run, tiny_onnx, synth_root):
+def test_pytorch_checkpoint_backend(tiny_run, tiny_onnx, photo_root):
     """Parity work: the .pt checkpoint screens through the same API as its ONNX export."""
     try:
         cls = registry.runner_class("torch")
     except BackendUnavailable as exc:
         pytest.skip(f"PyTorch runner not available: {exc}")
     assert cls.__name__ == "TorchRunner"
-    images = some_images(synth_root)
+    images = some_images(photo_root)
     with Predictor(tiny_run / "best.pt") as torch_predictor, Predictor(tiny_onnx) as ort_predictor:
         for a, b in zip(torch_predictor.screen_batch(images), ort_predictor.screen_batch(images)):
             assert a.status == b.status == "graded" and a.grade == b.grade
             np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-4)
 
 
-def test_tensorrt_engine_screens_like_its_onnx(tiny_onnx, synth_root, tmp_path, monkeypatch, tensorrt):
+def test_tensorrt_engine_screens_like_its_onnx(tiny_onnx, photo_root, tmp_path, monkeypatch, tensorrt):
     """A .engine screens like its ONNX (TensorRT's double computes with ONNX Runtime; --real-trt: TensorRT)."""
     monkeypatch.setenv("DRTRT_CACHE_DIR", str(tmp_path / "cache"))
     from drtrt.export.trt_build import BuildConfig, build_engine
 
     engine = build_engine(BuildConfig(onnx=tiny_onnx, out=tmp_path / "model.engine", max_batch=2)).engine
-    images = some_images(synth_root, 3)
+    images = some_images(photo_root, 3)
     cfg = SessionConfig(batch_size=2)
     trt_rows = screen_images(images, engine, tmp_path / "trt-session", cfg=cfg).rows
     ort_rows = screen_images(images, tiny_onnx, tmp_path / "ort-session", cfg=cfg).rows

@@ -84,8 +84,8 @@ def test_patient_id_and_eye_validation(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def patient_session(tiny_onnx, synth_root, tmp_path_factory):
-    images = sorted((synth_root / "B. Disease Grading" / "1. Original Images").glob("*/*.jpg"))[:2]
+def patient_session(tiny_onnx, photo_root, tmp_path_factory):
+    images = sorted((photo_root / "B. Disease Grading" / "1. Original Images").glob("*/*.jpg"))[:2]
     out = tmp_path_factory.mktemp("report") / "session"
     grey = out.parent / "grey.png"
     import cv2

@@ -22,16 +22,16 @@ from drtrt.runtime.session import ScreeningSession, SessionConfig
 from drtrt.runtime.store import SessionStore
 
 
-def grading_images(synth_root: Path) -> list[Path]:
-    return sorted((synth_root / "B. Disease Grading" / "1. Original Images").glob("*/*.jpg"))
+def grading_images(photo_root: Path) -> list[Path]:
+    return sorted((photo_root / "B. Disease Grading" / "1. Original Images").glob("*/*.jpg"))
 
 
 @pytest.fixture(scope="module")
-def bad_inputs(synth_root, tmp_path_factory) -> dict[str, Path]:
+def bad_inputs(photo_root, tmp_path_factory) -> dict[str, Path]:
     """One file per kind of input a clinic produces, good and bad, under a folder with a space."""
     folder = tmp_path_factory.mktemp("inputs") / "camera export"
     folder.mkdir()
-    good = grading_images(synth_root)[0]
+    good = grading_images(photo_root)[0]
     rgb = cv2.cvtColor(cv2.imread(str(good)), cv2.COLOR_BGR2RGB)
     files = {"good": folder / "good.jpg", "zero": folder / "zero.jpg", "truncated": folder / "truncated.jpg",
              "text": folder / "notes.jpg", "grey": folder / "grey.png", "rgba": folder / "rgba.png",
@@ -47,7 +47,7 @@ def bad_inputs(synth_root, tmp_path_factory) -> dict[str, Path]:
     exif = Image.Exif()
     exif[0x0112] = 6                                  # stored turned 90° left; viewers turn it back
     Image.fromarray(np.ascontiguousarray(np.rot90(rgb))).save(files["exif"], quality=95, exif=exif)
-    shutil.copy(grading_images(synth_root)[1], files["unicode"])
+    shutil.copy(grading_images(photo_root)[1], files["unicode"])
     shutil.copy(good, files["duplicate"])
     return files
 
@@ -85,13 +85,13 @@ def test_every_outcome_carries_a_stable_code(bad_session):
     assert rows["good"].record["disc"]["eye"] in ("right", "left", None)
 
 
-def test_an_eye_recorded_against_its_optic_disc_is_flagged_everywhere(tiny_onnx, synth_root, tmp_path):
+def test_an_eye_recorded_against_its_optic_disc_is_flagged_everywhere(tiny_onnx, photo_root, tmp_path):
     """Screened as the eye the disc does not show: the record, the summary, the report, the CLI
     and the watch log all carry the warning; recorded again as the right eye, it goes away."""
     from drtrt.runtime.watch import log_line
 
     image = tmp_path / "eye.jpg"
-    shutil.copy(grading_images(synth_root)[0], image)
+    shutil.copy(grading_images(photo_root)[0], image)
     first = screen_images([image], tiny_onnx, tmp_path / "probe").rows[0]
     shown = first.record["disc"]["eye"]
     assert first.status == "graded" and shown in ("right", "left") and not first.warnings
@@ -160,8 +160,8 @@ def test_rerun_screens_nothing_twice(bad_session, bad_inputs, tiny_onnx):
         assert after == before and store.count("runs") == 2 and store.integrity_check() == "ok"
 
 
-def test_a_changed_file_is_screened_again(tiny_onnx, synth_root, tmp_path):
-    images = grading_images(synth_root)
+def test_a_changed_file_is_screened_again(tiny_onnx, photo_root, tmp_path):
+    images = grading_images(photo_root)
     target = tmp_path / "eye.jpg"
     shutil.copy(images[0], target)
     first = screen_images([target], tiny_onnx, tmp_path / "s").rows[0]
@@ -172,9 +172,9 @@ def test_a_changed_file_is_screened_again(tiny_onnx, synth_root, tmp_path):
         assert store.count("images") == 2 and store.count("files") == 1
 
 
-def test_patient_ids_cannot_escape_the_session_folder(tiny_onnx, synth_root, tmp_path):
+def test_patient_ids_cannot_escape_the_session_folder(tiny_onnx, photo_root, tmp_path):
     out = tmp_path / "deep" / "session"
-    image = grading_images(synth_root)[0]
+    image = grading_images(photo_root)[0]
     evil = '../../<script>alert(1)</script>'
     screen_images([image], tiny_onnx, out, default=Assignment(evil, "right"))
     created = [p for p in tmp_path.rglob("*") if p.is_file()]
@@ -185,14 +185,14 @@ def test_patient_ids_cannot_escape_the_session_folder(tiny_onnx, synth_root, tmp
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
-def test_a_session_is_tied_to_its_model(tiny_onnx, synth_root, tmp_path):
+def test_a_session_is_tied_to_its_model(tiny_onnx, photo_root, tmp_path):
     import onnx
 
     other = tmp_path / "other.onnx"
     proto = onnx.load(str(tiny_onnx))
     proto.doc_string = "another model"
     onnx.save(proto, str(other))
-    image = grading_images(synth_root)[0]
+    image = grading_images(photo_root)[0]
     screen_images([image], tiny_onnx, tmp_path / "s")
     with pytest.raises(ConfigError, match="was screened with model model.onnx"):
         screen_images([image], other, tmp_path / "s")
@@ -204,8 +204,8 @@ def test_one_process_per_session_folder(tiny_onnx, tmp_path):
             ScreeningSession(tiny_onnx, tmp_path / "s")
 
 
-def test_batched_and_single_results_agree(tiny_onnx, synth_root):
-    images = grading_images(synth_root)[:3]
+def test_batched_and_single_results_agree(tiny_onnx, photo_root):
+    images = grading_images(photo_root)[:3]
     with Predictor(tiny_onnx, batch_size=1) as one, Predictor(tiny_onnx, batch_size=3) as three:
         singles = [one.screen(p) for p in images]
         batched = three.screen_batch(images)
@@ -215,9 +215,9 @@ def test_batched_and_single_results_agree(tiny_onnx, synth_root):
         assert {k: v.count for k, v in a.lesions.items()} == {k: v.count for k, v in b.lesions.items()}
 
 
-def test_in_memory_session_writes_nothing(tiny_onnx, synth_root, tmp_path, monkeypatch):
+def test_in_memory_session_writes_nothing(tiny_onnx, photo_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    rows = screen_images(grading_images(synth_root)[:2], tiny_onnx, None).rows
+    rows = screen_images(grading_images(photo_root)[:2], tiny_onnx, None).rows
     assert [r.status for r in rows] == ["graded", "graded"] and not list(tmp_path.iterdir())
 
 
@@ -265,8 +265,8 @@ def test_mask_of_a_huge_original_is_written_at_a_reduced_scale():
     assert one == 1 and abs(int((full == 3).sum()) - 4 * int((mask == 3).sum())) < 0.02 * (full == 3).sum()
 
 
-def test_screen_cli_with_patient_and_patient_list(tiny_onnx, synth_root, tmp_path):
-    images = grading_images(synth_root)[:3]
+def test_screen_cli_with_patient_and_patient_list(tiny_onnx, photo_root, tmp_path):
+    images = grading_images(photo_root)[:3]
     patient_list = tmp_path / "visit.csv"
     patient_list.write_text("file,patient,eye\n" + "".join(f"{p},{pid},{eye}\n" for p, pid, eye in
                                                       zip(images, ("A1", "A1", "B2"), ("OD", "OS", "left"))))

@@ -50,9 +50,9 @@ def test_a_failed_transaction_leaves_nothing(tmp_path):
         assert store.count("images") == 0 and store.count("files") == 0
 
 
-def _session_files(synth_root: Path, folder: Path, n: int) -> list[Path]:
+def _session_files(photo_root: Path, folder: Path, n: int) -> list[Path]:
     """n distinct small fundus JPEGs (different bytes, so different content hashes)."""
-    sources = sorted((synth_root / "B. Disease Grading" / "1. Original Images").glob("*/*.jpg"))
+    sources = sorted((photo_root / "B. Disease Grading" / "1. Original Images").glob("*/*.jpg"))
     folder.mkdir()
     files = []
     for i in range(n):
@@ -78,8 +78,8 @@ def _count(db: Path, table: str) -> int:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_session_then_rerun_loses_nothing_and_repeats_nothing(tiny_onnx, synth_root, tmp_path):
-    files = _session_files(synth_root, tmp_path / "camera", 40)
+def test_sigkill_mid_session_then_rerun_loses_nothing_and_repeats_nothing(tiny_onnx, photo_root, tmp_path):
+    files = _session_files(photo_root, tmp_path / "camera", 40)
     out = tmp_path / "session"
     db = out / "session.db"
     command = [sys.executable, "-m", "drtrt.cli", "screen", str(tmp_path / "camera"), "--model", str(tiny_onnx),
@@ -121,9 +121,9 @@ def test_sigkill_mid_session_then_rerun_loses_nothing_and_repeats_nothing(tiny_o
     assert len((out / "results.jsonl").read_text().splitlines()) == len(files)
 
 
-def test_killed_session_folder_can_be_copied_and_read(tiny_onnx, synth_root, tmp_path):
+def test_killed_session_folder_can_be_copied_and_read(tiny_onnx, photo_root, tmp_path):
     """The WAL file belongs to the database: a copy of the folder (with -wal) reads back complete."""
-    files = _session_files(synth_root, tmp_path / "camera", 3)
+    files = _session_files(photo_root, tmp_path / "camera", 3)
     from drtrt.runtime.screening import screen_images
 
     screen_images(files, tiny_onnx, tmp_path / "s")

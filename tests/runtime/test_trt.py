@@ -177,12 +177,12 @@ def test_int8_without_qdq_calibrates_first(tiny_onnx, tiny_qdq_onnx, tmp_path, m
     assert "--onnx " + str(tmp_path / "model.int8.onnx") in manifest["build"]["command"]
 
 
-def test_int8_calibrates_with_drtrt_calibration(tiny_onnx, synth_root, tmp_path, monkeypatch):
+def test_int8_calibrates_with_drtrt_calibration(tiny_onnx, photo_root, tmp_path, monkeypatch):
     pytest.importorskip("drtrt.calibration.quantize", reason="INT8 calibration (drtrt.calibration) not present")
     fake = install(monkeypatch, "8.6.1")
     messages = []
     result = build_engine(BuildConfig(onnx=tiny_onnx, out=tmp_path / "model.engine", precision="int8",
-                                      calib_data=synth_root, max_batch=1), log=messages.append)
+                                      calib_data=photo_root, max_batch=1), log=messages.append)
     manifest = json.loads(manifest_path(result.engine).read_text())
     assert result.onnx == tmp_path / "model.int8.onnx" and manifest["precision"] == "int8"
     assert len(manifest["calibration_sha256"]) == 64
@@ -304,7 +304,7 @@ def test_damaged_or_unmanifested_engine_is_refused(built, monkeypatch):
         TrtRunner(engine).activate()
 
 
-def test_predictor_picks_trt_for_engine_and_plan(built, synth_root, tiny_onnx, monkeypatch):
+def test_predictor_picks_trt_for_engine_and_plan(built, photo_root, tiny_onnx, monkeypatch):
     from drtrt.runtime.predictor import Predictor
     from drtrt.runtime.registry import load_runner
 
@@ -316,7 +316,7 @@ def test_predictor_picks_trt_for_engine_and_plan(built, synth_root, tiny_onnx, m
     runner = load_runner(plan)
     assert isinstance(runner, TrtRunner) and runner.gpu.library == "pycuda"
     runner.deactivate()
-    image = next((synth_root / "B. Disease Grading" / "1. Original Images" / "b. Testing Set").glob("*.jpg"))
+    image = next((photo_root / "B. Disease Grading" / "1. Original Images" / "b. Testing Set").glob("*.jpg"))
     with Predictor(engine) as on_trt, Predictor(tiny_onnx) as on_ort:
         a, b = on_trt.screen(image), on_ort.screen(image)
     assert a.status == b.status == "graded"
@@ -362,7 +362,7 @@ def test_cli_build_without_tensorrt_is_one_line(tiny_onnx, tmp_path, monkeypatch
     assert len(lines) == 1 and "TensorRT is not installed" in lines[0] and "drtrt calibrate" in lines[0]
 
 
-def test_cli_build_and_screen_with_the_double(tiny_onnx, synth_root, tmp_path, monkeypatch):
+def test_cli_build_and_screen_with_the_double(tiny_onnx, photo_root, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from drtrt.cli import app
@@ -375,7 +375,7 @@ def test_cli_build_and_screen_with_the_double(tiny_onnx, synth_root, tmp_path, m
     assert "model.engine" in result.output and out.exists() and manifest_path(out).exists()
     assert json.loads(manifest_path(out).read_text())["build"]["workspace_gib"] == 0.5
     assert list(tmp_path.glob("orin-fake-sm87-trt10.13.3.9.cache"))
-    image = next((synth_root / "B. Disease Grading" / "1. Original Images" / "b. Testing Set").glob("*.jpg"))
+    image = next((photo_root / "B. Disease Grading" / "1. Original Images" / "b. Testing Set").glob("*.jpg"))
     rows = [json.loads(line) for line in CliRunner().invoke(
         app, ["screen", str(image), "--model", str(out), "--json", "--batch-size", "2"]).output.splitlines()
         if line.startswith("{")]

@@ -17,8 +17,8 @@ from drtrt.runtime.store import SessionStore
 from drtrt.runtime.watch import SettleTracker, is_candidate
 
 
-def images(synth_root: Path) -> list[Path]:
-    return sorted((synth_root / "A. Segmentation" / "1. Original Images").glob("*/*.jpg"))
+def images(photo_root: Path) -> list[Path]:
+    return sorted((photo_root / "A. Segmentation" / "1. Original Images").glob("*/*.jpg"))
 
 
 @pytest.mark.parametrize("name, ok", [("IDRiD_01.jpg", True), ("a b ü.JPEG", True), ("x.png", True),
@@ -81,10 +81,10 @@ class Watcher:
 
 
 @pytest.mark.slow
-def test_watch_picks_up_camera_files_and_resumes_after_restart(tiny_onnx, synth_root, tmp_path):
+def test_watch_picks_up_camera_files_and_resumes_after_restart(tiny_onnx, photo_root, tmp_path):
     camera, out = tmp_path / "camera", tmp_path / "session"
     camera.mkdir()
-    sources = images(synth_root)
+    sources = images(photo_root)
     watcher = Watcher(camera, tiny_onnx, out, "--patient", "W-7", "--eye", "right")
     watcher.expect("watching")
     (camera / ".IDRiD_tmp.jpg").write_bytes(sources[0].read_bytes())    # hidden: ignored

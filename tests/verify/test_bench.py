@@ -18,9 +18,9 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def report(tiny_run, tiny_onnx, synth_root, tmp_path_factory):
+def report(tiny_run, tiny_onnx, photo_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    cfg = BenchConfig(models=(tiny_run / "best.pt", tiny_onnx), batches=(1, 2), warmup=1, iters=3, data=synth_root,
+    cfg = BenchConfig(models=(tiny_run / "best.pt", tiny_onnx), batches=(1, 2), warmup=1, iters=3, data=photo_root,
                       log=out / "log.jsonl")
     return run_bench(cfg), out
 
@@ -67,9 +67,9 @@ def test_bench_times_the_screening_path(tiny_onnx, monkeypatch):
     assert rep.rows[0].batch == 2 and not Path("drtrt-bench.jsonl").exists()    # no log unless asked
 
 
-def test_cli_floor_gate_and_log(tiny_onnx, synth_root, tmp_path):
+def test_cli_floor_gate_and_log(tiny_onnx, photo_root, tmp_path):
     log = tmp_path / "log.jsonl"
-    args = ["bench", "--model", str(tiny_onnx), "--data", str(synth_root), "--iters", "2", "--warmup", "0",
+    args = ["bench", "--model", str(tiny_onnx), "--data", str(photo_root), "--iters", "2", "--warmup", "0",
             "--no-peak", "--log", str(log)]
     ok = runner.invoke(app, [*args, "--floor", "0.001"])
     assert ok.exit_code == 0, ok.output
@@ -97,13 +97,13 @@ def test_machine_facts():
     assert {"numpy", "torch", "onnxruntime"} == set(gemm["libraries"])                  # all present here
     assert gemm["best"] == pytest.approx(max(gemm["libraries"].values()), rel=1e-3)
     if sysinfo.reset_peak_rss():
-        # The reset brings the peak down to the resident size where the kernel honours it; where it
-        # does not (seen in a sandbox), touch enough fresh memory to climb past the old peak.
+        # Whether or not the kernel honours the reset (a sandbox may not), the peak is never below
+        # what is resident now, with a 256 MiB block touched. (How much the block adds to the
+        # resident size depends on what the allocator has free: a long test run reuses pages.)
+        block = np.ones(256 * 2**20, np.uint8)
         rss = next(int(line.split()[1]) / 1024 for line in Path("/proc/self/status").read_text().splitlines()
                    if line.startswith("VmRSS:"))
-        before = sysinfo.peak_rss_mb()
-        grow = int(before - rss) + 64
-        block = np.ones(grow * 2**20, np.uint8)                             # fresh pages, touched
-        assert sysinfo.peak_rss_mb() >= rss + grow - 4 and block[-1] == 1
+        assert sysinfo.peak_rss_mb() >= rss - 1 and rss >= 256 and block[-1] == 1
+
 
     assert sysinfo.cpu_name()
