@@ -110,7 +110,13 @@ class CudaPythonMemory(CudaMemory):
     def __init__(self, device: int = 0) -> None:
         super().__init__(device)
         self.rt = _import_first("cuda.bindings.runtime", "cuda.cudart")
-        count = self._call(self.rt.cudaGetDeviceCount(), "cudaGetDeviceCount", unavailable=True)
+        try:
+            result = self.rt.cudaGetDeviceCount()
+        except RuntimeError as exc:   # cuda-python 12.2-12.6 raise here when libcuda.so.1 is absent (12.9+ return
+            raise BackendUnavailable(  # cudaErrorInsufficientDriver)
+                f"no usable CUDA GPU: the CUDA driver could not be loaded ({exc}); {CPU_PATH}") from None
+        count = self._call(result, "cudaGetDeviceCount", unavailable=True)
+
         if device >= count:
             raise BackendUnavailable(f"CUDA device {device} requested but {count} GPU(s) are visible; {CPU_PATH}")
         self._call(self.rt.cudaSetDevice(device), "cudaSetDevice")

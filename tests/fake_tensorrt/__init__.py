@@ -40,8 +40,9 @@ class Installed:
 
 
 def install(monkeypatch, version: str | None = "10.3.0", cuda: str | None = "cuda-python",
-            gpu: FakeGpu | None = None, device: FakeDevice | None = None) -> Installed:
+            gpu: FakeGpu | None = None, device: FakeDevice | None = None, cuda_release: str = "13.5") -> Installed:
     """Inject the fakes for this test. ``version=None``: no TensorRT; ``cuda=None``: no CUDA binding.
+    ``cuda_release``: the cuda-python release to behave like (12.2 and 12.6 raise without a driver).
 
     Pass ``device`` to keep one fake GPU across several installs (e.g. build on 10.3, load on 11.4).
     """
@@ -74,4 +75,6 @@ def install(monkeypatch, version: str | None = "10.3.0", cuda: str | None = "cud
         raise ValueError(f"unknown fake CUDA binding {cuda}")
     if binding is not None:
         binding._device = device
+    if cuda == "cuda-python":
+        binding._release = cuda_release
     return Installed(trt, device, binding)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 
 _device = None   # the FakeDevice this module serves; set by fake_tensorrt.install()
+_release = "13.5"   # the cuda-python release emulated (install(cuda_release=...))
+RAISING_RELEASES = ("12.2", "12.6")   # without libcuda.so.1 these raise instead of returning an error
 
 
 class cudaError_t(enum.IntEnum):  # noqa: N801 - real name
@@ -54,6 +56,8 @@ def _gpu_error():
 
 
 def cudaGetDeviceCount():  # noqa: N802
+    if _gpu_error() and _release in RAISING_RELEASES:     # as the real 12.2 and 12.6 wheels do (checked in
+        raise RuntimeError("Failed to dlopen libcuda.so.1")   # tests/runtime/test_cuda_releases.py)
     return (_gpu_error(), None) if _gpu_error() else (_OK, 1)
 
 
