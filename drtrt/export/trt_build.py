@@ -149,8 +149,9 @@ class _Parsed:
     def __init__(self, trt: Any, feats: compat.TrtFeatures, builder: Any, logger: Any, path: Path) -> None:
         self.path, self.network = path, builder.create_network(compat.network_flags(trt, feats))
         self.parser = trt.OnnxParser(self.network, logger)
+        mark = logger.mark()
         if not self.parser.parse_from_file(str(path)):
-            errors = compat.parser_errors(self.parser) or logger.errors() or ["no message"]
+            errors = compat.parser_errors(self.parser) or logger.errors(mark) or ["no message"]
             raise ArtefactError(f"TensorRT's ONNX parser rejected {path}: {'; '.join(errors[:3])}")
         self.qdq = compat.has_qdq(trt, self.network)
         self.metadata = read_onnx_metadata(path)
@@ -248,11 +249,12 @@ def build_engine(cfg: BuildConfig, listener: BuildListener | None = None,
     if listener is not None:
         listener.begin(f"building a TensorRT {feats.version} engine for {gpu.name}")
     logger = compat.make_logger(trt)
+    mark = logger.mark()
     try:
         builder = trt.Builder(logger)
     except TypeError:   # pybind's "factory function returned nullptr": TensorRT could not use the GPU
         raise BackendUnavailable(f"TensorRT could not create a builder on {gpu.name}: "
-                                 f"{'; '.join(logger.errors()) or 'no message'}. {compat.CPU_PATH}") from None
+                                 f"{'; '.join(logger.errors(mark)) or 'no message'}. {compat.CPU_PATH}") from None
     parsed, precision = _prepared_onnx(cfg, trt, feats, builder, logger, log)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(cfg.workspace_gib * 2**30))
@@ -268,7 +270,8 @@ def build_engine(cfg: BuildConfig, listener: BuildListener | None = None,
             config.progress_monitor = monitor
     plan = builder.build_serialized_network(parsed.network, config)
     if plan is None:
-        raise ArtefactError(f"TensorRT could not build {parsed.path.name}: {'; '.join(logger.errors()[-3:]) or 'no message'}")
+        raise ArtefactError(f"TensorRT could not build {parsed.path.name}: "
+                            f"{'; '.join(logger.errors(mark)[-3:]) or 'no message'}")
     data = memoryview(plan)
     atomic_write(cfg.out, data)
     try:

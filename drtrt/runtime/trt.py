@@ -66,10 +66,11 @@ class TrtRunner(Runner):
             raise ArtefactError(f"{self.path} does not match the sha256 in its manifest (changed or damaged "
                                 f"after the build); rebuild it: {manifest.rebuild_command}")
         self._trt, self._logger = trt, make_logger(trt)
+        mark = self._logger.mark()
         self._runtime = trt.Runtime(self._logger)
         self._engine = self._runtime.deserialize_cuda_engine(plan)
         if self._engine is None:
-            raise ArtefactError(f"TensorRT could not load {self.path}: {self._last_error()}; "
+            raise ArtefactError(f"TensorRT could not load {self.path}: {self._last_error(mark)}; "
                                 f"rebuild it: {manifest.rebuild_command}")
         self._context = self._engine.create_execution_context()
         self._stream = self._mem.create_stream()
@@ -159,6 +160,6 @@ class TrtRunner(Runner):
             mem.close()
         self._inputs, self._outputs, self._stream, self._mem = {}, {}, None, None
 
-    def _last_error(self) -> str:
-        errors = self._logger.errors() if self._logger is not None else []
+    def _last_error(self, since: int = 0) -> str:
+        errors = self._logger.errors(since) if self._logger is not None else []
         return errors[-1] if errors else "no message from TensorRT"

@@ -134,24 +134,43 @@ def make_progress_monitor(trt: ModuleType, feats: TrtFeatures, on_phase_start: C
     return _Monitor()
 
 
+_LOGGERS: dict[int, Any] = {}   # id(tensorrt module) -> the process's one logger
+
+
 def make_logger(trt: ModuleType) -> Any:
-    """A ``trt.ILogger`` that keeps warnings and errors (``.errors()`` for messages) and logs them."""
+    """The process's ``trt.ILogger``: it keeps the latest warnings and errors and logs them.
+
+    One per process, not one per builder or runtime: TensorRT keeps the first logger it is given
+    and sends every later message there (NVIDIA/TensorRT#1475), so a second logger would hear
+    nothing. Each operation takes ``mark()`` before it starts and reads ``errors(mark)`` after,
+    to see only its own messages.
+    """
+    logger = _LOGGERS.get(id(trt))
+    if logger is not None:
+        return logger
 
     class _Logger(trt.ILogger):
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
-            self.messages: deque[tuple[int, str]] = deque(maxlen=100)   # the latest warnings and errors
+            self.messages: deque[tuple[int, int, str]] = deque(maxlen=200)   # (number, level, text), newest last
+            self.count = 0
 
         def log(self, severity: Any, msg: str) -> None:
             level = int(severity)
             if level <= int(trt.Logger.WARNING):
-                self.messages.append((level, str(msg)))
+                self.count += 1
+                self.messages.append((self.count, level, str(msg)))
                 _log.log(logging.WARNING if level == int(trt.Logger.WARNING) else logging.ERROR, "TensorRT: %s", msg)
 
-        def errors(self) -> list[str]:
-            return [msg for level, msg in self.messages if level <= int(trt.Logger.ERROR)]
+        def mark(self) -> int:
+            """The number of the latest message: pass it to :meth:`errors` for what comes after."""
+            return self.count
 
-    return _Logger()
+        def errors(self, since: int = 0) -> list[str]:
+            return [msg for number, level, msg in self.messages if number > since and level <= int(trt.Logger.ERROR)]
+
+    logger = _LOGGERS[id(trt)] = _Logger()
+    return logger
 
 
 def parser_errors(parser: Any) -> list[str]:
@@ -165,8 +184,16 @@ def has_qdq(trt: ModuleType, network: Any) -> bool:
     return any(network.get_layer(i).type in kinds for i in range(network.num_layers))
 
 
+_NUMPY_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32", "INT64": "int64",
+                 "BOOL": "bool", "UINT8": "uint8"}
+
+
 def numpy_dtype(trt: ModuleType, dtype: Any) -> Any:
-    """NumPy dtype of a TensorRT ``DataType`` (``trt.nptype``, present in every supported version)."""
+    """NumPy dtype of a TensorRT ``DataType``, by its name. Not ``trt.nptype``: TensorRT 8.5's builds
+    its table with ``np.bool`` and fails on NumPy 1.24-1.26 (NVIDIA/TensorRT#2557)."""
     import numpy as np
 
-    return np.dtype(trt.nptype(dtype))
+    name = getattr(dtype, "name", str(dtype).rsplit(".", 1)[-1])
+    if name not in _NUMPY_DTYPES:
+        raise ConfigError(f"TensorRT data type {name} has no NumPy equivalent; drtrt's models use FLOAT and HALF I/O")
+    return np.dtype(_NUMPY_DTYPES[name])

@@ -105,10 +105,12 @@ class _GatedModule(types.ModuleType):
 
 
 def _configure(version: str, fake_device) -> None:
-    """Become TensorRT ``version`` (a surface file name: 8.6.1, 10.3.0, 10.13.3, 11.4.0)."""
+    """Become TensorRT ``version`` (a surface file name: 8.6.1, 10.3.0, 10.13.3, 11.4.0; or 8.5.2,
+    JetPack 5.1's, which has 8.6.1's API for everything drtrt uses but the ``nptype`` below)."""
     global __version__, device, _surface
-    _surface = json.loads((Path(__file__).parent / "surface" / f"trt-{version}.json").read_text())
-    __version__, device = _surface["version"], fake_device
+    surface = "8.6.1" if version == "8.5.2" else version
+    _surface = json.loads((Path(__file__).parent / "surface" / f"trt-{surface}.json").read_text())
+    __version__, device = version if version == "8.5.2" else _surface["version"], fake_device
     space = globals()
     for name, members in _surface["enums"].items():
         space[name] = enum.IntEnum(name, members)
@@ -154,11 +156,33 @@ class Logger(ILogger):
         return self._min
 
 
+_global_logger = None   # the first logger given to a Builder or Runtime: TensorRT sends everything there
+
+
+def _take_logger(logger):
+    """As the real library: the first logger becomes the global one; a different one later is
+    ignored with a warning (NVIDIA/TensorRT#1475)."""
+    global _global_logger
+    if _global_logger is None:
+        _global_logger = logger
+    elif logger is not _global_logger:
+        _log(logger, 2, "The logger passed into createInferRuntime differs from one already provided for an "
+                        "existing builder, runtime, or refitter. Uses of the global logger, returned by "
+                        "nvinfer1::getLogger(), will return the existing value.")
+    return logger
+
+
 def _log(logger, severity, msg):
-    logger.log(_Severity(severity), msg)
+    (_global_logger or logger).log(_Severity(severity), msg)
 
 
 def nptype(trt_type):
+    if __version__.startswith("8.5."):   # 8.5 builds its table with np.bool, gone from NumPy 1.24 to 1.26
+        raise AttributeError("module 'numpy' has no attribute 'bool'.")   # (NVIDIA/TensorRT#2557, #2701)
+    return _np_type(trt_type)
+
+
+def _np_type(trt_type):                  # the double's own use, whatever version it plays
     mapping = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
                "BOOL": np.bool_, "UINT8": np.uint8}
     if trt_type.name in mapping:
@@ -410,7 +434,7 @@ class IBuilderConfig(_Api):
 
 class Builder(_Api):
     def __init__(self, logger):
-        self._logger = logger
+        self._logger = _take_logger(logger)
         if device is None or not device.gpu.present:
             _log(logger, 1, "CUDA initialization failure with error: 35")
             raise TypeError("pybind11::init(): factory function returned nullptr")
@@ -488,7 +512,7 @@ class Builder(_Api):
 
 class Runtime(_Api):
     def __init__(self, logger):
-        self._logger = logger
+        self._logger = _take_logger(logger)
 
     def deserialize_cuda_engine(self, serialized_engine):
         blob = bytes(serialized_engine)
@@ -578,7 +602,7 @@ class IExecutionContext(_Api):
         inputs = [t for t, is_input in engine._io if is_input]
         if any(t["name"] not in self._shapes for t in inputs) or any(t["name"] not in self._addresses for t, _ in engine._io):
             return False
-        plan = [(t["name"], tuple(self.get_tensor_shape(t["name"])), np.dtype(nptype(DataType[t["dtype"]])),  # noqa: F821
+        plan = [(t["name"], tuple(self.get_tensor_shape(t["name"])), np.dtype(_np_type(DataType[t["dtype"]])),  # noqa: F821
                  self._addresses[t["name"]], is_input) for t, is_input in engine._io]
 
         def run():

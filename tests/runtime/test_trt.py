@@ -93,7 +93,7 @@ class Recorder:
 
 # ------------------------------------------------------------------ build + run, per version
 
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", [*VERSIONS, "8.5.2"])   # 8.5.2: its trt.nptype fails on NumPy 1.24-1.26
 def test_build_then_run_matches_onnx_runtime(version, tiny_onnx, tmp_path, monkeypatch):
     fake = install(monkeypatch, version)
     recorder = Recorder()
@@ -291,7 +291,25 @@ def test_other_gpu_is_refused_or_warned(built, monkeypatch):
     runner.deactivate()
 
 
+def test_a_second_engine_in_the_process_still_hears_tensorrt(built, monkeypatch):
+    """TensorRT keeps the first logger it is given (the double does too): a second runner in the
+    same process (parity of two engines, a service reloading) must still report TensorRT's words."""
+    engine, device = built
+    install(monkeypatch, "10.3.0", device=device)
+    first = TrtRunner(engine)
+    first.activate()
+    try:
+        broken = engine.with_name("broken.engine")
+        broken.write_bytes(b"not a plan" + engine.read_bytes()[10:])
+        shutil.copy(manifest_path(engine), manifest_path(broken))
+        with pytest.raises(ArtefactError, match="magic tag does not match"):
+            TrtRunner(broken, check_hash=False).activate()
+    finally:
+        first.deactivate()
+
+
 def test_damaged_or_unmanifested_engine_is_refused(built, monkeypatch):
+
     engine, device = built
     install(monkeypatch, "10.3.0", device=device)
     data = bytearray(engine.read_bytes())
@@ -329,6 +347,8 @@ def test_predictor_picks_trt_for_engine_and_plan(built, photo_root, tiny_onnx, m
 @pytest.mark.parametrize("setup, expected", [
     (dict(version=None), r"TensorRT is not installed.*drtrt calibrate.*ONNX Runtime"),
     (dict(gpu=FakeGpu(present=False)), r"no usable CUDA GPU.*cudaErrorInsufficientDriver.*ONNX Runtime"),
+    (dict(gpu=FakeGpu(present=False), cuda_release="12.6"),         # the release deploy/ pins raises instead
+     r"no usable CUDA GPU: the CUDA driver could not be loaded \(Failed to dlopen libcuda.so.1\).*ONNX Runtime"),
     (dict(cuda=None), r"cuda-python or pycuda.*drtrt\[gpu\]"),
 ])
 def test_clear_error_without_tensorrt_or_gpu(setup, expected, built, tiny_onnx, tmp_path, monkeypatch):
