@@ -43,6 +43,20 @@ def test_settle_tracker_waits_for_a_file_to_stop_growing(tmp_path):
     assert tracker.ready(tmp_path, 9.0) == []                   # handed out once
 
 
+_RUNNING: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_watcher_outlives_its_test():
+    """A test that fails half-way must not leave `drtrt watch` running."""
+    yield
+    while _RUNNING:
+        proc = _RUNNING.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
 class Watcher:
     """`drtrt watch` in a subprocess, its stdout lines in a queue."""
 
@@ -50,6 +64,8 @@ class Watcher:
         self.proc = subprocess.Popen([sys.executable, "-m", "drtrt.cli", "watch", str(folder), "--model", str(model),
                                       "--out", str(out), "--poll", "0.1", "--settle", "1.0", *extra],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _RUNNING.append(self.proc)
+
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
