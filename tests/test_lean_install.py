@@ -108,8 +108,8 @@ def test_fresh_install_has_no_torch(lean_env):
 
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="venv layout differs on Windows")
-def test_fresh_install_screens_with_an_onnx_model(lean_env, tiny_onnx, synth_root, tmp_path):
-    image = sorted((synth_root / "A. Segmentation" / "1. Original Images").glob("*/*.jpg"))[0]
+def test_fresh_install_screens_with_an_onnx_model(lean_env, tiny_onnx, photo_root, tmp_path):
+    image = sorted((photo_root / "A. Segmentation" / "1. Original Images").glob("*/*.jpg"))[0]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     start = time.perf_counter()
     proc = subprocess.run([lean_env / "bin" / "drtrt", "screen", image, "--model", tiny_onnx, "--json",

@@ -109,7 +109,9 @@ def timing_cache_path(option: Path | None, gpu: GpuInfo, trt_version: str) -> Pa
 
     ``option`` is a folder when it is one already or has no suffix (``~/trt-cache``), else a file.
     """
-    key = f"{re.sub(r'[^A-Za-z0-9]+', '-', gpu.name).strip('-').lower()}-sm{gpu.compute_capability.replace('.', '')}" \
+    board = gpu.board.removeprefix("NVIDIA ")
+    model = "-".join(filter(None, (gpu.name, board, f"{gpu.multiprocessors}sms" if gpu.multiprocessors else "")))
+    key = f"{re.sub(r'[^A-Za-z0-9]+', '-', model).strip('-').lower()}-sm{gpu.compute_capability.replace('.', '')}" \
           f"-trt{trt_version}.cache"
     if option is None:
         return default_cache_dir() / key
@@ -261,7 +263,7 @@ def build_engine(cfg: BuildConfig, listener: BuildListener | None = None,
     flags = compat.apply_precision(trt, config, feats, precision)
     profile_shapes = _add_profile(trt, builder, config, parsed, cfg)
     cache_file = timing_cache_path(cfg.timing_cache, gpu, feats.version)
-    cache_key = {"tensorrt": feats.version, "gpu": gpu.name, "compute_capability": gpu.compute_capability}
+    cache_key = {"tensorrt": feats.version, "gpu": gpu.model, "compute_capability": gpu.compute_capability}
     reused = _load_timing_cache(config, cache_file, cache_key, log)
     monitor = None
     if listener is not None:
@@ -295,7 +297,8 @@ def _manifest(trt: Any, feats: compat.TrtFeatures, gpu: GpuInfo, parsed: _Parsed
               profile: dict, build: dict, source: Path, engine_file: str) -> EngineManifest:
     return EngineManifest(
         engine=EngineFile(engine_file, hashlib.sha256(plan).hexdigest(), plan.nbytes), tensorrt=feats.version,
-        gpu={"name": gpu.name, "compute_capability": gpu.compute_capability, "total_memory": gpu.total_memory},
+        gpu={"name": gpu.name, "compute_capability": gpu.compute_capability, "total_memory": gpu.total_memory,
+             "multiprocessors": gpu.multiprocessors, "integrated": gpu.integrated, "board": gpu.board},
         cuda={"driver": gpu.driver_version, "runtime": gpu.runtime_version, "library": gpu.library},
         precision=precision, strongly_typed=feats.strongly_typed,
         onnx={"file": str(parsed.path), "sha256": sha256_file(parsed.path), "source": str(source)},

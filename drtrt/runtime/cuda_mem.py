@@ -20,6 +20,7 @@ import abc
 import ctypes
 import importlib
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -30,9 +31,23 @@ LIBRARIES = ("cuda-python", "pycuda")
 CPU_PATH = "without a GPU, use ONNX Runtime (`--model model.onnx`) and `drtrt calibrate` for INT8"
 
 
+DEVICE_TREE_MODEL = Path("/proc/device-tree/model")   # a Jetson's board: "NVIDIA Jetson AGX Orin Developer Kit"
+
+
+def board_model() -> str:
+    """The board's model from the device tree ("" off a Jetson): CUDA names every Orin module
+    "Orin", so only this, the multiprocessor count and the memory tell an AGX from an NX or a Nano."""
+    try:
+        return DEVICE_TREE_MODEL.read_bytes().replace(b"\x00", b"").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
 @dataclass(frozen=True)
 class GpuInfo:
-    """What an engine is tied to. ``compute_capability`` is "major.minor" (Orin: "8.7")."""
+    """What an engine is tied to. ``compute_capability`` is "major.minor" (Orin: "8.7").
+    ``multiprocessors``: SM count (0: the binding cannot say); ``integrated``: the GPU shares the
+    CPU's memory (a Jetson); ``board``: the device tree's model ("" off a Jetson)."""
 
     name: str
     compute_capability: str
@@ -40,9 +55,19 @@ class GpuInfo:
     driver_version: str          # newest CUDA version the driver supports, "12.6"
     runtime_version: str         # CUDA runtime the binding uses ("" when it cannot say)
     library: str                 # "cuda-python" | "pycuda"
+    multiprocessors: int = 0
+    integrated: bool = False
+    board: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def model(self) -> str:
+        """The GPU as a person names it: "Orin (Jetson AGX Orin Developer Kit, 16 SMs)", "NVIDIA H100"."""
+        details = [d for d in (self.board.removeprefix("NVIDIA ").strip(),
+                               f"{self.multiprocessors} SMs" if self.multiprocessors else "") if d]
+        return f"{self.name} ({', '.join(details)})" if details else self.name
 
 
 def _cuda_version(value: int) -> str:
@@ -142,7 +167,8 @@ class CudaPythonMemory(CudaMemory):
                        total_memory=int(prop.totalGlobalMem),
                        driver_version=_cuda_version(self._call(self.rt.cudaDriverGetVersion(), "cudaDriverGetVersion")),
                        runtime_version=_cuda_version(self._call(self.rt.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")),
-                       library=self.library)
+                       library=self.library, multiprocessors=int(prop.multiProcessorCount),
+                       integrated=bool(prop.integrated), board=board_model())
 
     def alloc(self, nbytes: int) -> int:
         return int(self._call(self.rt.cudaMalloc(nbytes), f"cudaMalloc({nbytes} bytes)"))
@@ -209,7 +235,7 @@ class PyCudaMemory(CudaMemory):
                        total_memory=int(self.dev.total_memory()),
                        driver_version=_cuda_version(self.cuda.get_driver_version()),
                        runtime_version=".".join(str(v) for v in self.cuda.get_version()[:2]),
-                       library=self.library)
+                       library=self.library, board=board_model())
 
     def alloc(self, nbytes: int) -> int:
         try:

@@ -104,7 +104,7 @@ def _gpu() -> tuple[dict[str, str] | None, str]:
             info = mem.gpu_info()
         finally:
             mem.close()
-        return {"name": info.name, "cc": info.compute_capability, "driver": info.driver_version,
+        return {"name": info.model, "cc": info.compute_capability, "driver": info.driver_version,
                 "runtime": info.runtime_version}, ""
     except DrtrtError as exc:
         reason = str(exc).split(";")[0]

@@ -115,6 +115,23 @@ def check_engine_compatible(manifest: EngineManifest, engine: Path, trt_version:
             f"{engine.name} was built with TensorRT {manifest.tensorrt} for {built_gpu} (compute capability "
             f"{built_cc}) but this machine has TensorRT {trt_version} and {gpu.name} (compute capability "
             f"{gpu.compute_capability}); engines are tied to both, rebuild it here: {manifest.rebuild_command}")
-    if built_gpu != gpu.name:
-        warnings.warn(f"{engine.name} was built on {built_gpu}, running on {gpu.name} (same compute capability "
+    built = GpuInfo(str(built_gpu), built_cc, int(manifest.gpu.get("total_memory", 0)), "", "", "",
+                    int(manifest.gpu.get("multiprocessors", 0)), bool(manifest.gpu.get("integrated", False)),
+                    str(manifest.gpu.get("board", "")))
+    if not _same_model(built, gpu):
+        warnings.warn(f"{engine.name} was built on {built.model}, running on {gpu.model} (same compute capability "
                       f"{built_cc}); it works but may be slower: rebuild here for best speed", stacklevel=3)
+    built_cuda, cuda = str(manifest.cuda.get("runtime", "")), gpu.runtime_version
+    if built_cuda and cuda and built_cuda.split(".")[:2] != cuda.split(".")[:2]:
+        warnings.warn(f"{engine.name} was built with CUDA {built_cuda}, this machine runs CUDA {cuda}: rebuild it "
+                      f"here ({manifest.rebuild_command})", stacklevel=3)
+
+
+def _same_model(a: GpuInfo, b: GpuInfo) -> bool:
+    """Whether two GPUs of one compute capability are the same model: the same name and, on a Jetson
+    (where CUDA names every Orin module "Orin"), the same board and SM count, each compared where
+    both sides record it (a manifest from before drtrt recorded them, pycuda's SM count)."""
+    def same(x: object, y: object) -> bool:
+        return not x or not y or x == y
+
+    return a.name == b.name and same(a.board, b.board) and same(a.multiprocessors, b.multiprocessors)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import tempfile
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,11 @@ def install(monkeypatch, version: str | None = "10.3.0", cuda: str | None = "cud
         raise ValueError(f"unknown fake CUDA binding {cuda}")
     if binding is not None:
         binding._device = device
+    board = Path(tempfile.mkdtemp(prefix="fake-device-tree-")) / "model"
+    board.write_bytes(device.gpu.board.encode() + b"\x00" if device.gpu.board else b"")
+    import drtrt.runtime.cuda_mem as cuda_mem
+
+    monkeypatch.setattr(cuda_mem, "DEVICE_TREE_MODEL", board if device.gpu.board else board.with_name("absent"))
     if cuda == "cuda-python":
         binding._release = cuda_release
     return Installed(trt, device, binding)

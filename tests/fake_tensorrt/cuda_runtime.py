@@ -46,6 +46,7 @@ class cudaDeviceProp:  # noqa: N801 - real name
         gpu = _device.gpu
         self.name = gpu.name.encode() + b"\x00" * (256 - len(gpu.name))
         self.major, self.minor, self.totalGlobalMem = gpu.major, gpu.minor, gpu.total_memory
+        self.multiProcessorCount, self.integrated = gpu.multiprocessors, int(gpu.integrated)
 
 
 _OK = cudaError_t.cudaSuccess

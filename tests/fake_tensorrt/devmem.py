@@ -18,13 +18,16 @@ import numpy as np
 
 @dataclass
 class FakeGpu:
-    name: str = "Orin (fake)"
+    name: str = "Orin"                    # as CUDA names every Orin module: AGX, NX and Nano alike
     major: int = 8
     minor: int = 7
     total_memory: int = 8 << 30
     driver_version: int = 12060
     runtime_version: int = 12060
     present: bool = True                  # False: the driver reports no usable GPU
+    multiprocessors: int = 8              # what tells the modules apart: AGX 16, NX 16 GB 8, Nano 4 GB 4
+    integrated: bool = True
+    board: str = "NVIDIA Jetson Orin NX Engineering Reference Developer Kit"   # /proc/device-tree/model
 
 
 class DeviceFault(AssertionError):

@@ -33,9 +33,11 @@ def test_cpu_only_machine_says_what_is_missing_and_the_cpu_path(monkeypatch, tmp
 
 
 def test_gpu_without_tensorrt_names_only_tensorrt(monkeypatch, tmp_path):
-    install(monkeypatch, version=None, gpu=FakeGpu(name="NVIDIA H100", major=9, minor=0, driver_version=12080))
+    h100 = FakeGpu(name="NVIDIA H100", major=9, minor=0, driver_version=12080, multiprocessors=132, integrated=False,
+                   board="")
+    install(monkeypatch, version=None, gpu=h100)
     findings, can = _by_name(diagnose(disk=tmp_path))
-    assert findings["GPU"].value == "NVIDIA H100 (compute capability 9.0)"
+    assert findings["GPU"].value == "NVIDIA H100 (132 SMs) (compute capability 9.0)"
     assert findings["CUDA driver"].value.startswith("CUDA 12.8")
     assert can["build"].detail == "no (TensorRT not installed) — use drtrt calibrate + ONNX Runtime"
 
@@ -47,7 +49,9 @@ def test_jetson_with_tensorrt_can_build(monkeypatch, tmp_path, cuda):
     install(monkeypatch, "10.3.0", cuda=cuda)
     findings, can = _by_name(diagnose(disk=tmp_path, tegra_release=release))
     assert findings["TensorRT"].value == "10.3.0" and findings["TensorRT"].ok
-    assert findings["GPU"].value == "Orin (fake) (compute capability 8.7)"
+    sms = ", 8 SMs" if cuda == "cuda-python" else ""               # pycuda's surface here has no attributes
+    board = "Jetson Orin NX Engineering Reference Developer Kit"
+    assert findings["GPU"].value == f"Orin ({board}{sms}) (compute capability 8.7)"
     assert findings["Jetson"].value == "L4T 36.4.3 (JetPack 6.1/6.2, TensorRT 10.3)"
     assert can["build"].available and can["screen / evaluate (.engine)"].available
 

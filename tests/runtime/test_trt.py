@@ -100,7 +100,9 @@ def test_build_then_run_matches_onnx_runtime(version, tiny_onnx, tmp_path, monke
     result = build_engine(BuildConfig(onnx=tiny_onnx, out=tmp_path / "model.engine", max_batch=2), listener=recorder)
     manifest = json.loads(manifest_path(result.engine).read_text())
     assert manifest["tensorrt"] == fake.trt.__version__ and manifest["precision"] == "fp32"
-    assert manifest["gpu"] == {"name": "Orin (fake)", "compute_capability": "8.7", "total_memory": 8 << 30}
+    assert manifest["gpu"] == {"name": "Orin", "compute_capability": "8.7", "total_memory": 8 << 30,
+                               "multiprocessors": 8, "integrated": True,
+                               "board": "NVIDIA Jetson Orin NX Engineering Reference Developer Kit"}
     assert manifest["cuda"] == {"driver": "12.6", "runtime": "12.6", "library": "cuda-python"}
     assert manifest["profile"] == {"image": {"min": [1, 3, 64, 64], "opt": [1, 3, 64, 64], "max": [2, 3, 64, 64]}}
     assert [t["name"] for t in manifest["io"]["outputs"]] == ["grade_logits", "lesion_logits"]
@@ -113,7 +115,7 @@ def test_build_then_run_matches_onnx_runtime(version, tiny_onnx, tmp_path, monke
     assert result.engine.read_bytes().startswith(b"FAKE-TRT-PLAN")
     # IProgressMonitor from 10.x on; 8.x gets no events (the CLI shows a spinner)
     assert result.progress_reported is (not version.startswith("8"))
-    assert recorder.events[0] == ("begin", f"building a TensorRT {fake.trt.__version__} engine for Orin (fake)")
+    assert recorder.events[0] == ("begin", f"building a TensorRT {fake.trt.__version__} engine for Orin")
     assert (len(recorder.events) > 1) is result.progress_reported
 
     x = np.random.default_rng(1).standard_normal((2, 3, 64, 64)).astype(np.float32)
@@ -231,7 +233,8 @@ def test_timing_cache_reused_per_gpu_and_tensorrt(tiny_onnx, tmp_path, monkeypat
     first = _build(tiny_onnx, tmp_path / "a.engine")
     second = _build(tiny_onnx, tmp_path / "b.engine")
     assert not first.timing_cache_reused and second.timing_cache_reused
-    assert second.timing_cache == first.timing_cache and "orin-fake-sm87-trt10.3.0" in first.timing_cache.name
+    assert second.timing_cache == first.timing_cache
+    assert "orin-jetson-orin-nx-engineering-reference-developer-kit-8sms-sm87-trt10.3.0" in first.timing_cache.name
     assert fake.trt._builds[-1]["misses"] == 0 and fake.trt._builds[-1]["hits"] > 0
     fake = install(monkeypatch, "10.13.3", device=device)     # another TensorRT: its own cache
     third = _build(tiny_onnx, tmp_path / "c.engine")
@@ -247,9 +250,11 @@ def test_timing_cache_reused_per_gpu_and_tensorrt(tiny_onnx, tmp_path, monkeypat
     from drtrt.export.trt_build import timing_cache_path
     from drtrt.runtime.cuda_mem import GpuInfo
 
-    gpu = GpuInfo("Jetson AGX Orin", "8.7", 0, "12.6", "12.6", "cuda-python")
+    gpu = GpuInfo("Orin", "8.7", 0, "12.6", "12.6", "cuda-python", 16, True, "NVIDIA Jetson AGX Orin Developer Kit")
     assert timing_cache_path(tmp_path / "new-folder", gpu, "10.3.0") == \
-        tmp_path / "new-folder" / "jetson-agx-orin-sm87-trt10.3.0.cache"
+        tmp_path / "new-folder" / "orin-jetson-agx-orin-developer-kit-16sms-sm87-trt10.3.0.cache"
+    nano = GpuInfo("Orin", "8.7", 0, "12.6", "12.6", "cuda-python", 4, True, "NVIDIA Jetson Orin Nano Developer Kit")
+    assert timing_cache_path(tmp_path, nano, "10.3.0") != timing_cache_path(tmp_path, gpu, "10.3.0")   # one per module
 
 
 def test_progress_monitor_can_cancel(tiny_onnx, tmp_path, monkeypatch):
@@ -284,11 +289,19 @@ def test_other_gpu_is_refused_or_warned(built, monkeypatch):
     install(monkeypatch, "10.3.0", gpu=FakeGpu(name="NVIDIA H100", major=9, minor=0))
     with pytest.raises(ArtefactError, match=r"compute capability 8\.7.*compute capability 9\.0"):
         TrtRunner(engine).activate()
-    install(monkeypatch, "10.3.0", gpu=FakeGpu(name="Orin NX (fake)"))   # same compute capability
-    with pytest.warns(UserWarning, match="built on Orin"):
+    agx = FakeGpu(multiprocessors=16, total_memory=32 << 30, board="NVIDIA Jetson AGX Orin Developer Kit")
+    install(monkeypatch, "10.3.0", gpu=agx)              # same name "Orin", same compute capability, another module
+    with pytest.warns(UserWarning, match=r"built on Orin \(Jetson Orin NX .*8 SMs\), running on Orin \(Jetson AGX "
+                                         r"Orin Developer Kit, 16 SMs\)"):
         runner = TrtRunner(engine)
         runner.activate()
     runner.deactivate()
+    install(monkeypatch, "10.3.0", gpu=FakeGpu(runtime_version=12020))      # the same module, an older CUDA
+    with pytest.warns(UserWarning, match=r"built with CUDA 12\.6, this machine runs CUDA 12\.2: rebuild"):
+        runner = TrtRunner(engine)
+        runner.activate()
+    runner.deactivate()
+
 
 
 def test_a_second_engine_in_the_process_still_hears_tensorrt(built, monkeypatch):
@@ -394,7 +407,7 @@ def test_cli_build_and_screen_with_the_double(tiny_onnx, photo_root, tmp_path, m
     assert result.exit_code == 0, result.output
     assert "model.engine" in result.output and out.exists() and manifest_path(out).exists()
     assert json.loads(manifest_path(out).read_text())["build"]["workspace_gib"] == 0.5
-    assert list(tmp_path.glob("orin-fake-sm87-trt10.13.3.9.cache"))
+    assert list(tmp_path.glob("orin-jetson-orin-nx-engineering-reference-developer-kit-8sms-sm87-trt10.13.3.9.cache"))
     image = next((photo_root / "B. Disease Grading" / "1. Original Images" / "b. Testing Set").glob("*.jpg"))
     rows = [json.loads(line) for line in CliRunner().invoke(
         app, ["screen", str(image), "--model", str(out), "--json", "--batch-size", "2"]).output.splitlines()
