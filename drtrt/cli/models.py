@@ -108,16 +108,24 @@ def build(onnx: Annotated[Path, Opt("ONNX model (FP32, FP16, or INT8 with Q/DQ n
           max_batch: Annotated[int, Opt("Largest batch of the optimisation profile (1…N).", "N")] = 4,
           workspace: Annotated[float, Opt("Builder workspace limit in GiB.", "GIB")] = 1.0,
           timing_cache: Annotated[Optional[Path], Opt("Timing cache file or folder (default: one per GPU + TensorRT "
-                                                      "under ~/.cache/drtrt).", "PATH")] = None) -> None:
+                                                      "under ~/.cache/drtrt).", "PATH")] = None,
+          if_stale: Annotated[bool, Flag("Build only when OUT is missing or stale (another ONNX, option, TensorRT, "
+                                         "CUDA or GPU): for a service's start.", "--if-stale")] = False) -> None:
     """Build a TensorRT engine from ONNX (needs TensorRT and an NVIDIA GPU). Precision defaults to the ONNX's own."""
     from drtrt.cli.tables import RichBuildProgress
     from drtrt.errors import ConfigError
-    from drtrt.export.trt_build import BuildConfig, build_engine
+    from drtrt.export.trt_build import BuildConfig, build_engine, stale_reason
 
     if fp16 and int8:
         raise ConfigError("choose one of --fp16 and --int8")
     cfg = BuildConfig(onnx=onnx, out=out, precision="fp16" if fp16 else "int8" if int8 else None,
                       calib_data=calib_data, max_batch=max_batch, workspace_gib=workspace, timing_cache=timing_cache)
+    if if_stale:
+        reason = stale_reason(cfg)
+        if reason is None:
+            console.print(f"{out} is up to date for this ONNX, TensorRT and GPU: nothing to build")
+            return
+        console.print(f"building {out}: {reason}")
     with progress() as bars:
         result = build_engine(cfg, listener=RichBuildProgress(bars), log=bars.console.print)
     console.print(result.summary())

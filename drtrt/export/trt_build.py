@@ -16,6 +16,7 @@ import json
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,8 @@ from drtrt.model_info import ModelInfo
 from drtrt.runtime import trt_compat as compat
 from drtrt.runtime.base import TensorSpec
 from drtrt.runtime.cuda_mem import GpuInfo, load_cuda
-from drtrt.runtime.engine import EngineFile, EngineIO, EngineManifest, manifest_path
+from drtrt.runtime.engine import (EngineFile, EngineIO, EngineManifest, check_engine_compatible, manifest_path,
+                                 read_engine_manifest)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -232,6 +234,41 @@ def rebuild_command(onnx: Path, out: Path, precision: str, cfg: BuildConfig) -> 
             f"--workspace {cfg.workspace_gib:g}")
 
 
+def stale_reason(cfg: BuildConfig) -> str | None:
+    """Why the engine at ``cfg.out`` must be built; None when it is current: built from this ONNX
+    with these options, intact, for this TensorRT, CUDA and GPU. What a service checks at every
+    start (``drtrt build --if-stale``), so that an over-the-air JetPack update rebuilds the engine
+    instead of leaving every screening refused."""
+    cfg.validate()
+    if not Path(cfg.out).is_file():
+        return f"{Path(cfg.out).name} does not exist yet"
+    try:
+        manifest = read_engine_manifest(cfg.out)
+    except ArtefactError as exc:
+        return str(exc)
+    if sha256_file(cfg.onnx) not in (manifest.onnx.get("source_sha256"), manifest.onnx.get("sha256")):
+        return f"{Path(cfg.onnx).name} is not the ONNX the engine was built from"
+    if cfg.precision and cfg.precision != manifest.precision:
+        return f"the engine is {manifest.precision}, {cfg.precision} was asked for"
+    if any(shapes["max"][0] != cfg.max_batch for shapes in manifest.profile.values()):
+        return f"the engine's largest batch is not {cfg.max_batch}"
+    if sha256_file(cfg.out) != manifest.engine.sha256:
+        return f"{Path(cfg.out).name} changed after its build (damaged?)"
+    trt = compat.import_tensorrt()
+    mem = load_cuda(cfg.cuda, cfg.device)
+    try:
+        gpu = mem.gpu_info()
+    finally:
+        mem.close()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")           # another GPU model or CUDA runtime: rebuild for this one
+            check_engine_compatible(manifest, Path(cfg.out), trt.__version__, gpu)
+    except (ArtefactError, UserWarning) as exc:
+        return str(exc).split("; ")[0]
+    return None
+
+
 def build_engine(cfg: BuildConfig, listener: BuildListener | None = None,
                  log: Callable[[str], None] = lambda message: None) -> BuildResult:
     """Build ``cfg.onnx`` into ``cfg.out`` + ``cfg.out.json``; see :class:`BuildConfig` for the options.
@@ -301,7 +338,8 @@ def _manifest(trt: Any, feats: compat.TrtFeatures, gpu: GpuInfo, parsed: _Parsed
              "multiprocessors": gpu.multiprocessors, "integrated": gpu.integrated, "board": gpu.board},
         cuda={"driver": gpu.driver_version, "runtime": gpu.runtime_version, "library": gpu.library},
         precision=precision, strongly_typed=feats.strongly_typed,
-        onnx={"file": str(parsed.path), "sha256": sha256_file(parsed.path), "source": str(source)},
+        onnx={"file": str(parsed.path), "sha256": sha256_file(parsed.path), "source": str(source),
+              "source_sha256": sha256_file(source)},
         calibration_sha256=parsed.metadata.get("drtrt.calibration_sha256", ""),
         metadata={k: v for k, v in parsed.metadata.items() if k.startswith("drtrt.")},
         io=EngineIO(parsed.tensors(trt, outputs=False), parsed.tensors(trt, outputs=True)), profile=profile,

@@ -415,7 +415,46 @@ def test_cli_build_and_screen_with_the_double(tiny_onnx, photo_root, tmp_path, m
     assert len(rows) == 1 and rows[0]["status"] == "graded" and rows[0]["grade"] in range(5)
 
 
+def test_build_if_stale_rebuilds_only_what_changed(tiny_onnx, tmp_path, monkeypatch):
+    """What the station's service runs at every start: nothing when the engine is current; a
+    rebuild after a JetPack update (another TensorRT), another ONNX or another module."""
+    from typer.testing import CliRunner
+
+    from drtrt.cli import app
+
+    device = FakeDevice(FakeGpu())
+    out = tmp_path / "model.engine"
+    args = ["build", "--onnx", str(tiny_onnx), "--out", str(out), "--max-batch", "2", "--if-stale",
+            "--timing-cache", str(tmp_path)]
+
+    def build(version: str = "10.3.0", onnx: Path = tiny_onnx, gpu: FakeGpu | None = None) -> tuple[str, int]:
+        fake = install(monkeypatch, version, device=None if gpu else device, gpu=gpu)
+        result = CliRunner().invoke(app, [a if a != str(tiny_onnx) else str(onnx) for a in args])
+        assert result.exit_code == 0, result.output
+        return " ".join(result.output.split()), len(fake.trt._builds)
+
+    text, builds = build()
+    assert builds == 1 and "model.engine does not exist yet" in text
+    text, builds = build()
+    assert "up to date" in text and builds == 0
+    text, builds = build("10.13.3")                                       # JetPack updated TensorRT
+    assert builds == 1 and "TensorRT 10.3.0" in text and "TensorRT 10.13.3" in text
+    assert build("10.13.3")[1] == 0
+    import onnx
+
+    model = onnx.load(str(tiny_onnx))
+    model.doc_string = "retrained"                                       # not the ONNX it was built from
+    other = tmp_path / "other.onnx"
+    onnx.save(model, str(other))
+    text, builds = build("10.13.3", onnx=other)
+    assert builds == 1 and "other.onnx is not the ONNX" in text
+    agx = FakeGpu(multiprocessors=16, total_memory=32 << 30, board="NVIDIA Jetson AGX Orin Developer Kit")
+    text, builds = build("10.13.3", onnx=other, gpu=agx)                  # the card moved to another module
+    assert builds == 1 and "AGX" in text
+
+
 # ------------------------------------------------------------------ the double against the real surfaces
+
 
 def _fake_classes(version: str, monkeypatch) -> dict[str, type]:
     fake = install(monkeypatch, version).trt
