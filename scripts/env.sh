@@ -11,7 +11,7 @@ fi
 stamp="$root/.venv/.drtrt-installed-$extras"
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
   "$root/.venv/bin/python" -m pip install --quiet --upgrade pip
-  "$root/.venv/bin/python" -m pip install --quiet -e "$root[$extras]"
+  "$root/.venv/bin/python" -m pip install --quiet -e "${root}[$extras]"
   touch "$stamp"
 fi
 export PATH="$root/.venv/bin:$PATH"

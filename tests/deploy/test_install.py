@@ -1,0 +1,142 @@
+"""deploy/jetson/install.sh against fake L4T release files: the exact steps for JetPack 6.0, 6.2 and
+7, a clear refusal with the options on 5.1, nothing changed by a dry run, nothing changed by a
+second real run (under --root, with the system's commands replaced by recording stand-ins), and
+shellcheck-clean. A real Jetson run is still to be done (deploy/README.md)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "deploy" / "jetson" / "install.sh"
+RELEASES = {  # first lines of /etc/nv_tegra_release on each JetPack
+    "5.1.3": "# R35 (release), REVISION: 5.0, GCID: 35550185, BOARD: t186ref, EABI: aarch64, DATE: Tue Feb 20 2024",
+    "6.0": "# R36 (release), REVISION: 3.0, GCID: 36191598, BOARD: generic, EABI: aarch64, DATE: Mon May  6 2024",
+    "6.2": "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8 2025",
+    "7.0": "# R38 (release), REVISION: 2.0, GCID: 41844464, BOARD: generic, EABI: aarch64, DATE: Fri Aug 22 2025",
+}
+EXPECTED = {"6.0": ("3.10", "cuda-python==12.2.*", "TensorRT 8.6"),
+            "6.2": ("3.10", "cuda-python==12.6.*", "TensorRT 10.3"),
+            "7.0": ("3.12", "cuda-python==13.*", "TensorRT 10.13")}
+
+
+@pytest.fixture()
+def inputs(tmp_path: Path) -> dict[str, Path]:
+    model, golden = tmp_path / "model.onnx", tmp_path / "golden"
+    model.write_bytes(b"onnx bytes")
+    golden.mkdir()
+    (golden / "golden.json").write_text("{}")
+    releases = {}
+    for name, line in RELEASES.items():
+        releases[name] = tmp_path / f"nv_tegra_release-{name}"
+        releases[name].write_text(line + "\n")
+    return {"model": model, "golden": golden, **releases}
+
+
+def install(inputs, release: str, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), "--model", str(inputs["model"]), "--golden", str(inputs["golden"]),
+                           "--release-file", str(inputs[release]), "--user", "drtrt-test-nobody", *extra],
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+@pytest.mark.parametrize("jetpack", sorted(EXPECTED))
+def test_dry_run_prints_every_step_for_each_jetpack(inputs, jetpack, tmp_path):
+    proc = install(inputs, jetpack, "--dry-run", "--root", str(tmp_path / "root"))
+    assert proc.returncode == 0, proc.stderr
+    python, cuda_python, tensorrt = EXPECTED[jetpack]
+    out = proc.stdout
+    assert f"JetPack {jetpack[0]}" in out and tensorrt in out and f"Python {python}" in out
+    steps = [line for line in out.splitlines() if line.startswith("+ ")]
+    expected = [f"python{python} -c 'import tensorrt'",
+                "useradd --system", "--groups video,render drtrt-test-nobody",
+                f"python{python} -m venv --system-site-packages",
+                f"pip install --quiet {ROOT}[gpu] {cuda_python}",
+                "drtrt build --onnx", "--if-stale", "drtrt parity --golden",
+                "systemctl enable --now drtrt-watch.service"]
+    for fragment in expected:
+        assert any(fragment in s for s in steps), (fragment, steps)
+    unit = out[out.index("[Unit]"):out.index("WantedBy=multi-user.target")]
+    assert "User=drtrt-test-nobody" in unit and "Restart=on-failure" in unit and "StandardOutput=journal" in unit
+    assert "ExecStartPre=/opt/drtrt/venv/bin/drtrt build" in unit and "--if-stale" in unit
+    assert ("ExecStart=/opt/drtrt/venv/bin/drtrt watch /srv/fundus-camera "
+            "--model /var/lib/drtrt/models/model.engine") in unit
+    assert not (tmp_path / "root").exists()                              # a dry run changes nothing
+
+
+def test_jetpack_5_is_refused_with_the_options(inputs):
+    proc = install(inputs, "5.1.3", "--dry-run")
+    assert proc.returncode == 2 and "L4T 35.5.0 is JetPack 5.1" in proc.stderr
+    assert "Python 3.8 only" in proc.stderr and "upgrade the Jetson to JetPack 6" in proc.stderr
+    assert "drtrt screen --model model.onnx" in proc.stderr and "TensorRT OSS" in proc.stderr
+
+
+def test_unknown_release_and_bad_options_are_one_line(inputs, tmp_path):
+    odd = tmp_path / "odd"
+    odd.write_text("# R32 (release), REVISION: 7.1\n")
+    inputs["odd"] = odd
+    for proc in (install(inputs, "odd", "--dry-run"), install(inputs, "6.2", "--precision", "int4", "--dry-run")):
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    missing = subprocess.run(["bash", str(SCRIPT), "--release-file", str(inputs["6.2"])], capture_output=True,
+                             text=True, timeout=60)
+    assert missing.returncode == 2 and "--model ONNX is required" in missing.stderr
+
+
+STAND_INS = {   # the system's commands, recording each call in $CALLS and keeping users in $USERS
+    "id": 'case "$1" in -u) grep -qx "$2" "$USERS" ;; -nG) echo "$2 video render" ;; esac',
+    "useradd": 'echo "useradd $*" >> "$CALLS"; echo "${@: -1}" >> "$USERS"',
+    "usermod": 'echo "usermod $*" >> "$CALLS"',
+    "runuser": 'echo "runuser $*" >> "$CALLS"',
+    "chown": 'echo "chown $*" >> "$CALLS"',
+    "systemctl": 'echo "systemctl $*" >> "$CALLS"',
+    "install": ('echo "install $*" >> "$CALLS"; args=(); while [ $# -gt 0 ]; do case "$1" in -o|-g|-m) shift 2 ;; '
+                '*) args+=("$1"); shift ;; esac; done; exec /usr/bin/install "${args[@]}"'),
+    "python3.10": ('if [ "$1" = -m ] && [ "$2" = venv ]; then echo "venv $*" >> "$CALLS"; d="${@: -1}"; '
+                   'mkdir -p "$d/bin"; cp "$STANDINS/venv-python" "$d/bin/python"; '
+                   'cp "$STANDINS/venv-pip" "$d/bin/pip"; exit 0; fi; exit 0'),
+    "venv-python": ('d="$(dirname "$0")"; [ -f "$d/installed" ] || exit 1; '
+                    'case "$*" in *version*) cat "$d/installed" ;; esac; exit 0'),
+    "venv-pip": 'echo "pip $*" >> "$CALLS"; echo 0.1.0 > "$(dirname "$0")/installed"',
+}
+
+
+def test_a_second_run_changes_nothing(inputs, tmp_path):
+    standins, root = tmp_path / "bin", tmp_path / "root"
+    standins.mkdir()
+    for name, body in STAND_INS.items():
+        path = standins / name
+        path.write_text(f"#!/usr/bin/env bash\n{body}\n")
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    calls, users = tmp_path / "calls.log", tmp_path / "users"
+    users.write_text("")
+    env = {**os.environ, "PATH": f"{standins}:{os.environ['PATH']}", "CALLS": str(calls), "USERS": str(users),
+           "STANDINS": str(standins)}
+    first = install(inputs, "6.2", "--root", str(root), "--source", str(ROOT), env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "changed: created drtrt-test-nobody" in first.stdout and "done: 0 change(s)" not in first.stdout
+    unit = root / "etc" / "systemd" / "system" / "drtrt-watch.service"
+    assert unit.is_file() and (root / "var/lib/drtrt/models/model.onnx").read_bytes() == b"onnx bytes"
+    assert (root / "var/lib/drtrt/models/golden/golden.json").is_file()
+    done = calls.read_text()
+    assert "pip install" in done and "runuser -u drtrt-test-nobody" in done and "--if-stale" in done
+    calls.write_text("")
+    second = install(inputs, "6.2", "--root", str(root), "--source", str(ROOT), env=env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "done: 0 change(s)" in second.stdout, second.stdout
+    again = [line.split()[0] for line in calls.read_text().splitlines()]
+    assert set(again) == {"runuser"}, again             # no user, venv, pip or copy: only the engine checks
+    assert "--if-stale" in calls.read_text()            # the engine check always runs: it decides itself
+
+
+def test_installer_is_shellcheck_clean():
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed here (.ci/run installs it)")
+    scripts = [SCRIPT, ROOT / ".ci" / "run", *sorted((ROOT / "scripts").glob("*.sh"))]
+    proc = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout
