@@ -135,6 +135,23 @@ else run "$python" -m venv --system-site-packages "$venv"; changed "created $ven
 step "drtrt (no torch) and $cuda_python from $source_path"
 pip_args=()
 if [ -d "$source_path/wheelhouse" ]; then                 # offline: every wheel from the folder, none from the net
+  if [ -f "$source_path/manifest.json" ]; then              # a `drtrt bundle`: check every file before using any
+    wheel="$(find "$source_path/wheelhouse" -maxdepth 1 -name 'drtrt-*.whl' | head -n 1)"
+    [ -n "$wheel" ] || die "$source_path/wheelhouse holds no drtrt wheel"
+    # the verifier is standard-library Python: it runs from the bundle's own wheel before anything is installed
+    # (read-only, so a dry run runs it too, with any python3 when this JetPack's is not there)
+    checker="$python"; "$checker" -c "" 2>/dev/null || checker=python3
+    "$checker" -I -c 'import sys
+sys.path.insert(0, sys.argv[1])
+from drtrt.errors import DrtrtError
+from drtrt.export.bundle import verify_bundle
+try:
+    manifest = verify_bundle(sys.argv[2])
+except DrtrtError as exc:
+    sys.exit(f"install.sh: {exc}")
+print("ok: bundle intact,", len(manifest["files"]), "files for JetPack", manifest["jetpack"])' "$wheel" "$source_path" \
+      || exit 2
+  fi
   pip_args=(--no-index --find-links "$source_path/wheelhouse" "drtrt[gpu]" "$cuda_python")
 elif [ -f "$source_path" ] && [ "${source_path##*.}" = whl ]; then
   pip_args=("${source_path}[gpu]" "$cuda_python")

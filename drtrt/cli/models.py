@@ -1,12 +1,15 @@
 """Artefact commands: ``export`` (checkpoint → ONNX), ``fp16`` and ``calibrate`` (precision baked
-into the ONNX, gated against FP32), ``build`` (ONNX → TensorRT engine)."""
+into the ONNX, gated against FP32), ``build`` (ONNX → TensorRT engine), ``bundle`` (what a site
+without internet carries to the station) and ``bundle verify``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Optional
 
-from drtrt.cli.common import Flag, Opt, command, console, err, progress, stage_progress, warn
+import typer
+
+from drtrt.cli.common import Flag, Opt, _Command, app, cli_errors, command, console, err, progress, stage_progress, warn
 
 ThresholdOpt = Annotated[Optional[list[str]], Opt("Gate override KEY=VALUE (grade_agreement, referable_agreement, "
                                                   "lesion_dice, metric_drop, logit_rel_delta); repeatable.",
@@ -129,3 +132,48 @@ def build(onnx: Annotated[Path, Opt("ONNX model (FP32, FP16, or INT8 with Q/DQ n
     with progress() as bars:
         result = build_engine(cfg, listener=RichBuildProgress(bars), log=bars.console.print)
     console.print(result.summary())
+
+
+bundle_app = typer.Typer(name="bundle", rich_markup_mode=None, add_completion=False,
+                         help="One archive for a site without internet: models, golden files, config, aarch64 "
+                              "wheels and install.sh, with a manifest of hashes. `drtrt bundle verify` checks one.")
+app.add_typer(bundle_app)
+
+
+@bundle_app.callback(invoke_without_command=True)
+@cli_errors
+def bundle(ctx: typer.Context,
+           model: Annotated[Optional[list[Path]], Opt("ONNX model to carry (repeatable).", "FILE")] = None,
+           golden: Annotated[Optional[Path], Opt("Golden folder from `drtrt parity --save-golden`.", "DIR")] = None,
+           out: Annotated[Optional[Path], Opt("New folder, or FILE.tar, to write.", "PATH")] = None,
+           jetpack: Annotated[str, Opt("JetPack of the station: 6.0, 6.2 or 7 (its Python and cuda-python).",
+                                       "VERSION")] = "6.2",
+           config: Annotated[Optional[Path], Opt("Site configuration file to carry.", "FILE")] = None,
+           wheels: Annotated[str, Opt("download: drtrt + every dependency for aarch64 (needs internet here); "
+                                      "drtrt: its wheel only; none.", "WHICH")] = "download") -> None:
+    """Make a bundle (or, with `verify PATH`, check one)."""
+    from drtrt.errors import ConfigError
+    from drtrt.export.bundle import BundleSpec, make_bundle
+
+    if ctx.invoked_subcommand is not None:
+        return
+    if not model or golden is None or out is None:
+        raise ConfigError("drtrt bundle needs --model, --golden and --out (or: drtrt bundle verify PATH)")
+    spec = BundleSpec(out=out, models=tuple(model), golden=golden, jetpack=jetpack, config=config, wheels=wheels)
+    with progress(transient=True) as bars:
+        bars.add_task("bundling", total=None, info="")
+        path = make_bundle(spec, log=bars.console.print)
+    console.print(f"wrote {path}; on the station: drtrt bundle verify {path.name}, then "
+                  "install.sh --source BUNDLE --model BUNDLE/models/… --golden BUNDLE/golden")
+
+
+@bundle_app.command("verify", cls=_Command)
+@cli_errors
+def bundle_verify(path: Annotated[Path, typer.Argument(help="Bundle folder or .tar.", metavar="PATH",
+                                                       show_default=False)]) -> None:
+    """Check a bundle before installing anything from it: every file present, unchanged and expected."""
+    from drtrt.export.bundle import verify_bundle
+
+    manifest = verify_bundle(path)
+    console.print(f"{path}: {len(manifest['files'])} files intact (drtrt {manifest['drtrt_version']}, JetPack "
+                  f"{manifest['jetpack']}, Python {manifest['python']})")
