@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Create or refresh the project's virtual environment in .venv with the given extras.
 # Usage: source scripts/env.sh EXTRAS   (e.g. "train,export,test")
+# DRTRT_SYSTEM_SITE=1: the new venv sees the system's packages (a Jetson's apt-installed TensorRT).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 extras="${1:-train,export}"
 python="${PYTHON:-python3}"
 if [ ! -x "$root/.venv/bin/python" ]; then
-  "$python" -m venv "$root/.venv"
+  "$python" -m venv ${DRTRT_SYSTEM_SITE:+--system-site-packages} "$root/.venv"
 fi
 stamp="$root/.venv/.drtrt-installed-$extras"
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from enum import IntEnum
 from typing import Annotated, Any
 
@@ -128,6 +129,9 @@ def cli_errors(func):
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        except BrokenPipeError:           # `drtrt … --json | head`: the reader has all it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit
+            raise typer.Exit(int(ExitCode.OK)) from None
         except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
             return _internal(exc)
 

@@ -214,3 +214,11 @@ def test_watch_errors_are_one_line(tiny_onnx, tmp_path):
     assert "object at 0x" not in proc.stderr and "PosixPath(" not in proc.stderr
     busy = drtrt("watch", tmp_path / "camera", "--model", tiny_onnx, "--out", tmp_path / "s", "--poll", "-1")
     assert_one_line_error(busy, "--poll must be above 0", ExitCode.USAGE)
+
+
+def test_json_piped_into_a_reader_that_stops_early_is_not_an_error():
+    """`drtrt doctor --json | head`: the reader may close the pipe before drtrt writes (here it never
+    reads: `true`); drtrt exits 0 quietly instead of reporting an internal error."""
+    proc = subprocess.run(["bash", "-c", f"{sys.executable} -m drtrt.cli doctor --json | true; "
+                                         "echo exit=${PIPESTATUS[0]} >&2"], capture_output=True, text=True, timeout=120)
+    assert "exit=0" in proc.stderr and "internal error" not in proc.stderr and "Broken pipe" not in proc.stderr
