@@ -8,10 +8,11 @@ wheels 8.6.1, 10.3.0, 10.13.3 and 11.4.0):
 ============================  =========  ==================  ============================
 explicit batch                flag       default (flag kept  flag removed
                               required   but deprecated)
-``BuilderFlag.FP16/INT8``     yes        yes                 removed: precision lives in
-                                                             the ONNX (strongly typed)
-``NetworkDefinitionCreation`` —          yes                 yes (used)
-``Flag.STRONGLY_TYPED``
+``BuilderFlag.FP16/INT8``     yes (set)  yes (not set:       removed
+                                         strongly typed)
+``NetworkDefinitionCreation`` —          yes (used)          yes (used)
+``Flag.STRONGLY_TYPED``                  precision lives in the ONNX: FP16 converted by drtrt,
+                                         INT8 as Q/DQ nodes, the same numerics as ONNX Runtime
 ``IProgressMonitor``          no         yes                 yes
 IInt8 calibrators             yes        deprecated (10.1)   removed (drtrt never uses them)
 ============================  =========  ==================  ============================
@@ -80,11 +81,11 @@ def features(trt: ModuleType) -> TrtFeatures:
         raise BackendUnavailable(f"TensorRT {version} is too old: drtrt needs {MIN_VERSION[0]}.{MIN_VERSION[1]} or "
                                  "newer (name-based I/O, execute_async_v3); JetPack 5.1 ships 8.5")
     return TrtFeatures(version=version, major=major, minor=minor, needs_explicit_batch_flag=major < 10,
-                       has_precision_flags=major < 11, strongly_typed=major >= 11, has_progress_monitor=major >= 10)
+                       has_precision_flags=major < 11, strongly_typed=major >= 10, has_progress_monitor=major >= 10)
 
 
 def network_flags(trt: ModuleType, feats: TrtFeatures) -> int:
-    """``Builder.create_network`` flags: explicit batch on 8.x, strongly typed on 11.x, none on 10.x."""
+    """``Builder.create_network`` flags: explicit batch on 8.x, strongly typed from 10.x on."""
     if feats.needs_explicit_batch_flag:
         return 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     if feats.strongly_typed:   # its value is 1 on 10.x but 0 on 11.x: never hard-code it
@@ -95,13 +96,14 @@ def network_flags(trt: ModuleType, feats: TrtFeatures) -> int:
 def apply_precision(trt: ModuleType, config: Any, feats: TrtFeatures, precision: str) -> list[str]:
     """Set the builder flags ``precision`` needs; returns their names (recorded in the manifest).
 
-    8.5–10.x (weakly typed): "fp16" → FP16; "int8" → INT8 + FP16 (the Q/DQ model sets the INT8
-    layers, FP16 lets the rest run in half precision); "fp32" → none. 11.x: none — the network is
-    strongly typed and the ONNX's own types and Q/DQ nodes are the precision.
+    10.x and 11.x: none — the network is strongly typed, so the ONNX's own types and Q/DQ nodes are
+    the precision, exactly as ONNX Runtime runs that ONNX (weak typing is deprecated from 10.12 and
+    would let TensorRT run the layers the conversion kept in FP32 — softmax, the heads — in FP16).
+    8.5–8.6 (no strong typing): "fp16" → FP16; "int8" → INT8 + FP16; "fp32" → none.
     """
     if precision not in ("fp32", "fp16", "int8"):
         raise ConfigError(f"unknown precision '{precision}'; expected fp32, fp16 or int8")
-    if not feats.has_precision_flags:
+    if feats.strongly_typed or not feats.has_precision_flags:
         return []
     flags = {"fp32": [], "fp16": [trt.BuilderFlag.FP16], "int8": [trt.BuilderFlag.INT8, trt.BuilderFlag.FP16]}[precision]
     for flag in flags:

@@ -107,7 +107,7 @@ def test_build_then_run_matches_onnx_runtime(version, tiny_onnx, tmp_path, monke
     assert manifest["profile"] == {"image": {"min": [1, 3, 64, 64], "opt": [1, 3, 64, 64], "max": [2, 3, 64, 64]}}
     assert [t["name"] for t in manifest["io"]["outputs"]] == ["grade_logits", "lesion_logits"]
     assert manifest["io"]["inputs"] == [{"name": "image", "shape": [-1, 3, 64, 64], "dtype": "float32"}]
-    assert manifest["strongly_typed"] is version.startswith("11")
+    assert manifest["strongly_typed"] is not version.startswith("8")     # 10.x and 11.x: strongly typed
     assert manifest["build"]["builder_flags"] == [] and "--max-batch 2" in manifest["build"]["command"]
     assert manifest["preprocess"]["size"] == 64 and len(manifest["onnx"]["sha256"]) == 64
     assert fake.trt._builds[-1]["pools"] == {"WORKSPACE": 2**30}
@@ -147,7 +147,7 @@ def test_int8_qdq_model_flags_per_version(version, tiny_qdq_onnx, tmp_path, monk
     fake = install(monkeypatch, version)
     result = _build(tiny_qdq_onnx, tmp_path / "model.engine", precision="int8")
     manifest = json.loads(manifest_path(result.engine).read_text())
-    expected_flags = [] if version.startswith("11") else ["INT8", "FP16"]
+    expected_flags = ["INT8", "FP16"] if version.startswith("8") else []     # 10+: the Q/DQ nodes are the precision
     assert manifest["build"]["builder_flags"] == expected_flags
     assert fake.trt._builds[-1]["flags"] == sorted(expected_flags)
     assert manifest["precision"] == "int8" and manifest["calibration_sha256"] == "c" * 64
@@ -192,14 +192,16 @@ def test_int8_calibrates_with_drtrt_calibration(tiny_onnx, photo_root, tmp_path,
     assert fake.trt._builds[-1]["flags"] == ["FP16", "INT8"] and any("calibrat" in m for m in messages)
 
 
-@pytest.mark.parametrize("version, flags", [("8.6.1", ["FP16"]), ("10.13.3", ["FP16"]), ("11.4.0", [])])
+@pytest.mark.parametrize("version, flags", [("8.6.1", ["FP16"]), ("10.3.0", []), ("10.13.3", []), ("11.4.0", [])])
 def test_fp16_flag_on_weakly_typed_conversion_on_strongly_typed(version, flags, tiny_onnx, tmp_path, monkeypatch):
+    """--fp16 gives the same numerics on every version from 10 on: the ONNX converted by drtrt (FP32
+    kept where the conversion keeps it), built strongly typed; 8.6 has no strong typing: the flag."""
     import onnx
 
     fake = install(monkeypatch, version)
     converted = []
 
-    def fake_convert(onnx_path, out):   # stands in for drtrt.export.precision.convert_fp16 (tested there)
+    def fake_convert(onnx_path, out):   # stands in for drtrt.calibration.fp16.convert_fp16 (tested there)
         proto = onnx.load(str(onnx_path))
         next(p for p in proto.metadata_props if p.key == "drtrt.precision").value = "fp16"
         target = out.with_name("model.fp16.onnx")
@@ -210,12 +212,13 @@ def test_fp16_flag_on_weakly_typed_conversion_on_strongly_typed(version, flags, 
     monkeypatch.setattr("drtrt.export.trt_build.convert_to_fp16", fake_convert)
     result = _build(tiny_onnx, tmp_path / "model.engine", precision="fp16")
     assert result.precision == "fp16" and fake.trt._builds[-1]["flags"] == flags
-    assert bool(converted) is version.startswith("11")       # 11.x: precision must be in the ONNX
+    assert bool(converted) is not version.startswith("8")    # 10+: precision is in the ONNX
 
 
-def test_fp16_on_tensorrt_11_with_the_real_converter(tiny_onnx, tmp_path, monkeypatch):
-    pytest.importorskip("drtrt.export.precision", reason="FP16 conversion (drtrt.export.precision) not present")
-    fake = install(monkeypatch, "11.4.0")
+@pytest.mark.parametrize("version", ["10.3.0", "11.4.0"])
+def test_fp16_strongly_typed_with_the_real_converter(version, tiny_onnx, tmp_path, monkeypatch):
+    pytest.importorskip("onnx", reason="FP16 conversion needs the export extra (onnx)")
+    fake = install(monkeypatch, version)
     result = _build(tiny_onnx, tmp_path / "model.engine", precision="fp16", max_batch=1)
     manifest = json.loads(manifest_path(result.engine).read_text())
     assert result.onnx == tmp_path / "model.fp16.onnx" and manifest["metadata"]["drtrt.precision"] == "fp16"
