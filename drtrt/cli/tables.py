@@ -134,7 +134,9 @@ def bench_table(report) -> Table:
     table = Table(title="drtrt bench", caption=f"{report.context['cpu']}, {report.context['cpus']} CPUs; "
                   f"FP32 GEMM peak {fmt(peak['best']) if peak else '—'} GFLOP/s; "
                   f"{report.context['iters']} iterations after {report.context['warmup']} warm-up; "
-                  f"load average {report.context.get('loadavg_start')} -> {report.context.get('loadavg_end')}")
+                  f"load average {report.context.get('loadavg_start')} -> {report.context.get('loadavg_end')}"
+                  + (f"; {report.context['jetson']}, power {report.context.get('power') or 'unknown'}"
+                     if report.context.get("jetson") else ""))
     columns = ["model", "prec.", "batch", "MB", "p50 ms", "p90 ms", "p99 ms", "img/s", "intake ms/img", "e2e ms/img",
                "RSS MB", "GFLOP/img", "% peak"]
     metric_keys = [k for k in ("accuracy", "macro_f1", "mean_dice") if any(k in r.metrics for r in report.rows)]

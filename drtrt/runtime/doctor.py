@@ -130,6 +130,32 @@ def _tensorrt() -> tuple[str | None, str]:
         return None, str(exc).split(";")[0]
 
 
+def jetson_power(nvpmodel: str = "nvpmodel", devfreq: Path = Path("/sys/class/devfreq")) -> str | None:
+    """"MAXN (mode 0), GPU 1300 of 1300 MHz": the power mode (``nvpmodel -q``) and the GPU's clock
+    now and at most (devfreq); None off a Jetson. Latency on a Jetson depends on both: quote them."""
+    parts = []
+    exe = shutil.which(nvpmodel)
+    if exe:
+        try:
+            out = subprocess.run([exe, "-q"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        mode = re.search(r"NV Power Mode:\s*(\S+)", out)
+        number = re.search(r"^\s*(\d+)\s*$", out, re.MULTILINE)
+        if mode:
+            parts.append(f"{mode[1]}" + (f" (mode {number[1]})" if number else ""))
+    for gpu in sorted(devfreq.glob("*")):
+        if not re.search(r"gpu|ga10b|gv11b|gp10b", gpu.name):
+            continue
+        try:
+            now, top = (int((gpu / f).read_text().split()[0]) for f in ("cur_freq", "max_freq"))
+        except (OSError, ValueError, IndexError):
+            continue
+        parts.append(f"GPU {now / 1e6:.0f} of {top / 1e6:.0f} MHz")
+        break
+    return ", ".join(parts) or None
+
+
 def diagnose(disk: Path = Path("."), tegra_release: Path = Path("/etc/nv_tegra_release")) -> DoctorReport:
     """Probe this machine (see the module docstring); ``disk`` is where free space is measured."""
     py_ok = sys.version_info >= (3, 10)
@@ -150,6 +176,8 @@ def diagnose(disk: Path = Path("."), tegra_release: Path = Path("/etc/nv_tegra_r
         Finding("Python", platform.python_version(), py_ok),
         Finding("OS", f"{platform.system()} {platform.release()} ({platform.machine()})"),
         Finding("Jetson", jetson or "not a Jetson (no /etc/nv_tegra_release)"),
+        *([Finding("power mode", jetson_power() or "unknown (nvpmodel not found): latency depends on it")]
+          if jetson else []),
         Finding("GPU", f"{gpu['name']} (compute capability {gpu['cc']})" if gpu else f"none: {gpu_why}", bool(gpu)),
         Finding("CUDA driver", ", ".join(filter(None, [gpu and gpu["driver"] and f"CUDA {gpu['driver']}",
                                                       kernel and f"kernel module {kernel}"])) or "unknown",

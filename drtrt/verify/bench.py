@@ -30,6 +30,7 @@ import numpy as np
 
 from drtrt import __version__
 from drtrt.errors import ArtefactError, ConfigError, DataError
+from drtrt.runtime.doctor import jetson_power, jetson_release
 from drtrt.runtime.predictor import Predictor
 from drtrt.verify import sysinfo
 
@@ -210,6 +211,7 @@ def run_bench(cfg: BenchConfig, on_model: Callable[[str], None] | None = None) -
     context = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": platform.node(), "cpu": sysinfo.cpu_name(),
                "cpus": os.cpu_count(), "python": platform.python_version(), "drtrt": __version__,
                "numpy": np.__version__, "onnxruntime": _version("onnxruntime"), "torch": _version("torch"),
+               "jetson": jetson_release(), "power": jetson_power(),     # Jetson latency depends on both
                "warmup": cfg.warmup, "iters": cfg.iters, "loadavg_start": _loadavg(),
                "images": "data:" + str(cfg.data) if samples else "synthetic 4288x2848 JPEG",
                "command": " ".join(sys.argv)}

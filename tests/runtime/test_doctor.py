@@ -85,3 +85,21 @@ def test_cli_doctor_table_and_json(monkeypatch):
     report = json.loads(as_json.output)
     build = next(c for c in report["capabilities"] if c["command"] == "build")
     assert build["available"] is False and {f["item"] for f in report["findings"]} >= {"Python", "GPU", "free disk"}
+
+
+def test_jetson_power_mode_and_gpu_clock_are_reported(tmp_path, monkeypatch):
+    """nvpmodel's answer and the GPU's devfreq clock, as a Jetson gives them (stand-ins here)."""
+    from drtrt.runtime.doctor import jetson_power
+
+    bin_dir, devfreq = tmp_path / "bin", tmp_path / "devfreq"
+    bin_dir.mkdir()
+    nvpmodel = bin_dir / "nvpmodel"
+    nvpmodel.write_text("#!/bin/sh\nprintf 'NV Power Mode: MAXN\\n0\\n'\n")
+    nvpmodel.chmod(0o755)
+    for name, now, top in (("17000000.ga10b", 918000000, 1300500000), ("15340000.vic", 1, 2)):
+        (devfreq / name).mkdir(parents=True)
+        (devfreq / name / "cur_freq").write_text(f"{now}\n")
+        (devfreq / name / "max_freq").write_text(f"{top}\n")
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    assert jetson_power(devfreq=devfreq) == "MAXN (mode 0), GPU 918 of 1300 MHz"
+    assert jetson_power(nvpmodel="no-such-tool", devfreq=tmp_path / "none") is None
