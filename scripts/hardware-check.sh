@@ -36,7 +36,8 @@ results="$root/docs/hardware-results.md"
 today="$(date -u +%Y-%m-%d)"
 device="$(drtrt doctor --json | python -c 'import json, sys
 rows = {f["item"]: f["value"] for f in json.load(sys.stdin)["findings"]}
-print(rows.get("GPU", "no GPU").replace("|", "/"))')"
+power = rows.get("power mode")
+print((rows.get("GPU", "no GPU") + (", " + power if power else "")).replace("|", "/"))')"
 
 row() {                                   # check, result, figures
   printf '| %s | %s | %s | %s | %s |\n' "$today" "$device" "$1" "$2" "$3"
