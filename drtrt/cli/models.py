@@ -113,7 +113,11 @@ def build(onnx: Annotated[Path, Opt("ONNX model (FP32, FP16, or INT8 with Q/DQ n
           timing_cache: Annotated[Optional[Path], Opt("Timing cache file or folder (default: one per GPU + TensorRT "
                                                       "under ~/.cache/drtrt).", "PATH")] = None,
           if_stale: Annotated[bool, Flag("Build only when OUT is missing or stale (another ONNX, option, TensorRT, "
-                                         "CUDA or GPU): for a service's start.", "--if-stale")] = False) -> None:
+                                         "CUDA or GPU): for a service's start.", "--if-stale")] = False,
+          dla_core: Annotated[Optional[int], Opt("Run on this DLA core (Orin AGX/NX; static batch = --max-batch, "
+                                                 "FP16 or INT8). Untested on hardware.", "N")] = None,
+          gpu_fallback: Annotated[bool, Flag("With --dla-core: layers DLA cannot run go to the GPU.",
+                                             "--gpu-fallback")] = False) -> None:
     """Build a TensorRT engine from ONNX (needs TensorRT and an NVIDIA GPU). Precision defaults to the ONNX's own."""
     from drtrt.cli.tables import RichBuildProgress
     from drtrt.errors import ConfigError
@@ -122,7 +126,8 @@ def build(onnx: Annotated[Path, Opt("ONNX model (FP32, FP16, or INT8 with Q/DQ n
     if fp16 and int8:
         raise ConfigError("choose one of --fp16 and --int8")
     cfg = BuildConfig(onnx=onnx, out=out, precision="fp16" if fp16 else "int8" if int8 else None,
-                      calib_data=calib_data, max_batch=max_batch, workspace_gib=workspace, timing_cache=timing_cache)
+                      calib_data=calib_data, max_batch=max_batch, workspace_gib=workspace, timing_cache=timing_cache,
+                      dla_core=dla_core, gpu_fallback=gpu_fallback)
     if if_stale:
         reason = stale_reason(cfg)
         if reason is None:

@@ -10,6 +10,7 @@ are all in :mod:`drtrt.runtime.trt_compat`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -59,6 +60,8 @@ class BuildConfig:
     timing_cache: Path | None = None
     device: int = 0
     cuda: str = "auto"
+    dla_core: int | None = None
+    gpu_fallback: bool = False
 
     def validate(self) -> None:
         if not Path(self.onnx).is_file():
@@ -71,6 +74,10 @@ class BuildConfig:
             raise ConfigError(f"--workspace must be a positive number of GiB, found {self.workspace_gib}")
         if self.calib_data is not None and self.precision not in (None, "int8"):
             raise ConfigError("--calib-data is only used with --int8")
+        if self.dla_core is not None and self.dla_core < 0:
+            raise ConfigError(f"--dla-core must be 0 or more, found {self.dla_core}")
+        if self.gpu_fallback and self.dla_core is None:
+            raise ConfigError("--gpu-fallback only goes with --dla-core")
 
 
 class BuildListener(Protocol):
@@ -230,8 +237,9 @@ def _load_timing_cache(config: Any, path: Path, key: dict[str, str], log: Callab
 
 def rebuild_command(onnx: Path, out: Path, precision: str, cfg: BuildConfig) -> str:
     flag = {"fp32": "", "fp16": " --fp16", "int8": " --int8"}[precision]
+    dla = "" if cfg.dla_core is None else f" --dla-core {cfg.dla_core}" + (" --gpu-fallback" if cfg.gpu_fallback else "")
     return (f"drtrt build --onnx {onnx} --out {out}{flag} --max-batch {cfg.max_batch} "
-            f"--workspace {cfg.workspace_gib:g}")
+            f"--workspace {cfg.workspace_gib:g}{dla}")
 
 
 def stale_reason(cfg: BuildConfig) -> str | None:
@@ -252,6 +260,8 @@ def stale_reason(cfg: BuildConfig) -> str | None:
         return f"the engine is {manifest.precision}, {cfg.precision} was asked for"
     if any(shapes["max"][0] != cfg.max_batch for shapes in manifest.profile.values()):
         return f"the engine's largest batch is not {cfg.max_batch}"
+    if (manifest.build.get("dla_core"), bool(manifest.build.get("gpu_fallback"))) != (cfg.dla_core, cfg.gpu_fallback):
+        return "the engine was built for another device (GPU or DLA core) or fallback"
     if sha256_file(cfg.out) != manifest.engine.sha256:
         return f"{Path(cfg.out).name} changed after its build (damaged?)"
     trt = compat.import_tensorrt()
@@ -279,6 +289,8 @@ def build_engine(cfg: BuildConfig, listener: BuildListener | None = None,
     cfg.validate()
     trt = compat.import_tensorrt()
     feats = compat.features(trt)
+    if cfg.dla_core is not None:
+        feats = _dla_features(feats)
     mem = load_cuda(cfg.cuda, cfg.device)
     try:
         gpu = mem.gpu_info()
@@ -298,6 +310,8 @@ def build_engine(cfg: BuildConfig, listener: BuildListener | None = None,
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(cfg.workspace_gib * 2**30))
     flags = compat.apply_precision(trt, config, feats, precision)
+    if cfg.dla_core is not None:
+        flags += _use_dla(trt, builder, config, cfg, precision)
     profile_shapes = _add_profile(trt, builder, config, parsed, cfg)
     cache_file = timing_cache_path(cfg.timing_cache, gpu, feats.version)
     cache_key = {"tensorrt": feats.version, "gpu": gpu.model, "compute_capability": gpu.compute_capability}
@@ -320,6 +334,7 @@ def build_engine(cfg: BuildConfig, listener: BuildListener | None = None,
         log(f"could not save the timing cache {cache_file}: {exc}")
     seconds = time.perf_counter() - start
     build = {"max_batch": cfg.max_batch, "opt_batch": cfg.opt_batch, "workspace_gib": cfg.workspace_gib,
+             "dla_core": cfg.dla_core, "gpu_fallback": cfg.gpu_fallback,
              "builder_flags": flags, "timing_cache": str(cache_file), "timing_cache_reused": reused,
              "progress_monitor": monitor is not None, "seconds": round(seconds, 2),
              "command": rebuild_command(parsed.path, cfg.out, precision, cfg)}
@@ -348,8 +363,39 @@ def _manifest(trt: Any, feats: compat.TrtFeatures, gpu: GpuInfo, parsed: _Parsed
 
 
 
+def _dla_features(feats: compat.TrtFeatures) -> compat.TrtFeatures:
+    """Which TensorRT can build for DLA, and how: up to 10.7 (JetPack 6.x) with the FP16/INT8 flags
+    of a weakly typed network, as trtexec --useDLACore does; 11.4.1 on from the ONNX's own types.
+    10.8-11.4.0 have no DLA on Linux, and Jetson Thor none at all (NVIDIA's DLA notes)."""
+    patch = int((feats.version.split(".") + ["0", "0"])[2] or 0)
+    if (10, 8) <= (feats.major, feats.minor) < (11, 4) or (feats.major, feats.minor, patch) == (11, 4, 0):
+        raise ConfigError(f"TensorRT {feats.version} cannot build for DLA (10.7 was the last 10.x with DLA; on "
+                          "Linux it returns with 11.4.1 on AGX Orin): build for the GPU without --dla-core")
+    if feats.major == 10:
+        return dataclasses.replace(feats, strongly_typed=False)
+    return feats
+
+
+def _use_dla(trt: Any, builder: Any, config: Any, cfg: BuildConfig, precision: str) -> list[str]:
+    """Run the network on DLA core ``cfg.dla_core`` (Orin AGX and NX have DLA cores; Orin Nano has none),
+    with GPU fallback for the layers DLA cannot run when asked. Untested on hardware."""
+    cores = int(builder.num_DLA_cores)
+    if cfg.dla_core >= cores:
+        raise ConfigError(f"--dla-core {cfg.dla_core} asked for, but this device has {cores} DLA core(s) "
+                          "(Orin AGX and NX have two, Orin Nano none)")
+    if precision == "fp32":
+        raise ConfigError("DLA runs FP16 or INT8 only: add --fp16, or give an INT8 (Q/DQ) model")
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = cfg.dla_core
+    if not cfg.gpu_fallback:
+        return []
+    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    return ["GPU_FALLBACK"]
+
+
 def _add_profile(trt: Any, builder: Any, config: Any, parsed: _Parsed, cfg: BuildConfig) -> dict[str, dict[str, list[int]]]:
-    """One optimisation profile: batch 1 … max_batch (opt ``opt_batch``); other dimensions must be fixed."""
+    """One optimisation profile: batch 1 … max_batch (opt ``opt_batch``); other dimensions must be fixed.
+    DLA takes static shapes only: then the one batch is ``max_batch`` (smaller batches are padded)."""
     profile, shapes = builder.create_optimization_profile(), {}
     for spec in parsed.tensors(trt, outputs=False):
         batch, rest = spec.shape[0] if spec.shape else 0, spec.shape[1:]
@@ -360,6 +406,8 @@ def _add_profile(trt: Any, builder: Any, config: Any, parsed: _Parsed, cfg: Buil
             raise ConfigError(f"input '{spec.name}' has a fixed batch of {batch}; re-export with a dynamic "
                               "batch (`drtrt export` does) or pass --max-batch to match")
         batches = (1, cfg.opt_batch, cfg.max_batch) if batch < 0 else (batch, batch, batch)
+        if cfg.dla_core is not None:
+            batches = (batches[2],) * 3
         low, opt, high = ((n, *rest) for n in batches)
         profile.set_shape(spec.name, low, opt, high)
         shapes[spec.name] = {"min": list(low), "opt": list(opt), "max": list(high)}

@@ -125,6 +125,11 @@ class Runner(abc.ABC):
         """Largest batch the model accepts (an engine's optimisation profile); None = no bound."""
         return self._require("max_batch").max_batch
 
+    @property
+    def min_batch(self) -> int:
+        """Smallest batch the model accepts (1, or a static-batch engine's one batch, as DLA needs)."""
+        return self._require("min_batch").min_batch
+
     def validate_feeds(self, feeds: Mapping[str, np.ndarray]) -> None:
         """:class:`ShapeError` (one line) unless ``feeds`` match the input specs and the batch range."""
         signature = self._require("validate_feeds()")

@@ -101,7 +101,13 @@ class CudaMemory(abc.ABC):
 
     @abc.abstractmethod
     def free_pinned(self, array: np.ndarray) -> None:
-        """Release a buffer returned by :meth:`alloc_pinned`."""
+        """Release a buffer returned by :meth:`alloc_pinned` or :meth:`alloc_mapped`."""
+
+    supports_mapped: ClassVar[bool] = False   # zero-copy: only bindings that implement alloc_mapped
+
+    def alloc_mapped(self, nbytes: int) -> tuple[np.ndarray, int]:
+        """Host memory the GPU reads and writes in place: (host array, device pointer to bind)."""
+        raise NotImplementedError(f"{self.library} has no mapped host memory in drtrt")
 
     @abc.abstractmethod
     def create_stream(self) -> int:
@@ -181,6 +187,35 @@ class CudaPythonMemory(CudaMemory):
         array = np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(ptr))
         self._pinned[array.ctypes.data] = ptr
         return array
+
+    supports_mapped = True
+
+    def alloc_mapped(self, nbytes: int) -> tuple[np.ndarray, int]:
+        """``cudaHostAlloc(cudaHostAllocMapped)``: on an integrated GPU (a Jetson), where CPU and GPU
+        share the DRAM, the GPU works on these pages in place and no copy in or out is needed."""
+        flags = int(getattr(self.rt, "cudaHostAllocMapped", 2))
+        ptr = int(self._call(self.rt.cudaHostAlloc(nbytes, flags), f"cudaHostAlloc({nbytes} bytes, mapped)"))
+        array = np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(ptr))
+        self._pinned[array.ctypes.data] = ptr
+        try:
+            device = int(self._call(self.rt.cudaHostGetDevicePointer(ptr, 0), "cudaHostGetDevicePointer"))
+        except BaseException:
+            self.free_pinned(array)
+            raise
+        return array, device
+
+    supports_mapped = True
+
+    def alloc_mapped(self, nbytes: int) -> tuple[np.ndarray, int]:
+        """Host memory the GPU reads and writes in place (``cudaHostAllocMapped``): on an integrated
+        GPU (a Jetson), where CPU and GPU share the DRAM, the copies in and out are not needed.
+        Returns the host array and the device pointer to bind; free with :meth:`free_pinned`."""
+        flags = getattr(self.rt, "cudaHostAllocMapped", 2)
+        ptr = int(self._call(self.rt.cudaHostAlloc(nbytes, flags), f"cudaHostAlloc({nbytes} bytes, mapped)"))
+        array = np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(ptr))
+        self._pinned[array.ctypes.data] = ptr
+        device = int(self._call(self.rt.cudaHostGetDevicePointer(ptr, 0), "cudaHostGetDevicePointer"))
+        return array, device
 
     def free_pinned(self, array: np.ndarray) -> None:
         self._call(self.rt.cudaFreeHost(self._pinned.pop(array.ctypes.data)), "cudaFreeHost")

@@ -73,13 +73,20 @@ class BatchedInference(Generic[T]):
             yield chunk
 
     def run(self, items: Sequence[T]) -> Batch[T]:
-        """One forward pass of every runner over ``items`` (at most ``batch_size`` of them)."""
-        feeds = {self.input_name: np.stack([self.tensor(item) for item in items])}
+        """One forward pass of every runner over ``items`` (at most ``batch_size`` of them). A runner
+        that only takes a larger batch (a static-batch engine: DLA) gets the batch padded with zeros;
+        the padding's outputs are dropped."""
+        stacked = np.stack([self.tensor(item) for item in items])
         outputs, seconds = [], []
         for runner in self.runners:
+            feed = stacked
+            if len(items) < runner.min_batch:
+                feed = np.concatenate([stacked, np.zeros((runner.min_batch - len(items), *stacked.shape[1:]),
+                                                         stacked.dtype)])
             tick = time.perf_counter()
-            outputs.append(runner.infer(feeds))
+            result = runner.infer({self.input_name: feed})
             seconds.append(time.perf_counter() - tick)
+            outputs.append({name: array[:len(items)] for name, array in result.items()})
         return Batch(list(items), outputs, seconds)
 
     def __call__(self, items: Iterable[T]) -> Iterator[Batch[T]]:

@@ -29,22 +29,28 @@ class _Binding:
     spec: TensorSpec
     dtype: np.dtype
     device: int
-    host: np.ndarray                   # pinned, uint8, sized for the largest shape
+    host: np.ndarray                   # pinned (or mapped), uint8, sized for the largest shape
+    mapped: bool = False               # zero-copy: ``device`` addresses ``host`` itself
 
 
 class TrtRunner(Runner):
     """Runs a TensorRT engine built by ``drtrt build`` on GPU ``device`` (default 0).
 
     ``cuda`` picks the CUDA binding for memory ("auto": cuda-python, else pycuda). ``check_hash``
-    verifies the engine's sha256 against the manifest before loading (default on).
+    verifies the engine's sha256 against the manifest before loading (default on). ``zero_copy``:
+    "auto" binds mapped host memory on an integrated GPU (a Jetson: CPU and GPU share the DRAM, so
+    the copies in and out are pure overhead) and pinned staging + device buffers elsewhere; True or
+    False forces it. Not yet measured on a Jetson.
     """
 
     backend = "trt"
     batch_range_name = "the engine's optimisation profile"
 
-    def __init__(self, path: str | Path, device: int = 0, cuda: str = "auto", check_hash: bool = True) -> None:
+    def __init__(self, path: str | Path, device: int = 0, cuda: str = "auto", check_hash: bool = True,
+                 zero_copy: bool | str = "auto") -> None:
         super().__init__(path)
         self.device, self.cuda_library, self.check_hash = device, cuda, check_hash
+        self.zero_copy_option, self.zero_copy = zero_copy, False
         self.manifest: EngineManifest | None = None
         self.gpu: GpuInfo | None = None
         self._mem: CudaMemory | None = None
@@ -60,6 +66,8 @@ class TrtRunner(Runner):
         trt = import_tensorrt()
         self._mem = load_cuda(self.cuda_library, self.device)
         self.gpu = self._mem.gpu_info()
+        wanted = self.gpu.integrated if self.zero_copy_option == "auto" else bool(self.zero_copy_option)
+        self.zero_copy = wanted and self._mem.supports_mapped
         check_engine_compatible(manifest, self.path, trt.__version__, self.gpu)
         plan = self.path.read_bytes()
         if self.check_hash and hashlib.sha256(plan).hexdigest() != manifest.engine.sha256:
@@ -111,13 +119,17 @@ class TrtRunner(Runner):
             raise ArtefactError(f"cannot size '{name}' in {self.path}: shape {shape} is still dynamic at the "
                                 "profile's largest input; rebuild it")
         nbytes = max(1, int(np.prod(shape)) * dtype.itemsize)
-        device = self._mem.alloc(nbytes)
-        try:
-            host = self._mem.alloc_pinned(nbytes)
-        except BaseException:
-            self._mem.free(device)
-            raise
-        into[name] = _Binding(TensorSpec(name, shape, dtype.name), dtype, device, host)
+        if self.zero_copy:                                   # an integrated GPU: one buffer, no copies
+            host, device = self._mem.alloc_mapped(nbytes)
+            into[name] = _Binding(TensorSpec(name, shape, dtype.name), dtype, device, host, mapped=True)
+        else:
+            device = self._mem.alloc(nbytes)
+            try:
+                host = self._mem.alloc_pinned(nbytes)
+            except BaseException:
+                self._mem.free(device)
+                raise
+            into[name] = _Binding(TensorSpec(name, shape, dtype.name), dtype, device, host)
         if not self._context.set_tensor_address(name, device):
             raise DrtrtError(f"TensorRT refused the address for '{name}': {self._last_error()}")
 
@@ -130,7 +142,8 @@ class TrtRunner(Runner):
             binding, array = self._inputs[name], np.asarray(value)
             staged = binding.host[:array.nbytes].view(binding.dtype).reshape(array.shape)
             np.copyto(staged, array)
-            mem.copy_to_device(binding.device, staged, stream)
+            if not binding.mapped:
+                mem.copy_to_device(binding.device, staged, stream)
             if not context.set_input_shape(name, tuple(array.shape)):
                 raise ShapeError(f"TensorRT rejected shape {tuple(array.shape)} for '{name}': {self._last_error()}")
         if not context.execute_async_v3(stream):
@@ -140,7 +153,8 @@ class TrtRunner(Runner):
             shape = tuple(int(d) for d in context.get_tensor_shape(name))
             nbytes = int(np.prod(shape)) * binding.dtype.itemsize
             results[name] = binding.host[:nbytes].view(binding.dtype).reshape(shape)
-            mem.copy_to_host(results[name], binding.device, stream)
+            if not binding.mapped:
+                mem.copy_to_host(results[name], binding.device, stream)
         mem.synchronize(stream)
         return {name: array.copy() for name, array in results.items()}   # pinned buffers are reused next call
 
@@ -153,7 +167,8 @@ class TrtRunner(Runner):
         mem = self._mem
         if mem is not None:
             for binding in [*self._inputs.values(), *self._outputs.values()]:
-                mem.free(binding.device)
+                if not binding.mapped:
+                    mem.free(binding.device)
                 mem.free_pinned(binding.host)
             if self._stream is not None:
                 mem.destroy_stream(self._stream)

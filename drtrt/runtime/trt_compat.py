@@ -51,7 +51,7 @@ class TrtFeatures:
     minor: int
     needs_explicit_batch_flag: bool    # 8.x: the ONNX parser wants an explicit-batch network
     has_precision_flags: bool          # BuilderFlag.FP16 / INT8 exist (≤ 10.x)
-    strongly_typed: bool               # drtrt builds strongly typed (11.x: the only way)
+    strongly_typed: bool               # drtrt builds strongly typed (10.x on; 11.x: the only way)
     has_progress_monitor: bool         # IProgressMonitor (10.x +)
 
 

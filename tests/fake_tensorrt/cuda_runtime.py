@@ -95,6 +95,17 @@ def cudaMallocHost(size):  # noqa: N802
     return _OK, _device.alloc_pinned(size)
 
 
+cudaHostAllocMapped = 2   # noqa: N816 - the real module constant
+
+
+def cudaHostAlloc(size, flags):  # noqa: N802
+    return _OK, _device.alloc_pinned(size)
+
+
+def cudaHostGetDevicePointer(pHost, flags):  # noqa: N802, N803
+    return _OK, _device.map_pinned(int(pHost))
+
+
 def cudaFreeHost(ptr):  # noqa: N802
     _device.free_pinned(int(ptr))
     return (_OK,)

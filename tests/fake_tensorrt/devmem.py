@@ -27,6 +27,7 @@ class FakeGpu:
     present: bool = True                  # False: the driver reports no usable GPU
     multiprocessors: int = 8              # what tells the modules apart: AGX 16, NX 16 GB 8, Nano 4 GB 4
     integrated: bool = True
+    dla_cores: int = 2                    # Orin AGX and NX: 2; Orin Nano: 0
     board: str = "NVIDIA Jetson Orin NX Engineering Reference Developer Kit"   # /proc/device-tree/model
 
 
@@ -39,6 +40,7 @@ class FakeDevice:
     gpu: FakeGpu = field(default_factory=FakeGpu)
     allocations: dict[int, ctypes.Array] = field(default_factory=dict)
     pinned: dict[int, ctypes.Array] = field(default_factory=dict)
+    mapped: set[int] = field(default_factory=set)          # pinned pages the GPU may use in place
     streams: dict[int, list[Callable[[], None]]] = field(default_factory=dict)
     peak_allocated: int = 0
     _next_stream: int = 0x5000
@@ -63,9 +65,19 @@ class FakeDevice:
         if ptr not in self.pinned:
             raise DeviceFault(f"free of {ptr:#x}, which is not live pinned memory")
         del self.pinned[ptr]
+        self.mapped.discard(ptr)
+
+    def map_pinned(self, ptr: int) -> int:
+        """The device address of mapped pinned memory: the same address (unified addressing), and from
+        now on the GPU may read and write it in place, as an integrated GPU does."""
+        if ptr not in self.pinned:
+            raise DeviceFault(f"cudaHostGetDevicePointer of {ptr:#x}, which is not live pinned memory")
+        self.mapped.add(ptr)
+        return ptr
 
     def is_device(self, ptr: int, nbytes: int) -> bool:
-        return any(base <= ptr and ptr + nbytes <= base + len(buf) for base, buf in self.allocations.items())
+        regions = [*self.allocations.items(), *((p, self.pinned[p]) for p in self.mapped if p in self.pinned)]
+        return any(base <= ptr and ptr + nbytes <= base + len(buf) for base, buf in regions)
 
     def check_device(self, ptr: int, nbytes: int, what: str) -> None:
         if not self.is_device(ptr, nbytes):

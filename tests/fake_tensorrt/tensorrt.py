@@ -157,6 +157,7 @@ class Logger(ILogger):
 
 
 _global_logger = None   # the first logger given to a Builder or Runtime: TensorRT sends everything there
+_NOT_ON_DLA = ("Resize", "Softmax", "Gather", "Shape")   # ops this double, like DLA, cannot place on DLA
 
 
 def _take_logger(logger):
@@ -377,6 +378,7 @@ class IBuilderConfig(_Api):
     def __init__(self, logger):
         self._logger, self._flags, self._pools, self._profiles = logger, set(), {}, []
         self._cache, self._monitor = None, None
+        self.default_device_type, self.DLA_core = DeviceType.GPU, -1  # noqa: F821 - made by _configure
 
     def set_memory_pool_limit(self, pool, pool_size):
         self._pools[pool.name] = int(pool_size)
@@ -439,6 +441,10 @@ class Builder(_Api):
             _log(logger, 1, "CUDA initialization failure with error: 35")
             raise TypeError("pybind11::init(): factory function returned nullptr")
 
+    @property
+    def num_DLA_cores(self):  # noqa: N802 - real name
+        return device.gpu.dla_cores
+
     def create_network(self, flags=0):
         allowed = sum(1 << int(f) for f in NetworkDefinitionCreationFlag)  # noqa: F821
         if flags & ~allowed:
@@ -469,6 +475,16 @@ class Builder(_Api):
                 for shape in shapes:
                     if len(shape) != len(tensor._shape) or any(d >= 0 and s != d for s, d in zip(shape, tensor._shape)):
                         problems.append(f"profile shape {shape} does not fit input '{tensor._name}' {tuple(tensor._shape)}")
+        if config.default_device_type == DeviceType.DLA:  # noqa: F821 - as TensorRT checks a DLA build
+            if not 0 <= config.DLA_core < device.gpu.dla_cores:
+                problems.append(f"Cannot create DLA engine, {config.DLA_core} not available "
+                                f"({device.gpu.dla_cores} DLA cores)")
+            for profile in config._profiles:
+                if any(len(set(shapes)) > 1 for shapes in profile._shapes.values()):
+                    problems.append("DLA supports only static shapes: min, opt and max of the profile must match")
+            off_dla = [layer._op for layer in network._layers if layer._op in _NOT_ON_DLA]
+            if off_dla and "GPU_FALLBACK" not in config._flags:
+                problems.append(f"{off_dla[0]} layer cannot run on DLA and GPU fallback is not enabled")
         precision = config._flags & {"FP16", "INT8"}
         if network._strongly_typed and precision:
             problems.append(f"BuilderFlag {sorted(precision)} cannot be used with a strongly typed network")
@@ -498,6 +514,7 @@ class Builder(_Api):
         hits = len(keys & cache._entries)
         cache._entries |= keys
         _builds.append({"hits": hits, "misses": len(keys) - hits, "flags": sorted(config._flags),
+                        "device_type": config.default_device_type.name, "dla_core": config.DLA_core,
                        "pools": dict(config._pools), "strongly_typed": network._strongly_typed,
                        "monitor": monitor is not None})
         spec = lambda t: {"name": t._name, "shape": list(t._shape), "dtype": t._dtype.name}  # noqa: E731

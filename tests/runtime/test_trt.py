@@ -324,7 +324,33 @@ def test_a_second_engine_in_the_process_still_hears_tensorrt(built, monkeypatch)
         first.deactivate()
 
 
+def test_integrated_gpu_runs_zero_copy_and_discrete_stages(built, monkeypatch):
+    """A Jetson's GPU shares the CPU's DRAM: the runner binds mapped host memory and copies nothing;
+    a discrete GPU gets device buffers and pinned staging. Same outputs either way."""
+    engine, device = built
+    x = np.random.default_rng(4).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    outputs = {}
+    for integrated in (True, False):
+        fake_device = FakeDevice(FakeGpu(integrated=integrated))
+        install(monkeypatch, "10.3.0", device=fake_device)
+        with TrtRunner(engine) as runner:
+            assert runner.zero_copy is integrated
+            assert bool(fake_device.allocations) is not integrated            # no device buffers when mapped
+            assert bool(fake_device.mapped) is integrated
+            outputs[integrated] = runner.infer({INPUT_NAME: x})
+        assert not fake_device.allocations and not fake_device.pinned and not fake_device.mapped
+    for name in outputs[True]:
+        np.testing.assert_array_equal(outputs[True][name], outputs[False][name])
+    install(monkeypatch, "10.3.0", cuda="pycuda", device=FakeDevice(FakeGpu()))   # pycuda: no mapped memory here
+    with TrtRunner(engine) as runner:
+        assert not runner.zero_copy
+    install(monkeypatch, "10.3.0", device=FakeDevice(FakeGpu()))
+    with TrtRunner(engine, zero_copy=False) as runner:                             # forced off
+        assert not runner.zero_copy
+
+
 def test_damaged_or_unmanifested_engine_is_refused(built, monkeypatch):
+
 
     engine, device = built
     install(monkeypatch, "10.3.0", device=device)
@@ -552,3 +578,45 @@ def test_real_cuda_python_without_a_gpu_is_one_clear_error():
         CudaPythonMemory()
     with pytest.raises(BackendUnavailable, match="no usable CUDA GPU"):
         load_cuda("cuda-python")
+
+
+def test_dla_build_is_static_batch_fp16_and_falls_back_when_asked(tiny_onnx, tmp_path, monkeypatch):
+    """--dla-core: the engine takes one batch (max_batch), smaller batches are padded by the loop;
+    DLA cannot run every layer (the U-Net's resize), so it needs --gpu-fallback; a device without DLA
+    (Orin Nano) and FP32 are refused. Untested on hardware: the double checks what TensorRT checks."""
+    from drtrt.runtime.inference import BatchedInference
+
+    device = FakeDevice(FakeGpu())
+    fake = install(monkeypatch, "8.6.1", device=device)
+    with pytest.raises(ArtefactError, match="cannot run on DLA and GPU fallback is not enabled"):
+        _build(tiny_onnx, tmp_path / "a.engine", precision="fp16", max_batch=2, dla_core=1)
+    result = _build(tiny_onnx, tmp_path / "dla.engine", precision="fp16", max_batch=2, dla_core=1, gpu_fallback=True)
+    manifest = json.loads(manifest_path(result.engine).read_text())
+    assert fake.trt._builds[-1]["device_type"] == "DLA" and fake.trt._builds[-1]["dla_core"] == 1
+    assert manifest["profile"]["image"] == {"min": [2, 3, 64, 64], "opt": [2, 3, 64, 64], "max": [2, 3, 64, 64]}
+    assert manifest["build"]["dla_core"] == 1 and "--dla-core 1 --gpu-fallback" in manifest["build"]["command"]
+    x = np.random.default_rng(5).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    with TrtRunner(result.engine) as runner, OrtRunner(tiny_onnx) as reference:
+        assert (runner.min_batch, runner.max_batch) == (2, 2)
+        one = BatchedInference(runner, batch_size=2, tensor=lambda item: item).run([x[0]])        # padded to 2
+        np.testing.assert_allclose(one.outputs[0]["grade_logits"], reference.infer({INPUT_NAME: x})["grade_logits"],
+                                   rtol=1e-5, atol=1e-5)
+        assert one.outputs[0]["grade_logits"].shape[0] == 1
+    with pytest.raises(ConfigError, match="FP16 or INT8"):
+        _build(tiny_onnx, tmp_path / "b.engine", max_batch=2, dla_core=0, gpu_fallback=True)
+    install(monkeypatch, "8.6.1", gpu=FakeGpu(dla_cores=0, multiprocessors=4, board="NVIDIA Jetson Orin Nano"))
+    with pytest.raises(ConfigError, match="has 0 DLA core"):
+        _build(tiny_onnx, tmp_path / "c.engine", precision="fp16", dla_core=0)
+
+
+def test_dla_per_tensorrt_version(tiny_onnx, tmp_path, monkeypatch):
+    """10.3 (JetPack 6.1/6.2) builds DLA weakly typed with the FP16 flag, as trtexec --useDLACore
+    does; 10.13 (JetPack 7, where Thor has no DLA) and 11.0-11.4.0 are refused with the reason."""
+    fake = install(monkeypatch, "10.3.0")
+    result = _build(tiny_onnx, tmp_path / "dla.engine", precision="fp16", max_batch=1, dla_core=0, gpu_fallback=True)
+    manifest = json.loads(manifest_path(result.engine).read_text())
+    assert manifest["strongly_typed"] is False and fake.trt._builds[-1]["flags"] == ["FP16", "GPU_FALLBACK"]
+    for version in ("10.13.3", "11.4.0"):
+        install(monkeypatch, version)
+        with pytest.raises(ConfigError, match="cannot build for DLA"):
+            _build(tiny_onnx, tmp_path / "x.engine", precision="fp16", dla_core=0, gpu_fallback=True)
