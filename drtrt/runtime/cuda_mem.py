@@ -204,19 +204,6 @@ class CudaPythonMemory(CudaMemory):
             raise
         return array, device
 
-    supports_mapped = True
-
-    def alloc_mapped(self, nbytes: int) -> tuple[np.ndarray, int]:
-        """Host memory the GPU reads and writes in place (``cudaHostAllocMapped``): on an integrated
-        GPU (a Jetson), where CPU and GPU share the DRAM, the copies in and out are not needed.
-        Returns the host array and the device pointer to bind; free with :meth:`free_pinned`."""
-        flags = getattr(self.rt, "cudaHostAllocMapped", 2)
-        ptr = int(self._call(self.rt.cudaHostAlloc(nbytes, flags), f"cudaHostAlloc({nbytes} bytes, mapped)"))
-        array = np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(ptr))
-        self._pinned[array.ctypes.data] = ptr
-        device = int(self._call(self.rt.cudaHostGetDevicePointer(ptr, 0), "cudaHostGetDevicePointer"))
-        return array, device
-
     def free_pinned(self, array: np.ndarray) -> None:
         self._call(self.rt.cudaFreeHost(self._pinned.pop(array.ctypes.data)), "cudaFreeHost")
 
