@@ -158,6 +158,13 @@ class Logger(ILogger):
 
 _global_logger = None   # the first logger given to a Builder or Runtime: TensorRT sends everything there
 _NOT_ON_DLA = ("Resize", "Softmax", "Gather", "Shape")   # ops this double, like DLA, cannot place on DLA
+# ONNX ops onnx-tensorrt has no importer for (its operators.md): ORT's QOperator quantization, strings,
+# sequences, optionals; any op outside the default domain too (com.microsoft contrib ops)
+_NO_IMPORTER = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear",
+                          "Unique", "StringNormalizer", "TfIdfVectorizer", "RegexFullMatch", "StringConcat",
+                          "StringSplit", "SequenceConstruct", "SequenceAt", "SequenceInsert", "SequenceErase",
+                          "SequenceLength", "SequenceEmpty", "SplitToSequence", "ConcatFromSequence", "Optional",
+                          "OptionalHasElement", "OptionalGetElement"})
 
 
 def _take_logger(logger):
@@ -327,6 +334,12 @@ class OnnxParser(_Api):
         net._inputs = [ITensor(v.name, shape(v), dtype(v)) for v in graph.input if v.name not in known]
         net._outputs = [ITensor(v.name, shape(v), dtype(v)) for v in graph.output]
         kinds = {"QuantizeLinear": "QUANTIZE", "DequantizeLinear": "DEQUANTIZE", "Conv": "CONVOLUTION"}
+        for index, node in enumerate(graph.node):       # as onnx-tensorrt: ops it has no importer for
+            if node.domain not in ("", "ai.onnx") or node.op_type in _NO_IMPORTER:
+                self._errors.append(ParserError(f"While parsing node number {index} [{node.op_type} -> "
+                                                f"\"{node.output[0] if node.output else ''}\"]: No importer registered "
+                                                f"for op: {node.op_type}", index))
+                return False
         net._layers = [ILayer(LayerType[kinds.get(n.op_type, "ELEMENTWISE")], n.op_type)  # noqa: F821
                        for n in graph.node]
         net._onnx = Path(model).read_bytes()

@@ -620,3 +620,22 @@ def test_dla_per_tensorrt_version(tiny_onnx, tmp_path, monkeypatch):
         install(monkeypatch, version)
         with pytest.raises(ConfigError, match="cannot build for DLA"):
             _build(tiny_onnx, tmp_path / "x.engine", precision="fp16", dla_core=0, gpu_fallback=True)
+
+
+def test_parser_refuses_ops_tensorrt_cannot_import(tiny_onnx, tmp_path, monkeypatch):
+    """ONNX Runtime's QOperator quantization (QLinearConv) and contrib ops run on the CPU but have no
+    TensorRT importer: the build says which op, in one line (drtrt calibrate writes Q/DQ instead)."""
+    import onnx
+    from onnx import helper
+
+    install(monkeypatch, "10.3.0")
+    model = onnx.load(str(tiny_onnx))
+    for op, domain in (("QLinearConv", ""), ("FusedConv", "com.microsoft")):
+        bad = onnx.ModelProto()
+        bad.CopyFrom(model)
+        bad.graph.node.insert(0, helper.make_node(op, ["image"], ["unused"], domain=domain))
+        path = tmp_path / f"{op}.onnx"
+        onnx.save(bad, str(path))
+        with pytest.raises(ArtefactError, match=f"No importer registered for op: {op}") as info:
+            _build(path, tmp_path / f"{op}.engine")
+        assert "\n" not in str(info.value)
