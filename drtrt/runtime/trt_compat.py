@@ -136,9 +136,6 @@ def make_progress_monitor(trt: ModuleType, feats: TrtFeatures, on_phase_start: C
     return _Monitor()
 
 
-_LOGGERS: dict[int, Any] = {}   # id(tensorrt module) -> the process's one logger
-
-
 def make_logger(trt: ModuleType) -> Any:
     """The process's ``trt.ILogger``: it keeps the latest warnings and errors and logs them.
 
@@ -147,7 +144,7 @@ def make_logger(trt: ModuleType) -> Any:
     nothing. Each operation takes ``mark()`` before it starts and reads ``errors(mark)`` after,
     to see only its own messages.
     """
-    logger = _LOGGERS.get(id(trt))
+    logger = getattr(trt, "_drtrt_logger", None)       # kept on the module: one per process, as TensorRT's
     if logger is not None:
         return logger
 
@@ -171,7 +168,7 @@ def make_logger(trt: ModuleType) -> Any:
         def errors(self, since: int = 0) -> list[str]:
             return [msg for number, level, msg in self.messages if number > since and level <= int(trt.Logger.ERROR)]
 
-    logger = _LOGGERS[id(trt)] = _Logger()
+    logger = trt._drtrt_logger = _Logger()
     return logger
 
 
