@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import re
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -136,6 +137,9 @@ def make_progress_monitor(trt: ModuleType, feats: TrtFeatures, on_phase_start: C
     return _Monitor()
 
 
+_LOGGERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # tensorrt module -> the process's logger
+
+
 def make_logger(trt: ModuleType) -> Any:
     """The process's ``trt.ILogger``: it keeps the latest warnings and errors and logs them.
 
@@ -144,7 +148,7 @@ def make_logger(trt: ModuleType) -> Any:
     nothing. Each operation takes ``mark()`` before it starts and reads ``errors(mark)`` after,
     to see only its own messages.
     """
-    logger = getattr(trt, "_drtrt_logger", None)       # kept on the module: one per process, as TensorRT's
+    logger = _LOGGERS.get(trt)
     if logger is not None:
         return logger
 
@@ -168,7 +172,7 @@ def make_logger(trt: ModuleType) -> Any:
         def errors(self, since: int = 0) -> list[str]:
             return [msg for number, level, msg in self.messages if number > since and level <= int(trt.Logger.ERROR)]
 
-    logger = trt._drtrt_logger = _Logger()
+    logger = _LOGGERS[trt] = _Logger()
     return logger
 
 
