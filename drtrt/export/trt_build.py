@@ -3,9 +3,10 @@
 The engine file is the plan exactly as TensorRT serialises it (trtexec, Triton and DeepStream
 load it as is); everything drtrt knows about it goes into ``<engine>.json`` (see
 :class:`drtrt.runtime.engine.EngineManifest`). Precision follows SPEC §5: it lives in the ONNX
-(FP16 conversion, INT8 Q/DQ nodes from :mod:`drtrt.calibration`); on TensorRT 8.5–10.x the
-FP16/INT8 builder flags go with it, on 11.x the network is strongly typed. Version differences
-are all in :mod:`drtrt.runtime.trt_compat`.
+(FP16 conversion, INT8 Q/DQ nodes from :mod:`drtrt.calibration`): from 10.x on the network is
+strongly typed, on 8.5–8.6 the FP16/INT8 flags go with it and the layers the FP16 ONNX keeps in
+FP32 are pinned there, so one command gives the same numerics on every version. Version
+differences are all in :mod:`drtrt.runtime.trt_compat`.
 """
 
 from __future__ import annotations
@@ -177,7 +178,11 @@ class _Parsed:
 
 def _prepared_onnx(cfg: BuildConfig, trt: Any, feats: compat.TrtFeatures, builder: Any, logger: Any,
                    log: Callable[[str], None]) -> tuple[_Parsed, str]:
-    """Parse the ONNX; calibrate (INT8) or convert (FP16 on strongly typed TensorRT) first when needed."""
+    """Parse the ONNX; calibrate (INT8) or convert (FP16 for the GPU) first when needed.
+
+    Every GPU FP16 build starts from the same FP16 ONNX (drtrt's conversion, FP32 kept where it keeps
+    it): strongly typed it is the precision, weakly typed (8.x) its FP32 layers are pinned by
+    :func:`hold_fp32`. DLA, which has no FP32, builds the FP32 ONNX with the FP16 flag."""
     parsed = _Parsed(trt, feats, builder, logger, Path(cfg.onnx))
     precision = resolve_precision(cfg.precision, parsed.qdq, parsed.info.precision, parsed.path)
     if precision == "int8" and not parsed.qdq:
@@ -188,10 +193,22 @@ def _prepared_onnx(cfg: BuildConfig, trt: Any, feats: compat.TrtFeatures, builde
         parsed = _Parsed(trt, feats, builder, logger, calibrate(parsed.path, cfg.calib_data, cfg.out, log))
         if not parsed.qdq:
             raise ArtefactError(f"calibration wrote {parsed.path} without Q/DQ nodes; cannot build INT8 from it")
-    if precision == "fp16" and feats.strongly_typed and parsed.info.precision != "fp16":
-        log(f"TensorRT {feats.version} builds strongly typed: converting {parsed.path.name} to FP16 first")
+    if precision == "fp16" and cfg.dla_core is None and parsed.info.precision != "fp16":
+        log(f"converting {parsed.path.name} to FP16 first (the same FP16 model on every TensorRT version)")
         parsed = _Parsed(trt, feats, builder, logger, convert_to_fp16(parsed.path, cfg.out))
     return parsed, precision
+
+
+def fp32_tensors(onnx_path: Path) -> set[str]:
+    """Outputs of the compute nodes an FP16 ONNX keeps in FP32 (float32-typed; casts, constants and
+    shape arithmetic aside) — what a weakly typed build must pin to FP32 to match it."""
+    import onnx
+
+    proto = onnx.shape_inference.infer_shapes(onnx.load(str(onnx_path)))
+    graph, float32 = proto.graph, onnx.TensorProto.FLOAT
+    types = {v.name: v.type.tensor_type.elem_type for v in (*graph.value_info, *graph.input, *graph.output)}
+    return {name for node in graph.node if node.op_type not in ("Cast", "Constant", "Shape")
+            and node.output and all(types.get(o) == float32 for o in node.output) for name in node.output}
 
 
 def calibrate(onnx: Path, calib_data: Path, out: Path, log: Callable[[str], None] = lambda message: None) -> Path:
@@ -309,9 +326,12 @@ def build_engine(cfg: BuildConfig, listener: BuildListener | None = None,
     parsed, precision = _prepared_onnx(cfg, trt, feats, builder, logger, log)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(cfg.workspace_gib * 2**30))
-    flags = compat.apply_precision(trt, config, feats, precision)
+    flags = compat.apply_precision(trt, config, feats, precision, dla=cfg.dla_core is not None)
+    held = []
     if cfg.dla_core is not None:
         flags += _use_dla(trt, builder, config, cfg, precision)
+    elif precision == "fp16" and not feats.strongly_typed:
+        held = compat.hold_fp32(trt, parsed.network, fp32_tensors(parsed.path))
     profile_shapes = _add_profile(trt, builder, config, parsed, cfg)
     cache_file = timing_cache_path(cfg.timing_cache, gpu, feats.version)
     cache_key = {"tensorrt": feats.version, "gpu": gpu.model, "compute_capability": gpu.compute_capability}
@@ -335,7 +355,7 @@ def build_engine(cfg: BuildConfig, listener: BuildListener | None = None,
     seconds = time.perf_counter() - start
     build = {"max_batch": cfg.max_batch, "opt_batch": cfg.opt_batch, "workspace_gib": cfg.workspace_gib,
              "dla_core": cfg.dla_core, "gpu_fallback": cfg.gpu_fallback,
-             "builder_flags": flags, "timing_cache": str(cache_file), "timing_cache_reused": reused,
+             "builder_flags": flags, "fp32_layers": held, "timing_cache": str(cache_file), "timing_cache_reused": reused,
              "progress_monitor": monitor is not None, "seconds": round(seconds, 2),
              "command": rebuild_command(parsed.path, cfg.out, precision, cfg)}
     target = manifest_path(cfg.out)

@@ -8,8 +8,9 @@ wheels 8.6.1, 10.3.0, 10.13.3 and 11.4.0):
 ============================  =========  ==================  ============================
 explicit batch                flag       default (flag kept  flag removed
                               required   but deprecated)
-``BuilderFlag.FP16/INT8``     yes (set)  yes (not set:       removed
-                                         strongly typed)
+``BuilderFlag.FP16/INT8``     yes (set,  yes (not set:       removed
+                              + FP32     strongly typed;
+                              pinned)    set for DLA)
 ``NetworkDefinitionCreation`` —          yes (used)          yes (used)
 ``Flag.STRONGLY_TYPED``                  precision lives in the ONNX: FP16 converted by drtrt,
                                          INT8 as Q/DQ nodes, the same numerics as ONNX Runtime
@@ -94,22 +95,52 @@ def network_flags(trt: ModuleType, feats: TrtFeatures) -> int:
     return 0
 
 
-def apply_precision(trt: ModuleType, config: Any, feats: TrtFeatures, precision: str) -> list[str]:
+def apply_precision(trt: ModuleType, config: Any, feats: TrtFeatures, precision: str, dla: bool = False) -> list[str]:
     """Set the builder flags ``precision`` needs; returns their names (recorded in the manifest).
 
-    10.x and 11.x: none — the network is strongly typed, so the ONNX's own types and Q/DQ nodes are
-    the precision, exactly as ONNX Runtime runs that ONNX (weak typing is deprecated from 10.12 and
-    would let TensorRT run the layers the conversion kept in FP32 — softmax, the heads — in FP16).
-    8.5–8.6 (no strong typing): "fp16" → FP16; "int8" → INT8 + FP16; "fp32" → none.
+    Strongly typed (10.x and 11.x on the GPU): none — the ONNX's own types and Q/DQ nodes are the
+    precision, exactly as ONNX Runtime runs that ONNX (weak typing is deprecated from 10.12 and would
+    let TensorRT run the layers the conversion kept in FP32 — softmax, the heads — in FP16).
+    Weakly typed (8.5–8.6; DLA builds on 10.x), where the flags say what TensorRT *may* use:
+    "fp16" → FP16 + OBEY_PRECISION_CONSTRAINTS, so the layers :func:`hold_fp32` pins stay FP32 as in
+    the FP16 ONNX; "int8" → INT8 only, so what the Q/DQ nodes leave unquantised runs in FP32 as on a
+    strongly typed build (an FP16 flag would let TensorRT move those layers to FP16); "fp32" → none.
+    DLA has no FP32: "fp16" → FP16 alone (every layer in FP16, as trtexec --useDLACore --fp16), "int8" →
+    INT8 + FP16.
     """
     if precision not in ("fp32", "fp16", "int8"):
         raise ConfigError(f"unknown precision '{precision}'; expected fp32, fp16 or int8")
     if feats.strongly_typed or not feats.has_precision_flags:
         return []
-    flags = {"fp32": [], "fp16": [trt.BuilderFlag.FP16], "int8": [trt.BuilderFlag.INT8, trt.BuilderFlag.FP16]}[precision]
-    for flag in flags:
-        config.set_flag(flag)
-    return [flag.name for flag in flags]
+    gpu = {"fp32": [], "fp16": [trt.BuilderFlag.FP16, trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS],
+           "int8": [trt.BuilderFlag.INT8]}
+    on_dla = {"fp32": [], "fp16": [trt.BuilderFlag.FP16], "int8": [trt.BuilderFlag.INT8, trt.BuilderFlag.FP16]}
+    flags = (on_dla if dla else gpu)[precision]
+    for item in flags:
+        config.set_flag(item)
+    return [item.name for item in flags]
+
+
+def hold_fp32(trt: ModuleType, network: Any, tensors: set[str]) -> list[str]:
+    """Pin to FP32 (``precision`` and output types) every layer producing one of ``tensors`` — the
+    outputs of the layers the FP16 conversion kept in FP32; returns the pinned layers' names.
+
+    For a weakly typed FP16 build (8.5–8.6), with BuilderFlag.OBEY_PRECISION_CONSTRAINTS: the same
+    precision per layer as the strongly typed build of the same FP16 ONNX. onnx-tensorrt names each
+    node's output tensors after the ONNX, so the match is by tensor name.
+    """
+    held = []
+    for index in range(network.num_layers):
+        layer = network.get_layer(index)
+        outputs = [(j, layer.get_output(j)) for j in range(layer.num_outputs)]
+        mine = [j for j, tensor in outputs if tensor is not None and tensor.name in tensors]
+        if not mine:
+            continue
+        layer.precision = trt.float32
+        for j in mine:
+            layer.set_output_type(j, trt.float32)
+        held.append(layer.name)
+    return held
 
 
 def make_progress_monitor(trt: ModuleType, feats: TrtFeatures, on_phase_start: Callable[[str, str | None, int], None],

@@ -16,11 +16,17 @@ tests/test_trt.py). Behaviour emulated, per version:
 - IProgressMonitor (10.x+) gets phases and steps, and cancels the build when a step returns False;
 - plans carry the version and compute capability, and deserialising on another refuses them;
 - ``execute_async_v3`` enqueues on the fake stream, reading and writing fake device memory by
-  address (see devmem.py).
+  address (see devmem.py);
+- precision, as the real builder is free to choose it: a strongly typed network runs the ONNX's
+  own types (ONNX Runtime on the ONNX in the plan); a weakly typed one with BuilderFlag.FP16 runs
+  every layer it may put in FP16 in FP16 — the worst case TensorRT is allowed — by rounding that
+  layer's float outputs (and the network inputs it reads) to FP16: values beyond 65504 become inf,
+  the rest lose their low bits. A layer is held in FP32 only by ``layer.precision`` /
+  ``set_output_type`` = float32 *and* BuilderFlag.OBEY/PREFER_PRECISION_CONSTRAINTS (without the
+  flag TensorRT ignores the constraints, with a warning). Q/DQ layers keep ONNX Runtime's INT8.
+  Arithmetic inside a layer stays FP32: the double models the precision of what a layer stores.
 
-It is not a precision simulator: FP16/INT8 numerics are whatever ONNX Runtime gives for the
-ONNX inside the plan. Never importable as ``tensorrt`` by accident: tests inject it through
-``fake_tensorrt.install()``.
+Never importable as ``tensorrt`` by accident: tests inject it through ``fake_tensorrt.install()``.
 """
 
 from __future__ import annotations
@@ -252,12 +258,62 @@ class ITensor(_Api):
 
 
 class ILayer(_Api):
-    def __init__(self, layer_type, op):
-        self._type, self._op = layer_type, op
+    """One layer per ONNX node, named after it (onnx-tensorrt registers a node's layer under the node's
+    name), its output tensors named after the node's outputs."""
+
+    def __init__(self, layer_type, op, name, inputs, outputs):
+        self._type, self._op, self._name = layer_type, op, name
+        self._inputs, self._outputs = inputs, outputs
+        self._precision, self._output_types = None, {}
+
+    type = property(lambda self: self._type)
+    num_inputs = property(lambda self: len(self._inputs))
+    num_outputs = property(lambda self: len(self._outputs))
 
     @property
-    def type(self):
-        return self._type
+    def name(self):
+        return self._name
+
+    @name.setter
+    def name(self, value):
+        self._name = value
+
+    def get_input(self, index):
+        return self._inputs[index] if 0 <= index < len(self._inputs) else None
+
+    def get_output(self, index):
+        return self._outputs[index] if 0 <= index < len(self._outputs) else None
+
+    @property
+    def precision(self):
+        return self._precision if self._precision is not None else DataType.FLOAT  # noqa: F821
+
+    @precision.setter
+    def precision(self, dtype):
+        self._precision = dtype
+
+    precision_is_set = property(lambda self: self._precision is not None)
+
+    def reset_precision(self):
+        self._precision = None
+
+    def set_output_type(self, index, dtype):
+        if not 0 <= index < len(self._outputs):
+            raise IndexError(f"output index {index} out of range for layer {self._name}")
+        self._output_types[index] = dtype
+
+    def get_output_type(self, index):
+        return self._output_types.get(index, self._outputs[index]._dtype)
+
+    def output_type_is_set(self, index):
+        return index in self._output_types
+
+    def reset_output_type(self, index):
+        self._output_types.pop(index, None)
+
+    def _held_fp32(self):
+        float32 = DataType.FLOAT  # noqa: F821
+        return self._precision == float32 or any(t == float32 for t in self._output_types.values())
 
 
 class INetworkDefinition(_Api):
@@ -330,18 +386,28 @@ class OnnxParser(_Api):
         graph, types_ = proto.graph, DataType  # noqa: F821
         known = {i.name for i in graph.initializer}
         shape = lambda v: [d.dim_value if d.dim_value > 0 else -1 for d in v.type.tensor_type.shape.dim]  # noqa: E731
-        dtype = lambda v: types_[_ONNX_TYPES[v.type.tensor_type.elem_type]]  # noqa: E731
+        dtype = lambda v: types_[_ONNX_TYPES.get(v.type.tensor_type.elem_type, "FLOAT")]  # noqa: E731
         net._inputs = [ITensor(v.name, shape(v), dtype(v)) for v in graph.input if v.name not in known]
         net._outputs = [ITensor(v.name, shape(v), dtype(v)) for v in graph.output]
-        kinds = {"QuantizeLinear": "QUANTIZE", "DequantizeLinear": "DEQUANTIZE", "Conv": "CONVOLUTION"}
+        kinds = {"QuantizeLinear": "QUANTIZE", "DequantizeLinear": "DEQUANTIZE", "Conv": "CONVOLUTION",
+                 "Softmax": "SOFTMAX", "ReduceMean": "REDUCE", "ReduceMax": "REDUCE", "Gemm": "MATRIX_MULTIPLY",
+                 "MatMul": "MATRIX_MULTIPLY", "Cast": "CAST" if "CAST" in LayerType.__members__ else "IDENTITY",  # noqa: F821
+                 "Constant": "CONSTANT", "Shape": "SHAPE", "Resize": "RESIZE"}
         for index, node in enumerate(graph.node):       # as onnx-tensorrt: ops it has no importer for
             if node.domain not in ("", "ai.onnx") or node.op_type in _NO_IMPORTER:
                 self._errors.append(ParserError(f"While parsing node number {index} [{node.op_type} -> "
                                                 f"\"{node.output[0] if node.output else ''}\"]: No importer registered "
                                                 f"for op: {node.op_type}", index))
                 return False
-        net._layers = [ILayer(LayerType[kinds.get(n.op_type, "ELEMENTWISE")], n.op_type)  # noqa: F821
-                       for n in graph.node]
+        inferred = onnx.shape_inference.infer_shapes(proto).graph
+        tensors = {v.name: ITensor(v.name, shape(v), dtype(v))
+                   for v in (*inferred.value_info, *graph.input, *graph.output)}
+        tensors.update({i.name: ITensor(i.name, list(i.dims), types_[_ONNX_TYPES.get(i.data_type, "FLOAT")])
+                        for i in graph.initializer})
+        tensor = lambda name: tensors.get(name) or ITensor(name, [], types_.FLOAT)  # noqa: E731
+        net._layers = [ILayer(LayerType[kinds.get(n.op_type, "ELEMENTWISE")], n.op_type,  # noqa: F821
+                              n.name or f"node_of_{n.output[0]}", [tensor(i) for i in n.input if i],
+                              [tensor(o) for o in n.output]) for n in graph.node]
         net._onnx = Path(model).read_bytes()
         return True
 
@@ -530,12 +596,64 @@ class Builder(_Api):
                         "device_type": config.default_device_type.name, "dla_core": config.DLA_core,
                        "pools": dict(config._pools), "strongly_typed": network._strongly_typed,
                        "monitor": monitor is not None})
+        fp16 = _in_fp16(network, config)
+        _builds[-1]["fp16_layers"] = sorted(layer._name for layer in fp16)
         spec = lambda t: {"name": t._name, "shape": list(t._shape), "dtype": t._dtype.name}  # noqa: E731
         header = json.dumps({"version": __version__, "cc": [device.gpu.major, device.gpu.minor],
                              "inputs": [spec(t) for t in network._inputs], "outputs": [spec(t) for t in network._outputs],
                              "profiles": [{k: [list(s) for s in v] for k, v in p._shapes.items()} for p in config._profiles]
                              }).encode()
-        return IHostMemory(_PLAN_MAGIC + struct.pack("<I", len(header)) + header + network._onnx)
+        onnx_bytes = _round_to_fp16(network._onnx, fp16, network) if fp16 else network._onnx
+        return IHostMemory(_PLAN_MAGIC + struct.pack("<I", len(header)) + header + onnx_bytes)
+
+
+_FLOAT_OPS_EXEMPT = ("QuantizeLinear", "DequantizeLinear", "Shape", "Constant")
+
+
+def _in_fp16(network, config):
+    """The layers a weakly typed build with BuilderFlag.FP16 may run in FP16 (all float layers but
+    Q/DQ and shape arithmetic, unless held in FP32 by a precision constraint the flags obey)."""
+    if network._strongly_typed or "FP16" not in config._flags:
+        return []
+    obey = builtins.bool(config._flags & {"OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS", "STRICT_TYPES"})
+    if not obey and any(layer._held_fp32() for layer in network._layers):
+        _log(config._logger, 2, "Detected layers with precision constraints but neither OBEY_PRECISION_CONSTRAINTS "
+             "nor PREFER_PRECISION_CONSTRAINTS builder flag is set; the constraints are ignored")
+    float32, half = DataType.FLOAT, DataType.HALF  # noqa: F821
+    return [layer for layer in network._layers
+            if layer._op not in _FLOAT_OPS_EXEMPT and any(t._dtype in (float32, half) for t in layer._outputs)
+            and not (obey and layer._held_fp32())]
+
+
+def _round_to_fp16(onnx_bytes, layers, network):
+    """The plan's ONNX with each FP16 layer's FP32 outputs, and the FP32 network inputs an FP16 layer
+    reads, rounded through FP16 (Cast pairs), as TensorRT storing them in FP16 would."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    proto = onnx.load_from_string(onnx_bytes)
+    graph, float32 = proto.graph, DataType.FLOAT  # noqa: F821
+    produced = {t._name for layer in layers for t in layer._outputs if t._dtype == float32}
+    network_inputs = {t._name for t in network._inputs if t._dtype == float32}
+    read = {t._name for layer in layers for t in layer._inputs} & network_inputs
+    nodes = [cast for name in sorted(read) for cast in _rounding(helper, TensorProto, name, f"{name}__fp16_in")]
+    in_fp16 = {id(layer) for layer in layers}
+    for node, layer in zip(graph.node, network._layers):
+        if id(layer) in in_fp16:        # an FP32 layer reading the same input reads it unrounded
+            node.input[:] = [f"{i}__fp16_in" if i in read else i for i in node.input]
+        node.output[:] = [f"{o}__fp32" if o in produced else o for o in node.output]
+        nodes.append(node)
+        nodes += [cast for o in node.output if o.endswith("__fp32") and o[:-6] in produced
+                  for cast in _rounding(helper, TensorProto, o, o[:-6])]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return proto.SerializeToString()
+
+
+def _rounding(helper, tensor_proto, source, target):
+    half = f"{target}__fp16"
+    return [helper.make_node("Cast", [source], [half], to=tensor_proto.FLOAT16, name=f"fake_trt_fp16_down_{target}"),
+            helper.make_node("Cast", [half], [target], to=tensor_proto.FLOAT, name=f"fake_trt_fp16_up_{target}")]
 
 
 # ---------------------------------------------------------------- runtime

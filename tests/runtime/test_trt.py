@@ -147,7 +147,7 @@ def test_int8_qdq_model_flags_per_version(version, tiny_qdq_onnx, tmp_path, monk
     fake = install(monkeypatch, version)
     result = _build(tiny_qdq_onnx, tmp_path / "model.engine", precision="int8")
     manifest = json.loads(manifest_path(result.engine).read_text())
-    expected_flags = ["INT8", "FP16"] if version.startswith("8") else []     # 10+: the Q/DQ nodes are the precision
+    expected_flags = ["INT8"] if version.startswith("8") else []     # 10+: the Q/DQ nodes are the precision
     assert manifest["build"]["builder_flags"] == expected_flags
     assert fake.trt._builds[-1]["flags"] == sorted(expected_flags)
     assert manifest["precision"] == "int8" and manifest["calibration_sha256"] == "c" * 64
@@ -189,13 +189,14 @@ def test_int8_calibrates_with_drtrt_calibration(tiny_onnx, photo_root, tmp_path,
     assert result.onnx == tmp_path / "model.int8.onnx" and manifest["precision"] == "int8"
     assert len(manifest["calibration_sha256"]) == 64
     assert manifest["calibration_sha256"] == manifest["metadata"]["drtrt.calibration_sha256"]
-    assert fake.trt._builds[-1]["flags"] == ["FP16", "INT8"] and any("calibrat" in m for m in messages)
+    assert fake.trt._builds[-1]["flags"] == ["INT8"] and any("calibrat" in m for m in messages)
 
 
-@pytest.mark.parametrize("version, flags", [("8.6.1", ["FP16"]), ("10.3.0", []), ("10.13.3", []), ("11.4.0", [])])
-def test_fp16_flag_on_weakly_typed_conversion_on_strongly_typed(version, flags, tiny_onnx, tmp_path, monkeypatch):
-    """--fp16 gives the same numerics on every version from 10 on: the ONNX converted by drtrt (FP32
-    kept where the conversion keeps it), built strongly typed; 8.6 has no strong typing: the flag."""
+@pytest.mark.parametrize("version, flags", [("8.6.1", ["FP16", "OBEY_PRECISION_CONSTRAINTS"]), ("10.3.0", []),
+                                            ("10.13.3", []), ("11.4.0", [])])
+def test_fp16_builds_the_converted_onnx_on_every_version(version, flags, tiny_onnx, tmp_path, monkeypatch):
+    """--fp16 builds the ONNX converted by drtrt on every version: strongly typed from 10 on; 8.6 has
+    no strong typing: the FP16 flag, with the layers the conversion keeps in FP32 pinned there."""
     import onnx
 
     fake = install(monkeypatch, version)
@@ -211,23 +212,67 @@ def test_fp16_flag_on_weakly_typed_conversion_on_strongly_typed(version, flags, 
 
     monkeypatch.setattr("drtrt.export.trt_build.convert_to_fp16", fake_convert)
     result = _build(tiny_onnx, tmp_path / "model.engine", precision="fp16")
-    assert result.precision == "fp16" and fake.trt._builds[-1]["flags"] == flags
-    assert bool(converted) is not version.startswith("8")    # 10+: precision is in the ONNX
+    assert result.precision == "fp16" and fake.trt._builds[-1]["flags"] == sorted(flags)
+    assert converted == [tmp_path / "model.fp16.onnx"]
+    held = json.loads(manifest_path(result.engine).read_text())["build"]["fp32_layers"]
+    assert bool(held) is version.startswith("8")     # this stand-in keeps every layer FP32: all pinned
+    assert fake.trt._builds[-1]["fp16_layers"] == []
 
 
-@pytest.mark.parametrize("version", ["10.3.0", "11.4.0"])
-def test_fp16_strongly_typed_with_the_real_converter(version, tiny_onnx, tmp_path, monkeypatch):
+@pytest.mark.parametrize("version", ["8.6.1", "10.3.0", "11.4.0"])
+def test_fp16_same_numerics_on_every_version(version, tiny_onnx, tmp_path, monkeypatch):
+    """The engine computes what ONNX Runtime computes on the FP16 ONNX, whatever TensorRT builds it.
+    On 8.6 the double runs every layer TensorRT may put in FP16 in FP16: only the pinned ones stay FP32."""
     pytest.importorskip("onnx", reason="FP16 conversion needs the export extra (onnx)")
     fake = install(monkeypatch, version)
     result = _build(tiny_onnx, tmp_path / "model.engine", precision="fp16", max_batch=1)
     manifest = json.loads(manifest_path(result.engine).read_text())
     assert result.onnx == tmp_path / "model.fp16.onnx" and manifest["metadata"]["drtrt.precision"] == "fp16"
-    assert manifest["strongly_typed"] and fake.trt._builds[-1]["flags"] == []
+    assert manifest["strongly_typed"] is not version.startswith("8")
+    if version.startswith("8"):
+        assert "OBEY_PRECISION_CONSTRAINTS" in manifest["build"]["builder_flags"]
+        held = set(manifest["build"]["fp32_layers"])
+        assert any("Softmax" in name for name in held) and any("Reduce" in name for name in held)
+        assert held.isdisjoint(fake.trt._builds[-1]["fp16_layers"])
     x = np.random.default_rng(3).standard_normal((1, 3, 64, 64)).astype(np.float32)
     with OrtRunner(result.onnx) as fp16, TrtRunner(result.engine) as runner:
         assert runner.info.precision == "fp16"
-        got = runner.infer({INPUT_NAME: x})
-        np.testing.assert_allclose(got["grade_logits"], fp16.infer({INPUT_NAME: x})["grade_logits"], rtol=1e-5, atol=1e-5)
+        got, expected = runner.infer({INPUT_NAME: x}), fp16.infer({INPUT_NAME: x})
+        for name in expected:
+            np.testing.assert_allclose(got[name], expected[name], rtol=1e-6, atol=1e-6)
+
+
+def test_weakly_typed_fp16_without_pinning_drifts(tiny_onnx, tmp_path, monkeypatch, caplog):
+    """What drtrt did before on 8.6, and what the double now shows: without pinned layers (or with
+    constraints but no OBEY flag, which TensorRT ignores with a warning) the FP16 flag lets softmax and
+    the heads store FP16, and the engine no longer matches the FP16 ONNX."""
+    pytest.importorskip("onnx", reason="FP16 conversion needs the export extra (onnx)")
+    from drtrt.runtime import trt_compat
+
+    fake = install(monkeypatch, "8.6.1")
+    pinned = _build(tiny_onnx, tmp_path / "pinned.engine", precision="fp16", max_batch=1)
+    with monkeypatch.context() as patch:
+        patch.setattr(trt_compat, "hold_fp32", lambda trt, network, tensors: [])
+        loose = _build(tiny_onnx, tmp_path / "loose.engine", precision="fp16", max_batch=1)
+    assert {"grade_logits", "lesion_logits"} & {n.rsplit("/", 1)[-1] for n in fake.trt._builds[-1]["fp16_layers"]} \
+        or len(fake.trt._builds[-1]["fp16_layers"]) > len(fake.trt._builds[-2]["fp16_layers"])
+    x = np.random.default_rng(4).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    with OrtRunner(pinned.onnx) as fp16, TrtRunner(loose.engine) as runner:
+        got, expected = runner.infer({INPUT_NAME: x}), fp16.infer({INPUT_NAME: x})
+        assert any(not np.allclose(got[n], expected[n], rtol=1e-6, atol=1e-6) for n in expected)
+        assert all(np.array_equal(got[n].astype(np.float16).astype(np.float32), got[n]) for n in got)  # stored FP16
+    original = trt_compat.apply_precision
+
+    def without_obey(trt, config, feats, precision, dla=False):
+        flags = original(trt, config, feats, precision, dla)
+        config.clear_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        return [f for f in flags if f != "OBEY_PRECISION_CONSTRAINTS"]
+
+    monkeypatch.setattr(trt_compat, "apply_precision", without_obey)
+    with caplog.at_level("WARNING", logger="drtrt.tensorrt"):
+        _build(tiny_onnx, tmp_path / "ignored.engine", precision="fp16", max_batch=1)
+    assert "constraints are ignored" in caplog.text
+    assert len(fake.trt._builds[-1]["fp16_layers"]) == len(fake.trt._builds[-2]["fp16_layers"])
 
 
 def test_timing_cache_reused_per_gpu_and_tensorrt(tiny_onnx, tmp_path, monkeypatch):
@@ -599,8 +644,9 @@ def test_dla_build_is_static_batch_fp16_and_falls_back_when_asked(tiny_onnx, tmp
     with TrtRunner(result.engine) as runner, OrtRunner(tiny_onnx) as reference:
         assert (runner.min_batch, runner.max_batch) == (2, 2)
         one = BatchedInference(runner, batch_size=2, tensor=lambda item: item).run([x[0]])        # padded to 2
-        np.testing.assert_allclose(one.outputs[0]["grade_logits"], reference.infer({INPUT_NAME: x})["grade_logits"],
-                                   rtol=1e-5, atol=1e-5)
+        got = one.outputs[0]["grade_logits"]       # DLA has no FP32: every layer stores FP16
+        np.testing.assert_allclose(got, reference.infer({INPUT_NAME: x})["grade_logits"], rtol=2e-2, atol=2e-4)
+        assert np.array_equal(got.astype(np.float16).astype(np.float32), got)
         assert one.outputs[0]["grade_logits"].shape[0] == 1
     with pytest.raises(ConfigError, match="FP16 or INT8"):
         _build(tiny_onnx, tmp_path / "b.engine", max_batch=2, dla_core=0, gpu_fallback=True)
