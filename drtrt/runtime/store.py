@@ -8,15 +8,19 @@ is either fully recorded or not at all, and the next run redoes only what is mis
 
 Durability: WAL journal with ``synchronous=FULL`` (each commit is on disk before the call
 returns). A session folder is used by one process at a time (an advisory lock, released by
-the kernel even when the process is killed).
+the kernel even when the process is killed); inside it, one store may be shared by threads (the
+station's screening worker and its web requests): every call holds the store's lock.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,6 +101,16 @@ class SessionRow:
         return base
 
 
+def _locked(method: Callable) -> Callable:
+    """Run ``method`` holding the store's lock (one SQLite connection, several threads)."""
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self.lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class SessionStore:
     """SQLite store at ``path`` (None: in memory, for screening without a session folder)."""
 
@@ -111,7 +125,8 @@ class SessionStore:
                                 "give --out a new or existing folder") from None
             self._lock()
         self.db = sqlite3.connect(":memory:" if self.path is None else str(self.path), isolation_level=None,
-                                  timeout=30)
+                                  timeout=30, check_same_thread=False)   # shared under self.lock
+        self.lock = threading.RLock()
 
         self.db.row_factory = sqlite3.Row
         if self.path is not None:
@@ -138,6 +153,7 @@ class SessionStore:
                               "to finish or use another --out folder") from None
         self._lock_fd = fd
 
+    @_locked
     def close(self) -> None:
         self.db.close()
         if self._lock_fd is not None:
@@ -151,6 +167,7 @@ class SessionStore:
         self.close()
 
     # -- session metadata -------------------------------------------------------------------
+    @_locked
     def bind_model(self, sha256: str, name: str, task: TaskSpec) -> None:
         """Tie the session to one model: results made by another model must not mix into it.
 
@@ -168,6 +185,7 @@ class SessionStore:
                               f"(sha256 {row[0][:12]}), not {name} (sha256 {sha256[:12]}); use a new --out folder "
                               "or the session's model")
 
+    @_locked
     def meta(self) -> dict[str, str]:
         return {r["key"]: r["value"] for r in self.db.execute("SELECT key, value FROM meta")}
 
@@ -176,28 +194,33 @@ class SessionStore:
         stored = self.meta().get("task")
         return TaskSpec.from_dict(json.loads(stored)) if stored else TaskSpec()
 
+    @_locked
     def begin_run(self, command: str) -> int:
         with self._transaction():
             cur = self.db.execute("INSERT INTO runs(started, command, pid) VALUES (?, ?, ?)",
                                   (now(), command, os.getpid()))
         return int(cur.lastrowid)
 
+    @_locked
     def finish_run(self, run_id: int) -> None:
         with self._transaction():
             self.db.execute("UPDATE runs SET finished=? WHERE id=?", (now(), run_id))
 
     # -- reads ------------------------------------------------------------------------------
+    @_locked
     def file(self, path: str) -> FileEntry | None:
         row = self.db.execute("SELECT * FROM files WHERE path=?", (path,)).fetchone()
         return None if row is None else FileEntry(row["path"], row["sha256"], row["size"], row["mtime_ns"],
                                                   row["patient"], row["eye"], row["status"], row["reason"],
                                                   row["duplicate_of"])
 
+    @_locked
     def image_path(self, sha256: str) -> str | None:
         """The path that first produced this image, if it has been screened."""
         row = self.db.execute("SELECT path FROM images WHERE sha256=?", (sha256,)).fetchone()
         return None if row is None else row[0]
 
+    @_locked
     def rows(self, paths: list[str] | None = None) -> list[SessionRow]:
         """Every file of the session in the order first seen (or the given paths, in that order)."""
         query = ("SELECT f.*, i.status AS image_status, i.record FROM files f "
@@ -216,16 +239,19 @@ class SessionStore:
         return SessionRow(r["path"], r["sha256"], r["patient"], r["eye"], status, reason, record,
                           r["duplicate_of"], r["run_id"], r["seen_at"])
 
+    @_locked
     def count(self, table: str) -> int:
         if table not in ("images", "files", "runs"):
             raise ValueError(f"unknown table {table!r}")
         return int(self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
+    @_locked
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check``: "ok" for an intact database."""
         return str(self.db.execute("PRAGMA integrity_check").fetchone()[0])
 
     # -- writes -----------------------------------------------------------------------------
+    @_locked
     def record_image(self, sha256: str, record: dict, entry: FileEntry, run_id: int) -> None:
         """The image's result and its file row, in one durable transaction."""
         with self._transaction():
@@ -233,6 +259,7 @@ class SessionStore:
                             (sha256, entry.path, record["status"], json.dumps(record), run_id, now()))
             self._upsert_file(entry, run_id)
 
+    @_locked
     def record_file(self, entry: FileEntry, run_id: int) -> None:
         """A file row alone: a duplicate, an unreadable file, or new patient/eye/stat details."""
         with self._transaction():
@@ -249,17 +276,35 @@ class SessionStore:
              run_id, now(), seq))
 
     def _transaction(self) -> "_Transaction":
-        return _Transaction(self.db)
+        return _Transaction(self.db, self.lock)
+
+    def transaction(self) -> "_Transaction":
+        """``with store.transaction():`` — statements through :meth:`execute` commit together, durably."""
+        return self._transaction()
+
+    @_locked
+    def execute(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        """One statement on the store (for the tables other modules keep here: visits, patients)."""
+        return self.db.execute(sql, params).fetchall()
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error): the write lock is taken up front."""
+    """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error): the write lock is taken up front; the store's
+    thread lock is held throughout."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
+        self.db, self.lock = db, lock
 
     def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        self.lock.acquire()
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.lock.release()
+            raise
 
     def __exit__(self, exc_type, *exc) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        try:
+            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self.lock.release()
