@@ -1,11 +1,14 @@
 """Patients and eyes: who each image belongs to, and the verdicts screeners report.
 
 Per eye, from its images: **refer** when any gradable image shows referable DR (grade ≥ 2);
-otherwise **no referable DR — rescreen in 12 months** when at least one image was gradable;
-otherwise **ungradable — retake or refer**. Per patient: refer if either eye is referable;
-otherwise ungradable if an eye is ungradable or was not photographed (when eyes are
-recorded); otherwise no referable DR. This mirrors how deployed DR screeners (for example
-IDx-DR's "more than mild DR / negative / insufficient quality") report one outcome per visit.
+otherwise **needs a human read** when a gradable image's grade and lesion map contradict each
+other (:func:`heads_disagree`); otherwise **no referable DR — rescreen in 12 months** when at
+least one image was gradable; otherwise **ungradable — retake or refer**; an eye with no photo
+at all is **not photographed — take it** (never "ungradable": nothing was judged). Per patient,
+the first that applies: refer if either eye is referable; a human read; ungradable; **incomplete**
+when an eye is still to be photographed (when eyes are recorded); otherwise no referable DR.
+This mirrors how deployed DR screeners (for example IDx-DR's "more than mild DR / negative /
+insufficient quality") report one outcome per visit.
 """
 
 from __future__ import annotations
@@ -19,14 +22,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drtrt.errors import ConfigError, DataError
+from drtrt.runtime.consistency import heads_disagree
 from drtrt.runtime.store import SessionRow
 
 REFER = "refer"
 RESCREEN = "no referable DR — rescreen in 12 months"
 UNGRADABLE = "ungradable — retake or refer"
+HUMAN_READ = "needs a human read — the grade and the lesion map disagree"
+NOT_PHOTOGRAPHED = "not photographed — take it"
+INCOMPLETE = "incomplete — photograph the missing eye"
+VERDICTS = (REFER, HUMAN_READ, UNGRADABLE, INCOMPLETE, RESCREEN)    # a patient's, most urgent first
 EYES = ("right", "left")                       # right first: clinical convention (OD, then OS)
 _EYE_ALIASES = {"left": "left", "l": "left", "os": "left", "right": "right", "r": "right", "od": "right"}
 MAX_PATIENT_ID = 64
+
 
 
 @dataclass(frozen=True)
@@ -124,8 +133,12 @@ def eye_verdict(eye: str, rows: list[SessionRow]) -> EyeVerdict:
     """The verdict of one eye from its rows (duplicates do not count: their original does)."""
     graded = [r for r in rows if r.status == "graded" and r.record.get("grade") is not None]   # lesion-only models
     grade = max((r.record["grade"] for r in graded), default=None)                           # give no grade
-    if any(r.record.get("referable") for r in graded):
+    if not rows:
+        verdict = NOT_PHOTOGRAPHED
+    elif any(r.record.get("referable") for r in graded):
         verdict = REFER
+    elif any(heads_disagree(r.record) for r in rows if r.status == "graded"):
+        verdict = HUMAN_READ
     elif graded:
         verdict = RESCREEN
     else:
@@ -149,12 +162,20 @@ def patient_verdicts(rows: Iterable[SessionRow]) -> list[PatientVerdict]:
         if any(e in groups for e in EYES):
             for eye in EYES:
                 if eye not in eyes:
-                    eyes[eye] = EyeVerdict(eye, UNGRADABLE, None, [])
+                    eyes[eye] = eye_verdict(eye, [])
                     note = f"{eye} eye not photographed"
-        found = {e.verdict for e in eyes.values()}
-        verdict = REFER if REFER in found else UNGRADABLE if UNGRADABLE in found else RESCREEN
-        verdicts.append(PatientVerdict(patient, verdict, dict(sorted(eyes.items(), key=_eye_order)), note))
+        verdicts.append(PatientVerdict(patient, combine(e.verdict for e in eyes.values()),
+                                       dict(sorted(eyes.items(), key=_eye_order)), note))
     return verdicts
+
+
+def combine(eye_verdicts: Iterable[str]) -> str:
+    """The patient's verdict from the eyes' (see the module docstring for the order)."""
+    found = set(eye_verdicts)
+    for verdict in (REFER, HUMAN_READ, UNGRADABLE):
+        if verdict in found:
+            return verdict
+    return INCOMPLETE if NOT_PHOTOGRAPHED in found else RESCREEN
 
 
 def _eye_order(item: tuple[str, EyeVerdict]) -> int:

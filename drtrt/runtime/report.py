@@ -20,13 +20,14 @@ import cv2
 
 from drtrt import __version__
 from drtrt.fileio import atomic_write
-from drtrt.runtime.patients import REFER, RESCREEN, UNGRADABLE, EyeVerdict, PatientVerdict, patient_verdicts, \
-    safe_patient_id
+from drtrt.runtime.patients import HUMAN_READ, INCOMPLETE, NOT_PHOTOGRAPHED, REFER, RESCREEN, UNGRADABLE, VERDICTS, \
+    EyeVerdict, PatientVerdict, patient_verdicts, safe_patient_id
 from drtrt.runtime.postprocess import LESION_COLOURS
 from drtrt.runtime.store import SessionRow, now
 from drtrt.task import TaskSpec
 
-_VERDICT_CLASS = {REFER: "refer", RESCREEN: "ok", UNGRADABLE: "retake"}
+_VERDICT_CLASS = {REFER: "refer", RESCREEN: "ok", UNGRADABLE: "retake", HUMAN_READ: "refer", NOT_PHOTOGRAPHED: "retake",
+                  INCOMPLETE: "retake"}
 _EYE_TITLES = {"right": "Right eye (OD)", "left": "Left eye (OS)", "unspecified": "Eye not recorded"}
 _CSS = """
 @page { size: A4; margin: 12mm; }
@@ -44,7 +45,9 @@ figure img { display: block; max-width: 100%; max-height: 72mm; margin: 0 auto; 
 figcaption { font-size: 8.5pt; color: #333; }
 table { border-collapse: collapse; width: 100%; font-size: 8.5pt; margin-bottom: 2mm; }
 th, td { border: 1px solid #bbb; padding: 0.6mm 1.2mm; text-align: left; } th { background: #f0f0f0; }
-td.n { text-align: right; } .foot { font-size: 8pt; color: #555; margin-top: 3mm; border-top: 1px solid #ccc; }
+td.n { text-align: right; }
+.banner { background: #b71c1c; color: #fff; font-weight: bold; padding: 2mm 3mm; margin: 0 0 3mm; border-radius: 1mm; }
+.foot { font-size: 8pt; color: #555; margin-top: 3mm; border-top: 1px solid #ccc; }
 .totals td { font-size: 10pt; } .warn { color: #b71c1c; }
 
 .legend { font-size: 8.5pt; margin: 0 0 2mm; } .swatch { display: inline-block; width: 3mm; height: 3mm;
@@ -128,12 +131,25 @@ def _page(title: str, body: str) -> str:
             f"<body>{body}</body></html>\n")
 
 
+def model_banner(meta: dict[str, str]) -> str | None:
+    """The warning every page carries unless the session's model has a validation record."""
+    if meta.get("validation"):
+        return None
+    return (f"NOT FOR CLINICAL USE — model {meta.get('model_name', '?')} (sha256 {meta.get('model_sha256', '')[:12]}) "
+            "is not a validated clinical model: a clinician must read every photo")
+
+
+def _banner(meta: dict[str, str]) -> str:
+    text = model_banner(meta)
+    return f'<div class="banner">{_esc(text)}</div>' if text else ""
+
+
 def _footer(meta: dict[str, str], task: TaskSpec) -> str:
     least = task.grade_names[task.referable_min_grade]
     return (f'<div class="foot">drtrt {__version__} · model {_esc(meta.get("model_name", "?"))} '
             f'(sha256 {_esc(meta.get("model_sha256", "")[:12])}) · written {now()} · Referable DR = '
             f"{_esc(least)} or worse (grade ≥ {task.referable_min_grade}). Automated screening result: not a "
-            "diagnosis; a clinician confirms every referral. Not for clinical use with the demo model.</div>")
+            "diagnosis; a clinician confirms every referral.</div>")
 
 
 def embed_image(path: Path, max_side: int = 760) -> str | None:
@@ -175,7 +191,7 @@ def _figure(row: SessionRow, out: Path, task: TaskSpec) -> str:
 
 def _eye_block(eye: EyeVerdict, out: Path, task: TaskSpec) -> str:
     grade = "" if eye.grade is None else f" · worst grade {eye.grade} ({_esc(task.grade_names[eye.grade])})"
-    figures = "".join(_figure(r, out, task) for r in eye.images) or "<p>No image of this eye in the session.</p>"
+    figures = "".join(_figure(r, out, task) for r in eye.images) or "<p>No photo of this eye yet.</p>"
     return (f'<section class="eye"><h2>{_EYE_TITLES[eye.eye]}</h2>'
             f'<div class="verdict {_VERDICT_CLASS[eye.verdict]}">{_esc(eye.verdict)}</div>'
             f'<div class="meta">{len(eye.images)} image(s), {eye.gradable} gradable{grade}</div>{figures}</section>')
@@ -196,7 +212,7 @@ def patient_html(verdict: PatientVerdict, meta: dict[str, str], out: Path, task:
     """The patient's page: the visit verdict, then each eye with its images, overlays and lesion tables."""
     seen = max((r.seen_at for e in verdict.eyes.values() for r in e.images), default="")
     note = f" — {_esc(verdict.note)}" if verdict.note else ""
-    body = (f"<h1>Diabetic retinopathy screening</h1>"
+    body = (f"{_banner(meta)}<h1>Diabetic retinopathy screening</h1>"
             f'<div class="meta">Patient <b>{_esc(verdict.patient)}</b> · screened {_esc(_when(seen))} · '
             f"session {_esc(out.resolve().name)}</div>"
             f'<div class="verdict {_VERDICT_CLASS[verdict.verdict]}">{_esc(verdict.verdict)}{note}</div>{_legend(task)}'
@@ -210,7 +226,7 @@ def summary_html(rows: list[SessionRow], verdicts: list[PatientVerdict], meta: d
     graded, judged = gradable_share(rows)
     share = f"{100 * graded / judged:.0f}%" if judged else "—"
     counts = {s: sum(r.status == s for r in rows) for s in ("graded", "ungradable", "error", "duplicate")}
-    by_verdict = {v: sum(p.verdict == v for p in verdicts) for v in (REFER, RESCREEN, UNGRADABLE)}
+    by_verdict = {v: sum(p.verdict == v for p in verdicts) for v in VERDICTS}
     totals = (f'<table class="totals"><tr><td>files</td><td class="n">{len(rows)}</td><td>gradable images</td>'
               f'<td class="n"><b>{graded} of {judged} ({share})</b></td></tr>'
               + "".join(f'<tr><td colspan="3">{_esc(k)}</td><td class="n">{v}</td></tr>' for k, v in counts.items())
@@ -226,7 +242,7 @@ def summary_html(rows: list[SessionRow], verdicts: list[PatientVerdict], meta: d
         f"<tr><td>{_esc(r.name)}</td><td>{_esc(r.patient)}</td><td>{_esc(r.eye)}</td><td>{_esc(r.status)}</td>"
         f"<td>{_esc(_grade_text(r))}</td><td>{_esc('; '.join(filter(None, [r.reason, *r.warnings])))}</td></tr>"
         for r in rows)
-    body = (f"<h1>Screening session summary</h1><div class=\"meta\">{len(rows)} file(s) · written {now()}</div>"
+    body = (f"{_banner(meta)}<h1>Screening session summary</h1><div class=\"meta\">{len(rows)} file(s) · written {now()}</div>"
             f"{totals}<h2>Patients</h2><table><tr><th>patient</th><th>verdict</th><th>right eye</th>"
             f"<th>left eye</th><th>note</th></tr>{patients or '<tr><td colspan=5>no patient IDs given</td></tr>'}"
             f"</table><h2>Images</h2><table><tr><th>file</th><th>patient</th><th>eye</th><th>status</th>"

@@ -10,17 +10,21 @@ from pathlib import Path
 import pytest
 
 from drtrt.errors import ConfigError, DataError
-from drtrt.runtime.patients import (REFER, RESCREEN, UNGRADABLE, Assignment, normalise_eye, patient_verdicts,
-                                    read_patient_list, safe_patient_id, validate_patient_id)
+from drtrt.runtime.consistency import heads_disagree
+from drtrt.runtime.patients import (HUMAN_READ, INCOMPLETE, NOT_PHOTOGRAPHED, REFER, RESCREEN, UNGRADABLE, Assignment,
+                                    normalise_eye, patient_verdicts, read_patient_list, safe_patient_id,
+                                    validate_patient_id)
 from drtrt.task import TaskSpec
 from drtrt.runtime.report import gradable_share, summary_csv
 from drtrt.runtime.screening import screen_images
 from drtrt.runtime.store import SessionRow
 
 
-def row(patient, eye, status, grade=None, name="x.jpg") -> SessionRow:
+def row(patient, eye, status, grade=None, name="x.jpg", lesions=None) -> SessionRow:
     record = {} if grade is None else {"grade": grade, "referable": grade >= 2, "grade_name": str(grade),
-                                       "probabilities": [0.2] * 5, "lesions": {}}
+                                       "probabilities": [0.2] * 5,
+                                       "lesions": {c: {"count": 3, "area_px": 900, "area_fov_pct": pct}
+                                                   for c, pct in (lesions or {}).items()}}
     return SessionRow(f"/c/{name}", "a" * 64, patient, eye, status, None if status == "graded" else "why", record)
 
 
@@ -34,7 +38,19 @@ def row(patient, eye, status, grade=None, name="x.jpg") -> SessionRow:
      {"right": RESCREEN, "left": RESCREEN}),
     ([row("P", "right", "graded", 4), row("P", "right", "graded", 0), row("P", "left", "error")], REFER,
      {"right": REFER, "left": UNGRADABLE}),
-    ([row("P", "left", "graded", 0)], UNGRADABLE, {"right": UNGRADABLE, "left": RESCREEN}),   # right eye missing
+    # the right eye not photographed yet: "take it", never "ungradable"; the visit is incomplete
+    ([row("P", "left", "graded", 0)], INCOMPLETE, {"right": NOT_PHOTOGRAPHED, "left": RESCREEN}),
+    ([row("P", "left", "graded", 3)], REFER, {"right": NOT_PHOTOGRAPHED, "left": REFER}),
+    ([row("P", "left", "ungradable")], UNGRADABLE, {"right": NOT_PHOTOGRAPHED, "left": UNGRADABLE}),
+    # 31 % of the field painted as soft exudate next to "no referable DR": a human reads it
+    ([row("P", "right", "graded", 0, lesions={"SE": 31.0}), row("P", "left", "graded", 0)], HUMAN_READ,
+     {"right": HUMAN_READ, "left": RESCREEN}),
+    ([row("P", "right", "graded", 1, lesions={"HE": 0.8, "EX": 0.5}), row("P", "left", "graded", 0)], HUMAN_READ,
+     {"right": HUMAN_READ, "left": RESCREEN}),
+    ([row("P", "right", "graded", 1, lesions={"MA": 0.3, "HE": 0.4}), row("P", "left", "graded", 0)], RESCREEN,
+     {"right": RESCREEN, "left": RESCREEN}),
+    ([row("P", "right", "graded", 3, lesions={"HE": 8.0, "EX": 4.0}), row("P", "left", "graded", 0, lesions={"SE": 9})],
+     REFER, {"right": REFER, "left": HUMAN_READ}),
     ([row("P", None, "graded", 1)], RESCREEN, {"unspecified": RESCREEN}),
     ([row("P", "right", "graded", 0), row("P", "left", "duplicate")], UNGRADABLE,
      {"right": RESCREEN, "left": UNGRADABLE}),
@@ -44,6 +60,18 @@ def test_verdicts(rows, verdict, eyes):
     assert result.verdict == verdict
     assert {e: v.verdict for e, v in result.eyes.items()} == eyes
     assert list(result.eyes)[0] in ("right", "unspecified")                    # right eye first (OD, OS)
+
+
+def test_heads_disagree_says_why_and_warns_in_the_row():
+    assert heads_disagree({"grade": 0, "referable": False, "lesions": {}}) is None
+    assert "31% of the field as SE" in heads_disagree({"grade": 0, "referable": False,
+                                                       "lesions": {"SE": {"area_fov_pct": 31.0}}})
+    assert "1.5% of the field" in heads_disagree({"grade": 1, "referable": False,
+                                                  "lesions": {"HE": {"area_fov_pct": 1.0}, "EX": {"area_fov_pct": 0.5}}})
+    assert heads_disagree({"grade": 3, "referable": True, "lesions": {"HE": {"area_fov_pct": 20.0}}}) is None
+    graded = row("P", "right", "graded", 0, lesions={"SE": 31.0})
+    assert any("human must read" in w for w in graded.warnings)
+    assert "human must read" in graded.to_dict()["warnings"][0]
 
 
 def test_rows_without_patient_have_no_verdict_and_share_counts_judged_images():
