@@ -1,0 +1,75 @@
+"""The operator's language: gettext catalogs (Babel) for every string the station shows.
+
+English is the source language; each other language is a ``locale/<code>/LC_MESSAGES/drtrt.po``
+catalog compiled in memory at start (Babel's ``read_po`` + ``write_mo``), so the package ships
+text files only. Strings the runtime writes in English — verdicts, the quality gate's advice —
+are looked up in the same catalogs by their English text (:func:`runtime_messages` lists them,
+and a test checks that every one is translated).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from pathlib import Path
+
+from babel.support import NullTranslations, Translations
+
+LOCALE_DIR = Path(__file__).parent / "locale"
+LANGUAGES = {"en": "English", "es": "Español"}
+DEFAULT = "en"
+
+
+@functools.lru_cache(maxsize=None)
+def translations(language: str) -> NullTranslations:
+    """The catalog of ``language`` (an unknown code or English: the English text itself)."""
+    if language == DEFAULT or language not in LANGUAGES:
+        return NullTranslations()
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+
+    with open(LOCALE_DIR / language / "LC_MESSAGES" / "drtrt.po", "rb") as handle:
+        catalog = read_po(handle, locale=language)
+    buffer = io.BytesIO()
+    write_mo(buffer, catalog)
+    buffer.seek(0)
+    return Translations(buffer, domain="drtrt")
+
+
+def pick(requested: str | None, accept_language: str | None) -> str:
+    """The language to use: the operator's choice, else the browser's first known one, else English."""
+    if requested in LANGUAGES:
+        return requested
+    for part in (accept_language or "").split(","):
+        code = part.split(";")[0].strip().lower()[:2]
+        if code in LANGUAGES:
+            return code
+    return DEFAULT
+
+
+def runtime_messages() -> list[str]:
+    """English strings from the runtime the station shows as they are: verdicts and the quality advice."""
+    from drtrt.runtime import patients, visits
+    from drtrt.runtime.quality import ADVICE
+
+    verdicts = [patients.REFER, patients.RESCREEN, patients.UNGRADABLE, patients.HUMAN_READ, patients.NOT_PHOTOGRAPHED,
+                patients.INCOMPLETE, visits.SCREENING]
+    return [*verdicts, *ADVICE.values(), *OPERATOR_ERRORS]
+
+
+OPERATOR_ERRORS = (
+    "a patient ID is needed",
+    "a patient ID has at most 64 printable characters",
+    "a name has at most 80 printable characters",
+    "the date of birth must be a date (YYYY-MM-DD)",
+    "the date of birth is not possible",
+    "this photo is already in the visit",
+    "this photo was already taken in another visit — check the patient",
+    "this visit is closed",
+    "this visit is closed: open a new visit for more photos",
+    "every photo of this visit is taken: choose the photo to retake first",
+    "choose a photo to upload",
+    "the file is too large for a fundus photo",
+    "this file is not a photo (JPEG, PNG, TIFF or BMP)",
+)
+"""What the operator may be told after an action, by the runtime's or the app's own (English) words."""

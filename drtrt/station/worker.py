@@ -1,0 +1,184 @@
+"""The station's screening worker: photos in (camera folder, browser uploads), results out, off the
+request path.
+
+One thread owns the :class:`ScreeningSession` (the model and the queue); web requests only read
+the shared store and hand photos over. Every photo is first copied into the station folder under
+its content hash (``photos/<sha256>.<ext>``): the camera may reuse its file names, and the app
+never serves or opens a path that came from outside. The capture (which slot the photo fills) is
+committed before the photo is screened, so a power cut between the two leaves a capture without a
+result, which the next start screens (:meth:`VisitBook.unscreened`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from drtrt.errors import ConfigError, DataError
+from drtrt.fileio import atomic_write
+from drtrt.runtime.patients import Assignment
+from drtrt.runtime.session import MAX_FILE_BYTES, ScreeningSession, SessionConfig
+from drtrt.runtime.store import SessionRow
+from drtrt.runtime.visits import Protocol, VisitBook
+from drtrt.runtime.watch import SettleTracker
+from drtrt.station.security import image_kind
+
+_log = logging.getLogger("drtrt.station")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    model: Path
+    data_dir: Path
+    camera_dir: Path | None
+    protocol: Protocol = Protocol()
+    poll_s: float = 0.5
+    settle_s: float = 1.0
+    session: SessionConfig = SessionConfig(batch_size=1)
+
+
+class StationWorker:
+    """Screens what the camera writes and what the operator uploads into the open visit."""
+
+    def __init__(self, cfg: WorkerConfig) -> None:
+        self.cfg = cfg
+        if cfg.camera_dir is not None and not cfg.camera_dir.is_dir():
+            raise DataError(f"no such camera folder: {cfg.camera_dir}")
+        self.session = ScreeningSession(cfg.model, cfg.data_dir, cfg.session, command="station",
+                                        on_row=self._on_row)
+        self.store = self.session.store
+        self.book = VisitBook(self.store)
+        self.photos = cfg.data_dir / "photos"
+        self._todo: queue.Queue[tuple[str, Assignment]] = queue.Queue()
+        self._stop = threading.Event()
+        self._changed = threading.Condition()
+        self._epoch, self._count = secrets.token_hex(4), 0
+        self.notices: deque[tuple[float, str]] = deque(maxlen=20)
+        self.waiting_on_camera: list[str] = []
+        self.failed: str | None = None
+        self._thread = threading.Thread(target=self._run, name="drtrt-station-worker", daemon=True)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> None:
+        for path, patient, eye in self.book.unscreened():     # a power cut between capture and result
+            self._todo.put((path, Assignment(patient, eye)))
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        self.session.close()
+
+    @property
+    def version(self) -> str:
+        """Changes whenever what a screen shows may have changed (pages poll it)."""
+        return f"{self._epoch}-{self._count}"
+
+    def changed(self) -> None:
+        with self._changed:
+            self._count += 1
+            self._changed.notify_all()
+
+    def wait_change(self, since: str, timeout: float) -> str:
+        with self._changed:
+            self._changed.wait_for(lambda: self.version != since, timeout=timeout)
+            return self.version
+
+    @property
+    def pending(self) -> int:
+        return self._todo.qsize()
+
+    # -- the visit at the camera ------------------------------------------------------------------
+    def active_visit(self) -> int | None:
+        rows = self.store.execute("SELECT value FROM meta WHERE key='station_active_visit'")
+        if not rows:
+            return None
+        visit_id = int(rows[0]["value"])
+        open_ = self.store.execute("SELECT 1 FROM visits WHERE id=? AND closed IS NULL", (visit_id,))
+        return visit_id if open_ else None
+
+    def set_active(self, visit_id: int | None) -> None:
+        with self.store.transaction():
+            if visit_id is None:
+                self.store.execute("DELETE FROM meta WHERE key='station_active_visit'")
+            else:
+                self.store.execute("INSERT OR REPLACE INTO meta VALUES ('station_active_visit', ?)", (str(visit_id),))
+        self.changed()
+
+    # -- photos in --------------------------------------------------------------------------------
+    def take(self, data: bytes, visit_id: int, source: str, slot: str | None = None) -> str:
+        """Keep ``data`` as a photo of visit ``visit_id`` (into ``slot`` or the visit's next one) and
+        queue it for screening. Returns the slot. Raises ConfigError for what the operator must fix."""
+        if len(data) > MAX_FILE_BYTES:
+            raise ConfigError("the file is too large for a fundus photo")
+        kind = image_kind(data) or "bin"      # not an image: kept and screened, so the refusal says why
+        sha = hashlib.sha256(data).hexdigest()
+        path = self.photos / f"{sha}.{kind}"
+        if not path.exists():
+            atomic_write(path, data)
+        visit = self.book.visit(visit_id)
+        slot = self.book.add_capture(visit_id, str(path.resolve()), sha, source, slot)
+        self._todo.put((str(path.resolve()), Assignment(visit.patient.id, slot.split("/")[0])))
+        self.changed()
+        return slot
+
+    def _scan_camera(self, tracker: SettleTracker) -> None:
+        folder = self.cfg.camera_dir
+        if folder is None:
+            return
+        waiting = []
+        for path in tracker.ready(folder, time.monotonic()):
+            try:
+                stat = path.stat()
+                if self.book.camera_file_taken(path.name, stat.st_size, stat.st_mtime_ns):
+                    continue
+                visit_id = self.active_visit()
+                if visit_id is None:
+                    tracker.done.pop(path, None)       # offered again once a visit is open
+                    waiting.append(path.name)
+                    continue
+                data = path.read_bytes()
+            except OSError as exc:
+                self._notice(f"{path.name}: cannot read the camera's file ({exc.strerror or exc})")
+                continue
+            try:
+                slot = self.take(data, visit_id, source=f"camera:{path.name}")
+                self._notice(f"{path.name} → {slot}")
+            except ConfigError as exc:
+                self._notice(f"{path.name}: {exc}")
+            self.book.mark_camera_file(path.name, stat.st_size, stat.st_mtime_ns, hashlib.sha256(data).hexdigest())
+        if waiting != self.waiting_on_camera:
+            self.waiting_on_camera = waiting
+            self.changed()
+
+    def _notice(self, text: str) -> None:
+        self.notices.appendleft((time.time(), text))
+        self.changed()
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def _run(self) -> None:
+        tracker = SettleTracker(self.cfg.settle_s)
+        try:
+            while not self._stop.is_set():
+                self._scan_camera(tracker)
+                try:
+                    path, assignment = self._todo.get(timeout=self.cfg.poll_s)
+                except queue.Empty:
+                    continue
+                self.session.submit(Path(path), assignment)
+                self.session.flush()
+                self.changed()
+        except Exception as exc:  # noqa: BLE001 - the page must say the worker stopped, not hang silently
+            _log.exception("station worker stopped")
+            self.failed = f"{type(exc).__name__}: {exc}"
+            self.changed()
+
+    def _on_row(self, row: SessionRow) -> None:
+        self.changed()
