@@ -1,43 +1,22 @@
 """Extract the station's operator-facing strings into drtrt/station/locale/drtrt.pot and merge them
 into every language's drtrt.po (Babel): run after changing a template or a translated string, then
-translate what is new (``msgstr ""``). tests/station/test_i18n.py fails while anything is untranslated.
+translate what is new (``msgstr ""``). tests/station/test_station_i18n.py fails while anything is untranslated.
 
     PYTHONPATH=. .venv/bin/python scripts/station_messages.py
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from babel.messages.catalog import Catalog
-from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po, write_po
 
-from drtrt.station.i18n import LANGUAGES, LOCALE_DIR, runtime_messages
-
-STATION = Path(__file__).resolve().parents[1] / "drtrt" / "station"
-METHODS = [("templates/**.html", "jinja2"), ("**.py", "python")]
-OPTIONS = {"templates/**.html": {"extensions": "jinja2.ext.i18n"}}
-
-
-def template() -> Catalog:
-    catalog = Catalog(project="drtrt station", domain="drtrt")
-    for filename, lineno, message, comments, context in extract_from_dir(STATION, METHODS, OPTIONS):
-        catalog.add(message, None, [(filename, lineno)], auto_comments=comments, context=context)
-    for text in runtime_messages():
-        catalog.add(text, None, [("drtrt/runtime", 0)])
-    return catalog
-
-
-def translated(string) -> bool:
-    """A message's msgstr is filled in (every plural form, for plural messages)."""
-    return bool(string) if isinstance(string, str) or string is None else all(string)
+from drtrt.station.i18n import LANGUAGES, LOCALE_DIR, catalog_template, translated
 
 
 def main() -> None:
-    pot = template()
+    pot = catalog_template()
     with open(LOCALE_DIR / "drtrt.pot", "wb") as handle:
-        write_po(handle, pot, sort_output=True, omit_header=True)
+        write_po(handle, pot, sort_output=True, omit_header=True, no_location=True)
     for language in LANGUAGES:
         if language == "en":
             continue
@@ -49,7 +28,7 @@ def main() -> None:
             catalog = Catalog(locale=language, domain="drtrt")
         catalog.update(pot, no_fuzzy_matching=True)
         with open(path, "wb") as handle:
-            write_po(handle, catalog, sort_output=True, omit_header=True, ignore_obsolete=True)
+            write_po(handle, catalog, sort_output=True, omit_header=True, ignore_obsolete=True, no_location=True)
         missing = [m.id for m in catalog if m.id and not translated(m.string)]
         print(f"{language}: {len(catalog)} messages, {len(missing)} untranslated")
 

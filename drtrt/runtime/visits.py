@@ -76,6 +76,7 @@ class Slot:
     name: str                                  # right/disc, left/any, …
     state: str                                 # missing | screening | graded | retake
     row: SessionRow | None = None
+    sha256: str | None = None                  # the photo filling the slot (also while it is screened)
     capture_id: int | None = None
     taken: str | None = None
     replaced: list[dict] = field(default_factory=list)   # earlier captures of this slot, newest first
@@ -159,7 +160,8 @@ class VisitBook:
         name, birth_date = validate_name(name), validate_birth_date(birth_date)
         with self.store.transaction():
             self.store.execute("INSERT INTO patients VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-                               "name=COALESCE(excluded.name, name), birth_date=COALESCE(excluded.birth_date, birth_date)",
+                               "name=COALESCE(excluded.name, name), "
+                               "birth_date=COALESCE(excluded.birth_date, birth_date)",
                                (pid, name, birth_date, now()))
         return self.patient(pid)
 
@@ -221,10 +223,12 @@ class VisitBook:
         if elsewhere:
             raise ConfigError("this photo was already taken in another visit — check the patient")
         with self.store.transaction():
-            self.store.execute("INSERT INTO captures(visit, slot, path, sha256, source, taken) VALUES (?, ?, ?, ?, ?, ?)",
+            self.store.execute("INSERT INTO captures(visit, slot, path, sha256, source, taken) "
+                               "VALUES (?, ?, ?, ?, ?, ?)",
                                (visit_id, slot, path, sha256, source, now()))
             new = int(self.store.execute("SELECT last_insert_rowid() AS id")[0]["id"])
-            self.store.execute("UPDATE captures SET replaced_by=? WHERE visit=? AND slot=? AND id<>? AND replaced_by IS NULL",
+            self.store.execute("UPDATE captures SET replaced_by=? "
+                               "WHERE visit=? AND slot=? AND id<>? AND replaced_by IS NULL",
                                (new, visit_id, slot, new))
             self.store.execute("UPDATE visits SET target=NULL WHERE id=?", (visit_id,))
         return slot
@@ -270,7 +274,8 @@ class VisitBook:
     @staticmethod
     def _slot(name: str, captures: list, results: dict[str, SessionRow]) -> Slot:
         current = [c for c in captures if c["replaced_by"] is None]
-        replaced = [{"taken": c["taken"], "sha256": c["sha256"], "status": getattr(results.get(c["path"]), "status", None)}
+        replaced = [{"taken": c["taken"], "sha256": c["sha256"],
+                     "status": getattr(results.get(c["path"]), "status", None)}
                     for c in captures if c["replaced_by"] is not None]
         if not current:
             return Slot(name, "missing", replaced=replaced, warnings=[NOT_PHOTOGRAPHED])
@@ -285,7 +290,7 @@ class VisitBook:
                 and centred != field_name:
             warnings.append(f"this photo looks {centred}-centred, the slot asks for a {field_name}-centred photo "
                             "— check the fixation and retake if needed")
-        return Slot(name, state, row, capture["id"], capture["taken"], replaced, warnings)
+        return Slot(name, state, row, capture["sha256"], capture["id"], capture["taken"], replaced, warnings)
 
     def visits(self, day: str | None = None, limit: int = 200) -> list[Visit]:
         """Visits opened on ``day`` (YYYY-MM-DD, UTC; None: all), newest first."""

@@ -182,6 +182,7 @@ def create_app(cfg: StationConfig, worker: StationWorker) -> Starlette:
                 if worker.active_visit() == visit.id:
                     worker.set_active(None)
                 worker.session.write_reports([visit.patient.id])
+                worker.changed()
                 return RedirectResponse(f"/visits/{visit.id}/report", status_code=303)
             elif action == "upload":
                 upload = form.get("photo")
@@ -330,7 +331,8 @@ def _when(stamp: str | None) -> str:
 
 
 def _colours(task) -> dict[str, str]:
-    return {code: "#%02x%02x%02x" % tuple(int(v) for v in LESION_COLOURS[task.label(code)]) for code in task.lesion_codes}
+    return {code: "#%02x%02x%02x" % tuple(int(v) for v in LESION_COLOURS[task.label(code)])
+            for code in task.lesion_codes}
 
 
 def _day(worker: StationWorker) -> dict:
@@ -351,8 +353,8 @@ def _day(worker: StationWorker) -> dict:
 def _model_state(worker: StationWorker, info, parity: dict | None) -> dict:
     runner = worker.session.predictor.runner
     return {"name": worker.cfg.model.name, "sha256": worker.session.model_sha256[:12], "precision": info.precision,
-            "backend": getattr(runner, "backend", type(runner).__name__), "validated": dict(info.extra).get("validation"),
-            "parity": parity}
+            "backend": getattr(runner, "backend", type(runner).__name__),
+            "validated": dict(info.extra).get("validation"), "parity": parity}
 
 
 def _read_parity(path: Path | None) -> dict | None:
@@ -436,7 +438,7 @@ def _visit_json(visit: Visit) -> dict:
             "verdict": visit.verdict, "closed_verdict": visit.closed_verdict, "target": visit.target,
             "complete": visit.complete,
             "eyes": {eye: v.verdict for eye, v in visit.eyes.items()},
-            "slots": [{"slot": s.name, "state": s.state, "sha256": s.row.sha256 if s.row else None,
+            "slots": [{"slot": s.name, "state": s.state, "sha256": s.sha256,
                        "status": s.row.status if s.row else None, "code": (s.row.record.get("code") if s.row else None),
                        "grade": s.row.record.get("grade") if s.row else None, "warnings": s.warnings,
                        "replaced": len(s.replaced)} for s in visit.slots]}

@@ -47,6 +47,28 @@ def pick(requested: str | None, accept_language: str | None) -> str:
     return DEFAULT
 
 
+def catalog_template():
+    """Every string to translate, as a Babel catalog: ``_()`` in the station's templates and code, and
+    :func:`runtime_messages`."""
+    from babel.messages.catalog import Catalog
+    from babel.messages.extract import extract_from_dir
+
+    station = Path(__file__).parent
+    methods = [("templates/**.html", "jinja2"), ("**.py", "python")]
+    options = {"templates/**.html": {"extensions": "jinja2.ext.i18n"}}
+    catalog = Catalog(project="drtrt station", domain="drtrt")
+    for filename, lineno, message, comments, context in extract_from_dir(station, methods, options):
+        catalog.add(message, None, [(filename, lineno)], auto_comments=comments, context=context)
+    for text in runtime_messages():
+        catalog.add(text, None, [("drtrt/runtime", 0)])
+    return catalog
+
+
+def translated(string) -> bool:
+    """A catalog message's msgstr is filled in (every plural form, for plural messages)."""
+    return bool(string) if isinstance(string, str) or string is None else all(string)
+
+
 def runtime_messages() -> list[str]:
     """English strings from the runtime the station shows as they are: verdicts and the quality advice."""
     from drtrt.runtime import patients, visits

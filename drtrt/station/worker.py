@@ -62,6 +62,7 @@ class StationWorker:
         self._epoch, self._count = secrets.token_hex(4), 0
         self.notices: deque[tuple[float, str]] = deque(maxlen=20)
         self.waiting_on_camera: list[str] = []
+        self._held: list[Path] = []            # settled camera files not taken yet (no visit open)
         self.failed: str | None = None
         self._thread = threading.Thread(target=self._run, name="drtrt-station-worker", daemon=True)
 
@@ -72,8 +73,12 @@ class StationWorker:
         self._thread.start()
 
     def stop(self) -> None:
+        """Finish the photo in hand, then close the session (a second call does nothing)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
-        self._thread.join(timeout=60)
+        if self._thread.is_alive():
+            self._thread.join(timeout=60)
         self.session.close()
 
     @property
@@ -130,19 +135,23 @@ class StationWorker:
         return slot
 
     def _scan_camera(self, tracker: SettleTracker) -> None:
+        """Take the camera's settled files into the visit at the camera; with none open they wait."""
         folder = self.cfg.camera_dir
         if folder is None:
             return
-        waiting = []
         for path in tracker.ready(folder, time.monotonic()):
+            if path not in self._held:
+                self._held.append(path)
+        visit_id = self.active_visit() if self._held else None
+        waiting = []
+        for path in list(self._held):
+            if visit_id is None:
+                waiting.append(path.name)
+                continue
+            self._held.remove(path)
             try:
                 stat = path.stat()
                 if self.book.camera_file_taken(path.name, stat.st_size, stat.st_mtime_ns):
-                    continue
-                visit_id = self.active_visit()
-                if visit_id is None:
-                    tracker.done.pop(path, None)       # offered again once a visit is open
-                    waiting.append(path.name)
                     continue
                 data = path.read_bytes()
             except OSError as exc:

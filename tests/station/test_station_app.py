@@ -1,0 +1,241 @@
+"""The station's app over a real worker and model (Starlette's test client): a visit end to end, the
+live version, and every guard — PIN off localhost, CSRF, paths, uploads."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from station_helpers import csrf_of, wait_for
+from typer.testing import CliRunner
+
+from drtrt.runtime.patients import INCOMPLETE, REFER, RESCREEN, UNGRADABLE
+from drtrt.runtime.visits import Protocol
+
+pytest.importorskip("httpx", reason="Starlette's test client needs httpx (test extra)")
+
+
+@pytest.fixture
+def station(tmp_path, tiny_onnx):
+    from starlette.testclient import TestClient
+
+    from drtrt.station.app import StationConfig, create_app
+    from drtrt.station.worker import StationWorker, WorkerConfig
+
+    def start(pin=None, fields=1, data=None, max_upload_bytes=None):
+        camera = tmp_path / "camera"
+        camera.mkdir(exist_ok=True)
+        worker = StationWorker(WorkerConfig(tiny_onnx, data or tmp_path / "station", camera, Protocol(fields),
+                                            poll_s=0.05, settle_s=0.1))
+        options = {"max_upload_bytes": max_upload_bytes} if max_upload_bytes else {}
+        app = create_app(StationConfig(worker.cfg.data_dir, pin=pin, **options), worker)
+        worker.start()
+        started.append(worker)
+        return TestClient(app), worker, camera
+
+    started = []
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def _open_visit(client, patient="P-001", fields="1", **extra):
+    token = csrf_of(client.get("/patients/new").text)
+    response = client.post("/visits", data={"csrf": token, "patient": patient, "fields": fields, **extra},
+                           follow_redirects=False)
+    assert response.status_code == 303, response.text
+    return int(response.headers["location"].rsplit("/", 1)[1]), token
+
+
+def _state(client, visit_id, slot):
+    return next(s for s in client.get(f"/api/visits/{visit_id}").json()["slots"] if s["slot"] == slot)
+
+
+def test_a_visit_from_camera_to_report(station, fundus_photos):
+    client, worker, camera = station()
+    assert "NOT FOR CLINICAL USE" in client.get("/").text             # the demo model has no validation record
+    visit_id, token = _open_visit(client, name="Ana Pérez", birth_date="1961-03-04")
+    assert worker.active_visit() == visit_id
+    page = client.get(f"/visits/{visit_id}").text
+    assert "Ana Pérez" in page and "not photographed — take it" in page and "ungradable" not in page
+
+    shutil.copy(fundus_photos["blurred"], camera / "IMG_0001.JPG")           # the camera writes a blurred photo
+    refused = wait_for(lambda: _state(client, visit_id, "right/any")["state"] == "retake"
+                       and _state(client, visit_id, "right/any"), what="the blurred photo's verdict")
+    assert refused["code"] == "blurred"
+    assert "refocus, hold still and retake" in client.get(f"/visits/{visit_id}/panel").text
+    assert client.get("/api/visits/%d" % visit_id).json()["target"] == "right/any"   # the retake goes there
+
+    shutil.copy(fundus_photos["good0"], camera / "IMG_0002.JPG")             # the retake
+    wait_for(lambda: _state(client, visit_id, "right/any")["state"] == "graded", what="the retake")
+    right = _state(client, visit_id, "right/any")
+    assert right["replaced"] == 1 and right["grade"] is not None
+    sha = right["sha256"]
+    view = client.get(f"/image/{sha}/view.jpg")
+    assert view.status_code == 200 and view.headers["content-type"] == "image/jpeg"
+    for code in ("EX", "SE", "MA", "HE"):
+        layer = client.get(f"/image/{sha}/layer-{code}.png")
+        assert layer.status_code == 200 and layer.content.startswith(b"\x89PNG")
+    assert client.get(f"/api/visits/{visit_id}").json()["verdict"] == INCOMPLETE
+
+    with open(fundus_photos["good1"], "rb") as handle:                         # the left eye, uploaded
+        response = client.post(f"/visits/{visit_id}/upload", data={"csrf": token},
+                               files={"photo": ("left.jpg", handle, "image/jpeg")}, follow_redirects=False)
+    assert response.status_code == 303 and "error" not in response.headers["location"]
+    wait_for(lambda: client.get(f"/api/visits/{visit_id}").json()["complete"], what="the left eye")
+    state = client.get(f"/api/visits/{visit_id}").json()
+    assert state["verdict"] in (REFER, RESCREEN, "needs a human read — the grade and the lesion map disagree")
+    version = client.get("/api/version").json()["version"]
+    response = client.post(f"/visits/{visit_id}/close", data={"csrf": token}, follow_redirects=False)
+    assert response.headers["location"] == f"/visits/{visit_id}/report"
+    assert client.get(f"/api/version?since={version}").json()["version"] != version    # screens learn of it
+    report = client.get(f"/visits/{visit_id}/report").text
+    assert "Visit closed" not in report and state["verdict"] in report and "NOT FOR CLINICAL USE" in report
+    assert f"/image/{sha}/view.jpg" in report
+    assert (worker.cfg.data_dir / "reports" / "patient-P-001.html").is_file()      # the CLI's reports too
+    day = client.get("/").text
+    assert "P-001" in day and 'id="fig-done">1<' in day
+
+
+def test_refused_photos_and_the_ungradable_verdict(station, fundus_photos, tmp_path):
+    client, worker, camera = station()
+    damaged = tmp_path / "damaged.jpg"
+    data = fundus_photos["good2"].read_bytes()
+    damaged.write_bytes(data[: len(data) // 2])                                 # a truncated camera file
+    shutil.copy(damaged, camera / "IMG_0009.JPG")
+    wait_for(lambda: worker.waiting_on_camera == ["IMG_0009.JPG"], what="the photo waiting for a visit")
+    assert "IMG_0009.JPG" in client.get("/").text
+    visit_id, token = _open_visit(client, patient="P-002")
+    refused = wait_for(lambda: _state(client, visit_id, "right/any")["state"] == "retake"
+                       and _state(client, visit_id, "right/any"), what="the damaged file's verdict")
+    assert refused["code"] == "file_damaged"
+    response = client.post(f"/visits/{visit_id}/close", data={"csrf": token}, follow_redirects=False)
+    assert response.status_code == 303
+    state = client.get(f"/api/visits/{visit_id}").json()
+    assert state["closed_verdict"] == UNGRADABLE and state["eyes"]["left"] == "not photographed — take it"
+
+
+def test_two_fields_per_eye_and_the_day(station, fundus_photos):
+    client, worker, camera = station(fields=2)
+    visit_id, token = _open_visit(client, fields="2")
+    slots = [s["slot"] for s in client.get(f"/api/visits/{visit_id}").json()["slots"]]
+    assert slots == ["right/disc", "right/macula", "left/disc", "left/macula"]
+    response = client.post(f"/visits/{visit_id}/target", data={"csrf": token, "slot": "left/macula"},
+                           follow_redirects=False)
+    assert response.status_code == 303
+    shutil.copy(fundus_photos["good3"], camera / "a.jpg")
+    wait_for(lambda: _state(client, visit_id, "left/macula")["state"] == "graded", what="the chosen slot")
+    assert client.get(f"/api/visits/{visit_id}").json()["target"] == "right/disc"
+    day = client.get("/panel").text
+    assert "waiting for photos" in day and 'id="fig-visits">1<' in day
+
+
+def test_spanish_from_the_first_page_to_the_report(station, fundus_photos):
+    client, worker, camera = station()
+    response = client.get("/lang/es?next=/patients/new", follow_redirects=True)
+    assert "Registrar un paciente" in response.text and 'lang="es"' in response.text
+    visit_id, token = _open_visit(client, patient="P-ES")
+    page = client.get(f"/visits/{visit_id}").text
+    assert "sin fotografiar — tómela" in page and "NO APTO PARA USO CLÍNICO" in page
+    shutil.copy(fundus_photos["blurred"], camera / "b.jpg")
+    wait_for(lambda: "repita" in client.get(f"/visits/{visit_id}/panel").text, what="Spanish advice")
+    assert "Borrosa" in client.get(f"/visits/{visit_id}/panel").text
+    english = client.get("/lang/en?next=/", follow_redirects=True).text                # switch back at any time
+    assert "Today" in english and 'lang="en"' in english
+    client.cookies.clear()
+    assert 'lang="es"' in client.get("/", headers={"accept-language": "es-MX,es;q=0.9"}).text   # the browser's
+    assert 'lang="en"' in client.get("/", headers={"accept-language": "th,fr;q=0.8"}).text
+    assert client.get("/lang/xx?next=https://evil.example/", follow_redirects=False).headers["location"] == "/"
+    assert client.get("/lang/es?next=//evil.example/", follow_redirects=False).headers["location"] == "/"
+
+
+def test_pin_login_is_required_and_rate_limited(station):
+    client, worker, camera = station(pin="4821")
+    response = client.get("/", follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/login"
+    assert client.get("/api/version", follow_redirects=False).status_code == 303
+    assert client.get("/health").status_code == 200                          # the container's health check
+    token = csrf_of(client.get("/login").text)
+    for _ in range(4):
+        response = client.post("/login", data={"csrf": token, "pin": "0000"})
+        assert response.status_code == 401 and "Wrong PIN" in response.text
+    response = client.post("/login", data={"csrf": token, "pin": "1111"})     # the fifth: locked for 30 s
+    assert response.status_code == 401 and "wait 30 seconds" in response.text
+    response = client.post("/login", data={"csrf": token, "pin": "4821"})   # locked out now, even the right PIN
+    assert response.status_code == 401 and "Too many wrong PINs" in response.text
+    assert client.get("/", follow_redirects=False).status_code == 303
+    fresh, _, _ = station(pin="4821", data=worker.cfg.data_dir.parent / "other")
+    token = csrf_of(fresh.get("/login").text)
+    response = fresh.post("/login", data={"csrf": token, "pin": "4821"}, follow_redirects=False)
+    assert response.status_code == 303 and fresh.get("/").status_code == 200
+    assert "set-cookie" not in fresh.get("/").headers or "httponly" in fresh.get("/").headers["set-cookie"].lower()
+
+
+def test_pin_needed_off_localhost_from_the_command_line(tiny_onnx, tmp_path):
+    from drtrt.cli import app
+
+    result = CliRunner().invoke(app, ["station", "--model", str(tiny_onnx), "--data-dir", str(tmp_path / "s"),
+                                      "--host", "0.0.0.0"])
+    assert result.exit_code == 2 and "give an operator PIN" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["station", "--model", str(tmp_path / "missing.onnx"), "--data-dir",
+                                      str(tmp_path / "s")])
+    assert result.exit_code != 0 and "not found" in result.output and "Traceback" not in result.output
+
+
+def test_csrf_paths_and_uploads_are_guarded(station, fundus_photos, tmp_path):
+    client, worker, camera = station(max_upload_bytes=2 * 2**20)
+    visit_id, token = _open_visit(client)
+    assert client.post("/visits", data={"patient": "X"}).status_code == 403                # no token
+    assert client.post("/visits", data={"patient": "X", "csrf": "forged"}).status_code == 403
+    assert client.post(f"/visits/{visit_id}/close", data={"csrf": token + "x"}).status_code == 403
+    other = type(client)(client.app)                                                   # another browser
+    assert other.post(f"/visits/{visit_id}/close", data={"csrf": token}).status_code == 403
+    assert client.get(f"/api/visits/{visit_id}").json()["closed"] is None
+
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(fundus_photos["good0"].read_bytes())
+    for path in ("/image/../../../etc/passwd", "/image/%2e%2e%2f%2e%2e%2fetc%2fpasswd/view.jpg",
+                 f"/image/{'0' * 64}/view.jpg", f"/image/{secret}/view.jpg", "/image//etc/passwd/view.jpg",
+                 "/image/" + "a" * 64 + "/..%2f..%2fsession.db", "/static/../app.py", "/static/%2e%2e/app.py",
+                 "/visits/..%2f..%2fetc", "/visits/1/../../session.db", "/station-secret", "/session.db",
+                 f"/image/{'A' * 64}/view.jpg"):
+        response = client.get(path)
+        assert response.status_code in (400, 404), (path, response.status_code)
+        assert b"SQLite" not in response.content and b"drtrt_station" not in response.content
+    assert client.get("/static/station.css").status_code == 200
+    headers = client.get("/").headers
+    assert "default-src 'self'" in headers["content-security-policy"] and headers["x-content-type-options"] == "nosniff"
+
+    big = b"\xff\xd8\xff" + b"0" * (3 * 2**20)
+    response = client.post(f"/visits/{visit_id}/upload", data={"csrf": token},
+                           files={"photo": ("big.jpg", big, "image/jpeg")}, follow_redirects=False)
+    assert response.status_code == 413
+    response = client.post(f"/visits/{visit_id}/upload", data={"csrf": token},
+                           files={"photo": ("notes.jpg", b"#!/bin/sh\nrm -rf /\n", "image/jpeg")},
+                           follow_redirects=False)
+    assert response.status_code == 303 and "not%20a%20photo" in response.headers["location"]
+    response = client.post(f"/visits/{visit_id}/upload", data={"csrf": token},
+                           files={"photo": ("../../evil.jpg", fundus_photos["good0"].read_bytes(), "image/jpeg")},
+                           follow_redirects=False)
+    assert response.status_code == 303 and "error" not in response.headers["location"]
+    assert not (tmp_path / "evil.jpg").exists() and not (worker.cfg.data_dir.parent / "evil.jpg").exists()
+    kept = list((worker.cfg.data_dir / "photos").iterdir())                  # kept under its content hash only
+    assert [p.name for p in kept] == [_state(client, visit_id, "right/any")["sha256"] + ".jpg"]
+    assert client.post("/visits", data={"csrf": token, "patient": "a\x00b"}).status_code == 400
+    assert client.post("/visits", data={"csrf": token, "patient": "P", "birth_date": "2999-01-01"}).status_code == 400
+
+
+def test_a_restart_shows_exactly_what_was_saved(station, fundus_photos, tmp_path):
+    client, worker, camera = station()
+    visit_id, token = _open_visit(client)
+    shutil.copy(fundus_photos["good0"], camera / "1.jpg")
+    wait_for(lambda: _state(client, visit_id, "right/any")["state"] == "graded", what="the first photo")
+    before = client.get(f"/api/visits/{visit_id}").json()
+    worker.stop()
+    client2, worker2, _ = station(data=worker.cfg.data_dir)
+    after = client2.get(f"/api/visits/{visit_id}").json()
+    assert after == before and worker2.active_visit() == visit_id
+    shutil.copy(fundus_photos["good0"], camera / "1-again.jpg")           # the same file as new: not taken twice
+    (camera / "1.jpg").touch()
+    wait_for(lambda: worker2.notices, what="a notice")
+    assert client2.get(f"/api/visits/{visit_id}").json()["slots"][1]["state"] == "missing"
