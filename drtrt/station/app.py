@@ -339,9 +339,10 @@ def _day(worker: StationWorker) -> dict:
     """Today's visits (local date) and the day's figures."""
     today = dt.date.today().isoformat()
     visits = [v for v in worker.book.visits(limit=300) if _when(v.opened)[:10] == today]
-    rows = [s.row for v in visits for s in v.slots if s.row is not None]
-    judged = [r for r in rows if r.status in ("graded", "ungradable", "error")]
-    refused = sum(r.status != "graded" for r in judged)
+    statuses = [status for v in visits for s in v.slots   # every photo taken today, retaken ones too
+                for status in ([s.row.status] if s.row is not None else []) + [r["status"] for r in s.replaced]]
+    judged = [status for status in statuses if status in ("graded", "ungradable", "error")]
+    refused = sum(status != "graded" for status in judged)
     closed = [v for v in visits if v.closed]
     return {"visits": visits, "figures": {
         "visits": len(visits), "done": len(closed), "waiting": sum(v.waiting for v in visits),

@@ -1,0 +1,161 @@
+"""Station latency on this CPU: a photo written into the camera folder → its result on the page.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/station_latency.py --model M.onnx [--model M.int8.onnx]
+        [--photos N] [--settle S] [--poll S] [--json OUT]
+
+For each model: start ``drtrt station`` (a subprocess, as a clinic runs it) on a free localhost
+port with a camera folder; for each of N photos open a visit for a new patient (as the operator
+does), write the photo into the camera folder the way a camera does (a temp name, then a rename),
+and wait as the page does — long-polling ``/api/version`` and fetching the visit's panel — until
+the panel shows the photo's result. Reported: median and p95 seconds, and the same figures with
+the settle time (how long a file must stay unchanged before it is read, ``--settle``) taken off.
+
+Photos: the real 4288x2848 IDRiD samples when ../shared/data is present (cycled, each made distinct
+by one changed pixel so no two visits share a photo), else synthetic 4288x2848 renders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.cookiejar
+import json
+import os
+import platform
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def photos(work: Path, count: int) -> tuple[list[Path], str]:
+    samples = ROOT.parent / "shared" / "data" / "idrid-samples" / "A. Segmentation" / "1. Original Images"
+    sources = sorted(samples.glob("*/*.jpg")) if samples.is_dir() else []
+    if not sources:
+        from drtrt.data.fundus import render_fundus
+        from drtrt.data.synth import IDRID_HEIGHT, IDRID_WIDTH
+
+        sources = []
+        for i in range(4):
+            path = work / f"synthetic_{i}.jpg"
+            rgb, _ = render_fundus(np.random.default_rng(i), IDRID_WIDTH, IDRID_HEIGHT, grade=i % 5)
+            cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+            sources.append(path)
+    out = []
+    for i in range(count):
+        picture = cv2.imread(str(sources[i % len(sources)]))
+        picture[0, 0] = (i % 256, i // 256, 7)              # distinct bytes, same photo
+        path = work / f"photo_{i:03d}.jpg"
+        cv2.imwrite(str(path), picture, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        out.append(path)
+    return out, ("real IDRiD 4288x2848" if samples.is_dir() else "synthetic 4288x2848")
+
+
+class Page:
+    """What the browser does, with the standard library: a session cookie, the CSRF token, long-polls."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+    def get(self, path: str, timeout: float = 30) -> str:
+        with self.opener.open(self.url + path, timeout=timeout) as response:
+            return response.read().decode()
+
+    def post(self, path: str, fields: dict) -> str:
+        data = urllib.parse.urlencode(fields).encode()
+        with self.opener.open(self.url + path, data=data, timeout=30) as response:
+            return response.geturl()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(model: Path, images: list[Path], work: Path, settle: float, poll: float) -> list[float]:
+    camera, data = work / f"camera-{model.stem}", work / f"station-{model.stem}"
+    camera.mkdir()
+    port = _free_port()
+    log = (work / f"station-{model.stem}.log").open("w")
+    server = subprocess.Popen([sys.executable, "-m", "drtrt.cli", "station", "--model", str(model), "--data-dir",
+                               str(data), "--camera-dir", str(camera), "--port", str(port), "--settle", str(settle),
+                               "--poll", str(poll)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    page = Page(f"http://127.0.0.1:{port}")
+    try:
+        for _ in range(600):
+            try:
+                page.get("/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        seconds = []
+        for i, photo in enumerate(images):
+            token = re.search(r'name="csrf" value="([^"]+)"', page.get("/patients/new"))[1]
+            visit = page.post("/visits", {"csrf": token, "patient": f"B-{i:03d}", "fields": "1"}).rsplit("/", 1)[1]
+            version = json.loads(page.get("/api/version"))["version"]
+            temp = camera / f".IMG_{i:04d}.JPG.part"
+            temp.write_bytes(photo.read_bytes())
+            start = time.monotonic()
+            os.replace(temp, camera / f"IMG_{i:04d}.JPG")
+            while True:
+                version = json.loads(page.get(f"/api/version?since={version}"))["version"]
+                panel = page.get(f"/visits/{visit}/panel")
+                if re.search(r'id="slot-right-any" data-state="(graded|retake)"', panel):
+                    seconds.append(time.monotonic() - start)
+                    break
+        return seconds
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        log.close()
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, action="append", required=True)
+    parser.add_argument("--photos", type=int, default=20)
+    parser.add_argument("--settle", type=float, default=1.0)
+    parser.add_argument("--poll", type=float, default=0.5)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="drtrt-station-bench-") as tmp:
+        work = Path(tmp)
+        images, kind = photos(work, args.photos)
+        rows = []
+        for model in args.model:
+            seconds = run(model.resolve(), images, work, args.settle, args.poll)
+            rows.append({"model": model.name, "photos": len(seconds), "median_s": statistics.median(seconds),
+                         "p95_s": p95(seconds), "median_after_settle_s": statistics.median(seconds) - args.settle,
+                         "p95_after_settle_s": p95(seconds) - args.settle})
+    print(f"{kind}; settle {args.settle:g} s, poll {args.poll:g} s; {platform.machine()}, {os.cpu_count()} CPUs, "
+          f"load {os.getloadavg()[0]:.2f}")
+    print("| model | photos | median s | p95 s | median − settle | p95 − settle |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['model']} | {r['photos']} | {r['median_s']:.2f} | {r['p95_s']:.2f} | "
+              f"{r['median_after_settle_s']:.2f} | {r['p95_after_settle_s']:.2f} |")
+    if args.json:
+        args.json.write_text(json.dumps({"images": kind, "settle_s": args.settle, "poll_s": args.poll,
+                                         "load": os.getloadavg()[0], "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""The station in a real browser (headless Chromium driven by Playwright) against the real server
+(`drtrt station` in a subprocess): a full visit as a health worker goes through it, two screens at
+once, the language switch, the print view, and a power cut mid-visit.
+
+Screenshots of each screen are written to the test's folder; with ``DRTRT_UPDATE_SCREENSHOTS=1``
+they replace ``docs/station/*.png`` (the README shows them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from station_helpers import wait_for
+
+CHROMIUM = Path("/usr/bin/chromium")
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "station"
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed (test extra)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`drtrt station` as a clinic starts it, on a free localhost port."""
+
+    def __init__(self, model: Path, data: Path, camera: Path, log: Path) -> None:
+        self.model, self.data, self.camera, self.log = model, data, camera, log
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "drtrt.cli", "station", "--model", str(self.model), "--data-dir",
+                   str(self.data), "--camera-dir", str(self.camera), "--port", str(self.port), "--poll", "0.1",
+                   "--settle", "0.3"]
+        self.process = subprocess.Popen(command, stdout=self.log.open("a"), stderr=subprocess.STDOUT)
+        wait_for(self._up, timeout=90, what=f"the station on {self.url} (log: {self.log})")
+
+    def _up(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"the station exited: {self.log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def power_cut(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+@pytest.fixture
+def server(tmp_path, tiny_onnx):
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    running = Server(tiny_onnx, tmp_path / "station", camera, tmp_path / "station.log")
+    running.start()
+    yield running
+    running.stop()
+
+
+def test_a_day_at_the_station_in_a_browser(server, fundus_photos, tmp_path):
+    shots = tmp_path / "screens"
+    shots.mkdir()
+    outside = []
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB")
+        context.on("request", lambda request: outside.append(request.url)
+                   if not request.url.startswith((server.url, "data:")) else None)
+        page = context.new_page()
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.goto(server.url + "/")
+        assert page.locator("#model-banner").is_visible()                 # not a validated model: said first
+        page.screenshot(path=str(shots / "dashboard-empty.png"))
+
+        # register the patient and start the visit
+        page.click("#nav-new")
+        page.fill("input[name=patient]", "P-0042")
+        page.fill("input[name=name]", "Ana Pérez")
+        page.fill("input[name=birth_date]", "1961-03-04")
+        page.screenshot(path=str(shots / "new-patient.png"))
+        page.click("#register button[type=submit]")
+        page.wait_for_url("**/visits/*")
+        visit_url = page.url
+        assert page.locator("#slot-right-any").get_attribute("data-state") == "missing"
+        assert "not photographed — take it" in page.locator("#slot-left-any").inner_text()
+
+        # the camera writes a blurred photo: the page says so by itself, within seconds
+        shutil.copy(fundus_photos["blurred"], server.camera / "IMG_0001.JPG")
+        page.wait_for_selector("#slot-right-any[data-state=retake]", timeout=60_000)
+        right = page.locator("#slot-right-any").inner_text()
+        assert "Blurred" in right and "refocus, hold still and retake" in right
+        page.screenshot(path=str(shots / "visit-blurred.png"), full_page=True)
+
+        # the retake replaces it in the checklist, visibly
+        shutil.copy(fundus_photos["good0"], server.camera / "IMG_0002.JPG")
+        page.wait_for_selector("#slot-right-any[data-state=graded]", timeout=60_000)
+        assert "earlier photo replaced by a retake" in page.locator("#slot-right-any").inner_text()
+        layers = page.locator("#slot-right-any img.layer")
+        assert layers.count() == 4
+        page.locator("#slot-right-any input[data-toggle=EX]").uncheck()     # lesion types toggled one by one
+        assert "off" in page.locator('#slot-right-any img.layer[data-code="EX"]').get_attribute("class")
+        assert "off" not in page.locator('#slot-right-any img.layer[data-code="HE"]').get_attribute("class")
+
+        # a second screen (the clinic's tablet) sees the same visit, live
+        tablet = context.new_page()
+        tablet.goto(visit_url)
+        shutil.copy(fundus_photos["good1"], server.camera / "IMG_0003.JPG")
+        for screen in (page, tablet):
+            screen.wait_for_selector("#slot-left-any[data-state=graded]", timeout=60_000)
+            screen.wait_for_selector("#verdict[data-complete=yes]", timeout=30_000)
+        assert page.locator("#verdict").inner_text() == tablet.locator("#verdict").inner_text()
+        page.screenshot(path=str(shots / "visit-complete.png"), full_page=True)
+        tablet.close()
+
+        # finish: the verdict and the printable report
+        page.click("#close button[type=submit]")
+        page.wait_for_url("**/report")
+        verdict = page.locator("#report-verdict").inner_text()
+        assert any(v in verdict for v in ("refer", "no referable DR", "needs a human read"))
+        page.emulate_media(media="print")
+        assert not page.locator("button[data-print]").is_visible()
+        page.screenshot(path=str(shots / "report-print.png"), full_page=True)
+        pdf = page.pdf(format="A4")
+        assert pdf.startswith(b"%PDF") and len(pdf) > 10_000
+        page.emulate_media(media="screen")
+
+        # the operator switches language at any time
+        page.goto(visit_url)
+        page.click("#lang-es")
+        page.wait_for_load_state()
+        assert "Paciente P-0042" in page.locator("h1").inner_text()
+        assert "NO APTO PARA USO CLÍNICO" in page.locator("#model-banner").inner_text()
+        page.screenshot(path=str(shots / "visit-spanish.png"), full_page=True)
+        page.click("#lang-en")
+
+        # a second patient, and a power cut in the middle of the visit
+        page.goto(server.url + "/patients/new")
+        page.fill("input[name=patient]", "P-0043")
+        page.click("#register button[type=submit]")
+        page.wait_for_url("**/visits/*")
+        second = page.url
+        shutil.copy(fundus_photos["good2"], server.camera / "IMG_0004.JPG")
+        page.wait_for_selector("#slot-right-any[data-state=graded]", timeout=60_000)
+        before = page.locator("#visit-panel").inner_text()
+        assert errors == []                  # no script error, no missing file, until the power goes
+        server.power_cut()
+        server.start()
+        page.goto(second)
+        assert page.locator("#visit-panel").inner_text() == before          # exactly what was saved
+        page.goto(server.url + "/")
+        assert "P-0042" in page.locator("#visits").inner_text() and "P-0043" in page.locator("#visits").inner_text()
+        assert page.locator("#fig-done").inner_text() == "1"
+        assert page.locator("#fig-ungradable").inner_text() == "25%"     # 1 of the day's 4 photos was refused
+        page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
+        browser.close()
+    assert outside == []                          # every script, style and picture came from the station
+    if os.environ.get("DRTRT_UPDATE_SCREENSHOTS") == "1":
+        DOCS.mkdir(parents=True, exist_ok=True)
+        for shot in shots.glob("*.png"):
+            shutil.copy(shot, DOCS / shot.name)
+
