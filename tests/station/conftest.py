@@ -13,7 +13,7 @@ pytest.importorskip("starlette", reason="the station needs the station extra (pi
 
 @pytest.fixture(scope="session")
 def fundus_photos(photo_root, tmp_path_factory) -> dict[str, Path]:
-    """Four gradable photos and a blurred copy of the first (the gate refuses it as blurred)."""
+    """Four gradable photos (right eyes), a blurred copy of the first (the gate refuses it as blurred), a left eye."""
     found = sorted(photo_root.rglob("*.jpg"))[:4]
     out = tmp_path_factory.mktemp("fundus")
     photos = {f"good{i}": p for i, p in enumerate(found)}
@@ -21,4 +21,7 @@ def fundus_photos(photo_root, tmp_path_factory) -> dict[str, Path]:
     blurred = out / "blurred.jpg"
     cv2.imwrite(str(blurred), cv2.GaussianBlur(picture, (0, 0), 6))
     photos["blurred"] = blurred
+    left = out / "left.jpg"                      # the synthetic set draws right eyes (disc on the right): mirrored
+    cv2.imwrite(str(left), cv2.flip(cv2.imread(str(found[1])), 1))
+    photos["left"] = left
     return photos

@@ -78,11 +78,13 @@ def test_a_visit_from_camera_to_report(station, fundus_photos):
         assert layer.status_code == 200 and layer.content.startswith(b"\x89PNG")
     assert client.get(f"/api/visits/{visit_id}").json()["verdict"] == INCOMPLETE
 
-    with open(fundus_photos["good1"], "rb") as handle:                         # the left eye, uploaded
+    with open(fundus_photos["good1"], "rb") as handle:                 # a right eye uploaded as the left one
         response = client.post(f"/visits/{visit_id}/upload", data={"csrf": token},
                                files={"photo": ("left.jpg", handle, "image/jpeg")}, follow_redirects=False)
     assert response.status_code == 303 and "error" not in response.headers["location"]
     wait_for(lambda: client.get(f"/api/visits/{visit_id}").json()["complete"], what="the left eye")
+    assert any("eye mismatch" in w for w in _state(client, visit_id, "left/any")["warnings"])
+    assert "eye mismatch" in client.get(f"/visits/{visit_id}/panel").text
     state = client.get(f"/api/visits/{visit_id}").json()
     assert state["verdict"] in (REFER, RESCREEN, "needs a human read — the grade and the lesion map disagree")
     version = client.get("/api/version").json()["version"]

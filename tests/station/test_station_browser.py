@@ -129,11 +129,12 @@ def test_a_day_at_the_station_in_a_browser(server, fundus_photos, tmp_path):
         # a second screen (the clinic's tablet) sees the same visit, live
         tablet = context.new_page()
         tablet.goto(visit_url)
-        shutil.copy(fundus_photos["good1"], server.camera / "IMG_0003.JPG")
+        shutil.copy(fundus_photos["left"], server.camera / "IMG_0003.JPG")
         for screen in (page, tablet):
             screen.wait_for_selector("#slot-left-any[data-state=graded]", timeout=60_000)
             screen.wait_for_selector("#verdict[data-complete=yes]", timeout=30_000)
         assert page.locator("#verdict").inner_text() == tablet.locator("#verdict").inner_text()
+        assert "eye mismatch" not in page.locator("#visit-panel").inner_text()
         page.screenshot(path=str(shots / "visit-complete.png"), full_page=True)
         tablet.close()
 
