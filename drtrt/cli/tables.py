@@ -27,8 +27,10 @@ def display_names(paths: Sequence[str]) -> list[str]:
     return [os.path.relpath(p, root) if n in clashing and root else n for p, n in zip(paths, names)]
 
 
-def results_table(rows, task: TaskSpec, clinical: str = "Not for clinical use: demo model."):
-    """One line per image, then one per patient when patient IDs were given."""
+def results_table(rows, task: TaskSpec, clinical: str = "Not for clinical use: demo model.", pathway=None):
+    """One line per image, then one per patient when patient IDs were given (worded by ``pathway``)."""
+    from drtrt.runtime.pathways import ICDR
+
     from drtrt.runtime.patients import patient_verdicts
     from drtrt.runtime.report import gradable_share
 
@@ -50,15 +52,15 @@ def results_table(rows, task: TaskSpec, clinical: str = "Not for clinical use: d
     graded, judged = gradable_share(rows)
     table.caption = (f"{graded} of {judged} images gradable. Lesion cells: % of field of view (number of lesions). "
                      f"{clinical}")
-    verdicts = patient_verdicts(rows)
+    verdicts = patient_verdicts(rows, pathway or ICDR)
     if not verdicts:
         return table
     patients = Table(title="patients")
     for col in ("patient", "verdict", "right eye", "left eye", "note"):
         patients.add_column(col)
     for v in verdicts:
-        eyes = (v.eyes[e].verdict if e in v.eyes else "" for e in ("right", "left"))
-        patients.add_row(escape(v.patient), f"[bold]{v.verdict}[/]", *eyes, v.note)
+        eyes = (escape(v.eyes[e].words) if e in v.eyes else "" for e in ("right", "left"))
+        patients.add_row(escape(v.patient), f"[bold]{escape(v.words)}[/]", *eyes, v.note)
     return Group(table, patients)
 
 

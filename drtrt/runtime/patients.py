@@ -1,14 +1,18 @@
 """Patients and eyes: who each image belongs to, and the verdicts screeners report.
 
-Per eye, from its images: **refer** when any gradable image shows referable DR (grade ≥ 2);
-otherwise **needs a human read** when a gradable image's grade and lesion map contradict each
-other (:func:`heads_disagree`); otherwise **no referable DR — rescreen in 12 months** when at
-least one image was gradable; otherwise **ungradable — retake or refer**; an eye with no photo
-at all is **not photographed — take it** (never "ungradable": nothing was judged). Per patient,
-the first that applies: refer if either eye is referable; a human read; ungradable; **incomplete**
-when an eye is still to be photographed (when eyes are recorded); otherwise no referable DR.
-This mirrors how deployed DR screeners (for example IDx-DR's "more than mild DR / negative /
-insufficient quality") report one outcome per visit.
+Per eye, from its images, under a referral pathway (:mod:`drtrt.runtime.pathways`; ICDR by
+default): **refer urgently** / **refer** when the worst gradable grade's action says so (ICDR:
+grade 3–4 / grade 2); otherwise **needs a human read** when a gradable image's grade and lesion map
+contradict each other (:func:`heads_disagree`); otherwise **rescreen** (ICDR: "no referable DR —
+rescreen in 12 months") when at least one image was gradable; otherwise **ungradable — retake or
+refer**; an eye with no photo at all is **not photographed — take it** (never "ungradable":
+nothing was judged). Per patient, the first that applies: refer urgently, refer, a human read,
+ungradable, **incomplete** when an eye is still to be photographed (when eyes are recorded),
+rescreen. This mirrors how deployed DR screeners (for example IDx-DR's "more than mild DR /
+negative / insufficient quality") report one outcome per visit.
+
+``verdict`` is the outcome (one of :data:`VERDICTS`, stable whatever the pathway: code compares
+it); ``words`` is what the pathway calls it for this eye or patient (reports show those).
 """
 
 from __future__ import annotations
@@ -23,15 +27,20 @@ from pathlib import Path
 
 from drtrt.errors import ConfigError, DataError
 from drtrt.runtime.consistency import heads_disagree
+from drtrt.runtime.pathways import ICDR, Pathway
 from drtrt.runtime.store import SessionRow
 
+REFER_URGENT = "refer urgently"
 REFER = "refer"
 RESCREEN = "no referable DR — rescreen in 12 months"
 UNGRADABLE = "ungradable — retake or refer"
 HUMAN_READ = "needs a human read — the grade and the lesion map disagree"
 NOT_PHOTOGRAPHED = "not photographed — take it"
 INCOMPLETE = "incomplete — photograph the missing eye"
-VERDICTS = (REFER, HUMAN_READ, UNGRADABLE, INCOMPLETE, RESCREEN)    # a patient's, most urgent first
+VERDICTS = (REFER_URGENT, REFER, HUMAN_READ, UNGRADABLE, INCOMPLETE, RESCREEN)   # a patient's, most urgent first
+_ACTION_VERDICT = {"refer_urgent": REFER_URGENT, "refer": REFER, "rescreen": RESCREEN}
+_OUTCOME_KEY = {UNGRADABLE: "ungradable", HUMAN_READ: "human_read", NOT_PHOTOGRAPHED: "not_photographed",
+                INCOMPLETE: "incomplete"}
 EYES = ("right", "left")                       # right first: clinical convention (OD, then OS)
 _EYE_ALIASES = {"left": "left", "l": "left", "os": "left", "right": "right", "r": "right", "od": "right"}
 MAX_PATIENT_ID = 64
@@ -112,9 +121,14 @@ def read_patient_list(path: str | Path) -> dict[Path, Assignment]:
 @dataclass
 class EyeVerdict:
     eye: str                                   # right | left | unspecified
-    verdict: str
+    verdict: str                               # one of VERDICTS
     grade: int | None                          # worst grade among gradable images
     images: list[SessionRow] = field(default_factory=list)
+    words: str = ""                            # the pathway's words for it (default: the verdict)
+    recall_months: int | None = None           # rescreen: when
+
+    def __post_init__(self) -> None:
+        self.words = self.words or self.verdict
 
     @property
     def gradable(self) -> int:
@@ -124,18 +138,31 @@ class EyeVerdict:
 @dataclass
 class PatientVerdict:
     patient: str
-    verdict: str
+    verdict: str                               # one of VERDICTS
     eyes: dict[str, EyeVerdict]
     note: str = ""
+    words: str = ""
+    recall_months: int | None = None
+
+    def __post_init__(self) -> None:
+        self.words = self.words or self.verdict
 
 
-def eye_verdict(eye: str, rows: list[SessionRow]) -> EyeVerdict:
+def eye_verdict(eye: str, rows: list[SessionRow], pathway: Pathway = ICDR) -> EyeVerdict:
     """The verdict of one eye from its rows (duplicates do not count: their original does)."""
     graded = [r for r in rows if r.status == "graded" and r.record.get("grade") is not None]   # lesion-only models
     grade = max((r.record["grade"] for r in graded), default=None)                           # give no grade
+    rule = None
+    if grade is not None:
+        try:
+            rule = pathway.rule(grade)
+        except ConfigError:     # a model with more grades than the pathway: its own referable flag decides
+            rule = None
     if not rows:
         verdict = NOT_PHOTOGRAPHED
-    elif any(r.record.get("referable") for r in graded):
+    elif rule is not None and rule.action != "rescreen":
+        verdict = _ACTION_VERDICT[rule.action]
+    elif rule is None and any(r.record.get("referable") for r in graded):
         verdict = REFER
     elif any(heads_disagree(r.record) for r in rows if r.status == "graded"):
         verdict = HUMAN_READ
@@ -143,10 +170,13 @@ def eye_verdict(eye: str, rows: list[SessionRow]) -> EyeVerdict:
         verdict = RESCREEN
     else:
         verdict = UNGRADABLE
-    return EyeVerdict(eye, verdict, grade, rows)
+    if verdict in _OUTCOME_KEY:
+        return EyeVerdict(eye, verdict, grade, rows, pathway.outcome_words(_OUTCOME_KEY[verdict]))
+    words = rule.words if rule is not None else verdict
+    return EyeVerdict(eye, verdict, grade, rows, words, rule.recall_months if rule is not None else None)
 
 
-def patient_verdicts(rows: Iterable[SessionRow]) -> list[PatientVerdict]:
+def patient_verdicts(rows: Iterable[SessionRow], pathway: Pathway = ICDR) -> list[PatientVerdict]:
     """One verdict per patient (in order of first appearance); rows without a patient are skipped."""
     by_patient: dict[str, list[SessionRow]] = {}
     for row in rows:
@@ -157,25 +187,31 @@ def patient_verdicts(rows: Iterable[SessionRow]) -> list[PatientVerdict]:
         groups: dict[str, list[SessionRow]] = {}
         for row in items:
             groups.setdefault(row.eye or "unspecified", []).append(row)
-        eyes = {eye: eye_verdict(eye, groups[eye]) for eye in (*EYES, "unspecified") if eye in groups}
+        eyes = {eye: eye_verdict(eye, groups[eye], pathway) for eye in (*EYES, "unspecified") if eye in groups}
         note = ""
         if any(e in groups for e in EYES):
             for eye in EYES:
                 if eye not in eyes:
-                    eyes[eye] = eye_verdict(eye, [])
+                    eyes[eye] = eye_verdict(eye, [], pathway)
                     note = f"{eye} eye not photographed"
-        verdicts.append(PatientVerdict(patient, combine(e.verdict for e in eyes.values()),
-                                       dict(sorted(eyes.items(), key=_eye_order)), note))
+        verdict, words, recall = combine(list(eyes.values()), pathway)
+        verdicts.append(PatientVerdict(patient, verdict, dict(sorted(eyes.items(), key=_eye_order)), note,
+                                       words, recall))
     return verdicts
 
 
-def combine(eye_verdicts: Iterable[str]) -> str:
-    """The patient's verdict from the eyes' (see the module docstring for the order)."""
-    found = set(eye_verdicts)
-    for verdict in (REFER, HUMAN_READ, UNGRADABLE):
+def combine(eyes: list[EyeVerdict], pathway: Pathway = ICDR) -> tuple[str, str, int | None]:
+    """The patient's (verdict, words, recall months) from the eyes' (the module docstring gives the
+    order); for a referral or a rescreen, the words of the eye with the worst grade."""
+    found = {e.verdict for e in eyes}
+    for verdict in (REFER_URGENT, REFER, HUMAN_READ, UNGRADABLE, INCOMPLETE, RESCREEN):
+        if verdict == INCOMPLETE and NOT_PHOTOGRAPHED in found:
+            return INCOMPLETE, pathway.outcome_words("incomplete"), None
         if verdict in found:
-            return verdict
-    return INCOMPLETE if NOT_PHOTOGRAPHED in found else RESCREEN
+            worst = max((e for e in eyes if e.verdict == verdict), key=lambda e: -1 if e.grade is None else e.grade)
+            recall = min((e.recall_months for e in eyes if e.recall_months), default=None)
+            return verdict, worst.words, recall if verdict == RESCREEN else None
+    return INCOMPLETE, pathway.outcome_words("incomplete"), None         # no eye judged yet
 
 
 def _eye_order(item: tuple[str, EyeVerdict]) -> int:

@@ -20,14 +20,16 @@ import cv2
 
 from drtrt import __version__
 from drtrt.fileio import atomic_write
-from drtrt.runtime.patients import HUMAN_READ, INCOMPLETE, NOT_PHOTOGRAPHED, REFER, RESCREEN, UNGRADABLE, VERDICTS, \
-    EyeVerdict, PatientVerdict, patient_verdicts, safe_patient_id
+from drtrt.runtime.pathways import stored_pathway
+from drtrt.runtime.patients import (HUMAN_READ, INCOMPLETE, NOT_PHOTOGRAPHED, REFER, REFER_URGENT, RESCREEN,
+                                    UNGRADABLE, VERDICTS, EyeVerdict, PatientVerdict, patient_verdicts,
+                                    safe_patient_id)
 from drtrt.runtime.postprocess import LESION_COLOURS
 from drtrt.runtime.store import SessionRow, now
 from drtrt.task import TaskSpec
 
-_VERDICT_CLASS = {REFER: "refer", RESCREEN: "ok", UNGRADABLE: "retake", HUMAN_READ: "refer", NOT_PHOTOGRAPHED: "retake",
-                  INCOMPLETE: "retake"}
+_VERDICT_CLASS = {REFER_URGENT: "refer", REFER: "refer", RESCREEN: "ok", UNGRADABLE: "retake", HUMAN_READ: "refer",
+                  NOT_PHOTOGRAPHED: "retake", INCOMPLETE: "retake"}
 _EYE_TITLES = {"right": "Right eye (OD)", "left": "Left eye (OS)", "unspecified": "Eye not recorded"}
 _CSS = """
 @page { size: A4; margin: 12mm; }
@@ -41,12 +43,13 @@ h1 { font-size: 15pt; margin: 0 0 2mm; } h2 { font-size: 12pt; margin: 0 0 2mm; 
 .eyes { display: flex; gap: 4mm; } .eye { flex: 1 1 0; min-width: 0; break-inside: avoid; }
 .eye .verdict { font-size: 10.5pt; margin: 1mm 0 2mm; padding: 1.5mm 2mm; }
 figure { margin: 0 0 2mm; break-inside: avoid; }
-figure img { display: block; max-width: 100%; max-height: 72mm; margin: 0 auto; border: 1px solid #999; }
+figure img { display: block; max-width: 100%; max-height: 62mm; margin: 0 auto; border: 1px solid #999; }
 figcaption { font-size: 8.5pt; color: #333; }
 table { border-collapse: collapse; width: 100%; font-size: 8.5pt; margin-bottom: 2mm; }
 th, td { border: 1px solid #bbb; padding: 0.6mm 1.2mm; text-align: left; } th { background: #f0f0f0; }
 td.n { text-align: right; }
-.banner { background: #b71c1c; color: #fff; font-weight: bold; padding: 2mm 3mm; margin: 0 0 3mm; border-radius: 1mm; }
+.banner { background: #b71c1c; color: #fff; font-weight: bold; font-size: 9.5pt; padding: 1.5mm 3mm; margin: 0 0 2mm;
+  border-radius: 1mm; }
 .foot { font-size: 8pt; color: #555; margin-top: 3mm; border-top: 1px solid #ccc; }
 .totals td { font-size: 10pt; } .warn { color: #b71c1c; }
 
@@ -59,7 +62,7 @@ def write_session_reports(out: Path, rows: list[SessionRow], meta: dict[str, str
                           patients: Iterable[str] | None = None) -> dict[str, Path]:
     """Write results.jsonl, summary.csv, patients.csv, summary.html and reports/patient-*.html;
     grades and lesions are named as ``task`` (the session's model) names them."""
-    verdicts = patient_verdicts(rows)
+    verdicts = patient_verdicts(rows, stored_pathway(meta))
     wanted = set(patients) if patients is not None else {v.patient for v in verdicts}
     written = {"results.jsonl": out / "results.jsonl", "summary.csv": out / "summary.csv",
                "patients.csv": out / "patients.csv", "summary.html": out / "summary.html"}
@@ -83,8 +86,8 @@ def gradable_share(rows: list[SessionRow]) -> tuple[int, int]:
 
 def summary_csv(rows: list[SessionRow], verdicts: list[PatientVerdict], task: TaskSpec) -> str:
     """One row per file: where it belongs, status, grade, probabilities, lesions, its eye's and patient's verdict."""
-    eye_of = {(v.patient, e.eye): e.verdict for v in verdicts for e in v.eyes.values()}
-    patient_of = {v.patient: v.verdict for v in verdicts}
+    eye_of = {(v.patient, e.eye): e.words for v in verdicts for e in v.eyes.values()}
+    patient_of = {v.patient: v.words for v in verdicts}
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["file", "path", "sha256", "patient", "eye", "status", "reason", "code", "grade", "grade_name",
@@ -109,11 +112,13 @@ def summary_csv(rows: list[SessionRow], verdicts: list[PatientVerdict], task: Ta
 def patients_csv(verdicts: list[PatientVerdict]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["patient", "verdict", "right_eye", "left_eye", "other_images", "note", "report"])
+    writer.writerow(["patient", "verdict", "right_eye", "left_eye", "other_images", "note", "report", "outcome",
+                     "recall_months"])
     for v in verdicts:
-        eye = {k: e.verdict for k, e in v.eyes.items()}
-        writer.writerow([v.patient, v.verdict, eye.get("right", ""), eye.get("left", ""), eye.get("unspecified", ""),
-                         v.note, f"reports/patient-{safe_patient_id(v.patient)}.html"])
+        eye = {k: e.words for k, e in v.eyes.items()}
+        writer.writerow([v.patient, v.words, eye.get("right", ""), eye.get("left", ""), eye.get("unspecified", ""),
+                         v.note, f"reports/patient-{safe_patient_id(v.patient)}.html", v.verdict,
+                         _blank(v.recall_months)])
     return buffer.getvalue()
 
 
@@ -193,7 +198,7 @@ def _eye_block(eye: EyeVerdict, out: Path, task: TaskSpec) -> str:
     grade = "" if eye.grade is None else f" · worst grade {eye.grade} ({_esc(task.grade_names[eye.grade])})"
     figures = "".join(_figure(r, out, task) for r in eye.images) or "<p>No photo of this eye yet.</p>"
     return (f'<section class="eye"><h2>{_EYE_TITLES[eye.eye]}</h2>'
-            f'<div class="verdict {_VERDICT_CLASS[eye.verdict]}">{_esc(eye.verdict)}</div>'
+            f'<div class="verdict {_VERDICT_CLASS[eye.verdict]}">{_esc(eye.words)}</div>'
             f'<div class="meta">{len(eye.images)} image(s), {eye.gradable} gradable{grade}</div>{figures}</section>')
 
 
@@ -215,7 +220,7 @@ def patient_html(verdict: PatientVerdict, meta: dict[str, str], out: Path, task:
     body = (f"{_banner(meta)}<h1>Diabetic retinopathy screening</h1>"
             f'<div class="meta">Patient <b>{_esc(verdict.patient)}</b> · screened {_esc(_when(seen))} · '
             f"session {_esc(out.resolve().name)}</div>"
-            f'<div class="verdict {_VERDICT_CLASS[verdict.verdict]}">{_esc(verdict.verdict)}{note}</div>{_legend(task)}'
+            f'<div class="verdict {_VERDICT_CLASS[verdict.verdict]}">{_esc(verdict.words)}{note}</div>{_legend(task)}'
             f'<div class="eyes">{"".join(_eye_block(e, out, task) for e in verdict.eyes.values())}</div>'
             f"{_footer(meta, task)}")
     return _page(f"DR screening — patient {verdict.patient}", body)
@@ -235,14 +240,15 @@ def summary_html(rows: list[SessionRow], verdicts: list[PatientVerdict], meta: d
                         for k, v in by_verdict.items()) + "</table>")
     patients = "".join(
         f'<tr><td><a href="reports/patient-{_esc(safe_patient_id(v.patient))}.html">{_esc(v.patient)}</a></td>'
-        f'<td class="{_VERDICT_CLASS[v.verdict]}">{_esc(v.verdict)}</td>'
-        + "".join(f"<td>{_esc(v.eyes[e].verdict) if e in v.eyes else ''}</td>" for e in ("right", "left"))
+        f'<td class="{_VERDICT_CLASS[v.verdict]}">{_esc(v.words)}</td>'
+        + "".join(f"<td>{_esc(v.eyes[e].words) if e in v.eyes else ''}</td>" for e in ("right", "left"))
         + f"<td>{_esc(v.note)}</td></tr>" for v in verdicts)
     files = "".join(
         f"<tr><td>{_esc(r.name)}</td><td>{_esc(r.patient)}</td><td>{_esc(r.eye)}</td><td>{_esc(r.status)}</td>"
         f"<td>{_esc(_grade_text(r))}</td><td>{_esc('; '.join(filter(None, [r.reason, *r.warnings])))}</td></tr>"
         for r in rows)
-    body = (f"{_banner(meta)}<h1>Screening session summary</h1><div class=\"meta\">{len(rows)} file(s) · written {now()}</div>"
+    body = (f"{_banner(meta)}<h1>Screening session summary</h1>"
+            f"<div class=\"meta\">{len(rows)} file(s) · written {now()}</div>"
             f"{totals}<h2>Patients</h2><table><tr><th>patient</th><th>verdict</th><th>right eye</th>"
             f"<th>left eye</th><th>note</th></tr>{patients or '<tr><td colspan=5>no patient IDs given</td></tr>'}"
             f"</table><h2>Images</h2><table><tr><th>file</th><th>patient</th><th>eye</th><th>status</th>"

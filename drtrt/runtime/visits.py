@@ -20,8 +20,9 @@ import json
 from dataclasses import dataclass, field
 
 from drtrt.errors import ConfigError
-from drtrt.runtime.patients import EYES, MAX_PATIENT_ID, NOT_PHOTOGRAPHED, REFER, EyeVerdict, combine, eye_verdict, \
-    validate_patient_id
+from drtrt.runtime.pathways import stored_pathway
+from drtrt.runtime.patients import EYES, MAX_PATIENT_ID, NOT_PHOTOGRAPHED, REFER, REFER_URGENT, EyeVerdict, combine, \
+    eye_verdict, validate_patient_id
 from drtrt.runtime.store import SessionRow, SessionStore, now
 
 _SCHEMA = """
@@ -100,9 +101,11 @@ class Visit:
     closed: str | None
     slots: list[Slot]
     eyes: dict[str, EyeVerdict]
-    verdict: str                               # the patient's verdict from the photos so far
+    verdict: str                               # the patient's verdict from the photos so far (patients.VERDICTS)
     closed_verdict: str | None                 # what it closed with
     target: str | None                         # the slot the next photo fills (None: all filled)
+    words: str = ""                            # the verdict in the pathway's words
+    closed_words: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -191,7 +194,8 @@ class VisitBook:
         visit = self.visit(visit_id)
         if visit.closed is None:
             with self.store.transaction():
-                self.store.execute("UPDATE visits SET closed=?, verdict=? WHERE id=?", (now(), visit.verdict, visit_id))
+                self.store.execute("UPDATE visits SET closed=?, verdict=? WHERE id=?",
+                                   (now(), json.dumps({"verdict": visit.verdict, "words": visit.words}), visit_id))
         return self.visit(visit_id)
 
     def set_target(self, visit_id: int, slot: str | None) -> None:
@@ -258,18 +262,21 @@ class VisitBook:
         captures = self.store.execute("SELECT * FROM captures WHERE visit=? ORDER BY id DESC", (v["id"],))
         results = {r.path: r for r in self.store.rows([c["path"] for c in captures])}
         slots = [self._slot(name, [c for c in captures if c["slot"] == name], results) for name in protocol.slots]
+        pathway = stored_pathway(self.store.meta())
         eyes = {}
         for eye in EYES:
             current = [s.row for s in slots if s.eye == eye and s.row is not None]
             filled = [s for s in slots if s.eye == eye and s.state != "missing"]
-            eyes[eye] = eye_verdict(eye, current) if current else (
-                EyeVerdict(eye, SCREENING, None, []) if filled else eye_verdict(eye, []))
-        verdict = combine(e.verdict for e in eyes.values() if e.verdict != SCREENING)
-        if any(s.state == "screening" for s in slots) and verdict != REFER:
-            verdict = SCREENING
+            eyes[eye] = eye_verdict(eye, current, pathway) if current else (
+                EyeVerdict(eye, SCREENING, None, []) if filled else eye_verdict(eye, [], pathway))
+        verdict, words, _ = combine([e for e in eyes.values() if e.verdict != SCREENING], pathway)
+        if any(s.state == "screening" for s in slots) and verdict not in (REFER, REFER_URGENT):
+            verdict = words = SCREENING
         target = v["target"] or next((s.name for s in slots if s.state in ("missing", "retake")), None)
+        closed = json.loads(v["verdict"]) if v["verdict"] and v["verdict"].startswith("{") else \
+            {"verdict": v["verdict"], "words": v["verdict"]}
         return Visit(v["id"], self.patient(v["patient"]), protocol, v["opened"], v["closed"], slots, eyes, verdict,
-                     v["verdict"], None if v["closed"] else target)
+                     closed["verdict"], None if v["closed"] else target, words, closed["words"])
 
     @staticmethod
     def _slot(name: str, captures: list, results: dict[str, SessionRow]) -> Slot:

@@ -36,7 +36,7 @@ from starlette.staticfiles import StaticFiles
 from drtrt import __version__
 from drtrt.errors import ConfigError
 from drtrt.fileio import atomic_write
-from drtrt.runtime.patients import HUMAN_READ, REFER, UNGRADABLE
+from drtrt.runtime.patients import HUMAN_READ, REFER, REFER_URGENT, UNGRADABLE
 from drtrt.runtime.postprocess import LESION_COLOURS
 from drtrt.runtime.quality import ADVICE
 from drtrt.runtime.report import model_banner
@@ -346,7 +346,7 @@ def _day(worker: StationWorker) -> dict:
     closed = [v for v in visits if v.closed]
     return {"visits": visits, "figures": {
         "visits": len(visits), "done": len(closed), "waiting": sum(v.waiting for v in visits),
-        "referred": sum((v.closed_verdict or "") in (REFER, HUMAN_READ) for v in closed),
+        "referred": sum((v.closed_verdict or "") in (REFER_URGENT, REFER, HUMAN_READ) for v in closed),
         "ungradable_visits": sum((v.closed_verdict or "") == UNGRADABLE for v in closed),
         "ungradable_rate": (100.0 * refused / len(judged)) if judged else None, "photos": len(judged)}}
 

@@ -11,7 +11,8 @@ import pytest
 
 from drtrt.errors import ConfigError, DataError
 from drtrt.runtime.consistency import heads_disagree
-from drtrt.runtime.patients import (HUMAN_READ, INCOMPLETE, NOT_PHOTOGRAPHED, REFER, RESCREEN, UNGRADABLE, Assignment,
+from drtrt.runtime.patients import (HUMAN_READ, INCOMPLETE, NOT_PHOTOGRAPHED, REFER, REFER_URGENT, RESCREEN, UNGRADABLE,
+                                    Assignment,
                                     normalise_eye, patient_verdicts, read_patient_list, safe_patient_id,
                                     validate_patient_id)
 from drtrt.task import TaskSpec
@@ -36,11 +37,12 @@ def row(patient, eye, status, grade=None, name="x.jpg", lesions=None) -> Session
     # a retake of the left eye that worked makes the eye gradable
     ([row("P", "right", "graded", 0), row("P", "left", "ungradable"), row("P", "left", "graded", 1)], RESCREEN,
      {"right": RESCREEN, "left": RESCREEN}),
-    ([row("P", "right", "graded", 4), row("P", "right", "graded", 0), row("P", "left", "error")], REFER,
-     {"right": REFER, "left": UNGRADABLE}),
+    ([row("P", "right", "graded", 4), row("P", "right", "graded", 0), row("P", "left", "error")], REFER_URGENT,
+     {"right": REFER_URGENT, "left": UNGRADABLE}),
     # the right eye not photographed yet: "take it", never "ungradable"; the visit is incomplete
     ([row("P", "left", "graded", 0)], INCOMPLETE, {"right": NOT_PHOTOGRAPHED, "left": RESCREEN}),
-    ([row("P", "left", "graded", 3)], REFER, {"right": NOT_PHOTOGRAPHED, "left": REFER}),
+    ([row("P", "left", "graded", 2)], REFER, {"right": NOT_PHOTOGRAPHED, "left": REFER}),
+    ([row("P", "left", "graded", 3)], REFER_URGENT, {"right": NOT_PHOTOGRAPHED, "left": REFER_URGENT}),
     ([row("P", "left", "ungradable")], UNGRADABLE, {"right": NOT_PHOTOGRAPHED, "left": UNGRADABLE}),
     # 31 % of the field painted as soft exudate next to "no referable DR": a human reads it
     ([row("P", "right", "graded", 0, lesions={"SE": 31.0}), row("P", "left", "graded", 0)], HUMAN_READ,
@@ -49,7 +51,7 @@ def row(patient, eye, status, grade=None, name="x.jpg", lesions=None) -> Session
      {"right": HUMAN_READ, "left": RESCREEN}),
     ([row("P", "right", "graded", 1, lesions={"MA": 0.3, "HE": 0.4}), row("P", "left", "graded", 0)], RESCREEN,
      {"right": RESCREEN, "left": RESCREEN}),
-    ([row("P", "right", "graded", 3, lesions={"HE": 8.0, "EX": 4.0}), row("P", "left", "graded", 0, lesions={"SE": 9})],
+    ([row("P", "right", "graded", 2, lesions={"HE": 8.0, "EX": 4.0}), row("P", "left", "graded", 0, lesions={"SE": 9})],
      REFER, {"right": REFER, "left": HUMAN_READ}),
     ([row("P", None, "graded", 1)], RESCREEN, {"unspecified": RESCREEN}),
     ([row("P", "right", "graded", 0), row("P", "left", "duplicate")], UNGRADABLE,
@@ -66,8 +68,8 @@ def test_heads_disagree_says_why_and_warns_in_the_row():
     assert heads_disagree({"grade": 0, "referable": False, "lesions": {}}) is None
     assert "31% of the field as SE" in heads_disagree({"grade": 0, "referable": False,
                                                        "lesions": {"SE": {"area_fov_pct": 31.0}}})
-    assert "1.5% of the field" in heads_disagree({"grade": 1, "referable": False,
-                                                  "lesions": {"HE": {"area_fov_pct": 1.0}, "EX": {"area_fov_pct": 0.5}}})
+    both = {"HE": {"area_fov_pct": 1.0}, "EX": {"area_fov_pct": 0.5}}
+    assert "1.5% of the field" in heads_disagree({"grade": 1, "referable": False, "lesions": both})
     assert heads_disagree({"grade": 3, "referable": True, "lesions": {"HE": {"area_fov_pct": 20.0}}}) is None
     graded = row("P", "right", "graded", 0, lesions={"SE": 31.0})
     assert any("human must read" in w for w in graded.warnings)

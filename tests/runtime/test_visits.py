@@ -51,7 +51,7 @@ def test_a_visit_fills_its_slots_and_retakes_replace_visibly(book):
     assert [r["status"] for r in slot.replaced] == ["ungradable"]                # not silently
     assert any("macula-centred" in w for w in slot.warnings)                    # the field is checked
 
-    for name, sha, eye, grade in (("c", "c", "right", 0), ("d", "d", "left", 3), ("e", "e", "left", 1)):
+    for name, sha, eye, grade in (("c", "c", "right", 0), ("d", "d", "left", 2), ("e", "e", "left", 1)):
         book.add_capture(visit_id, f"/p/{name}.jpg", sha * 64, "upload")
         _record(book.store, f"/p/{name}.jpg", sha * 64, "graded", grade=grade, eye=eye)
     visit = book.visit(visit_id)

@@ -1,0 +1,148 @@
+"""Referral pathways: what a grade means for the patient, in the programme's own words.
+
+A pathway maps each DR grade the model gives (ICDR 0–4) to an action — ``rescreen`` (with a
+recall interval), ``refer`` or ``refer_urgent`` — and the words reports, the station, DICOM and
+FHIR outputs use; and it words the outcomes that do not come from a grade (ungradable, a human
+read, an eye not photographed, a visit incomplete). Two are built in:
+
+- ``icdr`` (default): grade 0–1 → no referable DR, rescreen in 12 months; 2 → refer; 3–4 → refer
+  urgently; ungradable → retake, then refer.
+- ``nhs``: the English NHS Diabetic Eye Screening Programme's R0/R1/R2/R3 grades, mapped from
+  ICDR conservatively — ICDR moderate NPDR spans R1 and R2, so it is R2 (referred); severe NPDR
+  is R2 (pre-proliferative) and PDR R3 (urgent). Maculopathy (M1) is not graded by the model.
+
+A pathway file (YAML, the same shape as :meth:`Pathway.to_dict`) gives a programme its own. The
+session keeps the pathway it was screened under (store meta ``pathway``), so its reports keep the
+same words whoever writes them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from drtrt.errors import ConfigError
+
+ACTIONS = ("rescreen", "refer", "refer_urgent")
+OUTCOME_KEYS = ("ungradable", "human_read", "not_photographed", "incomplete")
+
+
+@dataclass(frozen=True)
+class GradeRule:
+    grade: int
+    action: str                       # rescreen | refer | refer_urgent
+    words: str
+    recall_months: int | None = None  # rescreen only
+
+
+@dataclass(frozen=True)
+class Pathway:
+    name: str
+    grades: tuple[GradeRule, ...]
+    words: tuple[tuple[str, str], ...]     # OUTCOME_KEYS → words
+
+    def rule(self, grade: int) -> GradeRule:
+        for rule in self.grades:
+            if rule.grade == grade:
+                return rule
+        raise ConfigError(f"pathway {self.name} says nothing about grade {grade}")
+
+    def outcome_words(self, key: str) -> str:
+        return dict(self.words)[key]
+
+    def all_words(self) -> list[str]:
+        """Every phrase this pathway can show (for translation catalogs)."""
+        return [rule.words for rule in self.grades] + [words for _, words in self.words]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name,
+                "grades": [{k: v for k, v in vars(rule).items() if v is not None} for rule in self.grades],
+                "outcomes": dict(self.words)}
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "pathway") -> Pathway:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: a pathway is a mapping with name, grades and outcomes")
+        try:
+            name = str(data["name"])
+            rules = []
+            for item in data["grades"]:
+                action = str(item["action"])
+                if action not in ACTIONS:
+                    raise ConfigError(f"{source}: action {action!r} is not one of {', '.join(ACTIONS)}")
+                recall = item.get("recall_months")
+                if action == "rescreen" and not (isinstance(recall, int) and 1 <= recall <= 120):
+                    raise ConfigError(f"{source}: grade {item['grade']} rescreens: give recall_months (1-120)")
+                rules.append(GradeRule(int(item["grade"]), action, str(item["words"]).strip(),
+                                       None if recall is None else int(recall)))
+            outcomes = data["outcomes"]
+            words = tuple((key, str(outcomes[key]).strip()) for key in OUTCOME_KEYS)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: not a pathway ({type(exc).__name__}: {exc}); see drtrt/runtime/pathways.py "
+                              "for the shape") from None
+        grades = sorted(rule.grade for rule in rules)
+        if grades != list(range(len(grades))) or not grades:
+            raise ConfigError(f"{source}: grades must be listed once each from 0 up, found {grades}")
+        if any(not rule.words for rule in rules) or any(not w for _, w in words):
+            raise ConfigError(f"{source}: every grade and outcome needs its words")
+        return cls(name, tuple(sorted(rules, key=lambda r: r.grade)), words)
+
+
+_COMMON = {"human_read": "needs a human read — the grade and the lesion map disagree",
+           "not_photographed": "not photographed — take it",
+           "incomplete": "incomplete — photograph the missing eye"}
+ICDR = Pathway.from_dict({
+    "name": "icdr",
+    "grades": [{"grade": g, "action": "rescreen", "recall_months": 12,
+                "words": "no referable DR — rescreen in 12 months"} for g in (0, 1)] + [
+               {"grade": 2, "action": "refer", "words": "refer"},
+               {"grade": 3, "action": "refer_urgent", "words": "refer urgently"},
+               {"grade": 4, "action": "refer_urgent", "words": "refer urgently"}],
+    "outcomes": {"ungradable": "ungradable — retake or refer", **_COMMON}}, "built-in icdr")
+NHS = Pathway.from_dict({
+    "name": "nhs",
+    "grades": [{"grade": 0, "action": "rescreen", "recall_months": 12,
+                "words": "R0 no retinopathy — rescreen in 12 months"},
+               {"grade": 1, "action": "rescreen", "recall_months": 12,
+                "words": "R1 background retinopathy — rescreen in 12 months"},
+               {"grade": 2, "action": "refer", "words": "R2 pre-proliferative retinopathy — refer (routine)"},
+               {"grade": 3, "action": "refer", "words": "R2 pre-proliferative retinopathy — refer (routine)"},
+               {"grade": 4, "action": "refer_urgent", "words": "R3 proliferative retinopathy — refer urgently"}],
+    "outcomes": {"ungradable": "U ungradable — retake, then refer", **_COMMON}}, "built-in nhs")
+BUILT_IN = {"icdr": ICDR, "nhs": NHS}
+
+
+def load_pathway(spec: str | Path | None) -> Pathway:
+    """``icdr`` / ``nhs`` / a YAML file; None → icdr."""
+    if spec is None:
+        return ICDR
+    if str(spec).lower() in BUILT_IN:
+        return BUILT_IN[str(spec).lower()]
+    path = Path(spec)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"pathway {spec!r} is neither {' nor '.join(BUILT_IN)} nor a readable file "
+                          f"({exc.strerror or exc})") from None
+    try:
+        import yaml
+    except ImportError:   # the file is JSON-compatible YAML more often than not
+        yaml = None
+    try:
+        data = yaml.safe_load(text) if yaml is not None else json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - yaml's and json's errors alike
+        raise ConfigError(f"pathway file {path} cannot be read: {str(exc).splitlines()[0]}") from None
+    return Pathway.from_dict(data, str(path))
+
+
+def stored_pathway(meta: dict[str, str]) -> Pathway:
+    """The pathway a session keeps in its store meta (icdr for sessions without one)."""
+    stored = meta.get("pathway")
+    return Pathway.from_dict(json.loads(stored), "the session's pathway") if stored else ICDR
+
+
+def keep_pathway(store, pathway: Pathway) -> None:
+    """Record ``pathway`` in the session store (``store``: a SessionStore), replacing the one kept."""
+    with store.transaction():
+        store.execute("INSERT OR REPLACE INTO meta VALUES ('pathway', ?)", (json.dumps(pathway.to_dict()),))

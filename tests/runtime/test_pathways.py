@@ -1,0 +1,74 @@
+"""Referral pathways: built-in ICDR and NHS wording, pathway files, and the session keeping its own."""
+
+from __future__ import annotations
+
+import pytest
+
+from drtrt.errors import ConfigError
+from drtrt.runtime.pathways import ICDR, NHS, keep_pathway, load_pathway, stored_pathway
+from drtrt.runtime.patients import INCOMPLETE, REFER, REFER_URGENT, RESCREEN, UNGRADABLE, patient_verdicts
+from drtrt.runtime.store import SessionRow, SessionStore
+
+
+def row(eye, status, grade=None):
+    record = {} if grade is None else {"grade": grade, "referable": grade >= 2, "lesions": {}}
+    return SessionRow(f"/c/{eye}{grade}.jpg", "a" * 64, "P", eye, status, None, record)
+
+
+@pytest.mark.parametrize("rows, verdict, icdr, nhs, recall", [
+    ([row("right", "graded", 0), row("left", "graded", 1)], RESCREEN, "no referable DR — rescreen in 12 months",
+     "R1 background retinopathy — rescreen in 12 months", 12),
+    ([row("right", "graded", 0), row("left", "graded", 2)], REFER, "refer",
+     "R2 pre-proliferative retinopathy — refer (routine)", None),
+    ([row("right", "graded", 3), row("left", "graded", 0)], REFER_URGENT, "refer urgently", None, None),
+    ([row("right", "graded", 4), row("left", "graded", 3)], REFER_URGENT, "refer urgently",
+     "R3 proliferative retinopathy — refer urgently", None),
+    ([row("right", "ungradable"), row("left", "graded", 0)], UNGRADABLE, "ungradable — retake or refer",
+     "U ungradable — retake, then refer", None),
+    ([row("left", "graded", 0)], INCOMPLETE, "incomplete — photograph the missing eye",
+     "incomplete — photograph the missing eye", None),
+])
+def test_one_outcome_two_vocabularies(rows, verdict, icdr, nhs, recall):
+    (under_icdr,) = patient_verdicts(rows, ICDR)
+    assert (under_icdr.verdict, under_icdr.words, under_icdr.recall_months) == (verdict, icdr, recall)
+    (under_nhs,) = patient_verdicts(rows, NHS)
+    if nhs is None:                           # NHS: severe NPDR is R2, a routine referral, not an urgent one
+        assert (under_nhs.verdict, under_nhs.words) == (REFER, "R2 pre-proliferative retinopathy — refer (routine)")
+    else:
+        assert under_nhs.words == nhs
+
+
+def test_a_pathway_file_and_the_session_keeping_it(tmp_path):
+    path = tmp_path / "clinic.yaml"
+    path.write_text("""
+name: clinic
+grades:
+  - {grade: 0, action: rescreen, recall_months: 24, words: "no DR — see you in two years"}
+  - {grade: 1, action: rescreen, recall_months: 6, words: "mild DR — back in six months"}
+  - {grade: 2, action: refer, words: "refer to the eye clinic"}
+  - {grade: 3, action: refer_urgent, words: "refer this week"}
+  - {grade: 4, action: refer_urgent, words: "refer today"}
+outcomes:
+  ungradable: "photo not usable — retake, then refer"
+  human_read: "a grader must look at this"
+  not_photographed: "take this eye"
+  incomplete: "finish the photos"
+""")
+    clinic = load_pathway(path)
+    (v,) = patient_verdicts([row("right", "graded", 0), row("left", "graded", 1)], clinic)
+    assert (v.verdict, v.words, v.recall_months) == (RESCREEN, "mild DR — back in six months", 6)
+    store = SessionStore(tmp_path / "session.db")
+    assert stored_pathway(store.meta()) == ICDR
+    keep_pathway(store, clinic)
+    assert stored_pathway(store.meta()) == clinic
+    store.close()
+    assert load_pathway("NHS") is NHS and load_pathway(None) is ICDR
+    for text, match in (("name: x\ngrades: []\noutcomes: {}\n", "not a pathway|grades"),
+                        ("name: x\ngrades:\n  - {grade: 0, action: wait, words: w}\n", "action 'wait'"),
+                        ("name: x\ngrades:\n  - {grade: 0, action: rescreen, words: w}\n", "recall_months"),
+                        ("[unclosed", "cannot be read")):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=match):
+            load_pathway(path)
+    with pytest.raises(ConfigError, match="neither icdr nor nhs"):
+        load_pathway(tmp_path / "missing.yaml")
