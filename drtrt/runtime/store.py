@@ -26,6 +26,7 @@ from pathlib import Path
 
 from drtrt.errors import ConfigError, DataError
 from drtrt.preprocess.disc import eye_mismatch
+from drtrt.runtime.consistency import heads_disagree
 from drtrt.task import TaskSpec
 
 SCHEMA_VERSION = 1
@@ -83,9 +84,11 @@ class SessionRow:
     @property
     def warnings(self) -> list[str]:
         """What the health worker must check although the photo was screened: the record's own
-        warnings, and an eye recorded (now) as the other one than the optic disc shows."""
+        warnings, an eye recorded (now) as the other one than the optic disc shows, and a grade the
+        lesion map contradicts."""
         mismatch = eye_mismatch(self.eye, (self.record.get("disc") or {}).get("eye"))
-        return [*self.record.get("warnings", []), *([mismatch] if mismatch else [])]
+        disagreement = heads_disagree(self.record) if self.status == "graded" else None
+        return [*self.record.get("warnings", []), *(w for w in (mismatch, disagreement) if w)]
 
     def to_dict(self) -> dict:
         """The screening record plus where the file belongs (a duplicate has no record of its own)."""
