@@ -192,7 +192,7 @@ def create_app(cfg: StationConfig, worker: StationWorker) -> Starlette:
                 if len(data) > cfg.max_upload_bytes:
                     raise ConfigError("the file is too large for a fundus photo")
                 if image_kind(data) is None:
-                    raise ConfigError("this file is not a photo (JPEG, PNG, TIFF or BMP)")
+                    raise ConfigError("this file is not a photo (JPEG, PNG, TIFF, BMP or DICOM)")
                 worker.take(data, visit.id, source="upload", slot=str(form.get("slot") or "") or None)
             else:
                 raise HTTPException(404)

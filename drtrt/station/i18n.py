@@ -93,6 +93,6 @@ OPERATOR_ERRORS = (
     "every photo of this visit is taken: choose the photo to retake first",
     "choose a photo to upload",
     "the file is too large for a fundus photo",
-    "this file is not a photo (JPEG, PNG, TIFF or BMP)",
+    "this file is not a photo (JPEG, PNG, TIFF, BMP or DICOM)",
 )
 """What the operator may be told after an action, by the runtime's or the app's own (English) words."""

@@ -109,5 +109,8 @@ def csrf_ok(session: dict, sent: str | None) -> bool:
 
 
 def image_kind(data: bytes) -> str | None:
-    """jpg | png | tif | bmp by the file's first bytes (never by its name), else None."""
+    """jpg | png | tif | bmp | dcm (DICOM: "DICM" at byte 128) by the file's first bytes (never by its
+    name), else None."""
+    if data[128:132] == b"DICM":
+        return "dcm"
     return next((kind for magic, kind in _MAGIC if data.startswith(magic)), None)
