@@ -17,6 +17,7 @@ by one changed pixel so no two visits share a photo), else synthetic 4288x2848 r
 from __future__ import annotations
 
 import argparse
+import hashlib
 import http.cookiejar
 import json
 import os
@@ -52,12 +53,15 @@ def photos(work: Path, count: int) -> tuple[list[Path], str]:
             rgb, _ = render_fundus(np.random.default_rng(i), IDRID_WIDTH, IDRID_HEIGHT, grade=i % 5)
             cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
             sources.append(path)
-    out = []
+    out, seen = [], set()
     for i in range(count):
         picture = cv2.imread(str(sources[i % len(sources)]))
-        picture[0, 0] = (i % 256, i // 256, 7)              # distinct bytes, same photo
+        picture[:16, :16] = 40 + 9 * i                      # distinct bytes (a corner outside the field), same photo
         path = work / f"photo_{i:03d}.jpg"
         cv2.imwrite(str(path), picture, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert digest not in seen, "two benchmark photos have the same bytes"
+        seen.add(digest)
         out.append(path)
     return out, ("real IDRiD 4288x2848" if samples.is_dir() else "synthetic 4288x2848")
 
@@ -111,6 +115,8 @@ def run(model: Path, images: list[Path], work: Path, settle: float, poll: float)
             start = time.monotonic()
             os.replace(temp, camera / f"IMG_{i:04d}.JPG")
             while True:
+                if time.monotonic() - start > 120:
+                    raise SystemExit(f"photo {i} never showed a result; see {log.name}")
                 version = json.loads(page.get(f"/api/version?since={version}"))["version"]
                 panel = page.get(f"/visits/{visit}/panel")
                 if re.search(r'id="slot-right-any" data-state="(graded|retake)"', panel):

@@ -159,13 +159,14 @@ def create_app(cfg: StationConfig, worker: StationWorker) -> Starlette:
         ctx = await context(request)
         visit = _visit(request.path_params["visit_id"])
         return render(ctx, "visit.html", visit=visit, active=worker.active_visit(), task=info.task,
-                      colours=_colours(info.task), error=request.query_params.get("error"))
+                      colours=_colours(info.task), error=request.query_params.get("error"),
+                      problems=worker.visit_notices(visit.id))
 
     async def visit_panel(request: Request) -> Response:
         ctx = await context(request)
         visit = _visit(request.path_params["visit_id"])
         return render(ctx, "_visit_panel.html", visit=visit, active=worker.active_visit(), task=info.task,
-                      colours=_colours(info.task))
+                      colours=_colours(info.task), problems=worker.visit_notices(visit.id))
 
     async def visit_action(request: Request) -> Response:
         ctx = await context(request)

@@ -60,7 +60,7 @@ class StationWorker:
         self._stop = threading.Event()
         self._changed = threading.Condition()
         self._epoch, self._count = secrets.token_hex(4), 0
-        self.notices: deque[tuple[float, str]] = deque(maxlen=20)
+        self.notices: deque[tuple[float, str, str, int | None]] = deque(maxlen=20)   # (time, file, message, visit)
         self.waiting_on_camera: list[str] = []
         self._held: list[Path] = []            # settled camera files not taken yet (no visit open)
         self.failed: str | None = None
@@ -155,21 +155,28 @@ class StationWorker:
                     continue
                 data = path.read_bytes()
             except OSError as exc:
-                self._notice(f"{path.name}: cannot read the camera's file ({exc.strerror or exc})")
+                self._notice(path.name, f"cannot read the camera's file ({exc.strerror or exc})")
                 continue
             try:
                 slot = self.take(data, visit_id, source=f"camera:{path.name}")
-                self._notice(f"{path.name} → {slot}")
-            except ConfigError as exc:
-                self._notice(f"{path.name}: {exc}")
+                self._notice(path.name, f"→ {slot}")
+            except ConfigError as exc:           # shown on the visit's page too: the operator must act
+                self._notice(path.name, str(exc), visit_id)
             self.book.mark_camera_file(path.name, stat.st_size, stat.st_mtime_ns, hashlib.sha256(data).hexdigest())
         if waiting != self.waiting_on_camera:
             self.waiting_on_camera = waiting
             self.changed()
 
-    def _notice(self, text: str) -> None:
-        self.notices.appendleft((time.time(), text))
+    def _notice(self, name: str, message: str, visit_id: int | None = None) -> None:
+        """``message``: the English text (pages translate it); ``name``: the camera's file name."""
+        self.notices.appendleft((time.time(), name, message, visit_id))
         self.changed()
+
+    def visit_notices(self, visit_id: int, within_s: float = 600.0) -> list[tuple[str, str]]:
+        """(file, message) of what went wrong with this visit's photos lately, newest first."""
+        now = time.time()
+        return [(name, message) for stamp, name, message, visit in self.notices
+                if visit == visit_id and now - stamp < within_s]
 
     # -- the loop ---------------------------------------------------------------------------------
     def _run(self) -> None:

@@ -239,5 +239,6 @@ def test_a_restart_shows_exactly_what_was_saved(station, fundus_photos, tmp_path
     assert after == before and worker2.active_visit() == visit_id
     shutil.copy(fundus_photos["good0"], camera / "1-again.jpg")           # the same file as new: not taken twice
     (camera / "1.jpg").touch()
-    wait_for(lambda: worker2.notices, what="a notice")
+    wait_for(lambda: worker2.visit_notices(visit_id), what="a notice")
     assert client2.get(f"/api/visits/{visit_id}").json()["slots"][1]["state"] == "missing"
+    assert "already in the visit" in client2.get(f"/visits/{visit_id}/panel").text      # the operator sees why
