@@ -20,7 +20,9 @@ class DataError(DrtrtError):
 
 class ImageError(DrtrtError):
     """An image file cannot be read or decoded. ``code``: file_damaged (truncated, corrupt data, not
-    an image, empty), file_unreadable (the path cannot be read) or file_too_large."""
+    an image, empty), file_unreadable (the path cannot be read), file_too_large, or for a DICOM file
+    drtrt cannot use one of dicom_needs_pydicom, dicom_no_image, dicom_transfer_syntax,
+    dicom_multiframe, dicom_bit_depth, dicom_colour (:mod:`drtrt.preprocess.dicom`)."""
 
     def __init__(self, message: str, code: str = "file_damaged") -> None:
         super().__init__(message)
@@ -51,3 +53,8 @@ class CudaError(DrtrtError):
 
 class GateError(DrtrtError):
     """A model missed an accuracy gate (reduced precision against FP32, parity, a benchmark floor)."""
+
+
+class SendError(DrtrtError):
+    """A server (PACS, FHIR) could not be reached or did not confirm what was sent to it; what it did
+    not confirm stays queued in the session's outbox for the next ``drtrt sync``."""

@@ -5,7 +5,8 @@ of view (:mod:`.fov`) → square crop around it, zero padding where it leaves th
 resize to the model side (:mod:`.geometry`) → normalise (:mod:`.pipeline`). Every parameter
 is in :class:`PreprocessSpec` (:mod:`.spec`), recorded with every model. :class:`Geometry`
 records the crop so that model-space outputs can be drawn back onto the original image.
-:mod:`.disc` finds the optic disc and the eye it implies. NumPy, OpenCV, Pillow, simplejpeg only.
+:mod:`.disc` finds the optic disc and the eye it implies. NumPy, OpenCV, Pillow, simplejpeg only;
+:mod:`.dicom` decodes DICOM photos with pydicom, imported only when a DICOM file comes.
 """
 
 from drtrt.preprocess.decode import MAX_DECODED_PIXELS, decode_image

@@ -1,4 +1,4 @@
-"""Decoding any image file into 8-bit RGB, at reduced scale when the source is much larger."""
+"""Decoding any image file (JPEG, PNG, TIFF, BMP, DICOM) into 8-bit RGB, reduced when the source is much larger."""
 
 from __future__ import annotations
 
@@ -69,9 +69,14 @@ def decode_image(source: str | os.PathLike | bytes,
     scaling, fast, low memory) and strictly: damaged data is refused, never decoded half grey.
     EXIF orientation is applied and original_size is in the rotated frame, read exactly from the
     header. Grey, alpha and 16-bit images become 8-bit RGB.
+    DICOM files ("DICM" after the preamble) are decoded by :func:`drtrt.preprocess.dicom.decode_dicom`.
     Raises ImageError (one line naming the file) for missing, non-image, truncated, damaged or oversized files.
     """
     data, name = _read(source)
+    if data[128:132] == b"DICM":
+        from drtrt.preprocess.dicom import decode_dicom
+
+        return decode_dicom(data, name, target_size)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

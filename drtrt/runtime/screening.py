@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from drtrt.errors import DataError
+from drtrt.preprocess.dicom import DICOM_SUFFIXES
 
 if TYPE_CHECKING:   # the session modules import this one
     from drtrt.runtime.patients import Assignment
@@ -17,7 +18,7 @@ if TYPE_CHECKING:   # the session modules import this one
     from drtrt.runtime.store import SessionRow
     from drtrt.task import TaskSpec
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"} | DICOM_SUFFIXES   # DICOM: .dcm, .dicom
 
 
 def _is_image(path: Path) -> bool:
@@ -39,7 +40,8 @@ def collect_images(inputs: Iterable[str | os.PathLike], recursive: bool = False)
                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
             if not found:
                 where = f"folder {path}" + (" or its subfolders" if recursive else "")
-                hint = "" if recursive or not unsearched_images([path]) else "; it has images in subfolders: add --recursive"
+                hint = ("" if recursive or not unsearched_images([path])
+                        else "; it has images in subfolders: add --recursive")
                 raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {where}{hint}")
             paths += found
         elif path.exists():
@@ -104,8 +106,8 @@ def screen_images(paths: Sequence[str | os.PathLike], model: str | os.PathLike, 
     """Screen every path into the session folder ``out`` (None: in memory, nothing written).
 
     Returns a :class:`ScreeningRun` with one :class:`~drtrt.runtime.store.SessionRow` per path, in
-    order; ``on_result`` gets each row as soon as it is settled. With ``out``: ``session.db``, ``overlays/``, ``masks/``,
-    ``thumbs/``, ``reports/``, ``results.jsonl``, ``summary.csv``/``.html``, ``patients.csv``.
+    order; ``on_result`` gets each row as soon as it is settled. With ``out``: ``session.db``, ``overlays/``,
+    ``masks/``, ``thumbs/``, ``reports/``, ``results.jsonl``, ``summary.csv``/``.html``, ``patients.csv``.
     ``cfg``: a SessionConfig; ``assignments``: resolved path → Assignment; ``default``: the
     Assignment of paths not in ``assignments``.
     """

@@ -3,9 +3,11 @@
 Polls the folder (no inotify dependency, works on any file system, including network and
 USB mounts). A file is taken once its size and modification time have not changed for
 ``settle_s`` seconds, so a half-written JPEG is never read; hidden files, editor/browser temp
-files and non-image suffixes are ignored. Everything goes through the crash-safe session
-store, so a restart (or a power cut) picks up exactly where it stopped. Ctrl-C or SIGTERM
-finishes the image in hand, writes the reports and exits cleanly.
+files and non-image suffixes are ignored, except that a file without a suffix, or with a
+numeric one (cameras name DICOM files ``IM0001`` or by their UID), is taken when it is DICOM.
+Everything goes through the crash-safe session store, so a restart (or a power cut) picks up
+exactly where it stopped. Ctrl-C or SIGTERM finishes the image in hand, writes the reports and
+exits cleanly.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drtrt.errors import ConfigError, DataError
+from drtrt.preprocess.dicom import is_dicom
 from drtrt.runtime.patients import Assignment, read_patient_list
 from drtrt.runtime.screening import IMAGE_SUFFIXES
 from drtrt.runtime.session import ScreeningSession, SessionConfig
@@ -54,6 +57,15 @@ def is_candidate(path: Path) -> bool:
     return not (suffixes & TEMP_SUFFIXES) and path.suffix.lower() in IMAGE_SUFFIXES
 
 
+def maybe_dicom(path: Path) -> bool:
+    """A name a camera gives DICOM files without ``.dcm`` (``IM0001``, ``1.2.840.….7``): taken only if
+    its content is DICOM, once it has settled."""
+    name, suffix = path.name, path.suffix
+    if name.startswith((".", "~", "#")) or name.endswith("~") or {s.lower() for s in path.suffixes} & TEMP_SUFFIXES:
+        return False
+    return suffix == "" or suffix[1:].isdigit()
+
+
 class SettleTracker:
     """Remembers each candidate's (size, mtime) and since when it has been unchanged."""
 
@@ -71,7 +83,7 @@ class SettleTracker:
             return []
         for entry in entries:
             path = Path(entry.path)
-            if not is_candidate(path):
+            if not (is_candidate(path) or maybe_dicom(path)):
                 continue
             try:
                 st = entry.stat()
@@ -86,6 +98,10 @@ class SettleTracker:
             if previous is None or previous[0] != state:
                 self._seen[path] = (state, clock)
             elif clock - previous[1] >= self.settle_s:
+                if not is_candidate(path) and not is_dicom(path):
+                    self.done[path] = state                 # no suffix and not DICOM: not an image
+                    self._seen.pop(path, None)
+                    continue
                 found.append((st.st_mtime_ns, path.name, path, state))
         for _, _, path, state in sorted(found):
             self.done[path] = state
