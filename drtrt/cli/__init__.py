@@ -10,6 +10,8 @@ from drtrt.cli import training  # noqa: F401, I001 - each module registers its c
 from drtrt.cli import models  # noqa: F401
 from drtrt.cli import screening  # noqa: F401
 from drtrt.cli import station  # noqa: F401
+from drtrt.cli import receive  # noqa: F401
+from drtrt.cli import sync  # noqa: F401
 from drtrt.cli import checks  # noqa: F401
 from drtrt.cli import demo  # noqa: F401
 from drtrt.cli.common import app

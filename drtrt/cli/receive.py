@@ -1,0 +1,33 @@
+"""``drtrt receive``: a DICOM receiver (storage SCP) the fundus camera pushes its photos to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from drtrt.cli.common import Opt, command, console
+from drtrt.cli.screening import BackendOpt, ModelOpt, ProvidersOpt
+
+
+@command()
+def receive(out: Annotated[Path, Opt("Session folder (resumed when it exists); received files go to DIR/incoming.",
+                                     "DIR", show_default=False)],
+            model: ModelOpt,
+            ae_title: Annotated[str, Opt("AE title the camera calls (its 'called AE title').", "AET")] = "DRTRT",
+            port: Annotated[int, Opt("TCP port to listen on.", "PORT")] = 11112,
+            host: Annotated[str, Opt("Address to listen on: 127.0.0.1 this machine only, 0.0.0.0 every network.",
+                                     "ADDR")] = "127.0.0.1",
+            backend: BackendOpt = "auto",
+            providers: ProvidersOpt = None) -> None:
+    """Receive photos the camera pushes over DICOM (C-STORE) and screen them; one log line per image.
+
+    Accepts Ophthalmic Photography 8-bit, VL Photographic and Secondary Capture images, uncompressed
+    or JPEG baseline; patient and eye from PatientID and ImageLaterality. Needs the integration
+    extra. Ctrl-C stops cleanly; images received and not yet screened are screened at the next start."""
+    from drtrt.integration.receive import ReceiveConfig, receive as run_receiver
+    from drtrt.runtime.session import SessionConfig
+
+    cfg = ReceiveConfig(ae_title=ae_title, host=host, port=port,
+                        session=SessionConfig(backend=backend, batch_size=1,
+                                              providers=tuple(providers.split(",")) if providers else None))
+    run_receiver(model, out, cfg, log=lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False))

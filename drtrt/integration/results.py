@@ -1,0 +1,200 @@
+"""What a session says about each patient, gathered once for every output (DICOM SR and SC, FHIR).
+
+A :class:`PatientResult` holds the patient's verdict and eyes (:func:`patient_verdicts`), each
+image's outcome with the picture to send (the overlay PNG of a graded photo, the thumbnail of an
+ungradable one), the study the outputs belong to, and the model's identity. Rows without a patient
+and duplicates (their original counts) are left out: nothing can be filed without a patient.
+
+The study: when the photos came in as DICOM, the screening record holds a ``dicom`` dict (the camera's
+study, series and instance UIDs, patient ID and name, laterality …) and the outputs join the camera's
+study (its StudyInstanceUID, patient ID and name); otherwise the study UID is derived from the
+session and the patient (:mod:`.uids`), the same on every run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from drtrt import __version__
+from drtrt.fileio import sha256_file
+from drtrt.runtime.patients import PatientVerdict, patient_verdicts
+from drtrt.runtime.report import model_banner
+from drtrt.runtime.store import SessionRow, SessionStore
+from drtrt.task import TaskSpec
+from drtrt.integration.uids import derive_uid, fhir_id, session_id
+
+# Keys read from a record's ``dicom`` dict, each under the first of its spellings found: snake_case as
+# drtrt's DICOM intake writes them (drtrt.preprocess.dicom.DicomInfo), or the DICOM keyword.
+_DICOM_KEYS = {
+    "study_uid": ("StudyInstanceUID", "study_instance_uid", "study_uid"),
+    "series_uid": ("SeriesInstanceUID", "series_instance_uid", "series_uid"),
+    "sop_uid": ("SOPInstanceUID", "sop_instance_uid", "sop_uid"),
+    "sop_class_uid": ("SOPClassUID", "sop_class_uid"),
+    "patient_id": ("PatientID", "patient_id"),
+    "patient_name": ("PatientName", "patient_name"),
+    "patient_birth_date": ("PatientBirthDate", "patient_birth_date", "birth_date"),
+    "patient_sex": ("PatientSex", "patient_sex", "sex"),
+    "accession_number": ("AccessionNumber", "accession_number"),
+    "study_id": ("StudyID", "study_id"),
+    "study_date": ("StudyDate", "study_date"),
+    "study_time": ("StudyTime", "study_time"),
+    "referring_physician_name": ("ReferringPhysicianName", "referring_physician_name"),
+    "eye": ("eye",),                                      # right | left (drtrt's DICOM intake)
+}
+
+
+def dicom_source(record: dict) -> dict[str, str]:
+    """The camera's DICOM attributes of a screened image (empty when it was not a DICOM file)."""
+    raw = record.get("dicom") or {}
+    if not isinstance(raw, dict):
+        return {}
+    found = {}
+    for key, spellings in _DICOM_KEYS.items():
+        value = next((raw[s] for s in spellings if raw.get(s) not in (None, "")), None)
+        if value is not None:
+            found[key] = str(value)
+    return found
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """The model that made the results. validation: the model's validation record (None: not validated)."""
+
+    name: str
+    sha256: str
+    software: str
+    validation: str | None
+    task: TaskSpec
+
+    @property
+    def validated(self) -> bool:
+        return bool(self.validation)
+
+    @property
+    def statement(self) -> str:
+        """What a reader must know about the model: the report's banner, or its validation record."""
+        meta = {"model_name": self.name, "model_sha256": self.sha256, "validation": self.validation or ""}
+        return model_banner(meta) or f"validated clinical model: {self.validation}"
+
+
+@dataclass
+class ImageResult:
+    row: SessionRow
+    eye: str                                   # right | left | unspecified
+    picture: Path | None                       # overlay PNG (graded) or thumbnail JPEG (ungradable), if on disk
+    picture_sha256: str | None
+    source: dict[str, str]                     # the camera's DICOM attributes (dicom_source)
+    when: str                                  # when it was screened (ISO 8601 UTC; unreadable: last seen)
+
+    @property
+    def name(self) -> str:
+        return self.row.name
+
+    @property
+    def record(self) -> dict:
+        return self.row.record
+
+    @property
+    def is_overlay(self) -> bool:
+        return self.picture is not None and self.picture.suffix.lower() == ".png"
+
+
+@dataclass
+class Study:
+    """The study every output of one patient joins, and the patient's attributes as DICOM writes them."""
+
+    uid: str
+    patient_id: str
+    patient_name: str = ""
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    accession_number: str = ""
+    study_id: str = ""
+    study_date: str = ""                       # YYYYMMDD
+    study_time: str = ""                       # HHMMSS
+    referring_physician_name: str = ""
+    from_camera: bool = False
+
+
+@dataclass
+class PatientResult:
+    patient: str
+    verdict: PatientVerdict
+    images: list[ImageResult]
+    study: Study
+    model: ModelIdentity
+    session: str                               # the session ID (uids.session_id)
+    first_seen: str                            # when the patient's first and last photo were screened
+    last_seen: str
+    eyes: dict[str, list[ImageResult]] = field(default_factory=dict)
+
+    def eye_referable(self, eye: str) -> bool | None:
+        """Referable DR in this eye (None: no gradable photo of it gave a grade)."""
+        graded = [i for i in self.eyes.get(eye, [])
+                  if i.row.status == "graded" and i.record.get("referable") is not None]
+        return any(i.record["referable"] for i in graded) if graded else None
+
+    @property
+    def referable(self) -> bool | None:
+        """Referable DR: yes when an eye is referable; no when every eye has a grade and none is; else None
+        (an eye ungradable or not photographed: "not referable" cannot be said)."""
+        found = [self.eye_referable(eye) for eye in self.verdict.eyes]
+        return True if any(found) else None if not found or None in found else False
+
+
+def model_identity(store: SessionStore) -> ModelIdentity:
+    meta = store.meta()
+    return ModelIdentity(meta.get("model_name", "?"), meta.get("model_sha256", ""), __version__,
+                         meta.get("validation") or None, store.task())
+
+
+def _dicom_date(stamp: str) -> tuple[str, str]:
+    """2026-11-25T23:07:41Z → ("20261125", "230741")."""
+    return stamp[:10].replace("-", ""), stamp[11:19].replace(":", "")
+
+
+def patient_results(store: SessionStore, folder: Path) -> list[PatientResult]:
+    """Every patient of the session (in order of first appearance) with what the outputs need."""
+    session = session_id(store)
+    model = model_identity(store)
+    rows = store.rows()
+    # when each image was screened: unlike a file's seen_at, it does not move when a later run sees the file again
+    screened_at = {r[0]: r[1] for r in store.execute("SELECT sha256, screened_at FROM images")}
+    results = []
+    for verdict in patient_verdicts(rows):
+        images = []
+        for eye, eye_verdict in verdict.eyes.items():
+            for row in eye_verdict.images:
+                if row.status == "duplicate":
+                    continue
+                rel = row.record.get("overlay") or row.record.get("thumbnail")
+                picture = folder / rel if rel and (folder / rel).is_file() else None
+                images.append(ImageResult(row, eye, picture, sha256_file(picture) if picture else None,
+                                          dicom_source(row.record), screened_at.get(row.sha256) or row.seen_at))
+        if not images:
+            continue
+        images.sort(key=lambda i: (i.when, i.row.path))
+        seen = sorted(i.when for i in images)
+        study = _study(session, verdict.patient, images, seen[0])
+        results.append(PatientResult(verdict.patient, verdict, images, study, model, session, seen[0], seen[-1],
+                                     {e: [i for i in images if i.eye == e] for e in verdict.eyes}))
+    return results
+
+
+def _study(session: str, patient: str, images: list[ImageResult], first_seen: str) -> Study:
+    """The camera's study when a photo came as DICOM (the first one that names a study, and names this
+    patient or none: a photo the operator gave to another patient than its header says does not take
+    its study along), else a study derived from the session and the patient. In the camera's study,
+    what the camera did not say stays empty rather than contradict it."""
+    camera = next((i.source for i in images if i.source.get("study_uid")
+                   and i.source.get("patient_id", patient) == patient), None)
+    if camera is None:
+        date, time = _dicom_date(first_seen)
+        return Study(derive_uid(session, "study", patient), patient,
+                     study_id=f"DR{fhir_id(session, 'study', patient)[:8]}", study_date=date, study_time=time)
+    return Study(camera["study_uid"], patient, camera.get("patient_name", ""),
+                 camera.get("patient_birth_date", ""), camera.get("patient_sex", ""),
+                 camera.get("accession_number", ""), camera.get("study_id", ""),
+                 camera.get("study_date", ""), camera.get("study_time", ""),
+                 camera.get("referring_physician_name", ""), from_camera=True)
