@@ -24,6 +24,14 @@ def station(model: ModelOpt,
                                                   "dashboard.", "FILE")] = None,
             backend: BackendOpt = "auto",
             providers: ProvidersOpt = None,
+            dicomweb: Annotated[Optional[str], Opt("Send results to this PACS (DICOMweb base URL) as visits finish.",
+                                                   "URL")] = None,
+            fhir: Annotated[Optional[str], Opt("Send FHIR Bundles to this FHIR R4 base URL as visits finish.",
+                                               "URL")] = None,
+            cstore: Annotated[Optional[str], Opt("Send results by C-STORE to this DICOM storage SCP.",
+                                                 "HOST:PORT")] = None,
+            called_ae: Annotated[str, Opt("The PACS's AE title (C-STORE).", "AET")] = "ANY-SCP",
+            sync_every: Annotated[float, Opt("Seconds between tries to send what is pending.", "SECONDS")] = 60.0,
             poll: Annotated[float, Opt("Seconds between camera-folder scans.", "SECONDS")] = 0.5,
             settle: Annotated[float, Opt("Seconds a camera file must stop growing before it is read.",
                                          "SECONDS")] = 1.0) -> None:
@@ -45,5 +53,13 @@ def station(model: ModelOpt,
                               poll_s=poll, settle_s=settle,
                               session=SessionConfig(backend=backend, batch_size=1,
                                                     providers=tuple(providers.split(",")) if providers else None))
-    serve(worker_cfg, host=host, port=port, pin=pin, parity=parity,
+    sync = None
+    if dicomweb or fhir or cstore:
+        from drtrt.integration.sync import SyncConfig
+
+        if not sync_every > 0:
+            raise ConfigError(f"--sync-every must be more than 0 seconds, found {sync_every:g}")
+        sync = SyncConfig(dicomweb=dicomweb, fhir=fhir, cstore=cstore, called_ae=called_ae)
+        sync.senders()                               # a malformed URL or address: a usage error, now
+    serve(worker_cfg, host=host, port=port, pin=pin, parity=parity, sync=sync, sync_every_s=sync_every,
           log=lambda line: console.print(line, highlight=False, markup=False))

@@ -76,8 +76,9 @@ class _Ctx:
         return out % values if values else out
 
 
-def create_app(cfg: StationConfig, worker: StationWorker) -> Starlette:
-    """The station's ASGI app over a started ``worker``."""
+def create_app(cfg: StationConfig, worker: StationWorker, forwarder=None) -> Starlette:
+    """The station's ASGI app over a started ``worker`` (and a :class:`~.forward.Forwarder`, when results
+    are sent to a hospital)."""
     guard = PinGuard.from_pin(cfg.pin) if cfg.pin else None
     envs: dict[str, Environment] = {}
     info = worker.session.predictor.info
@@ -121,6 +122,7 @@ def create_app(cfg: StationConfig, worker: StationWorker) -> Starlette:
         ctx = await context(request)
         return render(ctx, "dashboard.html", **_day(worker), active=worker.active_visit(),
                       model_state=_model_state(worker, info, parity), disk=_disk(cfg.data_dir),
+                      forward=_forward_state(worker, forwarder),
                       camera=worker.cfg.camera_dir, waiting=worker.waiting_on_camera, notices=list(worker.notices)[:5])
 
     async def dashboard_panel(request: Request) -> Response:
@@ -183,6 +185,8 @@ def create_app(cfg: StationConfig, worker: StationWorker) -> Starlette:
                 if worker.active_visit() == visit.id:
                     worker.set_active(None)
                 worker.session.write_reports([visit.patient.id])
+                if forwarder is not None:
+                    forwarder.now()
                 worker.changed()
                 return RedirectResponse(f"/visits/{visit.id}/report", status_code=303)
             elif action == "upload":
@@ -357,6 +361,19 @@ def _model_state(worker: StationWorker, info, parity: dict | None) -> dict:
     return {"name": worker.cfg.model.name, "sha256": worker.session.model_sha256[:12], "precision": info.precision,
             "backend": getattr(runner, "backend", type(runner).__name__),
             "validated": dict(info.extra).get("validation"), "parity": parity}
+
+
+def _forward_state(worker: StationWorker, forwarder) -> dict:
+    """Results waiting to go to the hospital, and how the last try went."""
+    try:
+        from drtrt.integration.outbox import pending_count
+    except ImportError:            # the integration extra is not installed: nothing can have been queued
+        return {"destinations": [], "pending": 0, "last_pass": None, "problem": None}
+    state = forwarder.state if forwarder is not None else None
+    return {"destinations": state.destinations if state else [], "pending": pending_count(worker.store),
+            "last_pass": None if not state or not state.last_pass
+            else time.strftime("%H:%M", time.localtime(state.last_pass)),
+            "problem": state.problem if state else None}
 
 
 def _read_parity(path: Path | None) -> dict | None:

@@ -9,17 +9,26 @@ from drtrt.station.worker import StationWorker, WorkerConfig
 
 
 def serve(cfg: WorkerConfig, host: str = "127.0.0.1", port: int = 8080, pin: str | None = None,
-          parity: Path | None = None, log: Callable[[str], None] = print) -> None:
-    """Serve until Ctrl-C / SIGTERM (uvicorn's handlers); the worker finishes the photo in hand."""
+          parity: Path | None = None, log: Callable[[str], None] = print, sync=None,
+          sync_every_s: float = 60.0) -> None:
+    """Serve until Ctrl-C / SIGTERM (uvicorn's handlers); the worker finishes the photo in hand.
+    ``sync``: a :class:`drtrt.integration.sync.SyncConfig` to send results to a hospital as the day goes."""
     import uvicorn
 
     from drtrt.errors import ConfigError
     from drtrt.station.app import StationConfig, create_app
 
     worker = StationWorker(cfg)
+    forwarder = None
     try:
-        app = create_app(StationConfig(cfg.data_dir, pin=pin, host=host, parity=parity), worker)
+        if sync is not None:
+            from drtrt.station.forward import Forwarder
+
+            forwarder = Forwarder(worker.store, cfg.data_dir, sync, sync_every_s, on_change=worker.changed)
+        app = create_app(StationConfig(cfg.data_dir, pin=pin, host=host, parity=parity), worker, forwarder)
         worker.start()
+        if forwarder is not None:
+            forwarder.start()
         where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
         log(f"station serving {where} — model {cfg.model.name}, folder {cfg.data_dir}"
             + (f", camera {cfg.camera_dir}" if cfg.camera_dir else "") + " (Ctrl-C to stop)")
@@ -29,5 +38,7 @@ def serve(cfg: WorkerConfig, host: str = "127.0.0.1", port: int = 8080, pin: str
         if not server.started:
             raise ConfigError(f"cannot serve on {host}:{port}: the port is in use or the address is not this machine's")
     finally:
+        if forwarder is not None:
+            forwarder.stop()
         worker.stop()
         log("station stopped")
