@@ -229,7 +229,7 @@ def _eye_items(p: PatientResult, eye: str, pictures: dict[str, str]) -> hd.sr.Co
     if eye in C.EYE_SITE:
         items.append(hd.sr.CodeContentItem(_sct(C.FINDING_SITE), _sct(C.EYE_SITE[eye]),
                                            relationship_type="HAS CONCEPT MOD"))
-    items.append(_text("verdict", verdict.verdict))
+    items.append(_text("verdict", verdict.words))
     if verdict.grade is not None:
         name = _ln(C.EYE_SEVERITY[eye]) if eye in C.EYE_SEVERITY and C.is_icdr(p.model.task) else local("dr-grade")
         items.append(hd.sr.CodeContentItem(name, grade_concept(verdict.grade, p), relationship_type="CONTAINS"))
@@ -252,7 +252,7 @@ def _content(p: PatientResult, pictures: dict[str, str]) -> hd.sr.ContainerConte
     items: list = list(observer)
     items += [_text("model-name", p.model.name), _text("model-sha256", p.model.sha256),
               _text("software-version", f"drtrt {p.model.software}"), _text("validation", p.model.statement),
-              _text("verdict", p.verdict.verdict + (f" — {p.verdict.note}" if p.verdict.note else ""))]
+              _text("verdict", p.verdict.words + (f" — {p.verdict.note}" if p.verdict.note else ""))]
     if p.referable is not None:
         items.append(hd.sr.CodeContentItem(local("referable-dr"), _yes_no(p.referable), relationship_type="CONTAINS"))
     items += [_eye_items(p, eye, pictures) for eye in p.verdict.eyes]

@@ -99,12 +99,12 @@ def _observation(p: PatientResult, eye: str, ids: dict, status: str) -> dict:
         obs["valueCodeableConcept"] = grade_concept(verdict.grade, p)
     else:
         obs["dataAbsentReason"] = _concept(_coding(C.DATA_ABSENT, ("not-performed", "Not Performed")),
-                                           text=verdict.verdict)
+                                           text=verdict.words)
     notes = [f"{i.name}: {i.row.status} — {i.row.reason}" for i in images if i.row.status != "graded"]
     notes += [f"{i.name}: {w}" for i in images for w in i.row.warnings]
     if notes:
         obs["note"] = [{"text": n} for n in notes]
-    components = [{"code": _concept(_local("verdict")), "valueString": verdict.verdict},
+    components = [{"code": _concept(_local("verdict")), "valueString": verdict.words},
                   {"code": _concept(_local("images-total")), "valueInteger": len(images)},
                   {"code": _concept(_local("images-gradable")),
                    "valueInteger": sum(i.row.status == "graded" for i in images)}]
@@ -151,7 +151,7 @@ def patient_bundle(p: PatientResult, sr_uid: str | None, patient_system: str = C
     if sr_uid:
         identifiers.insert(0, {"system": C.DICOM_UID_SYSTEM, "type": {"text": "DICOM SR SOP Instance UID"},
                                "value": f"urn:oid:{sr_uid}"})
-    conclusion = p.verdict.verdict + (f" — {p.verdict.note}" if p.verdict.note else "") + f". {p.model.statement}"
+    conclusion = p.verdict.words + (f" — {p.verdict.note}" if p.verdict.note else "") + f". {p.model.statement}"
     report = {
         "resourceType": "DiagnosticReport", "id": ids["report"], "status": status, "identifier": identifiers,
         "code": _concept(_coding(C.LOINC, C.REPORT_CODE), text="Diabetic retinopathy screening"),

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from drtrt import __version__
 from drtrt.fileio import sha256_file
+from drtrt.runtime.pathways import stored_pathway
 from drtrt.runtime.patients import PatientVerdict, patient_verdicts
 from drtrt.runtime.report import model_banner
 from drtrt.runtime.store import SessionRow, SessionStore
@@ -162,7 +163,7 @@ def patient_results(store: SessionStore, folder: Path) -> list[PatientResult]:
     # when each image was screened: unlike a file's seen_at, it does not move when a later run sees the file again
     screened_at = {r[0]: r[1] for r in store.execute("SELECT sha256, screened_at FROM images")}
     results = []
-    for verdict in patient_verdicts(rows):
+    for verdict in patient_verdicts(rows, stored_pathway(store.meta())):   # in the session's pathway's words
         images = []
         for eye, eye_verdict in verdict.eyes.items():
             for row in eye_verdict.images:
