@@ -15,7 +15,7 @@ from drtrt.cli.common import ExitCode
 
 runner = CliRunner()
 COMMANDS = ("synth", "train", "pseudo-label", "ablation", "export", "fp16", "calibrate", "build", "screen", "watch",
-            "evaluate", "parity", "bench", "doctor", "demo")
+            "station", "receive", "sync", "evaluate", "parity", "bench", "doctor", "demo")
 
 
 def drtrt(*args, timeout=300):
