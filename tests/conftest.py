@@ -94,3 +94,12 @@ def tiny_onnx(tiny_run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("onnx") / "model.onnx"
     export_checkpoint(tiny_run / "best.pt", out)
     return out
+
+
+@pytest.fixture(autouse=True)
+def no_process_outlives_its_test():
+    """Kill what a test started through ``processes.track`` (a failed test must not leave one running)."""
+    yield
+    from processes import kill_all
+
+    kill_all()

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from processes import track
 
 pytest.importorskip("pynetdicom", reason="the receiver needs the integration extra")
 
@@ -36,17 +37,6 @@ from pydicom import dcmread  # noqa: E402
 
 STORESCU = shutil.which("storescu")
 needs_storescu = pytest.mark.skipif(STORESCU is None, reason="dcmtk's storescu is not installed: apt-get install dcmtk")
-_RUNNING: list[subprocess.Popen] = []
-
-
-@pytest.fixture(autouse=True)
-def _no_process_outlives_its_test():
-    yield
-    while _RUNNING:
-        proc = _RUNNING.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
 
 
 def free_port() -> int:
@@ -67,7 +57,7 @@ class Receiver:
                                       str(model), "--port", str(self.port), "--ae-title", "DRTRT"],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env={**os.environ, "COLUMNS": "300"}, preexec_fn=limit)
-        _RUNNING.append(self.proc)
+        track(self.proc)
         self.lines: list[str] = []
         self._new: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -148,7 +138,7 @@ def test_push_duplicate_bad_then_good(tiny_onnx, photos, tmp_path):
     twice = write(camera / "6.dcm", op_image(photos[2], patient="R-6", laterality="R"))
     cameras = [subprocess.Popen([STORESCU, "-xy", "-aet", f"CAMERA{i}", "-aec", "DRTRT", "127.0.0.1",
                                  str(receiver.port), str(twice)]) for i in range(3)]   # one instance, three at once
-    _RUNNING.extend(cameras)
+    track(*cameras)
     assert [c.wait(timeout=60) for c in cameras] == [0, 0, 0]
     receiver.wait_for(screened, count=7)
     receiver.wait_for(lambda line: "already received" in line, count=3)
@@ -192,7 +182,7 @@ def test_a_push_killed_halfway_leaves_whole_instances_only(tiny_onnx, photos, tm
     scu = subprocess.Popen([STORESCU, "-v", "-xy", "-aet", "CAMERA", "-aec", "DRTRT", "127.0.0.1", str(receiver.port),
                             str(first), str(big), str(third)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True)
-    _RUNNING.append(scu)
+    track(scu)
     acknowledged = 0
     for line in scu.stdout:
         if "Received Store Response (Success)" in line:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import track
 
 from drtrt.runtime.store import SessionStore
 from drtrt.runtime.watch import SettleTracker, is_candidate
@@ -43,18 +44,6 @@ def test_settle_tracker_waits_for_a_file_to_stop_growing(tmp_path):
     assert tracker.ready(tmp_path, 9.0) == []                   # handed out once
 
 
-_RUNNING: list[subprocess.Popen] = []
-
-
-@pytest.fixture(autouse=True)
-def _no_watcher_outlives_its_test():
-    """A test that fails half-way must not leave `drtrt watch` running."""
-    yield
-    while _RUNNING:
-        proc = _RUNNING.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
 
 
 class Watcher:
@@ -64,7 +53,7 @@ class Watcher:
         self.proc = subprocess.Popen([sys.executable, "-m", "drtrt.cli", "watch", str(folder), "--model", str(model),
                                       "--out", str(out), "--poll", "0.1", "--settle", "1.0", *extra],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        _RUNNING.append(self.proc)
+        track(self.proc)
 
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
