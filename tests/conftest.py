@@ -73,6 +73,24 @@ def photo_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def fundus_photos(photo_root, tmp_path_factory) -> dict[str, Path]:
+    """For the station: four gradable photos of ``photo_root`` (the first two show right eyes), a blurred
+    copy of the first (the gate refuses it as blurred) and a left eye (the second, mirrored)."""
+    import cv2
+
+    found = sorted(photo_root.rglob("*.jpg"))[:4]
+    out = tmp_path_factory.mktemp("fundus")
+    photos = {f"good{i}": p for i, p in enumerate(found)}
+    blurred = out / "blurred.jpg"
+    cv2.imwrite(str(blurred), cv2.GaussianBlur(cv2.imread(str(found[0])), (0, 0), 6))
+    photos["blurred"] = blurred
+    left = out / "left.jpg"
+    cv2.imwrite(str(left), cv2.flip(cv2.imread(str(found[1])), 1))
+    photos["left"] = left
+    return photos
+
+
+@pytest.fixture(scope="session")
 def tiny_run(synth_root, tmp_path_factory) -> Path:
     """Two epochs of a width-1/16 multi-task model at 64×64: enough for shapes and parity."""
     from drtrt.preprocess import PreprocessSpec

@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 from drtrt.runtime.patients import INCOMPLETE, REFER, RESCREEN, UNGRADABLE
 from drtrt.runtime.visits import Protocol
 
+pytest.importorskip("starlette", reason="the station needs the station extra (pip install 'drtrt[station]')")
+
 pytest.importorskip("httpx", reason="Starlette's test client needs httpx (test extra)")
 
 

@@ -15,6 +15,8 @@ from orthanc_helpers import Orthanc  # noqa: E402
 
 from drtrt.runtime.visits import Protocol  # noqa: E402
 
+pytest.importorskip("starlette", reason="the station needs the station extra (pip install 'drtrt[station]')")
+
 
 def test_finished_visits_reach_the_pacs_and_the_dashboard_counts_what_waits(tmp_path, tiny_onnx, fundus_photos):
     from starlette.testclient import TestClient
@@ -44,7 +46,8 @@ def test_finished_visits_reach_the_pacs_and_the_dashboard_counts_what_waits(tmp_
         wait_for(lambda: client.get(f"/api/visits/{visit}").json()["complete"], what="both eyes")
         client.post(f"/visits/{visit}/close", data={"csrf": token})
         # the PACS is down: the results wait, and the dashboard says so
-        wait_for(lambda: forwarder.state.last_pass and pending_count(worker.store) > 0, what="a pass with the PACS down")
+        wait_for(lambda: forwarder.state.last_pass and pending_count(worker.store) > 0,
+                 what="a pass with the PACS down")
         page = client.get("/").text
         assert "waiting to be sent" in page and forwarder.state.problem
         pacs.start()                                          # the link is back

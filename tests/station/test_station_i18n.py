@@ -9,6 +9,8 @@ import pytest
 
 from drtrt.station import i18n
 
+pytest.importorskip("starlette", reason="the station needs the station extra (pip install 'drtrt[station]')")
+
 pytest.importorskip("babel", reason="the station's translations need Babel (station extra)")
 
 
