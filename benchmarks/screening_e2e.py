@@ -1,6 +1,7 @@
 """End-to-end screening benchmark on this CPU: real-size JPEGs → session folder, stage by stage.
 
     PYTHONPATH=. .venv/bin/python benchmarks/screening_e2e.py [--images DIR] [--work DIR] [--json OUT]
+        [--batches 1,4] [--precisions fp32,int8] [--repeats N] [--sessions-only]
 
 What it measures (medians; the machine may be shared, so quote them with that caveat):
 
@@ -9,15 +10,27 @@ What it measures (medians; the machine may be shared, so quote them with that ca
    quality gate on its own;
 2. a screening session (``ScreeningSession``: hashing, decode, preprocessing, quality gate,
    ONNX Runtime inference, post-processing, overlay + mask + database writes, reports) over
-   the images, images/s and the share of time per stage, for each model and batch size, with
-   the runner alone on a ready tensor as the baseline measured in the same run;
-3. start-up to first result: ``python -m drtrt.cli screen ONE.jpg --model M --json`` wall time.
+   the images, images/s and the time per stage, for each model and batch size, with the runner
+   alone on a ready tensor as the baseline measured in the same run, right after each session
+   (``--repeats`` pairs, medians; the overhead is the session's CPU time of all threads over the
+   bare runner's, minus one), and the CPU time per image of the session's helper threads
+   (preparing, writing) apart from the rest (Linux). Decoding/preprocessing and writing run
+   beside inference in those threads, so the stage times overlap and do not add up to the wall;
+3. start-up to first result: ``python -m drtrt.cli screen ONE.jpg --model M --json`` wall time;
+4. the writes of one graded image on one core (CPU ms): the overlay PNG with OpenCV's default
+   filters against the session's (Up filter, run-length deflate), and the full-resolution mask
+   PNG as Pillow wrote it from the upsampled label map against ``lesion_mask_png``, on the
+   model's labels and on a label map with 25 blobs of each lesion type (the random weights find
+   little), with the file sizes.
 
 Images: the eight real IDRiD samples (4288x2848) when ../shared/data is present, else eight
 synthetic fundus photos rendered at 4288x2848. Model: the full network (width 1.0, VGG16
 widths, 512x512 input) with random weights (timing does not depend on the weights), exported
 to ONNX once into --work, and its INT8 Q/DQ version from ``drtrt.calibration.calibrate_int8``
 (min-max ranges over the benchmark images; skipped, and said so, without that package).
+
+``PYTHONPATH=OTHER_TREE`` benchmarks another copy of the ``drtrt`` package (an older commit's,
+say) with this script: the checkout is only appended to the import path.
 """
 
 from __future__ import annotations
@@ -36,7 +49,7 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT))            # after PYTHONPATH, so another drtrt tree can be measured
 
 from drtrt.preprocess import PreprocessSpec, decode_image, preprocess_rgb  # noqa: E402
 from drtrt.runtime.quality import assess_quality, decode_side  # noqa: E402
@@ -138,20 +151,45 @@ def session(model: Path, images: list[Path], batch: int) -> dict:
         s = ScreeningSession(model, Path(tmp) / "session", SessionConfig(batch_size=batch))
         load = time.perf_counter() - t0
         s.screen(images[:1])                                  # warm-up image (ORT's first run allocates)
+        runner, side = s.predictor.runner, s.predictor.spec.size
+        for n in {batch, (len(images) - 1) % batch} - {0, 1}:   # ... and so does its first run at each batch shape
+            runner.infer({runner.info.task.input_name: np.zeros((n, 3, side, side), np.float32)})
+        before = thread_cpu()
         warm, cpu = time.perf_counter(), time.process_time()
         rows = s.screen(images[1:])
         s.write_reports()
         wall, cpu = time.perf_counter() - warm, time.process_time() - cpu
+        after = thread_cpu()
         s.close()
+    by_thread: dict[str, float] = {}
+    for (tid, name), seconds in after.items():
+        kind = name if name in ("drtrt-prepare", "drtrt-write") else "caller + ONNX Runtime"
+        by_thread[kind] = by_thread.get(kind, 0.0) + (seconds - before.get((tid, name), 0.0)) * 1e3 / (len(images) - 1)
     per_stage = {k: sum(r.record["timings_ms"].get(k, 0.0) for r in rows) for k in STAGES}
-    accounted = sum(per_stage.values())
-    per_stage["session overhead (hash, database, reports)"] = max(0.0, wall * 1e3 - accounted)
-    total = sum(per_stage.values())
+    per_stage["wall not in a stage (hash, database, reports, waits)"] = wall * 1e3 - sum(per_stage.values())
     return {"batch": batch, "images": len(rows), "model_load_s": load, "wall_s": wall,
             "cpu_s_per_image": cpu / len(rows),          # all threads' CPU time: robust to other jobs
             "images_per_s": len(rows) / wall, "statuses": sorted({r.status for r in rows}),
-            "share": {k: v / total for k, v in per_stage.items()},
-            "ms_per_image": {k: v / len(rows) for k, v in per_stage.items()}}
+            "cpu_ms_per_image_by_thread": by_thread,     # Linux only (/proc); empty elsewhere
+            "ms_per_image": {k: v / len(rows) for k, v in per_stage.items()}}   # stages overlap (threads)
+
+
+def thread_cpu() -> dict[tuple[int, str], float]:
+    """CPU seconds of each thread of this process, keyed by (native id, the session's helper-thread
+    name or ""), from /proc (Linux; {} elsewhere)."""
+    import os
+    import threading
+
+    tck = os.sysconf("SC_CLK_TCK")
+    names = {t.native_id: t.name.split("_")[0] for t in threading.enumerate() if t.name.startswith("drtrt-")}
+    found = {}
+    for tid in os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else ():
+        try:
+            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found[(int(tid), names.get(int(tid), ""))] = (int(fields[11]) + int(fields[12])) / tck
+    return found
 
 
 def raw_inference(model: Path, batch: int, repeats: int = 3) -> tuple[float, float]:
@@ -172,6 +210,70 @@ def raw_inference(model: Path, batch: int, repeats: int = 3) -> tuple[float, flo
     return statistics.median(wall), statistics.median(cpu)
 
 
+def writes_one_core(model: Path, images: list[Path], repeats: int = 5) -> dict:
+    """Medians over the images of CPU ms (one thread, OpenCV limited to one) and KB per written file."""
+    import io
+
+    from PIL import Image
+
+    from drtrt.runtime import session as session_module
+    from drtrt.runtime.postprocess import LESION_COLOURS, lesion_mask_original, overlay
+    from drtrt.runtime.predictor import Predictor
+
+    def pillow_png(mask: np.ndarray) -> bytes:       # what the session wrote before issue 13
+        image = Image.fromarray(mask, mode="P")
+        image.putpalette(np.pad(LESION_COLOURS, ((0, 256 - len(LESION_COLOURS)), (0, 0))).ravel().tolist())
+        out = io.BytesIO()
+        image.save(out, format="PNG", compress_level=1)
+        return out.getvalue()
+
+    def cpu_ms(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            t0 = time.thread_time()
+            fn()
+            times.append((time.thread_time() - t0) * 1e3)
+        return statistics.median(times)
+
+    cv2.setNumThreads(1)
+    rng = np.random.default_rng(0)
+    found: dict[str, list[float]] = {}
+    with Predictor(model) as predictor:
+        for path in images:
+            result = predictor.screen(path, keep_arrays=True)
+            if result.labels is None:
+                continue
+            blobs = result.labels.copy()
+            for label in range(1, 5):
+                for x, y in rng.integers(100, 400, (25, 2)):
+                    cv2.circle(blobs, (int(x), int(y)), int(rng.integers(1, 7)), label, -1)
+            blobs[~result.geometry.fov_mask("model")] = 0
+            for case, labels in (("model labels", result.labels), ("blobs", blobs)):
+                bgr = cv2.cvtColor(overlay(result.rgb, labels, result.geometry, predictor.task, findings=result.lesions,
+                                           legend=True, disc=result.disc), cv2.COLOR_RGB2BGR)
+                old = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+                new = getattr(session_module, "_OVERLAY_PNG", old)
+                figures = {
+                    "overlay PNG, OpenCV default": cpu_ms(lambda: cv2.imencode(".png", bgr, old)),
+                    "overlay PNG, session": cpu_ms(lambda: cv2.imencode(".png", bgr, new)),
+                    "mask PNG, Pillow on the upsampled map": cpu_ms(
+                        lambda: pillow_png(lesion_mask_original(labels, result.geometry)[0])),
+                    "overlay KB, OpenCV default": len(cv2.imencode(".png", bgr, old)[1]) / 1e3,
+                    "overlay KB, session": len(cv2.imencode(".png", bgr, new)[1]) / 1e3,
+                    "mask KB, Pillow": len(pillow_png(lesion_mask_original(labels, result.geometry)[0])) / 1e3}
+                try:
+                    from drtrt.runtime.postprocess import lesion_mask_png
+                except ImportError:                          # an older drtrt
+                    pass
+                else:
+                    figures["mask PNG, lesion_mask_png"] = cpu_ms(lambda: lesion_mask_png(labels, result.geometry))
+                    figures["mask KB, lesion_mask_png"] = len(lesion_mask_png(labels, result.geometry)[0]) / 1e3
+                for key, value in figures.items():
+                    found.setdefault(f"{case}: {key}", []).append(value)
+    cv2.setNumThreads(-1)
+    return {k: statistics.median(v) for k, v in found.items()} | {"load_average": __import__("os").getloadavg()}
+
+
 def startup(model: Path, image: Path) -> float:
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "drtrt.cli", "screen", str(image), "--model", str(model), "--json"],
@@ -187,6 +289,9 @@ def main() -> None:
     parser.add_argument("--images", type=Path, help="folder of real-size JPEGs (default: IDRiD samples)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "drtrt-bench-e2e")
     parser.add_argument("--batches", default="1,4")
+    parser.add_argument("--precisions", default="fp32,int8")
+    parser.add_argument("--repeats", type=int, default=1, help="session + bare-inference pairs per configuration")
+    parser.add_argument("--sessions-only", action="store_true", help="skip the one-core preprocessing and start-up")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -195,8 +300,12 @@ def main() -> None:
     report = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
               "cpus": __import__("os").cpu_count(), "images": [p.name for p in images],
               "image_reduced_8_shapes": sorted(sizes)}
-    report["preprocessing_one_core"] = preprocessing_one_core(images)
-    print(json.dumps(report["preprocessing_one_core"], indent=1), flush=True)
+    import drtrt
+
+    report["drtrt"] = str(Path(drtrt.__file__).parent)
+    if not args.sessions_only:
+        report["preprocessing_one_core"] = preprocessing_one_core(images)
+        print(json.dumps(report["preprocessing_one_core"], indent=1), flush=True)
     fp32 = full_model(args.work)
     models = {"fp32": fp32}
     int8 = int8_model(fp32, images, args.work)
@@ -206,15 +315,28 @@ def main() -> None:
         report["int8"] = "skipped: drtrt.calibration is not installed"
     report["sessions"] = {}
     for precision, model in models.items():
+        if precision not in args.precisions.split(","):
+            continue
         for batch in (int(b) for b in args.batches.split(",")):
-            result = session(model, images, batch)
-            result["raw_inference_s_per_image"], result["raw_inference_cpu_s_per_image"] = raw_inference(model, batch)
-            result["e2e_over_raw"] = 1 / result["images_per_s"] / result["raw_inference_s_per_image"]
-            result["e2e_over_raw_cpu"] = result["cpu_s_per_image"] / result["raw_inference_cpu_s_per_image"]
-            result["load_average"] = __import__("os").getloadavg()
+            runs = []
+            for _ in range(args.repeats):
+                run = session(model, images, batch)
+                run["raw_inference_s_per_image"], run["raw_inference_cpu_s_per_image"] = raw_inference(model, batch)
+                run["e2e_over_raw"] = 1 / run["images_per_s"] / run["raw_inference_s_per_image"]
+                run["e2e_over_raw_cpu"] = run["cpu_s_per_image"] / run["raw_inference_cpu_s_per_image"]
+                run["load_average"] = __import__("os").getloadavg()
+                runs.append(run)
+            result = runs[-1] if len(runs) == 1 else {"runs": runs, **{
+                key: statistics.median(r[key] for r in runs)
+                for key in ("images_per_s", "cpu_s_per_image", "raw_inference_s_per_image",
+                            "raw_inference_cpu_s_per_image", "e2e_over_raw", "e2e_over_raw_cpu")}}
+            result["overhead_cpu_pct"] = 100 * (result["e2e_over_raw_cpu"] - 1)   # on top of bare inference
             report["sessions"][f"{precision} batch {batch}"] = result
             print(precision, json.dumps(result, indent=1), flush=True)
-        report.setdefault("startup_to_first_result_s", {})[precision] = startup(model, images[0])
+        if not args.sessions_only:
+            report.setdefault("startup_to_first_result_s", {})[precision] = startup(model, images[0])
+    if not args.sessions_only:
+        report["writes_one_core"] = writes_one_core(models.get("int8", fp32), images)
     print(json.dumps(report, indent=1))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))

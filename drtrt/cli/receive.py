@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 from drtrt.cli.common import Opt, command, console
-from drtrt.cli.screening import BackendOpt, ModelOpt, ProvidersOpt
+from drtrt.cli.screening import BackendOpt, ModelOpt, PathwayOpt, ProvidersOpt
 
 
 @command()
@@ -18,7 +18,8 @@ def receive(out: Annotated[Path, Opt("Session folder (resumed when it exists); r
             host: Annotated[str, Opt("Address to listen on: 127.0.0.1 this machine only, 0.0.0.0 every network.",
                                      "ADDR")] = "127.0.0.1",
             backend: BackendOpt = "auto",
-            providers: ProvidersOpt = None) -> None:
+            providers: ProvidersOpt = None,
+            pathway: PathwayOpt = None) -> None:
     """Receive photos the camera pushes over DICOM (C-STORE) and screen them; one log line per image.
 
     Accepts Ophthalmic Photography 8-bit, VL Photographic and Secondary Capture images, uncompressed
@@ -28,6 +29,6 @@ def receive(out: Annotated[Path, Opt("Session folder (resumed when it exists); r
     from drtrt.runtime.session import SessionConfig
 
     cfg = ReceiveConfig(ae_title=ae_title, host=host, port=port,
-                        session=SessionConfig(backend=backend, batch_size=1,
+                        session=SessionConfig(backend=backend, batch_size=1, pathway=pathway,
                                               providers=tuple(providers.split(",")) if providers else None))
     run_receiver(model, out, cfg, log=lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False))

@@ -18,6 +18,8 @@ PatientOpt = Annotated[Optional[str], Opt("Patient ID of these images.", "ID")]
 EyeOpt = Annotated[Optional[str], Opt("left | right (also L/R, OS/OD).", "EYE")]
 BackendOpt = Annotated[str, Opt("auto (by file suffix) | ort | trt | torch", "BACKEND")]
 ProvidersOpt = Annotated[Optional[str], Opt("ONNX Runtime providers, e.g. cuda,cpu [default: cpu].", "LIST")]
+PathwayOpt = Annotated[Optional[str], Opt("Referral pathway for the verdict words: icdr | nhs | a YAML file; the "
+                                          "session keeps it [default: the session's, icdr].", "PATHWAY")]
 
 
 @command()
@@ -32,7 +34,8 @@ def screen(images: Annotated[Optional[list[Path]], typer.Argument(help="Image fi
            recursive: Annotated[bool, Flag("Also screen the images in subfolders.", "--recursive", "-r")] = False,
            backend: BackendOpt = "auto",
            providers: ProvidersOpt = None,
-           batch_size: Annotated[int, Opt("Images per forward pass.", "N")] = 4) -> None:
+           batch_size: Annotated[int, Opt("Images per forward pass.", "N")] = 4,
+           pathway: PathwayOpt = None) -> None:
     """Screen fundus photographs: grade, referable DR, lesions, per-eye and per-patient verdicts.
 
     With --out, a crash-safe session folder: re-run the same command after a crash to finish it.
@@ -45,7 +48,7 @@ def screen(images: Annotated[Optional[list[Path]], typer.Argument(help="Image fi
     if not recursive and (hidden := unsearched_images(images or [])):
         warn(f"{hidden} image(s) in subfolders were not screened; add --recursive to include them")
     cfg = SessionConfig(backend=backend, providers=tuple(providers.split(",")) if providers else None,
-                        batch_size=batch_size)
+                        batch_size=batch_size, pathway=pathway)
     with progress(transient=True) as bars:
         task = bars.add_task("screening", total=len(paths), info="")
 
@@ -69,7 +72,9 @@ def screen(images: Annotated[Optional[list[Path]], typer.Argument(help="Image fi
     if not as_json:
         from drtrt.cli.tables import results_table
 
-        console.print(results_table(run.rows, run.task))
+        from drtrt.runtime.pathways import load_pathway
+
+        console.print(results_table(run.rows, run.task, pathway=load_pathway(pathway)))
         if out:
             console.print(f"results in {out} (summary.html, reports/)")
     if any(r.status in ("ungradable", "error") for r in run.rows):
@@ -87,7 +92,8 @@ def watch(folder: Annotated[Path, typer.Argument(help="Folder the fundus camera 
           backend: BackendOpt = "auto",
           providers: ProvidersOpt = None,
           poll: Annotated[float, Opt("Seconds between folder scans.", "SECONDS")] = 0.5,
-          settle: Annotated[float, Opt("Seconds a file must stop growing before it is read.", "SECONDS")] = 1.0) -> None:
+          settle: Annotated[float, Opt("Seconds a file must stop growing before it is read.", "SECONDS")] = 1.0,
+          pathway: PathwayOpt = None) -> None:
     """Screen images as the camera writes them; one log line per image. Ctrl-C stops cleanly."""
     from drtrt.runtime.patients import Assignment, normalise_eye, validate_patient_id
     from drtrt.runtime.session import SessionConfig
@@ -95,7 +101,7 @@ def watch(folder: Annotated[Path, typer.Argument(help="Folder the fundus camera 
 
     cfg = WatchConfig(poll_s=poll, settle_s=settle, patients=patients,
                       default=Assignment(validate_patient_id(patient), normalise_eye(eye)),
-                      session=SessionConfig(backend=backend, batch_size=1,
+                      session=SessionConfig(backend=backend, batch_size=1, pathway=pathway,
                                             providers=tuple(providers.split(",")) if providers else None))
     watch_folder(folder, model, out, cfg, log=lambda line: console.print(line, highlight=False, soft_wrap=True,
                                                                            markup=False))

@@ -18,6 +18,7 @@ import numpy as np
 
 from drtrt.errors import ConfigError, DrtrtError, ImageError
 from drtrt.preprocess import Geometry, OpticDisc, decode_image, locate_disc, preprocess_rgb
+from drtrt.preprocess.dicom import dicom_info
 from drtrt.runtime.inference import BatchedInference
 from drtrt.runtime.postprocess import LesionFinding, decode_grade, lesion_findings, lesion_label_map
 from drtrt.runtime.quality import QualityConfig, QualityVerdict, analysis_view, assess_quality, decode_side
@@ -47,6 +48,7 @@ class ScreeningResult:
     batch_size: int = 0                           # images in the forward pass this one rode in
     labels: np.ndarray | None = None              # model-space lesion label map (keep_arrays)
     rgb: np.ndarray | None = None                 # decoded image (maybe reduced scale), for overlays
+    dicom: dict | None = None                     # a DICOM file's identifiers (DicomInfo.to_dict)
 
     def to_dict(self) -> dict:
         return {
@@ -63,6 +65,7 @@ class ScreeningResult:
             "warnings": list(self.warnings),
             "original_size": None if self.geometry is None else list(self.geometry.original_size),
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+            **({"dicom": self.dicom} if self.dicom else {}),
         }
 
 
@@ -76,6 +79,7 @@ class _Prepared:
     quality: QualityVerdict
     disc: OpticDisc | None
     timings: dict[str, float]
+    dicom: dict | None = None
 
 
 class Predictor:
@@ -130,23 +134,42 @@ class Predictor:
         """Screen several images, running the gradable ones through the model ``batch_size`` at a time.
 
         keep_arrays: keep the decoded image and the model-space label map on each result (overlays).
+        The same as :meth:`infer_batch` of :meth:`prepare_batch`, which a pipeline calls apart.
+        """
+        return self.infer_batch(self.prepare_batch(sources, keep_arrays, names), keep_arrays)
+
+    def prepare_batch(self, sources: Sequence[Source], keep_arrays: bool = False,
+                      names: Sequence[str] | None = None) -> list[_Prepared | ScreeningResult]:
+        """Everything before the model for each image: decode, preprocess, quality gate, optic disc.
+
+        An item is a ScreeningResult when the image is settled without the model (error, ungradable),
+        else the prepared input for :meth:`infer_batch`. Touches no runner, so it may run on another
+        thread while the model runs on the caller's (the next images prepared during inference).
         """
         names = list(names) if names is not None else [str(s) if not isinstance(s, bytes) else "<bytes>"
                                                        for s in sources]
-        results: list[ScreeningResult | None] = [None] * len(sources)
-        queue: list[_Prepared] = []
-        for i, (source, name) in enumerate(zip(sources, names)):
-            prepared = self._prepare(i, source, name, keep_arrays)
-            if isinstance(prepared, ScreeningResult):
-                results[i] = prepared
-            else:
-                queue.append(prepared)
+        return [self._prepare(i, source, name, keep_arrays) for i, (source, name) in enumerate(zip(sources, names))]
+
+    def infer_batch(self, prepared: Sequence[_Prepared | ScreeningResult],
+                    keep_arrays: bool = False) -> list[ScreeningResult]:
+        """:meth:`prepare_batch`'s items → results in the same order, the gradable images through the
+        model ``batch_size`` at a time, on the calling thread (a CUDA context may be bound to it)."""
+        results: list[ScreeningResult | None] = [item if isinstance(item, ScreeningResult) else None
+                                                 for item in prepared]
+        queue = [item for item in prepared if not isinstance(item, ScreeningResult)]
         for chunk in self.loop.batches(queue):
             for p, result in zip(chunk, self._infer(chunk, keep_arrays)):
                 results[p.index] = result
         return results  # type: ignore[return-value]
 
     def _prepare(self, index: int, source: Source, name: str, keep_arrays: bool) -> _Prepared | ScreeningResult:
+        prepared = self._prepare_image(index, source, name, keep_arrays)
+        info = dicom_info(source)                          # a DICOM file's identifiers go into its record
+        prepared.dicom = info.to_dict() if info else None
+        return prepared
+
+    def _prepare_image(self, index: int, source: Source, name: str,
+                       keep_arrays: bool) -> _Prepared | ScreeningResult:
         start = time.perf_counter()
         timings: dict[str, float] = {}
         if isinstance(source, bytes) and not source:
@@ -182,14 +205,15 @@ class Predictor:
             batch = self.loop.run(chunk)
         except DrtrtError as exc:
             return [ScreeningResult(p.name, "error", f"inference failed: {exc}", "inference_failed",
-                                    timings_ms=p.timings, quality=p.quality, geometry=p.geometry) for p in chunk]
+                                    timings_ms=p.timings, quality=p.quality, geometry=p.geometry, dicom=p.dicom)
+                    for p in chunk]
         share = batch.seconds[0] * 1e3 / len(chunk)
         task, results = self.task, []
         for p, outputs in zip(chunk, batch.per_image()):
             tick = time.perf_counter()
             p.timings["inference"] = share
             result = ScreeningResult(p.name, "graded", timings_ms=p.timings, quality=p.quality,
-                                     geometry=p.geometry, disc=p.disc, batch_size=len(chunk))
+                                     geometry=p.geometry, disc=p.disc, batch_size=len(chunk), dicom=p.dicom)
 
             if task.grade_output in outputs:
                 probs, grade, referable = decode_grade(outputs[task.grade_output], task)

@@ -5,28 +5,47 @@ For each file: stat → read → SHA-256 → already in the store? (same path: s
 overlay and mask PNGs written by temp-file-and-rename, and each result committed to the
 store in one transaction. Killing the process at any moment loses at most the images in
 flight, which the next run of the same command screens; nothing is recorded twice.
+
+A pipeline, not a queue of stalls: while the model runs on one batch (on the caller's thread),
+one helper thread decodes and preprocesses the next batch and another writes the outputs of
+the batches before and commits their results, in order. In flight are therefore at most four
+batches (one being prepared, one in the model, two being written) besides the queue.
+``flush()`` (and ``close()``) returns once everything submitted is committed; ``on_row`` is
+always called on the caller's thread, in the order files were settled; an error in a helper
+thread is raised in the caller, after which the session takes no more work.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 
+from drtrt.errors import DrtrtError
 from drtrt.fileio import atomic_write, sha256_file
+from drtrt.runtime.pathways import keep_pathway, load_pathway
 from drtrt.runtime.patients import Assignment
-from drtrt.runtime.postprocess import encode_label_png, lesion_mask_original, overlay
+from drtrt.runtime.postprocess import lesion_mask_png, overlay
 from drtrt.runtime.predictor import Predictor, ScreeningResult
 from drtrt.runtime.quality import QualityConfig
 from drtrt.runtime.screening import safe_stem
 from drtrt.runtime.store import FileEntry, SessionRow, SessionStore
 
 MAX_FILE_BYTES = 256 * 2**20   # larger files are refused unread (a fundus JPEG is a few MB)
+PREPARED_AHEAD = 1             # batches decoded and preprocessed while the model runs on the one before
+WRITES_PENDING = 2             # screened batches waiting for the writer (bounds the arrays held)
+# Overlay PNG: "Up" filter and run-length deflate cost half the CPU of OpenCV's default (all
+# filters tried per row) for a 10 % smaller file on a 1072x741 overlay (docs/benchmarks.md).
+_OVERLAY_PNG = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE] + (
+    [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP] if hasattr(cv2, "IMWRITE_PNG_FILTER") else [])  # OpenCV 4.11+
 
 
 @dataclass(frozen=True)
@@ -34,7 +53,8 @@ class SessionConfig:
     """How a session screens. backend: auto (by suffix) | ort | trt | torch. providers: ONNX
     Runtime providers, exactly as given (default cpu). batch_size: images per forward pass.
     masks: write lesion label PNGs at the original resolution. reports: write the patient and
-    summary reports (session folder only)."""
+    summary reports (session folder only). pathway: icdr | nhs | a pathway YAML file, kept by the
+    session for its verdict words (None: the one the session has, icdr for a new one)."""
 
     backend: str = "auto"
     providers: tuple[str, ...] | None = None
@@ -42,6 +62,7 @@ class SessionConfig:
     masks: bool = True
     reports: bool = True
     quality: QualityConfig = QualityConfig()
+    pathway: str | None = None
 
 
 def _stem(path: str, sha256: str) -> str:
@@ -52,8 +73,9 @@ def _stem(path: str, sha256: str) -> str:
 class ScreeningSession:
     """Screens files into a session folder ``out`` (None: in memory only, nothing written).
 
-    ``on_row`` is called with each file's SessionRow as soon as it is settled (screened,
-    skipped as already done, duplicate, or unreadable).
+    ``on_row`` is called with each file's SessionRow once it is settled (screened and committed,
+    skipped as already done, duplicate, or unreadable), on the thread that calls submit/flush:
+    a screened file's row at the first submit/flush after the writer committed it.
     """
 
     def __init__(self, model: str | os.PathLike, out: str | os.PathLike | None, cfg: SessionConfig = SessionConfig(),
@@ -61,6 +83,7 @@ class ScreeningSession:
         self.out = Path(out) if out is not None else None
         self.cfg = cfg
         self.on_row = on_row
+        pathway = None if cfg.pathway is None else load_pathway(cfg.pathway)    # a bad file: refused first
         self.predictor = Predictor(model, cfg.backend, cfg.providers, cfg.batch_size, cfg.quality)
         try:
             self.store = SessionStore(self.out / "session.db" if self.out else None)   # creates and locks out/
@@ -72,21 +95,40 @@ class ScreeningSession:
         try:
             self.model_sha256 = sha256_file(model)
             self.store.bind_model(self.model_sha256, Path(model).name, self.predictor.task)
+            self._keep_model_validation()
+            if pathway is not None:
+                keep_pathway(self.store, pathway)
         except BaseException:
             self.predictor.close()
             self.store.close()
             raise
         self.run_id = self.store.begin_run(command)
         self._queue: list[tuple[FileEntry, bytes]] = []
+        # the pipeline: batches being prepared (decode ...) → the model (caller's thread) → being written
+        self._ahead: deque[tuple[list[FileEntry], Future]] = deque()
+        self._writing: deque[tuple[list[FileEntry], list[FileEntry], Future]] = deque()
+        self._in_flight: Counter[str] = Counter()        # SHA-256 of images handed on and not yet settled
+        self._preparer = ThreadPoolExecutor(1, thread_name_prefix="drtrt-prepare")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="drtrt-write")
+        self._stop_writing = threading.Event()
+        self._failed: BaseException | None = None
         self.touched_patients: set[str] = set()
         self.screened = 0                        # images run through the model (or the gate) by this run
         self.already_done = 0                    # files an earlier run of this session had screened
+
+    def _keep_model_validation(self) -> None:
+        """The model's validation record (``drtrt.validation`` metadata) in the store meta, where the
+        reports look: none, and every page says the model is not for clinical use."""
+        validation = dict(self.predictor.info.extra).get("validation") or ""
+        with self.store.transaction():
+            self.store.execute("INSERT OR REPLACE INTO meta VALUES ('validation', ?)", (validation,))
 
     def close(self) -> None:
         try:
             self.flush()
             self.store.finish_run(self.run_id)
         finally:
+            self._stop_pipeline()
             self.predictor.close()
             self.store.close()
 
@@ -96,10 +138,21 @@ class ScreeningSession:
     def __exit__(self, exc_type, *exc) -> None:
         if exc_type is None:
             self.close()
-        else:   # interrupted: keep what is committed, drop the queue, release everything
+        else:   # interrupted: keep what is committed, drop the queue and what is in flight, release everything
             self._queue.clear()
+            self._stop_pipeline()
             self.predictor.close()
             self.store.close()
+
+    def _stop_pipeline(self) -> None:
+        """Drop the batches not yet written; wait for the image being written (its commit is whole or
+        absent) and for a batch being prepared, so no helper thread outlives the store."""
+        self._stop_writing.set()
+        self._preparer.shutdown(wait=True, cancel_futures=True)
+        self._writer.shutdown(wait=True, cancel_futures=True)
+        self._ahead.clear()
+        self._writing.clear()
+        self._in_flight.clear()
 
     def screen(self, paths: Iterable[str | os.PathLike], assignments: Mapping[Path, Assignment] | None = None,
                default: Assignment = Assignment()) -> list[SessionRow]:
@@ -114,7 +167,13 @@ class ScreeningSession:
 
     def submit(self, path: Path, assignment: Assignment = Assignment()) -> None:
         """Take one file: settle it now (skip, duplicate, unreadable) or queue it for the model."""
+        self._settle_written(wait=False)
         key = str(Path(path).resolve())
+        if not (assignment.patient and assignment.eye):   # a DICOM file names its patient and eye (header only)
+            from drtrt.preprocess.dicom import read_patient_and_eye
+
+            patient, eye = read_patient_and_eye(key)
+            assignment = Assignment(assignment.patient or patient, assignment.eye or eye)
         if assignment.patient:
             self.touched_patients.add(assignment.patient)
         entry = FileEntry(key, None, None, None, assignment.patient, assignment.eye, "unreadable")
@@ -135,13 +194,13 @@ class ScreeningSession:
             return self._emit(key)
         sha = hashlib.sha256(data).hexdigest()
         entry = FileEntry(key, sha, len(data), entry.mtime_ns, assignment.patient, assignment.eye, "screened")
-        if any(queued.sha256 == sha for queued, _ in self._queue):
+        if sha in self._in_flight or any(queued.sha256 == sha for queued, _ in self._queue):
             self.flush()                                   # the first copy must be recorded first
         first = self.store.image_path(sha)
         if first is None:
             self._queue.append((entry, data))
             if len(self._queue) >= self.cfg.batch_size:
-                self.flush()
+                self._dispatch()
         elif first == key:
             self.store.record_file(entry, self.run_id)     # same file, touched again: refresh stat/assignment
             self.already_done += 1
@@ -161,22 +220,90 @@ class ScreeningSession:
         self._emit(known.path)
 
     def flush(self) -> None:
+        """Screen everything queued and commit each result: when this returns, every file submitted
+        so far is settled, committed and passed to ``on_row``."""
+        if self._queue:
+            self._dispatch()
+        self._drain()
 
-        """Screen everything queued and commit each result."""
-        if not self._queue:
-            return
+    def _drain(self) -> None:
+        """Run the model on every batch handed on and wait until the writer has committed them all."""
+        self._check_failed()
+        while self._ahead:
+            self._run_model()
+        self._settle_written(wait=True)
+
+    def _dispatch(self) -> None:
+        """Hand the queue to the preparing thread, then run the model on the batches prepared before
+        it until at most ``PREPARED_AHEAD`` wait: the next batch decodes while the model runs."""
+        self._check_failed()
         queue, self._queue = self._queue, []
-        results = self.predictor.screen_batch([data for _, data in queue], keep_arrays=self.out is not None,
-                                              names=[entry.path for entry, _ in queue])
-        for (entry, _), result in zip(queue, results):
-            tick = time.perf_counter()
-            artefacts = self._write_artefacts(result, entry)
-            record = result.to_dict()
-            record["timings_ms"]["write"] = round((time.perf_counter() - tick) * 1e3, 2)
-            record.update(artefacts)
-            self.store.record_image(entry.sha256, record, entry, self.run_id)
+        entries = [entry for entry, _ in queue]
+        future = self._preparer.submit(self.predictor.prepare_batch, [data for _, data in queue],
+                                       self.out is not None, [entry.path for entry in entries])
+        self._ahead.append((entries, future))
+        self._in_flight.update(entry.sha256 for entry in entries)
+        while len(self._ahead) > PREPARED_AHEAD:
+            self._run_model()
+
+    def _run_model(self) -> None:
+        """The oldest prepared batch through the model (on this thread), then to the writer."""
+        entries, future = self._ahead.popleft()
+        try:
+            results = self.predictor.infer_batch(future.result(), keep_arrays=self.out is not None)
+        except BaseException:
+            self._forget(entries)
+            raise
+        while len(self._writing) >= WRITES_PENDING:
+            self._settle_oldest()
+        committed: list[FileEntry] = []
+        self._writing.append((entries, committed, self._writer.submit(self._commit, entries, results, committed)))
+
+    def _commit(self, entries: list[FileEntry], results: list[ScreeningResult], committed: list[FileEntry]) -> None:
+        """The writer thread: each result's files, then its row in one transaction, in order.
+        After an error here (or a stop) the rest are dropped, as in a killed run."""
+        try:
+            for entry, result in zip(entries, results):
+                if self._stop_writing.is_set():
+                    return
+                tick = time.perf_counter()
+                artefacts = self._write_artefacts(result, entry)
+                record = result.to_dict()
+                record["timings_ms"]["write"] = round((time.perf_counter() - tick) * 1e3, 2)
+                record.update(artefacts)
+                self.store.record_image(entry.sha256, record, entry, self.run_id)
+                committed.append(entry)
+        except BaseException:
+            self._stop_writing.set()
+            raise
+
+    def _settle_written(self, wait: bool) -> None:
+        """Pass the committed files to ``on_row``, oldest batch first: the finished ones, or (wait) all."""
+        while self._writing and (wait or self._writing[0][2].done()):
+            self._settle_oldest()
+
+    def _settle_oldest(self) -> None:
+        entries, committed, future = self._writing.popleft()
+        error = future.exception()                        # waits for the batch
+        self._forget(entries)
+        for entry in committed:
             self.screened += 1
             self._emit(entry.path)
+        if error is not None:
+            self._failed = error
+            raise error
+        self._check_failed()
+
+    def _forget(self, entries: list[FileEntry]) -> None:
+        self._in_flight.subtract(entry.sha256 for entry in entries)
+        self._in_flight = +self._in_flight                 # drops the zero counts
+
+    def _check_failed(self) -> None:
+        """After the writer failed (raised once in the caller), the session takes no more work."""
+        if self._failed is not None:
+            raise DrtrtError(f"this session stopped: writing a result failed ({type(self._failed).__name__}: "
+                             f"{self._failed}); the images not committed are screened again by the next run") \
+                from self._failed
 
     def _write_artefacts(self, result: ScreeningResult, entry: FileEntry) -> dict:
         """Overlay PNG (graded), lesion mask PNG at the original resolution, thumbnail JPEG for reports."""
@@ -187,13 +314,13 @@ class ScreeningSession:
         if result.status == "graded" and result.labels is not None:
             picture = overlay(result.rgb, result.labels, result.geometry, self.predictor.task, findings=result.lesions,
                               legend=True, disc=result.disc)
-            ok, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+            ok, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), _OVERLAY_PNG)
             atomic_write(self.out / "overlays" / f"{stem}.png", png.tobytes())
             written["overlay"] = f"overlays/{stem}.png"   # at the decoded scale (1/k of the original)
             written["overlay_scale"] = result.geometry.original_size[1] / picture.shape[1]
             if self.cfg.masks:
-                mask, scale = lesion_mask_original(result.labels, result.geometry)
-                atomic_write(self.out / "masks" / f"{stem}.png", encode_label_png(mask))
+                png, scale = lesion_mask_png(result.labels, result.geometry)   # = lesion_mask_original's, encoded
+                atomic_write(self.out / "masks" / f"{stem}.png", png)
                 written.update(mask=f"masks/{stem}.png", mask_scale=scale)
         else:   # ungradable: keep what the camera gave, small, for the report
             h, w = result.rgb.shape[:2]
@@ -215,6 +342,8 @@ class ScreeningSession:
         if self.out is None or not self.cfg.reports:
             return {}
         from drtrt.runtime.report import write_session_reports
+
+        self._drain()                                     # the batches handed on are in the reports too
 
         return write_session_reports(self.out, self.store.rows(), self.store.meta(), self.predictor.task, patients)
 

@@ -72,3 +72,27 @@ outcomes:
             load_pathway(path)
     with pytest.raises(ConfigError, match="neither icdr nor nhs"):
         load_pathway(tmp_path / "missing.yaml")
+
+
+def test_screen_with_the_nhs_pathway_words_the_reports(tiny_onnx, photo_root, tmp_path):
+    """`drtrt screen --pathway nhs`: the session keeps the pathway, the reports use its words."""
+    import subprocess
+    import sys
+
+    images = sorted(photo_root.rglob("*.jpg"))[:2]
+    out = tmp_path / "session"
+    proc = subprocess.run([sys.executable, "-m", "drtrt.cli", "screen", *map(str, images), "--model", str(tiny_onnx),
+                           "--out", str(out), "--patient", "P-NHS", "--eye", "right", "--pathway", "nhs"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode in (0, 3), proc.stderr
+    store = SessionStore(out / "session.db")
+    assert stored_pathway(store.meta()) == NHS and store.meta()["validation"] == ""    # the demo: no validation
+    store.close()
+    patients = (out / "patients.csv").read_text()
+    assert any(w in patients for w in ("R0 no retinopathy", "R1 background", "R2 pre-proliferative", "R3 proliferative",
+                                       "U ungradable", "needs a human read"))
+    report = (out / "reports" / "patient-P-NHS.html").read_text()
+    assert "NOT FOR CLINICAL USE" in report
+    bad = subprocess.run([sys.executable, "-m", "drtrt.cli", "screen", str(images[0]), "--model", str(tiny_onnx),
+                          "--pathway", str(tmp_path / "none.yaml")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "neither icdr nor nhs" in bad.stderr and "Traceback" not in bad.stderr
