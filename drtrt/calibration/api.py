@@ -41,7 +41,7 @@ class CalibrateConfig:
     thresholds: overrides of the INT8 parity thresholds (``--threshold``, ``--min-agreement``, ``--min-dice``).
     gate: fail (exit 4, model renamed) when the check fails; False reports only.
     auto_exclude: search the layers to keep in FP32 until the gate passes.
-    threads: ONNX Runtime intra-op threads for the gate (None = its default).
+    threads: ONNX Runtime intra-op threads for the gate (None = the CPUs this process may use).
     """
 
     onnx: Path

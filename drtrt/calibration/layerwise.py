@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from drtrt.errors import BackendUnavailable
+from drtrt.runtime.ort import session_options
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
@@ -46,7 +47,8 @@ def _onnx():
         import onnx
         import onnxruntime
     except ImportError:
-        raise BackendUnavailable("layer-wise comparison needs onnx and onnxruntime; pip install 'drtrt[export]'") from None
+        raise BackendUnavailable("layer-wise comparison needs onnx and onnxruntime; "
+                                 "pip install 'drtrt[export]'") from None
     return onnx, onnxruntime
 
 
@@ -63,8 +65,7 @@ def _run_with_outputs(proto, names: Sequence[str], inputs: Sequence[np.ndarray])
     model.CopyFrom(proto)
     existing = {o.name for o in model.graph.output}
     model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in existing)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options = session_options()   # drtrt's thread count, no spin-waiting
     # No graph fusion: a fused node would not produce the tensors asked for under their names.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])

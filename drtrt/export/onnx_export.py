@@ -15,6 +15,7 @@ import torch
 
 from drtrt.errors import ArtefactError
 from drtrt.model_info import ModelInfo
+from drtrt.runtime.ort import session_options
 
 OPSET = 17
 
@@ -94,7 +95,7 @@ def compare_with_torch(model: torch.nn.Module, onnx_path: Path, size: int, batch
     model.eval()
     with torch.no_grad():
         ref = {k: v.numpy() for k, v in model(torch.from_numpy(x)).items()}
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(onnx_path), session_options(), providers=["CPUExecutionProvider"])
     (image,) = session.get_inputs()
     got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {image.name: x})))
 

@@ -33,6 +33,7 @@ from drtrt.runtime.base import TensorSpec
 from drtrt.runtime.cuda_mem import GpuInfo, load_cuda
 from drtrt.runtime.engine import (EngineFile, EngineIO, EngineManifest, check_engine_compatible, manifest_path,
                                  read_engine_manifest)
+from drtrt.runtime.ort import session_options
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -133,9 +134,8 @@ def read_onnx_metadata(path: Path) -> dict[str, str]:
     """The ONNX's ``metadata_props`` through ONNX Runtime (no ``onnx`` package needed on the device)."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
+    options = session_options(threads=1)   # reads metadata, runs nothing
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types for bad files

@@ -14,6 +14,7 @@ import torch
 
 from drtrt.runtime.base import Runner, Signature, TensorSpec
 from drtrt.train.checkpoint import checkpoint_info, load_checkpoint, model_from_checkpoint
+from drtrt.train.distributed import limit_cpu_threads
 from drtrt.train.train_config import resolve_device
 
 
@@ -31,6 +32,8 @@ class TorchRunner(Runner):
         ckpt = load_checkpoint(self.path)
         info = checkpoint_info(ckpt, self.path)
         self._model = model_from_checkpoint(ckpt).to(self.device)
+        if self.device.type == "cpu":
+            limit_cpu_threads()
         size = info.preprocess.size
         return Signature(info, (TensorSpec(info.task.input_name, (-1, 3, size, size), "float32"),), info.task.outputs)
 

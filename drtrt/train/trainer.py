@@ -31,7 +31,7 @@ from drtrt.errors import ConfigError, DataError
 from drtrt.fileio import json_ready
 from drtrt.train.checkpoint import load_checkpoint, make_checkpoint, restore_rng, save_atomic
 from drtrt.train.data import EpochSampler, FundusDataset, training_items
-from drtrt.train.distributed import barrier, device_for, init_distributed, shutdown
+from drtrt.train.distributed import barrier, device_for, init_distributed, limit_cpu_threads, shutdown
 from drtrt.train.losses import GRADE_IGNORE, multitask_loss
 from drtrt.train.model import build_model, load_imagenet_vgg16, task_spec
 from drtrt.train.train_config import TrainConfig, resolve_device
@@ -113,6 +113,7 @@ def train(cfg: TrainConfig, data: str | Path | IdridIndex, run_dir: str | Path,
     run_dir = Path(run_dir)
     ctx = init_distributed(resolve_device(cfg.device).type)
     device = device_for(ctx, resolve_device(cfg.device))
+    threads = limit_cpu_threads(ctx)
     if not ctx.is_main:
         log, on_progress = (lambda msg: None), None
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -175,6 +176,7 @@ def train(cfg: TrainConfig, data: str | Path | IdridIndex, run_dir: str | Path,
     if cfg.compile:
         forward = torch.compile(forward)
     log(f"training {cfg.model.arch} on {len(train_ds)} images (validation {len(val_ds)}) on {device}"
+        f"{f' ({threads} threads)' if device.type == 'cpu' else ''}"
         f"{f' x {ctx.world} processes' if ctx.enabled else ''}; {steps} steps/epoch; "
         f"mixed precision {'FP16' if use_amp else 'BF16' if use_autocast else 'off'}; labels {cfg.labels}")
 

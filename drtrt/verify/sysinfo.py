@@ -8,7 +8,6 @@ would be a new dependency for two numbers the kernel already exposes.
 
 from __future__ import annotations
 
-import os
 import platform
 import statistics
 import sys
@@ -16,6 +15,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from drtrt.cpu import quiet_openmp, usable_cpus
 
 
 def reset_peak_rss() -> bool:
@@ -83,6 +84,7 @@ def _gemm_runners(a: np.ndarray, b: np.ndarray, threads: int | None) -> dict[str
     OpenBLAS), ONNX Runtime's MLAS (a one-node MatMul graph; needs ``onnx`` to build it)."""
     runners: dict[str, object] = {"numpy": lambda: a @ b}
     try:
+        quiet_openmp()   # in case this is the process's first torch import
         import torch
 
         ta, tb = torch.from_numpy(a), torch.from_numpy(b)
@@ -92,14 +94,14 @@ def _gemm_runners(a: np.ndarray, b: np.ndarray, threads: int | None) -> dict[str
     try:
         import onnxruntime as ort
         from onnx import TensorProto, helper
+
+        from drtrt.runtime.ort import session_options
     except ImportError:
         return runners
     n = a.shape[0]
     spec = [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in "abc"]
     graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm", spec[:2], spec[2:])
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
+    options = session_options(threads)   # drtrt's screening options
     session = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
                                    .SerializeToString(), options, providers=["CPUExecutionProvider"])
     runners["onnxruntime"] = lambda: session.run(None, {"a": a, "b": b})
@@ -132,4 +134,4 @@ def measure_gemm_peak(threads: int | None = None, n: int = 2048, repeats: int = 
     by = min(results, key=lambda k: results[k][0])
     return {"best": flop / results[by][0] / 1e9, "by": by, "median": flop / results[by][1] / 1e9,
             "libraries": {k: round(flop / v[0] / 1e9, 1) for k, v in results.items()}, "n": n,
-            "threads": threads or os.cpu_count() or 0}
+            "threads": threads or usable_cpus()}

@@ -1,0 +1,47 @@
+"""ONNX Runtime sessions drtrt makes: as many threads as usable CPUs, no spin-waiting unless asked for."""
+
+from __future__ import annotations
+
+import pytest
+
+from drtrt import cpu
+from drtrt.runtime import ort as drtrt_ort
+from drtrt.runtime.ort import INTER_OP_SPINNING, INTRA_OP_SPINNING, OrtRunner, session_options
+
+
+def spinning(options) -> tuple[str, str]:
+    return options.get_session_config_entry(INTRA_OP_SPINNING), options.get_session_config_entry(INTER_OP_SPINNING)
+
+
+def test_default_options_use_the_usable_cpus_and_never_spin(monkeypatch):
+    monkeypatch.delenv(cpu.SPIN_ENV, raising=False)
+    monkeypatch.setattr(drtrt_ort, "usable_cpus", lambda: 3)
+    options = session_options()
+    assert options.intra_op_num_threads == 3
+    assert spinning(options) == ("0", "0")
+    assert options.log_severity_level == 3
+
+
+def test_threads_and_spinning_can_be_chosen(monkeypatch):
+    monkeypatch.delenv(cpu.SPIN_ENV, raising=False)
+    options = session_options(threads=1, spin=True)
+    assert options.intra_op_num_threads == 1 and spinning(options) == ("1", "1")
+    monkeypatch.setenv(cpu.SPIN_ENV, "1")                   # a dedicated machine
+    assert spinning(session_options()) == ("1", "1")
+    assert spinning(session_options(spin=False)) == ("0", "0")
+
+
+@pytest.mark.parametrize("env, kwargs, threads, spins", [
+    (None, {}, None, "0"),
+    ("1", {}, None, "1"),
+    (None, {"threads": 1, "spin": True}, 1, "1"),
+])
+def test_the_runner_session_carries_the_options(tiny_onnx, monkeypatch, env, kwargs, threads, spins):
+    if env is None:
+        monkeypatch.delenv(cpu.SPIN_ENV, raising=False)
+    else:
+        monkeypatch.setenv(cpu.SPIN_ENV, env)
+    with OrtRunner(tiny_onnx, **kwargs) as runner:
+        options = runner._session.get_session_options()   # what the live session was made with
+        assert options.intra_op_num_threads == (threads or cpu.usable_cpus())
+        assert spinning(options) == (spins, spins)
