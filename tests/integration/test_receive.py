@@ -35,7 +35,19 @@ from drtrt.preprocess import decode_image  # noqa: E402
 from drtrt.runtime.store import SessionStore  # noqa: E402
 from pydicom import dcmread  # noqa: E402
 
-STORESCU = shutil.which("storescu")
+
+def _dcmtk_storescu() -> str | None:
+    """dcmtk's storescu: pynetdicom installs an app of the same name into the virtualenv's bin/, first on PATH."""
+    for folder in os.environ.get("PATH", "").split(os.pathsep) + ["/usr/bin"]:
+        candidate = shutil.which("storescu", path=folder)
+        if candidate:
+            version = subprocess.run([candidate, "--version"], capture_output=True, text=True, timeout=30)
+            if "dcmtk" in (version.stdout + version.stderr).lower():
+                return candidate
+    return None
+
+
+STORESCU = _dcmtk_storescu()
 needs_storescu = pytest.mark.skipif(STORESCU is None, reason="dcmtk's storescu is not installed: apt-get install dcmtk")
 
 
