@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from drtrt.cpu import usable_cpus  # noqa: E402
+from screening_e2e import full_model  # noqa: E402 - the same random full network as the e2e benchmark
 
 MODES = ("old", "new")
 # The competitor: a CPU-bound loop that also ends when this benchmark does, however it ends.
@@ -150,26 +151,6 @@ def setup(work: Path, screen_model: str, n_images: int) -> tuple[Path, list[Path
     if len(graded) < n_images + 1:
         raise SystemExit(f"only {len(graded)} synthetic images pass the quality gate; ask for fewer")
     return model, graded[: n_images]
-
-
-def full_model(work: Path) -> Path:
-    """The full network (width 1.0, 512x512) with random weights, exported once."""
-    out = work / "full-width1-random.onnx"
-    if out.exists():
-        return out
-    import torch
-
-    from drtrt.preprocess import PreprocessSpec
-    from drtrt.train.checkpoint import export_checkpoint, make_checkpoint
-    from drtrt.train.model import ModelConfig, build_model
-    from drtrt.train.train_config import TrainConfig
-
-    torch.manual_seed(0)
-    cfg = TrainConfig(model=ModelConfig(width=1.0), preprocess=PreprocessSpec(size=512), device="cpu")
-    ckpt = work / "full-width1-random.pt"
-    torch.save(make_checkpoint(build_model(cfg.model).eval(), cfg, 0, {}), ckpt)
-    export_checkpoint(ckpt, out, check_batch=1)
-    return out
 
 
 def busy_cpu_seconds() -> float:
