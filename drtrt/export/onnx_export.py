@@ -87,7 +87,8 @@ def export_onnx(model: torch.nn.Module, info: ModelInfo, out: str | Path, simpli
     return ExportResult(out, names, diffs, simplify)
 
 
-def compare_with_torch(model: torch.nn.Module, onnx_path: Path, size: int, batch: int, seed: int = 0) -> dict[str, float]:
+def compare_with_torch(model: torch.nn.Module, onnx_path: Path, size: int, batch: int,
+                       seed: int = 0) -> dict[str, float]:
     """Max |Δ| per output between PyTorch and ONNX Runtime (CPU) on a random batch."""
     import onnxruntime as ort
 

@@ -188,7 +188,8 @@ def _prepared_onnx(cfg: BuildConfig, trt: Any, feats: compat.TrtFeatures, builde
     if precision == "int8" and not parsed.qdq:
         if cfg.calib_data is None:
             raise ConfigError(f"{parsed.path.name} has no Q/DQ nodes, so --int8 needs calibration images: pass "
-                              "--calib-data ROOT (an IDRiD-layout or image folder), or give an ONNX from `drtrt calibrate`")
+                              "--calib-data ROOT (an IDRiD-layout or image folder), or give an ONNX from "
+                              "`drtrt calibrate`")
         log(f"calibrating INT8 on {cfg.calib_data} (no Q/DQ nodes in {parsed.path.name})")
         parsed = _Parsed(trt, feats, builder, logger, calibrate(parsed.path, cfg.calib_data, cfg.out, log))
         if not parsed.qdq:
@@ -254,7 +255,8 @@ def _load_timing_cache(config: Any, path: Path, key: dict[str, str], log: Callab
 
 def rebuild_command(onnx: Path, out: Path, precision: str, cfg: BuildConfig) -> str:
     flag = {"fp32": "", "fp16": " --fp16", "int8": " --int8"}[precision]
-    dla = "" if cfg.dla_core is None else f" --dla-core {cfg.dla_core}" + (" --gpu-fallback" if cfg.gpu_fallback else "")
+    dla = "" if cfg.dla_core is None else \
+        f" --dla-core {cfg.dla_core}" + (" --gpu-fallback" if cfg.gpu_fallback else "")
     return (f"drtrt build --onnx {onnx} --out {out}{flag} --max-batch {cfg.max_batch} "
             f"--workspace {cfg.workspace_gib:g}{dla}")
 
@@ -355,7 +357,8 @@ def build_engine(cfg: BuildConfig, listener: BuildListener | None = None,
     seconds = time.perf_counter() - start
     build = {"max_batch": cfg.max_batch, "opt_batch": cfg.opt_batch, "workspace_gib": cfg.workspace_gib,
              "dla_core": cfg.dla_core, "gpu_fallback": cfg.gpu_fallback,
-             "builder_flags": flags, "fp32_layers": held, "timing_cache": str(cache_file), "timing_cache_reused": reused,
+             "builder_flags": flags, "fp32_layers": held, "timing_cache": str(cache_file),
+             "timing_cache_reused": reused,
              "progress_monitor": monitor is not None, "seconds": round(seconds, 2),
              "command": rebuild_command(parsed.path, cfg.out, precision, cfg)}
     target = manifest_path(cfg.out)
@@ -413,7 +416,8 @@ def _use_dla(trt: Any, builder: Any, config: Any, cfg: BuildConfig, precision: s
     return ["GPU_FALLBACK"]
 
 
-def _add_profile(trt: Any, builder: Any, config: Any, parsed: _Parsed, cfg: BuildConfig) -> dict[str, dict[str, list[int]]]:
+def _add_profile(trt: Any, builder: Any, config: Any, parsed: _Parsed,
+                 cfg: BuildConfig) -> dict[str, dict[str, list[int]]]:
     """One optimisation profile: batch 1 … max_batch (opt ``opt_batch``); other dimensions must be fixed.
     DLA takes static shapes only: then the one batch is ``max_batch`` (smaller batches are padded)."""
     profile, shapes = builder.create_optimization_profile(), {}
