@@ -299,11 +299,8 @@ class VisitBook:
                             "— check the fixation and retake if needed")
         return Slot(name, state, row, capture["sha256"], capture["id"], capture["taken"], replaced, warnings)
 
-    def visits(self, day: str | None = None, limit: int = 200) -> list[Visit]:
-        """Visits opened on ``day`` (YYYY-MM-DD, UTC; None: all), newest first."""
-        if day is None:
-            rows = self.store.execute("SELECT id FROM visits ORDER BY id DESC LIMIT ?", (limit,))
-        else:
-            rows = self.store.execute("SELECT id FROM visits WHERE substr(opened, 1, 10)=? ORDER BY id DESC LIMIT ?",
-                                      (day, limit))
+    def visits(self, since: str | None = None, limit: int = 200) -> list[Visit]:
+        """Visits opened at or after ``since`` (a UTC stamp as :func:`now` writes; None: all), newest first."""
+        rows = self.store.execute("SELECT id FROM visits WHERE opened >= ? ORDER BY id DESC LIMIT ?",
+                                  (since or "", limit))
         return [self.visit(r["id"]) for r in rows]

@@ -343,7 +343,9 @@ def _colours(task) -> dict[str, str]:
 def _day(worker: StationWorker) -> dict:
     """Today's visits (local date) and the day's figures."""
     today = dt.date.today().isoformat()
-    visits = [v for v in worker.book.visits(limit=300) if _when(v.opened)[:10] == today]
+    midnight = dt.datetime.combine(dt.date.today(), dt.time()).astimezone()      # local midnight, in UTC below
+    since = midnight.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    visits = [v for v in worker.book.visits(since=since, limit=300) if _when(v.opened)[:10] == today]
     statuses = [status for v in visits for s in v.slots   # every photo taken today, retaken ones too
                 for status in ([s.row.status] if s.row is not None else []) + [r["status"] for r in s.replaced]]
     judged = [status for status in statuses if status in ("graded", "ungradable", "error")]
