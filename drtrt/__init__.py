@@ -6,6 +6,7 @@ The package is a house of stages; each imports only from the stages below it
     cli           the ``drtrt`` command: one module per command group, tables, exit codes
     station       the screening station's web app: visits, live results, reports (Starlette)
     integration   DICOM in and out, FHIR, the DICOM receiver, store-and-forward to PACS/FHIR
+    serving       Triton model repositories for reading centres, the models its Python backend runs
     train         PyTorch: the thesis network, losses, data, trainer, the PyTorch runner
     export        checkpoint → ONNX (torch), ONNX → TensorRT engine
     calibration   precision baked into the ONNX: FP16 conversion, INT8 Q/DQ, their gates

@@ -58,3 +58,8 @@ class GateError(DrtrtError):
 class SendError(DrtrtError):
     """A server (PACS, FHIR) could not be reached or did not confirm what was sent to it; what it did
     not confirm stays queued in the session's outbox for the next ``drtrt sync``."""
+
+
+class ServerUnavailable(DrtrtError):
+    """An inference server (Triton) could not be reached, or its model was not ready, after the
+    retries: the run stops, what was committed stays, and the same command resumes it."""

@@ -2,6 +2,14 @@
 # One command from a fresh clone to a full test run: set up .venv, then run pytest.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$root/scripts/env.sh" "train,export,station,integration,test"
+source "$root/scripts/env.sh" "train,export,station,integration,triton,test"
+# The Triton tests' server: the nvidia-pytriton wheel's tritonserver and Python backend. Only its
+# server is used, so it goes in without its dependencies (it pins numpy<2, which OpenCV 5 refuses).
+# Its Python backend stub is built against NumPy 1: the test server reads NumPy 1 from its own
+# folder (tests/serving/triton_helpers.py), while everything else keeps this venv's NumPy.
+if [ ! -d "$root/.venv/triton-numpy1/numpy" ] || ! python -c "import pytriton" 2>/dev/null; then
+  python -m pip install --quiet --no-deps "nvidia-pytriton>=0.5"
+  python -m pip install --quiet --target "$root/.venv/triton-numpy1" "numpy>=1.24,<2"
+fi
 cd "$root"
 exec python -m pytest -q "$@"

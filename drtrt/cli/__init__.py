@@ -8,6 +8,7 @@ order a user meets them: data and training, artefacts, screening, evidence, the 
 
 from drtrt.cli import training  # noqa: F401, I001 - each module registers its commands, in this order
 from drtrt.cli import models  # noqa: F401
+from drtrt.cli import serving  # noqa: F401
 from drtrt.cli import screening  # noqa: F401
 from drtrt.cli import station  # noqa: F401
 from drtrt.cli import receive  # noqa: F401

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from drtrt.errors import RunnerStateError, ShapeError
+from drtrt.fileio import sha256_file
 from drtrt.model_info import ModelInfo
 
 
@@ -103,6 +104,16 @@ class Runner(abc.ABC):
         self.deactivate()
 
     # -- what an active runner serves ------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """How the model is named to a user: its file name (a served model: its URL)."""
+        return self.path.name
+
+    def model_sha256(self) -> str:
+        """The sha256 of the model file: the model's identity in sessions, reports and parity records
+        (a served model: the sha256 its server's configuration records for the file it loaded)."""
+        return sha256_file(self.path)
+
     @property
     def active(self) -> bool:
         return self._signature is not None

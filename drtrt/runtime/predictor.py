@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drtrt.errors import ConfigError, DrtrtError, ImageError
+from drtrt.errors import ConfigError, DrtrtError, ImageError, ServerUnavailable
 from drtrt.preprocess import Geometry, OpticDisc, decode_image, locate_disc, preprocess_rgb
 from drtrt.preprocess.dicom import dicom_info
 from drtrt.runtime.inference import BatchedInference
@@ -94,7 +94,6 @@ class Predictor:
                  batch_size: int = 1, quality: QualityConfig = QualityConfig(), **options) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, found {batch_size}")
-        self.model = Path(model)
         self.runner = load_runner(model, backend, providers, **options)
         self.info = self.runner.info
         self.task = self.info.task
@@ -113,7 +112,7 @@ class Predictor:
         self.batch_size = self.loop.batch_size
         if self.loop.lowered_from:
             self.notes.append(f"batch size {batch_size} lowered to {self.batch_size}, the largest batch "
-                              f"{self.model.name} accepts")
+                              f"{self.runner.name} accepts")
 
 
     def close(self) -> None:
@@ -203,6 +202,8 @@ class Predictor:
     def _infer(self, chunk: list[_Prepared], keep_arrays: bool) -> list[ScreeningResult]:
         try:
             batch = self.loop.run(chunk)
+        except ServerUnavailable:
+            raise       # not these images' fault: the run stops and the same command resumes it
         except DrtrtError as exc:
             return [ScreeningResult(p.name, "error", f"inference failed: {exc}", "inference_failed",
                                     timings_ms=p.timings, quality=p.quality, geometry=p.geometry, dicom=p.dicom)

@@ -7,6 +7,7 @@ or tensorrt: only the chosen runner's module is imported, when a model is loaded
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,19 +16,26 @@ from drtrt.runtime.base import Runner
 
 BACKENDS = {".onnx": "ort", ".engine": "trt", ".plan": "trt", ".pt": "torch"}
 RUNNERS = {"ort": "drtrt.runtime.ort:OrtRunner", "trt": "drtrt.runtime.trt:TrtRunner",
-           "torch": "drtrt.train.torch_runner:TorchRunner"}
+           "torch": "drtrt.train.torch_runner:TorchRunner", "triton": "drtrt.runtime.triton:TritonRunner"}
 _BACKEND_EXTRAS = {"trt": "TensorRT (JetPack's python3-libnvinfer, or pip install 'drtrt[gpu]' with tensorrt)",
-                   "torch": "torch (pip install 'drtrt[train]')"}
+                   "torch": "torch (pip install 'drtrt[train]')",
+                   "triton": "tritonclient (pip install 'drtrt[triton]')"}
 
 
 def load_runner(model: str | Path, backend: str = "auto", providers: Sequence[str] | None = None,
                 **options) -> Runner:
-    """Pick the runner for ``model`` by its suffix (or ``backend``: ort | trt | torch) and activate it.
+    """Pick the runner for ``model`` by its suffix (or ``backend``: ort | trt | torch | triton) and activate it.
+
+    A ``triton://HOST:PORT/MODEL`` URL (also ``triton+http://``) is a model on a Triton server.
 
     ``providers`` (ONNX Runtime only; default ("cpu",)) is used exactly as given: a missing
     provider is an error, never a silent fall-back. ``options`` go to the runner's constructor.
     """
     path = Path(model)
+    if is_model_url(model):
+        if backend not in ("auto", "triton"):
+            raise ConfigError(f"{model} is served by Triton; --backend {backend} does not apply to it")
+        backend, path = "triton", model_reference(model)
     if backend == "auto":
         backend = BACKENDS.get(path.suffix.lower(), "")
         if not backend:
@@ -42,6 +50,19 @@ def load_runner(model: str | Path, backend: str = "auto", providers: Sequence[st
     runner: Runner = runner_class(backend)(path, **options)
     runner.activate()
     return runner
+
+
+def is_model_url(model: object) -> bool:
+    """Whether ``model`` names a served model (``triton://…``) rather than a file."""
+    return re.match(r"^triton(\+grpc|\+http)?:/", str(model), re.I) is not None
+
+
+def model_reference(model: str | Path) -> str | Path:
+    """A model option as typed: a served model's URL as a string (a ``Path`` folds its ``//``), else a Path."""
+    if is_model_url(model):
+        scheme, _, rest = str(model).partition(":")
+        return f"{scheme.lower()}://{rest.lstrip('/')}"
+    return Path(model)
 
 
 def runner_class(backend: str) -> type[Runner]:

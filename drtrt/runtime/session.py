@@ -30,7 +30,7 @@ from pathlib import Path
 import cv2
 
 from drtrt.errors import DrtrtError
-from drtrt.fileio import atomic_write, sha256_file
+from drtrt.fileio import atomic_write
 from drtrt.runtime.pathways import keep_pathway, load_pathway
 from drtrt.runtime.patients import Assignment
 from drtrt.runtime.postprocess import lesion_mask_png, overlay
@@ -93,8 +93,8 @@ class ScreeningSession:
             self.predictor.close()
             raise
         try:
-            self.model_sha256 = sha256_file(model)
-            self.store.bind_model(self.model_sha256, Path(model).name, self.predictor.task)
+            self.model_sha256 = self.predictor.runner.model_sha256()
+            self.store.bind_model(self.model_sha256, self.predictor.runner.name, self.predictor.task)
             self._keep_model_validation()
             if pathway is not None:
                 keep_pathway(self.store, pathway)

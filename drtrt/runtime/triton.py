@@ -1,0 +1,315 @@
+"""Triton Inference Server as a backend: ``triton://HOST:PORT/MODEL[/VERSION]`` behind the runner contract.
+
+The server holds the model (``drtrt export-triton`` writes its repository); the runner sends the
+preprocessed batch and gets the raw outputs back, so decoding, the quality gate, preprocessing and
+the task decoding stay in :class:`~drtrt.runtime.predictor.Predictor`, the same code for every
+backend. What the model is comes from the model's configuration on the server: the repository
+writes drtrt's model metadata and the model file's sha256 into ``config.pbtxt``'s ``parameters``,
+so a session screened through Triton records the same model identity as one screened locally.
+
+URLs: ``triton://`` and ``triton+grpc://`` speak gRPC (default port 8001), ``triton+http://``
+speaks HTTP/REST (default port 8000). A server that cannot be reached, a model that is not ready
+and a request the server drops are retried with backoff (:class:`RetryPolicy`); then
+:class:`~drtrt.errors.ServerUnavailable` stops the run with one line, and a session keeps what it
+had committed (the same command resumes it).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from drtrt.errors import ArtefactError, BackendUnavailable, ConfigError, DrtrtError, ServerUnavailable
+from drtrt.model_info import ModelInfo
+from drtrt.runtime.base import Runner, Signature, TensorSpec
+from drtrt.runtime.registry import is_model_url, model_reference
+
+SCHEMES = {"triton": "grpc", "triton+grpc": "grpc", "triton+http": "http"}
+DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
+SHA256_PARAMETER = "drtrt.model_sha256"          # config.pbtxt parameter: the served model file's sha256
+FILE_PARAMETER = "drtrt.model_file"              # … and its file name
+# Triton's data types (model_config.proto) ↔ NumPy, for the types a drtrt model uses.
+TRITON_DTYPES = {"TYPE_FP32": "float32", "TYPE_FP16": "float16", "TYPE_FP64": "float64", "TYPE_INT8": "int8",
+                 "TYPE_UINT8": "uint8", "TYPE_INT32": "int32", "TYPE_INT64": "int64", "TYPE_BOOL": "bool"}
+WIRE_DTYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "int8": "INT8", "uint8": "UINT8",
+               "int32": "INT32", "int64": "INT64", "bool": "BOOL"}
+
+
+@dataclass(frozen=True)
+class TritonAddress:
+    """Where a model is served: protocol (grpc | http), host, port, model name and version ('' = latest)."""
+
+    protocol: str
+    host: str
+    port: int
+    model: str
+    version: str = ""
+
+    @classmethod
+    def parse(cls, model: object) -> TritonAddress:
+        if not is_model_url(model):
+            raise ConfigError(f"not a Triton URL: {model} (expected triton://HOST:PORT/MODEL)")
+        url = str(model_reference(model))
+        parts = urlsplit(url)
+        protocol = SCHEMES[parts.scheme]
+        path = [p for p in parts.path.split("/") if p]
+        try:
+            port = parts.port or DEFAULT_PORTS[protocol]
+        except ValueError:
+            raise ConfigError(f"{url}: the port must be a number") from None
+        if not parts.hostname or not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+            raise ConfigError(f"{url}: expected triton://HOST:PORT/MODEL or triton://HOST:PORT/MODEL/VERSION")
+        return cls(protocol, parts.hostname, port, path[0], path[1] if len(path) == 2 else "")
+
+    @property
+    def endpoint(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        scheme = "triton" if self.protocol == "grpc" else "triton+http"
+        return f"{scheme}://{self.endpoint}/{self.model}" + (f"/{self.version}" if self.version else "")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long to keep trying a server that does not answer: ``attempts`` tries, waiting
+    ``backoff_s`` × 2^n (at most ``max_wait_s``) between them; ``timeout_s`` per request."""
+
+    attempts: int = 4
+    backoff_s: float = 0.5
+    max_wait_s: float = 8.0
+    timeout_s: float = 120.0
+
+    def waits(self):
+        for n in range(self.attempts - 1):
+            yield min(self.max_wait_s, self.backoff_s * 2 ** n)
+
+
+class _Transient(Exception):
+    """A failure worth retrying: the server cannot be reached, is shutting down, or is not ready."""
+
+
+class TritonRunner(Runner):
+    """A model served by Triton. ``retry``: :class:`RetryPolicy`. Thread-safe: each thread that
+    calls :meth:`infer` gets its own client (connection), so ``--workers N`` keeps N requests in flight."""
+
+    backend = "triton"
+    batch_range_name = "the server's max_batch_size"
+
+    def __init__(self, path: str | Path, retry: RetryPolicy = RetryPolicy(),
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.address = TritonAddress.parse(path)
+        super().__init__(Path(self.address.model))
+        self.retry = retry
+        self._sleep = sleep
+        self._local = threading.local()
+        self._clients: list[Any] = []
+        self._lock = threading.Lock()
+        self._module: Any = None
+        self._sha256 = ""
+        self._dtypes: dict[str, str] = {}
+
+    @property
+    def name(self) -> str:
+        return self.address.url
+
+    def model_sha256(self) -> str:
+        return self._sha256
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def _activate(self) -> Signature:
+        try:
+            if self.address.protocol == "grpc":
+                import tritonclient.grpc as module
+            else:
+                import tritonclient.http as module
+        except ImportError:
+            raise BackendUnavailable("a triton:// model needs tritonclient, which is not installed; "
+                                     "pip install 'drtrt[triton]'") from None
+        self._module = module
+        config = self._call(self._load_config, "read the model's configuration")
+        return self._signature_from(config)
+
+    def _load_config(self, client: Any) -> dict:
+        name, version = self.address.model, self.address.version
+        if not client.is_server_live(**self._timeout()):
+            raise _Transient("the server is not live")
+        if not client.is_model_ready(name, version):
+            self._not_ready(client)
+        if self.address.protocol == "grpc":
+            return client.get_model_config(name, version, as_json=True).get("config", {})
+        return client.get_model_config(name, version)
+
+    def _not_ready(self, client: Any) -> None:
+        """Why the model is not ready, from the server's repository index: a model the server does not
+        have is an error at once (no retry helps); one loading, unloading or failed is retried."""
+        grpc = self.address.protocol == "grpc"
+        try:
+            index = client.get_model_repository_index(as_json=True) if grpc else client.get_model_repository_index()
+        except Exception:  # noqa: BLE001 - the reason is a courtesy; not ready is the message either way
+            raise _Transient(f"model '{self.address.model}' is not ready") from None
+        models = (index.get("models", []) if isinstance(index, dict) else index) or []
+        for model in models:
+            if model.get("name") == self.address.model:
+                state, reason = model.get("state", "UNKNOWN"), model.get("reason", "")
+                raise _Transient(f"model '{self.address.model}' is {state}" + (f" ({reason})" if reason else ""))
+        served = ", ".join(sorted(m.get("name", "?") for m in models)) or "none"
+        raise ArtefactError(f"{self.address.url}: the server has no model '{self.address.model}' (it serves: "
+                            f"{served}); name one of those, or add it with drtrt export-triton")
+
+    def _signature_from(self, config: Mapping[str, Any]) -> Signature:
+        parameters = {key: value.get("string_value", "") for key, value in (config.get("parameters") or {}).items()}
+        source = f"{self.address.url} (its config.pbtxt)"
+        info = ModelInfo.from_metadata(parameters, source=source)
+        self._sha256 = parameters.get(SHA256_PARAMETER, "")
+        if not self._sha256:
+            raise ArtefactError(f"{source} does not name the model file's sha256 ({SHA256_PARAMETER}); "
+                                "write the repository with `drtrt export-triton`")
+        max_batch = int(config.get("max_batch_size") or 0)
+        lead = (-1,) if max_batch > 0 else ()
+        inputs = []
+        for tensor in config.get("input", []):
+            dtype = TRITON_DTYPES.get(tensor.get("data_type", ""), "")
+            if tensor.get("data_type") == "TYPE_STRING":
+                raise ArtefactError(f"{self.address.url} takes photo bytes (the ensemble drtrt export-triton writes, "
+                                    "for other clients); drtrt sends the preprocessed image: name the model "
+                                    "itself, e.g. triton://HOST:PORT/drtrt")
+            if not dtype:
+                raise ArtefactError(f"{source}: input '{tensor.get('name')}' has type {tensor.get('data_type')}, "
+                                    "which a drtrt model does not take")
+            inputs.append(TensorSpec(tensor["name"], lead + tuple(int(d) for d in tensor.get("dims", [])), dtype))
+            self._dtypes[tensor["name"]] = dtype
+        outputs = tuple(tensor["name"] for tensor in config.get("output", []))
+        return Signature(info, tuple(inputs), outputs, 1, max_batch or None)
+
+    def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._call(lambda client: self._request(client, feeds), "run the model")
+
+    def _request(self, client: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        module = self._module
+        inputs = []
+        for name, array in feeds.items():
+            tensor = module.InferInput(name, list(array.shape), WIRE_DTYPES[np.dtype(array.dtype).name])
+            tensor.set_data_from_numpy(np.ascontiguousarray(array))
+            inputs.append(tensor)
+        wanted = [module.InferRequestedOutput(name) for name in self.output_names]
+        result = client.infer(self.address.model, inputs, model_version=self.address.version, outputs=wanted,
+                              **self._timeout())
+        outputs = {}
+        for name in self.output_names:
+            try:
+                array = result.as_numpy(name)
+            except ValueError:
+                array = None
+            if array is None or (array.size == 0 and _declared_size(result, name)):
+                raise DrtrtError(
+                    f"{self.address.url} returned no data for output '{name}': Triton's Python backend stub "
+                    "(built against NumPy 1) is running under NumPy 2 on the server; install numpy<2 in the "
+                    "server's Python (deploy/serving.md)")
+            outputs[name] = array
+        return outputs
+
+    def _deactivate(self) -> None:
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - closing a connection to a server that went away
+                pass
+        self._local = threading.local()
+
+    # -- connections and retries -------------------------------------------------------------------
+    def _timeout(self) -> dict:
+        """gRPC takes a deadline per call; the HTTP client takes its timeouts when it is made."""
+        return {"client_timeout": self.retry.timeout_s} if self.address.protocol == "grpc" else {}
+
+    def _client(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            options = {} if self.address.protocol == "grpc" else {"connection_timeout": 10.0,
+                                                                   "network_timeout": self.retry.timeout_s}
+            client = self._module.InferenceServerClient(self.address.endpoint, **options)
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def _drop_client(self) -> None:
+        """Forget this thread's connection after a failure: the next try opens a fresh one."""
+        client = getattr(self._local, "client", None)
+        self._local.client = None
+        if client is not None:
+            with self._lock:
+                if client in self._clients:
+                    self._clients.remove(client)
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _call(self, work: Callable[[Any], Any], what: str) -> Any:
+        """``work(client)`` with the retry policy; a failure that is not transient is raised at once."""
+        waits = self.retry.waits()
+        while True:
+            try:
+                return work(self._client())
+            except DrtrtError:
+                raise
+            except (_Transient, OSError) as exc:
+                reason = str(exc) or type(exc).__name__
+            except Exception as exc:  # noqa: BLE001 - tritonclient's InferenceServerException and gevent's errors
+                status = _status(exc)
+                if not _is_transient(exc, status):
+                    first = _first_line(exc)
+                    raise DrtrtError(f"{self.address.url} could not {what}: {first}") from None
+                reason = _first_line(exc)
+            self._drop_client()
+            wait = next(waits, None)
+            if wait is None:
+                raise ServerUnavailable(f"cannot {what} on {self.address.url} after {self.retry.attempts} tries: "
+                                        f"{reason}; start tritonserver with this model (deploy/serving.md) "
+                                        "and run the same command again") from None
+            self._sleep(wait)
+
+
+def _status(exc: Exception) -> str:
+    status = getattr(exc, "status", None)
+    return str(status() if callable(status) else status or "")
+
+
+# gRPC statuses (and HTTP answers) that mean "try again": the server is down, restarting, overloaded or
+# the model is (re)loading. Anything else (a bad input, an unknown model) is the caller's to fix.
+_TRANSIENT_STATUS = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "CANCELLED", "503", "502",
+                     "504")
+_TRANSIENT_TEXT = ("connection refused", "failed to connect", "connection reset", "broken pipe", "not ready",
+                   "socket closed", "timed out", "unavailable", "server disconnected", "connect failed")
+
+
+def _is_transient(exc: Exception, status: str) -> bool:
+    text = str(exc).lower()
+    return any(s in status for s in _TRANSIENT_STATUS) or any(t in text for t in _TRANSIENT_TEXT)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:240] if text else type(exc).__name__
+
+
+def _declared_size(result: Any, name: str) -> bool:
+    """Whether the response declares a non-empty shape for output ``name`` (it then should carry data)."""
+    try:
+        output = result.get_output(name, as_json=True) if hasattr(result, "get_output") else None
+    except TypeError:
+        output = result.get_output(name)
+    shape = (output or {}).get("shape", [])
+    return bool(shape) and all(int(d) > 0 for d in shape)
