@@ -12,8 +12,9 @@ import typer
 from drtrt.cli.common import ExitCode, Flag, Opt, command, console, err, progress, warn
 
 
-ModelOpt = Annotated[Path, Opt("Model file: .onnx, .engine (TensorRT) or .pt (parity only).", "MODEL",
-                               show_default=False)]
+ModelOpt = Annotated[Path, Opt("Model file: .onnx, .engine (TensorRT) or .pt (parity only); or a model on a "
+                               "Triton server: triton://HOST:8001/NAME (gRPC), triton+http://HOST:8000/NAME.",
+                               "MODEL", show_default=False)]
 PatientOpt = Annotated[Optional[str], Opt("Patient ID of these images.", "ID")]
 EyeOpt = Annotated[Optional[str], Opt("left | right (also L/R, OS/OD).", "EYE")]
 BackendOpt = Annotated[str, Opt("auto (by file suffix) | ort | trt | torch", "BACKEND")]
@@ -35,6 +36,8 @@ def screen(images: Annotated[Optional[list[Path]], typer.Argument(help="Image fi
            backend: BackendOpt = "auto",
            providers: ProvidersOpt = None,
            batch_size: Annotated[int, Opt("Images per forward pass.", "N")] = 4,
+           workers: Annotated[int, Opt("Requests in flight against a triton:// model (an archive: 4-8).",
+                                       "N")] = 1,
            pathway: PathwayOpt = None) -> None:
     """Screen fundus photographs: grade, referable DR, lesions, per-eye and per-patient verdicts.
 
@@ -48,7 +51,7 @@ def screen(images: Annotated[Optional[list[Path]], typer.Argument(help="Image fi
     if not recursive and (hidden := unsearched_images(images or [])):
         warn(f"{hidden} image(s) in subfolders were not screened; add --recursive to include them")
     cfg = SessionConfig(backend=backend, providers=tuple(providers.split(",")) if providers else None,
-                        batch_size=batch_size, pathway=pathway)
+                        batch_size=batch_size, pathway=pathway, workers=workers)
     with progress(transient=True) as bars:
         task = bars.add_task("screening", total=len(paths), info="")
 

@@ -10,6 +10,8 @@ A pipeline, not a queue of stalls: while the model runs on one batch (on the cal
 one helper thread decodes and preprocesses the next batch and another writes the outputs of
 the batches before and commits their results, in order. In flight are therefore at most four
 batches (one being prepared, one in the model, two being written) besides the queue.
+Against a served model (``triton://``) ``SessionConfig.workers`` batches are prepared, sent and
+answered at once (the server batches them further), and committed in order all the same.
 ``flush()`` (and ``close()``) returns once everything submitted is committed; ``on_row`` is
 always called on the caller's thread, in the order files were settled; an error in a helper
 thread is raised in the caller, after which the session takes no more work.
@@ -29,13 +31,14 @@ from pathlib import Path
 
 import cv2
 
-from drtrt.errors import DrtrtError
+from drtrt.errors import ConfigError, DrtrtError
 from drtrt.fileio import atomic_write
 from drtrt.runtime.pathways import keep_pathway, load_pathway
 from drtrt.runtime.patients import Assignment
 from drtrt.runtime.postprocess import lesion_mask_png, overlay
 from drtrt.runtime.predictor import Predictor, ScreeningResult
 from drtrt.runtime.quality import QualityConfig
+from drtrt.runtime.registry import is_model_url
 from drtrt.runtime.screening import safe_stem
 from drtrt.runtime.store import FileEntry, SessionRow, SessionStore
 
@@ -54,7 +57,9 @@ class SessionConfig:
     Runtime providers, exactly as given (default cpu). batch_size: images per forward pass.
     masks: write lesion label PNGs at the original resolution. reports: write the patient and
     summary reports (session folder only). pathway: icdr | nhs | a pathway YAML file, kept by the
-    session for its verdict words (None: the one the session has, icdr for a new one)."""
+    session for its verdict words (None: the one the session has, icdr for a new one). workers:
+    batches in flight against a served model (``triton://``): prepared, sent and answered
+    concurrently, committed in order; a local model runs one batch at a time."""
 
     backend: str = "auto"
     providers: tuple[str, ...] | None = None
@@ -63,6 +68,7 @@ class SessionConfig:
     reports: bool = True
     quality: QualityConfig = QualityConfig()
     pathway: str | None = None
+    workers: int = 1
 
 
 def _stem(path: str, sha256: str) -> str:
@@ -84,6 +90,11 @@ class ScreeningSession:
         self.cfg = cfg
         self.on_row = on_row
         pathway = None if cfg.pathway is None else load_pathway(cfg.pathway)    # a bad file: refused first
+        if cfg.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, found {cfg.workers}")
+        if cfg.workers > 1 and not is_model_url(model):
+            raise ConfigError("--workers keeps requests in flight against a served model (triton://HOST:PORT/MODEL); "
+                              "a local model runs one batch at a time: use --batch-size")
         self.predictor = Predictor(model, cfg.backend, cfg.providers, cfg.batch_size, cfg.quality)
         try:
             self.store = SessionStore(self.out / "session.db" if self.out else None)   # creates and locks out/
@@ -108,8 +119,11 @@ class ScreeningSession:
         self._ahead: deque[tuple[list[FileEntry], Future]] = deque()
         self._writing: deque[tuple[list[FileEntry], list[FileEntry], Future]] = deque()
         self._in_flight: Counter[str] = Counter()        # SHA-256 of images handed on and not yet settled
-        self._preparer = ThreadPoolExecutor(1, thread_name_prefix="drtrt-prepare")
+        self._preparer = ThreadPoolExecutor(cfg.workers, thread_name_prefix="drtrt-prepare")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="drtrt-write")
+        # with workers > 1 the model runs on these threads, each request to the server in flight at once
+        self._requests = ThreadPoolExecutor(cfg.workers, thread_name_prefix="drtrt-request") \
+            if cfg.workers > 1 else None
         self._stop_writing = threading.Event()
         self._failed: BaseException | None = None
         self.touched_patients: set[str] = set()
@@ -149,6 +163,8 @@ class ScreeningSession:
         absent) and for a batch being prepared, so no helper thread outlives the store."""
         self._stop_writing.set()
         self._preparer.shutdown(wait=True, cancel_futures=True)
+        if self._requests is not None:
+            self._requests.shutdown(wait=True, cancel_futures=True)
         self._writer.shutdown(wait=True, cancel_futures=True)
         self._ahead.clear()
         self._writing.clear()
@@ -243,26 +259,36 @@ class ScreeningSession:
                                        self.out is not None, [entry.path for entry in entries])
         self._ahead.append((entries, future))
         self._in_flight.update(entry.sha256 for entry in entries)
-        while len(self._ahead) > PREPARED_AHEAD:
+        while len(self._ahead) > PREPARED_AHEAD * self.cfg.workers:
             self._run_model()
 
     def _run_model(self) -> None:
-        """The oldest prepared batch through the model (on this thread), then to the writer."""
+        """The oldest prepared batch through the model, then to the writer: on this thread, or with
+        workers > 1 as a request on a request thread (the writer waits for its answer, in order)."""
         entries, future = self._ahead.popleft()
-        try:
-            results = self.predictor.infer_batch(future.result(), keep_arrays=self.out is not None)
-        except BaseException:
-            self._forget(entries)
-            raise
-        while len(self._writing) >= WRITES_PENDING:
+        keep = self.out is not None
+        if self._requests is not None:
+            results: Future | list[ScreeningResult] = self._requests.submit(
+                lambda: self.predictor.infer_batch(future.result(), keep_arrays=keep))
+        else:
+            try:
+                results = self.predictor.infer_batch(future.result(), keep_arrays=keep)
+            except BaseException:
+                self._forget(entries)
+                raise
+        while len(self._writing) >= WRITES_PENDING + self.cfg.workers - 1:
             self._settle_oldest()
         committed: list[FileEntry] = []
         self._writing.append((entries, committed, self._writer.submit(self._commit, entries, results, committed)))
 
-    def _commit(self, entries: list[FileEntry], results: list[ScreeningResult], committed: list[FileEntry]) -> None:
-        """The writer thread: each result's files, then its row in one transaction, in order.
-        After an error here (or a stop) the rest are dropped, as in a killed run."""
+    def _commit(self, entries: list[FileEntry], results: Future | list[ScreeningResult],
+                committed: list[FileEntry]) -> None:
+        """The writer thread: each result's files, then its row in one transaction, in order (a request
+        still in flight is waited for). After an error here (or a stop) the rest are dropped, as in a
+        killed run."""
         try:
+            if isinstance(results, Future):
+                results = results.result()
             for entry, result in zip(entries, results):
                 if self._stop_writing.is_set():
                     return

@@ -32,6 +32,7 @@ from drtrt import __version__
 from drtrt.errors import ArtefactError, ConfigError, DataError
 from drtrt.runtime.doctor import jetson_power, jetson_release
 from drtrt.runtime.predictor import Predictor
+from drtrt.runtime.registry import is_model_url, model_reference
 from drtrt.verify import sysinfo
 
 
@@ -56,7 +57,7 @@ class BenchConfig:
         if not self.batches or min(self.batches) < 1 or self.iters < 1 or self.warmup < 0:
             raise ConfigError(f"batch sizes and --iters must be >= 1 and --warmup >= 0; found batches "
                               f"{self.batches}, iters {self.iters}, warmup {self.warmup}")
-        missing = [str(m) for m in self.models if not Path(m).is_file()]
+        missing = [str(m) for m in self.models if not is_model_url(m) and not Path(m).is_file()]
         if missing:
             raise ArtefactError(f"model file not found: {', '.join(missing)}")
 
@@ -154,7 +155,7 @@ def synthetic_jpeg(width: int = 4288, height: int = 2848, seed: int = 0) -> byte
     return data.tobytes()
 
 
-def bench_model(path: Path, cfg: BenchConfig, images: Sequence, samples: Sequence) -> tuple[list[BenchRow], int]:
+def bench_model(path: Path | str, cfg: BenchConfig, images: Sequence, samples: Sequence) -> tuple[list[BenchRow], int]:
     """All batch sizes of one model (loaded once; its peak RSS includes loading); also how many
     images the quality gate refused.
 
@@ -163,11 +164,12 @@ def bench_model(path: Path, cfg: BenchConfig, images: Sequence, samples: Sequenc
     tick = time.perf_counter()
     predictor = Predictor(path, batch_size=max(cfg.batches))
     load_s = time.perf_counter() - tick
+    served = predictor.runner.backend == "triton"        # a model on a server: no file here to measure
     try:
         info = predictor.info
         usable = gradable_images(predictor, images)
         if not usable:
-            raise DataError(f"the quality gate refused every benchmark image for {path.name}; "
+            raise DataError(f"the quality gate refused every benchmark image for {predictor.runner.name}; "
                             "pass --data with gradable fundus photographs")
         counted = dict(info.extra).get("gflop_per_image")   # recorded at export, where torch can count
         gflop = float(counted) if counted else None
@@ -177,8 +179,8 @@ def bench_model(path: Path, cfg: BenchConfig, images: Sequence, samples: Sequenc
         for batch in cfg.batches:
             t = time_pipeline(predictor, usable, batch, cfg.warmup, cfg.iters)
             per_image = lambda key: statistics.median(t[key]) * 1e3 / batch  # noqa: E731
-            rows.append(BenchRow(str(path), predictor.runner.backend, info.precision, batch,
-                                 path.stat().st_size / 2**20, load_s, _percentiles(t["infer"]),
+            rows.append(BenchRow(predictor.runner.name if served else str(path), predictor.runner.backend,
+                                 info.precision, batch, 0.0 if served else path.stat().st_size / 2**20, load_s, _percentiles(t["infer"]),
                                  batch / statistics.median(t["infer"]), per_image("intake"), per_image("postprocess"),
                                  per_image("total"), 0.0, scope, sysinfo.gpu_memory_used_mb(), gflop, None))
         rss = sysinfo.peak_rss_mb()   # before the metrics pass, which holds a whole split's outputs
@@ -222,7 +224,7 @@ def run_bench(cfg: BenchConfig, on_model: Callable[[str], None] | None = None) -
             peaks.append(sysinfo.measure_gemm_peak())
         if on_model:
             on_model(str(path))
-        model_rows, refused = bench_model(Path(path), cfg, images, samples)
+        model_rows, refused = bench_model(model_reference(path), cfg, images, samples)
         rows += model_rows
     context["loadavg_end"] = _loadavg()
     context["images_refused_by_quality_gate"] = refused

@@ -68,7 +68,7 @@ def save_golden(out: str | Path, runner: Runner, items: Iterable[ImageItem], bat
     info = runner.info
     index = {
         "schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "drtrt_version": __version__,
-        "reference": {"file": runner.path.name, "sha256": sha256_file(runner.path), "precision": info.precision,
+        "reference": {"file": runner.name, "sha256": runner.model_sha256(), "precision": info.precision,
                       "backend": runner.backend, "checkpoint_sha256": info.checkpoint_sha256},
         "preprocess": info.preprocess.to_dict(), "task": info.task.to_dict(), "outputs": list(runner.output_names),
         "source": source or {}, "images": entries,

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from drtrt.errors import ArtefactError, ConfigError, DataError
-from drtrt.fileio import json_ready, sha256_file
+from drtrt.fileio import json_ready
 from drtrt.preprocess import PreprocessSpec
 from drtrt.runtime.base import Runner
 from drtrt.runtime.inference import Batch, BatchedInference, split_outputs
-from drtrt.runtime.registry import load_runner
+from drtrt.runtime.registry import is_model_url, load_runner
 from drtrt.task import TaskSpec
 from drtrt.verify.compare import Agreement, AgreementAccumulator
 from drtrt.verify.golden import GoldenSet, save_golden
@@ -68,7 +68,8 @@ class ParityConfig:
         if self.batch_size < 1 or (self.limit is not None and self.limit < 1):
             raise ConfigError(f"--batch-size and --limit must be >= 1, found {self.batch_size} and {self.limit}")
         ParityThresholds().override(dict(self.thresholds))   # unknown keys and bad values fail now
-        missing = [str(p) for p in (self.reference, *self.candidates) if p is not None and not Path(p).is_file()]
+        missing = [str(p) for p in (self.reference, *self.candidates)
+                   if p is not None and not is_model_url(p) and not Path(p).is_file()]
         if missing:
             raise ArtefactError(f"model file not found: {', '.join(missing)}")
 
@@ -148,7 +149,7 @@ def _open_source(cfg: ParityConfig) -> _Source:
         raise
     spec, task = ref.info.preprocess, ref.info.task
     return _Source(ref, items_from_samples(samples, spec, task), len(samples), spec, task,
-                   {"model": str(cfg.reference), "sha256": sha256_file(cfg.reference), "backend": ref.backend,
+                   {"model": str(cfg.reference), "sha256": ref.model_sha256(), "backend": ref.backend,
                     "precision": ref.info.precision}, {"data": str(cfg.data), "split": cfg.split})
 
 
@@ -237,8 +238,9 @@ def compare_runners(ref: Runner | None, cands: Sequence[Runner], thresholds: Seq
         if not have_sklearn:
             checks.append(Check("task metrics vs ground truth", None, "<=", limits.metric_drop, True,
                                 "not computed: scikit-learn is not installed here (pip install scikit-learn)"))
-        reports.append(CandidateReport(str(runner.path), runner.backend, runner.info.precision,
-                                       sha256_file(runner.path), limits, agreement, metrics, deltas, checks))
+        reports.append(CandidateReport(runner.name if runner.backend == "triton" else str(runner.path),
+                                       runner.backend, runner.info.precision, runner.model_sha256(), limits,
+                                       agreement, metrics, deltas, checks))
     return ParityResult({}, {}, reference_metrics, task, reports)
 
 
