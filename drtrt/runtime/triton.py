@@ -16,6 +16,7 @@ had committed (the same command resumes it).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -33,8 +34,9 @@ from drtrt.runtime.registry import is_model_url, model_reference
 
 SCHEMES = {"triton": "grpc", "triton+grpc": "grpc", "triton+http": "http"}
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
-SHA256_PARAMETER = "drtrt.model_sha256"          # config.pbtxt parameter: the served model file's sha256
-FILE_PARAMETER = "drtrt.model_file"              # … and its file name
+# config.pbtxt parameters beside the drtrt.* metadata (outside it: they are not the model's own metadata)
+SHA256_PARAMETER = "model_file_sha256"       # the served model file's sha256
+FILE_PARAMETER = "model_file"                # and its name
 # Triton's data types (model_config.proto) ↔ NumPy, for the types a drtrt model uses.
 TRITON_DTYPES = {"TYPE_FP32": "float32", "TYPE_FP16": "float16", "TYPE_FP64": "float64", "TYPE_INT8": "int8",
                  "TYPE_UINT8": "uint8", "TYPE_INT32": "int32", "TYPE_INT64": "int64", "TYPE_BOOL": "bool"}
@@ -82,12 +84,23 @@ class TritonAddress:
 @dataclass(frozen=True)
 class RetryPolicy:
     """How long to keep trying a server that does not answer: ``attempts`` tries, waiting
-    ``backoff_s`` × 2^n (at most ``max_wait_s``) between them; ``timeout_s`` per request."""
+    ``backoff_s`` × 2^n (at most ``max_wait_s``) between them (6 tries: 15.5 s, long enough for a
+    restarted server to load its models); ``timeout_s`` per request."""
 
-    attempts: int = 4
+    attempts: int = 6
     backoff_s: float = 0.5
     max_wait_s: float = 8.0
     timeout_s: float = 120.0
+
+    @classmethod
+    def from_env(cls) -> RetryPolicy:
+        """The default, with ``DRTRT_TRITON_RETRIES`` tries (1 = no retry) when it is set."""
+        value = os.environ.get("DRTRT_TRITON_RETRIES", "")
+        if not value:
+            return cls()
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"DRTRT_TRITON_RETRIES must be a whole number of tries (1 or more), found {value!r}")
+        return cls(attempts=int(value))
 
     def waits(self):
         for n in range(self.attempts - 1):
@@ -99,17 +112,18 @@ class _Transient(Exception):
 
 
 class TritonRunner(Runner):
-    """A model served by Triton. ``retry``: :class:`RetryPolicy`. Thread-safe: each thread that
-    calls :meth:`infer` gets its own client (connection), so ``--workers N`` keeps N requests in flight."""
+    """A model served by Triton. ``retry``: :class:`RetryPolicy` (default: :meth:`RetryPolicy.from_env`).
+    Thread-safe: each thread that calls :meth:`infer` gets its own client (connection), so
+    ``--workers N`` keeps N requests in flight."""
 
     backend = "triton"
     batch_range_name = "the server's max_batch_size"
 
-    def __init__(self, path: str | Path, retry: RetryPolicy = RetryPolicy(),
+    def __init__(self, path: str | Path, retry: RetryPolicy | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.address = TritonAddress.parse(path)
         super().__init__(Path(self.address.model))
-        self.retry = retry
+        self.retry = retry or RetryPolicy.from_env()
         self._sleep = sleep
         self._local = threading.local()
         self._clients: list[Any] = []
