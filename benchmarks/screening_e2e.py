@@ -80,7 +80,13 @@ def real_size_images(work: Path, images: Path | None) -> list[Path]:
 
 def full_model(work: Path) -> Path:
     """The full network (width 1.0) with random weights, exported once (torch needed for this step only)."""
-    out = work / "full-width1-random.onnx"
+    return random_model(work, 1.0, 512)
+
+
+def random_model(work: Path, width: float, size: int) -> Path:
+    """The thesis network at ``width`` and ``size`` with random weights (seed 0), exported once."""
+    name = "full-width1-random" if (width, size) == (1.0, 512) else f"width{width:g}-{size}px-random"
+    out = work / f"{name}.onnx"
     if out.exists():
         return out
     import torch
@@ -91,8 +97,8 @@ def full_model(work: Path) -> Path:
     from drtrt.train.train_config import TrainConfig
 
     torch.manual_seed(0)
-    cfg = TrainConfig(model=ModelConfig(width=1.0), preprocess=PreprocessSpec(size=512), device="cpu")
-    ckpt = work / "full-width1-random.pt"
+    cfg = TrainConfig(model=ModelConfig(width=width), preprocess=PreprocessSpec(size=size), device="cpu")
+    ckpt = work / f"{name}.pt"
     torch.save(make_checkpoint(build_model(cfg.model).eval(), cfg, 0, {}), ckpt)
     export_checkpoint(ckpt, out, check_batch=1)
     return out

@@ -1,0 +1,177 @@
+"""Triton against local ONNX Runtime on the same CPU, in the same run: 1, 4 and 8 concurrent clients.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/triton_serving.py [--model demo|full] [--seconds 6]
+                                                               [--repeats 3] [--work DIR] [--json OUT]
+
+What a ``triton://`` model adds over a local one is the request path: serialising the batch, gRPC
+to the server on this machine, Triton's scheduler, its Python backend (shared memory to the stub)
+and back. Preprocessing is the client's in both cases, so the benchmark times the model call alone
+(``Runner.infer`` of one preprocessed image, batch 1) by C client threads calling in a loop for
+``--seconds`` (after one second of warm-up), each call's latency recorded:
+
+* ``local``: one :class:`~drtrt.runtime.ort.OrtRunner` shared by the C threads (ONNX Runtime runs
+  concurrent calls; its intra-op threads = the usable CPUs);
+* ``triton``: :class:`~drtrt.runtime.triton.TritonRunner` (one gRPC connection per thread) to
+  tritonserver from the ``nvidia-pytriton`` wheel serving the repository ``drtrt export-triton
+  --serve-with python`` writes (ONNX Runtime inside Triton's Python backend, one instance, the
+  same threads; the wheel has no ONNX Runtime or TensorRT backend), dynamic batching as
+  export-triton writes it by default (no preferred sizes, no queue delay: what queued while the
+  model was busy is batched);
+* ``triton, 2 ms delay``: the same with preferred sizes 4 and 8 and a 2 ms queue delay;
+* ``triton, no batching``: the same with ``--max-batch 1``, to show what dynamic batching adds;
+* ``triton, 2 instances``: dynamic batching and ``--instances 2`` (each instance's ONNX Runtime
+  then takes half the CPUs), two batches running at once.
+
+Configurations are interleaved, every repeat of all of them before the next; medians over the
+repeats. The load average is recorded before and after. Prints a markdown table, writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "serving")]
+
+from screening_e2e import random_model  # noqa: E402 - the same random networks as the e2e benchmark
+from triton_helpers import TritonServer, server_folder  # noqa: E402 - the tests' server, started the same way
+
+MODELS = {"demo": (0.125, 256), "full": (1.0, 512)}
+
+
+def run_clients(infer, feeds: dict, clients: int, seconds: float) -> dict:
+    """``clients`` threads calling ``infer(feeds)`` until ``seconds`` pass (after a 1 s warm-up)."""
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    start = threading.Barrier(clients + 1)
+    timing = {"stop": float("inf")}                         # set once every client is warm
+
+    def client(i: int) -> None:
+        warm_until = time.perf_counter() + 1.0
+        while time.perf_counter() < warm_until:
+            infer(feeds)
+        start.wait()
+        while time.perf_counter() < timing["stop"]:
+            tick = time.perf_counter()
+            infer(feeds)
+            latencies[i].append(time.perf_counter() - tick)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    t0 = time.perf_counter()
+    timing["stop"] = t0 + seconds
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - t0
+    every = sorted(x for lat in latencies for x in lat)
+    return {"images_per_s": len(every) / wall, "p50_ms": 1e3 * every[len(every) // 2],
+            "p95_ms": 1e3 * every[min(len(every) - 1, int(0.95 * len(every)))], "requests": len(every)}
+
+
+def server_statistics(port: int, model: str) -> dict:
+    """Triton's own count of inferences and executions (executions < inferences: batches were formed)."""
+    import tritonclient.grpc as grpc
+
+    stats = grpc.InferenceServerClient(f"127.0.0.1:{port}").get_inference_statistics(model, as_json=True)
+    entry = stats["model_stats"][0]
+    return {"inferences": int(entry.get("inference_count", 0)), "executions": int(entry.get("execution_count", 0))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(MODELS), default="demo")
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--clients", default="1,4,8", help="concurrent clients to measure, e.g. 1,4,8")
+    parser.add_argument("--variants", default="all", help="server variants besides local, e.g. triton (default all)")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "drtrt-bench-triton")
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "triton_serving_cpu.json")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+
+    from drtrt.runtime.ort import OrtRunner
+    from drtrt.runtime.triton import TritonRunner
+    from drtrt.serving.repository import RepositorySpec, write_repository
+
+    clients_list = tuple(int(c) for c in args.clients.split(","))
+    onnx = random_model(args.work, *MODELS[args.model])
+    repos = {"triton": RepositorySpec(args.work / "repo-batching", onnx=onnx, serve_with="python", ensemble=False),
+             "triton, 2 ms delay": RepositorySpec(args.work / "repo-delay", onnx=onnx, serve_with="python",
+                                                  ensemble=False, preferred=(4, 8), queue_delay_us=2000),
+             "triton, no batching": RepositorySpec(args.work / "repo-single", onnx=onnx, serve_with="python",
+                                                   ensemble=False, max_batch=1),
+             "triton, 2 instances": RepositorySpec(args.work / "repo-two", onnx=onnx, serve_with="python",
+                                                   ensemble=False, instances=2)}
+    if args.variants != "all":
+        repos = {name: spec for name, spec in repos.items() if name in args.variants.split(",")}
+    server_dir = server_folder(args.work / "tritonserver")
+    servers = {}
+    for name, spec in repos.items():
+        write_repository(spec, force=True)
+        server = TritonServer(server_dir, spec.out, args.work / f"{spec.out.name}.log")
+        server.start(tracked=False)
+        servers[name] = server
+    try:
+        local = OrtRunner(onnx)
+        local.activate()
+        remote = {name: TritonRunner(server.model_url()) for name, server in servers.items()}
+        for runner in remote.values():
+            runner.activate()
+        size = local.info.preprocess.size
+        feeds = {local.input_specs[0].name: np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)}
+        runners = {"local ONNX Runtime": local, **remote}
+        load_start = os.getloadavg()
+        results: dict[str, dict[int, list[dict]]] = {name: {c: [] for c in clients_list} for name in runners}
+        for repeat in range(args.repeats):
+            for clients in clients_list:
+                for name, runner in runners.items():
+                    row = run_clients(lambda f, r=runner: r.infer(f, validate=False), feeds, clients, args.seconds)
+                    results[name][clients].append(row)
+                    print(f"repeat {repeat + 1} · {name} · {clients} client(s): {row['images_per_s']:.1f} images/s, "
+                          f"p50 {row['p50_ms']:.1f} ms, p95 {row['p95_ms']:.1f} ms", flush=True)
+        batching = {name: server_statistics(server.grpc_port, "drtrt") for name, server in servers.items()}
+    finally:
+        for server in servers.values():
+            server.stop()
+    load_end = os.getloadavg()
+
+    def median(name: str, clients: int, key: str) -> float:
+        return statistics.median(r[key] for r in results[name][clients])
+
+    table = ["| path | clients | images/s | p50 ms | p95 ms | vs local (images/s) |", "|---|---:|---:|---:|---:|---:|"]
+    summary = {}
+    for name in runners:
+        for clients in clients_list:
+            ips = median(name, clients, "images_per_s")
+            base = median("local ONNX Runtime", clients, "images_per_s")
+            summary[f"{name} / {clients}"] = {k: median(name, clients, k) for k in ("images_per_s", "p50_ms", "p95_ms")}
+            table.append(f"| {name} | {clients} | {ips:.3g} | {median(name, clients, 'p50_ms'):.1f} | "
+                         f"{median(name, clients, 'p95_ms'):.1f} | {ips / base:.2f} |")
+    overhead = median("triton", 1, "p50_ms") / median("local ONNX Runtime", 1, "p50_ms") - 1
+    text = "\n".join(table)
+    print(text)
+    print(f"server path at 1 client: {100 * overhead:+.1f} % p50 latency over local; executions/inferences: "
+          + ", ".join(f"{k} {v['executions']}/{v['inferences']}" for k, v in batching.items()))
+    record = {"date": time.strftime("%Y-%m-%d %H:%M"), "host": platform.node(), "cpus": os.cpu_count(),
+              "model": {"name": args.model, "width": MODELS[args.model][0], "size": MODELS[args.model][1]},
+              "seconds": args.seconds, "repeats": args.repeats, "loadavg": [load_start, load_end],
+              "server_batching": batching, "overhead_1_client_p50": overhead, "medians": summary,
+              "runs": {name: {str(c): rows for c, rows in by.items()} for name, by in results.items()},
+              "table": text}
+    args.json.write_text(json.dumps(record, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
