@@ -24,10 +24,10 @@ def export_triton(out: Annotated[Path, Opt("Repository folder to write (new, or 
                   max_batch: Annotated[Optional[int], Opt("Triton's max_batch_size [default: the engine's profile, "
                                                           "8 for ONNX].", "N")] = None,
                   preferred: Annotated[Optional[str], Opt("Preferred batch sizes for dynamic batching, e.g. 4,8 "
-                                                          "[default: half the largest and the largest].",
+                                                          "[default: none: what queued is batched].",
                                                           "LIST")] = None,
-                  queue_delay_us: Annotated[int, Opt("Longest wait to fill a batch, in microseconds.",
-                                                     "US")] = 2000,
+                  queue_delay_us: Annotated[int, Opt("Longest wait to fill a batch, in microseconds (0: a lone "
+                                                     "request is never held back).", "US")] = 0,
                   instances: Annotated[int, Opt("Model instances (per GPU with --gpus).", "N")] = 1,
                   kind: Annotated[str, Opt("Where ONNX Runtime instances run: auto | cpu | gpu.", "KIND")] = "auto",
                   gpus: Annotated[Optional[str], Opt("GPUs for the instances, e.g. 0,1.", "LIST")] = None,
@@ -53,7 +53,7 @@ def export_triton(out: Annotated[Path, Opt("Repository folder to write (new, or 
             raise ConfigError(f"{option} takes numbers separated by commas, found {text!r}") from None
 
     spec = RepositorySpec(out=out, onnx=onnx, engine=engine, name=name, serve_with=serve_with, max_batch=max_batch,
-                          preferred=numbers(preferred, "--preferred"), queue_delay_us=queue_delay_us,
+                          preferred=numbers(preferred, "--preferred") or (), queue_delay_us=queue_delay_us,
                           instances=instances, kind=kind, gpus=numbers(gpus, "--gpus") or (), warmup=warmup,
                           ensemble=ensemble, preprocess_instances=preprocess_instances,
                           command="drtrt " + " ".join(sys.argv[1:]))

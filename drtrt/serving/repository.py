@@ -53,11 +53,13 @@ class RepositorySpec:
     """What to write. One of ``onnx`` / ``engine``. ``serve_with``: onnxruntime | python (an ONNX
     model) or tensorrt (an engine); default onnxruntime / tensorrt. ``max_batch``: Triton's
     max_batch_size (an engine: its profile's largest batch, which is also the default; an ONNX
-    model: default 8). ``preferred``: the dynamic batcher's preferred sizes (default: half the
-    largest and the largest). ``kind``: auto | cpu | gpu; ``gpus``: which GPUs get ``instances``
-    instances each. ``warmup``: Triton warms each model up before it is ready. ``ensemble``: also
-    write the preprocessing model and the photo ensemble, with ``preprocess_instances`` CPU
-    instances (decoding a 12-MP photo takes a core for ~0.1 s: the step a GPU server waits on)."""
+    model: default 8). ``preferred`` and ``queue_delay_us``: the dynamic batcher's preferred sizes
+    and longest wait to fill one (default: none and 0, where Triton advises to start: requests that
+    queue while the model is busy are batched, a lone request is never held back; on this CPU a
+    2 ms delay cost a lone request 2–3 ms, docs/benchmarks.md). ``kind``: auto | cpu | gpu;
+    ``gpus``: which GPUs get ``instances`` instances each. ``warmup``: Triton warms the model up
+    before it is ready. ``ensemble``: also write the preprocessing model and the photo ensemble,
+    with ``preprocess_instances`` CPU instances (a 12-MP JPEG takes ~30 ms of a core)."""
 
     out: Path
     onnx: Path | None = None
@@ -65,8 +67,8 @@ class RepositorySpec:
     name: str = "drtrt"
     serve_with: str | None = None
     max_batch: int | None = None
-    preferred: tuple[int, ...] | None = None
-    queue_delay_us: int = 2000
+    preferred: tuple[int, ...] = ()
+    queue_delay_us: int = 0
     instances: int = 1
     kind: str = "auto"
     gpus: tuple[int, ...] = ()
@@ -94,7 +96,7 @@ class RepositorySpec:
             raise ConfigError(f"--max-batch must be at least 1, found {self.max_batch}")
         if self.queue_delay_us < 0:
             raise ConfigError(f"--queue-delay-us must be 0 or more, found {self.queue_delay_us}")
-        if self.preferred is not None and any(p < 1 for p in self.preferred):
+        if any(p < 1 for p in self.preferred):
             raise ConfigError(f"--preferred batch sizes must be at least 1, found {list(self.preferred)}")
 
     @property
@@ -200,11 +202,11 @@ def _instance_group(pb, config, spec: RepositorySpec, kind: str) -> None:
 
 
 def _dynamic_batching(config, spec: RepositorySpec, max_batch: int) -> None:
-    preferred = spec.preferred or tuple(sorted({max(1, max_batch // 2), max_batch}))
-    too_large = [p for p in preferred if p > max_batch]
+    too_large = [p for p in spec.preferred if p > max_batch]
     if too_large:
         raise ConfigError(f"--preferred {too_large} exceeds the largest batch ({max_batch})")
-    config.dynamic_batching.preferred_batch_size.extend(preferred)
+    config.dynamic_batching.SetInParent()                 # present even when empty: dynamic batching on
+    config.dynamic_batching.preferred_batch_size.extend(spec.preferred)
     config.dynamic_batching.max_queue_delay_microseconds = spec.queue_delay_us
 
 

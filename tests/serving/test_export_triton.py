@@ -113,7 +113,8 @@ def test_python_backend_repository_runs_onnx_runtime_on_cpu(tiny_onnx, tmp_path)
     model = parse(out / "grader" / "config.pbtxt")
     assert model.backend == "python" and not model.platform and model.max_batch_size == 8
     assert model.instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
-    assert list(model.dynamic_batching.preferred_batch_size) == [4, 8]
+    assert model.HasField("dynamic_batching") and not model.dynamic_batching.preferred_batch_size
+    assert model.dynamic_batching.max_queue_delay_microseconds == 0
     assert "OnnxModel as TritonPythonModel" in (out / "grader" / "1" / "model.py").read_text()
     assert sorted(p.name for p in out.iterdir()) == ["drtrt-repository.json", "grader"]
 
