@@ -26,7 +26,8 @@ def load_runner(model: str | Path, backend: str = "auto", providers: Sequence[st
                 **options) -> Runner:
     """Pick the runner for ``model`` by its suffix (or ``backend``: ort | trt | torch | triton) and activate it.
 
-    A ``triton://HOST:PORT/MODEL`` URL (also ``triton+http://``) is a model on a Triton server.
+    A ``triton://HOST:PORT/MODEL`` URL (also ``tritons://`` over TLS, ``triton+http://``) is a model on a
+    Triton server.
 
     ``providers`` (ONNX Runtime only; default ("cpu",)) is used exactly as given: a missing
     provider is an error, never a silent fall-back. ``options`` go to the runner's constructor.
@@ -54,7 +55,7 @@ def load_runner(model: str | Path, backend: str = "auto", providers: Sequence[st
 
 def is_model_url(model: object) -> bool:
     """Whether ``model`` names a served model (``triton://…``) rather than a file."""
-    return re.match(r"^triton(\+grpc|\+http)?:/", str(model), re.I) is not None
+    return re.match(r"^tritons?(\+grpc|\+http)?:/", str(model), re.I) is not None
 
 
 def model_reference(model: str | Path) -> str | Path:

@@ -7,11 +7,13 @@ backend. What the model is comes from the model's configuration on the server: t
 writes drtrt's model metadata and the model file's sha256 into ``config.pbtxt``'s ``parameters``,
 so a session screened through Triton records the same model identity as one screened locally.
 
-URLs: ``triton://`` and ``triton+grpc://`` speak gRPC (default port 8001), ``triton+http://``
-speaks HTTP/REST (default port 8000). A server that cannot be reached, a model that is not ready
-and a request the server drops are retried with backoff (:class:`RetryPolicy`); then
-:class:`~drtrt.errors.ServerUnavailable` stops the run with one line, and a session keeps what it
-had committed (the same command resumes it).
+URLs: ``triton://`` and ``triton+grpc://`` speak gRPC (default port 8001), ``tritons://`` gRPC over
+TLS (the server's certificate checked against ``DRTRT_TRITON_CA``; with ``DRTRT_TRITON_CERT`` and
+``DRTRT_TRITON_KEY`` the station shows its own, for a server that requires client certificates),
+``triton+http://`` HTTP/REST (default port 8000), for a server on the same machine or network.
+A server that cannot be reached, a model that is not ready and a request the server drops are
+retried with backoff (:class:`RetryPolicy`); then :class:`~drtrt.errors.ServerUnavailable` stops
+the run with one line, and a session keeps what it had committed (the same command resumes it).
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from drtrt.model_info import ModelInfo
 from drtrt.runtime.base import Runner, Signature, TensorSpec
 from drtrt.runtime.registry import is_model_url, model_reference
 
-SCHEMES = {"triton": "grpc", "triton+grpc": "grpc", "triton+http": "http"}
+SCHEMES = {"triton": "grpc", "triton+grpc": "grpc", "tritons": "grpc", "triton+http": "http"}
+TLS_FILES = {"root_certificates": "DRTRT_TRITON_CA", "certificate_chain": "DRTRT_TRITON_CERT",
+             "private_key": "DRTRT_TRITON_KEY"}
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 # config.pbtxt parameters beside the drtrt.* metadata (outside it: they are not the model's own metadata)
 SHA256_PARAMETER = "model_file_sha256"       # the served model file's sha256
@@ -46,13 +50,14 @@ WIRE_DTYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "int8": 
 
 @dataclass(frozen=True)
 class TritonAddress:
-    """Where a model is served: protocol (grpc | http), host, port, model name and version ('' = latest)."""
+    """Where a model is served: protocol (grpc | http), host, port, model name, version ('' = latest), TLS."""
 
     protocol: str
     host: str
     port: int
     model: str
     version: str = ""
+    tls: bool = False
 
     @classmethod
     def parse(cls, model: object) -> TritonAddress:
@@ -68,7 +73,8 @@ class TritonAddress:
             raise ConfigError(f"{url}: the port must be a number") from None
         if not parts.hostname or not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
             raise ConfigError(f"{url}: expected triton://HOST:PORT/MODEL or triton://HOST:PORT/MODEL/VERSION")
-        return cls(protocol, parts.hostname, port, path[0], path[1] if len(path) == 2 else "")
+        return cls(protocol, parts.hostname, port, path[0], path[1] if len(path) == 2 else "",
+                   tls=parts.scheme == "tritons")
 
     @property
     def endpoint(self) -> str:
@@ -77,7 +83,7 @@ class TritonAddress:
 
     @property
     def url(self) -> str:
-        scheme = "triton" if self.protocol == "grpc" else "triton+http"
+        scheme = "tritons" if self.tls else "triton" if self.protocol == "grpc" else "triton+http"
         return f"{scheme}://{self.endpoint}/{self.model}" + (f"/{self.version}" if self.version else "")
 
 
@@ -243,6 +249,23 @@ class TritonRunner(Runner):
         self._local = threading.local()
 
     # -- connections and retries -------------------------------------------------------------------
+    def _tls(self) -> dict:
+        """tritonclient's TLS options for ``tritons://``: file paths from the environment, checked here so
+        a missing file is one line, not a gRPC handshake failure."""
+        if not self.address.tls:
+            return {}
+        options: dict[str, Any] = {"ssl": True}
+        for option, variable in TLS_FILES.items():
+            value = os.environ.get(variable, "")
+            if value and not Path(value).is_file():
+                raise ConfigError(f"{variable}={value}: no such file (the PEM file for {self.address.url})")
+            if value:
+                options[option] = value
+        if ("private_key" in options) != ("certificate_chain" in options):
+            raise ConfigError("set both DRTRT_TRITON_CERT and DRTRT_TRITON_KEY (the station's certificate and key), "
+                              "or neither")
+        return options
+
     def _timeout(self) -> dict:
         """gRPC takes a deadline per call; the HTTP client takes its timeouts when it is made."""
         return {"client_timeout": self.retry.timeout_s} if self.address.protocol == "grpc" else {}
@@ -250,8 +273,8 @@ class TritonRunner(Runner):
     def _client(self) -> Any:
         client = getattr(self._local, "client", None)
         if client is None:
-            options = {} if self.address.protocol == "grpc" else {"connection_timeout": 10.0,
-                                                                   "network_timeout": self.retry.timeout_s}
+            options = self._tls() if self.address.protocol == "grpc" else {"connection_timeout": 10.0,
+                                                                           "network_timeout": self.retry.timeout_s}
             client = self._module.InferenceServerClient(self.address.endpoint, **options)
             self._local.client = client
             with self._lock:

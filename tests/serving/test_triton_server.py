@@ -263,3 +263,58 @@ def test_numpy_2_in_the_servers_python_is_caught(triton_root, served_repo, archi
     row = json.loads(result.stdout.splitlines()[0])
     assert row["status"] == "error" and "install numpy<2 in the server's Python" in row["reason"]
     server.stop()
+
+
+def make_certificates(folder: Path) -> dict[str, Path]:
+    """A CA, and a server (127.0.0.1) and a station certificate it signed, made with openssl."""
+    import shutil
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed (it makes the test's certificates)")
+    folder.mkdir()
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=folder)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=drtrt test CA")
+    for name, extra in (("server", "subjectAltName=IP:127.0.0.1"), ("station", "extendedKeyUsage=clientAuth")):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN={name}")
+        (folder / f"{name}.ext").write_text(extra + "\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+    return {name: folder / name for name in ("ca.pem", "server.pem", "server.key", "station.pem", "station.key")}
+
+
+def test_tls_with_client_certificates(triton_root, served_repo, archive, tmp_path, monkeypatch):
+    """``tritons://``: the server's certificate is checked against DRTRT_TRITON_CA, and a server that
+    requires client certificates gets the station's (DRTRT_TRITON_CERT / DRTRT_TRITON_KEY)."""
+    certs = make_certificates(tmp_path / "pki")
+    server = TritonServer(triton_root, served_repo, tmp_path / "server.log", "--grpc-use-ssl=true",
+                          f"--grpc-server-cert={certs['server.pem']}", f"--grpc-server-key={certs['server.key']}",
+                          f"--grpc-root-cert={certs['ca.pem']}", "--grpc-use-ssl-mutual=true")
+    server.start()
+    url = f"tritons://127.0.0.1:{server.grpc_port}/drtrt"
+    monkeypatch.setenv("DRTRT_TRITON_RETRIES", "1")
+    monkeypatch.setenv("DRTRT_TRITON_CA", str(certs["ca.pem"]))
+    monkeypatch.setenv("DRTRT_TRITON_CERT", str(certs["station.pem"]))
+    monkeypatch.setenv("DRTRT_TRITON_KEY", str(certs["station.key"]))
+    result = runner.invoke(app, ["screen", str(archive[0]), "--model", url, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.splitlines()[0])["status"] == "graded"
+
+    plain = runner.invoke(app, ["screen", str(archive[0]), "--model", server.model_url()])
+    assert plain.exit_code == 1 and "cannot read the model's configuration" in plain.output
+
+    monkeypatch.delenv("DRTRT_TRITON_CERT")
+    monkeypatch.delenv("DRTRT_TRITON_KEY")
+    refused = runner.invoke(app, ["screen", str(archive[0]), "--model", url])    # no station certificate
+    assert refused.exit_code == 1 and "cannot read the model's configuration" in refused.output
+
+    monkeypatch.setenv("DRTRT_TRITON_CERT", str(tmp_path / "missing.pem"))
+    monkeypatch.setenv("DRTRT_TRITON_KEY", str(certs["station.key"]))
+    missing = runner.invoke(app, ["screen", str(archive[0]), "--model", url])
+    assert missing.exit_code == 2 and "DRTRT_TRITON_CERT=" in missing.output and "no such file" in missing.output
+    server.stop()
