@@ -136,7 +136,6 @@ class TritonRunner(Runner):
         self._lock = threading.Lock()
         self._module: Any = None
         self._sha256 = ""
-        self._dtypes: dict[str, str] = {}
 
     @property
     def name(self) -> str:
@@ -207,7 +206,6 @@ class TritonRunner(Runner):
                 raise ArtefactError(f"{source}: input '{tensor.get('name')}' has type {tensor.get('data_type')}, "
                                     "which a drtrt model does not take")
             inputs.append(TensorSpec(tensor["name"], lead + tuple(int(d) for d in tensor.get("dims", [])), dtype))
-            self._dtypes[tensor["name"]] = dtype
         outputs = tuple(tensor["name"] for tensor in config.get("output", []))
         return Signature(info, tuple(inputs), outputs, 1, max_batch or None)
 

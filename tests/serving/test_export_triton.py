@@ -184,3 +184,16 @@ def test_an_existing_folder_is_replaced_only_when_it_is_a_drtrt_repository(tiny_
     result = export("--onnx", str(tiny_onnx), "--out", str(out), "--no-ensemble", "--force")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["drtrt", "drtrt-repository.json"]
+
+
+def test_without_tritonclient_both_commands_say_what_to_install(tiny_onnx, tmp_path, monkeypatch):
+    import sys
+
+    for name in [m for m in sys.modules if m == "tritonclient" or m.startswith("tritonclient.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "tritonclient", None)
+    result = export("--onnx", str(tiny_onnx), "--out", str(tmp_path / "repo"))
+    assert result.exit_code == 1 and "pip install 'drtrt[triton]'" in result.output, result.output
+    result = runner.invoke(app, ["screen", str(tiny_onnx), "--model", "triton://127.0.0.1:8001/drtrt"])
+    assert result.exit_code == 1 and "pip install 'drtrt[triton]'" in result.output, result.output
+    assert "Traceback" not in result.output
