@@ -9,7 +9,7 @@ source "$root/scripts/env.sh" "train,export,station,integration,triton,test"
 # folder (tests/serving/triton_helpers.py), while everything else keeps this venv's NumPy.
 if [ ! -d "$root/.venv/triton-numpy1/numpy" ] || ! python -c "import pytriton" 2>/dev/null; then
   python -m pip install --quiet --no-deps "nvidia-pytriton>=0.5"
-  python -m pip install --quiet --target "$root/.venv/triton-numpy1" "numpy>=1.24,<2"
+  python -m pip install --quiet --no-warn-conflicts --target "$root/.venv/triton-numpy1" "numpy>=1.24,<2"
 fi
 cd "$root"
 exec python -m pytest -q "$@"
