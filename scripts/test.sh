@@ -7,7 +7,9 @@ source "$root/scripts/env.sh" "train,export,station,integration,triton,test"
 # server is used, so it goes in without its dependencies (it pins numpy<2, which OpenCV 5 refuses).
 # Its Python backend stub is built against NumPy 1: the test server reads NumPy 1 from its own
 # folder (tests/serving/triton_helpers.py), while everything else keeps this venv's NumPy.
-if [ ! -d "$root/.venv/triton-numpy1/numpy" ] || ! python -c "import pytriton" 2>/dev/null; then
+# (found, not imported: without its dependencies the pytriton package does not import)
+if [ ! -d "$root/.venv/triton-numpy1/numpy" ] || \
+   ! python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('pytriton') is None)"; then
   python -m pip install --quiet --no-deps --no-warn-conflicts "nvidia-pytriton>=0.7,<0.8"   # the release the tests were written against (Triton 2.51)
   python -m pip install --quiet --no-warn-conflicts --target "$root/.venv/triton-numpy1" "numpy>=1.24,<2"
 fi
