@@ -99,7 +99,7 @@ class Predictor:
         self.task = self.info.task
         self.spec = self.info.preprocess
         self.quality = quality
-        self.notes: list[str] = []
+        self.notes: list[str] = list(getattr(self.runner, "notes", []))   # a served model's (triton.py)
         try:
             self.set_batch_size(batch_size)
         except BaseException:

@@ -18,6 +18,7 @@ the run with one line, and a session keeps what it had committed (the same comma
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import threading
 import time
@@ -136,6 +137,7 @@ class TritonRunner(Runner):
         self._lock = threading.Lock()
         self._module: Any = None
         self._sha256 = ""
+        self.notes: list[str] = []               # what a user should know (the predictor shows them)
 
     @property
     def name(self) -> str:
@@ -156,7 +158,12 @@ class TritonRunner(Runner):
                                      "pip install 'drtrt[triton]'") from None
         self._module = module
         config = self._call(self._load_config, "read the model's configuration")
-        return self._signature_from(config)
+        signature = self._signature_from(config)
+        if not self.address.tls and not _loopback(self.address.host):
+            self.notes.append(f"images go to {self.address.host} unencrypted ({self.address.url}); on a network "
+                              "that is not the reading centre's own, use tritons:// with client certificates "
+                              "(deploy/serving.md)")
+        return signature
 
     def _load_config(self, client: Any) -> dict:
         name, version = self.address.model, self.address.version
@@ -315,6 +322,15 @@ class TritonRunner(Runner):
                                         f"{reason}; start tritonserver with this model (deploy/serving.md) "
                                         "and run the same command again") from None
             self._sleep(wait)
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _status(exc: Exception) -> str:

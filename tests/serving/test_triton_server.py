@@ -318,3 +318,16 @@ def test_tls_with_client_certificates(triton_root, served_repo, archive, tmp_pat
     missing = runner.invoke(app, ["screen", str(archive[0]), "--model", url])
     assert missing.exit_code == 2 and "DRTRT_TRITON_CERT=" in missing.output and "no such file" in missing.output
     server.stop()
+
+
+def test_plain_grpc_to_another_machine_is_flagged(triton, archive, monkeypatch):
+    """Images to a server elsewhere without TLS: screening goes on, and the user is told once."""
+    import drtrt.runtime.triton as triton_module
+
+    monkeypatch.setattr(triton_module, "_loopback", lambda host: False)   # as if 127.0.0.1 were another machine
+    result = runner.invoke(app, ["screen", str(archive[0]), "--model", triton.model_url()])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("unencrypted") == 1 and "use tritons:// with client certificates" in result.output
+    monkeypatch.undo()
+    quiet = runner.invoke(app, ["screen", str(archive[0]), "--model", triton.model_url()])
+    assert quiet.exit_code == 0 and "unencrypted" not in quiet.output
