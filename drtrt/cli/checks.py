@@ -46,8 +46,8 @@ def evaluate(model: Annotated[Path, Opt("Model: .onnx, .pt checkpoint, or .engin
 
 
 @command()
-def parity(candidate: Annotated[Optional[list[Path]], Opt("Model to check (.onnx, .engine, .pt); repeatable.",
-                                                         "MODEL")] = None,
+def parity(candidate: Annotated[Optional[list[Path]], Opt("Model to check (.onnx, .engine, .pt, "
+                                                             "triton://HOST:PORT/NAME); repeatable.", "MODEL")] = None,
            reference: Annotated[Optional[Path], Opt("Reference model, usually the checkpoint.", "MODEL")] = None,
            data: Annotated[Optional[Path], Opt("IDRiD-layout folder.", "DIR")] = None,
            split: SplitOpt = "test",
@@ -86,8 +86,8 @@ def parity(candidate: Annotated[Optional[list[Path]], Opt("Model to check (.onnx
 
 
 @command()
-def bench(model: Annotated[list[Path], Opt("Model file (.onnx, .engine, .pt); repeatable.", "MODEL",
-                                           show_default=False)],
+def bench(model: Annotated[list[Path], Opt("Model file (.onnx, .engine, .pt) or triton://HOST:PORT/NAME; "
+                                           "repeatable.", "MODEL", show_default=False)],
           batch: Annotated[str, Opt("Batch sizes, comma-separated, e.g. 1,4.", "N[,N…]")] = "1",
           warmup: Annotated[int, Opt("Untimed iterations first.", "N")] = 3,
           iters: Annotated[int, Opt("Timed iterations per model and batch.", "N")] = 20,

@@ -13,8 +13,8 @@ from drtrt.cli.common import ExitCode, Flag, Opt, command, console, err, progres
 
 
 ModelOpt = Annotated[Path, Opt("Model file: .onnx, .engine (TensorRT) or .pt (parity only); or a model on a "
-                               "Triton server: triton://HOST:8001/NAME (gRPC), triton+http://HOST:8000/NAME.",
-                               "MODEL", show_default=False)]
+                               "Triton server: triton://HOST:8001/NAME (gRPC), tritons://… (gRPC over TLS), "
+                               "triton+http://HOST:8000/NAME.", "MODEL", show_default=False)]
 PatientOpt = Annotated[Optional[str], Opt("Patient ID of these images.", "ID")]
 EyeOpt = Annotated[Optional[str], Opt("left | right (also L/R, OS/OD).", "EYE")]
 BackendOpt = Annotated[str, Opt("auto (by file suffix) | ort | trt | torch", "BACKEND")]
