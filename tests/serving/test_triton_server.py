@@ -331,3 +331,29 @@ def test_plain_grpc_to_another_machine_is_flagged(triton, archive, monkeypatch):
     monkeypatch.undo()
     quiet = runner.invoke(app, ["screen", str(archive[0]), "--model", triton.model_url()])
     assert quiet.exit_code == 0 and "unencrypted" not in quiet.output
+
+
+def test_workers_keep_that_many_requests_in_flight_and_no_more(triton, archive, monkeypatch):
+    import threading
+
+    from drtrt.runtime.triton import TritonRunner
+
+    lock, state = threading.Lock(), {"now": 0, "most": 0, "calls": 0}
+    original = TritonRunner._request
+
+    def counted(self, client, feeds):
+        with lock:
+            state["now"] += 1
+            state["calls"] += 1
+            state["most"] = max(state["most"], state["now"])
+        try:
+            time.sleep(0.05)                                   # a slower server: requests overlap for sure
+            return original(self, client, feeds)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    monkeypatch.setattr(TritonRunner, "_request", counted)
+    run = screen_images(archive, triton.model_url(), None, cfg=SessionConfig(batch_size=1, workers=3))
+    assert run.screened == len(archive) and state["calls"] == len(archive)
+    assert state["most"] == 3, state                         # three in flight, never a fourth
