@@ -357,3 +357,16 @@ def test_workers_keep_that_many_requests_in_flight_and_no_more(triton, archive, 
     run = screen_images(archive, triton.model_url(), None, cfg=SessionConfig(batch_size=1, workers=3))
     assert run.screened == len(archive) and state["calls"] == len(archive)
     assert state["most"] == 3, state                         # three in flight, never a fourth
+
+
+def test_warmup_runs_before_the_model_is_ready(triton_root, served_repo, tmp_path):
+    """--warmup: Triton runs zeros through the model at batch 1 and at the largest batch before it
+    reports the model ready (the served repository was written with --warmup --max-batch 8)."""
+    server = TritonServer(triton_root, served_repo, tmp_path / "server.log", "--log-verbose=1")
+    server.start()
+    log = server.log.read_text(errors="replace")
+    server.stop()
+    for batch in (1, 8):
+        assert f"is running warmup sample 'zeros_batch_{batch}'" in log
+    ready = log.index("successfully loaded 'drtrt'")
+    assert log.index("is running warmup sample 'zeros_batch_8'") < ready
