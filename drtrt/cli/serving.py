@@ -32,8 +32,8 @@ def export_triton(out: Annotated[Path, Opt("Repository folder to write (new, or 
                   kind: Annotated[str, Opt("Where ONNX Runtime instances run: auto | cpu | gpu.", "KIND")] = "auto",
                   gpus: Annotated[Optional[str], Opt("GPUs for the instances, e.g. 0,1.", "LIST")] = None,
                   preprocess_instances: Annotated[int, Opt("CPU instances of the preprocessing step.", "N")] = 2,
-                  warmup: Annotated[bool, Flag("Warm the model up (zeros, batch 1 and the largest) before Triton calls it ready.",
-                                               "--warmup")] = False,
+                  warmup: Annotated[bool, Flag("Warm the model up (zeros, batch 1 and the largest) before "
+                                               "Triton calls it ready.", "--warmup")] = False,
                   ensemble: Annotated[bool, Flag("Also write the photo ensemble (raw photo bytes in).",
                                                  "--ensemble/--no-ensemble")] = True,
                   force: Annotated[bool, Flag("Replace OUT when it is a drtrt repository.",

@@ -179,8 +179,9 @@ def bench_model(path: Path | str, cfg: BenchConfig, images: Sequence, samples: S
         for batch in cfg.batches:
             t = time_pipeline(predictor, usable, batch, cfg.warmup, cfg.iters)
             per_image = lambda key: statistics.median(t[key]) * 1e3 / batch  # noqa: E731
+            size_mb = 0.0 if served else Path(path).stat().st_size / 2**20
             rows.append(BenchRow(predictor.runner.name if served else str(path), predictor.runner.backend,
-                                 info.precision, batch, 0.0 if served else path.stat().st_size / 2**20, load_s, _percentiles(t["infer"]),
+                                 info.precision, batch, size_mb, load_s, _percentiles(t["infer"]),
                                  batch / statistics.median(t["infer"]), per_image("intake"), per_image("postprocess"),
                                  per_image("total"), 0.0, scope, sysinfo.gpu_memory_used_mb(), gflop, None))
         rss = sysinfo.peak_rss_mb()   # before the metrics pass, which holds a whole split's outputs
