@@ -360,7 +360,7 @@ def _day(worker: StationWorker) -> dict:
 
 def _model_state(worker: StationWorker, info, parity: dict | None) -> dict:
     runner = worker.session.predictor.runner
-    return {"name": worker.cfg.model.name, "sha256": worker.session.model_sha256[:12], "precision": info.precision,
+    return {"name": runner.name, "sha256": worker.session.model_sha256[:12], "precision": info.precision,
             "backend": getattr(runner, "backend", type(runner).__name__),
             "validated": dict(info.extra).get("validation"), "parity": parity}
 

@@ -30,7 +30,7 @@ def serve(cfg: WorkerConfig, host: str = "127.0.0.1", port: int = 8080, pin: str
         if forwarder is not None:
             forwarder.start()
         where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
-        log(f"station serving {where} — model {cfg.model.name}, folder {cfg.data_dir}"
+        log(f"station serving {where} — model {worker.session.predictor.runner.name}, folder {cfg.data_dir}"
             + (f", camera {cfg.camera_dir}" if cfg.camera_dir else "") + " (Ctrl-C to stop)")
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                                                server_header=False, timeout_graceful_shutdown=5))

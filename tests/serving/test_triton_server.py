@@ -370,3 +370,32 @@ def test_warmup_runs_before_the_model_is_ready(triton_root, served_repo, tmp_pat
         assert f"is running warmup sample 'zeros_batch_{batch}'" in log
     ready = log.index("successfully loaded 'drtrt'")
     assert log.index("is running warmup sample 'zeros_batch_8'") < ready
+
+
+def test_the_station_screens_through_the_server(triton, fundus_photos, tmp_path):
+    """A station next to a reading centre's server: the same visit, the served model named on the day page."""
+    pytest.importorskip("starlette", reason="the station needs pip install 'drtrt[station]'")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "station"))
+    from station_helpers import csrf_of, wait_for
+    from starlette.testclient import TestClient
+
+    from drtrt.station.app import StationConfig, create_app
+    from drtrt.station.worker import StationWorker, WorkerConfig
+
+    worker = StationWorker(WorkerConfig(triton.model_url(), tmp_path / "station", None))
+    try:
+        client = TestClient(create_app(StationConfig(worker.cfg.data_dir), worker))
+        worker.start()
+        token = csrf_of(client.get("/patients/new").text)
+        response = client.post("/visits", data={"csrf": token, "patient": "P-7", "fields": "1"},
+                               follow_redirects=False)
+        visit = int(response.headers["location"].rsplit("/", 1)[1])
+        with open(fundus_photos["good0"], "rb") as handle:
+            client.post(f"/visits/{visit}/upload", data={"csrf": token},
+                        files={"photo": ("right.jpg", handle, "image/jpeg")}, follow_redirects=False)
+        slot = wait_for(lambda: next((s for s in client.get(f"/api/visits/{visit}").json()["slots"]
+                                      if s["state"] == "graded"), None), what="the photo through Triton")
+        assert slot["grade"] is not None
+        assert triton.model_url() in client.get("/").text
+    finally:
+        worker.stop()
