@@ -10,7 +10,8 @@ source "$root/scripts/env.sh" "train,export,station,integration,triton,test"
 # (found, not imported: without its dependencies the pytriton package does not import)
 if [ ! -d "$root/.venv/triton-numpy1/numpy" ] || \
    ! python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('pytriton') is None)"; then
-  python -m pip install --quiet --no-deps --no-warn-conflicts "nvidia-pytriton>=0.7,<0.8"   # the release the tests were written against (Triton 2.51)
+  # 0.7.x: the release (Triton 2.51) the tests were written against
+  python -m pip install --quiet --no-deps --no-warn-conflicts "nvidia-pytriton>=0.7,<0.8"
   python -m pip install --quiet --no-warn-conflicts --target "$root/.venv/triton-numpy1" "numpy>=1.24,<2"
 fi
 cd "$root"
