@@ -24,6 +24,13 @@ and back. Preprocessing is the client's in both cases, so the benchmark times th
 
 Configurations are interleaved, every repeat of all of them before the next; medians over the
 repeats. The load average is recorded before and after. Prints a markdown table, writes JSON.
+
+``--photos`` measures whole photos instead (``--clients 1,2,4`` suits it): a synthetic
+4288x2848 fundus JPEG (IDRiD's size) as the camera wrote it, screened locally by
+:class:`~drtrt.runtime.predictor.Predictor` (decode, preprocessing, quality gate, model,
+post-processing; C threads sharing it) against the bytes sent to the photo ensemble
+(``NAME_photo``: preprocessing and gate in the server's Python backend, two instances, then the
+model), which answers with the verdict and the raw outputs.
 """
 
 from __future__ import annotations
@@ -97,9 +104,14 @@ def main() -> None:
     parser.add_argument("--clients", default="1,4,8", help="concurrent clients to measure, e.g. 1,4,8")
     parser.add_argument("--variants", default="all", help="server variants besides local, e.g. triton (default all)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "drtrt-bench-triton")
-    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "triton_serving_cpu.json")
+    parser.add_argument("--json", type=Path, default=None, help="default: benchmarks/triton_serving[_photos]_cpu.json")
+    parser.add_argument("--photos", action="store_true", help="whole photos: local screening vs the photo ensemble")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    default = "triton_photos_cpu.json" if args.photos else "triton_serving_cpu.json"
+    args.json = args.json or ROOT / "benchmarks" / default
+    if args.photos:
+        return photos(args)
 
     from drtrt.runtime.ort import OrtRunner
     from drtrt.runtime.triton import TritonRunner
@@ -171,6 +183,70 @@ def main() -> None:
               "runs": {name: {str(c): rows for c, rows in by.items()} for name, by in results.items()},
               "table": text}
     args.json.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def photos(args) -> None:
+    """Whole photos: local ``Predictor.screen`` against the photo ensemble, C clients each."""
+    import tritonclient.grpc as grpc
+
+    from drtrt.runtime.predictor import Predictor
+    from drtrt.serving.repository import RepositorySpec, write_repository
+    from drtrt.verify.bench import synthetic_jpeg
+
+    clients_list = tuple(int(c) for c in args.clients.split(","))
+    onnx = random_model(args.work, *MODELS[args.model])
+    photo = synthetic_jpeg()
+    spec = RepositorySpec(args.work / "repo-photos", onnx=onnx, serve_with="python", preprocess_instances=2)
+    write_repository(spec, force=True)
+    server = TritonServer(server_folder(args.work / "tritonserver"), spec.out, args.work / "repo-photos.log")
+    server.start(tracked=False)
+    local = Predictor(onnx)
+    local_clients = threading.local()
+
+    def served(_feeds) -> None:
+        client = getattr(local_clients, "client", None)
+        if client is None:
+            client = local_clients.client = grpc.InferenceServerClient(server.grpc_url)
+        tensor = grpc.InferInput("photo", [1, 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[photo]], dtype=np.object_))
+        answer = client.infer("drtrt_photo", [tensor])
+        assert json.loads(answer.as_numpy("quality")[0, 0])["gradable"]
+
+    def screened(_feeds) -> None:
+        assert local.screen(photo, name="photo.jpg").status == "graded"
+
+    paths = {"local drtrt screen": screened, "triton photo ensemble": served}
+    try:
+        load_start = os.getloadavg()
+        results: dict[str, dict[int, list[dict]]] = {name: {c: [] for c in clients_list} for name in paths}
+        for repeat in range(args.repeats):
+            for clients in clients_list:
+                for name, call in paths.items():
+                    row = run_clients(call, {}, clients, args.seconds)
+                    results[name][clients].append(row)
+                    print(f"repeat {repeat + 1} · {name} · {clients} client(s): {row['images_per_s']:.2f} photos/s, "
+                          f"p50 {row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms", flush=True)
+    finally:
+        server.stop()
+        local.close()
+    load_end = os.getloadavg()
+    table = ["| path | clients | photos/s | p50 ms | p95 ms |", "|---|---:|---:|---:|---:|"]
+    medians = {}
+    for name in paths:
+        for clients in clients_list:
+            m = {k: statistics.median(r[k] for r in results[name][clients]) for k in ("images_per_s", "p50_ms",
+                                                                                    "p95_ms")}
+            medians[f"{name} / {clients}"] = m
+            table.append(f"| {name} | {clients} | {m['images_per_s']:.2f} | {m['p50_ms']:.0f} | {m['p95_ms']:.0f} |")
+    text = "\n".join(table)
+    print(text)
+    args.json.write_text(json.dumps({
+        "date": time.strftime("%Y-%m-%d %H:%M"), "host": platform.node(), "cpus": os.cpu_count(),
+        "model": {"name": args.model, "width": MODELS[args.model][0], "size": MODELS[args.model][1]},
+        "photo": "synthetic 4288x2848 JPEG", "seconds": args.seconds, "repeats": args.repeats,
+        "loadavg": [load_start, load_end], "medians": medians,
+        "runs": {name: {str(c): rows for c, rows in by.items()} for name, by in results.items()}, "table": text},
+        indent=1) + "\n")
 
 
 if __name__ == "__main__":
