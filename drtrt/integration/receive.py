@@ -37,8 +37,7 @@ from drtrt.errors import ConfigError, DrtrtError
 from drtrt.preprocess.dicom import SOP_CLASSES, TRANSFER_SYNTAXES
 from drtrt.runtime.patients import Assignment
 from drtrt.runtime.session import ScreeningSession, SessionConfig
-from drtrt.runtime.store import SessionRow
-from drtrt.runtime.watch import _install_stop_handlers, log_line   # the same Ctrl-C/SIGTERM and log as watch
+from drtrt.runtime.watch import RunLog, _install_stop_handlers   # the same Ctrl-C/SIGTERM and log as watch
 
 VERIFICATION = "1.2.840.10008.1.1"
 SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC000
@@ -166,16 +165,10 @@ def receive(model: str | os.PathLike, out: str | os.PathLike, cfg: ReceiveConfig
     arrives, when called from the main thread). Returns the number of images settled by this run."""
     out = Path(out)
     stop = stop or threading.Event()
-    settled = 0
-
-    def on_row(row: SessionRow) -> None:
-        nonlocal settled
-        if row.run_id == session.run_id:
-            settled += 1
-            log(log_line(row))
-
+    run_log = RunLog(log)
     session = ScreeningSession(model, out, cfg.session, command=f"receive {cfg.ae_title}@{cfg.host}:{cfg.port}",
-                               on_row=on_row)                     # locks out/: one receiver per session
+                               on_row=run_log)                    # locks out/: one receiver per session
+    run_log.run_id = session.run_id
     restore = _install_stop_handlers(stop)
     try:
         with session:
@@ -206,8 +199,8 @@ def receive(model: str | os.PathLike, out: str | os.PathLike, cfg: ReceiveConfig
             session.write_reports()
     finally:
         restore()
-    log(f"stopped; {settled} image(s) this run; results in {out}")
-    return settled
+    log(f"stopped; {run_log.settled} image(s) this run; results in {out}")
+    return run_log.settled
 
 
 def _work(session: ScreeningSession, scp: _Scp, stop: threading.Event, poll_s: float) -> None:

@@ -124,6 +124,20 @@ def log_line(row: SessionRow) -> str:
     return f"{time.strftime('%H:%M:%S')}  {row.name}  {f'[{who}]  ' if who else ''}{row.status}  {detail}"
 
 
+class RunLog:
+    """``on_row`` of a long-running session (watch, receive): one :func:`log_line` per image this run
+    settled (``run_id``, set once the session exists), counted in :attr:`settled`."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+        self.run_id: int | None = None
+        self.settled = 0
+
+    def __call__(self, row: SessionRow) -> None:
+        if row.run_id == self.run_id:
+            self.settled += 1
+            self.log(log_line(row))
+
 
 def watch_folder(folder: str | os.PathLike, model: str | os.PathLike, out: str | os.PathLike,
                  cfg: WatchConfig = WatchConfig(), log: Callable[[str], None] = print,
@@ -135,18 +149,12 @@ def watch_folder(folder: str | os.PathLike, model: str | os.PathLike, out: str |
         raise DataError(f"no such folder to watch: {folder}")
     stop = stop or threading.Event()
     restore = _install_stop_handlers(stop)
-    settled = 0
-
-    def on_row(row: SessionRow) -> None:
-        nonlocal settled
-        if row.run_id == session.run_id:
-            settled += 1
-            log(log_line(row))
-
+    run_log = RunLog(log)
     tracker = SettleTracker(cfg.settle_s)
     list_state: tuple[int, int] | None = None
     assignments: dict[Path, Assignment] = {}
-    session = ScreeningSession(model, out, cfg.session, command=f"watch {folder}", on_row=on_row)
+    session = ScreeningSession(model, out, cfg.session, command=f"watch {folder}", on_row=run_log)
+    run_log.run_id = session.run_id
     try:
         with session:
             log(f"watching {folder} → {out} (Ctrl-C to stop)")
@@ -172,8 +180,8 @@ def watch_folder(folder: str | os.PathLike, model: str | os.PathLike, out: str |
             session.write_reports()
     finally:
         restore()
-    log(f"stopped; {settled} image(s) this run; results in {out}")
-    return settled
+    log(f"stopped; {run_log.settled} image(s) this run; results in {out}")
+    return run_log.settled
 
 
 def _stat(path: Path) -> tuple[int, int] | None:
