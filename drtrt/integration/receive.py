@@ -199,8 +199,7 @@ def receive(model: str | os.PathLike, out: str | os.PathLike, cfg: ReceiveConfig
             session.write_reports()
     finally:
         restore()
-    log(f"stopped; {run_log.settled} image(s) this run; results in {out}")
-    return run_log.settled
+    return run_log.stopped(out)
 
 
 def _work(session: ScreeningSession, scp: _Scp, stop: threading.Event, poll_s: float) -> None:

@@ -138,6 +138,11 @@ class RunLog:
             self.settled += 1
             self.log(log_line(row))
 
+    def stopped(self, out: os.PathLike) -> int:
+        """Say how many images this run settled, and return that number."""
+        self.log(f"stopped; {self.settled} image(s) this run; results in {out}")
+        return self.settled
+
 
 def watch_folder(folder: str | os.PathLike, model: str | os.PathLike, out: str | os.PathLike,
                  cfg: WatchConfig = WatchConfig(), log: Callable[[str], None] = print,
@@ -180,8 +185,7 @@ def watch_folder(folder: str | os.PathLike, model: str | os.PathLike, out: str |
             session.write_reports()
     finally:
         restore()
-    log(f"stopped; {run_log.settled} image(s) this run; results in {out}")
-    return run_log.settled
+    return run_log.stopped(out)
 
 
 def _stat(path: Path) -> tuple[int, int] | None:
