@@ -115,6 +115,12 @@ class _Model:
     outputs: tuple[TensorSpec, ...]
     max_batch: int | None               # an engine's profile limit; None: any
     manifest: Path | None = None        # an engine's drtrt manifest
+    sha256: str = ""                    # the file's, hashed once
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """The config parameters naming the served file (what a triton:// client records)."""
+        return {SHA256_PARAMETER: self.sha256, FILE_PARAMETER: self.path.name}
 
 
 @dataclass(frozen=True)
@@ -151,7 +157,7 @@ def read_model(spec: RepositorySpec) -> _Model:
                                 "batch (drtrt build without --dla-core)")
         info = ModelInfo.from_metadata(manifest.metadata, source=str(manifest_path(spec.engine)))
         return _Model(spec.engine, info, dict(manifest.metadata), manifest.io.inputs, manifest.io.outputs,
-                      max(maxima), manifest_path(spec.engine))
+                      max(maxima), manifest_path(spec.engine), sha256_file(spec.engine))
     import onnxruntime as ort
 
     from drtrt.runtime.ort import _ORT_DTYPES, session_options
@@ -175,7 +181,7 @@ def read_model(spec: RepositorySpec) -> _Model:
             raise ArtefactError(f"{spec.onnx.name}: '{tensor.name}' has no dynamic batch dimension "
                                 f"({list(tensor.shape)}); Triton batches requests: export with a dynamic batch")
     return _Model(spec.onnx, info, {k: v for k, v in metadata.items() if k.startswith("drtrt.")}, inputs, outputs,
-                  None)
+                  None, sha256=sha256_file(spec.onnx))
 
 
 def _tensor(pb, message, spec: TensorSpec) -> None:
@@ -228,8 +234,7 @@ def model_config(spec: RepositorySpec, model: _Model, max_batch: int):
     # TensorRT runs on a GPU only; drtrt's Python-backend model runs ONNX Runtime's CPU provider
     _instance_group(pb, config, spec, {"tensorrt": "KIND_GPU", "python": "KIND_CPU"}.get(spec.backend,
                                                                                          KINDS[spec.kind]))
-    _parameters(config, {**model.metadata, SHA256_PARAMETER: sha256_file(model.path),
-                         FILE_PARAMETER: model.path.name})
+    _parameters(config, {**model.metadata, **model.identity})
     if spec.warmup:
         for batch in sorted({1, max_batch}):
             warm = config.model_warmup.add(name=f"zeros_batch_{batch}", batch_size=batch)
@@ -280,8 +285,7 @@ def ensemble_config(spec: RepositorySpec, model: _Model, max_batch: int):
     second.input_map[name] = "preprocessed"
     for tensor in model.outputs:
         second.output_map[tensor.name] = tensor.name
-    _parameters(config, {**model.metadata, SHA256_PARAMETER: sha256_file(model.path),
-                         FILE_PARAMETER: model.path.name})
+    _parameters(config, {**model.metadata, **model.identity})
     return config
 
 
@@ -345,7 +349,7 @@ def _manifest(spec: RepositorySpec, model: _Model, max_batch: int, root: Path, m
     return {
         "schema": SCHEMA, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "drtrt_version": __version__, "command": spec.command,
-        "model": {"name": spec.name, "file": model.path.name, "sha256": sha256_file(model.path),
+        "model": {"name": spec.name, "file": model.path.name, "sha256": model.sha256,
                   "backend": spec.backend, "precision": model.info.precision, "max_batch_size": max_batch,
                   "inputs": [t.to_dict() for t in model.inputs], "outputs": [t.to_dict() for t in model.outputs],
                   "metadata": model.metadata, **({"engine_manifest": engine} if engine else {})},
