@@ -23,7 +23,7 @@ from drtrt.runtime.base import Runner
 from drtrt.runtime.ort import OrtRunner
 from drtrt.verify.items import ImageItem, items_from_samples
 from drtrt.verify.parity import CandidateReport, compare_runners
-from drtrt.verify.thresholds import thresholds_for
+from drtrt.verify.thresholds import images_needed, thresholds_for
 
 HeldOut = Sequence[IdridSample | Path]
 
@@ -90,6 +90,22 @@ def overrides_from(thresholds: Sequence[tuple[str, str]] = (), min_agreement: fl
             merged[key] = str(value)
     ParityThresholds().override(merged)   # unknown keys and bad values fail now, before any work
     return merged
+
+
+def too_small(report: CandidateReport) -> str | None:
+    """A sentence when the held-out set is too small for the agreement checks to judge: with fewer
+    images than :func:`images_needed`, a single flip fails a faithful model, so passing or failing
+    says little. None when the set is large enough (or there are no grade outputs)."""
+    n, t = report.agreement.n_images, report.thresholds
+    if report.agreement.grade_agreement is None:
+        return None
+    needed = max(images_needed(t.grade_agreement), images_needed(t.referable_agreement))
+    if n >= needed:
+        return None
+    return (f"the gate judged only {n} held-out image(s): one grade or referable flip there costs "
+            f"{100 / n:.1f} points, more than the {100 * (1 - t.grade_agreement):g} / "
+            f"{100 * (1 - t.referable_agreement):g} allowed, so it cannot tell a faithful model from one that flips "
+            f"a patient; judge on at least {needed} images (more test images in --data, or --holdout)")
 
 
 def summary(report: CandidateReport) -> str:

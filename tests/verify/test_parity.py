@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from drtrt.preprocess import PreprocessSpec
 from drtrt.verify.compare import AgreementAccumulator, DeltaStats
 from drtrt.task import TaskSpec
 from drtrt.verify.thresholds import DEFAULT_THRESHOLDS, ParityThresholds, judge, parse_overrides, thresholds_for
+
+pytestmark = pytest.mark.numeric
 
 runner = CliRunner()
 TASK = TaskSpec()
@@ -82,6 +85,37 @@ def test_agreement_counts_flips_confusion_and_mask_dice():
     assert result.lesion_pixels["EX"] == {"reference": 4 * 32, "candidate": 4 * 32 - 16}
     assert [w.name for w in result.worst] == ["b", "d"]         # referable flip first, then the worst mask
     assert result.worst[1].mask_dice == pytest.approx(2 * 16 / (2 * 16 + 16))
+
+
+def test_lesion_dice_the_gate_judges_leaves_out_near_ties_and_fog_but_not_real_disagreement():
+    """Issue 20: a pixel whose reference classes are within NEAR_TIE is not counted; a lesion type the
+    reference decides on almost none of its pixels (fog) is not judged; a decided pixel changed is."""
+    ref = np.zeros((1, 5, 10, 10), np.float32)
+    ref[0, 0] = 3.0                                            # background, decided
+    ref[0, 1, :4] = 6.0                                        # EX, decided: rows 0-3
+    ref[0, 3, 4:6] = 3.01                                      # MA vs background at a tie: rows 4-5 (fog)
+    ref[0, 4, 6:8] = 3.02                                      # HE vs background at a tie: rows 6-7 ...
+    ref[0, 4, 6, :1] = 6.0                                     # ... but one HE pixel decided (5 %: fog too)
+    cand = ref.copy()
+    cand[0, 3, 4:6] = 2.99                                     # INT8-like nudge: every MA fog pixel flips
+    cand[0, 4, 6:8, 1:] = 2.98                                 # and the undecided HE ones
+    acc = AgreementAccumulator(TASK)
+    acc.update({"lesion_logits": ref}, {"lesion_logits": cand}, ["a"])
+    lesions = acc.result().lesions
+    assert lesions["dice_MA"] == 0.0 and lesions["mean_dice"] < 0.7          # every pixel: the ties dominate
+    assert math.isnan(lesions["decided_dice_MA"]) and math.isnan(lesions["decided_dice_HE"])  # fog: not judged
+    assert lesions["decided_dice_EX"] == 1.0 and lesions["decided_mean_dice"] == 1.0
+    assert lesions["near_tie_share"] == pytest.approx(39 / 80)
+    check = next(c for c in judge(acc.result(), {}, ParityThresholds()) if c.name == "mean lesion Dice vs reference")
+    assert check.passed and "near-ties" in check.note and "over every pixel" in check.note
+    broken = ref.copy()
+    broken[0, 1, :2] = 0.0                                     # half the decided EX lost: a real disagreement
+    acc = AgreementAccumulator(TASK)
+    acc.update({"lesion_logits": ref}, {"lesion_logits": broken}, ["a"])
+    lesions = acc.result().lesions
+    assert lesions["decided_dice_EX"] == pytest.approx(2 * 20 / (40 + 20))
+    assert not next(c for c in judge(acc.result(), {}, ParityThresholds())
+                    if c.name == "mean lesion Dice vs reference").passed
 
 
 def test_flips_carry_the_references_margin_and_the_failed_gate_explains_them():
