@@ -113,8 +113,11 @@ def calibrate(cfg: CalibrateConfig, on_progress: Progress | None = None,
     if report is None:
         warnings.append("no held-out images: the INT8 model was not checked against FP32 (pass --data or --holdout)")
     else:
+        small = gate.too_small(report)
+        warnings += [small] if small else []
         record = json.loads(result.record.read_text())
-        record["gate"] = {"enforced": cfg.gate, "passed": report.passed, "report": json_ready(report.to_dict())}
+        record["gate"] = {"enforced": cfg.gate, "passed": report.passed, "too_small": small,
+                          "report": json_ready(report.to_dict())}
         result.record.write_text(json.dumps(record, indent=2))
     if cfg.gate:
         gate.enforce(report, result.path, "the INT8 model", INT8_HINT)
@@ -134,6 +137,8 @@ def convert_fp16_checked(onnx: str | os.PathLike, out: str | os.PathLike, data: 
     path = convert_fp16(onnx, out)
     report = _check(Path(onnx), path, held, overrides, threads, on_progress)
     warnings = [] if report else ["no held-out images: the FP16 model was not checked against FP32 (pass --data)"]
+    small = gate.too_small(report) if report else None
+    warnings += [small] if small else []
     if enforce:
         gate.enforce(report, path, "the FP16 model", FP16_HINT)
     return PrecisionRun(path, "fp16", report, warnings=warnings)

@@ -7,7 +7,9 @@ images at a time so memory stays bounded at 512², and ``quantize_static`` write
 * symmetric signed INT8 everywhere (zero point 0), as TensorRT requires;
 * weights per output channel (axis 0); biases left in FP32 (TensorRT rejects INT32
   DequantizeLinear; ONNX Runtime quantises them itself when it fuses QLinearConv);
-* the first conv, both heads and the softmax kept in FP32 by default (:data:`DEFAULT_EXCLUDE`).
+* the first conv, both heads and the softmax kept in FP32 by default (:data:`DEFAULT_EXCLUDE`);
+* then each quantised conv's FP32 bias corrected for the mean shift quantisation adds
+  (:mod:`drtrt.calibration.bias_correction`, on :data:`BIAS_CORRECTION_IMAGES` calibration images).
 
 :func:`check_tensorrt_qdq` verifies those properties on the file
 written. The same file runs on ONNX Runtime's CPU provider; ``docs/benchmarks.md`` records
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from drtrt.calibration.bias_correction import BiasCorrection, correct_biases
 from drtrt.calibration.graph import head_nodes, load_onnx, nodes_named, read_info, require_fp32, write_info
 from drtrt.calibration.source import RECOMMENDED_IMAGES, CalibrationSet, TensorReader, calibration_set
 from drtrt.errors import ArtefactError, ConfigError
@@ -43,6 +46,10 @@ outputs, every Softmax. Anything else in ``exclude`` is a node name; ``"none"`` 
 DEFAULT_EXCLUDE = EXCLUDE_GROUPS
 QUANT_OPTIONS = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
 MINMAX_CHUNK = 16   # images per collect step for min-max (only per-tensor minima and maxima are kept)
+BIAS_CORRECTION_IMAGES = 8
+"""Calibration images (spread over the set) the bias correction averages over: the per-channel means it
+needs settle within a few images (every pixel of every image is a sample); each image costs about half
+a model run per quantised conv."""
 
 
 @dataclass(frozen=True)
@@ -79,11 +86,16 @@ class CalibrationResult:
     qdq_nodes: int
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    bias_correction: BiasCorrection | None = None
 
     def summary(self) -> str:
         return (f"wrote {self.path} (INT8 Q/DQ, {self.qdq_nodes} Q/DQ nodes, {self.method} calibration on "
                 f"{len(self.images)} images, set sha256 {self.images.sha256[:12]}, {len(self.excluded)} node(s) "
-                f"kept in FP32) in {self.seconds:.0f} s; record: {self.record}")
+                f"kept in FP32{self._corrected()}) in {self.seconds:.0f} s; record: {self.record}")
+
+    def _corrected(self) -> str:
+        bc = self.bias_correction
+        return f", biases of {bc.convs} convs corrected on {bc.images} images" if bc else ", no bias correction"
 
 
 def prepare_graph(src: Path, dst: Path, prep: GraphPrep = GraphPrep()) -> Path:
@@ -255,16 +267,19 @@ def entropy_threshold(hist: np.ndarray, edges: np.ndarray, quantized_bins: int =
 def calibrate_int8(onnx_in: str | os.PathLike, out: str | os.PathLike,
                    source: CalibrationSet | str | os.PathLike, method: str = "minmax",
                    exclude: Sequence[str] = DEFAULT_EXCLUDE, *, images: int = RECOMMENDED_IMAGES, seed: int = 0,
-                   prep: GraphPrep = GraphPrep(),
+                   prep: GraphPrep = GraphPrep(), bias_correction: int = BIAS_CORRECTION_IMAGES,
                    on_progress: Callable[[int, int], None] | None = None) -> CalibrationResult:
     """Calibrate the FP32 drtrt model ``onnx_in`` and write the INT8 Q/DQ model ``out``.
 
     source: a :class:`CalibrationSet`, an IDRiD-layout folder (training split, ``images``
     images stratified by grade) or a folder of images (up to ``images`` of them).
     exclude: node names and/or groups (:data:`EXCLUDE_GROUPS`) kept in FP32.
+    bias_correction: calibration images for :func:`~drtrt.calibration.bias_correction.correct_biases`
+        (0 = no correction).
     Beside ``out`` goes ``<stem>.calibration.json``: images (with sha256), method,
     exclusions, options. Metadata: precision "int8", calibration_method, calibration_images,
-    calibration_sha256, calibration_excluded (JSON list), int8_graph_prep, source_sha256.
+    calibration_sha256, calibration_excluded (JSON list), int8_graph_prep, int8_bias_correction
+    (JSON), source_sha256.
 
     Raises:
         ConfigError: unknown method, unknown node name, or ``onnx_in`` not FP32.
@@ -295,11 +310,18 @@ def calibrate_int8(onnx_in: str | os.PathLike, out: str | os.PathLike,
                         op_types_to_quantize=op_types_to_quantize(), nodes_to_exclude=list(excluded),
                         calibrate_method=ort_method(method), extra_options=dict(QUANT_OPTIONS),
                         calibration_cache_path=str(cache))
+        corrected = None
+        if bias_correction > 0:
+            picked = calib.images[::max(1, len(calib) // bias_correction)][:bias_correction]
+            batches = [TensorReader([path], info).get_next()[info.task.input_name] for path in picked]
+            corrected = correct_biases(prepared, out, batches)
     proto = onnx.load(str(out))
     qdq = check_tensorrt_qdq(proto)
     write_info(proto, info.derive("int8", calibration_method=method, calibration_images=str(len(calib)),
                                   calibration_sha256=calib.sha256, calibration_excluded=json.dumps(list(excluded)),
-                                  int8_graph_prep=json.dumps(prep.names()), source_sha256=sha256_file(onnx_in)))
+                                  int8_graph_prep=json.dumps(prep.names()),
+                                  int8_bias_correction=json.dumps(corrected.to_dict() if corrected else None),
+                                  source_sha256=sha256_file(onnx_in)))
     onnx.checker.check_model(proto)
     onnx.save(proto, str(out))
     record = out.with_suffix(".calibration.json")
@@ -307,9 +329,10 @@ def calibrate_int8(onnx_in: str | os.PathLike, out: str | os.PathLike,
         "model": out.name, "source_model": str(onnx_in), "source_sha256": sha256_file(onnx_in),
         "method": method, "origin": calib.origin, "count": len(calib), "sha256": calib.sha256,
         "strata": calib.grade_counts(), "excluded": list(excluded), "options": QUANT_OPTIONS,
-        "graph_prep": prep.names(), "images": calib.listing(),
+        "graph_prep": prep.names(), "bias_correction": corrected.to_dict() if corrected else None,
+        "images": calib.listing(),
     }, indent=2))
-    return CalibrationResult(out, record, method, calib, excluded, qdq, time.perf_counter() - start, warns)
+    return CalibrationResult(out, record, method, calib, excluded, qdq, time.perf_counter() - start, warns, corrected)
 
 
 def check_tensorrt_qdq(proto) -> int:

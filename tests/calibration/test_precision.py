@@ -16,6 +16,8 @@ from drtrt.errors import ArtefactError, ConfigError
 from drtrt.calibration.fp16 import convert_fp16, DEFAULT_KEEP_FP32_OPS
 from drtrt.calibration.graph import head_nodes, read_info
 
+pytestmark = pytest.mark.numeric
+
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
@@ -88,7 +90,8 @@ def test_fp16_agrees_with_fp32_on_held_out_images(trained, tmp_path):
                                threads=1)
     report, agreement = run.report, run.report.agreement
     assert report.passed and report.thresholds.grade_agreement == 0.99 and report.thresholds.lesion_dice == 0.98
-    assert agreement.n_images == 24 and agreement.grade_agreement >= 0.99 and agreement.lesions["mean_dice"] >= 0.98
+    assert agreement.n_images == 100 and agreement.grade_agreement >= 0.99
+    assert agreement.lesions["decided_mean_dice"] >= 0.98 and agreement.lesions["mean_dice"] >= 0.95
     assert sum(not np.isnan(agreement.lesions[f"dice_{c}"]) for c in "EX SE MA HE".split()) >= 3
     assert agreement.logits["grade_logits"]["max"] < 0.1
 
