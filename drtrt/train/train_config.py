@@ -36,6 +36,8 @@ class TrainConfig:
         in FP32 on a 2-core AVX512-BF16 EPYC. Elsewhere BF16 is emulated and slower.
     channels_last: NHWC memory format; None = on (tensor cores on CUDA; on the CPU oneDNN's
         NHWC convolutions took half the time per training step: 0.54 s against 1.08 s).
+    deterministic: torch's deterministic algorithms and cuDNN without autotuning
+        (:mod:`drtrt.train.reproducible`); free on the CPU, off for speed on CUDA.
     compile: ``torch.compile`` the model (slow first epoch, faster after; CUDA mostly).
     checkpoint_every_steps: also write ``last.pt`` every N optimizer steps (0 = per epoch only),
         so a killed run loses at most N steps.
@@ -60,6 +62,7 @@ class TrainConfig:
     cpu_bf16: bool = False
     channels_last: bool | None = None
     compile: bool = False
+    deterministic: bool = True
     checkpoint_every_steps: int = 0
     workers: int = 0
     pretrained: str | None = None

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,10 +33,11 @@ from drtrt.train.data import EpochSampler, FundusDataset, training_items
 from drtrt.train.distributed import barrier, device_for, init_distributed, limit_cpu_threads, shutdown
 from drtrt.train.losses import GRADE_IGNORE, multitask_loss
 from drtrt.train.model import build_model, load_imagenet_vgg16, task_spec
+from drtrt.train.reproducible import deterministic_algorithms, run_environment, seed_everything
 from drtrt.train.train_config import TrainConfig, resolve_device
 from drtrt.verify.metrics import SegmentationScores, grade_metrics
 
-RESUME_FREE_KEYS = ("device", "workers", "compile")   # may differ between a run and its resumption
+RESUME_FREE_KEYS = ("device", "workers", "compile", "deterministic")   # may differ between a run and its resumption
 
 
 @dataclass
@@ -47,12 +47,6 @@ class TrainResult:
     best_epoch: int
     history: list[dict]
     initial_metrics: dict = field(default_factory=dict)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def poly_lambda(total_steps: int, power: float) -> Callable[[int], float]:
@@ -110,6 +104,13 @@ def train(cfg: TrainConfig, data: str | Path | IdridIndex, run_dir: str | Path,
     (rank 0 only). ``resume=True`` continues from ``run_dir/last.pt`` (same config required,
     except :data:`RESUME_FREE_KEYS`).
     """
+    with deterministic_algorithms(cfg.deterministic):
+        return _train(cfg, data, run_dir, on_progress, log, cache_dir, resume)
+
+
+def _train(cfg: TrainConfig, data: str | Path | IdridIndex, run_dir: str | Path,
+           on_progress: Callable[[dict], None] | None, log: Callable[[str], None],
+           cache_dir: str | Path | None, resume: bool) -> TrainResult:
     run_dir = Path(run_dir)
     ctx = init_distributed(resolve_device(cfg.device).type)
     device = device_for(ctx, resolve_device(cfg.device))
@@ -167,6 +168,8 @@ def train(cfg: TrainConfig, data: str | Path | IdridIndex, run_dir: str | Path,
 
         (run_dir / "config.yaml").write_text(dump_yaml(cfg))
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        (run_dir / "environment.json").write_text(json.dumps(run_environment(device, threads, cfg.deterministic),
+                                                             indent=2))
         if len(val_ds):
             state["initial_metrics"] = evaluate_model(model, val_loader, device)
     forward = model
