@@ -13,6 +13,8 @@ from drtrt.cli import app
 from drtrt.preprocess import PreprocessSpec
 from drtrt.task import TaskSpec
 
+pytestmark = pytest.mark.numeric
+
 runner = CliRunner()
 # The tiny 2-epoch model's grade probabilities differ by ~1e-3 between classes, so its task
 # metrics reshuffle under any perturbation even where no grade changes: these tests judge the

@@ -9,6 +9,8 @@ from rich.console import Console
 from drtrt.cli.common import progress
 from drtrt.cli.demo import DemoConfig, run_demo
 
+pytestmark = pytest.mark.numeric
+
 
 def test_demo_runs_every_stage(tmp_path):
     cfg = DemoConfig(grading=12, segmentation=6, synth_size=512, image_size=64, width=0.0625, epochs=1,

@@ -17,6 +17,8 @@ from drtrt.runtime.predictor import Predictor
 from drtrt.task import TaskSpec
 from drtrt.train.checkpoint import load_checkpoint, model_from_checkpoint
 
+pytestmark = pytest.mark.numeric
+
 INPUT_NAME = TaskSpec().input_name
 
 

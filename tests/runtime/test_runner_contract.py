@@ -12,6 +12,8 @@ from drtrt.runtime.base import Runner
 from drtrt.runtime.ort import OrtRunner
 from drtrt.task import TaskSpec
 
+pytestmark = pytest.mark.numeric
+
 BACKENDS = ("ort", "torch", "trt")
 TASK = TaskSpec()
 

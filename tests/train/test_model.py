@@ -10,6 +10,8 @@ from drtrt.errors import ArtefactError, ConfigError
 from drtrt.train.model import (ModelConfig, build_model, count_parameters,
                                load_imagenet_vgg16)
 
+pytestmark = pytest.mark.numeric
+
 TINY = 0.125
 FULL_MODEL_PARAMS = 40_770_500   # width 1.0, depth 3, both fusions (SPEC: "about 41 M")
 

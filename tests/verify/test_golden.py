@@ -17,6 +17,8 @@ from drtrt.errors import ArtefactError
 from drtrt.verify.golden import INDEX, GoldenSet
 from test_parity import perturb_onnx   # pytest puts this folder on sys.path (no __init__ files)
 
+pytestmark = pytest.mark.numeric
+
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]
 
