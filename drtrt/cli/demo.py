@@ -21,8 +21,9 @@ from drtrt.preprocess import PreprocessSpec
 
 @dataclass(frozen=True)
 class DemoConfig:
-    grading: int = 100
-    segmentation: int = 30
+    grading: int = 180
+    segmentation: int = 54
+    test_fraction: float = 0.55   # ~105 training images, ~129 held out: a gate that can tolerate a flip (>= 100)
     synth_size: int = 640
     image_size: int = 256
     width: float = 0.125
@@ -68,6 +69,7 @@ def run_demo(out: str | Path, console: Console, progress_factory, epochs: int | 
     with progress_factory() as bars:
         task = bars.add_task("1/4 synthesising fundus images", total=cfg.grading + cfg.segmentation, info="")
         write_synthetic_idrid(data, cfg.grading, cfg.segmentation, size=cfg.synth_size, seed=cfg.seed,
+                              test_fraction=cfg.test_fraction,
                               progress=lambda done, total: bars.update(task, completed=done))
 
     train_cfg = TrainConfig(
