@@ -9,6 +9,7 @@ tests that drive the double's own controls (``emulation``) are skipped.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -101,8 +102,23 @@ def tiny_run(synth_root, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("run")
     cfg = TrainConfig(epochs=2, batch_size=4, lr=0.01, device="cpu",
                       model=ModelConfig(width=0.0625, batch_norm=True), preprocess=PreprocessSpec(size=64))
-    train(cfg, synth_root, run, log=lambda msg: None)
+    with torch_threads(1):   # the same weights whatever the CPUs the suite runs on (docs/reproducibility.md)
+        train(cfg, synth_root, run, log=lambda msg: None)
     return run
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """PyTorch's intra-op threads set to ``count`` for the block: training is bit-identical run to run only
+    at one thread count (float reductions are split by thread), so fixtures that train fix it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drtrt.calibration import gate
-from drtrt.calibration.quantize import DEFAULT_EXCLUDE, METHODS, CalibrationResult, calibrate_int8
+from drtrt.calibration.quantize import (BIAS_CORRECTION_IMAGES, DEFAULT_EXCLUDE, METHODS, CalibrationResult,
+                                        calibrate_int8)
 from drtrt.calibration.source import RECOMMENDED_IMAGES
 from drtrt.errors import ConfigError
 from drtrt.fileio import json_ready
@@ -42,6 +43,7 @@ class CalibrateConfig:
     gate: fail (exit 4, model renamed) when the check fails; False reports only.
     auto_exclude: search the layers to keep in FP32 until the gate passes.
     threads: ONNX Runtime intra-op threads for the gate (None = the CPUs this process may use).
+    bias_correction: calibration images the bias correction averages over (0 = none).
     """
 
     onnx: Path
@@ -57,12 +59,14 @@ class CalibrateConfig:
     auto_exclude: bool = False
     seed: int = 0
     threads: int | None = None
+    bias_correction: int = BIAS_CORRECTION_IMAGES
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"unknown calibration method {self.method!r}; expected one of {', '.join(METHODS)}")
-        if self.images < 1 or self.holdout < 0:
-            raise ConfigError(f"need --images >= 1 and --holdout >= 0, found {self.images} and {self.holdout}")
+        if self.images < 1 or self.holdout < 0 or self.bias_correction < 0:
+            raise ConfigError(f"need --images >= 1, --holdout >= 0 and --bias-correction >= 0, found {self.images}, "
+                              f"{self.holdout} and {self.bias_correction}")
         if self.data is None and self.images_dir is None:
             raise ConfigError("calibration needs images: pass --data ROOT (IDRiD layout) and/or --images-dir DIR")
         gate.overrides_from(self.thresholds)
@@ -100,14 +104,15 @@ def calibrate(cfg: CalibrateConfig, on_progress: Progress | None = None,
         gate.require_held_out(held, "--auto-exclude")
         search = AutoExcludeConfig(thresholds=cfg.thresholds)
         found = auto_exclude_int8(cfg.onnx, cfg.out, calib if calib is not None else cfg.data, held, cfg.method,
-                                  cfg.exclude, cfg.images, cfg.seed, search, log)
+                                  cfg.exclude, cfg.images, cfg.seed, search, log, cfg.bias_correction)
         result, report = found.calibration, found.report
         log(found.message)
 
     else:
         progress = (lambda d, t: on_progress("calibrating", d, t)) if on_progress else None
         result = calibrate_int8(cfg.onnx, cfg.out, calib if calib is not None else cfg.data, cfg.method, cfg.exclude,
-                                images=cfg.images, seed=cfg.seed, on_progress=progress)
+                                images=cfg.images, seed=cfg.seed, bias_correction=cfg.bias_correction,
+                                on_progress=progress)
         report = _check(cfg.onnx, result.path, held, overrides, cfg.threads, on_progress)
     warnings = list(result.warnings)
     if report is None:

@@ -150,7 +150,7 @@ def _line(record: dict) -> str:
 def auto_exclude_int8(onnx_in: str | Path, out: str | Path, source, gate_images: Sequence,
                       method: str = "minmax", exclude: Sequence[str] | None = None, images: int | None = None,
                       seed: int = 0, cfg: AutoExcludeConfig = AutoExcludeConfig(),
-                      log: Callable[[str], None] = lambda msg: None) -> AutoExcludeResult:
+                      log: Callable[[str], None] = lambda msg: None, bias_correction: int = 8) -> AutoExcludeResult:
     """:func:`auto_exclude` with drtrt's calibration: ``calibrate_int8`` on the same calibration
     set every round, ``exclude`` (default: its own default groups) plus the nodes found here.
 
@@ -158,7 +158,8 @@ def auto_exclude_int8(onnx_in: str | Path, out: str | Path, source, gate_images:
     IdridSamples or image paths the INT8 model is judged on (the calibration images themselves
     would flatter it). Writes ``out`` and the search record ``<stem>.auto-exclude.json``; the
     result's ``calibration`` is the final model's CalibrationResult. Every round recalibrates
-    (``calibrate_int8`` offers no range cache), so keep ``images`` modest.
+    (``calibrate_int8`` offers no range cache), so keep ``images`` modest. ``bias_correction``: as in
+    ``calibrate_int8``.
     """
     from drtrt.calibration.quantize import DEFAULT_EXCLUDE, calibrate_int8, calibration_set
     from drtrt.calibration.source import RECOMMENDED_IMAGES
@@ -172,7 +173,8 @@ def auto_exclude_int8(onnx_in: str | Path, out: str | Path, source, gate_images:
     written = {}
 
     def quantise(extra: tuple[str, ...]) -> Path:
-        written["last"] = calibrate_int8(onnx_in, out, calib, method, base + extra, images=len(calib), seed=seed)
+        written["last"] = calibrate_int8(onnx_in, out, calib, method, base + extra, images=len(calib), seed=seed,
+                                         bias_correction=bias_correction)
         return written["last"].path
 
     result = auto_exclude(onnx_in, quantise, items, cfg, log)

@@ -19,8 +19,10 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from enum import IntEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -85,8 +87,23 @@ def exit_code(error: DrtrtError) -> ExitCode:
 
 def fail(message: str, code: ExitCode) -> typer.Exit:
     """Print ``error: message`` on stderr; the :class:`typer.Exit` to raise with ``code``."""
-    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/red] {escape(for_this_install(message))}", highlight=False, soft_wrap=True)
     return typer.Exit(int(code))
+
+
+_EXTRA_HINT = re.compile(r"pip install '(drtrt\[[a-z,]+\])'")
+
+
+def for_this_install(message: str) -> str:
+    """``pip install 'drtrt[x]'`` advice rewritten for a source checkout (drtrt installed editable from a
+    clone, as scripts/demo.sh and scripts/test.sh do): the published name would not reach the clone's
+    code, ``pip install -e 'CHECKOUT[x]'`` does."""
+    checkout = Path(__file__).resolve().parents[2]
+    if not (checkout / "pyproject.toml").is_file() or not (checkout / "drtrt" / "cli").is_dir():
+        return message
+    pip = checkout / ".venv" / "bin" / "pip"
+    command = str(pip) if Path(sys.prefix).resolve() == (checkout / ".venv").resolve() else "pip"
+    return _EXTRA_HINT.sub(lambda m: f"{command} install -e '{checkout}[{m.group(1)[6:-1]}]'", message)
 
 
 class _Command(typer.core.TyperCommand):

@@ -81,6 +81,9 @@ def calibrate(onnx: Annotated[Path, Opt("FP32 model from `drtrt export`.", "FILE
                                                        "X")] = None,
               gate: GateOpt = True,
               seed: Annotated[int, Opt("Seed of the image draws.", "N")] = 0,
+              bias_correction: Annotated[int, Opt("Calibration images over which each quantised conv's bias is "
+                                                  "corrected for the mean INT8 shifts (0 = no correction).",
+                                                  "N")] = 8,
               auto_exclude: Annotated[bool, Flag("Keep the layers that diverge most in FP32 until the gate passes "
                                                  "(exit 4 if it cannot).", "--auto-exclude")] = False) -> None:
     """INT8 by calibration: a Q/DQ model for TensorRT and ONNX Runtime, checked against FP32 with the
@@ -91,7 +94,7 @@ def calibrate(onnx: Annotated[Path, Opt("FP32 model from `drtrt export`.", "FILE
     cfg = CalibrateConfig(onnx=onnx, out=out, data=data, images_dir=images_dir, images=images, method=method,
                           exclude=tuple(exclude) if exclude else DEFAULT_EXCLUDE, holdout=holdout,
                           thresholds=_thresholds(threshold, min_agreement, min_dice), gate=gate,
-                          auto_exclude=auto_exclude, seed=seed)
+                          auto_exclude=auto_exclude, seed=seed, bias_correction=bias_correction)
     with progress() as bars:
         run = run_calibration(cfg, stage_progress(bars), log=lambda line: err.print(line, highlight=False,
                                                                                    soft_wrap=True))

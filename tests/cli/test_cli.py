@@ -222,3 +222,20 @@ def test_json_piped_into_a_reader_that_stops_early_is_not_an_error():
     proc = subprocess.run(["bash", "-c", f"{sys.executable} -m drtrt.cli doctor --json | true; "
                                          "echo exit=${PIPESTATUS[0]} >&2"], capture_output=True, text=True, timeout=120)
     assert "exit=0" in proc.stderr and "internal error" not in proc.stderr and "Broken pipe" not in proc.stderr
+
+
+def test_missing_extra_advice_fits_a_clone_and_a_published_install(tmp_path, monkeypatch):
+    """Issue 20: run from a clone (scripts/demo.sh installs it editable), `pip install 'drtrt[station]'`
+    would fetch the published package, not this code: the advice names the clone."""
+    from pathlib import Path
+
+    import drtrt.cli.common as common
+    from drtrt.cli.common import for_this_install
+
+    checkout = Path(common.__file__).resolve().parents[2]
+    advice = for_this_install("this command needs 'starlette', which is not installed; pip install 'drtrt[station]'")
+    assert f"install -e '{checkout}[station]'" in advice and "'drtrt[station]'" not in advice
+    assert for_this_install("no advice here") == "no advice here"
+    wheel = tmp_path / "site-packages" / "drtrt" / "cli" / "common.py"   # a wheel's layout: no pyproject beside it
+    monkeypatch.setattr(common, "__file__", str(wheel))
+    assert for_this_install("pip install 'drtrt[gpu]'") == "pip install 'drtrt[gpu]'"

@@ -10,6 +10,7 @@ from drtrt.cli.common import progress
 from drtrt.cli.demo import DemoConfig, run_demo
 
 pytestmark = pytest.mark.numeric
+INT8_GRADE, INT8_DICE = 0.97, 0.95   # the gate's own thresholds; measured margins in the docstring below
 
 
 def test_demo_runs_every_stage(tmp_path):
@@ -30,30 +31,32 @@ def test_demo_runs_every_stage(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_model_passes_parity_in_every_precision(tmp_path):
-    """Issue 6 at the demo's real size (width 0.125, 256², 30 epochs; ~2 min): the FP32, FP16 and
-    INT8 ONNX models of the demo pass the default parity gate against the checkpoint, on 130
-    fresh synthetic images that neither training nor calibration saw (on the 26-image test
-    split one flip would already cost 3.8 points: docs/benchmarks.md)."""
+def test_demo_model_passes_its_own_gates_and_parity_in_every_precision(tmp_path):
+    """Issue 20: the README's path on the demo's own model with the defaults (width 0.125, 256², 30 epochs;
+    ~4 min). ``drtrt fp16`` and ``drtrt calibrate --onnx model.onnx --data data`` pass their gates on
+    100 held-out images (GateError would fail this test), and `drtrt parity` passes FP32, FP16 and INT8
+    against the checkpoint on all 129 test images. The INT8 figures clear bounds set below the lowest
+    of the demo's seeds 0-4 and of seeds 0-2 trained with AVX2 kernels (docs/reproducibility.md)."""
     from typer.testing import CliRunner
 
-    from drtrt.calibration.quantize import calibrate_int8
+    from drtrt.calibration.api import CalibrateConfig, calibrate, convert_fp16_checked
     from drtrt.cli import app
-    from drtrt.calibration.fp16 import convert_fp16
-    from drtrt.data.synth import write_synthetic_idrid
 
     run_demo(tmp_path, console=Console(file=io.StringIO()), progress_factory=progress)
-    write_synthetic_idrid(tmp_path / "fresh", grading=100, segmentation=30, size=DemoConfig().synth_size, seed=1)
-    fp32 = tmp_path / "model.onnx"
-    fp16 = convert_fp16(fp32, tmp_path / "model-fp16.onnx")
-    int8 = calibrate_int8(fp32, tmp_path / "model-int8.onnx", tmp_path / "data", images=104).path
+    data, fp32 = tmp_path / "data", tmp_path / "model.onnx"
+    fp16 = convert_fp16_checked(fp32, tmp_path / "model.fp16.onnx", data)
+    int8 = calibrate(CalibrateConfig(onnx=fp32, out=tmp_path / "model.int8.onnx", data=data))
+    gate = int8.report.agreement
+    assert int8.report.passed and gate.n_images == 100 and not any("judged only" in w for w in int8.warnings)
+    assert gate.grade_agreement >= INT8_GRADE and gate.referable_agreement >= 0.99
+    assert gate.lesions["decided_mean_dice"] >= INT8_DICE
     result = CliRunner().invoke(app, ["parity", "--reference", str(tmp_path / "run" / "best.pt"),
-                                      *(a for m in (fp32, fp16, int8) for a in ("--candidate", str(m))),
-                                      "--data", str(tmp_path / "fresh"), "--split", "all", "--json"])
+                                      *(a for m in (fp32, fp16.path, int8.path) for a in ("--candidate", str(m))),
+                                      "--data", str(data), "--split", "test", "--json"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
-    assert [c["precision"] for c in data["candidates"]] == ["fp32", "fp16", "int8"]
-    assert all(c["passed"] for c in data["candidates"]) and data["passed"]
-    int8_agreement = data["candidates"][2]["agreement"]
-    assert int8_agreement["n_images"] == 130 and int8_agreement["grade_agreement"] >= 0.97
+    parity = json.loads(result.stdout)
+    assert [c["precision"] for c in parity["candidates"]] == ["fp32", "fp16", "int8"]
+    assert all(c["passed"] for c in parity["candidates"]) and parity["passed"]
+    int8_agreement = parity["candidates"][2]["agreement"]
+    assert int8_agreement["n_images"] == 129 and int8_agreement["grade_agreement"] >= INT8_GRADE
     assert int8_agreement["logits"]["lesion_logits"]["max"] > 0.05      # really quantised, not a copy of FP32
