@@ -70,9 +70,9 @@ def calibrate(onnx: Annotated[Path, Opt("FP32 model from `drtrt export`.", "FILE
               images: Annotated[int, Opt("Calibration images (a warning below 300).", "N")] = 300,
               method: Annotated[str, Opt("minmax | percentile | entropy (entropy clips the activation tail where "
                                          "bright lesions live: check lesion Dice).", "METHOD")] = "minmax",
-              exclude: Annotated[Optional[list[str]], Opt("Node kept in FP32, or first-conv | heads | softmax | none; "
-                                                          "repeatable; replaces the default (first-conv, heads, "
-                                                          "softmax).", "NODE")] = None,
+              exclude: Annotated[Optional[list[str]], Opt("Node kept in FP32, or first-conv | last-conv | heads | softmax "
+                                                          "| none; repeatable; replaces the default (the four "
+                                                          "groups).", "NODE")] = None,
               holdout: HoldoutOpt = 100,
               threshold: ThresholdOpt = None,
               min_agreement: Annotated[Optional[float], Opt("Shorthand for --threshold grade_agreement=X "

@@ -177,7 +177,12 @@ def test_int8_model_is_symmetric_per_channel_qdq_with_heads_first_conv_and_softm
     producers = {o: n for n in proto.graph.node for o in n.output}
     excluded = set(int8_run.calibration.excluded)
     kinds = {n.op_type for n in proto.graph.node if n.name in excluded}
-    assert kinds == {"Conv", "Gemm", "Softmax"} and len(excluded) == 4
+    assert kinds == {"Conv", "Gemm", "Softmax"} and len(excluded) == 5
+    source = onnx.load(str(trained[1]))                                # FP32: no Q/DQ between the nodes
+    made_by = {o: n for n in source.graph.node for o in n.output}
+    seg_head = made_by["lesion_logits"]
+    feeding = made_by[made_by[seg_head.input[0]].input[0]]              # the head <- its ReLU <- the last conv
+    assert feeding.op_type == "Conv" and feeding.name in excluded
     for node in proto.graph.node:
         if node.name in excluded and node.op_type in ("Conv", "Gemm"):
             weight = producers.get(node.input[1])
@@ -280,7 +285,7 @@ def test_unknown_exclusions_and_methods_are_refused(trained, tmp_path):
         calibrate_int8(fp32, tmp_path / "m.onnx", root, exclude=("heads", "/no/such/Conv"))
     with pytest.raises(ConfigError, match="calibration method"):
         CalibrateConfig(onnx=fp32, out=tmp_path / "m.onnx", data=root, method="kl")
-    assert set(EXCLUDE_GROUPS) == {"first-conv", "heads", "softmax"}
+    assert set(EXCLUDE_GROUPS) == {"first-conv", "last-conv", "heads", "softmax"}
 
 
 def test_without_held_out_images_nothing_is_checked_and_it_says_so(trained, tmp_path):
