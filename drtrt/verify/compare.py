@@ -256,6 +256,13 @@ class AgreementAccumulator:
                          list(self.grade_flips))
 
 
+def near_tie_grade(logits: np.ndarray) -> bool:
+    """[G] reference grade logits -> whether its two most probable grades are within :data:`NEAR_TIE`."""
+    z = np.asarray(logits, np.float64)
+    p = np.sort(np.exp(z - z.max()) / np.exp(z - z.max()).sum())
+    return bool(p[-1] - p[-2] < NEAR_TIE)
+
+
 def near_tie_pixels(logits: np.ndarray) -> np.ndarray:
     """[C, S, S] reference logits -> [S, S] bool: pixels whose two most probable classes are within
     :data:`NEAR_TIE` of each other (softmax probabilities)."""

@@ -118,6 +118,22 @@ def test_lesion_dice_the_gate_judges_leaves_out_near_ties_and_fog_but_not_real_d
                     if c.name == "mean lesion Dice vs reference").passed
 
 
+def test_metric_drops_count_neither_float_rounding_nor_the_references_coin_tosses():
+    """Issue 20: one flip in 100 images is a drop of exactly one point, which a one-point limit allows
+    (0.78 - 0.77 is 0.010000000000000009 in floats); and on an image whose reference grade is a near-tie
+    the gate's grade metrics take the reference's grade, not the candidate's."""
+    from drtrt.verify.parity import gated_grade
+
+    agreement = AgreementAccumulator(TASK).result()
+    checks = judge(agreement, {"accuracy": {"drop": 0.78 - 0.77}, "macro_f1": {"drop": 0.0102}}, ParityThresholds())
+    verdict = {c.name: c.passed for c in checks}
+    assert verdict == {"accuracy drop": True, "macro_f1 drop": False}
+    tie, decided = np.array([0, 0, 2.0, 2.01, 0], np.float32), np.array([0, 0, 4.0, 1.0, 0], np.float32)
+    cand = np.array([0, 0, 2.01, 2.0, 0], np.float32)
+    assert gated_grade({"grade_logits": tie}, {"grade_logits": cand}, TASK) is tie
+    assert gated_grade({"grade_logits": decided}, {"grade_logits": cand}, TASK) is cand
+
+
 def test_flips_carry_the_references_margin_and_the_failed_gate_explains_them():
     # reference: image a decided (probabilities ~0.97 / 0.01), image b a near-tie between grades 3 and 4
     ref = np.array([[5, 0, 0, 0, 0], [0, 0, 0, 2.0, 2.01]], np.float32)
