@@ -46,10 +46,11 @@ EXCLUDE_GROUPS = ("first-conv", "last-conv", "heads", "softmax")
 convolutional head (through its activation), nodes producing the outputs, every Softmax. Anything
 else in ``exclude`` is a node name; ``"none"`` is nothing.
 
-``last-conv`` (issue 20): the full-resolution 3x3 conv before the 1x1 lesion head carries the
-one-to-two-pixel detail microaneurysms are made of; quantised, it moved the demo model's decided MA
-pixels by 28 % (lesion Dice vs FP32 0.948, under the gate) where keeping it in FP32 gave 0.966. It is
-2 % of the full network's multiply-adds (84 -> 20 channels at 512²): docs/reproducibility.md."""
+``last-conv`` (issue 20): the full-resolution 3x3 conv before the 1x1 lesion head and its ReLU, so
+the head reads an unquantised feature map: that map carries the one-to-two-pixel detail
+microaneurysms are made of; quantised, it moved the demo model's decided MA pixels by 28 % (lesion
+Dice vs FP32 0.948, under the gate) where keeping it in FP32 gave 0.966. The conv is 2 % of the full
+network's multiply-adds (84 -> 20 channels at 512²): docs/reproducibility.md."""
 DEFAULT_EXCLUDE = EXCLUDE_GROUPS
 QUANT_OPTIONS = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
 MINMAX_CHUNK = 16   # images per collect step for min-max (only per-tensor minima and maxima are kept)
@@ -184,18 +185,20 @@ _PASS_THROUGH = ("Relu", "LeakyRelu", "Clip", "BatchNormalization", "Identity")
 
 
 def _convs_feeding_conv_heads(proto) -> list[str]:
-    """For each Conv producing a graph output, the Conv its input comes from (through activations)."""
+    """For each Conv producing a graph output, the Conv its input comes from and the activations between
+    them: with those kept in FP32 the head reads an unquantised feature map."""
     producers = {o: n for n in proto.graph.node for o in n.output}
     found = []
     for head in head_nodes(proto):
         node = next(n for n in proto.graph.node if n.name == head)
         if node.op_type != "Conv":
             continue
-        source = producers.get(node.input[0])
+        chain, source = [], producers.get(node.input[0])
         while source is not None and source.op_type in _PASS_THROUGH:
+            chain.append(source.name)
             source = producers.get(source.input[0])
         if source is not None and source.op_type == "Conv":
-            found.append(source.name)
+            found += [source.name, *chain]
     return found
 
 

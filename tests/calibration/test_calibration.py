@@ -177,12 +177,13 @@ def test_int8_model_is_symmetric_per_channel_qdq_with_heads_first_conv_and_softm
     producers = {o: n for n in proto.graph.node for o in n.output}
     excluded = set(int8_run.calibration.excluded)
     kinds = {n.op_type for n in proto.graph.node if n.name in excluded}
-    assert kinds == {"Conv", "Gemm", "Softmax"} and len(excluded) == 5
+    assert kinds == {"Conv", "Gemm", "Softmax", "LeakyRelu"} and len(excluded) == 6   # + the last conv and its ReLU
     source = onnx.load(str(trained[1]))                                # FP32: no Q/DQ between the nodes
     made_by = {o: n for n in source.graph.node for o in n.output}
     seg_head = made_by["lesion_logits"]
-    feeding = made_by[made_by[seg_head.input[0]].input[0]]              # the head <- its ReLU <- the last conv
-    assert feeding.op_type == "Conv" and feeding.name in excluded
+    relu = made_by[seg_head.input[0]]
+    feeding = made_by[relu.input[0]]                                    # the head <- its ReLU <- the last conv
+    assert feeding.op_type == "Conv" and {feeding.name, relu.name} <= excluded
     for node in proto.graph.node:
         if node.name in excluded and node.op_type in ("Conv", "Gemm"):
             weight = producers.get(node.input[1])
