@@ -23,7 +23,7 @@ from drtrt.fileio import json_ready
 from drtrt.verify.parity import CandidateReport
 
 Progress = Callable[[str, int, int], None]
-"""``on_progress(stage, done, total)``; stage is "calibrating" or "checking"."""
+"""``on_progress(stage, done, total)``; stage is "calibrating", "correcting biases" or "checking"."""
 
 INT8_HINT = ("calibrate on more images, try --method percentile, or keep the layers that drift in FP32 "
              "(--auto-exclude finds them)")
@@ -110,9 +110,10 @@ def calibrate(cfg: CalibrateConfig, on_progress: Progress | None = None,
 
     else:
         progress = (lambda d, t: on_progress("calibrating", d, t)) if on_progress else None
+        correcting = (lambda d, t: on_progress("correcting biases", d, t)) if on_progress else None
         result = calibrate_int8(cfg.onnx, cfg.out, calib if calib is not None else cfg.data, cfg.method, cfg.exclude,
                                 images=cfg.images, seed=cfg.seed, bias_correction=cfg.bias_correction,
-                                on_progress=progress)
+                                on_progress=progress, on_correction=correcting)
         report = _check(cfg.onnx, result.path, held, overrides, cfg.threads, on_progress)
     warnings = list(result.warnings)
     if report is None:

@@ -299,14 +299,15 @@ def calibrate_int8(onnx_in: str | os.PathLike, out: str | os.PathLike,
                    source: CalibrationSet | str | os.PathLike, method: str = "minmax",
                    exclude: Sequence[str] = DEFAULT_EXCLUDE, *, images: int = RECOMMENDED_IMAGES, seed: int = 0,
                    prep: GraphPrep = GraphPrep(), bias_correction: int = BIAS_CORRECTION_IMAGES,
-                   on_progress: Callable[[int, int], None] | None = None) -> CalibrationResult:
+                   on_progress: Callable[[int, int], None] | None = None,
+                   on_correction: Callable[[int, int], None] | None = None) -> CalibrationResult:
     """Calibrate the FP32 drtrt model ``onnx_in`` and write the INT8 Q/DQ model ``out``.
 
     source: a :class:`CalibrationSet`, an IDRiD-layout folder (training split, ``images``
     images stratified by grade) or a folder of images (up to ``images`` of them).
     exclude: node names and/or groups (:data:`EXCLUDE_GROUPS`) kept in FP32.
     bias_correction: calibration images for :func:`~drtrt.calibration.bias_correction.correct_biases`
-        (0 = no correction).
+        (0 = no correction); ``on_correction(done, total)`` after each conv corrected.
     Beside ``out`` goes ``<stem>.calibration.json``: images (with sha256), method,
     exclusions, options. Metadata: precision "int8", calibration_method, calibration_images,
     calibration_sha256, calibration_excluded (JSON list), int8_graph_prep, int8_bias_correction
@@ -345,7 +346,7 @@ def calibrate_int8(onnx_in: str | os.PathLike, out: str | os.PathLike,
         if bias_correction > 0:
             picked = calib.images[::max(1, len(calib) // bias_correction)][:bias_correction]
             batches = [TensorReader([path], info).get_next()[info.task.input_name] for path in picked]
-            corrected = correct_biases(prepared, out, batches)
+            corrected = correct_biases(prepared, out, batches, on_correction)
     proto = onnx.load(str(out))
     qdq = check_tensorrt_qdq(proto)
     write_info(proto, info.derive("int8", calibration_method=method, calibration_images=str(len(calib)),

@@ -82,7 +82,8 @@ def calibrate(onnx: Annotated[Path, Opt("FP32 model from `drtrt export`.", "FILE
               gate: GateOpt = True,
               seed: Annotated[int, Opt("Seed of the image draws.", "N")] = 0,
               bias_correction: Annotated[int, Opt("Calibration images over which each quantised conv's bias is "
-                                                  "corrected for the mean INT8 shifts (0 = no correction).",
+                                                  "corrected for the mean INT8 shifts (0 = no correction; "
+                                                  "slow on a full-size model: docs/reproducibility.md).",
                                                   "N")] = 8,
               auto_exclude: Annotated[bool, Flag("Keep the layers that diverge most in FP32 until the gate passes "
                                                  "(exit 4 if it cannot).", "--auto-exclude")] = False) -> None:

@@ -7,8 +7,8 @@ epochs) predicts no lesion at all, so :func:`trained_model` trains a slightly be
 What is asserted about its INT8 agreement has a margin measured over 10 trainings (seeds 0-4, each
 with oneDNN's native AVX-512 kernels and with ``ONEDNN_MAX_CPU_ISA=AVX2``, standing in for the other
 CPUs of this machine kind): docs/reproducibility.md. Whether this tiny model passes the gate itself is
-*not* asserted: at width 1/16 (4-32 channels) the verdict changes between CPUs (it passed in 7 of
-those 10 runs; the others missed on a point of accuracy or macro-F1, or on 4 grade flips in 100). The gate passing is asserted on the demo's model (tests/cli/test_demo.py).
+*not* asserted: at width 1/16 (4-32 channels) the verdict changes between CPUs (it passed in 8 of
+those 10 runs; the others missed on two points of accuracy or macro-F1, or on 4 grade flips in 100). The gate passing is asserted on the demo's model (tests/cli/test_demo.py).
 """
 
 from __future__ import annotations
@@ -210,7 +210,7 @@ def test_int8_model_is_symmetric_per_channel_qdq_with_heads_first_conv_and_softm
 def test_int8_agrees_with_fp32_on_held_out_images(int8_run):
     """The gate is parity's (the same checks, the INT8 thresholds `drtrt parity` applies), and the figures
     clear bounds set below the lowest of 10 trainings (docs/reproducibility.md): grade 0.96-1.00,
-    referable 0.99-1.00, pixel agreement 0.991-0.997, lesion Dice on decided pixels 0.984-0.999."""
+    referable 0.99-1.00, pixel agreement 0.991-0.997, lesion Dice on decided pixels 0.989-0.999."""
     report = int8_run.report
     agreement = report.agreement
     assert agreement.n_images == 100 and report.precision == "int8"

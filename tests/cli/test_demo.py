@@ -10,7 +10,7 @@ from drtrt.cli.common import progress
 from drtrt.cli.demo import DemoConfig, run_demo
 
 pytestmark = pytest.mark.numeric
-INT8_GRADE, INT8_DICE = 0.97, 0.95   # the gate's own thresholds; measured margins in the docstring below
+INT8_GRADE, INT8_DICE = 0.97, 0.95   # the gate's own thresholds; the measured figures are in the docstring below
 
 
 def test_demo_runs_every_stage(tmp_path):
@@ -35,8 +35,10 @@ def test_demo_model_passes_its_own_gates_and_parity_in_every_precision(tmp_path)
     """Issue 20: the README's path on the demo's own model with the defaults (width 0.125, 256², 30 epochs;
     ~4 min). ``drtrt fp16`` and ``drtrt calibrate --onnx model.onnx --data data`` pass their gates on
     100 held-out images (GateError would fail this test), and `drtrt parity` passes FP32, FP16 and INT8
-    against the checkpoint on all 129 test images. The INT8 figures clear bounds set below the lowest
-    of the demo's seeds 0-4 and of seeds 0-2 trained with AVX2 kernels (docs/reproducibility.md)."""
+    against the checkpoint on all 129 test images. Measured over the demo's seeds 0-4 on this machine
+    kind (docs/reproducibility.md): every seed passes; INT8 grade agreement 0.98-1.00, referable 1.00,
+    lesion Dice on decided pixels 0.966-0.995. Not every CPU: with AVX2 kernels seed 0's INT8 model
+    flips three decided grades and the gate refuses it, as it should."""
     from typer.testing import CliRunner
 
     from drtrt.calibration.api import CalibrateConfig, calibrate, convert_fp16_checked
