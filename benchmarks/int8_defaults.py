@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from precision_cpu import ROOT, calibration_root, export_full_model, machine, ort_session, time_interleaved  # noqa: E402
+from precision_cpu import (ROOT, add_full_model_args, calibration_root, export_full_model, machine,  # noqa: E402
+                           ort_session, time_interleaved)
 
 sys.path.insert(0, str(ROOT))
 from drtrt.calibration.quantize import calibrate_int8  # noqa: E402
@@ -37,10 +38,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--images", type=int, default=4, help="calibration images")
-    parser.add_argument("--work", type=Path, default=None)
-    parser.add_argument("--width", type=float, default=1.0, help="smoke tests only; the figures are for 1.0")
-    parser.add_argument("--size", type=int, default=512, help="smoke tests only; the figures are for 512")
-    parser.add_argument("--json", type=Path, default=None)
+    add_full_model_args(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)

@@ -127,6 +127,14 @@ def time_interleaved(paths: dict[str, Callable], x: np.ndarray, warmup: int, run
     return times
 
 
+def add_full_model_args(parser: argparse.ArgumentParser) -> None:
+    """--work, --width, --size, --json: the options of every benchmark on the full network."""
+    parser.add_argument("--work", type=Path, default=None, help="keep models here (default: a temporary folder)")
+    parser.add_argument("--width", type=float, default=1.0, help="smoke tests only; the figures are for 1.0")
+    parser.add_argument("--size", type=int, default=512, help="smoke tests only; the figures are for 512")
+    parser.add_argument("--json", type=Path, default=None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
@@ -135,10 +143,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8, help="calibration images (training split)")
     parser.add_argument("--ablation", action="store_true")
     parser.add_argument("--data", type=Path, default=None, help="IDRiD-layout folder for calibration and agreement")
-    parser.add_argument("--work", type=Path, default=None, help="keep models here (default: a temporary folder)")
-    parser.add_argument("--width", type=float, default=1.0, help="smoke tests only; the figures are for 1.0")
-    parser.add_argument("--size", type=int, default=512, help="smoke tests only; the figures are for 512")
-    parser.add_argument("--json", type=Path, default=None)
+    add_full_model_args(parser)
     args = parser.parse_args()
 
     import onnxruntime as ort
