@@ -76,13 +76,19 @@ def _session(proto, outputs: Sequence[str], bias_inputs: Sequence[str] = ()):
 
 def _channel_means(session, name: str, feeds: Sequence[dict]) -> np.ndarray:
     """Mean of output ``name`` per channel (axis 1) over every image of ``feeds``."""
-    total, count = None, 0
+    return _all_channel_means(session, [name], feeds)[name]
+
+
+def _all_channel_means(session, names: Sequence[str], feeds: Sequence[dict]) -> dict[str, np.ndarray]:
+    """Mean per channel (axis 1) of every output in ``names`` over every image of ``feeds``, one run per feed."""
+    totals: dict[str, np.ndarray] = {}
+    counts = dict.fromkeys(names, 0)
     for feed in feeds:
-        (value,) = session.run([name], feed)
-        sums = value.astype(np.float64).sum(axis=tuple(a for a in range(value.ndim) if a != 1))
-        total = sums if total is None else total + sums
-        count += value.size // value.shape[1]
-    return total / count
+        for name, value in zip(names, session.run(list(names), feed)):
+            sums = value.astype(np.float64).sum(axis=tuple(a for a in range(value.ndim) if a != 1))
+            totals[name] = sums if name not in totals else totals[name] + sums
+            counts[name] += value.size // value.shape[1]
+    return {name: totals[name] / counts[name] for name in names}
 
 
 def correct_biases(fp32: str | Path, quant: str | Path, batches: Sequence[np.ndarray],
@@ -98,12 +104,8 @@ def correct_biases(fp32: str | Path, quant: str | Path, batches: Sequence[np.nda
     convs = [c for c in quantised_convs(proto) if c.output[0] in produced]
     names = [c.output[0] for c in convs]
     input_name = reference.graph.input[0].name
-    ref_session = _session(reference, names)
-    ref_means, ref_spread = {}, {}
-    for name in names:
-        ref_means[name] = _channel_means(ref_session, name, [{input_name: x} for x in batches])
-        ref_spread[name] = float(np.abs(ref_means[name]).max()) or 1.0
-    del ref_session
+    ref_means = _all_channel_means(_session(reference, names), names, [{input_name: x} for x in batches])
+    ref_spread = {name: float(np.abs(mean).max()) or 1.0 for name, mean in ref_means.items()}
     inits = {i.name: i for i in proto.graph.initializer}
     biases = {c.input[2]: numpy_helper.to_array(inits[c.input[2]]).astype(np.float32) for c in convs}
     session = _session(proto, names, list(biases))
