@@ -88,7 +88,7 @@ def main() -> None:
                 path = Path(tmp) / f"scale{index}-{factor}.onnx"
                 onnx.save(model, str(path))
                 show(f"scale x{factor:g} at {node.input[0][:30]}", path)
-    broken = [r for r in rows[1:]]
+    broken = rows[1:]
     print(f"\nharmful candidates refused by the lesion check: all-pixel {sum(r['refused_all_pixels'] for r in broken)}, "
           f"decided {sum(r['refused_decided'] for r in broken)}; by the whole gate {sum(r['refused'] for r in broken)} "
           f"of {len(broken)}; faithful model passes: {not rows[0]['refused']}")

@@ -184,10 +184,8 @@ class AgreementAccumulator:
             cand_grade = int(np.argmax(np.nan_to_num(candidate[task.grade_output][i], nan=-np.inf)))
             self.confusion[ref_grade, cand_grade] += 1
             if ref_grade != cand_grade:
-                logits = reference[task.grade_output][i].astype(np.float64)
-                probs = np.sort(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum())
                 self.grade_flips.append({"image": name, "reference_grade": ref_grade, "candidate_grade": cand_grade,
-                                         "reference_top2_gap": float(probs[-1] - probs[-2])})
+                                         "reference_top2_gap": top2_gap(reference[task.grade_output][i])})
         mask_dice, ref_labels, cand_labels = float("nan"), None, None
         if task.lesion_output in reference:
             ref_labels = _labels(reference[task.lesion_output][i], geometry)
@@ -256,11 +254,16 @@ class AgreementAccumulator:
                          list(self.grade_flips))
 
 
-def near_tie_grade(logits: np.ndarray) -> bool:
-    """[G] reference grade logits -> whether its two most probable grades are within :data:`NEAR_TIE`."""
+def top2_gap(logits: np.ndarray) -> float:
+    """[G] grade logits -> the gap between the two largest softmax probabilities."""
     z = np.asarray(logits, np.float64)
     p = np.sort(np.exp(z - z.max()) / np.exp(z - z.max()).sum())
-    return bool(p[-1] - p[-2] < NEAR_TIE)
+    return float(p[-1] - p[-2])
+
+
+def near_tie_grade(logits: np.ndarray) -> bool:
+    """[G] reference grade logits -> whether its two most probable grades are within :data:`NEAR_TIE`."""
+    return top2_gap(logits) < NEAR_TIE
 
 
 def near_tie_pixels(logits: np.ndarray) -> np.ndarray:
