@@ -97,7 +97,7 @@ def child_train(work: Path, mode: str, epochs: int) -> dict:
 
 def child_screen(work: Path, mode: str, model: Path, images: list[Path]) -> dict:
     """Screen ``images`` one by one in this fresh process; returns milliseconds per image."""
-    import drtrt.runtime.ort as drtrt_ort
+    import drtrt.runtime.backends.ort as drtrt_ort
 
     if mode == "old":
         def old_options(threads=None, spin=None):   # the session options drtrt made before issue 13

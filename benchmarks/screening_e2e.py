@@ -150,7 +150,7 @@ def preprocessing_one_core(images: list[Path], repeats: int = 5) -> dict:
 
 
 def session(model: Path, images: list[Path], batch: int) -> dict:
-    from drtrt.runtime.session import ScreeningSession, SessionConfig
+    from drtrt.clinic.session import ScreeningSession, SessionConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -222,7 +222,7 @@ def writes_one_core(model: Path, images: list[Path], repeats: int = 5) -> dict:
 
     from PIL import Image
 
-    from drtrt.runtime import session as session_module
+    from drtrt.clinic import result_files
     from drtrt.runtime.postprocess import LESION_COLOURS, lesion_mask_original, overlay
     from drtrt.runtime.predictor import Predictor
 
@@ -258,7 +258,7 @@ def writes_one_core(model: Path, images: list[Path], repeats: int = 5) -> dict:
                 bgr = cv2.cvtColor(overlay(result.rgb, labels, result.geometry, predictor.task, findings=result.lesions,
                                            legend=True, disc=result.disc), cv2.COLOR_RGB2BGR)
                 old = [cv2.IMWRITE_PNG_COMPRESSION, 1]
-                new = getattr(session_module, "_OVERLAY_PNG", old)
+                new = getattr(result_files, "_OVERLAY_PNG", old)
                 figures = {
                     "overlay PNG, OpenCV default": cpu_ms(lambda: cv2.imencode(".png", bgr, old)),
                     "overlay PNG, session": cpu_ms(lambda: cv2.imencode(".png", bgr, new)),

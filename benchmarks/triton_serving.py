@@ -9,9 +9,9 @@ and back. Preprocessing is the client's in both cases, so the benchmark times th
 (``Runner.infer`` of one preprocessed image, batch 1) by C client threads calling in a loop for
 ``--seconds`` (after one second of warm-up), each call's latency recorded:
 
-* ``local``: one :class:`~drtrt.runtime.ort.OrtRunner` shared by the C threads (ONNX Runtime runs
+* ``local``: one :class:`~drtrt.runtime.backends.ort.OrtRunner` shared by the C threads (ONNX Runtime runs
   concurrent calls; its intra-op threads = the usable CPUs);
-* ``triton``: :class:`~drtrt.runtime.triton.TritonRunner` (one gRPC connection per thread) to
+* ``triton``: :class:`~drtrt.runtime.backends.triton.TritonRunner` (one gRPC connection per thread) to
   tritonserver from the ``nvidia-pytriton`` wheel serving the repository ``drtrt export-triton
   --serve-with python`` writes (ONNX Runtime inside Triton's Python backend, one instance, the
   same threads; the wheel has no ONNX Runtime or TensorRT backend), dynamic batching as
@@ -113,8 +113,8 @@ def main() -> None:
     if args.photos:
         return photos(args)
 
-    from drtrt.runtime.ort import OrtRunner
-    from drtrt.runtime.triton import TritonRunner
+    from drtrt.runtime.backends.ort import OrtRunner
+    from drtrt.runtime.backends.triton import TritonRunner
     from drtrt.serving.repository import RepositorySpec, write_repository
 
     clients_list = tuple(int(c) for c in args.clients.split(","))

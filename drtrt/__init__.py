@@ -11,7 +11,8 @@ The package is a house of stages; each imports only from the stages below it
     export        checkpoint → ONNX (torch), ONNX → TensorRT engine
     calibration   precision baked into the ONNX: FP16 conversion, INT8 Q/DQ, their gates
     verify        evidence: task metrics, evaluation, parity, golden files, benchmarks
-    runtime       runners (ONNX Runtime, TensorRT), the inference loop, screening sessions
+    clinic        the screening record: session, store and its schema, visits, verdicts, reports, camera watch
+    runtime       reading a photo: runners and their engines (ONNX Runtime, TensorRT, Triton), the predictor
     data          the IDRiD reader and the synthetic IDRiD generator
     core          errors, config, task vocabulary, model info, file helpers, preprocessing
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from drtrt.calibration.gate import judge_items
 from drtrt.calibration.layerwise import layer_errors, rank_nodes
 from drtrt.errors import ConfigError
-from drtrt.runtime.ort import OrtRunner
+from drtrt.runtime.backends.ort import OrtRunner
 from drtrt.verify.items import ImageItem
 from drtrt.verify.parity import CandidateReport
 from drtrt.verify.thresholds import Check

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drtrt.runtime.ort import session_options
+from drtrt.runtime.backends.ort import session_options
 
 
 @dataclass(frozen=True)

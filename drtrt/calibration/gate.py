@@ -20,7 +20,7 @@ from drtrt.calibration.source import CalibrationSet, idrid_samples, select_folde
 from drtrt.data.idrid import IdridSample
 from drtrt.errors import ArtefactError, ConfigError, DataError, GateError
 from drtrt.runtime.base import Runner
-from drtrt.runtime.ort import OrtRunner
+from drtrt.runtime.backends.ort import OrtRunner
 from drtrt.verify.items import ImageItem, items_from_samples
 from drtrt.verify.parity import CandidateReport, compare_runners
 from drtrt.verify.thresholds import images_needed, thresholds_for

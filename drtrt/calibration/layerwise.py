@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from drtrt.errors import BackendUnavailable
-from drtrt.runtime.ort import session_options
+from drtrt.runtime.backends.ort import session_options
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 

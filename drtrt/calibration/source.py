@@ -30,7 +30,7 @@ from drtrt.errors import ConfigError, DataError
 from drtrt.fileio import sha256_file
 from drtrt.model_info import ModelInfo
 from drtrt.preprocess import preprocess
-from drtrt.runtime.screening import collect_images
+from drtrt.runtime.photos import collect_images
 
 RECOMMENDED_IMAGES = 300
 """Fewer calibration images than this draws a warning (activation ranges get noisy)."""

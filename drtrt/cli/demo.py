@@ -52,7 +52,7 @@ def run_demo(out: str | Path, console: Console, progress_factory, epochs: int | 
     from drtrt.data.synth import write_synthetic_idrid
     from drtrt.fileio import json_ready
     from drtrt.runtime.registry import load_runner
-    from drtrt.runtime.screening import screen_images
+    from drtrt.clinic.session import screen_images
     from drtrt.train.checkpoint import export_checkpoint
     from drtrt.train.losses import LossConfig
     from drtrt.train.model import ModelConfig

@@ -26,7 +26,7 @@ def receive(out: Annotated[Path, Opt("Session folder (resumed when it exists); r
     or JPEG baseline; patient and eye from PatientID and ImageLaterality. Needs the integration
     extra. Ctrl-C stops cleanly; images received and not yet screened are screened at the next start."""
     from drtrt.integration.receive import ReceiveConfig, receive as run_receiver
-    from drtrt.runtime.session import SessionConfig
+    from drtrt.clinic.session import SessionConfig
 
     cfg = ReceiveConfig(ae_title=ae_title, host=host, port=port,
                         session=SessionConfig(backend=backend, batch_size=1, pathway=pathway,

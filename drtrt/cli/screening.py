@@ -44,8 +44,10 @@ def screen(images: Annotated[Optional[list[Path]], typer.Argument(help="Image fi
     With --out, a crash-safe session folder: re-run the same command after a crash to finish it.
     Exit 3 if any image was ungradable or unreadable."""
     from drtrt.cli.tables import display_names
-    from drtrt.runtime.screening import resolve_inputs, screen_images, unsearched_images
-    from drtrt.runtime.session import SessionConfig
+    from drtrt.clinic.patients import resolve_inputs
+    from drtrt.clinic.session import screen_images
+    from drtrt.runtime.photos import unsearched_images
+    from drtrt.clinic.session import SessionConfig
 
     paths, assignments, default = resolve_inputs(images or [], patients, patient, eye, recursive)
     if not recursive and (hidden := unsearched_images(images or [])):
@@ -75,7 +77,7 @@ def screen(images: Annotated[Optional[list[Path]], typer.Argument(help="Image fi
     if not as_json:
         from drtrt.cli.tables import results_table
 
-        from drtrt.runtime.pathways import load_pathway
+        from drtrt.clinic.pathways import load_pathway
 
         console.print(results_table(run.rows, run.task, pathway=load_pathway(pathway)))
         if out:
@@ -98,9 +100,9 @@ def watch(folder: Annotated[Path, typer.Argument(help="Folder the fundus camera 
           settle: Annotated[float, Opt("Seconds a file must stop growing before it is read.", "SECONDS")] = 1.0,
           pathway: PathwayOpt = None) -> None:
     """Screen images as the camera writes them; one log line per image. Ctrl-C stops cleanly."""
-    from drtrt.runtime.patients import Assignment, normalise_eye, validate_patient_id
-    from drtrt.runtime.session import SessionConfig
-    from drtrt.runtime.watch import WatchConfig, watch_folder
+    from drtrt.clinic.patients import Assignment, normalise_eye, validate_patient_id
+    from drtrt.clinic.session import SessionConfig
+    from drtrt.clinic.watch import WatchConfig, watch_folder
 
     cfg = WatchConfig(poll_s=poll, settle_s=settle, patients=patients,
                       default=Assignment(validate_patient_id(patient), normalise_eye(eye)),

@@ -38,8 +38,8 @@ def station(model: ModelOpt,
                                          "SECONDS")] = 1.0) -> None:
     """Serve the screening station: patients, the photos each visit needs, results within seconds, reports."""
     from drtrt.errors import ConfigError
-    from drtrt.runtime.session import SessionConfig
-    from drtrt.runtime.visits import Protocol
+    from drtrt.clinic.session import SessionConfig
+    from drtrt.clinic.visits import Protocol
     from drtrt.station.security import is_loopback
     from drtrt.station.server import serve
     from drtrt.station.worker import WorkerConfig

@@ -38,7 +38,7 @@ def sync(session: Annotated[Path, typer.Argument(help="Session folder (made by s
     from drtrt.integration.codes import DEFAULT_PATIENT_SYSTEM
     from drtrt.integration.outbox import pending_count
     from drtrt.integration.sync import SyncConfig, sync_session
-    from drtrt.runtime.store import SessionStore
+    from drtrt.clinic.store import SessionStore
 
     if not (session / "session.db").is_file():
         raise DataError(f"{session} is not a session folder (no session.db); give the --out folder of drtrt screen "

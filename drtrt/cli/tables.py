@@ -29,10 +29,10 @@ def display_names(paths: Sequence[str]) -> list[str]:
 
 def results_table(rows, task: TaskSpec, clinical: str = "Not for clinical use: demo model.", pathway=None):
     """One line per image, then one per patient when patient IDs were given (worded by ``pathway``)."""
-    from drtrt.runtime.pathways import ICDR
+    from drtrt.clinic.pathways import ICDR
 
-    from drtrt.runtime.patients import patient_verdicts
-    from drtrt.runtime.report import gradable_share
+    from drtrt.clinic.verdicts import patient_verdicts
+    from drtrt.clinic.reports import gradable_share
 
     table = Table(title="screening results")
     table.add_column("image", overflow="fold")   # a file name is never cut short

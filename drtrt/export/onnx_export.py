@@ -15,7 +15,7 @@ import torch
 
 from drtrt.errors import ArtefactError
 from drtrt.model_info import ModelInfo
-from drtrt.runtime.ort import session_options
+from drtrt.runtime.backends.ort import session_options
 
 OPSET = 17
 

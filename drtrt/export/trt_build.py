@@ -2,11 +2,11 @@
 
 The engine file is the plan exactly as TensorRT serialises it (trtexec, Triton and DeepStream
 load it as is); everything drtrt knows about it goes into ``<engine>.json`` (see
-:class:`drtrt.runtime.engine.EngineManifest`). Precision follows SPEC §5: it lives in the ONNX
+:class:`drtrt.runtime.backends.trt_manifest.EngineManifest`). Precision follows SPEC §5: it lives in the ONNX
 (FP16 conversion, INT8 Q/DQ nodes from :mod:`drtrt.calibration`): from 10.x on the network is
 strongly typed, on 8.5–8.6 the FP16/INT8 flags go with it and the layers the FP16 ONNX keeps in
 FP32 are pinned there, so one command gives the same numerics on every version. Version
-differences are all in :mod:`drtrt.runtime.trt_compat`.
+differences are all in :mod:`drtrt.runtime.backends.trt_compat`.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from drtrt import __version__
 from drtrt.errors import ArtefactError, BackendUnavailable, ConfigError, DrtrtError
 from drtrt.fileio import atomic_write, sha256_file
 from drtrt.model_info import ModelInfo
-from drtrt.runtime import trt_compat as compat
+from drtrt.runtime.backends import trt_compat as compat
 from drtrt.runtime.base import TensorSpec
-from drtrt.runtime.cuda_mem import GpuInfo, load_cuda
-from drtrt.runtime.engine import (EngineFile, EngineIO, EngineManifest, check_engine_compatible, manifest_path,
+from drtrt.runtime.backends.cuda import GpuInfo, load_cuda
+from drtrt.runtime.backends.trt_manifest import (EngineFile, EngineIO, EngineManifest, check_engine_compatible, manifest_path,
                                  read_engine_manifest)
-from drtrt.runtime.ort import session_options
+from drtrt.runtime.backends.ort import session_options
 
 PRECISIONS = ("fp32", "fp16", "int8")
 

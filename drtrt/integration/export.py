@@ -20,8 +20,8 @@ from drtrt.fileio import atomic_write, sha256_file
 from drtrt.integration import codes as C
 from drtrt.integration.outbox import Exported, exported, latest_exported, record_exported
 from drtrt.integration.results import PatientResult, patient_results
-from drtrt.runtime.patients import safe_patient_id
-from drtrt.runtime.store import SessionStore
+from drtrt.clinic.patients import safe_patient_id
+from drtrt.clinic.store import SessionStore
 
 
 @dataclass

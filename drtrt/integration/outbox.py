@@ -1,6 +1,6 @@
 """The outbox: what a session has to send, where, and whether the server has confirmed it, in the session store.
 
-Two tables in the session's ``session.db`` (created on first use, beside ``images`` and ``files``):
+Two tables in the session's ``session.db`` (declared in :mod:`drtrt.clinic.schema`, beside ``images`` and ``files``):
 
 ``exported``: one row per object built from the session (a DICOM SC or SR instance, a patient's FHIR
 Bundle): its UID (SOP Instance UID, or the Bundle id), kind, patient, the digest of what it says, its
@@ -27,19 +27,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from drtrt.runtime.store import SessionStore, now
+from drtrt.clinic.store import SessionStore, now
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS exported(uid TEXT PRIMARY KEY, kind TEXT NOT NULL, patient TEXT NOT NULL,
-       content_key TEXT NOT NULL, predecessor TEXT, path TEXT NOT NULL, sha256 TEXT NOT NULL,
-       created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS outbox(id INTEGER PRIMARY KEY AUTOINCREMENT, destination TEXT NOT NULL,
-       kind TEXT NOT NULL, uid TEXT NOT NULL, patient TEXT NOT NULL, path TEXT NOT NULL, sha256 TEXT NOT NULL,
-       status TEXT NOT NULL CHECK (status IN ('pending', 'sent')), attempts INTEGER NOT NULL DEFAULT 0,
-       last_error TEXT, next_try_at REAL NOT NULL DEFAULT 0, queued_at TEXT NOT NULL, sent_at TEXT,
-       UNIQUE(destination, uid))""",
-    "CREATE INDEX IF NOT EXISTS outbox_status ON outbox(status, next_try_at)",
-)
 DICOM_KINDS = ("sc", "sr")                  # immutable instances: one UID, one content
 
 
@@ -70,25 +59,8 @@ class OutboxItem:
     sent_at: str | None
 
 
-def _has_outbox(store: SessionStore) -> bool:
-    found = store.execute("SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND name IN ('outbox', 'exported')")
-    return int(found[0][0]) == 2
-
-
-def ensure_outbox(store: SessionStore) -> None:
-    """Create the tables if the session has none yet (idempotent; a read when they exist)."""
-    if _has_outbox(store):
-        return
-    with store.transaction():
-        for statement in _SCHEMA:
-            store.execute(statement)
-
-
 def pending_count(store: SessionStore, destination: str | None = None) -> int:
-    """Objects queued and not yet confirmed by their server (at ``destination`` only, when given). Only
-    reads: a session never synced has no outbox yet, and 0 pending."""
-    if not _has_outbox(store):
-        return 0
+    """Objects queued and not yet confirmed by their server (at ``destination`` only, when given)."""
     sql, params = "SELECT COUNT(*) FROM outbox WHERE status='pending'", ()
     if destination is not None:
         sql, params = sql + " AND destination=?", (destination,)
@@ -101,7 +73,6 @@ def enqueue(store: SessionStore, objects: list[Exported], destinations: list[str
     Queueing what is already queued with the same content changes nothing (running sync twice queues
     nothing new). A FHIR Bundle whose content changed goes back to pending; a DICOM instance never
     changes under its UID, so a sent one stays sent."""
-    ensure_outbox(store)
     queued = 0
     with store.transaction():
         for dest in destinations:
@@ -126,7 +97,6 @@ def enqueue(store: SessionStore, objects: list[Exported], destinations: list[str
 def items(store: SessionStore, status: str | None = None, due_by: float | None = None,
           destination: str | None = None) -> list[OutboxItem]:
     """Outbox rows in queue order: all, or of one status, due by a time (Unix), for one destination."""
-    ensure_outbox(store)
     sql, params = "SELECT * FROM outbox WHERE 1=1", []
     if status is not None:
         sql += " AND status=?"
@@ -171,7 +141,6 @@ def defer(store: SessionStore, destination: str, until: float) -> None:
 
 def next_due(store: SessionStore, destinations: list[str] | None = None) -> float | None:
     """When the earliest pending item (for these destinations) is due (Unix time); None: nothing pending."""
-    ensure_outbox(store)
     sql, params = "SELECT MIN(next_try_at) FROM outbox WHERE status='pending'", ()
     if destinations is not None:
         sql += f" AND destination IN ({', '.join('?' * len(destinations))})"
@@ -182,21 +151,18 @@ def next_due(store: SessionStore, destinations: list[str] | None = None) -> floa
 
 # -- the exported objects -----------------------------------------------------------------------
 def exported(store: SessionStore, uid: str) -> dict | None:
-    ensure_outbox(store)
     rows = store.execute("SELECT * FROM exported WHERE uid=?", (uid,))
     return dict(rows[0]) if rows else None
 
 
 def latest_exported(store: SessionStore, kind: str, patient: str) -> dict | None:
     """The newest object of a kind for a patient (the patient's current SR, the one a new SR replaces)."""
-    ensure_outbox(store)
     rows = store.execute("SELECT * FROM exported WHERE kind=? AND patient=? ORDER BY rowid DESC LIMIT 1",
                          (kind, patient))
     return dict(rows[0]) if rows else None
 
 
 def record_exported(store: SessionStore, obj: Exported, content_key: str, predecessor: str | None = None) -> None:
-    ensure_outbox(store)
     with store.transaction():
         store.execute("INSERT INTO exported VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(uid) DO UPDATE SET "
                       "content_key=excluded.content_key, path=excluded.path, sha256=excluded.sha256, "

@@ -35,9 +35,9 @@ from pathlib import Path
 
 from drtrt.errors import ConfigError, DrtrtError
 from drtrt.preprocess.dicom import SOP_CLASSES, TRANSFER_SYNTAXES
-from drtrt.runtime.patients import Assignment
-from drtrt.runtime.session import ScreeningSession, SessionConfig
-from drtrt.runtime.watch import RunLog, _install_stop_handlers   # the same Ctrl-C/SIGTERM and log as watch
+from drtrt.clinic.patients import Assignment
+from drtrt.clinic.session import ScreeningSession, SessionConfig
+from drtrt.clinic.watch import RunLog, _install_stop_handlers   # the same Ctrl-C/SIGTERM and log as watch
 
 VERIFICATION = "1.2.840.10008.1.1"
 SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC000

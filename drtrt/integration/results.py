@@ -18,10 +18,10 @@ from pathlib import Path
 
 from drtrt import __version__
 from drtrt.fileio import sha256_file
-from drtrt.runtime.pathways import stored_pathway
-from drtrt.runtime.patients import PatientVerdict, patient_verdicts
-from drtrt.runtime.report import model_banner
-from drtrt.runtime.store import SessionRow, SessionStore
+from drtrt.clinic.pathways import stored_pathway
+from drtrt.clinic.verdicts import patient_verdicts, PatientVerdict
+from drtrt.clinic.reports import model_banner
+from drtrt.clinic.store import SessionRow, SessionStore
 from drtrt.task import TaskSpec
 from drtrt.integration.uids import derive_uid, fhir_id, session_id
 
@@ -131,17 +131,14 @@ class PatientResult:
     eyes: dict[str, list[ImageResult]] = field(default_factory=dict)
 
     def eye_referable(self, eye: str) -> bool | None:
-        """Referable DR in this eye (None: no gradable photo of it gave a grade)."""
-        graded = [i for i in self.eyes.get(eye, [])
-                  if i.row.status == "graded" and i.record.get("referable") is not None]
-        return any(i.record["referable"] for i in graded) if graded else None
+        """Referable DR in this eye (None: no gradable photo of it gave a grade), as its verdict says."""
+        verdict = self.verdict.eyes.get(eye)
+        return None if verdict is None else verdict.referable
 
     @property
     def referable(self) -> bool | None:
-        """Referable DR: yes when an eye is referable; no when every eye has a grade and none is; else None
-        (an eye ungradable or not photographed: "not referable" cannot be said)."""
-        found = [self.eye_referable(eye) for eye in self.verdict.eyes]
-        return True if any(found) else None if not found or None in found else False
+        """Referable DR for the patient, as the verdict says (:attr:`PatientVerdict.referable`)."""
+        return self.verdict.referable
 
 
 def model_identity(store: SessionStore) -> ModelIdentity:

@@ -26,10 +26,10 @@ from pathlib import Path
 
 from drtrt.integration import codes as C
 from drtrt.integration.export import export_session
-from drtrt.integration.outbox import defer, enqueue, ensure_outbox, items, mark_failed, mark_sent, next_due, \
+from drtrt.integration.outbox import defer, enqueue, items, mark_failed, mark_sent, next_due, \
     pending_count
 from drtrt.integration.senders import CStoreSender, DicomWebSender, FhirSender, Rejected, Unreachable
-from drtrt.runtime.store import SessionStore
+from drtrt.clinic.store import SessionStore
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,6 @@ def sync_session(store: SessionStore, folder: str | Path, cfg: SyncConfig, once:
     """Build, queue and send (module docstring). Returns what happened; raises only for bad configuration."""
     folder = Path(folder)
     senders = cfg.senders()
-    ensure_outbox(store)
     report = SyncReport()
     exported = export_session(store, folder, cfg.patient_system)
     report.written, report.objects = exported.written, len(exported.objects)

@@ -18,7 +18,7 @@ import hashlib
 import json
 import uuid
 
-from drtrt.runtime.store import SessionStore
+from drtrt.clinic.store import SessionStore
 
 # A fixed namespace for drtrt's name-based UUIDs (itself uuid5(NAMESPACE_URL, "drtrt:uids")): changing it
 # would give every object of every session a new UID, so it never changes.
@@ -29,11 +29,11 @@ SESSION_KEY = "session_id"
 def session_id(store: SessionStore) -> str:
     """The session's ID: read from the store's meta table, or made (a random UUID) and kept there."""
     with store.transaction():
-        found = store.execute("SELECT value FROM meta WHERE key=?", (SESSION_KEY,))
+        found = store.get_meta(SESSION_KEY)
         if found:
-            return str(found[0][0])
+            return found
         made = str(uuid.uuid4())
-        store.execute("INSERT INTO meta(key, value) VALUES (?, ?)", (SESSION_KEY, made))
+        store.set_meta(SESSION_KEY, made)
         return made
 
 

@@ -3,7 +3,7 @@
 The model grades and segments in one forward pass; nothing forces the two to agree, and an
 untrained or out-of-distribution model shows it first there (a real photo with 31 % of the field
 painted as soft exudate next to "no referable DR"). Such a result is not shown calmly: the record
-warns and the eye's verdict asks for a human read (:mod:`drtrt.runtime.patients`).
+warns and the eye's verdict asks for a human read (:mod:`drtrt.clinic.verdicts`).
 """
 
 from __future__ import annotations

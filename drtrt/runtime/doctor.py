@@ -22,7 +22,7 @@ from typing import Any
 
 from drtrt import __version__
 from drtrt.errors import DrtrtError
-from drtrt.runtime.cuda_mem import installed_libraries
+from drtrt.runtime.backends.cuda import installed_libraries
 
 # L4T (major, minor) → (JetPack, TensorRT it ships). JetPack 6.1 is L4T 36.4.0, 6.2 is 36.4.3.
 JETPACK = {(35, 1): ("5.0.2", "8.4"), (35, 2): ("5.1", "8.5"), (35, 3): ("5.1.1", "8.5"), (35, 4): ("5.1.2", "8.5"),
@@ -96,7 +96,7 @@ def kernel_driver(path: Path = Path("/proc/driver/nvidia/version")) -> str | Non
 
 def _gpu() -> tuple[dict[str, str] | None, str]:
     """GPU facts through a CUDA binding, else nvidia-smi; (None, why) when there is none."""
-    from drtrt.runtime.cuda_mem import load_cuda
+    from drtrt.runtime.backends.cuda import load_cuda
 
     try:
         mem = load_cuda()
@@ -122,7 +122,7 @@ def _gpu() -> tuple[dict[str, str] | None, str]:
 
 
 def _tensorrt() -> tuple[str | None, str]:
-    from drtrt.runtime.trt_compat import import_tensorrt
+    from drtrt.runtime.backends.trt_compat import import_tensorrt
 
     try:
         return str(import_tensorrt().__version__), ""

@@ -15,8 +15,8 @@ from drtrt.errors import BackendUnavailable, ConfigError
 from drtrt.runtime.base import Runner
 
 BACKENDS = {".onnx": "ort", ".engine": "trt", ".plan": "trt", ".pt": "torch"}
-RUNNERS = {"ort": "drtrt.runtime.ort:OrtRunner", "trt": "drtrt.runtime.trt:TrtRunner",
-           "torch": "drtrt.train.torch_runner:TorchRunner", "triton": "drtrt.runtime.triton:TritonRunner"}
+RUNNERS = {"ort": "drtrt.runtime.backends.ort:OrtRunner", "trt": "drtrt.runtime.backends.trt:TrtRunner",
+           "torch": "drtrt.train.torch_runner:TorchRunner", "triton": "drtrt.runtime.backends.triton:TritonRunner"}
 _BACKEND_EXTRAS = {"trt": "TensorRT (JetPack's python3-libnvinfer, or pip install 'drtrt[gpu]' with tensorrt)",
                    "torch": "torch (pip install 'drtrt[train]')",
                    "triton": "tritonclient (pip install 'drtrt[triton]')"}

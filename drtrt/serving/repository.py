@@ -35,7 +35,7 @@ from drtrt.errors import ArtefactError, ConfigError
 from drtrt.fileio import atomic_write, sha256_file
 from drtrt.model_info import ModelInfo
 from drtrt.runtime.base import TensorSpec
-from drtrt.runtime.triton import FILE_PARAMETER, SHA256_PARAMETER, TRITON_DTYPES
+from drtrt.runtime.backends.triton import FILE_PARAMETER, SHA256_PARAMETER, TRITON_DTYPES
 from drtrt.serving.triton_python import PHOTO_INPUT, QUALITY_OUTPUT
 
 SCHEMA = "drtrt-triton-repository/1"
@@ -146,7 +146,7 @@ def _config_module():
 def read_model(spec: RepositorySpec) -> _Model:
     """The model's metadata and I/O: from the ONNX graph (ONNX Runtime) or the engine's manifest."""
     if spec.engine is not None:
-        from drtrt.runtime.engine import manifest_path, read_engine_manifest
+        from drtrt.runtime.backends.trt_manifest import manifest_path, read_engine_manifest
 
         manifest = read_engine_manifest(spec.engine)
         maxima = {shapes["max"][0] for shapes in manifest.profile.values()}
@@ -160,7 +160,7 @@ def read_model(spec: RepositorySpec) -> _Model:
                       max(maxima), manifest_path(spec.engine), sha256_file(spec.engine))
     import onnxruntime as ort
 
-    from drtrt.runtime.ort import _ORT_DTYPES, session_options
+    from drtrt.runtime.backends.ort import _ORT_DTYPES, session_options
 
     if not spec.onnx.is_file():
         raise ArtefactError(f"model file not found: {spec.onnx}")

@@ -50,7 +50,7 @@ class OnnxModel:
 
     def initialize(self, args: dict) -> None:
         from drtrt.cpu import usable_cpus
-        from drtrt.runtime.ort import OrtRunner
+        from drtrt.runtime.backends.ort import OrtRunner
 
         config = json.loads(args["model_config"])
         path = Path(args["model_repository"]) / str(args["model_version"]) / "model.onnx"

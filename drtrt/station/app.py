@@ -36,11 +36,11 @@ from starlette.staticfiles import StaticFiles
 from drtrt import __version__
 from drtrt.errors import ConfigError
 from drtrt.fileio import atomic_write
-from drtrt.runtime.patients import HUMAN_READ, REFER, REFER_URGENT, UNGRADABLE
+from drtrt.clinic.verdicts import HUMAN_READ, REFER, REFER_URGENT, UNGRADABLE
 from drtrt.runtime.postprocess import LESION_COLOURS
 from drtrt.runtime.quality import ADVICE
-from drtrt.runtime.report import model_banner
-from drtrt.runtime.visits import Protocol, Visit
+from drtrt.clinic.reports import model_banner
+from drtrt.clinic.visits import Protocol, Visit
 from drtrt.station import i18n
 from drtrt.station.security import MAX_UPLOAD_BYTES, PinGuard, csrf_ok, csrf_token, image_kind, session_secret
 from drtrt.station.worker import StationWorker

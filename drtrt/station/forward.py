@@ -32,11 +32,8 @@ class Forwarder:
     """Sends the station's results in the background (``cfg``: a SyncConfig with at least one destination)."""
 
     def __init__(self, store, folder: Path, cfg, every_s: float = 60.0, on_change=lambda: None) -> None:
-        from drtrt.integration.outbox import ensure_outbox
-
         self.store, self.folder, self.cfg, self.every_s, self.on_change = store, folder, cfg, every_s, on_change
         cfg.senders()                                   # a malformed URL: refused before the station starts
-        ensure_outbox(store)
         self.state = ForwardState([s for s in (cfg.dicomweb, cfg.cstore, cfg.fhir) if s])
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="drtrt-station-forward", daemon=True)

@@ -71,11 +71,11 @@ def translated(string) -> bool:
 
 def runtime_messages() -> list[str]:
     """English strings from the runtime the station shows as they are: verdicts and the quality advice."""
-    from drtrt.runtime import patients, visits
-    from drtrt.runtime.pathways import BUILT_IN
+    from drtrt.clinic import verdicts as V
+    from drtrt.clinic.pathways import BUILT_IN
     from drtrt.runtime.quality import ADVICE
 
-    verdicts = [*patients.VERDICTS, patients.NOT_PHOTOGRAPHED, visits.SCREENING]
+    verdicts = [*V.VERDICTS, V.NOT_PHOTOGRAPHED, V.SCREENING]
     words = [w for pathway in BUILT_IN.values() for w in pathway.all_words()]
     return list(dict.fromkeys([*verdicts, *words, *ADVICE.values(), *OPERATOR_ERRORS]))
 

@@ -23,11 +23,11 @@ from pathlib import Path
 
 from drtrt.errors import ConfigError, DataError
 from drtrt.fileio import atomic_write
-from drtrt.runtime.patients import Assignment
-from drtrt.runtime.session import MAX_FILE_BYTES, ScreeningSession, SessionConfig
-from drtrt.runtime.store import SessionRow
-from drtrt.runtime.visits import Protocol, VisitBook
-from drtrt.runtime.watch import SettleTracker
+from drtrt.clinic.patients import Assignment
+from drtrt.clinic.session import MAX_FILE_BYTES, ScreeningSession, SessionConfig
+from drtrt.clinic.store import SessionRow
+from drtrt.clinic.visits import Protocol, VisitBook
+from drtrt.clinic.watch import SettleTracker
 from drtrt.station.security import image_kind
 
 _log = logging.getLogger("drtrt.station")
@@ -102,19 +102,15 @@ class StationWorker:
 
     # -- the visit at the camera ------------------------------------------------------------------
     def active_visit(self) -> int | None:
-        rows = self.store.execute("SELECT value FROM meta WHERE key='station_active_visit'")
-        if not rows:
+        kept = self.store.get_meta("station_active_visit")
+        if kept is None:
             return None
-        visit_id = int(rows[0]["value"])
+        visit_id = int(kept)
         open_ = self.store.execute("SELECT 1 FROM visits WHERE id=? AND closed IS NULL", (visit_id,))
         return visit_id if open_ else None
 
     def set_active(self, visit_id: int | None) -> None:
-        with self.store.transaction():
-            if visit_id is None:
-                self.store.execute("DELETE FROM meta WHERE key='station_active_visit'")
-            else:
-                self.store.execute("INSERT OR REPLACE INTO meta VALUES ('station_active_visit', ?)", (str(visit_id),))
+        self.store.set_meta("station_active_visit", visit_id)
         self.changed()
 
     # -- photos in --------------------------------------------------------------------------------

@@ -95,7 +95,7 @@ def _gemm_runners(a: np.ndarray, b: np.ndarray, threads: int | None) -> dict[str
         import onnxruntime as ort
         from onnx import TensorProto, helper
 
-        from drtrt.runtime.ort import session_options
+        from drtrt.runtime.backends.ort import session_options
     except ImportError:
         return runners
     n = a.shape[0]

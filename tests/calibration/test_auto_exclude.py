@@ -105,7 +105,7 @@ def test_auto_exclude_says_when_it_cannot(tiny_onnx, quantiser):
 def test_auto_exclude_with_drtrt_calibration_writes_model_and_record(tiny_onnx, synth_root, tmp_path):
     from drtrt.data.idrid import read_idrid
     from drtrt.model_info import ModelInfo as Info
-    from drtrt.runtime.ort import OrtRunner
+    from drtrt.runtime.backends.ort import OrtRunner
     from drtrt.calibration.auto_exclude import auto_exclude_int8, AutoExcludeConfig
 
     gate = read_idrid(synth_root).select(split="test")

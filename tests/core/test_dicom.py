@@ -17,7 +17,7 @@ from dicom_files import SC, bad_variants, dciodvfy_errors, encode, op_image, sc_
 from drtrt.errors import ImageError  # noqa: E402
 from drtrt.preprocess import decode_image  # noqa: E402
 from drtrt.preprocess.dicom import DicomInfo, dicom_info, is_dicom, read_dicom_info, read_patient_and_eye  # noqa: E402
-from drtrt.runtime.watch import SettleTracker  # noqa: E402
+from drtrt.clinic.watch import SettleTracker  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ import torch
 from drtrt.export.onnx_export import compare_with_torch
 from drtrt.model_info import ModelInfo
 from drtrt.preprocess import PreprocessSpec
-from drtrt.runtime.ort import OrtRunner
+from drtrt.runtime.backends.ort import OrtRunner
 from drtrt.runtime.predictor import Predictor
 from drtrt.task import TaskSpec
 from drtrt.train.checkpoint import load_checkpoint, model_from_checkpoint
@@ -76,7 +76,7 @@ def test_runtime_imports_and_screens_without_torch(tiny_onnx, photo_root):
     image = next((photo_root / "A. Segmentation" / "1. Original Images" / "b. Testing Set").glob("*.jpg"))
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
-        "import drtrt.runtime, drtrt.preprocess, drtrt.runtime.postprocess, drtrt.runtime.screening, drtrt.cli\n"
+        "import drtrt.runtime, drtrt.preprocess, drtrt.runtime.postprocess, drtrt.clinic.session, drtrt.cli\n"
         "from drtrt.runtime.predictor import Predictor\n"
         f"r = Predictor({str(tiny_onnx)!r}).screen({str(image)!r})\n"
         "assert r.status == 'graded', r.reason\n"

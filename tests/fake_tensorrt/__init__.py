@@ -78,7 +78,7 @@ def install(monkeypatch, version: str | None = "10.3.0", cuda: str | None = "cud
         binding._device = device
     board = Path(tempfile.mkdtemp(prefix="fake-device-tree-")) / "model"
     board.write_bytes(device.gpu.board.encode() + b"\x00" if device.gpu.board else b"")
-    import drtrt.runtime.cuda_mem as cuda_mem
+    import drtrt.runtime.backends.cuda as cuda_mem
 
     monkeypatch.setattr(cuda_mem, "DEVICE_TREE_MODEL", board if device.gpu.board else board.with_name("absent"))
     if cuda == "cuda-python":

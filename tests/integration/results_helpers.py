@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from drtrt.runtime.patients import Assignment
-from drtrt.runtime.session import ScreeningSession
+from drtrt.clinic.patients import Assignment
+from drtrt.clinic.session import ScreeningSession
 
 PATIENTS = ("P-1", "P-2", "Ünï 3")
 

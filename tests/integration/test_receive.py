@@ -32,7 +32,7 @@ from dicom_files import bad_variants, encode, op_image, sc_image, vl_image, writ
 from drtrt.errors import ConfigError  # noqa: E402
 from drtrt.integration.receive import ReceiveConfig, instance_path  # noqa: E402
 from drtrt.preprocess import decode_image  # noqa: E402
-from drtrt.runtime.store import SessionStore  # noqa: E402
+from drtrt.clinic.store import SessionStore  # noqa: E402
 from pydicom import dcmread  # noqa: E402
 
 

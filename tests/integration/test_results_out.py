@@ -29,8 +29,8 @@ from drtrt.integration.fhir import validate_bundle  # noqa: E402
 from drtrt.integration.outbox import pending_count  # noqa: E402
 from drtrt.integration.results import patient_results  # noqa: E402
 from drtrt.integration.uids import session_id  # noqa: E402
-from drtrt.runtime.patients import Assignment, safe_patient_id  # noqa: E402
-from drtrt.runtime.store import FileEntry, SessionStore  # noqa: E402
+from drtrt.clinic.patients import Assignment, safe_patient_id  # noqa: E402
+from drtrt.clinic.store import FileEntry, SessionStore  # noqa: E402
 
 UID = re.compile(r"^2\.25\.(0|[1-9][0-9]*)$")
 

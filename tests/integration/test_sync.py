@@ -24,8 +24,8 @@ from results_helpers import PATIENTS, screened_session_fixture, session_fixture 
 from drtrt.integration.fhir import validate_bundle  # noqa: E402
 from drtrt.integration.outbox import items, pending_count  # noqa: E402
 from drtrt.integration.sync import SyncConfig, sync_session  # noqa: E402
-from drtrt.runtime.patients import safe_patient_id  # noqa: E402
-from drtrt.runtime.store import SessionStore  # noqa: E402
+from drtrt.clinic.patients import safe_patient_id  # noqa: E402
+from drtrt.clinic.store import SessionStore  # noqa: E402
 
 
 @pytest.fixture
@@ -305,7 +305,7 @@ def test_without_a_server_the_files_are_written_and_nothing_is_queued(session):
 def test_pending_count_is_what_the_station_shows(session):
     with SessionStore(session / "session.db") as store:
         assert pending_count(store) == 0                                 # never synced: 0, and nothing written
-        assert not store.execute("SELECT name FROM sqlite_master WHERE name IN ('outbox', 'exported')")
+        assert not store.execute("SELECT * FROM outbox") and not store.execute("SELECT * FROM exported")
     url = f"http://127.0.0.1:{free_port()}/dicom-web"
     drtrt("sync", session, "--dicomweb", url, "--once")
     pending = len(outbox(session, "pending"))

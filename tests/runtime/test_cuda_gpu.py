@@ -12,7 +12,7 @@ from drtrt.errors import BackendUnavailable
 @pytest.fixture(scope="module")
 def mem():
     pytest.importorskip("cuda.bindings.runtime", reason="needs cuda-python (pip install 'drtrt[gpu]')")
-    from drtrt.runtime.cuda_mem import load_cuda
+    from drtrt.runtime.backends.cuda import load_cuda
 
     try:
         memory = load_cuda("cuda-python")

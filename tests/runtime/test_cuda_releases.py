@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = ("from drtrt.errors import BackendUnavailable\n"
-         "from drtrt.runtime.cuda_mem import load_cuda\n"
+         "from drtrt.runtime.backends.cuda import load_cuda\n"
          "try:\n    load_cuda('cuda-python')\nexcept BackendUnavailable as exc:\n    print('UNAVAILABLE', exc)\n"
          "else:\n    print('GPU')\n")
 

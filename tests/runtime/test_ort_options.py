@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from drtrt import cpu
-from drtrt.runtime import ort as drtrt_ort
-from drtrt.runtime.ort import INTER_OP_SPINNING, INTRA_OP_SPINNING, OrtRunner, session_options
+from drtrt.runtime.backends import ort as drtrt_ort
+from drtrt.runtime.backends.ort import INTER_OP_SPINNING, INTRA_OP_SPINNING, OrtRunner, session_options
 
 
 def spinning(options) -> tuple[str, str]:

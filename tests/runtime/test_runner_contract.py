@@ -9,7 +9,7 @@ import pytest
 
 from drtrt.errors import ArtefactError, RunnerStateError, ShapeError
 from drtrt.runtime.base import Runner
-from drtrt.runtime.ort import OrtRunner
+from drtrt.runtime.backends.ort import OrtRunner
 from drtrt.task import TaskSpec
 
 pytestmark = pytest.mark.numeric
@@ -29,7 +29,7 @@ def make_runner(request, tiny_run, tiny_onnx, tmp_path, monkeypatch):
         return lambda: TorchRunner(tiny_run / "best.pt")
     request.getfixturevalue("tensorrt")
     from drtrt.export.trt_build import BuildConfig, build_engine
-    from drtrt.runtime.trt import TrtRunner
+    from drtrt.runtime.backends.trt import TrtRunner
 
     monkeypatch.setenv("DRTRT_CACHE_DIR", str(tmp_path / "cache"))
     engine = build_engine(BuildConfig(onnx=tiny_onnx, out=tmp_path / "model.engine", max_batch=2)).engine

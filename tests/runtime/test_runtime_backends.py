@@ -11,11 +11,11 @@ import pytest
 
 from drtrt.errors import BackendUnavailable, ConfigError
 from drtrt.runtime import registry
-from drtrt.runtime.ort import OrtRunner
+from drtrt.runtime.backends.ort import OrtRunner
 from drtrt.runtime.predictor import Predictor
 from drtrt.runtime.registry import BACKENDS, load_runner, RUNNERS
-from drtrt.runtime.session import SessionConfig
-from drtrt.runtime.screening import screen_images
+from drtrt.clinic.session import SessionConfig
+from drtrt.clinic.session import screen_images
 
 
 def some_images(photo_root: Path, n: int = 3) -> list[Path]:
@@ -62,8 +62,8 @@ def test_missing_backend_dependency_is_a_clear_error(tmp_path, monkeypatch):
 def test_torch_backend_only_imported_when_asked(tiny_onnx, photo_root):
     """drtrt.runtime refers to the torch and TensorRT runners by import path: neither is imported."""
     code = ("import sys; sys.modules['torch'] = None; sys.modules['tensorrt'] = None\n"
-            "import drtrt.runtime.predictor, drtrt.runtime.session, drtrt.runtime.watch, drtrt.runtime.report\n"
-            "from drtrt.runtime.screening import screen_images\n"
+            "import drtrt.runtime.predictor, drtrt.clinic.session, drtrt.clinic.watch, drtrt.clinic.reports\n"
+            "from drtrt.clinic.session import screen_images\n"
             f"rows = screen_images([{str(some_images(photo_root, 1)[0])!r}], {str(tiny_onnx)!r}).rows\n"
             "assert rows[0].status == 'graded', rows[0].reason\n"
             "assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'tensorrt', 'onnx') "

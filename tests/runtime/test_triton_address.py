@@ -9,7 +9,7 @@ import pytest
 
 from drtrt.errors import ConfigError
 from drtrt.runtime.registry import is_model_url, model_reference
-from drtrt.runtime.triton import RetryPolicy, TritonAddress, _loopback
+from drtrt.runtime.backends.triton import RetryPolicy, TritonAddress, _loopback
 
 
 @pytest.mark.parametrize("typed, expected", [

@@ -21,10 +21,10 @@ from fake_tensorrt import VERSIONS, install, load_surface
 from fake_tensorrt.devmem import FakeDevice, FakeGpu
 from drtrt.errors import ArtefactError, BackendUnavailable, ConfigError
 from drtrt.export.trt_build import BuildConfig, build_engine
-from drtrt.runtime.ort import OrtRunner
+from drtrt.runtime.backends.ort import OrtRunner
 from drtrt.errors import ShapeError
-from drtrt.runtime.engine import manifest_path
-from drtrt.runtime.trt import TrtRunner
+from drtrt.runtime.backends.trt_manifest import manifest_path
+from drtrt.runtime.backends.trt import TrtRunner
 from drtrt.task import TaskSpec
 
 INPUT_NAME = TaskSpec().input_name
@@ -247,7 +247,7 @@ def test_weakly_typed_fp16_without_pinning_drifts(tiny_onnx, tmp_path, monkeypat
     constraints but no OBEY flag, which TensorRT ignores with a warning) the FP16 flag lets softmax and
     the heads store FP16, and the engine no longer matches the FP16 ONNX."""
     pytest.importorskip("onnx", reason="FP16 conversion needs the export extra (onnx)")
-    from drtrt.runtime import trt_compat
+    from drtrt.runtime.backends import trt_compat
 
     fake = install(monkeypatch, "8.6.1")
     pinned = _build(tiny_onnx, tmp_path / "pinned.engine", precision="fp16", max_batch=1)
@@ -296,7 +296,7 @@ def test_timing_cache_reused_per_gpu_and_tensorrt(tiny_onnx, tmp_path, monkeypat
     assert not result.timing_cache_reused and any("made for" in m for m in messages)
     assert json.loads((tmp_path / "my.cache.json").read_text())["compute_capability"] == "9.0"
     from drtrt.export.trt_build import timing_cache_path
-    from drtrt.runtime.cuda_mem import GpuInfo
+    from drtrt.runtime.backends.cuda import GpuInfo
 
     gpu = GpuInfo("Orin", "8.7", 0, "12.6", "12.6", "cuda-python", 16, True, "NVIDIA Jetson AGX Orin Developer Kit")
     assert timing_cache_path(tmp_path / "new-folder", gpu, "10.3.0") == \
@@ -449,7 +449,7 @@ def test_clear_error_without_tensorrt_or_gpu(setup, expected, built, tiny_onnx, 
 
 
 def test_too_old_tensorrt_is_refused(monkeypatch):
-    from drtrt.runtime.trt_compat import import_tensorrt
+    from drtrt.runtime.backends.trt_compat import import_tensorrt
 
     fake = install(monkeypatch, "8.6.1")
     monkeypatch.setattr(fake.trt, "__version__", "8.4.3")
@@ -613,7 +613,7 @@ def test_cuda_doubles_match_real_cuda_python_and_pycuda():
 
 def test_real_cuda_python_without_a_gpu_is_one_clear_error():
     """The real cuda-python (torch brings cuda-bindings) on this GPU-less machine, no double."""
-    from drtrt.runtime.cuda_mem import CudaPythonMemory, load_cuda
+    from drtrt.runtime.backends.cuda import CudaPythonMemory, load_cuda
 
     rt = pytest.importorskip("cuda.bindings.runtime")
     err, count = rt.cudaGetDeviceCount()

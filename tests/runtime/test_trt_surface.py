@@ -11,8 +11,8 @@ import fake_tensorrt
 from fake_tensorrt import VERSIONS, load_surface
 
 ROOT = Path(__file__).resolve().parents[2]
-TRT_SOURCES = [ROOT / "drtrt/export/trt_build.py", ROOT / "drtrt/runtime/trt_compat.py", ROOT / "drtrt/runtime/trt.py",
-               ROOT / "drtrt/runtime/engine.py"]
+TRT_SOURCES = [ROOT / "drtrt/export/trt_build.py", ROOT / "drtrt/runtime/backends/trt_compat.py", ROOT / "drtrt/runtime/backends/trt.py",
+               ROOT / "drtrt/runtime/backends/trt_manifest.py"]
 
 
 def test_drtrt_uses_only_attributes_real_tensorrt_has():
@@ -38,7 +38,7 @@ def test_drtrt_uses_only_attributes_real_tensorrt_has():
 
 
 def test_cuda_mem_uses_only_real_cuda_python_functions():
-    used = set(re.findall(r"self\.rt\.(cuda\w+)", (ROOT / "drtrt/runtime/cuda_mem.py").read_text()))
+    used = set(re.findall(r"self\.rt\.(cuda\w+)", (ROOT / "drtrt/runtime/backends/cuda.py").read_text()))
     for surface in (load_surface("cuda-bindings-12.9"), load_surface("cuda-bindings-13.5")):
         names = set(surface["functions"]) | set(surface["enums"])
         assert used and used <= names, used - names

@@ -23,8 +23,8 @@ from triton_helpers import TritonServer  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from drtrt.cli import app  # noqa: E402
-from drtrt.runtime.screening import screen_images  # noqa: E402
-from drtrt.runtime.session import SessionConfig  # noqa: E402
+from drtrt.clinic.session import screen_images  # noqa: E402
+from drtrt.clinic.session import SessionConfig  # noqa: E402
 
 runner = CliRunner()
 
@@ -322,7 +322,7 @@ def test_tls_with_client_certificates(triton_root, served_repo, archive, tmp_pat
 
 def test_plain_grpc_to_another_machine_is_flagged(triton, archive, monkeypatch):
     """Images to a server elsewhere without TLS: screening goes on, and the user is told once."""
-    import drtrt.runtime.triton as triton_module
+    import drtrt.runtime.backends.triton as triton_module
 
     monkeypatch.setattr(triton_module, "_loopback", lambda host: False)   # as if 127.0.0.1 were another machine
     result = runner.invoke(app, ["screen", str(archive[0]), "--model", triton.model_url()])
@@ -336,7 +336,7 @@ def test_plain_grpc_to_another_machine_is_flagged(triton, archive, monkeypatch):
 def test_workers_keep_that_many_requests_in_flight_and_no_more(triton, archive, monkeypatch):
     import threading
 
-    from drtrt.runtime.triton import TritonRunner
+    from drtrt.runtime.backends.triton import TritonRunner
 
     lock, state = threading.Lock(), {"now": 0, "most": 0, "calls": 0}
     original = TritonRunner._request

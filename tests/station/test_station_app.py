@@ -9,8 +9,8 @@ import pytest
 from station_helpers import csrf_of, wait_for
 from typer.testing import CliRunner
 
-from drtrt.runtime.patients import INCOMPLETE, REFER, RESCREEN, UNGRADABLE
-from drtrt.runtime.visits import Protocol
+from drtrt.clinic.verdicts import INCOMPLETE, REFER, RESCREEN, UNGRADABLE
+from drtrt.clinic.visits import Protocol
 
 pytest.importorskip("starlette", reason="the station needs the station extra (pip install 'drtrt[station]')")
 

@@ -13,7 +13,7 @@ pytest.importorskip("highdicom", reason="sending results needs the integration e
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from orthanc_helpers import Orthanc  # noqa: E402
 
-from drtrt.runtime.visits import Protocol  # noqa: E402
+from drtrt.clinic.visits import Protocol  # noqa: E402
 
 pytest.importorskip("starlette", reason="the station needs the station extra (pip install 'drtrt[station]')")
 

@@ -19,8 +19,8 @@ from drtrt.errors import DrtrtError
 from drtrt.preprocess import FieldOfView, Geometry
 from drtrt.runtime.postprocess import LESION_COLOURS, encode_label_png, lesion_mask_original, lesion_mask_png
 from drtrt.runtime.predictor import Predictor
-from drtrt.runtime.session import ScreeningSession, SessionConfig
-from drtrt.runtime.store import SessionStore
+from drtrt.clinic.session import ScreeningSession, SessionConfig
+from drtrt.clinic.store import SessionStore
 
 
 def grading_images(photo_root: Path) -> list[Path]:

@@ -1,4 +1,4 @@
-"""Patients and eyes: who each image belongs to, and the verdicts screeners report.
+"""Verdicts: what a screening result means for an eye, a patient and a visit — the one place they are made.
 
 Per eye, from its images, under a referral pathway (:mod:`drtrt.runtime.pathways`; ICDR by
 default): **refer urgently** / **refer** when the worst gradable grade's action says so (ICDR:
@@ -11,24 +11,22 @@ ungradable, **incomplete** when an eye is still to be photographed (when eyes ar
 rescreen. This mirrors how deployed DR screeners (for example IDx-DR's "more than mild DR /
 negative / insufficient quality") report one outcome per visit.
 
+Every report, the station, DICOM and FHIR read verdicts from here; none derives one again.
+
 ``verdict`` is the outcome (one of :data:`VERDICTS`, stable whatever the pathway: code compares
 it); ``words`` is what the pathway calls it for this eye or patient (reports show those).
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import re
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from drtrt.errors import ConfigError, DataError
+from drtrt.clinic.pathways import ICDR, Pathway
+from drtrt.clinic.patients import EYES
+from drtrt.clinic.store import SessionRow
+from drtrt.errors import ConfigError
 from drtrt.runtime.consistency import heads_disagree
-from drtrt.runtime.pathways import ICDR, Pathway
-from drtrt.runtime.store import SessionRow
 
 REFER_URGENT = "refer urgently"
 REFER = "refer"
@@ -41,81 +39,7 @@ VERDICTS = (REFER_URGENT, REFER, HUMAN_READ, UNGRADABLE, INCOMPLETE, RESCREEN)  
 _ACTION_VERDICT = {"refer_urgent": REFER_URGENT, "refer": REFER, "rescreen": RESCREEN}
 _OUTCOME_KEY = {UNGRADABLE: "ungradable", HUMAN_READ: "human_read", NOT_PHOTOGRAPHED: "not_photographed",
                 INCOMPLETE: "incomplete"}
-EYES = ("right", "left")                       # right first: clinical convention (OD, then OS)
-_EYE_ALIASES = {"left": "left", "l": "left", "os": "left", "right": "right", "r": "right", "od": "right"}
-MAX_PATIENT_ID = 64
-
-
-
-@dataclass(frozen=True)
-class Assignment:
-    """The patient and eye an image belongs to (None: not given)."""
-
-    patient: str | None = None
-    eye: str | None = None
-
-
-def normalise_eye(value: str | None) -> str | None:
-    """left / right from left|right|L|R|OS|OD (any case); empty → None; anything else is an error."""
-    if value is None or not value.strip():
-        return None
-    eye = _EYE_ALIASES.get(value.strip().lower())
-    if eye is None:
-        raise ConfigError(f"eye must be left or right (or L/R, OS/OD), found {value!r}")
-    return eye
-
-
-def validate_patient_id(value: str | None) -> str | None:
-    """A patient ID as typed (trimmed, NFC); control characters or more than 64 characters are errors."""
-    if value is None or not value.strip():
-        return None
-    pid = unicodedata.normalize("NFC", value.strip())
-    if len(pid) > MAX_PATIENT_ID or any(unicodedata.category(c).startswith("C") for c in pid):
-        raise ConfigError(f"patient ID {value!r} is not usable: at most {MAX_PATIENT_ID} printable characters")
-    return pid
-
-
-def safe_patient_id(pid: str) -> str:
-    """A file-name-safe form of a patient ID: letters, digits, '.', '_', '-' only, never '..' or a
-    leading dot. IDs that had to change get a short hash of the original, so two IDs never
-    collide on one file name (``../etc`` → ``etc-<hash>``)."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", pid)
-    safe = re.sub(r"\.{2,}", ".", safe).strip("._-")[:48] or "patient"
-    if safe != pid:
-        safe += "-" + hashlib.sha256(pid.encode()).hexdigest()[:8]
-    return safe
-
-
-def read_patient_list(path: str | Path) -> dict[Path, Assignment]:
-    """CSV with a header row and columns ``file``, ``patient``, ``eye`` (eye may be empty).
-
-    Files are relative to the list's folder unless absolute. Returns resolved path →
-    Assignment. Raises DataError naming the line for a bad row.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read patient list {path}: {exc}") from None
-    reader = csv.DictReader(text.splitlines())
-    columns = {c.strip().lower() for c in reader.fieldnames or []}
-    if not {"file", "patient"} <= columns:
-        raise DataError(f"patient list {path} needs a header with columns file, patient[, eye]; "
-                        f"found {', '.join(reader.fieldnames or []) or 'no header'}")
-    out: dict[Path, Assignment] = {}
-    for line, raw in enumerate(reader, start=2):
-        row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k}
-        if not row.get("file"):
-            continue
-        try:
-            assignment = Assignment(validate_patient_id(row.get("patient")), normalise_eye(row.get("eye")))
-        except ConfigError as exc:
-            raise DataError(f"patient list {path} line {line}: {exc}") from None
-        file = Path(row["file"])
-        out[(file if file.is_absolute() else path.parent / file).resolve()] = assignment
-    if not out:
-        raise DataError(f"patient list {path} names no files")
-    return out
+SCREENING = "screening — the result follows in seconds"    # a visit's, while a photo is being screened
 
 
 @dataclass
@@ -134,6 +58,13 @@ class EyeVerdict:
     def gradable(self) -> int:
         return sum(r.status == "graded" for r in self.images)
 
+    @property
+    def referable(self) -> bool | None:
+        """Referable DR in this eye by the model's own flag (None: no gradable photo of it gave a grade)."""
+        flags = [r.record["referable"] for r in self.images
+                 if r.status == "graded" and r.record.get("referable") is not None]
+        return any(flags) if flags else None
+
 
 @dataclass
 class PatientVerdict:
@@ -146,6 +77,13 @@ class PatientVerdict:
 
     def __post_init__(self) -> None:
         self.words = self.words or self.verdict
+
+    @property
+    def referable(self) -> bool | None:
+        """Referable DR: yes when an eye is referable; no when every eye has a grade and none is; else None
+        (an eye ungradable or not photographed: "not referable" cannot be said)."""
+        found = [eye.referable for eye in self.eyes.values()]
+        return True if any(found) else None if not found or None in found else False
 
 
 def eye_verdict(eye: str, rows: list[SessionRow], pathway: Pathway = ICDR) -> EyeVerdict:
@@ -216,3 +154,13 @@ def combine(eyes: list[EyeVerdict], pathway: Pathway = ICDR) -> tuple[str, str, 
 
 def _eye_order(item: tuple[str, EyeVerdict]) -> int:
     return (*EYES, "unspecified").index(item[0])
+
+
+def visit_verdict(eyes: dict[str, EyeVerdict], screening: bool, pathway: Pathway = ICDR) -> tuple[str, str]:
+    """A visit's (verdict, words) from its eyes so far: the patient's, except that while a photo is
+    being screened (``screening``) nothing calmer than a referral is said yet — a referral already
+    found stands, whatever the photo in flight brings."""
+    verdict, words, _ = combine([e for e in eyes.values() if e.verdict != SCREENING], pathway)
+    if screening and verdict not in (REFER, REFER_URGENT):
+        return SCREENING, SCREENING
+    return verdict, words

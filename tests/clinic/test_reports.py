@@ -11,14 +11,12 @@ import pytest
 
 from drtrt.errors import ConfigError, DataError
 from drtrt.runtime.consistency import heads_disagree
-from drtrt.runtime.patients import (HUMAN_READ, INCOMPLETE, NOT_PHOTOGRAPHED, REFER, REFER_URGENT, RESCREEN, UNGRADABLE,
-                                    Assignment,
-                                    normalise_eye, patient_verdicts, read_patient_list, safe_patient_id,
-                                    validate_patient_id)
+from drtrt.clinic.patients import Assignment, normalise_eye, read_patient_list, safe_patient_id, validate_patient_id
+from drtrt.clinic.verdicts import HUMAN_READ, INCOMPLETE, NOT_PHOTOGRAPHED, REFER, REFER_URGENT, RESCREEN, UNGRADABLE, patient_verdicts
 from drtrt.task import TaskSpec
-from drtrt.runtime.report import gradable_share, summary_csv
-from drtrt.runtime.screening import screen_images
-from drtrt.runtime.store import SessionRow
+from drtrt.clinic.reports import gradable_share, summary_csv
+from drtrt.clinic.session import screen_images
+from drtrt.clinic.store import SessionRow
 
 
 def row(patient, eye, status, grade=None, name="x.jpg", lesions=None) -> SessionRow:

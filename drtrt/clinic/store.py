@@ -1,4 +1,4 @@
-"""The crash-safe session store: one SQLite file per session folder.
+"""The crash-safe session store: one SQLite file per session folder (its tables: :mod:`.schema`).
 
 Two tables carry the results: ``images`` (one row per distinct image, keyed by the SHA-256 of
 the file's bytes, holding the screening record as JSON) and ``files`` (one row per path seen,
@@ -23,24 +23,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from drtrt.clinic import schema
 from drtrt.errors import ConfigError, DataError
 from drtrt.preprocess.disc import eye_mismatch
 from drtrt.runtime.consistency import heads_disagree
 from drtrt.task import TaskSpec
-
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs(id INTEGER PRIMARY KEY AUTOINCREMENT, started TEXT NOT NULL, finished TEXT,
-                                command TEXT NOT NULL, pid INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS images(sha256 TEXT PRIMARY KEY, path TEXT NOT NULL, status TEXT NOT NULL,
-                                  record TEXT NOT NULL, run_id INTEGER NOT NULL, screened_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS files(path TEXT PRIMARY KEY, sha256 TEXT, size INTEGER, mtime_ns INTEGER,
-                                 patient TEXT, eye TEXT, status TEXT NOT NULL, reason TEXT, duplicate_of TEXT,
-                                 run_id INTEGER NOT NULL, seen_at TEXT NOT NULL, seq INTEGER NOT NULL);
-"""
-
 
 def now() -> str:
     """UTC time stamp, ISO 8601 to the second."""
@@ -132,15 +121,18 @@ class SessionStore:
         self.lock = threading.RLock()
 
         self.db.row_factory = sqlite3.Row
-        if self.path is not None:
-            self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
-            raise ConfigError(f"{self.path} is a session store of schema {version}; this drtrt reads schema "
-                              f"{SCHEMA_VERSION}; use a new --out folder")
-        self.db.executescript(_SCHEMA)
-        self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        where = str(self.path or "the in-memory store")
+        try:
+            if self.path is not None:
+                self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.migrated_from = schema.migrate(self.db, where)   # part → its version before this open
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, sqlite3.DatabaseError):           # not SQLite at all: a copied-over or broken file
+                raise DataError(f"{where} is not a drtrt session database ({exc}); use another --out folder") \
+                    from None
+            raise
 
     def _lock(self) -> None:
         try:
@@ -176,26 +168,45 @@ class SessionStore:
 
         The model's task vocabulary is kept with it, so reports name grades and lesions as the
         model does."""
-        row = self.db.execute("SELECT value FROM meta WHERE key='model_sha256'").fetchone()
-        if row is None:
+        bound = self.get_meta("model_sha256")
+        if bound is None:
             with self._transaction():
-                self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                                    [("model_sha256", sha256), ("model_name", name), ("created", now()),
-                                     ("task", json.dumps(task.to_dict()))])
-        elif row[0] != sha256:
-            old = self.meta().get("model_name", "?")
+                for key, value in (("model_sha256", sha256), ("model_name", name), ("created", now()),
+                                   ("task", task.to_dict())):
+                    self.set_meta(key, value)
+        elif bound != sha256:
+            old = self.get_meta("model_name") or "?"
             raise ConfigError(f"session {self.path.parent if self.path else ''} was screened with model {old} "
-                              f"(sha256 {row[0][:12]}), not {name} (sha256 {sha256[:12]}); use a new --out folder "
+                              f"(sha256 {bound[:12]}), not {name} (sha256 {sha256[:12]}); use a new --out folder "
                               "or the session's model")
 
     @_locked
     def meta(self) -> dict[str, str]:
-        return {r["key"]: r["value"] for r in self.db.execute("SELECT key, value FROM meta")}
+        """Every meta value as stored (text), the schema's own versions left out."""
+        return {r["key"]: r["value"] for r in self.db.execute("SELECT key, value FROM meta")
+                if r["key"] in schema.META_KEYS}
+
+    @_locked
+    def get_meta(self, name: str) -> Any:
+        """The value of the declared meta key ``name`` (:data:`schema.META_KEYS`), decoded; None when unset."""
+        key = schema.meta_key(name)
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (name,)).fetchone()
+        return None if row is None else key.decode(row[0])
+
+    @_locked
+    def set_meta(self, name: str, value: Any) -> None:
+        """Keep ``value`` under the declared meta key ``name`` (None: remove it), durably."""
+        key = schema.meta_key(name)
+        with self._transaction():
+            if value is None:
+                self.db.execute("DELETE FROM meta WHERE key=?", (name,))
+            else:
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, key.encode(value)))
 
     def task(self) -> TaskSpec:
         """The vocabulary of the session's model (the default one for sessions from before it was kept)."""
-        stored = self.meta().get("task")
-        return TaskSpec.from_dict(json.loads(stored)) if stored else TaskSpec()
+        stored = self.get_meta("task")
+        return TaskSpec.from_dict(stored) if stored else TaskSpec()
 
     @_locked
     def begin_run(self, command: str) -> int:
@@ -287,19 +298,24 @@ class SessionStore:
 
     @_locked
     def execute(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
-        """One statement on the store (for the tables other modules keep here: visits, patients)."""
+        """One statement on the store's tables (:mod:`.schema` declares them; visits and the outbox use this)."""
         return self.db.execute(sql, params).fetchall()
 
 
 class _Transaction:
     """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error): the write lock is taken up front; the store's
-    thread lock is held throughout."""
+    thread lock is held throughout. Nested in another (a typed meta write inside a larger change),
+    it joins the outer transaction, which commits or rolls back the whole."""
 
     def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
         self.db, self.lock = db, lock
+        self.outer = True
 
     def __enter__(self) -> None:
         self.lock.acquire()
+        self.outer = not self.db.in_transaction
+        if not self.outer:
+            return
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except BaseException:
@@ -308,6 +324,7 @@ class _Transaction:
 
     def __exit__(self, exc_type, *exc) -> None:
         try:
-            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+            if self.outer:
+                self.db.execute("ROLLBACK" if exc_type else "COMMIT")
         finally:
             self.lock.release()

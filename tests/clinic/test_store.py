@@ -16,7 +16,7 @@ import cv2
 import pytest
 
 from drtrt.errors import ConfigError
-from drtrt.runtime.store import FileEntry, SessionStore
+from drtrt.clinic.store import FileEntry, SessionStore
 from drtrt.task import TaskSpec
 
 
@@ -124,7 +124,7 @@ def test_sigkill_mid_session_then_rerun_loses_nothing_and_repeats_nothing(tiny_o
 def test_killed_session_folder_can_be_copied_and_read(tiny_onnx, photo_root, tmp_path):
     """The WAL file belongs to the database: a copy of the folder (with -wal) reads back complete."""
     files = _session_files(photo_root, tmp_path / "camera", 3)
-    from drtrt.runtime.screening import screen_images
+    from drtrt.clinic.session import screen_images
 
     screen_images(files, tiny_onnx, tmp_path / "s")
     shutil.copytree(tmp_path / "s", tmp_path / "copy")

@@ -1,11 +1,11 @@
 """TensorRT backend: a raw engine plan plus its manifest (``model.engine`` + ``model.engine.json``).
 
-:class:`TrtRunner` checks the manifest (:mod:`drtrt.runtime.engine`) against this machine's
+:class:`TrtRunner` checks the manifest (:mod:`drtrt.runtime.backends.trt_manifest`) against this machine's
 TensorRT and GPU, and the engine's sha256, before deserialising. I/O is name-based
 (``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``): device buffers and pinned
 host buffers are allocated once for the profile's largest batch, on one CUDA stream; any
 batch inside the optimisation profile runs, anything else is a :class:`ShapeError`. Every
-TensorRT version difference is in :mod:`drtrt.runtime.trt_compat`.
+TensorRT version difference is in :mod:`drtrt.runtime.backends.trt_compat`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import numpy as np
 from drtrt.errors import ArtefactError, DrtrtError, ShapeError
 from drtrt.model_info import ModelInfo
 from drtrt.runtime.base import Runner, Signature, TensorSpec
-from drtrt.runtime.cuda_mem import CudaMemory, GpuInfo, load_cuda
-from drtrt.runtime.engine import EngineManifest, check_engine_compatible, manifest_path, read_engine_manifest
+from drtrt.runtime.backends.cuda import CudaMemory, GpuInfo, load_cuda
+from drtrt.runtime.backends.trt_manifest import EngineManifest, check_engine_compatible, manifest_path, read_engine_manifest
 
 
 @dataclass
@@ -60,7 +60,7 @@ class TrtRunner(Runner):
         self._outputs: dict[str, _Binding] = {}
 
     def _activate(self) -> Signature:
-        from drtrt.runtime.trt_compat import import_tensorrt, make_logger
+        from drtrt.runtime.backends.trt_compat import import_tensorrt, make_logger
 
         manifest = read_engine_manifest(self.path)
         trt = import_tensorrt()
@@ -91,7 +91,7 @@ class TrtRunner(Runner):
     def _bind(self) -> tuple[int, int]:
         """Allocate device + pinned buffers for the profile's largest shapes and bind their addresses
         once; returns the profile's batch range."""
-        from drtrt.runtime.trt_compat import numpy_dtype
+        from drtrt.runtime.backends.trt_compat import numpy_dtype
 
         trt, engine, context = self._trt, self._engine, self._context
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]

@@ -22,10 +22,10 @@ from pathlib import Path
 
 from drtrt.errors import ConfigError, DataError
 from drtrt.preprocess.dicom import is_dicom
-from drtrt.runtime.patients import Assignment, read_patient_list
-from drtrt.runtime.screening import IMAGE_SUFFIXES
-from drtrt.runtime.session import ScreeningSession, SessionConfig
-from drtrt.runtime.store import SessionRow
+from drtrt.clinic.patients import Assignment, read_patient_list
+from drtrt.runtime.photos import IMAGE_SUFFIXES
+from drtrt.clinic.session import ScreeningSession, SessionConfig
+from drtrt.clinic.store import SessionRow
 
 TEMP_SUFFIXES = {".tmp", ".temp", ".part", ".partial", ".crdownload", ".download", ".filepart", ".swp", ".lock"}
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from drtrt.errors import ConfigError
-from drtrt.runtime.pathways import ICDR, NHS, keep_pathway, load_pathway, stored_pathway
-from drtrt.runtime.patients import INCOMPLETE, REFER, REFER_URGENT, RESCREEN, UNGRADABLE, patient_verdicts
-from drtrt.runtime.store import SessionRow, SessionStore
+from drtrt.clinic.pathways import ICDR, NHS, keep_pathway, load_pathway, stored_pathway
+from drtrt.clinic.verdicts import INCOMPLETE, REFER, REFER_URGENT, RESCREEN, UNGRADABLE, patient_verdicts
+from drtrt.clinic.store import SessionRow, SessionStore
 
 
 def row(eye, status, grade=None):

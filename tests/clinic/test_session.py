@@ -15,11 +15,11 @@ import pytest
 from PIL import Image
 
 from drtrt.errors import ConfigError
-from drtrt.runtime.patients import Assignment
+from drtrt.clinic.patients import Assignment
 from drtrt.runtime.predictor import Predictor
-from drtrt.runtime.screening import screen_images
-from drtrt.runtime.session import ScreeningSession, SessionConfig
-from drtrt.runtime.store import SessionStore
+from drtrt.clinic.session import screen_images
+from drtrt.clinic.session import ScreeningSession, SessionConfig
+from drtrt.clinic.store import SessionStore
 
 
 def grading_images(photo_root: Path) -> list[Path]:
@@ -88,7 +88,7 @@ def test_every_outcome_carries_a_stable_code(bad_session):
 def test_an_eye_recorded_against_its_optic_disc_is_flagged_everywhere(tiny_onnx, photo_root, tmp_path):
     """Screened as the eye the disc does not show: the record, the summary, the report, the CLI
     and the watch log all carry the warning; recorded again as the right eye, it goes away."""
-    from drtrt.runtime.watch import log_line
+    from drtrt.clinic.watch import log_line
 
     image = tmp_path / "eye.jpg"
     shutil.copy(grading_images(photo_root)[0], image)
@@ -237,7 +237,7 @@ def test_huge_image_keeps_memory_bounded(tiny_onnx, tmp_path):
     subprocess.run([sys.executable, "-c", code, str(huge), str(small)], check=True, timeout=180, env=env)
     # VmHWM is this process's own peak (ru_maxrss would include the parent's, inherited through exec)
     probe = ("import json, re, sys\n"
-             "from drtrt.runtime.screening import screen_images\n"
+             "from drtrt.clinic.session import screen_images\n"
              "hwm = lambda: int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) / 1024\n"
              "a = screen_images([sys.argv[2]], sys.argv[1], sys.argv[4]).rows[0]; base = hwm()\n"
              "b = screen_images([sys.argv[3]], sys.argv[1], sys.argv[4]).rows[0]\n"

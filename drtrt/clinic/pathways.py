@@ -79,7 +79,7 @@ class Pathway:
             outcomes = data["outcomes"]
             words = tuple((key, str(outcomes[key]).strip()) for key in OUTCOME_KEYS)
         except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"{source}: not a pathway ({type(exc).__name__}: {exc}); see drtrt/runtime/pathways.py "
+            raise ConfigError(f"{source}: not a pathway ({type(exc).__name__}: {exc}); see drtrt/clinic/pathways.py "
                               "for the shape") from None
         grades = sorted(rule.grade for rule in rules)
         if grades != list(range(len(grades))) or not grades:
@@ -144,5 +144,4 @@ def stored_pathway(meta: dict[str, str]) -> Pathway:
 
 def keep_pathway(store, pathway: Pathway) -> None:
     """Record ``pathway`` in the session store (``store``: a SessionStore), replacing the one kept."""
-    with store.transaction():
-        store.execute("INSERT OR REPLACE INTO meta VALUES ('pathway', ?)", (json.dumps(pathway.to_dict()),))
+    store.set_meta("pathway", pathway.to_dict())

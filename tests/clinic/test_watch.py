@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from processes import track
 
-from drtrt.runtime.store import SessionStore
-from drtrt.runtime.watch import SettleTracker, is_candidate
+from drtrt.clinic.store import SessionStore
+from drtrt.clinic.watch import SettleTracker, is_candidate
 
 
 def images(photo_root: Path) -> list[Path]:

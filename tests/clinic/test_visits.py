@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 
 from drtrt.errors import ConfigError
-from drtrt.runtime.patients import INCOMPLETE, NOT_PHOTOGRAPHED, REFER, RESCREEN, UNGRADABLE
-from drtrt.runtime.store import FileEntry, SessionStore
-from drtrt.runtime.visits import SCREENING, Protocol, VisitBook, validate_birth_date
+from drtrt.clinic.verdicts import INCOMPLETE, NOT_PHOTOGRAPHED, REFER, RESCREEN, UNGRADABLE
+from drtrt.clinic.store import FileEntry, SessionStore
+from drtrt.clinic.patients import validate_birth_date
+from drtrt.clinic.verdicts import SCREENING
+from drtrt.clinic.visits import Protocol, VisitBook
 
 
 def _record(store: SessionStore, path: str, sha: str, status: str, grade: int | None = None, code: str | None = None,

@@ -24,31 +24,24 @@ import os
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import cv2
-
+from drtrt.clinic.pathways import keep_pathway, load_pathway
+from drtrt.clinic.patients import Assignment
+from drtrt.clinic.result_files import remove_stale_temp_files, write_result_files
+from drtrt.clinic.store import FileEntry, SessionRow, SessionStore
 from drtrt.errors import ConfigError, DrtrtError
-from drtrt.fileio import atomic_write
-from drtrt.runtime.pathways import keep_pathway, load_pathway
-from drtrt.runtime.patients import Assignment
-from drtrt.runtime.postprocess import lesion_mask_png, overlay
 from drtrt.runtime.predictor import Predictor, ScreeningResult
 from drtrt.runtime.quality import QualityConfig
 from drtrt.runtime.registry import is_model_url
-from drtrt.runtime.screening import safe_stem
-from drtrt.runtime.store import FileEntry, SessionRow, SessionStore
+from drtrt.task import TaskSpec
 
 MAX_FILE_BYTES = 256 * 2**20   # larger files are refused unread (a fundus JPEG is a few MB)
 PREPARED_AHEAD = 1             # batches decoded and preprocessed while the model runs on the one before
 WRITES_PENDING = 2             # screened batches waiting for the writer (bounds the arrays held)
-# Overlay PNG: "Up" filter and run-length deflate cost half the CPU of OpenCV's default (all
-# filters tried per row) for a 10 % smaller file on a 1072x741 overlay (docs/benchmarks.md).
-_OVERLAY_PNG = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE] + (
-    [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP] if hasattr(cv2, "IMWRITE_PNG_FILTER") else [])  # OpenCV 4.11+
 
 
 @dataclass(frozen=True)
@@ -69,11 +62,6 @@ class SessionConfig:
     quality: QualityConfig = QualityConfig()
     pathway: str | None = None
     workers: int = 1
-
-
-def _stem(path: str, sha256: str) -> str:
-    """Output file stem: a file-name-safe version of the image name plus 8 hex digits of its hash."""
-    return f"{safe_stem(Path(path))}-{sha256[:8]}"
 
 
 class ScreeningSession:
@@ -99,7 +87,7 @@ class ScreeningSession:
         try:
             self.store = SessionStore(self.out / "session.db" if self.out else None)   # creates and locks out/
             if self.out is not None:
-                _remove_stale_temp_files(self.out)
+                remove_stale_temp_files(self.out)
         except BaseException:
             self.predictor.close()
             raise
@@ -134,8 +122,7 @@ class ScreeningSession:
         """The model's validation record (``drtrt.validation`` metadata) in the store meta, where the
         reports look: none, and every page says the model is not for clinical use."""
         validation = dict(self.predictor.info.extra).get("validation") or ""
-        with self.store.transaction():
-            self.store.execute("INSERT OR REPLACE INTO meta VALUES ('validation', ?)", (validation,))
+        self.store.set_meta("validation", validation)
 
     def close(self) -> None:
         try:
@@ -332,31 +319,10 @@ class ScreeningSession:
                 from self._failed
 
     def _write_artefacts(self, result: ScreeningResult, entry: FileEntry) -> dict:
-        """Overlay PNG (graded), lesion mask PNG at the original resolution, thumbnail JPEG for reports."""
-        written: dict = {}
-        if self.out is None or result.rgb is None:
-            return written
-        stem = _stem(entry.path, entry.sha256)
-        if result.status == "graded" and result.labels is not None:
-            picture = overlay(result.rgb, result.labels, result.geometry, self.predictor.task, findings=result.lesions,
-                              legend=True, disc=result.disc)
-            ok, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), _OVERLAY_PNG)
-            atomic_write(self.out / "overlays" / f"{stem}.png", png.tobytes())
-            written["overlay"] = f"overlays/{stem}.png"   # at the decoded scale (1/k of the original)
-            written["overlay_scale"] = result.geometry.original_size[1] / picture.shape[1]
-            if self.cfg.masks:
-                png, scale = lesion_mask_png(result.labels, result.geometry)   # = lesion_mask_original's, encoded
-                atomic_write(self.out / "masks" / f"{stem}.png", png)
-                written.update(mask=f"masks/{stem}.png", mask_scale=scale)
-        else:   # ungradable: keep what the camera gave, small, for the report
-            h, w = result.rgb.shape[:2]
-            f = min(1.0, 900 / max(h, w))
-            small = cv2.resize(result.rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-            ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
-            atomic_write(self.out / "thumbs" / f"{stem}.jpg", jpg.tobytes())
-            written["thumbnail"] = f"thumbs/{stem}.jpg"
-        result.rgb = result.labels = None   # free the arrays once written
-        return written
+        """The result's files in the session folder (none in memory)."""
+        if self.out is None:
+            return {}
+        return write_result_files(self.out, result, entry.path, entry.sha256, self.predictor.task, self.cfg.masks)
 
     def _emit(self, key: str) -> None:
         if self.on_row is not None:
@@ -367,16 +333,41 @@ class ScreeningSession:
         (default: every patient of the session). Returns name → path of what was written."""
         if self.out is None or not self.cfg.reports:
             return {}
-        from drtrt.runtime.report import write_session_reports
+        from drtrt.clinic.reports import write_session_reports
 
         self._drain()                                     # the batches handed on are in the reports too
 
         return write_session_reports(self.out, self.store.rows(), self.store.meta(), self.predictor.task, patients)
 
 
-def _remove_stale_temp_files(out: Path) -> None:
-    """Temp files a killed run left behind (``.NAME.tmp-PID``); their targets are untouched."""
-    for folder in (out, out / "overlays", out / "masks", out / "thumbs", out / "reports"):
-        if folder.is_dir():
-            for tmp in folder.glob(".*.tmp-*"):
-                tmp.unlink(missing_ok=True)
+@dataclass
+class ScreeningRun:
+    """What :func:`screen_images` did: a row per input file (in order), the model's vocabulary,
+    and how many files this run screened and how many an earlier run of the session had."""
+
+    rows: list[SessionRow]
+    task: TaskSpec
+    screened: int = 0
+    already_done: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def screen_images(paths: Sequence[str | os.PathLike], model: str | os.PathLike, out: str | os.PathLike | None = None,
+                  on_result: Callable[[SessionRow], None] | None = None, cfg: SessionConfig | None = None,
+                  assignments: Mapping[Path, Assignment] | None = None, default: Assignment | None = None,
+                  command: str = "") -> ScreeningRun:
+    """Screen every path into the session folder ``out`` (None: in memory, nothing written): the loop
+    behind ``drtrt screen``.
+
+    Returns a :class:`ScreeningRun` with one :class:`~drtrt.clinic.store.SessionRow` per path, in
+    order; ``on_result`` gets each row as soon as it is settled. With ``out``: ``session.db``, ``overlays/``,
+    ``masks/``, ``thumbs/``, ``reports/``, ``results.jsonl``, ``summary.csv``/``.html``, ``patients.csv``.
+    ``cfg``: a SessionConfig; ``assignments``: resolved path → Assignment; ``default``: the
+    Assignment of paths not in ``assignments``.
+    """
+    with ScreeningSession(model, out, cfg or SessionConfig(), command=command, on_row=on_result) as session:
+        rows = session.screen(paths, assignments, default or Assignment())
+        session.flush()
+        session.write_reports()
+    return ScreeningRun(rows, session.predictor.task, session.screened, session.already_done,
+                        list(session.predictor.notes))

@@ -1,7 +1,7 @@
 """Visits: a patient at the camera, the photos the protocol asks for, and the visit's verdict.
 
 Kept in the session store beside the screening results (one store for ``drtrt screen``,
-``drtrt watch`` and the station), in three tables: ``patients`` (ID, optional name and date of
+``drtrt watch`` and the station), in the tables :mod:`.schema` declares: ``patients`` (ID, optional name and date of
 birth), ``visits`` (patient, protocol, opened/closed, the verdict it closed with, the slot the
 next photo fills) and ``captures`` (which photo fills which slot; a retake points the old capture
 at the new one, so nothing is replaced silently). Each change is one durable transaction.
@@ -10,7 +10,7 @@ A protocol is the fields per eye: one (any field) or two (disc- and macula-centr
 requires). A slot is ``eye/field``. A slot's state: ``missing`` (not photographed — take it),
 ``screening`` (photo in, result not yet), ``graded``, ``retake`` (refused: ungradable or
 unreadable — take it again); warnings (the other eye, the other field, heads disagreeing) ride
-along. The visit's verdict is :func:`drtrt.runtime.patients.combine` over its eyes, each eye judged
+along. The visit's verdict is :func:`drtrt.clinic.verdicts.visit_verdict` over its eyes, each eye judged
 on the photos that currently fill its slots.
 """
 
@@ -19,25 +19,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from drtrt.clinic.pathways import stored_pathway
+from drtrt.clinic.patients import EYES, MAX_PATIENT_ID, Patient, validate_birth_date, validate_name, validate_patient_id
+from drtrt.clinic.store import SessionRow, SessionStore, now
+from drtrt.clinic.verdicts import NOT_PHOTOGRAPHED, SCREENING, EyeVerdict, eye_verdict, visit_verdict
 from drtrt.errors import ConfigError
-from drtrt.runtime.pathways import stored_pathway
-from drtrt.runtime.patients import EYES, MAX_PATIENT_ID, NOT_PHOTOGRAPHED, REFER, REFER_URGENT, EyeVerdict, combine, \
-    eye_verdict, validate_patient_id
-from drtrt.runtime.store import SessionRow, SessionStore, now
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS patients(id TEXT PRIMARY KEY, name TEXT, birth_date TEXT, registered TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS visits(id INTEGER PRIMARY KEY AUTOINCREMENT, patient TEXT NOT NULL, protocol TEXT NOT NULL,
-                                  opened TEXT NOT NULL, closed TEXT, verdict TEXT, target TEXT);
-CREATE TABLE IF NOT EXISTS captures(id INTEGER PRIMARY KEY AUTOINCREMENT, visit INTEGER NOT NULL, slot TEXT NOT NULL,
-                                    path TEXT NOT NULL, sha256 TEXT NOT NULL, source TEXT NOT NULL,
-                                    taken TEXT NOT NULL, replaced_by INTEGER);
-CREATE TABLE IF NOT EXISTS camera_files(name TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
-                                        sha256 TEXT NOT NULL, taken TEXT NOT NULL, PRIMARY KEY(name, size, mtime_ns));
-"""
 FIELDS = {1: ("any",), 2: ("disc", "macula")}
-SCREENING = "screening — the result follows in seconds"
-MAX_NAME = 80
 
 
 @dataclass(frozen=True)
@@ -60,14 +48,6 @@ class Protocol:
     @classmethod
     def from_json(cls, text: str) -> Protocol:
         return cls(int(json.loads(text)["fields"]))
-
-
-@dataclass(frozen=True)
-class Patient:
-    id: str
-    name: str | None
-    birth_date: str | None
-    registered: str
 
 
 @dataclass
@@ -101,7 +81,7 @@ class Visit:
     closed: str | None
     slots: list[Slot]
     eyes: dict[str, EyeVerdict]
-    verdict: str                               # the patient's verdict from the photos so far (patients.VERDICTS)
+    verdict: str                               # the patient's verdict from the photos so far (verdicts.VERDICTS)
     closed_verdict: str | None                 # what it closed with
     target: str | None                         # the slot the next photo fills (None: all filled)
     words: str = ""                            # the verdict in the pathway's words
@@ -117,39 +97,11 @@ class Visit:
         return self.closed is None and any(slot.state in ("missing", "screening", "retake") for slot in self.slots)
 
 
-def validate_birth_date(value: str | None) -> str | None:
-    """YYYY-MM-DD, not in the future; empty → None."""
-    import datetime as dt
-
-    if value is None or not value.strip():
-        return None
-    try:
-        day = dt.date.fromisoformat(value.strip())
-    except ValueError:
-        raise ConfigError("the date of birth must be a date (YYYY-MM-DD)") from None
-    if day > dt.date.today() or day.year < 1900:
-        raise ConfigError("the date of birth is not possible")
-    return day.isoformat()
-
-
-def validate_name(value: str | None) -> str | None:
-    import unicodedata
-
-    if value is None or not value.strip():
-        return None
-    name = unicodedata.normalize("NFC", " ".join(value.split()))
-    if len(name) > MAX_NAME or any(unicodedata.category(c).startswith("C") for c in name):
-        raise ConfigError(f"a name has at most {MAX_NAME} printable characters")
-    return name
-
-
 class VisitBook:
     """The visits kept in ``store`` (a :class:`SessionStore`, shared with the screening session)."""
 
     def __init__(self, store: SessionStore) -> None:
         self.store = store
-        with store.lock:
-            store.db.executescript(_SCHEMA)
 
     # -- patients and visits --------------------------------------------------------------------
     def register(self, patient_id: str, name: str | None = None, birth_date: str | None = None) -> Patient:
@@ -269,9 +221,7 @@ class VisitBook:
             filled = [s for s in slots if s.eye == eye and s.state != "missing"]
             eyes[eye] = eye_verdict(eye, current, pathway) if current else (
                 EyeVerdict(eye, SCREENING, None, []) if filled else eye_verdict(eye, [], pathway))
-        verdict, words, _ = combine([e for e in eyes.values() if e.verdict != SCREENING], pathway)
-        if any(s.state == "screening" for s in slots) and verdict not in (REFER, REFER_URGENT):
-            verdict = words = SCREENING
+        verdict, words = visit_verdict(eyes, any(s.state == "screening" for s in slots), pathway)
         target = v["target"] or next((s.name for s in slots if s.state in ("missing", "retake")), None)
         closed = json.loads(v["verdict"]) if v["verdict"] and v["verdict"].startswith("{") else \
             {"verdict": v["verdict"], "words": v["verdict"]}

@@ -18,7 +18,7 @@ from typing import Any
 from drtrt.config import from_dict, to_dict
 from drtrt.errors import ArtefactError, ConfigError
 from drtrt.runtime.base import TensorSpec
-from drtrt.runtime.cuda_mem import GpuInfo
+from drtrt.runtime.backends.cuda import GpuInfo
 
 SCHEMA = "drtrt-engine/1"
 

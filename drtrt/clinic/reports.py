@@ -20,12 +20,11 @@ import cv2
 
 from drtrt import __version__
 from drtrt.fileio import atomic_write
-from drtrt.runtime.pathways import stored_pathway
-from drtrt.runtime.patients import (HUMAN_READ, INCOMPLETE, NOT_PHOTOGRAPHED, REFER, REFER_URGENT, RESCREEN,
-                                    UNGRADABLE, VERDICTS, EyeVerdict, PatientVerdict, patient_verdicts,
-                                    safe_patient_id)
+from drtrt.clinic.pathways import stored_pathway
+from drtrt.clinic.patients import safe_patient_id
+from drtrt.clinic.verdicts import HUMAN_READ, INCOMPLETE, NOT_PHOTOGRAPHED, REFER, REFER_URGENT, RESCREEN, UNGRADABLE, VERDICTS, EyeVerdict, patient_verdicts, PatientVerdict
 from drtrt.runtime.postprocess import LESION_COLOURS
-from drtrt.runtime.store import SessionRow, now
+from drtrt.clinic.store import SessionRow, now
 from drtrt.task import TaskSpec
 
 _VERDICT_CLASS = {REFER_URGENT: "refer", REFER: "refer", RESCREEN: "ok", UNGRADABLE: "retake", HUMAN_READ: "refer",

@@ -19,8 +19,8 @@ pytest.importorskip("pydicom", reason="DICOM needs the integration extra")
 from dicom_files import bad_variants, op_image, sc_image, vl_image, write  # noqa: E402
 from drtrt.preprocess import decode_image  # noqa: E402
 from drtrt.runtime.predictor import Predictor  # noqa: E402
-from drtrt.runtime.store import SessionStore  # noqa: E402
-from drtrt.runtime.watch import WatchConfig, watch_folder  # noqa: E402
+from drtrt.clinic.store import SessionStore  # noqa: E402
+from drtrt.clinic.watch import WatchConfig, watch_folder  # noqa: E402
 
 CODE = {"right": "R", "left": "L"}
 OTHER = {"right": "left", "left": "right"}

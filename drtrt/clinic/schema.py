@@ -1,0 +1,172 @@
+"""``session.db``'s layout, owned here: every table, a version per part, the forward migrations, and
+the meta keys a session keeps.
+
+Three parts, each with its own version so one can change without touching the others:
+
+- ``record``: ``meta`` (what the session keeps about itself, :data:`META_KEYS`), ``runs`` (each run
+  of a command over the folder), ``images`` (one row per distinct image, keyed by SHA-256, holding
+  the screening record) and ``files`` (one row per path seen, with its patient and eye);
+- ``visits``: ``patients``, ``visits``, ``captures`` (which photo fills which slot) and
+  ``camera_files`` (what the station took from the camera folder);
+- ``outbox``: ``exported`` (DICOM and FHIR objects built from the session) and ``outbox`` (what is
+  to be sent where, and what a server confirmed).
+
+A part's version is the number of its migrations applied (:data:`PARTS`); versions live in
+``meta`` as ``schema.<part>``, and SQLite's ``user_version`` says how versions are kept
+(:data:`FORMAT`). A session written before this module (drtrt up to 35c20eb: ``user_version`` 1,
+``visits`` and ``outbox`` tables made on first use by their modules, unversioned) is at version 1 of
+every part it has. Opening a store brings every part to its latest version in one transaction, so a
+power cut during an upgrade leaves the old layout whole. A database from a newer drtrt — a
+format or a part version this one does not know — is refused with one line, before anything is
+written. Migrations only ever add: a station upgraded in the field keeps every row it had.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from drtrt import __version__
+from drtrt.errors import ConfigError, DataError
+
+FORMAT = 2          # user_version: 1 = one version for four tables (≤ 35c20eb); 2 = a version per part in meta
+_LEGACY_FORMAT = 1
+
+_RECORD_V1 = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs(id INTEGER PRIMARY KEY AUTOINCREMENT, started TEXT NOT NULL, finished TEXT,
+                                command TEXT NOT NULL, pid INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS images(sha256 TEXT PRIMARY KEY, path TEXT NOT NULL, status TEXT NOT NULL,
+                                  record TEXT NOT NULL, run_id INTEGER NOT NULL, screened_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files(path TEXT PRIMARY KEY, sha256 TEXT, size INTEGER, mtime_ns INTEGER,
+                                 patient TEXT, eye TEXT, status TEXT NOT NULL, reason TEXT, duplicate_of TEXT,
+                                 run_id INTEGER NOT NULL, seen_at TEXT NOT NULL, seq INTEGER NOT NULL);
+"""
+_VISITS_V1 = """
+CREATE TABLE IF NOT EXISTS patients(id TEXT PRIMARY KEY, name TEXT, birth_date TEXT, registered TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS visits(id INTEGER PRIMARY KEY AUTOINCREMENT, patient TEXT NOT NULL, protocol TEXT NOT NULL,
+                                  opened TEXT NOT NULL, closed TEXT, verdict TEXT, target TEXT);
+CREATE TABLE IF NOT EXISTS captures(id INTEGER PRIMARY KEY AUTOINCREMENT, visit INTEGER NOT NULL, slot TEXT NOT NULL,
+                                    path TEXT NOT NULL, sha256 TEXT NOT NULL, source TEXT NOT NULL,
+                                    taken TEXT NOT NULL, replaced_by INTEGER);
+CREATE TABLE IF NOT EXISTS camera_files(name TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+                                        sha256 TEXT NOT NULL, taken TEXT NOT NULL, PRIMARY KEY(name, size, mtime_ns));
+"""
+_OUTBOX_V1 = """
+CREATE TABLE IF NOT EXISTS exported(uid TEXT PRIMARY KEY, kind TEXT NOT NULL, patient TEXT NOT NULL,
+    content_key TEXT NOT NULL, predecessor TEXT, path TEXT NOT NULL, sha256 TEXT NOT NULL,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox(id INTEGER PRIMARY KEY AUTOINCREMENT, destination TEXT NOT NULL,
+    kind TEXT NOT NULL, uid TEXT NOT NULL, patient TEXT NOT NULL, path TEXT NOT NULL, sha256 TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'sent')), attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT, next_try_at REAL NOT NULL DEFAULT 0, queued_at TEXT NOT NULL, sent_at TEXT,
+    UNIQUE(destination, uid));
+CREATE INDEX IF NOT EXISTS outbox_status ON outbox(status, next_try_at);
+"""
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _script(sql: str) -> Migration:
+    """A migration that is plain SQL. Statements one by one: ``executescript`` would commit the
+    transaction the migration runs in."""
+    def run(db: sqlite3.Connection) -> None:
+        for statement in filter(str.strip, sql.split(";")):
+            db.execute(statement)
+
+    return run
+
+
+# part → its migrations, oldest first; a part's version is how many have run. Add, never edit.
+PARTS: dict[str, tuple[Migration, ...]] = {
+    "record": (_script(_RECORD_V1),),
+    "visits": (_script(_VISITS_V1),),
+    "outbox": (_script(_OUTBOX_V1),),
+}
+TABLES = {"record": ("meta", "runs", "images", "files"), "visits": ("patients", "visits", "captures", "camera_files"),
+          "outbox": ("exported", "outbox")}
+
+
+@dataclass(frozen=True)
+class MetaKey:
+    """A key of the ``meta`` table: what it holds, and how its value is stored (text or JSON)."""
+
+    name: str
+    meaning: str
+    json: bool = False
+
+    def encode(self, value: Any) -> str:
+        return json.dumps(value) if self.json else str(value)
+
+    def decode(self, text: str) -> Any:
+        return json.loads(text) if self.json else text
+
+
+META_KEYS = {key.name: key for key in (
+    MetaKey("model_sha256", "the model the session is bound to (results of another model never mix in)"),
+    MetaKey("model_name", "that model's file name, for reports"),
+    MetaKey("created", "when the session was bound to its model (UTC)"),
+    MetaKey("task", "the model's task vocabulary: grade and lesion names", json=True),
+    MetaKey("validation", "the model's validation record ('' when it has none: results are provisional)"),
+    MetaKey("pathway", "the referral pathway the session words its verdicts in", json=True),
+    MetaKey("session_id", "the session's random ID, the root of every UID it makes"),
+    MetaKey("station_active_visit", "the visit at the station's camera"),
+)}
+_VERSION_PREFIX = "schema."
+
+
+def meta_key(name: str) -> MetaKey:
+    """The declared key ``name``; a key nobody declared is a bug, not data."""
+    try:
+        return META_KEYS[name]
+    except KeyError:
+        raise ConfigError(f"no meta key {name!r} in the session schema ({', '.join(META_KEYS)})") from None
+
+
+def migrate(db: sqlite3.Connection, where: str) -> dict[str, int]:
+    """Bring every part of the open database ``db`` to its latest version (see the module docstring);
+    ``where`` names the database in messages. Returns part → the version it was at before."""
+    found = int(db.execute("PRAGMA user_version").fetchone()[0])
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        before = _versions(db, found, where)
+        for part, migrations in PARTS.items():
+            for migration in migrations[before[part]:]:
+                migration(db)
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_VERSION_PREFIX + part, str(len(migrations))))
+        db.execute(f"PRAGMA user_version={FORMAT}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return before
+
+
+def _versions(db: sqlite3.Connection, found: int, where: str) -> dict[str, int]:
+    """Each part's version as the database has it; refuses a database from a newer drtrt."""
+    if found > FORMAT:
+        raise DataError(_newer(where, f"session format {found}, this drtrt reads up to {FORMAT}"))
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if found <= _LEGACY_FORMAT:      # ≤ 35c20eb: a part is at version 1 when its tables are there
+        return {part: int(TABLES[part][0] in tables) for part in PARTS}
+    kept = dict(db.execute(f"SELECT key, value FROM meta WHERE key LIKE '{_VERSION_PREFIX}%'").fetchall())
+    versions = {part: int(kept.get(_VERSION_PREFIX + part, 0)) for part in PARTS}
+    newer = [f"{part} {v} > {len(PARTS[part])}" for part, v in versions.items() if v > len(PARTS[part])]
+    unknown = sorted(k[len(_VERSION_PREFIX):] for k in kept if k[len(_VERSION_PREFIX):] not in PARTS)
+    if newer or unknown:
+        raise DataError(_newer(where, "; ".join(newer + [f"a part {u!r} it does not know" for u in unknown])))
+    return versions
+
+
+def _newer(where: str, what: str) -> str:
+    return (f"{where} was written by a newer drtrt ({what}); this is drtrt {__version__}: upgrade drtrt to "
+            "open it, or use another --out folder")
+
+
+def versions(db: sqlite3.Connection) -> dict[str, int]:
+    """Each part's version as kept in ``meta`` (after :func:`migrate`)."""
+    kept = dict(db.execute(f"SELECT key, value FROM meta WHERE key LIKE '{_VERSION_PREFIX}%'").fetchall())
+    return {part: int(kept.get(_VERSION_PREFIX + part, 0)) for part in PARTS}

@@ -1,0 +1,147 @@
+"""``session.db`` has one owner (drtrt/clinic/schema.py): a session folder an installed station of
+35c20eb left behind opens, migrates and keeps every row; a database from a newer drtrt is refused with
+one line and left as it was; an upgrade cut short leaves the old layout whole."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import drtrt
+from drtrt.clinic import schema
+from drtrt.clinic.store import SessionStore
+from drtrt.clinic.verdicts import patient_verdicts
+from drtrt.clinic.visits import VisitBook
+from drtrt.errors import ConfigError, DataError
+
+LEGACY = Path(__file__).parent / "data" / "session-35c20eb"     # made by data/make_session_35c20eb.py
+LATEST = {part: len(migrations) for part, migrations in schema.PARTS.items()}
+
+
+@pytest.fixture
+def legacy(tmp_path) -> Path:
+    folder = tmp_path / "session"
+    shutil.copytree(LEGACY, folder)
+    return folder
+
+
+def dump(db_path: Path) -> dict[str, set[tuple]]:
+    """Every row of every table, read with plain sqlite3 (nothing of drtrt's)."""
+    db = sqlite3.connect(db_path)
+    try:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table' "
+                                           "AND name NOT LIKE 'sqlite_%'")]
+        return {t: set(db.execute(f"SELECT * FROM {t}")) for t in tables}
+    finally:
+        db.close()
+
+
+def test_the_committed_session_is_the_35c20eb_layout_with_rows_in_all_ten_tables(legacy):
+    before = dump(legacy / "session.db")               # a copy: SQLite may write beside a database it reads
+    assert sorted(before) == sorted(t for tables in schema.TABLES.values() for t in tables)
+    assert all(before.values()), {t: len(rows) for t, rows in before.items()}
+    db = sqlite3.connect(legacy / "session.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    db.close()
+
+
+def test_a_35c20eb_session_opens_migrates_and_keeps_every_row_result_and_outbox_entry(legacy):
+    from drtrt.integration.outbox import items
+
+    before = dump(legacy / "session.db")
+    with SessionStore(legacy / "session.db") as store:
+        assert store.migrated_from == {"record": 1, "visits": 1, "outbox": 1}
+        rows = store.rows()
+        verdicts = {v.patient: v.verdict for v in patient_verdicts(rows)}
+        visit = VisitBook(store).visit(1)
+        pending = items(store, "pending")
+    after = dump(legacy / "session.db")
+    for table, old in before.items():
+        assert old <= after[table], table                              # every row, unchanged
+    assert after["meta"] - before["meta"] == {(f"schema.{p}", str(v)) for p, v in LATEST.items()}
+    assert all(after[t] == before[t] for t in before if t != "meta")
+    assert [r.status for r in rows] == ["graded", "graded", "graded", "duplicate", "error"]
+    assert set(verdicts) == {"P-001", "P-002"}
+    assert visit.patient.name == "Ana Pérez" and visit.closed is not None and visit.closed_verdict
+    assert len(pending) == len(before["outbox"]) == 7
+    with SessionStore(legacy / "session.db") as store:                  # the second open changes nothing
+        assert store.migrated_from == LATEST
+    assert dump(legacy / "session.db") == after
+
+
+def test_a_fresh_store_has_every_table_at_its_latest_version(tmp_path):
+    with SessionStore(tmp_path / "session.db") as store:
+        assert store.migrated_from == {part: 0 for part in schema.PARTS}
+        assert schema.versions(store.db) == LATEST
+        assert store.meta() == {}                                       # versions are not session meta
+    assert sorted(dump(tmp_path / "session.db")) == sorted(t for ts in schema.TABLES.values() for t in ts)
+
+
+def test_no_module_but_the_schema_creates_a_table():
+    package = Path(drtrt.__file__).parent
+    creators = sorted(str(p.relative_to(package)) for p in package.rglob("*.py") if "CREATE TABLE" in p.read_text())
+    assert creators == ["clinic/schema.py"]
+
+
+@pytest.mark.parametrize("newer", ["format", "part", "unknown part"])
+def test_a_database_from_a_newer_drtrt_is_refused_with_one_line_and_left_alone(legacy, newer):
+    with SessionStore(legacy / "session.db"):
+        pass
+    db = sqlite3.connect(legacy / "session.db")
+    if newer == "format":
+        db.execute(f"PRAGMA user_version={schema.FORMAT + 1}")
+    else:
+        key = "schema.record" if newer == "part" else "schema.reads"
+        db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(LATEST["record"] + 1)))
+        db.commit()
+    db.close()
+    before = (legacy / "session.db").read_bytes()
+    with pytest.raises(DataError, match="written by a newer drtrt"):
+        SessionStore(legacy / "session.db")
+    assert (legacy / "session.db").read_bytes() == before
+    proc = subprocess.run([sys.executable, "-m", "drtrt.cli", "sync", str(legacy), "--once"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "newer drtrt" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_upgrade_cut_short_leaves_the_old_layout_whole(legacy, monkeypatch):
+    def power_cut(db):
+        db.execute("CREATE TABLE half_made(x)")
+        raise OSError("power cut")
+
+    monkeypatch.setitem(schema.PARTS, "visits", (*schema.PARTS["visits"], power_cut))
+    before = dump(legacy / "session.db")
+    with pytest.raises(OSError, match="power cut"):
+        SessionStore(legacy / "session.db")
+    assert dump(legacy / "session.db") == before
+    db = sqlite3.connect(legacy / "session.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    db.close()
+    monkeypatch.undo()
+    with SessionStore(legacy / "session.db") as store:                    # and the real upgrade still runs
+        assert store.migrated_from == {"record": 1, "visits": 1, "outbox": 1}
+
+
+def test_a_file_that_is_not_a_database_is_one_data_error(tmp_path):
+    (tmp_path / "session.db").write_bytes(b"this is not SQLite" * 100)
+    with pytest.raises(DataError, match="not a drtrt session database"):
+        SessionStore(tmp_path / "session.db")
+
+
+def test_meta_keys_are_declared_and_typed(tmp_path):
+    with SessionStore(tmp_path / "session.db") as store:
+        store.set_meta("pathway", {"name": "x", "grades": []})
+        assert store.get_meta("pathway") == {"name": "x", "grades": []}
+        store.set_meta("station_active_visit", 7)
+        assert store.get_meta("station_active_visit") == "7"
+        store.set_meta("station_active_visit", None)
+        assert store.get_meta("station_active_visit") is None
+        with pytest.raises(ConfigError, match="no meta key 'colour'"):
+            store.set_meta("colour", "blue")
