@@ -13,16 +13,12 @@ the same intake checks as the camera's photos.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-import cv2
-import numpy as np
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -35,20 +31,17 @@ from starlette.staticfiles import StaticFiles
 
 from drtrt import __version__
 from drtrt.errors import ConfigError
-from drtrt.fileio import atomic_write
-from drtrt.runtime.patients import HUMAN_READ, REFER, REFER_URGENT, UNGRADABLE
-from drtrt.runtime.postprocess import LESION_COLOURS
 from drtrt.runtime.quality import ADVICE
 from drtrt.runtime.report import model_banner
 from drtrt.runtime.visits import Protocol, Visit
 from drtrt.station import i18n
+from drtrt.station.dashboard import day_summary, disk_space, forward_state, local_time, model_state, read_parity
+from drtrt.station.images import lesion_colours, lesion_layer, photo_path, view_jpeg
 from drtrt.station.security import MAX_UPLOAD_BYTES, PinGuard, csrf_ok, csrf_token, image_kind, session_secret
 from drtrt.station.worker import StationWorker
 
 HERE = Path(__file__).parent
 SHA = re.compile(r"^[0-9a-f]{64}$")
-VIEW_SIDE = 1024
-LOW_DISK_BYTES = 2 * 2**30
 _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
         "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 
@@ -82,14 +75,14 @@ def create_app(cfg: StationConfig, worker: StationWorker, forwarder=None) -> Sta
     guard = PinGuard.from_pin(cfg.pin) if cfg.pin else None
     envs: dict[str, Environment] = {}
     info = worker.session.predictor.info
-    parity = _read_parity(cfg.parity)
+    parity = read_parity(cfg.parity)
 
     def env(language: str) -> Environment:
         if language not in envs:
             e = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
                             extensions=["jinja2.ext.i18n"])
             e.install_gettext_translations(i18n.translations(language), newstyle=True)
-            e.filters["when"] = _when
+            e.filters["when"] = local_time
             envs[language] = e
         return envs[language]
 
@@ -120,14 +113,14 @@ def create_app(cfg: StationConfig, worker: StationWorker, forwarder=None) -> Sta
     # -- pages ------------------------------------------------------------------------------------
     async def dashboard(request: Request) -> Response:
         ctx = await context(request)
-        return render(ctx, "dashboard.html", **_day(worker), active=worker.active_visit(),
-                      model_state=_model_state(worker, info, parity), disk=_disk(cfg.data_dir),
-                      forward=_forward_state(worker, forwarder),
+        return render(ctx, "dashboard.html", **day_summary(worker), active=worker.active_visit(),
+                      model_state=model_state(worker, info, parity), disk=disk_space(cfg.data_dir),
+                      forward=forward_state(worker, forwarder),
                       camera=worker.cfg.camera_dir, waiting=worker.waiting_on_camera, notices=list(worker.notices)[:5])
 
     async def dashboard_panel(request: Request) -> Response:
         ctx = await context(request)
-        return render(ctx, "_day.html", **_day(worker), active=worker.active_visit(),
+        return render(ctx, "_day.html", **day_summary(worker), active=worker.active_visit(),
                       waiting=worker.waiting_on_camera, notices=list(worker.notices)[:5])
 
     async def new_patient(request: Request) -> Response:
@@ -161,14 +154,14 @@ def create_app(cfg: StationConfig, worker: StationWorker, forwarder=None) -> Sta
         ctx = await context(request)
         visit = _visit(request.path_params["visit_id"])
         return render(ctx, "visit.html", visit=visit, active=worker.active_visit(), task=info.task,
-                      colours=_colours(info.task), error=request.query_params.get("error"),
+                      colours=lesion_colours(info.task), error=request.query_params.get("error"),
                       problems=worker.visit_notices(visit.id))
 
     async def visit_panel(request: Request) -> Response:
         ctx = await context(request)
         visit = _visit(request.path_params["visit_id"])
         return render(ctx, "_visit_panel.html", visit=visit, active=worker.active_visit(), task=info.task,
-                      colours=_colours(info.task), problems=worker.visit_notices(visit.id))
+                      colours=lesion_colours(info.task), problems=worker.visit_notices(visit.id))
 
     async def visit_action(request: Request) -> Response:
         ctx = await context(request)
@@ -209,7 +202,7 @@ def create_app(cfg: StationConfig, worker: StationWorker, forwarder=None) -> Sta
     async def report(request: Request) -> Response:
         ctx = await context(request)
         visit = _visit(request.path_params["visit_id"])
-        return render(ctx, "report.html", visit=visit, task=info.task, colours=_colours(info.task),
+        return render(ctx, "report.html", visit=visit, task=info.task, colours=lesion_colours(info.task),
                       printed=time.strftime("%Y-%m-%d %H:%M"), drtrt_version=__version__)
 
     async def image(request: Request) -> Response:
@@ -217,12 +210,12 @@ def create_app(cfg: StationConfig, worker: StationWorker, forwarder=None) -> Sta
         sha, kind = request.path_params["sha"], request.path_params["kind"]
         if not SHA.match(sha):
             raise HTTPException(404)
-        path = _photo_path(worker, cfg.data_dir, sha)
+        path = photo_path(cfg.data_dir, sha)
         if kind == "view.jpg":
-            return FileResponse(_view(cfg.data_dir, sha, path), media_type="image/jpeg")
+            return FileResponse(view_jpeg(cfg.data_dir, sha, path), media_type="image/jpeg")
         match = re.fullmatch(r"layer-([A-Za-z0-9]{1,8})\.png", kind)
         if match and match[1] in info.task.lesion_codes:
-            layer = _layer(worker, cfg.data_dir, sha, path, info.task.label(match[1]))
+            layer = lesion_layer(worker, cfg.data_dir, sha, path, info.task.label(match[1]))
             if layer is None:
                 raise HTTPException(404)
             return FileResponse(layer, media_type="image/png")
@@ -325,133 +318,6 @@ def _esc(text) -> str:
     import html
 
     return html.escape(str(text or ""))
-
-
-def _when(stamp: str | None) -> str:
-    """UTC stamp → the station's local time, "YYYY-MM-DD HH:MM"."""
-    if not stamp:
-        return ""
-    moment = dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
-
-
-def _colours(task) -> dict[str, str]:
-    return {code: "#%02x%02x%02x" % tuple(int(v) for v in LESION_COLOURS[task.label(code)])
-            for code in task.lesion_codes}
-
-
-def _day(worker: StationWorker) -> dict:
-    """Today's visits (local date) and the day's figures."""
-    today = dt.date.today().isoformat()
-    midnight = dt.datetime.combine(dt.date.today(), dt.time()).astimezone()      # local midnight, in UTC below
-    since = midnight.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    visits = [v for v in worker.book.visits(since=since, limit=300) if _when(v.opened)[:10] == today]
-    statuses = [status for v in visits for s in v.slots   # every photo taken today, retaken ones too
-                for status in ([s.row.status] if s.row is not None else []) + [r["status"] for r in s.replaced]]
-    judged = [status for status in statuses if status in ("graded", "ungradable", "error")]
-    refused = sum(status != "graded" for status in judged)
-    closed = [v for v in visits if v.closed]
-    return {"visits": visits, "figures": {
-        "visits": len(visits), "done": len(closed), "waiting": sum(v.waiting for v in visits),
-        "referred": sum((v.closed_verdict or "") in (REFER_URGENT, REFER, HUMAN_READ) for v in closed),
-        "ungradable_visits": sum((v.closed_verdict or "") == UNGRADABLE for v in closed),
-        "ungradable_rate": (100.0 * refused / len(judged)) if judged else None, "photos": len(judged)}}
-
-
-def _model_state(worker: StationWorker, info, parity: dict | None) -> dict:
-    runner = worker.session.predictor.runner
-    return {"name": runner.name, "sha256": worker.session.model_sha256[:12], "precision": info.precision,
-            "backend": getattr(runner, "backend", type(runner).__name__),
-            "validated": dict(info.extra).get("validation"), "parity": parity}
-
-
-def _forward_state(worker: StationWorker, forwarder) -> dict:
-    """Results waiting to go to the hospital, and how the last try went."""
-    try:
-        from drtrt.integration.outbox import pending_count
-    except ImportError:            # the integration extra is not installed: nothing can have been queued
-        return {"destinations": [], "pending": 0, "last_pass": None, "problem": None}
-    state = forwarder.state if forwarder is not None else None
-    return {"destinations": state.destinations if state else [], "pending": pending_count(worker.store),
-            "last_pass": None if not state or not state.last_pass
-            else time.strftime("%H:%M", time.localtime(state.last_pass)),
-            "problem": state.problem if state else None}
-
-
-def _read_parity(path: Path | None) -> dict | None:
-    """The model's parity record (``drtrt parity --json`` output): passed, and when."""
-    if path is None:
-        return None
-    import json
-
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read the parity record {path}: {exc}") from None
-    candidates = record.get("candidates") or []
-    return {"passed": bool(record.get("passed")), "file": path.name,
-            "date": dt.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d"),
-            "models": [Path(str(c.get("model", "?"))).name for c in candidates]}
-
-
-def _disk(folder: Path) -> dict:
-    usage = shutil.disk_usage(folder)
-    return {"free_gb": usage.free / 2**30, "total_gb": usage.total / 2**30, "low": usage.free < LOW_DISK_BYTES}
-
-
-def _photo_path(worker: StationWorker, data_dir: Path, sha: str) -> Path:
-    """The kept photo with this content hash: always inside the station's photos/ folder."""
-    photos = (data_dir / "photos").resolve()
-    for candidate in photos.glob(f"{sha}.*"):
-        if candidate.parent == photos and candidate.is_file():
-            return candidate
-    raise HTTPException(404)
-
-
-def _view(data_dir: Path, sha: str, photo: Path) -> Path:
-    """The photo at most VIEW_SIDE px across, as JPEG (made once, kept in cache/)."""
-    target = data_dir / "cache" / f"{sha}-view.jpg"
-    if not target.exists():
-        picture = cv2.imread(str(photo), cv2.IMREAD_COLOR)
-        if picture is None:
-            raise HTTPException(404, "this file is not a picture")
-        h, w = picture.shape[:2]
-        f = min(1.0, VIEW_SIDE / max(h, w))
-        if f < 1:
-            picture = cv2.resize(picture, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
-        ok, jpg = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 88])
-        atomic_write(target, jpg.tobytes())
-    return target
-
-
-def _layer(worker: StationWorker, data_dir: Path, sha: str, photo: Path, label: int) -> Path | None:
-    """One lesion type's pixels, coloured, transparent elsewhere, at the view's size (PNG, cached)."""
-    target = data_dir / "cache" / f"{sha}-layer{label}.png"
-    if target.exists():
-        return target
-    rows = worker.store.rows([str(photo)])
-    record = rows[0].record if rows else {}
-    if not record.get("mask"):
-        return None
-    from PIL import Image, UnidentifiedImageError
-
-    try:   # a palette PNG whose pixel values are the labels (OpenCV would expand the palette to colours)
-        with Image.open(data_dir / record["mask"]) as picture:
-            mask = np.asarray(picture.convert("L") if picture.mode not in ("P", "L") else picture)
-    except (OSError, UnidentifiedImageError):
-        return None
-    view = cv2.imread(str(_view(data_dir, sha, photo)), cv2.IMREAD_COLOR)
-    if view is None:
-        return None
-    h, w = view.shape[:2]
-    mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
-    layer = np.zeros((h, w, 4), np.uint8)
-    on = mask == label
-    r, g, b = (int(v) for v in LESION_COLOURS[label])
-    layer[on] = (b, g, r, 230)
-    ok, png = cv2.imencode(".png", layer)
-    atomic_write(target, png.tobytes())
-    return target
 
 
 def _visit_json(visit: Visit) -> dict:
