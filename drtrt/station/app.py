@@ -37,13 +37,12 @@ from drtrt.runtime.visits import Protocol, Visit
 from drtrt.station import i18n
 from drtrt.station.dashboard import day_summary, disk_space, forward_state, local_time, model_state, read_parity
 from drtrt.station.images import lesion_colours, lesion_layer, photo_path, view_jpeg
-from drtrt.station.security import MAX_UPLOAD_BYTES, PinGuard, csrf_ok, csrf_token, image_kind, session_secret
+from drtrt.station.middleware import LOGIN_PATH, OperatorGuard, SecurityHeaders, http_error_page
+from drtrt.station.security import MAX_UPLOAD_BYTES, PinGuard, csrf_token, image_kind, session_secret
 from drtrt.station.worker import StationWorker
 
 HERE = Path(__file__).parent
 SHA = re.compile(r"^[0-9a-f]{64}$")
-_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
-        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 
 
 @dataclass(frozen=True)
@@ -94,44 +93,28 @@ def create_app(cfg: StationConfig, worker: StationWorker, forwarder=None) -> Sta
             login_needed=guard is not None, advice=ADVICE, **values)
         return HTMLResponse(page, status_code=status)
 
-    async def context(request: Request) -> _Ctx:
-        """Login (when a PIN is set) and CSRF (every POST) before anything else."""
-        ctx = _Ctx(request)
-        if guard is not None and not request.session.get("operator") and request.url.path != "/login":
-            raise HTTPException(303, headers={"Location": "/login"})
-        if request.method == "POST":
-            declared = request.headers.get("content-length", "0")
-            if not declared.isdigit() or int(declared) > cfg.max_upload_bytes + 2**16:
-                raise HTTPException(413, "the file is too large for a fundus photo")
-            form = await request.form(max_part_size=cfg.max_upload_bytes + 1)
-            sent = form.get("csrf") or request.headers.get("x-csrf-token")
-            if not csrf_ok(request.session, sent):
-                raise HTTPException(403, "the form has expired — reload the page and try again")
-            request.state.form = form
-        return ctx
-
     # -- pages ------------------------------------------------------------------------------------
     async def dashboard(request: Request) -> Response:
-        ctx = await context(request)
+        ctx = _Ctx(request)
         return render(ctx, "dashboard.html", **day_summary(worker), active=worker.active_visit(),
                       model_state=model_state(worker, info, parity), disk=disk_space(cfg.data_dir),
                       forward=forward_state(worker, forwarder),
                       camera=worker.cfg.camera_dir, waiting=worker.waiting_on_camera, notices=list(worker.notices)[:5])
 
     async def dashboard_panel(request: Request) -> Response:
-        ctx = await context(request)
+        ctx = _Ctx(request)
         return render(ctx, "_day.html", **day_summary(worker), active=worker.active_visit(),
                       waiting=worker.waiting_on_camera, notices=list(worker.notices)[:5])
 
     async def new_patient(request: Request) -> Response:
-        ctx = await context(request)
+        ctx = _Ctx(request)
         query = request.query_params.get("q", "")[:64]
         found = worker.book.find_patients(query) if query else []
         return render(ctx, "new_patient.html", found=found, query=query, fields=worker.cfg.protocol.fields,
                       error=None, values={})
 
     async def open_visit(request: Request) -> Response:
-        ctx = await context(request)
+        ctx = _Ctx(request)
         form = request.state.form
         values = {k: str(form.get(k) or "") for k in ("patient", "name", "birth_date", "fields")}
         try:
@@ -151,20 +134,20 @@ def create_app(cfg: StationConfig, worker: StationWorker, forwarder=None) -> Sta
             raise HTTPException(404, "no such visit") from None
 
     async def visit_page(request: Request) -> Response:
-        ctx = await context(request)
+        ctx = _Ctx(request)
         visit = _visit(request.path_params["visit_id"])
         return render(ctx, "visit.html", visit=visit, active=worker.active_visit(), task=info.task,
                       colours=lesion_colours(info.task), error=request.query_params.get("error"),
                       problems=worker.visit_notices(visit.id))
 
     async def visit_panel(request: Request) -> Response:
-        ctx = await context(request)
+        ctx = _Ctx(request)
         visit = _visit(request.path_params["visit_id"])
         return render(ctx, "_visit_panel.html", visit=visit, active=worker.active_visit(), task=info.task,
                       colours=lesion_colours(info.task), problems=worker.visit_notices(visit.id))
 
     async def visit_action(request: Request) -> Response:
-        ctx = await context(request)
+        ctx = _Ctx(request)
         visit = _visit(request.path_params["visit_id"])
         action, form = request.path_params["action"], request.state.form
         try:
@@ -200,13 +183,12 @@ def create_app(cfg: StationConfig, worker: StationWorker, forwarder=None) -> Sta
         return RedirectResponse(f"/visits/{visit.id}", status_code=303)
 
     async def report(request: Request) -> Response:
-        ctx = await context(request)
+        ctx = _Ctx(request)
         visit = _visit(request.path_params["visit_id"])
         return render(ctx, "report.html", visit=visit, task=info.task, colours=lesion_colours(info.task),
                       printed=time.strftime("%Y-%m-%d %H:%M"), drtrt_version=__version__)
 
     async def image(request: Request) -> Response:
-        await context(request)
         sha, kind = request.path_params["sha"], request.path_params["kind"]
         if not SHA.match(sha):
             raise HTTPException(404)
@@ -222,7 +204,6 @@ def create_app(cfg: StationConfig, worker: StationWorker, forwarder=None) -> Sta
         raise HTTPException(404)
 
     async def api_version(request: Request) -> Response:
-        await context(request)
         since = request.query_params.get("since", "")[:64]
         wait = 20.0 if since else 0.0
         import anyio
@@ -231,7 +212,6 @@ def create_app(cfg: StationConfig, worker: StationWorker, forwarder=None) -> Sta
         return JSONResponse({"version": version})
 
     async def api_visit(request: Request) -> Response:
-        await context(request)
         visit = _visit(request.path_params["visit_id"])
         return JSONResponse(_visit_json(visit))
 
@@ -246,7 +226,7 @@ def create_app(cfg: StationConfig, worker: StationWorker, forwarder=None) -> Sta
         return response
 
     async def login(request: Request) -> Response:
-        ctx = await context(request)
+        ctx = _Ctx(request)
         if guard is None:
             return RedirectResponse("/", status_code=303)
         error = None
@@ -263,19 +243,12 @@ def create_app(cfg: StationConfig, worker: StationWorker, forwarder=None) -> Sta
         return render(ctx, "login.html", status=401 if error else 200, error=error)
 
     async def logout(request: Request) -> Response:
-        await context(request)
         request.session.clear()
-        return RedirectResponse("/login" if guard else "/", status_code=303)
+        return RedirectResponse(LOGIN_PATH if guard else "/", status_code=303)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": worker.failed is None, "worker": worker.failed or "running",
                              "pending": worker.pending}, status_code=200 if worker.failed is None else 503)
-
-    async def on_http_error(request: Request, exc: HTTPException) -> Response:
-        if exc.status_code in (301, 302, 303, 307) and exc.headers:
-            return Response(status_code=exc.status_code, headers=exc.headers)
-        return HTMLResponse(f"<!DOCTYPE html><title>{exc.status_code}</title><p>{_esc(exc.detail)}</p>",
-                            status_code=exc.status_code)
 
     routes = [
         Route("/", dashboard), Route("/panel", dashboard_panel), Route("/patients/new", new_patient),
@@ -285,39 +258,15 @@ def create_app(cfg: StationConfig, worker: StationWorker, forwarder=None) -> Sta
         Route("/visits/{visit_id:int}/{action:str}", visit_action, methods=["POST"]),
         Route("/image/{sha:str}/{kind:str}", image),
         Route("/api/version", api_version), Route("/api/visits/{visit_id:int}", api_visit),
-        Route("/lang/{code:str}", set_language), Route("/login", login, methods=["GET", "POST"]),
+        Route("/lang/{code:str}", set_language), Route(LOGIN_PATH, login, methods=["GET", "POST"]),
         Route("/logout", logout, methods=["POST"]), Route("/health", health),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     middleware = [Middleware(SessionMiddleware, secret_key=session_secret(cfg.data_dir), session_cookie="drtrt_station",
                              max_age=12 * 3600, same_site="strict", https_only=False),
-                  Middleware(_Headers)]
-    return Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: on_http_error})
-
-
-class _Headers:
-    """Security headers on every response (pure ASGI, so streaming and files pass untouched)."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        async def send_with_headers(message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers += [(b"content-security-policy", _CSP.encode()), (b"x-content-type-options", b"nosniff"),
-                            (b"referrer-policy", b"no-referrer"), (b"cache-control", b"no-store")]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
-# -- helpers -------------------------------------------------------------------------------------
-def _esc(text) -> str:
-    import html
-
-    return html.escape(str(text or ""))
+                  Middleware(SecurityHeaders),
+                  Middleware(OperatorGuard, pins=guard, max_upload_bytes=cfg.max_upload_bytes)]
+    return Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: http_error_page})
 
 
 def _visit_json(visit: Visit) -> dict:
