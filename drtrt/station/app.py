@@ -9,457 +9,58 @@ Safe by default: on a loopback address anyone at the machine is the operator; on
 the app requires ``--pin`` and a login. Every POST carries a CSRF token; photos are served by
 content hash only, never by a path from the request; uploads are limited in size and go through
 the same intake checks as the camera's photos.
+
+This module wires the app together: :data:`ROUTES` (every URL, to a handler in :mod:`.handlers`),
+the middleware (:mod:`.middleware`: login, CSRF, security headers) and the shared state
+(:mod:`.state`) the handlers reach through ``request.app.state``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import re
-import shutil
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
-import cv2
-import numpy as np
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
-from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from drtrt import __version__
-from drtrt.errors import ConfigError
-from drtrt.fileio import atomic_write
-from drtrt.clinic.verdicts import HUMAN_READ, REFER, REFER_URGENT, UNGRADABLE
-from drtrt.runtime.postprocess import LESION_COLOURS
-from drtrt.runtime.quality import ADVICE
-from drtrt.clinic.reports import model_banner
-from drtrt.clinic.visits import Protocol, Visit
-from drtrt.station import i18n
-from drtrt.station.security import MAX_UPLOAD_BYTES, PinGuard, csrf_ok, csrf_token, image_kind, session_secret
+from drtrt.station import handlers
+from drtrt.station.dashboard import read_parity
+from drtrt.station.forward import Forwarder
+from drtrt.station.middleware import LOGIN_PATH, OperatorGuard, SecurityHeaders, http_error_page
+from drtrt.station.security import PinGuard, session_secret
+from drtrt.station.state import Station, StationConfig, Templates
 from drtrt.station.worker import StationWorker
 
 HERE = Path(__file__).parent
-SHA = re.compile(r"^[0-9a-f]{64}$")
-VIEW_SIDE = 1024
-LOW_DISK_BYTES = 2 * 2**30
-_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
-        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+
+ROUTES = [
+    Route("/", handlers.dashboard), Route("/panel", handlers.dashboard_panel),
+    Route("/patients/new", handlers.new_patient),
+    Route("/visits", handlers.open_visit, methods=["POST"]),
+    Route("/visits/{visit_id:int}", handlers.visit_page), Route("/visits/{visit_id:int}/panel", handlers.visit_panel),
+    Route("/visits/{visit_id:int}/report", handlers.report),
+    Route("/visits/{visit_id:int}/{action:str}", handlers.visit_action, methods=["POST"]),
+    Route("/image/{sha:str}/{kind:str}", handlers.image),
+    Route("/api/version", handlers.api_version), Route("/api/visits/{visit_id:int}", handlers.api_visit),
+    Route("/lang/{code:str}", handlers.set_language), Route(LOGIN_PATH, handlers.login, methods=["GET", "POST"]),
+    Route("/logout", handlers.logout, methods=["POST"]), Route("/health", handlers.health),
+    Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+]
 
 
-@dataclass(frozen=True)
-class StationConfig:
-    data_dir: Path
-    pin: str | None = None                 # required off loopback
-    host: str = "127.0.0.1"
-    parity: Path | None = None             # a `drtrt parity --json` record for the model
-    max_upload_bytes: int = MAX_UPLOAD_BYTES
-
-
-class _Ctx:
-    """What one request needs: its language, session, CSRF token."""
-
-    def __init__(self, request: Request) -> None:
-        self.request = request
-        self.language = i18n.pick(request.cookies.get("lang"), request.headers.get("accept-language"))
-        self.t = i18n.translations(self.language)
-        self.csrf = csrf_token(request.session)
-
-    def _(self, text: str, **values) -> str:
-        out = self.t.gettext(text)
-        return out % values if values else out
-
-
-def create_app(cfg: StationConfig, worker: StationWorker, forwarder=None) -> Starlette:
+def create_app(cfg: StationConfig, worker: StationWorker, forwarder: Forwarder | None = None) -> Starlette:
     """The station's ASGI app over a started ``worker`` (and a :class:`~.forward.Forwarder`, when results
     are sent to a hospital)."""
-    guard = PinGuard.from_pin(cfg.pin) if cfg.pin else None
-    envs: dict[str, Environment] = {}
-    info = worker.session.predictor.info
-    parity = _read_parity(cfg.parity)
-
-    def env(language: str) -> Environment:
-        if language not in envs:
-            e = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
-                            extensions=["jinja2.ext.i18n"])
-            e.install_gettext_translations(i18n.translations(language), newstyle=True)
-            e.filters["when"] = _when
-            envs[language] = e
-        return envs[language]
-
-    def render(ctx: _Ctx, name: str, status: int = 200, **values) -> HTMLResponse:
-        meta = worker.store.meta()
-        page = env(ctx.language).get_template(name).render(
-            csrf=ctx.csrf, language=ctx.language, languages=i18n.LANGUAGES, banner=model_banner(meta),
-            model=meta, path=ctx.request.url.path, version=worker.version, worker_failed=worker.failed,
-            login_needed=guard is not None, advice=ADVICE, **values)
-        return HTMLResponse(page, status_code=status)
-
-    async def context(request: Request) -> _Ctx:
-        """Login (when a PIN is set) and CSRF (every POST) before anything else."""
-        ctx = _Ctx(request)
-        if guard is not None and not request.session.get("operator") and request.url.path != "/login":
-            raise HTTPException(303, headers={"Location": "/login"})
-        if request.method == "POST":
-            declared = request.headers.get("content-length", "0")
-            if not declared.isdigit() or int(declared) > cfg.max_upload_bytes + 2**16:
-                raise HTTPException(413, "the file is too large for a fundus photo")
-            form = await request.form(max_part_size=cfg.max_upload_bytes + 1)
-            sent = form.get("csrf") or request.headers.get("x-csrf-token")
-            if not csrf_ok(request.session, sent):
-                raise HTTPException(403, "the form has expired — reload the page and try again")
-            request.state.form = form
-        return ctx
-
-    # -- pages ------------------------------------------------------------------------------------
-    async def dashboard(request: Request) -> Response:
-        ctx = await context(request)
-        return render(ctx, "dashboard.html", **_day(worker), active=worker.active_visit(),
-                      model_state=_model_state(worker, info, parity), disk=_disk(cfg.data_dir),
-                      forward=_forward_state(worker, forwarder),
-                      camera=worker.cfg.camera_dir, waiting=worker.waiting_on_camera, notices=list(worker.notices)[:5])
-
-    async def dashboard_panel(request: Request) -> Response:
-        ctx = await context(request)
-        return render(ctx, "_day.html", **_day(worker), active=worker.active_visit(),
-                      waiting=worker.waiting_on_camera, notices=list(worker.notices)[:5])
-
-    async def new_patient(request: Request) -> Response:
-        ctx = await context(request)
-        query = request.query_params.get("q", "")[:64]
-        found = worker.book.find_patients(query) if query else []
-        return render(ctx, "new_patient.html", found=found, query=query, fields=worker.cfg.protocol.fields,
-                      error=None, values={})
-
-    async def open_visit(request: Request) -> Response:
-        ctx = await context(request)
-        form = request.state.form
-        values = {k: str(form.get(k) or "") for k in ("patient", "name", "birth_date", "fields")}
-        try:
-            fields = int(values["fields"] or worker.cfg.protocol.fields)
-            patient = worker.book.register(values["patient"], values["name"], values["birth_date"])
-            visit_id = worker.book.open_visit(patient.id, Protocol(fields))
-        except (ConfigError, ValueError) as exc:
-            return render(ctx, "new_patient.html", status=400, found=[], query="", fields=worker.cfg.protocol.fields,
-                          error=ctx._(str(exc)), values=values)
-        worker.set_active(visit_id)
-        return RedirectResponse(f"/visits/{visit_id}", status_code=303)
-
-    def _visit(visit_id: int) -> Visit:
-        try:
-            return worker.book.visit(visit_id)
-        except ConfigError:
-            raise HTTPException(404, "no such visit") from None
-
-    async def visit_page(request: Request) -> Response:
-        ctx = await context(request)
-        visit = _visit(request.path_params["visit_id"])
-        return render(ctx, "visit.html", visit=visit, active=worker.active_visit(), task=info.task,
-                      colours=_colours(info.task), error=request.query_params.get("error"),
-                      problems=worker.visit_notices(visit.id))
-
-    async def visit_panel(request: Request) -> Response:
-        ctx = await context(request)
-        visit = _visit(request.path_params["visit_id"])
-        return render(ctx, "_visit_panel.html", visit=visit, active=worker.active_visit(), task=info.task,
-                      colours=_colours(info.task), problems=worker.visit_notices(visit.id))
-
-    async def visit_action(request: Request) -> Response:
-        ctx = await context(request)
-        visit = _visit(request.path_params["visit_id"])
-        action, form = request.path_params["action"], request.state.form
-        try:
-            if action == "target":
-                worker.book.set_target(visit.id, str(form.get("slot") or "") or None)
-                worker.set_active(visit.id)
-            elif action == "camera":
-                worker.set_active(visit.id)
-            elif action == "close":
-                worker.book.close_visit(visit.id)
-                if worker.active_visit() == visit.id:
-                    worker.set_active(None)
-                worker.session.write_reports([visit.patient.id])
-                if forwarder is not None:
-                    forwarder.now()
-                worker.changed()
-                return RedirectResponse(f"/visits/{visit.id}/report", status_code=303)
-            elif action == "upload":
-                upload = form.get("photo")
-                if upload is None or not hasattr(upload, "read"):
-                    raise ConfigError("choose a photo to upload")
-                data = await upload.read(cfg.max_upload_bytes + 1)
-                if len(data) > cfg.max_upload_bytes:
-                    raise ConfigError("the file is too large for a fundus photo")
-                if image_kind(data) is None:
-                    raise ConfigError("this file is not a photo (JPEG, PNG, TIFF, BMP or DICOM)")
-                worker.take(data, visit.id, source="upload", slot=str(form.get("slot") or "") or None)
-            else:
-                raise HTTPException(404)
-        except ConfigError as exc:
-            return RedirectResponse(f"/visits/{visit.id}?error={quote(ctx._(str(exc)))}", status_code=303)
-        worker.changed()
-        return RedirectResponse(f"/visits/{visit.id}", status_code=303)
-
-    async def report(request: Request) -> Response:
-        ctx = await context(request)
-        visit = _visit(request.path_params["visit_id"])
-        return render(ctx, "report.html", visit=visit, task=info.task, colours=_colours(info.task),
-                      printed=time.strftime("%Y-%m-%d %H:%M"), drtrt_version=__version__)
-
-    async def image(request: Request) -> Response:
-        await context(request)
-        sha, kind = request.path_params["sha"], request.path_params["kind"]
-        if not SHA.match(sha):
-            raise HTTPException(404)
-        path = _photo_path(worker, cfg.data_dir, sha)
-        if kind == "view.jpg":
-            return FileResponse(_view(cfg.data_dir, sha, path), media_type="image/jpeg")
-        match = re.fullmatch(r"layer-([A-Za-z0-9]{1,8})\.png", kind)
-        if match and match[1] in info.task.lesion_codes:
-            layer = _layer(worker, cfg.data_dir, sha, path, info.task.label(match[1]))
-            if layer is None:
-                raise HTTPException(404)
-            return FileResponse(layer, media_type="image/png")
-        raise HTTPException(404)
-
-    async def api_version(request: Request) -> Response:
-        await context(request)
-        since = request.query_params.get("since", "")[:64]
-        wait = 20.0 if since else 0.0
-        import anyio
-
-        version = await anyio.to_thread.run_sync(worker.wait_change, since, wait)
-        return JSONResponse({"version": version})
-
-    async def api_visit(request: Request) -> Response:
-        await context(request)
-        visit = _visit(request.path_params["visit_id"])
-        return JSONResponse(_visit_json(visit))
-
-    async def set_language(request: Request) -> Response:
-        code = request.path_params["code"]
-        target = request.query_params.get("next", "/")
-        if not target.startswith("/") or target.startswith("//") or "\\" in target:
-            target = "/"
-        response = RedirectResponse(target, status_code=303)
-        if code in i18n.LANGUAGES:
-            response.set_cookie("lang", code, max_age=365 * 86400, samesite="strict", httponly=True)
-        return response
-
-    async def login(request: Request) -> Response:
-        ctx = await context(request)
-        if guard is None:
-            return RedirectResponse("/", status_code=303)
-        error = None
-        client = request.client.host if request.client else "?"
-        if request.method == "POST":
-            wait = guard.wait_s(client)
-            if wait == 0 and guard.check(client, str(request.state.form.get("pin") or "")):
-                request.session.clear()
-                request.session["operator"] = True
-                return RedirectResponse("/", status_code=303)
-            wait = guard.wait_s(client)
-            error = (ctx._("Too many wrong PINs: wait %(seconds)d seconds.", seconds=int(wait) + 1) if wait
-                     else ctx._("Wrong PIN."))
-        return render(ctx, "login.html", status=401 if error else 200, error=error)
-
-    async def logout(request: Request) -> Response:
-        await context(request)
-        request.session.clear()
-        return RedirectResponse("/login" if guard else "/", status_code=303)
-
-    async def health(request: Request) -> Response:
-        return JSONResponse({"ok": worker.failed is None, "worker": worker.failed or "running",
-                             "pending": worker.pending}, status_code=200 if worker.failed is None else 503)
-
-    async def on_http_error(request: Request, exc: HTTPException) -> Response:
-        if exc.status_code in (301, 302, 303, 307) and exc.headers:
-            return Response(status_code=exc.status_code, headers=exc.headers)
-        return HTMLResponse(f"<!DOCTYPE html><title>{exc.status_code}</title><p>{_esc(exc.detail)}</p>",
-                            status_code=exc.status_code)
-
-    routes = [
-        Route("/", dashboard), Route("/panel", dashboard_panel), Route("/patients/new", new_patient),
-        Route("/visits", open_visit, methods=["POST"]),
-        Route("/visits/{visit_id:int}", visit_page), Route("/visits/{visit_id:int}/panel", visit_panel),
-        Route("/visits/{visit_id:int}/report", report),
-        Route("/visits/{visit_id:int}/{action:str}", visit_action, methods=["POST"]),
-        Route("/image/{sha:str}/{kind:str}", image),
-        Route("/api/version", api_version), Route("/api/visits/{visit_id:int}", api_visit),
-        Route("/lang/{code:str}", set_language), Route("/login", login, methods=["GET", "POST"]),
-        Route("/logout", logout, methods=["POST"]), Route("/health", health),
-        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
-    ]
+    station = Station(cfg, worker, forwarder, pins=PinGuard.from_pin(cfg.pin) if cfg.pin else None,
+                      info=worker.session.predictor.info, parity=read_parity(cfg.parity),
+                      templates=Templates(HERE / "templates"))
     middleware = [Middleware(SessionMiddleware, secret_key=session_secret(cfg.data_dir), session_cookie="drtrt_station",
                              max_age=12 * 3600, same_site="strict", https_only=False),
-                  Middleware(_Headers)]
-    return Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: on_http_error})
-
-
-class _Headers:
-    """Security headers on every response (pure ASGI, so streaming and files pass untouched)."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        async def send_with_headers(message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers += [(b"content-security-policy", _CSP.encode()), (b"x-content-type-options", b"nosniff"),
-                            (b"referrer-policy", b"no-referrer"), (b"cache-control", b"no-store")]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
-# -- helpers -------------------------------------------------------------------------------------
-def _esc(text) -> str:
-    import html
-
-    return html.escape(str(text or ""))
-
-
-def _when(stamp: str | None) -> str:
-    """UTC stamp → the station's local time, "YYYY-MM-DD HH:MM"."""
-    if not stamp:
-        return ""
-    moment = dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
-
-
-def _colours(task) -> dict[str, str]:
-    return {code: "#%02x%02x%02x" % tuple(int(v) for v in LESION_COLOURS[task.label(code)])
-            for code in task.lesion_codes}
-
-
-def _day(worker: StationWorker) -> dict:
-    """Today's visits (local date) and the day's figures."""
-    today = dt.date.today().isoformat()
-    midnight = dt.datetime.combine(dt.date.today(), dt.time()).astimezone()      # local midnight, in UTC below
-    since = midnight.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    visits = [v for v in worker.book.visits(since=since, limit=300) if _when(v.opened)[:10] == today]
-    statuses = [status for v in visits for s in v.slots   # every photo taken today, retaken ones too
-                for status in ([s.row.status] if s.row is not None else []) + [r["status"] for r in s.replaced]]
-    judged = [status for status in statuses if status in ("graded", "ungradable", "error")]
-    refused = sum(status != "graded" for status in judged)
-    closed = [v for v in visits if v.closed]
-    return {"visits": visits, "figures": {
-        "visits": len(visits), "done": len(closed), "waiting": sum(v.waiting for v in visits),
-        "referred": sum((v.closed_verdict or "") in (REFER_URGENT, REFER, HUMAN_READ) for v in closed),
-        "ungradable_visits": sum((v.closed_verdict or "") == UNGRADABLE for v in closed),
-        "ungradable_rate": (100.0 * refused / len(judged)) if judged else None, "photos": len(judged)}}
-
-
-def _model_state(worker: StationWorker, info, parity: dict | None) -> dict:
-    runner = worker.session.predictor.runner
-    return {"name": runner.name, "sha256": worker.session.model_sha256[:12], "precision": info.precision,
-            "backend": getattr(runner, "backend", type(runner).__name__),
-            "validated": dict(info.extra).get("validation"), "parity": parity}
-
-
-def _forward_state(worker: StationWorker, forwarder) -> dict:
-    """Results waiting to go to the hospital, and how the last try went."""
-    try:
-        from drtrt.integration.outbox import pending_count
-    except ImportError:            # the integration extra is not installed: nothing can have been queued
-        return {"destinations": [], "pending": 0, "last_pass": None, "problem": None}
-    state = forwarder.state if forwarder is not None else None
-    return {"destinations": state.destinations if state else [], "pending": pending_count(worker.store),
-            "last_pass": None if not state or not state.last_pass
-            else time.strftime("%H:%M", time.localtime(state.last_pass)),
-            "problem": state.problem if state else None}
-
-
-def _read_parity(path: Path | None) -> dict | None:
-    """The model's parity record (``drtrt parity --json`` output): passed, and when."""
-    if path is None:
-        return None
-    import json
-
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read the parity record {path}: {exc}") from None
-    candidates = record.get("candidates") or []
-    return {"passed": bool(record.get("passed")), "file": path.name,
-            "date": dt.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d"),
-            "models": [Path(str(c.get("model", "?"))).name for c in candidates]}
-
-
-def _disk(folder: Path) -> dict:
-    usage = shutil.disk_usage(folder)
-    return {"free_gb": usage.free / 2**30, "total_gb": usage.total / 2**30, "low": usage.free < LOW_DISK_BYTES}
-
-
-def _photo_path(worker: StationWorker, data_dir: Path, sha: str) -> Path:
-    """The kept photo with this content hash: always inside the station's photos/ folder."""
-    photos = (data_dir / "photos").resolve()
-    for candidate in photos.glob(f"{sha}.*"):
-        if candidate.parent == photos and candidate.is_file():
-            return candidate
-    raise HTTPException(404)
-
-
-def _view(data_dir: Path, sha: str, photo: Path) -> Path:
-    """The photo at most VIEW_SIDE px across, as JPEG (made once, kept in cache/)."""
-    target = data_dir / "cache" / f"{sha}-view.jpg"
-    if not target.exists():
-        picture = cv2.imread(str(photo), cv2.IMREAD_COLOR)
-        if picture is None:
-            raise HTTPException(404, "this file is not a picture")
-        h, w = picture.shape[:2]
-        f = min(1.0, VIEW_SIDE / max(h, w))
-        if f < 1:
-            picture = cv2.resize(picture, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
-        ok, jpg = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 88])
-        atomic_write(target, jpg.tobytes())
-    return target
-
-
-def _layer(worker: StationWorker, data_dir: Path, sha: str, photo: Path, label: int) -> Path | None:
-    """One lesion type's pixels, coloured, transparent elsewhere, at the view's size (PNG, cached)."""
-    target = data_dir / "cache" / f"{sha}-layer{label}.png"
-    if target.exists():
-        return target
-    rows = worker.store.rows([str(photo)])
-    record = rows[0].record if rows else {}
-    if not record.get("mask"):
-        return None
-    from PIL import Image, UnidentifiedImageError
-
-    try:   # a palette PNG whose pixel values are the labels (OpenCV would expand the palette to colours)
-        with Image.open(data_dir / record["mask"]) as picture:
-            mask = np.asarray(picture.convert("L") if picture.mode not in ("P", "L") else picture)
-    except (OSError, UnidentifiedImageError):
-        return None
-    view = cv2.imread(str(_view(data_dir, sha, photo)), cv2.IMREAD_COLOR)
-    if view is None:
-        return None
-    h, w = view.shape[:2]
-    mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
-    layer = np.zeros((h, w, 4), np.uint8)
-    on = mask == label
-    r, g, b = (int(v) for v in LESION_COLOURS[label])
-    layer[on] = (b, g, r, 230)
-    ok, png = cv2.imencode(".png", layer)
-    atomic_write(target, png.tobytes())
-    return target
-
-
-def _visit_json(visit: Visit) -> dict:
-    return {"id": visit.id, "patient": visit.patient.id, "opened": visit.opened, "closed": visit.closed,
-            "verdict": visit.verdict, "closed_verdict": visit.closed_verdict, "target": visit.target,
-            "complete": visit.complete,
-            "eyes": {eye: v.verdict for eye, v in visit.eyes.items()},
-            "slots": [{"slot": s.name, "state": s.state, "sha256": s.sha256,
-                       "status": s.row.status if s.row else None, "code": (s.row.record.get("code") if s.row else None),
-                       "grade": s.row.record.get("grade") if s.row else None, "warnings": s.warnings,
-                       "replaced": len(s.replaced)} for s in visit.slots]}
+                  Middleware(SecurityHeaders),
+                  Middleware(OperatorGuard, pins=station.pins, max_upload_bytes=cfg.max_upload_bytes)]
+    app = Starlette(routes=ROUTES, middleware=middleware, exception_handlers={HTTPException: http_error_page})
+    app.state.station = station
+    return app

@@ -186,6 +186,53 @@ def test_pin_needed_off_localhost_from_the_command_line(tiny_onnx, tmp_path):
     assert result.exit_code != 0 and "not found" in result.output and "Traceback" not in result.output
 
 
+SAMPLE_PARAMETERS = {"visit_id": 1, "sha": "0" * 64, "kind": "view.jpg", "action": "close", "code": "es"}
+
+
+def _every_route(app):
+    """(method, path) of each route the app has, read from the app itself so that a new route is checked
+    too: its parameters filled in from SAMPLE_PARAMETERS, a mount as one of its files."""
+    from starlette.routing import Mount
+
+    for route in app.routes:
+        if isinstance(route, Mount):
+            yield "GET", f"{route.path}/station.css"
+        else:
+            path = route.path_format.format(**SAMPLE_PARAMETERS)
+            yield from ((method, path) for method in sorted(route.methods - {"HEAD"}))
+
+
+def test_the_open_paths_are_the_only_ones_without_login(station):
+    """A stranger to a station with a PIN tries every route the app has: the paths in OPEN_PATHS answer,
+    every other one sends them to the PIN form, whatever the method."""
+    from drtrt.station.middleware import LOGIN_PATH, is_open
+
+    client, worker, camera = station(pin="4821")
+    routes = list(_every_route(client.app))
+    assert {path for _, path in routes if is_open(path)} == {"/login", "/health", "/lang/es", "/static/station.css"}
+    for method, path in routes:
+        response = client.request(method, path, follow_redirects=False)
+        to_login = response.status_code == 303 and response.headers["location"] == LOGIN_PATH
+        assert to_login != is_open(path), (method, path, response.status_code)
+    stranger = type(client)(client.app)          # no route: the router's own answer, and no session cookie
+    for method, path, status in (("GET", "/nowhere", 404), ("GET", "/logout", 405), ("POST", "/health", 405)):
+        response = stranger.request(method, path, follow_redirects=False)
+        assert response.status_code == status and "set-cookie" not in response.headers, (method, path)
+
+
+def test_every_post_needs_its_csrf_token(station):
+    """Every POST route refuses a request without its session's token, as a form field or a header."""
+    client, worker, camera = station()
+    visit_id, token = _open_visit(client)
+    posts = [path for method, path in _every_route(client.app) if method == "POST"]
+    assert len(posts) >= 4
+    for path in posts:
+        assert client.post(path).status_code == 403, path
+        assert client.post(path, data={"csrf": "forged"}).status_code == 403, path
+        assert client.post(path, headers={"x-csrf-token": token + "x"}).status_code == 403, path
+    assert client.get(f"/api/visits/{visit_id}").json()["closed"] is None
+
+
 def test_csrf_paths_and_uploads_are_guarded(station, fundus_photos, tmp_path):
     client, worker, camera = station(max_upload_bytes=2 * 2**20)
     visit_id, token = _open_visit(client)

@@ -1,0 +1,89 @@
+"""What the day page shows, worked out from the worker as plain values for the templates: today's
+visits and figures, the model and its validation, the free disk, the results still to send.
+
+Kept apart from the handlers so that each figure is one small function a reader (or a test) can
+check against the store without a request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import time
+from pathlib import Path
+
+from drtrt.errors import ConfigError
+from drtrt.model_info import ModelInfo
+from drtrt.clinic.verdicts import HUMAN_READ, REFER, REFER_URGENT, UNGRADABLE
+from drtrt.station.forward import Forwarder
+from drtrt.station.worker import StationWorker
+
+LOW_DISK_BYTES = 2 * 2**30
+
+
+def local_time(stamp: str | None) -> str:
+    """UTC stamp → the station's local time, "YYYY-MM-DD HH:MM"."""
+    if not stamp:
+        return ""
+    moment = dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def day_summary(worker: StationWorker) -> dict:
+    """Today's visits (local date) and the day's figures."""
+    today = dt.date.today().isoformat()
+    midnight = dt.datetime.combine(dt.date.today(), dt.time()).astimezone()      # local midnight, in UTC below
+    since = midnight.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    visits = [v for v in worker.book.visits(since=since, limit=300) if local_time(v.opened)[:10] == today]
+    statuses = [status for v in visits for s in v.slots   # every photo taken today, retaken ones too
+                for status in ([s.row.status] if s.row is not None else []) + [r["status"] for r in s.replaced]]
+    judged = [status for status in statuses if status in ("graded", "ungradable", "error")]
+    refused = sum(status != "graded" for status in judged)
+    closed = [v for v in visits if v.closed]
+    return {"visits": visits, "figures": {
+        "visits": len(visits), "done": len(closed), "waiting": sum(v.waiting for v in visits),
+        "referred": sum((v.closed_verdict or "") in (REFER_URGENT, REFER, HUMAN_READ) for v in closed),
+        "ungradable_visits": sum((v.closed_verdict or "") == UNGRADABLE for v in closed),
+        "ungradable_rate": (100.0 * refused / len(judged)) if judged else None, "photos": len(judged)}}
+
+
+def model_state(worker: StationWorker, info: ModelInfo, parity: dict | None) -> dict:
+    """The model the worker runs, how, and whether it was validated: the operator must see it."""
+    runner = worker.session.predictor.runner
+    return {"name": runner.name, "sha256": worker.session.model_sha256[:12], "precision": info.precision,
+            "backend": getattr(runner, "backend", type(runner).__name__),
+            "validated": dict(info.extra).get("validation"), "parity": parity}
+
+
+def forward_state(worker: StationWorker, forwarder: Forwarder | None) -> dict:
+    """Results waiting to go to the hospital, and how the last try went."""
+    try:
+        from drtrt.integration.outbox import pending_count
+    except ImportError:            # the integration extra is not installed: nothing can have been queued
+        return {"destinations": [], "pending": 0, "last_pass": None, "problem": None}
+    state = forwarder.state if forwarder is not None else None
+    return {"destinations": state.destinations if state else [], "pending": pending_count(worker.store),
+            "last_pass": None if not state or not state.last_pass
+            else time.strftime("%H:%M", time.localtime(state.last_pass)),
+            "problem": state.problem if state else None}
+
+
+def read_parity(path: Path | None) -> dict | None:
+    """The model's parity record (``drtrt parity --json`` output): passed, and when."""
+    if path is None:
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the parity record {path}: {exc}") from None
+    candidates = record.get("candidates") or []
+    return {"passed": bool(record.get("passed")), "file": path.name,
+            "date": dt.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d"),
+            "models": [Path(str(c.get("model", "?"))).name for c in candidates]}
+
+
+def disk_space(folder: Path) -> dict:
+    """Free and total space where the photos go, flagged low before a full disk stops the day."""
+    usage = shutil.disk_usage(folder)
+    return {"free_gb": usage.free / 2**30, "total_gb": usage.total / 2**30, "low": usage.free < LOW_DISK_BYTES}

@@ -1,0 +1,283 @@
+"""The station's request handlers, one per route (:data:`drtrt.station.app.ROUTES` maps the URLs).
+
+They reach the worker, the settings and the templates through the request (:func:`~.state.station_of`).
+The login and CSRF checks have happened before a handler runs, in :class:`~.middleware.OperatorGuard`,
+which leaves a POST's checked form in ``request.state.form``.
+"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import quote
+
+from anyio import to_thread
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from drtrt import __version__
+from drtrt.errors import ConfigError
+from drtrt.runtime.quality import ADVICE
+from drtrt.clinic.reports import model_banner
+from drtrt.clinic.visits import Protocol, Visit
+from drtrt.station import i18n
+from drtrt.station.dashboard import day_summary, disk_space, forward_state, model_state
+from drtrt.station.images import LAYER, SHA, lesion_colours, lesion_layer, photo_path, view_jpeg
+from drtrt.station.middleware import LOGIN_PATH
+from drtrt.station.security import csrf_token, image_kind
+from drtrt.station.state import Station, station_of
+
+
+class Page:
+    """What one request's page needs: its language, the session's CSRF token, the station."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.station = station_of(request)
+        self.language = i18n.pick(request.cookies.get("lang"), request.headers.get("accept-language"))
+        self.t = i18n.translations(self.language)
+        self.csrf = csrf_token(request.session)
+
+    def _(self, text: str, **values) -> str:
+        """``text`` (English: the app's or the runtime's words) in the operator's language, values filled in."""
+        out = self.t.gettext(text)
+        return out % values if values else out
+
+    def render(self, name: str, status: int = 200, **values) -> HTMLResponse:
+        """Template ``name`` with what every page shows: the model banner, the language, the live version."""
+        worker = self.station.worker
+        meta = worker.store.meta()
+        text = self.station.templates(self.language).get_template(name).render(
+            csrf=self.csrf, language=self.language, languages=i18n.LANGUAGES, banner=model_banner(meta),
+            model=meta, path=self.request.url.path, version=worker.version, worker_failed=worker.failed,
+            login_needed=self.station.pins is not None, advice=ADVICE, **values)
+        return HTMLResponse(text, status_code=status)
+
+
+def _requested_visit(request: Request) -> Visit:
+    """The visit the URL names (404 for one that does not exist)."""
+    try:
+        return station_of(request).worker.book.visit(request.path_params["visit_id"])
+    except ConfigError:
+        raise HTTPException(404, "no such visit") from None
+
+
+def _visit_json(visit: Visit) -> dict:
+    """A visit as ``/api/visits/N`` answers it: what the pages and tests poll for."""
+    return {"id": visit.id, "patient": visit.patient.id, "opened": visit.opened, "closed": visit.closed,
+            "verdict": visit.verdict, "closed_verdict": visit.closed_verdict, "target": visit.target,
+            "complete": visit.complete,
+            "eyes": {eye: v.verdict for eye, v in visit.eyes.items()},
+            "slots": [{"slot": s.name, "state": s.state, "sha256": s.sha256,
+                       "status": s.row.status if s.row else None, "code": (s.row.record.get("code") if s.row else None),
+                       "grade": s.row.record.get("grade") if s.row else None, "warnings": s.warnings,
+                       "replaced": len(s.replaced)} for s in visit.slots]}
+
+
+# -- pages ----------------------------------------------------------------------------------------
+async def dashboard(request: Request) -> Response:
+    """The day: today's visits and figures, the model, the disk, the hospital link, the camera."""
+    page = Page(request)
+    station, worker = page.station, page.station.worker
+    return page.render("dashboard.html", **day_summary(worker), active=worker.active_visit(),
+                       model_state=model_state(worker, station.info, station.parity),
+                       disk=disk_space(station.cfg.data_dir), forward=forward_state(worker, station.forwarder),
+                       camera=worker.cfg.camera_dir, waiting=worker.waiting_on_camera,
+                       notices=list(worker.notices)[:5])
+
+
+async def dashboard_panel(request: Request) -> Response:
+    """The day's live part, re-fetched when the version changes."""
+    page = Page(request)
+    worker = page.station.worker
+    return page.render("_day.html", **day_summary(worker), active=worker.active_visit(),
+                       waiting=worker.waiting_on_camera, notices=list(worker.notices)[:5])
+
+
+async def new_patient(request: Request) -> Response:
+    """The registration form, with the patients a search finds."""
+    page = Page(request)
+    worker = page.station.worker
+    query = request.query_params.get("q", "")[:64]
+    found = worker.book.find_patients(query) if query else []
+    return page.render("new_patient.html", found=found, query=query, fields=worker.cfg.protocol.fields,
+                       error=None, values={})
+
+
+async def open_visit(request: Request) -> Response:
+    """Registers the patient and opens their visit at the camera (the form again, saying why, if refused)."""
+    page = Page(request)
+    worker = page.station.worker
+    form = request.state.form
+    values = {k: str(form.get(k) or "") for k in ("patient", "name", "birth_date", "fields")}
+    try:
+        fields = int(values["fields"] or worker.cfg.protocol.fields)
+        patient = worker.book.register(values["patient"], values["name"], values["birth_date"])
+        visit_id = worker.book.open_visit(patient.id, Protocol(fields))
+    except (ConfigError, ValueError) as exc:
+        return page.render("new_patient.html", status=400, found=[], query="", fields=worker.cfg.protocol.fields,
+                           error=page._(str(exc)), values=values)
+    worker.set_active(visit_id)
+    return RedirectResponse(f"/visits/{visit_id}", status_code=303)
+
+
+async def visit_page(request: Request) -> Response:
+    """The visit at the camera: the checklist of photos, each with its result."""
+    page = Page(request)
+    station, visit = page.station, _requested_visit(request)
+    return page.render("visit.html", visit=visit, active=station.worker.active_visit(), task=station.info.task,
+                       colours=lesion_colours(station.info.task), error=request.query_params.get("error"),
+                       problems=station.worker.visit_notices(visit.id))
+
+
+async def visit_panel(request: Request) -> Response:
+    """The visit page's live part, re-fetched when the version changes."""
+    page = Page(request)
+    station, visit = page.station, _requested_visit(request)
+    return page.render("_visit_panel.html", visit=visit, active=station.worker.active_visit(),
+                       task=station.info.task, colours=lesion_colours(station.info.task),
+                       problems=station.worker.visit_notices(visit.id))
+
+
+async def report(request: Request) -> Response:
+    """The printable report of one visit."""
+    page = Page(request)
+    station, visit = page.station, _requested_visit(request)
+    return page.render("report.html", visit=visit, task=station.info.task, colours=lesion_colours(station.info.task),
+                       printed=time.strftime("%Y-%m-%d %H:%M"), drtrt_version=__version__)
+
+
+# -- the visit page's buttons: each returns where the browser goes next ------------------------------
+async def _choose_slot(station: Station, visit: Visit, form: FormData) -> str:
+    station.worker.book.set_target(visit.id, str(form.get("slot") or "") or None)
+    station.worker.set_active(visit.id)
+    return f"/visits/{visit.id}"
+
+
+async def _to_camera(station: Station, visit: Visit, form: FormData) -> str:
+    station.worker.set_active(visit.id)
+    return f"/visits/{visit.id}"
+
+
+async def _close(station: Station, visit: Visit, form: FormData) -> str:
+    """Closes the visit, writes the patient's reports and sends the results soon: on to the report."""
+    worker = station.worker
+    worker.book.close_visit(visit.id)
+    if worker.active_visit() == visit.id:
+        worker.set_active(None)
+    worker.session.write_reports([visit.patient.id])
+    if station.forwarder is not None:
+        station.forwarder.now()
+    return f"/visits/{visit.id}/report"
+
+
+async def _upload(station: Station, visit: Visit, form: FormData) -> str:
+    """A photo from the browser, through the same intake as the camera's once it is known to be one."""
+    upload = form.get("photo")
+    if upload is None or not hasattr(upload, "read"):
+        raise ConfigError("choose a photo to upload")
+    limit = station.cfg.max_upload_bytes
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise ConfigError("the file is too large for a fundus photo")
+    if image_kind(data) is None:
+        raise ConfigError("this file is not a photo (JPEG, PNG, TIFF, BMP or DICOM)")
+    station.worker.take(data, visit.id, source="upload", slot=str(form.get("slot") or "") or None)
+    return f"/visits/{visit.id}"
+
+
+VISIT_ACTIONS = {"target": _choose_slot, "camera": _to_camera, "close": _close, "upload": _upload}
+
+
+async def visit_action(request: Request) -> Response:
+    """One of :data:`VISIT_ACTIONS`; what the operator must fix comes back on the visit page, translated."""
+    station, visit = station_of(request), _requested_visit(request)
+    action = VISIT_ACTIONS.get(request.path_params["action"])
+    if action is None:
+        raise HTTPException(404)
+    try:
+        target = await action(station, visit, request.state.form)
+    except ConfigError as exc:
+        return RedirectResponse(f"/visits/{visit.id}?error={quote(Page(request)._(str(exc)))}", status_code=303)
+    station.worker.changed()
+    return RedirectResponse(target, status_code=303)
+
+
+# -- pictures and the live API --------------------------------------------------------------------
+async def image(request: Request) -> Response:
+    """A kept photo's view or one lesion layer, by content hash only."""
+    station = station_of(request)
+    sha, kind = request.path_params["sha"], request.path_params["kind"]
+    if not SHA.match(sha):
+        raise HTTPException(404)
+    data_dir, task = station.cfg.data_dir, station.info.task
+    photo = photo_path(data_dir, sha)
+    if kind == "view.jpg":
+        return FileResponse(view_jpeg(data_dir, sha, photo), media_type="image/jpeg")
+    match = LAYER.fullmatch(kind)
+    if match and match[1] in task.lesion_codes:
+        layer = lesion_layer(station.worker, data_dir, sha, photo, task.label(match[1]))
+        if layer is None:
+            raise HTTPException(404)
+        return FileResponse(layer, media_type="image/png")
+    raise HTTPException(404)
+
+
+async def api_version(request: Request) -> Response:
+    """The long poll pages update by: at once without ``since``, else once the version moves on (20 s at most)."""
+    worker = station_of(request).worker
+    since = request.query_params.get("since", "")[:64]
+    wait = 20.0 if since else 0.0
+    version = await to_thread.run_sync(worker.wait_change, since, wait)
+    return JSONResponse({"version": version})
+
+
+async def api_visit(request: Request) -> Response:
+    """One visit's state, for scripts and tests that follow a visit without parsing its page."""
+    return JSONResponse(_visit_json(_requested_visit(request)))
+
+
+# -- the operator ---------------------------------------------------------------------------------
+async def set_language(request: Request) -> Response:
+    """Keeps the operator's language in a cookie and goes back to the page, never to another site."""
+    code = request.path_params["code"]
+    target = request.query_params.get("next", "/")
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        target = "/"
+    response = RedirectResponse(target, status_code=303)
+    if code in i18n.LANGUAGES:
+        response.set_cookie("lang", code, max_age=365 * 86400, samesite="strict", httponly=True)
+    return response
+
+
+async def login(request: Request) -> Response:
+    """The PIN form; a right PIN starts the operator's session, wrong ones lock the client out for a while."""
+    page = Page(request)
+    pins = page.station.pins
+    if pins is None:
+        return RedirectResponse("/", status_code=303)
+    error = None
+    client = request.client.host if request.client else "?"
+    if request.method == "POST":
+        if pins.wait_s(client) == 0 and pins.check(client, str(request.state.form.get("pin") or "")):
+            request.session.clear()
+            request.session["operator"] = True
+            return RedirectResponse("/", status_code=303)
+        wait = pins.wait_s(client)
+        error = (page._("Too many wrong PINs: wait %(seconds)d seconds.", seconds=int(wait) + 1) if wait
+                 else page._("Wrong PIN."))
+    return page.render("login.html", status=401 if error else 200, error=error)
+
+
+async def logout(request: Request) -> Response:
+    """Ends the operator's session: the next person at the screen needs the PIN again."""
+    request.session.clear()
+    return RedirectResponse(LOGIN_PATH if station_of(request).pins is not None else "/", status_code=303)
+
+
+async def health(request: Request) -> Response:
+    """For a container's health check (open: it needs no login): 503 once the worker has stopped."""
+    worker = station_of(request).worker
+    return JSONResponse({"ok": worker.failed is None, "worker": worker.failed or "running",
+                         "pending": worker.pending}, status_code=200 if worker.failed is None else 503)

@@ -1,0 +1,82 @@
+"""The photos as the pages show them: the kept photo found by its content hash (never by a path from
+the request), a screen-size JPEG of it, and each lesion type's coloured layer to lay over it. The
+JPEG and the layers are made once and kept in the station folder's cache/.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from starlette.exceptions import HTTPException
+
+from drtrt.fileio import atomic_write
+from drtrt.runtime.postprocess import LESION_COLOURS
+from drtrt.station.worker import StationWorker
+from drtrt.task import TaskSpec
+
+SHA = re.compile(r"^[0-9a-f]{64}$")
+LAYER = re.compile(r"layer-([A-Za-z0-9]{1,8})\.png")
+VIEW_SIDE = 1024
+
+
+def lesion_colours(task: TaskSpec) -> dict[str, str]:
+    """Each lesion code's layer colour as CSS, so the page's toggles match the layers."""
+    return {code: "#%02x%02x%02x" % tuple(int(v) for v in LESION_COLOURS[task.label(code)])
+            for code in task.lesion_codes}
+
+
+def photo_path(data_dir: Path, sha: str) -> Path:
+    """The kept photo with this content hash: always inside the station's photos/ folder."""
+    photos = (data_dir / "photos").resolve()
+    for candidate in photos.glob(f"{sha}.*"):
+        if candidate.parent == photos and candidate.is_file():
+            return candidate
+    raise HTTPException(404)
+
+
+def view_jpeg(data_dir: Path, sha: str, photo: Path) -> Path:
+    """The photo at most VIEW_SIDE px across, as JPEG (made once, kept in cache/)."""
+    target = data_dir / "cache" / f"{sha}-view.jpg"
+    if not target.exists():
+        picture = cv2.imread(str(photo), cv2.IMREAD_COLOR)
+        if picture is None:
+            raise HTTPException(404, "this file is not a picture")
+        h, w = picture.shape[:2]
+        f = min(1.0, VIEW_SIDE / max(h, w))
+        if f < 1:
+            picture = cv2.resize(picture, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
+        ok, jpg = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 88])
+        atomic_write(target, jpg.tobytes())
+    return target
+
+
+def lesion_layer(worker: StationWorker, data_dir: Path, sha: str, photo: Path, label: int) -> Path | None:
+    """One lesion type's pixels, coloured, transparent elsewhere, at the view's size (PNG, cached)."""
+    target = data_dir / "cache" / f"{sha}-layer{label}.png"
+    if target.exists():
+        return target
+    rows = worker.store.rows([str(photo)])
+    record = rows[0].record if rows else {}
+    if not record.get("mask"):
+        return None
+    try:   # a palette PNG whose pixel values are the labels (OpenCV would expand the palette to colours)
+        with Image.open(data_dir / record["mask"]) as picture:
+            mask = np.asarray(picture.convert("L") if picture.mode not in ("P", "L") else picture)
+    except (OSError, UnidentifiedImageError):
+        return None
+    view = cv2.imread(str(view_jpeg(data_dir, sha, photo)), cv2.IMREAD_COLOR)
+    if view is None:
+        return None
+    h, w = view.shape[:2]
+    mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+    layer = np.zeros((h, w, 4), np.uint8)
+    on = mask == label
+    r, g, b = (int(v) for v in LESION_COLOURS[label])
+    layer[on] = (b, g, r, 230)
+    ok, png = cv2.imencode(".png", layer)
+    atomic_write(target, png.tobytes())
+    return target

@@ -1,0 +1,116 @@
+"""The station's HTTP middleware: :class:`OperatorGuard` checks the login and the CSRF token before
+any handler runs, :class:`SecurityHeaders` adds the security headers to every response.
+
+Both are pure ASGI (like Starlette's own AuthenticationMiddleware), so the long poll and the photo
+files stream through untouched. The guard sits in front of the handlers instead of inside each one,
+so a new route is guarded unless its path is added to :data:`OPEN_PATHS`, the one list of what
+needs no login.
+"""
+
+from __future__ import annotations
+
+import html
+
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from drtrt.station.security import PinGuard, csrf_ok, csrf_token
+
+LOGIN_PATH = "/login"
+OPEN_PATHS = (LOGIN_PATH, "/health", "/lang/", "/static/")
+"""What needs no login (an entry ending in "/" covers every path below it): the PIN form itself, the
+container's health check, the language switch, and the scripts, styles and icon the login page uses."""
+_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+
+
+def is_open(path: str) -> bool:
+    """``path`` is in :data:`OPEN_PATHS`: it needs no login."""
+    return any(path == entry or (entry.endswith("/") and path.startswith(entry)) for entry in OPEN_PATHS)
+
+
+async def http_error_page(request: Request, exc: HTTPException) -> Response:
+    """A redirect as it is; any other refusal as a bare page that says why (no traceback, no path)."""
+    if exc.status_code in (301, 302, 303, 307) and exc.headers:
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return HTMLResponse(f"<!DOCTYPE html><title>{exc.status_code}</title><p>{html.escape(str(exc.detail or ''))}</p>",
+                        status_code=exc.status_code)
+
+
+def _has_route(scope: Scope) -> bool:
+    """A route will answer this request. An unknown path or a wrong method is left to the router's own
+    404 / 405, so it reveals nothing about the login and gets no session cookie."""
+    return any(route.matches(scope)[0] is Match.FULL for route in scope["app"].routes)
+
+
+class OperatorGuard:
+    """Login (when a PIN is set) and CSRF (every POST) before any handler runs.
+
+    The open paths other than the login page never touch the session: the health check, the language
+    switch and static files get no cookie. Everything else first gets its session's CSRF token, so even
+    a refused request leaves the browser the session its next form needs. A POST's form is read here,
+    once its size is known to be acceptable, and left for the handler in ``request.state.form``.
+    """
+
+    def __init__(self, app: ASGIApp, pins: PinGuard | None, max_upload_bytes: int) -> None:
+        self.app = app
+        self.pins = pins
+        self.max_upload_bytes = max_upload_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _has_route(scope):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        path = request.url.path
+        if is_open(path) and path != LOGIN_PATH:
+            await self.app(scope, receive, send)
+            return
+        csrf_token(request.session)
+        try:
+            await self._check(request)
+        except HTTPException as exc:
+            response = await http_error_page(request, exc)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    async def _check(self, request: Request) -> None:
+        """Raises what the request is refused with: the way to the login page, 413 or 403."""
+        if self.pins is not None and not request.session.get("operator") and not is_open(request.url.path):
+            raise HTTPException(303, headers={"Location": LOGIN_PATH})
+        if request.method == "POST":
+            request.state.form = await self._checked_form(request)
+
+    async def _checked_form(self, request: Request) -> FormData:
+        """The POST's form: refused unread when declared too large, refused without its session's token."""
+        declared = request.headers.get("content-length", "0")
+        if not declared.isdigit() or int(declared) > self.max_upload_bytes + 2**16:
+            raise HTTPException(413, "the file is too large for a fundus photo")
+        form = await request.form(max_part_size=self.max_upload_bytes + 1)
+        sent = form.get("csrf") or request.headers.get("x-csrf-token")
+        if not csrf_ok(request.session, sent):
+            raise HTTPException(403, "the form has expired — reload the page and try again")
+        return form
+
+
+class SecurityHeaders:
+    """Security headers on every response (pure ASGI, so streaming and files pass untouched)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [(b"content-security-policy", _CSP.encode()), (b"x-content-type-options", b"nosniff"),
+                            (b"referrer-policy", b"no-referrer"), (b"cache-control", b"no-store")]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
