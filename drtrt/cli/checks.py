@@ -59,7 +59,7 @@ def parity(candidate: Annotated[Optional[list[Path]], Opt("Model to check (.onnx
            as_json: JsonOpt = False) -> None:
     """Check models against a reference: agreement, logit |Δ|, mask Dice, task metrics. Exit 4 if one fails."""
     from drtrt.verify.parity import ParityConfig, run_parity
-    from drtrt.verify.report import fmt
+    from drtrt.verify.parity_report import fmt
     from drtrt.verify.thresholds import parse_overrides
 
     cfg = ParityConfig(tuple(candidate or ()), reference, data, split, golden, save_golden,

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from drtrt.task import TaskSpec
-from drtrt.verify.report import fmt
+from drtrt.verify.parity_report import fmt
 
 
 def display_names(paths: Sequence[str]) -> list[str]:

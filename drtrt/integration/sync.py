@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drtrt.integration import codes as C
-from drtrt.integration.export import export_session
+from drtrt.integration.outputs import export_session
 from drtrt.integration.outbox import defer, enqueue, items, mark_failed, mark_sent, next_due, \
     pending_count
 from drtrt.integration.senders import CStoreSender, DicomWebSender, FhirSender, Rejected, Unreachable

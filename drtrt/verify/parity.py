@@ -188,7 +188,7 @@ def run_parity(cfg: ParityConfig, on_progress: Callable[[int, int], None] | None
     result.golden_written = golden_written
     if cfg.report is not None:
 
-        from drtrt.verify.report import write_html
+        from drtrt.verify.parity_report import write_html
 
         write_html(result, cfg.report)
     return result

@@ -24,7 +24,7 @@ from results_helpers import screened_session_fixture, session_fixture  # noqa: E
 from drtrt import __version__  # noqa: E402
 from drtrt.fileio import sha256_file  # noqa: E402
 from drtrt.integration import codes as C  # noqa: E402
-from drtrt.integration.export import export_session  # noqa: E402
+from drtrt.integration.outputs import export_session  # noqa: E402
 from drtrt.integration.fhir import validate_bundle  # noqa: E402
 from drtrt.integration.outbox import pending_count  # noqa: E402
 from drtrt.integration.results import patient_results  # noqa: E402

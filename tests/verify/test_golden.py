@@ -107,7 +107,7 @@ def test_golden_folder_is_never_overwritten(golden, tiny_run, synth_root):
 
 
 def test_every_verify_module_imports_without_torch_or_onnx():
-    modules = ["compare", "evaluate", "golden", "items", "metrics", "parity", "report", "thresholds", "bench",
+    modules = ["compare", "evaluate", "golden", "items", "metrics", "parity", "parity_report", "thresholds", "bench",
                "sysinfo"]
     code = ("import sys\nfor name in ('torch', 'torchvision', 'onnx', 'sklearn'): sys.modules[name] = None\n"
             + "".join(f"import drtrt.verify.{m}\n" for m in modules))
