@@ -19,16 +19,14 @@ from pathlib import Path
 import cv2
 
 from drtrt import __version__
-from drtrt.fileio import atomic_write
 from drtrt.clinic.pathways import stored_pathway
 from drtrt.clinic.patients import safe_patient_id
-from drtrt.clinic.verdicts import HUMAN_READ, INCOMPLETE, NOT_PHOTOGRAPHED, REFER, REFER_URGENT, RESCREEN, UNGRADABLE, VERDICTS, EyeVerdict, patient_verdicts, PatientVerdict
-from drtrt.runtime.postprocess import LESION_COLOURS
 from drtrt.clinic.store import SessionRow, now
+from drtrt.clinic.verdicts import LABELS, VERDICTS, EyeVerdict, PatientVerdict, patient_verdicts, tone
+from drtrt.fileio import atomic_write
+from drtrt.runtime.postprocess import LESION_COLOURS
 from drtrt.task import TaskSpec
 
-_VERDICT_CLASS = {REFER_URGENT: "refer", REFER: "refer", RESCREEN: "ok", UNGRADABLE: "retake", HUMAN_READ: "refer",
-                  NOT_PHOTOGRAPHED: "retake", INCOMPLETE: "retake"}
 _EYE_TITLES = {"right": "Right eye (OD)", "left": "Left eye (OS)", "unspecified": "Eye not recorded"}
 _CSS = """
 @page { size: A4; margin: 12mm; }
@@ -197,7 +195,7 @@ def _eye_block(eye: EyeVerdict, out: Path, task: TaskSpec) -> str:
     grade = "" if eye.grade is None else f" · worst grade {eye.grade} ({_esc(task.grade_names[eye.grade])})"
     figures = "".join(_figure(r, out, task) for r in eye.images) or "<p>No photo of this eye yet.</p>"
     return (f'<section class="eye"><h2>{_EYE_TITLES[eye.eye]}</h2>'
-            f'<div class="verdict {_VERDICT_CLASS[eye.verdict]}">{_esc(eye.words)}</div>'
+            f'<div class="verdict {tone(eye.verdict)}">{_esc(eye.words)}</div>'
             f'<div class="meta">{len(eye.images)} image(s), {eye.gradable} gradable{grade}</div>{figures}</section>')
 
 
@@ -219,7 +217,7 @@ def patient_html(verdict: PatientVerdict, meta: dict[str, str], out: Path, task:
     body = (f"{_banner(meta)}<h1>Diabetic retinopathy screening</h1>"
             f'<div class="meta">Patient <b>{_esc(verdict.patient)}</b> · screened {_esc(_when(seen))} · '
             f"session {_esc(out.resolve().name)}</div>"
-            f'<div class="verdict {_VERDICT_CLASS[verdict.verdict]}">{_esc(verdict.words)}{note}</div>{_legend(task)}'
+            f'<div class="verdict {tone(verdict.verdict)}">{_esc(verdict.words)}{note}</div>{_legend(task)}'
             f'<div class="eyes">{"".join(_eye_block(e, out, task) for e in verdict.eyes.values())}</div>'
             f"{_footer(meta, task)}")
     return _page(f"DR screening — patient {verdict.patient}", body)
@@ -235,11 +233,11 @@ def summary_html(rows: list[SessionRow], verdicts: list[PatientVerdict], meta: d
               f'<td class="n"><b>{graded} of {judged} ({share})</b></td></tr>'
               + "".join(f'<tr><td colspan="3">{_esc(k)}</td><td class="n">{v}</td></tr>' for k, v in counts.items())
               + f'<tr><td colspan="3">patients</td><td class="n">{len(verdicts)}</td></tr>'
-              + "".join(f'<tr><td colspan="3">patients: {_esc(k)}</td><td class="n">{v}</td></tr>'
+              + "".join(f'<tr><td colspan="3">patients: {_esc(LABELS[k])}</td><td class="n">{v}</td></tr>'
                         for k, v in by_verdict.items()) + "</table>")
     patients = "".join(
         f'<tr><td><a href="reports/patient-{_esc(safe_patient_id(v.patient))}.html">{_esc(v.patient)}</a></td>'
-        f'<td class="{_VERDICT_CLASS[v.verdict]}">{_esc(v.words)}</td>'
+        f'<td class="{tone(v.verdict)}">{_esc(v.words)}</td>'
         + "".join(f"<td>{_esc(v.eyes[e].words) if e in v.eyes else ''}</td>" for e in ("right", "left"))
         + f"<td>{_esc(v.note)}</td></tr>" for v in verdicts)
     files = "".join(

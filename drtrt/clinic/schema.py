@@ -18,7 +18,7 @@ A part's version is the number of its migrations applied (:data:`PARTS`); versio
 every part it has. Opening a store brings every part to its latest version in one transaction, so a
 power cut during an upgrade leaves the old layout whole. A database from a newer drtrt — a
 format or a part version this one does not know — is refused with one line, before anything is
-written. Migrations only ever add: a station upgraded in the field keeps every row it had.
+written. Migrations keep every row: a station upgraded in the field loses nothing it had.
 """
 
 from __future__ import annotations
@@ -69,6 +69,15 @@ CREATE INDEX IF NOT EXISTS outbox_status ON outbox(status, next_try_at);
 
 Migration = Callable[[sqlite3.Connection], None]
 
+# The verdict ids drtrt up to 35c20eb kept — English sentences — and the short ids that replaced them
+# (drtrt.clinic.verdicts). Frozen here, not imported: a migration means what it meant when written.
+_SENTENCE_IDS = {"refer urgently": "refer_urgent", "refer": "refer",
+                 "no referable DR — rescreen in 12 months": "rescreen", "ungradable — retake or refer": "ungradable",
+                 "needs a human read — the grade and the lesion map disagree": "human_read",
+                 "not photographed — take it": "not_photographed",
+                 "incomplete — photograph the missing eye": "incomplete",
+                 "screening — the result follows in seconds": "screening"}
+
 
 def _script(sql: str) -> Migration:
     """A migration that is plain SQL. Statements one by one: ``executescript`` would commit the
@@ -80,10 +89,20 @@ def _script(sql: str) -> Migration:
     return run
 
 
+def _closed_verdicts_by_id(db: sqlite3.Connection) -> None:
+    """visits 2: a closed visit keeps ``{"verdict": id, "words": …}``. Before, the verdict was a
+    sentence, kept either as JSON with its words or (older) as the bare sentence; the words stay
+    exactly what the visit closed with."""
+    for visit_id, kept in db.execute("SELECT id, verdict FROM visits WHERE verdict IS NOT NULL").fetchall():
+        closed = json.loads(kept) if kept.startswith("{") else {"verdict": kept, "words": kept}
+        closed["verdict"] = _SENTENCE_IDS.get(closed["verdict"], closed["verdict"])
+        db.execute("UPDATE visits SET verdict=? WHERE id=?", (json.dumps(closed), visit_id))
+
+
 # part → its migrations, oldest first; a part's version is how many have run. Add, never edit.
 PARTS: dict[str, tuple[Migration, ...]] = {
     "record": (_script(_RECORD_V1),),
-    "visits": (_script(_VISITS_V1),),
+    "visits": (_script(_VISITS_V1), _closed_verdicts_by_id),
     "outbox": (_script(_OUTBOX_V1),),
 }
 TABLES = {"record": ("meta", "runs", "images", "files"), "visits": ("patients", "visits", "captures", "camera_files"),

@@ -1,6 +1,6 @@
 """Verdicts: what a screening result means for an eye, a patient and a visit — the one place they are made.
 
-Per eye, from its images, under a referral pathway (:mod:`drtrt.runtime.pathways`; ICDR by
+Per eye, from its images, under a referral pathway (:mod:`drtrt.clinic.pathways`; ICDR by
 default): **refer urgently** / **refer** when the worst gradable grade's action says so (ICDR:
 grade 3–4 / grade 2); otherwise **needs a human read** when a gradable image's grade and lesion map
 contradict each other (:func:`heads_disagree`); otherwise **rescreen** (ICDR: "no referable DR —
@@ -13,8 +13,11 @@ negative / insufficient quality") report one outcome per visit.
 
 Every report, the station, DICOM and FHIR read verdicts from here; none derives one again.
 
-``verdict`` is the outcome (one of :data:`VERDICTS`, stable whatever the pathway: code compares
-it); ``words`` is what the pathway calls it for this eye or patient (reports show those).
+``verdict`` is the outcome's id (one of :data:`VERDICTS`: ``refer_urgent``, ``refer``,
+``human_read``, ``ungradable``, ``incomplete``, ``rescreen``; an eye may also be
+``not_photographed``, a visit ``screening``), stable whatever the pathway: code compares it and the
+record keeps it. ``words`` is what the pathway calls it for this eye or patient (reports show
+those); :data:`LABELS` words each id where no pathway does.
 """
 
 from __future__ import annotations
@@ -28,18 +31,31 @@ from drtrt.clinic.store import SessionRow
 from drtrt.errors import ConfigError
 from drtrt.runtime.consistency import heads_disagree
 
-REFER_URGENT = "refer urgently"
+# A verdict's id is a key code compares and the record keeps (the pathway's own action and outcome
+# keys); what a person reads is the pathway's words for it, or its label below.
+REFER_URGENT = "refer_urgent"
 REFER = "refer"
-RESCREEN = "no referable DR — rescreen in 12 months"
-UNGRADABLE = "ungradable — retake or refer"
-HUMAN_READ = "needs a human read — the grade and the lesion map disagree"
-NOT_PHOTOGRAPHED = "not photographed — take it"
-INCOMPLETE = "incomplete — photograph the missing eye"
+RESCREEN = "rescreen"
+UNGRADABLE = "ungradable"
+HUMAN_READ = "human_read"
+NOT_PHOTOGRAPHED = "not_photographed"
+INCOMPLETE = "incomplete"
+SCREENING = "screening"                        # a visit's, while a photo is being screened
 VERDICTS = (REFER_URGENT, REFER, HUMAN_READ, UNGRADABLE, INCOMPLETE, RESCREEN)   # a patient's, most urgent first
-_ACTION_VERDICT = {"refer_urgent": REFER_URGENT, "refer": REFER, "rescreen": RESCREEN}
-_OUTCOME_KEY = {UNGRADABLE: "ungradable", HUMAN_READ: "human_read", NOT_PHOTOGRAPHED: "not_photographed",
-                INCOMPLETE: "incomplete"}
-SCREENING = "screening — the result follows in seconds"    # a visit's, while a photo is being screened
+LABELS = {REFER_URGENT: "refer urgently", REFER: "refer", RESCREEN: "no referable DR — rescreen in 12 months",
+          UNGRADABLE: "ungradable — retake or refer",
+          HUMAN_READ: "needs a human read — the grade and the lesion map disagree",
+          NOT_PHOTOGRAPHED: "not photographed — take it", INCOMPLETE: "incomplete — photograph the missing eye",
+          SCREENING: "screening — the result follows in seconds"}
+# How urgent a verdict looks (the class reports and the station colour it with).
+TONE = {REFER_URGENT: "refer", REFER: "refer", HUMAN_READ: "refer", RESCREEN: "ok", UNGRADABLE: "retake",
+        NOT_PHOTOGRAPHED: "retake", INCOMPLETE: "retake", SCREENING: "busy"}
+_OUTCOMES = (UNGRADABLE, HUMAN_READ, NOT_PHOTOGRAPHED, INCOMPLETE)     # worded by the pathway's outcomes
+
+
+def tone(verdict: str | None) -> str:
+    """refer | ok | retake | busy: how a verdict is shown (an unknown one as a retake: a person looks)."""
+    return TONE.get(verdict or "", "retake")
 
 
 @dataclass
@@ -48,11 +64,11 @@ class EyeVerdict:
     verdict: str                               # one of VERDICTS
     grade: int | None                          # worst grade among gradable images
     images: list[SessionRow] = field(default_factory=list)
-    words: str = ""                            # the pathway's words for it (default: the verdict)
+    words: str = ""                            # the pathway's words for it (default: the verdict's label)
     recall_months: int | None = None           # rescreen: when
 
     def __post_init__(self) -> None:
-        self.words = self.words or self.verdict
+        self.words = self.words or LABELS.get(self.verdict, self.verdict)
 
     @property
     def gradable(self) -> int:
@@ -76,7 +92,7 @@ class PatientVerdict:
     recall_months: int | None = None
 
     def __post_init__(self) -> None:
-        self.words = self.words or self.verdict
+        self.words = self.words or LABELS.get(self.verdict, self.verdict)
 
     @property
     def referable(self) -> bool | None:
@@ -98,8 +114,8 @@ def eye_verdict(eye: str, rows: list[SessionRow], pathway: Pathway = ICDR) -> Ey
             rule = None
     if not rows:
         verdict = NOT_PHOTOGRAPHED
-    elif rule is not None and rule.action != "rescreen":
-        verdict = _ACTION_VERDICT[rule.action]
+    elif rule is not None and rule.action != RESCREEN:
+        verdict = rule.action                  # refer | refer_urgent: the pathway's actions are verdict ids
     elif rule is None and any(r.record.get("referable") for r in graded):
         verdict = REFER
     elif any(heads_disagree(r.record) for r in rows if r.status == "graded"):
@@ -108,9 +124,9 @@ def eye_verdict(eye: str, rows: list[SessionRow], pathway: Pathway = ICDR) -> Ey
         verdict = RESCREEN
     else:
         verdict = UNGRADABLE
-    if verdict in _OUTCOME_KEY:
-        return EyeVerdict(eye, verdict, grade, rows, pathway.outcome_words(_OUTCOME_KEY[verdict]))
-    words = rule.words if rule is not None else verdict
+    if verdict in _OUTCOMES:
+        return EyeVerdict(eye, verdict, grade, rows, pathway.outcome_words(verdict))
+    words = rule.words if rule is not None else LABELS[verdict]
     return EyeVerdict(eye, verdict, grade, rows, words, rule.recall_months if rule is not None else None)
 
 
@@ -144,12 +160,12 @@ def combine(eyes: list[EyeVerdict], pathway: Pathway = ICDR) -> tuple[str, str, 
     found = {e.verdict for e in eyes}
     for verdict in (REFER_URGENT, REFER, HUMAN_READ, UNGRADABLE, INCOMPLETE, RESCREEN):
         if verdict == INCOMPLETE and NOT_PHOTOGRAPHED in found:
-            return INCOMPLETE, pathway.outcome_words("incomplete"), None
+            return INCOMPLETE, pathway.outcome_words(INCOMPLETE), None
         if verdict in found:
             worst = max((e for e in eyes if e.verdict == verdict), key=lambda e: -1 if e.grade is None else e.grade)
             recall = min((e.recall_months for e in eyes if e.recall_months), default=None)
             return verdict, worst.words, recall if verdict == RESCREEN else None
-    return INCOMPLETE, pathway.outcome_words("incomplete"), None         # no eye judged yet
+    return INCOMPLETE, pathway.outcome_words(INCOMPLETE), None           # no eye judged yet
 
 
 def _eye_order(item: tuple[str, EyeVerdict]) -> int:
@@ -162,5 +178,5 @@ def visit_verdict(eyes: dict[str, EyeVerdict], screening: bool, pathway: Pathway
     found stands, whatever the photo in flight brings."""
     verdict, words, _ = combine([e for e in eyes.values() if e.verdict != SCREENING], pathway)
     if screening and verdict not in (REFER, REFER_URGENT):
-        return SCREENING, SCREENING
+        return SCREENING, LABELS[SCREENING]
     return verdict, words

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from drtrt.clinic.pathways import stored_pathway
 from drtrt.clinic.patients import EYES, MAX_PATIENT_ID, Patient, validate_birth_date, validate_name, validate_patient_id
 from drtrt.clinic.store import SessionRow, SessionStore, now
-from drtrt.clinic.verdicts import NOT_PHOTOGRAPHED, SCREENING, EyeVerdict, eye_verdict, visit_verdict
+from drtrt.clinic.verdicts import LABELS, NOT_PHOTOGRAPHED, SCREENING, EyeVerdict, eye_verdict, visit_verdict
 from drtrt.errors import ConfigError
 
 FIELDS = {1: ("any",), 2: ("disc", "macula")}
@@ -223,8 +223,7 @@ class VisitBook:
                 EyeVerdict(eye, SCREENING, None, []) if filled else eye_verdict(eye, [], pathway))
         verdict, words = visit_verdict(eyes, any(s.state == "screening" for s in slots), pathway)
         target = v["target"] or next((s.name for s in slots if s.state in ("missing", "retake")), None)
-        closed = json.loads(v["verdict"]) if v["verdict"] and v["verdict"].startswith("{") else \
-            {"verdict": v["verdict"], "words": v["verdict"]}
+        closed = json.loads(v["verdict"]) if v["verdict"] else {"verdict": None, "words": None}
         return Visit(v["id"], self.patient(v["patient"]), protocol, v["opened"], v["closed"], slots, eyes, verdict,
                      closed["verdict"], None if v["closed"] else target, words, closed["words"])
 
@@ -235,7 +234,7 @@ class VisitBook:
                      "status": getattr(results.get(c["path"]), "status", None)}
                     for c in captures if c["replaced_by"] is not None]
         if not current:
-            return Slot(name, "missing", replaced=replaced, warnings=[NOT_PHOTOGRAPHED])
+            return Slot(name, "missing", replaced=replaced, warnings=[LABELS[NOT_PHOTOGRAPHED]])
         capture = current[0]
         row = results.get(capture["path"])
         state = "screening" if row is None else "graded" if row.status == "graded" else \

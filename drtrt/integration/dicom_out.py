@@ -49,6 +49,7 @@ import numpy as np
 from pydicom import Dataset, dcmread
 from pydicom.uid import ComprehensiveSRStorage, SecondaryCaptureImageStorage
 
+from drtrt.clinic.verdicts import LABELS
 from drtrt.errors import DataError
 from drtrt.integration import codes as C
 from drtrt.integration.results import ImageResult, PatientResult
@@ -264,8 +265,9 @@ def report_facts(p: PatientResult, pictures: dict[str, str]) -> dict:
     """Everything the SR says, as plain data: its digest decides whether the SR is new."""
     return {"patient": p.patient, "study": vars(p.study), "model": [p.model.name, p.model.sha256, p.model.software,
                                                                    p.model.validation],
-            "verdict": [p.verdict.verdict, p.verdict.note],
-            "eyes": {eye: [v.verdict, v.grade] for eye, v in p.verdict.eyes.items()},
+            # verdicts by label, not id: SRs built before the ids were short keep their digest (and UID)
+            "verdict": [LABELS[p.verdict.verdict], p.verdict.note],
+            "eyes": {eye: [LABELS[v.verdict], v.grade] for eye, v in p.verdict.eyes.items()},
             "images": [[i.eye, i.row.path, i.row.sha256, i.row.status, i.row.reason, i.record.get("grade"),
                         i.record.get("referable"), i.record.get("lesions"), i.row.warnings, pictures.get(i.row.path),
                         i.source] for i in p.images],

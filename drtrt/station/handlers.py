@@ -66,7 +66,8 @@ def _requested_visit(request: Request) -> Visit:
 def _visit_json(visit: Visit) -> dict:
     """A visit as ``/api/visits/N`` answers it: what the pages and tests poll for."""
     return {"id": visit.id, "patient": visit.patient.id, "opened": visit.opened, "closed": visit.closed,
-            "verdict": visit.verdict, "closed_verdict": visit.closed_verdict, "target": visit.target,
+            "verdict": visit.verdict, "closed_verdict": visit.closed_verdict,       # ids (clinic.verdicts)
+            "words": visit.words, "closed_words": visit.closed_words, "target": visit.target,
             "complete": visit.complete,
             "eyes": {eye: v.verdict for eye, v in visit.eyes.items()},
             "slots": [{"slot": s.name, "state": s.state, "sha256": s.sha256,

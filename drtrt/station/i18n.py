@@ -75,7 +75,7 @@ def runtime_messages() -> list[str]:
     from drtrt.clinic.pathways import BUILT_IN
     from drtrt.runtime.quality import ADVICE
 
-    verdicts = [*V.VERDICTS, V.NOT_PHOTOGRAPHED, V.SCREENING]
+    verdicts = [V.LABELS[v] for v in (*V.VERDICTS, V.NOT_PHOTOGRAPHED, V.SCREENING)]
     words = [w for pathway in BUILT_IN.values() for w in pathway.all_words()]
     return list(dict.fromkeys([*verdicts, *words, *ADVICE.values(), *OPERATOR_ERRORS]))
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 
+from drtrt.clinic.verdicts import tone
 from drtrt.model_info import ModelInfo
 from drtrt.station import i18n
 from drtrt.station.dashboard import local_time
@@ -44,6 +45,7 @@ class Templates:
                               extensions=["jinja2.ext.i18n"])
             env.install_gettext_translations(i18n.translations(language), newstyle=True)
             env.filters["when"] = local_time
+            env.globals["verdict_class"] = tone          # one mapping of verdict → colour, the reports' too
             self._by_language[language] = env
         return self._by_language[language]
 

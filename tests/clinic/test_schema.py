@@ -4,6 +4,7 @@ one line and left as it was; an upgrade cut short leaves the old layout whole.""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import subprocess
@@ -62,9 +63,13 @@ def test_a_35c20eb_session_opens_migrates_and_keeps_every_row_result_and_outbox_
         pending = items(store, "pending")
     after = dump(legacy / "session.db")
     for table, old in before.items():
-        assert old <= after[table], table                              # every row, unchanged
+        if table != "visits":
+            assert old <= after[table], table                          # every row, unchanged
     assert after["meta"] - before["meta"] == {(f"schema.{p}", str(v)) for p, v in LATEST.items()}
-    assert all(after[t] == before[t] for t in before if t != "meta")
+    assert all(after[t] == before[t] for t in before if t not in ("meta", "visits"))
+    (old_visit,), (new_visit,) = before["visits"], after["visits"]     # visits 2: the closed verdict by id
+    assert new_visit[:5] == old_visit[:5] and new_visit[6:] == old_visit[6:]
+    assert json.loads(new_visit[5]) == {"verdict": "screening", "words": json.loads(old_visit[5])["words"]}
     assert [r.status for r in rows] == ["graded", "graded", "graded", "duplicate", "error"]
     assert set(verdicts) == {"P-001", "P-002"}
     assert visit.patient.name == "Ana Pérez" and visit.closed is not None and visit.closed_verdict
@@ -72,6 +77,17 @@ def test_a_35c20eb_session_opens_migrates_and_keeps_every_row_result_and_outbox_
     with SessionStore(legacy / "session.db") as store:                  # the second open changes nothing
         assert store.migrated_from == LATEST
     assert dump(legacy / "session.db") == after
+
+
+def test_a_visit_closed_with_a_bare_sentence_keeps_its_words_under_the_verdict_id(legacy):
+    """Stations older still kept the closing verdict as the bare sentence."""
+    db = sqlite3.connect(legacy / "session.db")
+    db.execute("UPDATE visits SET verdict='ungradable — retake or refer'")
+    db.commit()
+    db.close()
+    with SessionStore(legacy / "session.db") as store:
+        visit = VisitBook(store).visit(1)
+    assert (visit.closed_verdict, visit.closed_words) == ("ungradable", "ungradable — retake or refer")
 
 
 def test_a_fresh_store_has_every_table_at_its_latest_version(tmp_path):

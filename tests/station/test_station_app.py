@@ -9,7 +9,7 @@ import pytest
 from station_helpers import csrf_of, wait_for
 from typer.testing import CliRunner
 
-from drtrt.clinic.verdicts import INCOMPLETE, REFER, RESCREEN, UNGRADABLE
+from drtrt.clinic.verdicts import HUMAN_READ, INCOMPLETE, NOT_PHOTOGRAPHED, REFER, RESCREEN, UNGRADABLE
 from drtrt.clinic.visits import Protocol
 
 pytest.importorskip("starlette", reason="the station needs the station extra (pip install 'drtrt[station]')")
@@ -88,7 +88,7 @@ def test_a_visit_from_camera_to_report(station, fundus_photos):
     assert any("eye mismatch" in w for w in _state(client, visit_id, "left/any")["warnings"])
     assert "eye mismatch" in client.get(f"/visits/{visit_id}/panel").text
     state = client.get(f"/api/visits/{visit_id}").json()
-    assert state["verdict"] in (REFER, RESCREEN, "needs a human read — the grade and the lesion map disagree")
+    assert state["verdict"] in (REFER, RESCREEN, HUMAN_READ)
     version = client.get("/api/version").json()["version"]
     response = client.post(f"/visits/{visit_id}/close", data={"csrf": token}, follow_redirects=False)
     assert response.headers["location"] == f"/visits/{visit_id}/report"
@@ -116,7 +116,8 @@ def test_refused_photos_and_the_ungradable_verdict(station, fundus_photos, tmp_p
     response = client.post(f"/visits/{visit_id}/close", data={"csrf": token}, follow_redirects=False)
     assert response.status_code == 303
     state = client.get(f"/api/visits/{visit_id}").json()
-    assert state["closed_verdict"] == UNGRADABLE and state["eyes"]["left"] == "not photographed — take it"
+    assert state["closed_verdict"] == UNGRADABLE and state["eyes"]["left"] == NOT_PHOTOGRAPHED
+    assert state["closed_words"] == "ungradable — retake or refer"
 
 
 def test_two_fields_per_eye_and_the_day(station, fundus_photos):
