@@ -6,7 +6,8 @@ TensorRT is the test double in ``fake_tensorrt/`` unless ``--real-trt`` is given
 installed ``tensorrt`` and the GPU run the same tests (a Jetson owner's first check), and the
 tests that drive the double's own controls (``emulation``) are skipped. Triton is the
 ``nvidia-pytriton`` wheel's server (``triton``, started once for the session; skipped where the wheel
-is not installed, see triton_helpers).
+is not installed, see triton_helpers); the runner contract falls back to the tritonclient double
+(``fake_tritonclient``) there, and uses it anyway with ``--fake-triton``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ def pytest_addoption(parser):
     parser.addoption("--real-trt", action="store_true", default=False,
                      help="run the TensorRT tests on the installed tensorrt and this machine's GPU instead of the "
                           "test double; tests marked emulation are skipped")
+    parser.addoption("--fake-triton", action="store_true", default=False,
+                     help="run the runner contract's Triton cases on the tritonclient test double "
+                          "(tests/fake_tritonclient) even where the real server is installed")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,7 +1,8 @@
-"""One contract, every backend: ONNX Runtime, PyTorch and TensorRT (the test double, or the real
-library with --real-trt) go through the same cases: lifecycle and its guards, what an active
-runner serves, dynamic batch, feed validation with one error type, the same outputs, and a model
-that is not there.
+"""One contract, every backend: ONNX Runtime, PyTorch, TensorRT (the test double, or the real
+library with --real-trt) and Triton over gRPC and HTTP (the real server where the nvidia-pytriton
+wheel is installed, else, or with --fake-triton, the tritonclient double) go through the same
+cases: lifecycle and its guards, what an active runner serves, dynamic batch, feed validation with
+one error type, the same outputs, and a model that is not there.
 
 A backend joins by naming itself: ``@joins("name")`` on a setup that takes the test's ``request``
 and returns a :class:`Backend` (how to make its runners, which of them find no model, how close
@@ -78,6 +79,34 @@ def trt_backend(request) -> Backend:
     # it), so its outputs are close to ONNX Runtime's, not equal.
     return Backend(lambda: TrtRunner(engine()), ((lambda: TrtRunner(tmp / "missing.engine"), "engine file not found"),),
                    atol=1e-2 if request.config.getoption("--real-trt") else 1e-4)
+
+
+@joins("triton+http", protocol="http")
+@joins("triton", protocol="grpc")                       # (the lower decorator enters first)
+def triton_backend(request, protocol: str) -> Backend:
+    """The tiny model served as ``drtrt export-triton --max-batch 8`` serves it: by the session's real
+    server (tests/conftest.py, its Python backend running the model on ONNX Runtime) where it runs,
+    else (or with --fake-triton) by the tritonclient double, which runs it on ONNX Runtime here. What
+    is "not there" on a server: a model it does not have, and a version of the model it does not have.
+    Outputs: ONNX Runtime's either way (the server's on other threads: equal to float rounding)."""
+    from triton_helpers import server_missing
+
+    from drtrt.runtime.backends.triton import RetryPolicy, TritonRunner
+
+    if request.config.getoption("--fake-triton") or server_missing():
+        from fake_tritonclient import install
+
+        fake = install(request.getfixturevalue("monkeypatch"))
+        server = fake.serve({"drtrt": request.getfixturevalue("tiny_onnx")}, max_batch=8)
+    else:
+        server = request.getfixturevalue("triton")
+    retry = RetryPolicy(attempts=2, backoff_s=0.1)       # a case that fails does not wait out the default 15 s
+
+    def runner(model: str = "drtrt") -> TritonRunner:              # MODEL or MODEL/VERSION
+        return TritonRunner(server.model_url(model, protocol), retry=retry)
+
+    return Backend(runner, ((lambda: runner("grader"), "the server has no model 'grader'"),
+                            (lambda: runner("drtrt/2"), "the server has no version 2 of model 'drtrt'")))
 
 
 @pytest.fixture(params=list(BACKENDS))
