@@ -6,7 +6,7 @@ source "$root/scripts/env.sh" "train,export,station,integration,triton,test"
 # The Triton tests' server: the nvidia-pytriton wheel's tritonserver and Python backend. Only its
 # server is used, so it goes in without its dependencies (it pins numpy<2, which OpenCV 5 refuses).
 # Its Python backend stub is built against NumPy 1: the test server reads NumPy 1 from its own
-# folder (tests/serving/triton_helpers.py), while everything else keeps this venv's NumPy.
+# folder (tests/triton_helpers.py), while everything else keeps this venv's NumPy.
 # (found, not imported: without its dependencies the pytriton package does not import)
 if [ ! -d "$root/.venv/triton-numpy1/numpy" ] || \
    ! python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('pytriton') is None)"; then

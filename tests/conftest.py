@@ -1,10 +1,13 @@
 """Shared fixtures: a small synthetic IDRiD set, a tiny trained checkpoint, its ONNX export, and
-TensorRT for the tests that build and run engines.
+TensorRT for the tests that build and run engines, and a real Triton server for those that serve it.
 
 Everything is generated here (nothing downloaded); sizes are tiny so the suite stays fast.
 TensorRT is the test double in ``fake_tensorrt/`` unless ``--real-trt`` is given: then the
 installed ``tensorrt`` and the GPU run the same tests (a Jetson owner's first check), and the
-tests that drive the double's own controls (``emulation``) are skipped.
+tests that drive the double's own controls (``emulation``) are skipped. Triton is the
+``nvidia-pytriton`` wheel's server (``triton``, started once for the session; skipped where the wheel
+is not installed, see triton_helpers); the runner contract falls back to the tritonclient double
+(``fake_tritonclient``) there, and uses it anyway with ``--fake-triton``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ def pytest_addoption(parser):
     parser.addoption("--real-trt", action="store_true", default=False,
                      help="run the TensorRT tests on the installed tensorrt and this machine's GPU instead of the "
                           "test double; tests marked emulation are skipped")
+    parser.addoption("--fake-triton", action="store_true", default=False,
+                     help="run the runner contract's Triton cases on the tritonclient test double "
+                          "(tests/fake_tritonclient) even where the real server is installed")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -137,3 +143,35 @@ def no_process_outlives_its_test():
     from processes import kill_all
 
     kill_all()
+
+
+@pytest.fixture(scope="session")
+def triton_root(tmp_path_factory) -> Path:
+    """The server's binaries, its Python backend and its Python environment (copied once)."""
+    from triton_helpers import server_folder
+
+    return server_folder(tmp_path_factory.mktemp("tritonserver") / "server")
+
+
+@pytest.fixture(scope="session")
+def served_repo(tiny_onnx, tmp_path_factory) -> Path:
+    """The tiny model's repository as ``drtrt export-triton --serve-with python --warmup --max-batch 8``
+    writes it (with the photo ensemble)."""
+    pytest.importorskip("tritonclient.grpc", reason="needs tritonclient (pip install 'drtrt[triton]')")
+    from drtrt.serving.repository import RepositorySpec, write_repository
+
+    out = tmp_path_factory.mktemp("triton") / "repo"
+    write_repository(RepositorySpec(out=out, onnx=tiny_onnx, serve_with="python", warmup=True, max_batch=8))
+    return out
+
+
+@pytest.fixture(scope="session")
+def triton(triton_root, served_repo, tmp_path_factory):
+    """A Triton server for the session (the nvidia-pytriton wheel's), serving ``served_repo``: a
+    ``triton_helpers.TritonServer``."""
+    from triton_helpers import TritonServer
+
+    server = TritonServer(triton_root, served_repo, tmp_path_factory.mktemp("triton-log") / "tritonserver.log")
+    server.start(tracked=False)
+    yield server
+    server.stop()

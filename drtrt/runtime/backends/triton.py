@@ -177,17 +177,25 @@ class TritonRunner(Runner):
 
     def _not_ready(self, client: Any) -> None:
         """Why the model is not ready, from the server's repository index: a model the server does not
-        have is an error at once (no retry helps); one loading, unloading or failed is retried."""
+        have, or a version of it that the URL names and the server does not have, is an error at once
+        (no retry helps); one loading, unloading or failed is retried."""
         grpc = self.address.protocol == "grpc"
         try:
             index = client.get_model_repository_index(as_json=True) if grpc else client.get_model_repository_index()
         except Exception:  # noqa: BLE001 - the reason is a courtesy; not ready is the message either way
             raise _Transient(f"model '{self.address.model}' is not ready") from None
         models = (index.get("models", []) if isinstance(index, dict) else index) or []
-        for model in models:
-            if model.get("name") == self.address.model:
+        named = [model for model in models if model.get("name") == self.address.model]
+        version = self.address.version
+        for model in named:
+            if not version or model.get("version", version) == version:
                 state, reason = model.get("state", "UNKNOWN"), model.get("reason", "")
                 raise _Transient(f"model '{self.address.model}' is {state}" + (f" ({reason})" if reason else ""))
+        if named:                                        # the model, but not the version the URL names
+            versions = ", ".join(sorted({str(m["version"]) for m in named if m.get("version")})) or "none"
+            raise ArtefactError(f"{self.address.url}: the server has no version {version} of model "
+                                f"'{self.address.model}' (it serves version(s): {versions}); name one of those, "
+                                f"or leave the version out for the latest")
         served = ", ".join(sorted(m.get("name", "?") for m in models)) or "none"
         raise ArtefactError(f"{self.address.url}: the server has no model '{self.address.model}' (it serves: "
                             f"{served}); name one of those, or add it with drtrt export-triton")

@@ -12,7 +12,8 @@ Two things the wheel's server needs on these machines (scripts/test.sh installs 
   venv of its own whose site-packages read NumPy 1 (``.venv/triton-numpy1``) first and then this
   environment's packages (drtrt, ONNX Runtime, OpenCV).
 
-Skips, saying what to install, where the wheel or that NumPy is missing.
+Skips, saying what to install, where the wheel or that NumPy is missing (:func:`server_missing` says
+why without skipping). The session's server is the ``triton`` fixture (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -43,16 +44,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wheel_server() -> Path:
-    """The wheel's ``tritonserver`` folder (bin/, backends/, caches/, python_backend_stubs/)."""
+def _wheel_folder() -> Path | None:
     spec = importlib.util.find_spec("pytriton")
     folder = Path(spec.origin).parent / "tritonserver" if spec and spec.origin else None
-    if folder is None or not (folder / "bin" / "tritonserver").is_file():
-        pytest.skip("Triton's server is not installed (pip install --no-deps nvidia-pytriton; scripts/test.sh does)")
+    return folder if folder is not None and (folder / "bin" / "tritonserver").is_file() else None
+
+
+def server_missing() -> str:
+    """Why the real server cannot run here ("" where it can): what a skip, or a test double, stands in for."""
+    if importlib.util.find_spec("tritonclient") is None:
+        return "tritonclient is not installed (pip install 'drtrt[triton]')"
+    if _wheel_folder() is None:
+        return "Triton's server is not installed (pip install --no-deps nvidia-pytriton; scripts/test.sh does)"
     if not (NUMPY1 / "numpy").is_dir():
-        pytest.skip(f"NumPy 1 for Triton's Python backend is not in {NUMPY1} "
-                    f"(pip install --target {NUMPY1} 'numpy<2'; scripts/test.sh does)")
-    return folder
+        return (f"NumPy 1 for Triton's Python backend is not in {NUMPY1} "
+                f"(pip install --target {NUMPY1} 'numpy<2'; scripts/test.sh does)")
+    return ""
+
+
+def wheel_server() -> Path:
+    """The wheel's ``tritonserver`` folder (bin/, backends/, caches/, python_backend_stubs/)."""
+    missing = server_missing()
+    if missing:
+        pytest.skip(missing)
+    return _wheel_folder()
 
 
 def server_folder(target: Path) -> Path:
