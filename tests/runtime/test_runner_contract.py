@@ -28,7 +28,8 @@ def make_runner(request, tiny_run, tiny_onnx, tmp_path, monkeypatch):
 
         return lambda: TorchRunner(tiny_run / "best.pt")
     request.getfixturevalue("tensorrt")
-    from drtrt.export.trt_build import BuildConfig, build_engine
+    from drtrt.export.build_config import BuildConfig
+    from drtrt.export.trt_build import build_engine
     from drtrt.runtime.trt import TrtRunner
 
     monkeypatch.setenv("DRTRT_CACHE_DIR", str(tmp_path / "cache"))
