@@ -63,7 +63,7 @@ def real_size_images(work: Path, images: Path | None) -> list[Path]:
     samples = ROOT.parent / "shared" / "data" / "idrid-samples" / "A. Segmentation" / "1. Original Images"
     if samples.is_dir():
         return sorted(samples.glob("*/*.jpg"))
-    from drtrt.data.fundus import render_fundus
+    from drtrt.data.synthetic_fundus import render_fundus
     from drtrt.data.synth import IDRID_HEIGHT, IDRID_WIDTH
 
     out = work / "synthetic-4288"

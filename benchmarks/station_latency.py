@@ -44,7 +44,7 @@ def photos(work: Path, count: int) -> tuple[list[Path], str]:
     samples = ROOT.parent / "shared" / "data" / "idrid-samples" / "A. Segmentation" / "1. Original Images"
     sources = sorted(samples.glob("*/*.jpg")) if samples.is_dir() else []
     if not sources:
-        from drtrt.data.fundus import render_fundus
+        from drtrt.data.synthetic_fundus import render_fundus
         from drtrt.data.synth import IDRID_HEIGHT, IDRID_WIDTH
 
         sources = []

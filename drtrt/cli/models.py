@@ -125,7 +125,9 @@ def build(onnx: Annotated[Path, Opt("ONNX model (FP32, FP16, or INT8 with Q/DQ n
     """Build a TensorRT engine from ONNX (needs TensorRT and an NVIDIA GPU). Precision defaults to the ONNX's own."""
     from drtrt.cli.tables import RichBuildProgress
     from drtrt.errors import ConfigError
-    from drtrt.export.trt_build import BuildConfig, build_engine, stale_reason
+    from drtrt.export.build_config import BuildConfig
+    from drtrt.export.staleness import stale_reason
+    from drtrt.export.trt_build import build_engine
 
     if fp16 and int8:
         raise ConfigError("choose one of --fp16 and --int8")

@@ -1,4 +1,4 @@
-"""A synthetic data set in the official IDRiD layout, from the pictures of :mod:`drtrt.data.fundus`.
+"""A synthetic data set in the official IDRiD layout, from the pictures of :mod:`drtrt.data.synthetic_fundus`.
 
 :func:`write_synthetic_idrid` writes the layout :mod:`drtrt.data.idrid` reads, plus a file that
 is *not* part of the official release, ``synthetic-truth.csv``, with the grade and
@@ -30,8 +30,8 @@ from drtrt.data.idrid import (
     SPLITS,
     SUBSETS,
 )
-from drtrt.data.fundus import MIN_SIZE, render_picture
 from drtrt.data.masks import write_lesion_mask
+from drtrt.data.synthetic_fundus import MIN_SIZE, render_picture
 
 IDRID_WIDTH, IDRID_HEIGHT = 4288, 2848
 GRADING_DISTRIBUTION = (0.33, 0.05, 0.33, 0.18, 0.11)

@@ -7,18 +7,17 @@ load it as is); everything drtrt knows about it goes into ``<engine>.json`` (see
 strongly typed, on 8.5–8.6 the FP16/INT8 flags go with it and the layers the FP16 ONNX keeps in
 FP32 are pinned there, so one command gives the same numerics on every version. Version
 differences are all in :mod:`drtrt.runtime.backends.trt_compat`.
+
+Beside it: the options (:mod:`.build_config`), the timing cache (:mod:`.timing_cache`), whether
+an engine must be built again (:mod:`.staleness`) and DLA (:mod:`.dla`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
 import json
-import os
-import re
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,60 +25,17 @@ from typing import Any, Protocol
 
 from drtrt import __version__
 from drtrt.errors import ArtefactError, BackendUnavailable, ConfigError, DrtrtError
+from drtrt.export.build_config import BuildConfig
+from drtrt.export.dla import dla_features, use_dla
+from drtrt.export.staleness import rebuild_command
+from drtrt.export.timing_cache import load_timing_cache, save_timing_cache, timing_cache_key, timing_cache_path
 from drtrt.fileio import atomic_write, sha256_file
 from drtrt.model_info import ModelInfo
 from drtrt.runtime.backends import trt_compat as compat
 from drtrt.runtime.base import TensorSpec
 from drtrt.runtime.backends.cuda import GpuInfo, load_cuda
-from drtrt.runtime.backends.trt_manifest import (EngineFile, EngineIO, EngineManifest, check_engine_compatible, manifest_path,
-                                 read_engine_manifest)
+from drtrt.runtime.backends.trt_manifest import EngineFile, EngineIO, EngineManifest, manifest_path
 from drtrt.runtime.backends.ort import session_options
-
-PRECISIONS = ("fp32", "fp16", "int8")
-
-
-@dataclass(frozen=True)
-class BuildConfig:
-    """What ``drtrt build`` needs.
-
-    precision: None takes the ONNX's own (Q/DQ → int8, else its ``drtrt.precision`` metadata).
-    max_batch / opt_batch: the profile is batch 1 … max_batch, tuned for opt_batch (defaults 4
-        and 1: images arrive one at a time, and 4 is ``drtrt screen``'s default batch).
-    workspace_gib: builder scratch memory limit, GiB (default 1, Jetson-friendly).
-    timing_cache: a file, or a folder holding one cache per GPU + TensorRT version (default:
-        ``$DRTRT_CACHE_DIR`` or ``~/.cache/drtrt``, under ``timing/``).
-    calib_data: images for INT8 calibration when the ONNX has no Q/DQ nodes yet.
-    device / cuda: GPU index and CUDA binding ("auto": cuda-python, else pycuda).
-    """
-
-    onnx: Path
-    out: Path
-    precision: str | None = None
-    calib_data: Path | None = None
-    max_batch: int = 4
-    opt_batch: int = 1
-    workspace_gib: float = 1.0
-    timing_cache: Path | None = None
-    device: int = 0
-    cuda: str = "auto"
-    dla_core: int | None = None
-    gpu_fallback: bool = False
-
-    def validate(self) -> None:
-        if not Path(self.onnx).is_file():
-            raise ArtefactError(f"ONNX model not found: {self.onnx}")
-        if self.precision not in (None, *PRECISIONS):
-            raise ConfigError(f"unknown precision '{self.precision}'; expected one of {', '.join(PRECISIONS)}")
-        if not 1 <= self.opt_batch <= self.max_batch:
-            raise ConfigError(f"need 1 <= opt batch <= max batch, found opt {self.opt_batch}, max {self.max_batch}")
-        if self.workspace_gib <= 0:
-            raise ConfigError(f"--workspace must be a positive number of GiB, found {self.workspace_gib}")
-        if self.calib_data is not None and self.precision not in (None, "int8"):
-            raise ConfigError("--calib-data is only used with --int8")
-        if self.dla_core is not None and self.dla_core < 0:
-            raise ConfigError(f"--dla-core must be 0 or more, found {self.dla_core}")
-        if self.gpu_fallback and self.dla_core is None:
-            raise ConfigError("--gpu-fallback only goes with --dla-core")
 
 
 class BuildListener(Protocol):
@@ -108,26 +64,6 @@ class BuildResult:
         cache = "reused" if self.timing_cache_reused else "new"
         return (f"wrote {self.engine} ({self.engine_bytes / 2**20:.1f} MiB, {self.precision}) and {self.manifest.name} "
                 f"in {self.seconds:.1f} s from {self.onnx}; timing cache {cache}: {self.timing_cache}")
-
-
-def default_cache_dir() -> Path:
-    root = os.environ.get("DRTRT_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "drtrt"
-    return Path(root) / "timing"
-
-
-def timing_cache_path(option: Path | None, gpu: GpuInfo, trt_version: str) -> Path:
-    """One cache per GPU model + compute capability + TensorRT version, unless a file is given.
-
-    ``option`` is a folder when it is one already or has no suffix (``~/trt-cache``), else a file.
-    """
-    board = gpu.board.removeprefix("NVIDIA ")
-    model = "-".join(filter(None, (gpu.name, board, f"{gpu.multiprocessors}sms" if gpu.multiprocessors else "")))
-    key = f"{re.sub(r'[^A-Za-z0-9]+', '-', model).strip('-').lower()}-sm{gpu.compute_capability.replace('.', '')}" \
-          f"-trt{trt_version}.cache"
-    if option is None:
-        return default_cache_dir() / key
-    folder = Path(option).is_dir() or not Path(option).suffix
-    return Path(option) / key if folder else Path(option)
 
 
 def read_onnx_metadata(path: Path) -> dict[str, str]:
@@ -233,71 +169,6 @@ def convert_to_fp16(onnx: Path, out: Path) -> Path:
     return Path(convert_fp16(onnx, target))
 
 
-def _load_timing_cache(config: Any, path: Path, key: dict[str, str], log: Callable[[str], None]) -> bool:
-    """Attach the timing cache at ``path`` when it was made for this GPU + TensorRT (True), else a fresh one."""
-    key_file = path.with_name(path.name + ".json")
-    if path.is_file() and key_file.is_file():
-        try:
-            made_for = json.loads(key_file.read_text())
-            blob = path.read_bytes()
-        except (OSError, ValueError):
-            made_for, blob = None, b""     # a cache is an optimisation: an unreadable one is rebuilt
-        if made_for == key and blob:
-            if config.set_timing_cache(config.create_timing_cache(blob), False):
-                return True
-            log(f"TensorRT refused the timing cache {path}; starting a new one")
-        else:
-            log(f"timing cache {path} was made for {made_for}, not {key}; starting a new one")
-    config.set_timing_cache(config.create_timing_cache(b""), False)
-    return False
-
-
-
-def rebuild_command(onnx: Path, out: Path, precision: str, cfg: BuildConfig) -> str:
-    flag = {"fp32": "", "fp16": " --fp16", "int8": " --int8"}[precision]
-    dla = "" if cfg.dla_core is None else \
-        f" --dla-core {cfg.dla_core}" + (" --gpu-fallback" if cfg.gpu_fallback else "")
-    return (f"drtrt build --onnx {onnx} --out {out}{flag} --max-batch {cfg.max_batch} "
-            f"--workspace {cfg.workspace_gib:g}{dla}")
-
-
-def stale_reason(cfg: BuildConfig) -> str | None:
-    """Why the engine at ``cfg.out`` must be built; None when it is current: built from this ONNX
-    with these options, intact, for this TensorRT, CUDA and GPU. What a service checks at every
-    start (``drtrt build --if-stale``), so that an over-the-air JetPack update rebuilds the engine
-    instead of leaving every screening refused."""
-    cfg.validate()
-    if not Path(cfg.out).is_file():
-        return f"{Path(cfg.out).name} does not exist yet"
-    try:
-        manifest = read_engine_manifest(cfg.out)
-    except ArtefactError as exc:
-        return str(exc)
-    if sha256_file(cfg.onnx) not in (manifest.onnx.get("source_sha256"), manifest.onnx.get("sha256")):
-        return f"{Path(cfg.onnx).name} is not the ONNX the engine was built from"
-    if cfg.precision and cfg.precision != manifest.precision:
-        return f"the engine is {manifest.precision}, {cfg.precision} was asked for"
-    if any(shapes["max"][0] != cfg.max_batch for shapes in manifest.profile.values()):
-        return f"the engine's largest batch is not {cfg.max_batch}"
-    if (manifest.build.get("dla_core"), bool(manifest.build.get("gpu_fallback"))) != (cfg.dla_core, cfg.gpu_fallback):
-        return "the engine was built for another device (GPU or DLA core) or fallback"
-    if sha256_file(cfg.out) != manifest.engine.sha256:
-        return f"{Path(cfg.out).name} changed after its build (damaged?)"
-    trt = compat.import_tensorrt()
-    mem = load_cuda(cfg.cuda, cfg.device)
-    try:
-        gpu = mem.gpu_info()
-    finally:
-        mem.close()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")           # another GPU model or CUDA runtime: rebuild for this one
-            check_engine_compatible(manifest, Path(cfg.out), trt.__version__, gpu)
-    except (ArtefactError, UserWarning) as exc:
-        return str(exc).split("; ")[0]
-    return None
-
-
 def build_engine(cfg: BuildConfig, listener: BuildListener | None = None,
                  log: Callable[[str], None] = lambda message: None) -> BuildResult:
     """Build ``cfg.onnx`` into ``cfg.out`` + ``cfg.out.json``; see :class:`BuildConfig` for the options.
@@ -309,7 +180,7 @@ def build_engine(cfg: BuildConfig, listener: BuildListener | None = None,
     trt = compat.import_tensorrt()
     feats = compat.features(trt)
     if cfg.dla_core is not None:
-        feats = _dla_features(feats)
+        feats = dla_features(feats)
     mem = load_cuda(cfg.cuda, cfg.device)
     try:
         gpu = mem.gpu_info()
@@ -331,13 +202,13 @@ def build_engine(cfg: BuildConfig, listener: BuildListener | None = None,
     flags = compat.apply_precision(trt, config, feats, precision, dla=cfg.dla_core is not None)
     held = []
     if cfg.dla_core is not None:
-        flags += _use_dla(trt, builder, config, cfg, precision)
+        flags += use_dla(trt, builder, config, cfg, precision)
     elif precision == "fp16" and not feats.strongly_typed:
         held = compat.hold_fp32(trt, parsed.network, fp32_tensors(parsed.path))
     profile_shapes = _add_profile(trt, builder, config, parsed, cfg)
     cache_file = timing_cache_path(cfg.timing_cache, gpu, feats.version)
-    cache_key = {"tensorrt": feats.version, "gpu": gpu.model, "compute_capability": gpu.compute_capability}
-    reused = _load_timing_cache(config, cache_file, cache_key, log)
+    cache_key = timing_cache_key(gpu, feats.version)
+    reused = load_timing_cache(config, cache_file, cache_key, log)
     monitor = None
     if listener is not None:
         monitor = compat.make_progress_monitor(trt, feats, listener.phase_start, listener.step, listener.phase_finish)
@@ -349,11 +220,7 @@ def build_engine(cfg: BuildConfig, listener: BuildListener | None = None,
                             f"{'; '.join(logger.errors(mark)[-3:]) or 'no message'}")
     data = memoryview(plan)
     atomic_write(cfg.out, data)
-    try:
-        atomic_write(cache_file, memoryview(config.get_timing_cache().serialize()))
-        cache_file.with_name(cache_file.name + ".json").write_text(json.dumps(cache_key))
-    except OSError as exc:        # a cache is an optimisation: the engine is still good
-        log(f"could not save the timing cache {cache_file}: {exc}")
+    save_timing_cache(config, cache_file, cache_key, log)
     seconds = time.perf_counter() - start
     build = {"max_batch": cfg.max_batch, "opt_batch": cfg.opt_batch, "workspace_gib": cfg.workspace_gib,
              "dla_core": cfg.dla_core, "gpu_fallback": cfg.gpu_fallback,
@@ -383,37 +250,6 @@ def _manifest(trt: Any, feats: compat.TrtFeatures, gpu: GpuInfo, parsed: _Parsed
         io=EngineIO(parsed.tensors(trt, outputs=False), parsed.tensors(trt, outputs=True)), profile=profile,
         preprocess=parsed.info.preprocess.to_dict(), build=build,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), drtrt_version=__version__)
-
-
-
-def _dla_features(feats: compat.TrtFeatures) -> compat.TrtFeatures:
-    """Which TensorRT can build for DLA, and how: up to 10.7 (JetPack 6.x) with the FP16/INT8 flags
-    of a weakly typed network, as trtexec --useDLACore does; 11.4.1 on from the ONNX's own types.
-    10.8-11.4.0 have no DLA on Linux, and Jetson Thor none at all (NVIDIA's DLA notes)."""
-    patch = int((feats.version.split(".") + ["0", "0"])[2] or 0)
-    if (10, 8) <= (feats.major, feats.minor) < (11, 4) or (feats.major, feats.minor, patch) == (11, 4, 0):
-        raise ConfigError(f"TensorRT {feats.version} cannot build for DLA (10.7 was the last 10.x with DLA; on "
-                          "Linux it returns with 11.4.1 on AGX Orin): build for the GPU without --dla-core")
-    if feats.major == 10:
-        return dataclasses.replace(feats, strongly_typed=False)
-    return feats
-
-
-def _use_dla(trt: Any, builder: Any, config: Any, cfg: BuildConfig, precision: str) -> list[str]:
-    """Run the network on DLA core ``cfg.dla_core`` (Orin AGX and NX have DLA cores; Orin Nano has none),
-    with GPU fallback for the layers DLA cannot run when asked. Untested on hardware."""
-    cores = int(builder.num_DLA_cores)
-    if cfg.dla_core >= cores:
-        raise ConfigError(f"--dla-core {cfg.dla_core} asked for, but this device has {cores} DLA core(s) "
-                          "(Orin AGX and NX have two, Orin Nano none)")
-    if precision == "fp32":
-        raise ConfigError("DLA runs FP16 or INT8 only: add --fp16, or give an INT8 (Q/DQ) model")
-    config.default_device_type = trt.DeviceType.DLA
-    config.DLA_core = cfg.dla_core
-    if not cfg.gpu_fallback:
-        return []
-    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-    return ["GPU_FALLBACK"]
 
 
 def _add_profile(trt: Any, builder: Any, config: Any, parsed: _Parsed,

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import simplejpeg
 from PIL import Image
 
 from drtrt.errors import ImageError
+from drtrt.preprocess.dicom import decode_dicom
+from drtrt.preprocess.jpeg import MAX_DECODED_PIXELS, decode_jpeg
 
-MAX_DECODED_PIXELS = 100_000_000   # larger decodes are refused (a reduced JPEG decode only counts its reduced size)
 _REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
                   4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 
@@ -33,31 +33,6 @@ def _read(source: str | os.PathLike | bytes) -> tuple[bytes, str]:
 _ORIENT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
            5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
            7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1], 8: lambda a: np.rot90(a, 1)}
-_HARMLESS = "extraneous bytes before marker 0xd9"   # padding after the last scan: every pixel is intact
-
-
-def _decode_jpeg(data: bytes, name: str, height: int, width: int) -> np.ndarray | None:
-    """RGB of a JPEG at the smallest DCT scale of at least ``height`` x ``width`` (stored frame), or
-    None when libjpeg-turbo cannot convert it (CMYK, 12-bit): the caller then falls back to OpenCV.
-
-    libjpeg-turbo through simplejpeg in strict mode, because OpenCV and PIL only warn on damaged
-    entropy-coded data and return an image half grey or smeared, which the fundus checks would
-    then misjudge (blurred, not a fundus). Any decoder warning but trailing padding is damage."""
-    def decode(strict: bool) -> np.ndarray:
-        return simplejpeg.decode_jpeg(data, "RGB", min_height=height, min_width=width, strict=strict)
-
-    try:
-        return decode(strict=True)
-    except ValueError as exc:
-        problem = str(exc)
-    try:
-        rgb = decode(strict=False)
-    except ValueError:
-        return None                                      # not damage: a JPEG libjpeg-turbo will not convert
-    if _HARMLESS in problem:
-        return rgb
-    what = "truncated JPEG (the copy stopped early)" if "Premature end" in problem else f"damaged JPEG data ({problem})"
-    raise ImageError(f"{name}: {what}; copy the file from the camera again")
 
 
 def decode_image(source: str | os.PathLike | bytes,
@@ -74,8 +49,6 @@ def decode_image(source: str | os.PathLike | bytes,
     """
     data, name = _read(source)
     if data[128:132] == b"DICM":
-        from drtrt.preprocess.dicom import decode_dicom
-
         return decode_dicom(data, name, target_size)
     try:
         with warnings.catch_warnings():
@@ -92,7 +65,7 @@ def decode_image(source: str | os.PathLike | bytes,
         raise ImageError(f"{name}: {w}x{h} image too large to decode (limit {MAX_DECODED_PIXELS // 10**6} MP)",
                          "file_too_large")
     size = (w, h) if orientation in (5, 6, 7, 8) else (h, w)
-    rgb = _decode_jpeg(data, name, -(-h // k), -(-w // k)) if fmt == "JPEG" else None
+    rgb = decode_jpeg(data, name, -(-h // k), -(-w // k)) if fmt == "JPEG" else None
     if rgb is not None:
         upright = _ORIENT.get(orientation)
         return (np.ascontiguousarray(upright(rgb)) if upright else rgb), size, k

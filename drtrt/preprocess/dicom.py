@@ -16,7 +16,7 @@ dicom_multiframe         holds more than one frame (a video, a stereo pair, a se
 dicom_bit_depth          stores more than 8 bits per sample, or signed values
 dicom_colour             uses a colour model drtrt cannot use (PALETTE COLOR, YBR_ICT, ...)
 file_damaged             is not parseable, or its pixel data is truncated or damaged
-file_too_large           has more pixels than :data:`~drtrt.preprocess.decode.MAX_DECODED_PIXELS`
+file_too_large           has more pixels than :data:`~drtrt.preprocess.jpeg.MAX_DECODED_PIXELS`
 =======================  ===============================================================================
 
 pydicom is imported inside the functions: the base install (no ``integration`` extra) imports
@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from drtrt.errors import ImageError
-from drtrt.preprocess.decode import MAX_DECODED_PIXELS, _decode_jpeg
+from drtrt.preprocess.jpeg import MAX_DECODED_PIXELS, decode_jpeg
 
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 EXPLICIT_LE, IMPLICIT_LE, JPEG_BASELINE = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.4.50"
@@ -253,7 +253,7 @@ def _decode(ds, name: str, target_size: int | None) -> tuple[np.ndarray, tuple[i
         from pydicom.encaps import generate_frames
 
         frame = next(generate_frames(ds.PixelData, number_of_frames=1))
-        rgb = _decode_jpeg(frame, name, *reduced)
+        rgb = decode_jpeg(frame, name, *reduced)
         if rgb is not None:
             if rgb.shape[:2] != reduced:
                 raise ImageError(f"{name}: damaged DICOM image (its JPEG frame is {rgb.shape[1]}x{rgb.shape[0]} "

@@ -11,7 +11,8 @@ Folder written (``LABELS``)::
     provenance.json   drtrt version, date, data root, both checkpoints with SHA-256, counts
 
 Masks are stored in original-image coordinates so any later preprocessing size maps them
-through the same geometry as real masks.
+through the same geometry as real masks. Training reads the folder back through
+:mod:`.pseudo_folder`.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ from drtrt.data.idrid import IdridIndex, IdridSample, read_idrid
 from drtrt.errors import DataError
 from drtrt.fileio import sha256_file
 from drtrt.runtime.inference import BatchedInference
-from drtrt.train.data import LabelledSample
+from drtrt.train.pseudo_folder import GRADES_CSV, MASKS_DIR, PROVENANCE_JSON, mask_file
+from drtrt.train.torch_runner import TorchRunner
 from drtrt.train.train_config import TrainConfig
+from drtrt.train.trainer import train
 from drtrt.verify.items import ImageItem, items_from_samples
 
 
@@ -45,10 +48,6 @@ class PseudoLabels:
     masked: int      # images that received a pseudo mask
 
 
-def mask_file(labels: Path, key: str) -> Path:
-    return Path(labels) / "masks" / (key.replace("/", "__") + ".png")
-
-
 def make_pseudo_labels(data: str | Path | IdridIndex, out: str | Path, cfg: TrainConfig,
                        grader: str | Path | None = None, segmenter: str | Path | None = None,
                        log: Callable[[str], None] = print, cache_dir: str | Path | None = None,
@@ -58,9 +57,6 @@ def make_pseudo_labels(data: str | Path | IdridIndex, out: str | Path, cfg: Trai
     ``cfg`` is the training recipe of both baselines (its ``model.arch`` is replaced by
     "vgg16" / "unet-vgg16"); the grader trains on IDRiD-D only, the segmenter on IDRiD-S only.
     """
-    from drtrt.train.torch_runner import TorchRunner
-    from drtrt.train.trainer import train
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     index = data if isinstance(data, IdridIndex) else read_idrid(data)
@@ -77,7 +73,7 @@ def make_pseudo_labels(data: str | Path | IdridIndex, out: str | Path, cfg: Trai
             else:
                 segmenter = out / name / "best.pt"
     grader, segmenter = Path(grader), Path(segmenter)
-    (out / "masks").mkdir(exist_ok=True)
+    (out / MASKS_DIR).mkdir(exist_ok=True)
     todo = [s for s in index.select(split="train") if s.grade is None or not s.has_masks]
     rows, grades, sizes = [], {}, {}
     with TorchRunner(grader) as grade_runner:
@@ -98,7 +94,7 @@ def make_pseudo_labels(data: str | Path | IdridIndex, out: str | Path, cfg: Trai
         if grades[sample.key] == 0:
             cv2.imwrite(str(mask_file(out, sample.key)), np.zeros(sizes[sample.key], np.uint8))
     graded, masked = sum(s.grade is None for s in todo), len(unmasked)
-    with (out / "grades.csv").open("w", newline="") as fh:
+    with (out / GRADES_CSV).open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["key", "grade", "source", *(f"p{i}" for i in range(len(rows[0]) - 3 if rows else 0))])
         writer.writerows(rows)
@@ -109,39 +105,8 @@ def make_pseudo_labels(data: str | Path | IdridIndex, out: str | Path, cfg: Trai
         "segmenter": {"checkpoint": str(segmenter), "sha256": sha256_file(segmenter)},
         "rule": "grade-0 images (real or pseudo) get an all-background mask",
     }
-    (out / "provenance.json").write_text(json.dumps(provenance, indent=2))
+    (out / PROVENANCE_JSON).write_text(json.dumps(provenance, indent=2))
     return PseudoLabels(out, grader, segmenter, graded, masked)
-
-
-def apply_pseudo_labels(items: Sequence[LabelledSample], labels: str | Path) -> list[LabelledSample]:
-    """Fill each item's missing grade and mask from a ``make_pseudo_labels`` folder.
-
-    Raises:
-        DataError: the folder is not a pseudo-label folder, or lacks a label an item needs
-            (labels made for another data set): re-run ``drtrt pseudo-label``.
-    """
-    labels = Path(labels)
-    grades_csv = labels / "grades.csv"
-    if not grades_csv.is_file() or not (labels / "provenance.json").is_file():
-        raise DataError(f"{labels} is not a pseudo-label folder (no grades.csv / provenance.json); "
-                        "create it with `drtrt pseudo-label --data ROOT --out LABELS`")
-    with grades_csv.open(newline="") as fh:
-        grades = {row["key"]: int(row["grade"]) for row in csv.DictReader(fh)}
-    out = []
-    for item in items:
-        grade, mask = item.grade, None
-        if grade is None:
-            if item.sample.key not in grades:
-                raise DataError(f"{labels} has no pseudo grade for {item.sample.key}; the labels were made for "
-                                "other data: re-run `drtrt pseudo-label` on this data set")
-            grade = grades[item.sample.key]
-        if not item.sample.has_masks:
-            mask = mask_file(labels, item.sample.key)
-            if not mask.is_file():
-                raise DataError(f"{labels} has no pseudo mask for {item.sample.key} ({mask}); "
-                                "re-run `drtrt pseudo-label` on this data set")
-        out.append(LabelledSample(item.sample, grade, True, mask))
-    return out
 
 
 def _predict(runner, samples: Sequence[IdridSample], output: str) -> Iterator[tuple[IdridSample, ImageItem, np.ndarray]]:

@@ -33,6 +33,7 @@ from drtrt.train.data import EpochSampler, FundusDataset, training_items
 from drtrt.train.distributed import barrier, device_for, init_distributed, limit_cpu_threads, shutdown
 from drtrt.train.losses import GRADE_IGNORE, multitask_loss
 from drtrt.train.model import build_model, load_imagenet_vgg16, task_spec
+from drtrt.train.pseudo_folder import apply_pseudo_labels
 from drtrt.train.reproducible import deterministic_algorithms, run_environment, seed_everything
 from drtrt.train.train_config import TrainConfig, resolve_device
 from drtrt.verify.metrics import SegmentationScores, grade_metrics
@@ -128,8 +129,6 @@ def _train(cfg: TrainConfig, data: str | Path | IdridIndex, run_dir: str | Path,
     index = data if isinstance(data, IdridIndex) else read_idrid(data)
     train_items, val_items = training_items(index, cfg.val_fraction, cfg.seed, cfg.subsets)
     if cfg.labels == "pseudo":
-        from drtrt.train.pseudo import apply_pseudo_labels
-
         train_items = apply_pseudo_labels(train_items, cfg.pseudo_labels)
     if not train_items:
         raise DataError(f"no training images found under {index.root}")

@@ -148,7 +148,7 @@ def synthetic_jpeg(width: int = 4288, height: int = 2848, seed: int = 0) -> byte
     """One synthetic fundus photograph (grade 2) as JPEG bytes, IDRiD's size by default."""
     import cv2
 
-    from drtrt.data.fundus import render_fundus
+    from drtrt.data.synthetic_fundus import render_fundus
 
     rgb, _ = render_fundus(np.random.default_rng(seed), width, height, 2)
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])

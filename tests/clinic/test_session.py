@@ -227,7 +227,7 @@ def test_huge_image_keeps_memory_bounded(tiny_onnx, tmp_path):
     full-resolution decode (324 MB)."""
     huge = tmp_path / "huge 12000x9000.jpg"
     code = ("import cv2, numpy as np, sys\n"
-            "from drtrt.data.fundus import render_fundus\n"
+            "from drtrt.data.synthetic_fundus import render_fundus\n"
             "small, _ = render_fundus(np.random.default_rng(5), 1500, 1125, grade=3)\n"
             "img = cv2.resize(small, (12000, 9000), interpolation=cv2.INTER_NEAREST)\n"
             "cv2.imwrite(sys.argv[1], cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])\n"

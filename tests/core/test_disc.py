@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drtrt.data.fundus import _geometry, render_fundus
+from drtrt.data.synthetic_fundus import render_fundus
+from drtrt.data.synthetic_geometry import sample_geometry
 from drtrt.preprocess import PreprocessSpec, eye_mismatch, locate_disc, preprocess_rgb
 from drtrt.preprocess.disc import classify_position
 
@@ -19,7 +20,7 @@ def photos():
     out = []
     for seed in SEEDS:
         rgb, _ = render_fundus(np.random.default_rng(seed), 1600, 1200, grade=seed % 5)
-        out.append((seed, rgb, _geometry(np.random.default_rng(seed), 1600, 1200)))   # the same draws first
+        out.append((seed, rgb, sample_geometry(np.random.default_rng(seed), 1600, 1200)))   # the same draws first
     return out
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 from drtrt.errors import ConfigError
 from drtrt.data.idrid import CSV_COLUMNS, GRADING_CSVS, LESION_DIRS, read_grading_csv, read_idrid
 from drtrt.data.masks import read_lesion_mask
-from drtrt.data.fundus import render_fundus
+from drtrt.data.synthetic_fundus import render_fundus
 from drtrt.data.synth import GRADING_DISTRIBUTION, SynthSummary, TRUTH_CSV, write_synthetic_idrid
 
 SEG = Path("A. Segmentation")

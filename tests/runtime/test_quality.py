@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import shared_data
 
-from drtrt.data.fundus import render_fundus
+from drtrt.data.synthetic_fundus import render_fundus
 from drtrt.preprocess import PreprocessSpec, decode_image, preprocess_rgb
 from drtrt.runtime.quality import (ADVICE, ANALYSIS_SIDE, CODES, QualityConfig, analysis_view, assess_quality,
                                    decode_side, sharpness)

@@ -69,7 +69,8 @@ def torch_backend(request) -> Backend:
 @joins("trt")
 def trt_backend(request) -> Backend:
     request.getfixturevalue("tensorrt")
-    from drtrt.export.trt_build import BuildConfig, build_engine
+    from drtrt.export.build_config import BuildConfig
+    from drtrt.export.trt_build import build_engine
     from drtrt.runtime.backends.trt import TrtRunner
 
     onnx, tmp = request.getfixturevalue("tiny_onnx"), request.getfixturevalue("tmp_path")

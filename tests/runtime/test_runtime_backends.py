@@ -90,7 +90,8 @@ def test_pytorch_checkpoint_backend(tiny_run, tiny_onnx, photo_root):
 def test_tensorrt_engine_screens_like_its_onnx(tiny_onnx, photo_root, tmp_path, monkeypatch, tensorrt):
     """A .engine screens like its ONNX (TensorRT's double computes with ONNX Runtime; --real-trt: TensorRT)."""
     monkeypatch.setenv("DRTRT_CACHE_DIR", str(tmp_path / "cache"))
-    from drtrt.export.trt_build import BuildConfig, build_engine
+    from drtrt.export.build_config import BuildConfig
+    from drtrt.export.trt_build import build_engine
 
     engine = build_engine(BuildConfig(onnx=tiny_onnx, out=tmp_path / "model.engine", max_batch=2)).engine
     images = some_images(photo_root, 3)

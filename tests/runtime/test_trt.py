@@ -20,7 +20,8 @@ import pytest
 from fake_tensorrt import VERSIONS, install, load_surface
 from fake_tensorrt.devmem import FakeDevice, FakeGpu
 from drtrt.errors import ArtefactError, BackendUnavailable, ConfigError
-from drtrt.export.trt_build import BuildConfig, build_engine
+from drtrt.export.build_config import BuildConfig
+from drtrt.export.trt_build import build_engine
 from drtrt.runtime.backends.ort import OrtRunner
 from drtrt.errors import ShapeError
 from drtrt.runtime.backends.trt_manifest import manifest_path
@@ -295,7 +296,7 @@ def test_timing_cache_reused_per_gpu_and_tensorrt(tiny_onnx, tmp_path, monkeypat
     result = build_engine(BuildConfig(onnx=tiny_onnx, out=tmp_path / "d.engine", timing_cache=explicit), log=messages.append)
     assert not result.timing_cache_reused and any("made for" in m for m in messages)
     assert json.loads((tmp_path / "my.cache.json").read_text())["compute_capability"] == "9.0"
-    from drtrt.export.trt_build import timing_cache_path
+    from drtrt.export.timing_cache import timing_cache_path
     from drtrt.runtime.backends.cuda import GpuInfo
 
     gpu = GpuInfo("Orin", "8.7", 0, "12.6", "12.6", "cuda-python", 16, True, "NVIDIA Jetson AGX Orin Developer Kit")

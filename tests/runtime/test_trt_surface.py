@@ -11,8 +11,8 @@ import fake_tensorrt
 from fake_tensorrt import VERSIONS, load_surface
 
 ROOT = Path(__file__).resolve().parents[2]
-TRT_SOURCES = [ROOT / "drtrt/export/trt_build.py", ROOT / "drtrt/runtime/backends/trt_compat.py", ROOT / "drtrt/runtime/backends/trt.py",
-               ROOT / "drtrt/runtime/backends/trt_manifest.py"]
+TRT_SOURCES = [ROOT / "drtrt/export/trt_build.py", ROOT / "drtrt/export/dla.py", ROOT / "drtrt/export/staleness.py",
+               ROOT / "drtrt/runtime/backends/trt_compat.py", ROOT / "drtrt/runtime/backends/trt.py", ROOT / "drtrt/runtime/backends/trt_manifest.py"]
 
 
 def test_drtrt_uses_only_attributes_real_tensorrt_has():

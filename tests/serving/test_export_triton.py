@@ -120,7 +120,8 @@ def test_python_backend_repository_runs_onnx_runtime_on_cpu(tiny_onnx, tmp_path)
 
 
 def test_engine_repository_takes_the_profile_and_carries_the_manifest(tensorrt, tiny_onnx, tmp_path, monkeypatch):
-    from drtrt.export.trt_build import BuildConfig, build_engine
+    from drtrt.export.build_config import BuildConfig
+    from drtrt.export.trt_build import build_engine
 
     monkeypatch.setenv("DRTRT_CACHE_DIR", str(tmp_path / "cache"))
     engine = tmp_path / "model.engine"

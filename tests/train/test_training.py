@@ -207,7 +207,8 @@ def test_crop_augmentation_keeps_image_and_mask_aligned():
 def test_pseudo_labels_then_pseudo_training(synth_root, tmp_path):
     from drtrt.data.idrid import read_idrid
     from drtrt.train.data import read_label_png, training_items
-    from drtrt.train.pseudo import apply_pseudo_labels, make_pseudo_labels, mask_file
+    from drtrt.train.pseudo import make_pseudo_labels
+    from drtrt.train.pseudo_folder import apply_pseudo_labels, mask_file
     from drtrt.train.trainer import train
 
     labels = tmp_path / "labels"

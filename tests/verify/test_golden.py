@@ -118,7 +118,8 @@ def test_every_verify_module_imports_without_torch_or_onnx():
 
 def test_golden_check_of_a_tensorrt_engine(golden, tiny_onnx, tmp_path, monkeypatch, tensorrt):
     """The device flow, engine included (TensorRT's double computes with ONNX Runtime; --real-trt: TensorRT)."""
-    from drtrt.export.trt_build import BuildConfig, build_engine
+    from drtrt.export.build_config import BuildConfig
+    from drtrt.export.trt_build import build_engine
 
     monkeypatch.setenv("DRTRT_CACHE_DIR", str(tmp_path / "cache"))
     engine = build_engine(BuildConfig(onnx=tiny_onnx, out=tmp_path / "model.engine", max_batch=4)).engine
