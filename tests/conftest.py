@@ -175,3 +175,9 @@ def triton(triton_root, served_repo, tmp_path_factory):
     server.start(tracked=False)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def archive(photo_root) -> list[Path]:
+    """Gradable synthetic photos (512 px fields), sorted: what the Triton tests screen."""
+    return sorted(photo_root.rglob("*.jpg"))

@@ -166,3 +166,12 @@ def test_a_circle_hidden_in_a_function_is_caught():
     sources = package_sources()
     sources["drtrt.clinic.store"] += "\n\ndef _late():\n    from drtrt.clinic.visits import VisitBook\n"
     assert any({"drtrt.clinic.store", "drtrt.clinic.visits"} <= set(c) for c in cycles(module_graph(sources)))
+
+
+MAX_LINES = 400
+
+
+def test_no_module_is_over_400_lines():
+    """A module past 400 lines is split along its seams (docs/architecture.md) before it grows more."""
+    long = {m: n for m, s in package_sources().items() if (n := len(s.splitlines())) > MAX_LINES}
+    assert long == {}

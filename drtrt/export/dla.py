@@ -8,7 +8,7 @@ from typing import Any
 
 from drtrt.errors import ConfigError
 from drtrt.export.build_config import BuildConfig
-from drtrt.runtime import trt_compat as compat
+from drtrt.runtime.backends import trt_compat as compat
 
 
 def dla_features(feats: compat.TrtFeatures) -> compat.TrtFeatures:

@@ -11,7 +11,7 @@ from pathlib import Path
 from drtrt.errors import ArtefactError
 from drtrt.export.build_config import BuildConfig
 from drtrt.fileio import sha256_file
-from drtrt.runtime import trt_compat as compat
+from drtrt.runtime.backends import trt_compat as compat
 from drtrt.runtime.backends.cuda import load_cuda
 from drtrt.runtime.backends.trt_manifest import check_engine_compatible, read_engine_manifest
 
