@@ -33,7 +33,7 @@ from drtrt.runtime.base import TensorSpec
 from drtrt.runtime.backends.cuda import GpuInfo, load_cuda
 from drtrt.runtime.backends.trt_manifest import (EngineFile, EngineIO, EngineManifest, check_engine_compatible, manifest_path,
                                  read_engine_manifest)
-from drtrt.runtime.backends.ort import session_options
+from drtrt.runtime.backends.ort import open_session
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -132,14 +132,7 @@ def timing_cache_path(option: Path | None, gpu: GpuInfo, trt_version: str) -> Pa
 
 def read_onnx_metadata(path: Path) -> dict[str, str]:
     """The ONNX's ``metadata_props`` through ONNX Runtime (no ``onnx`` package needed on the device)."""
-    import onnxruntime as ort
-
-    options = session_options(threads=1)   # reads metadata, runs nothing
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types for bad files
-        raise ArtefactError(f"cannot read {path} as an ONNX model: {str(exc).strip()[:160]}") from None
+    session = open_session(path, threads=1, optimize=False)   # reads metadata, runs nothing
     return dict(session.get_modelmeta().custom_metadata_map)
 
 

@@ -158,16 +158,9 @@ def read_model(spec: RepositorySpec) -> _Model:
         info = ModelInfo.from_metadata(manifest.metadata, source=str(manifest_path(spec.engine)))
         return _Model(spec.engine, info, dict(manifest.metadata), manifest.io.inputs, manifest.io.outputs,
                       max(maxima), manifest_path(spec.engine), sha256_file(spec.engine))
-    import onnxruntime as ort
+    from drtrt.runtime.backends.ort import _ORT_DTYPES, open_session
 
-    from drtrt.runtime.backends.ort import _ORT_DTYPES, session_options
-
-    if not spec.onnx.is_file():
-        raise ArtefactError(f"model file not found: {spec.onnx}")
-    try:
-        session = ort.InferenceSession(str(spec.onnx), session_options(threads=1), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - ORT's own exception types for a bad file
-        raise ArtefactError(f"cannot load {spec.onnx} as an ONNX model: {str(exc).strip()[:160]}") from None
+    session = open_session(spec.onnx, threads=1)   # reads the model's I/O and metadata, runs nothing
     metadata = dict(session.get_modelmeta().custom_metadata_map)
     info = ModelInfo.from_metadata(metadata, source=str(spec.onnx))
 
