@@ -9,7 +9,7 @@ CPU is shared does not lose a core to idle threads (``DRTRT_CPU_SPIN=1`` turns s
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +18,11 @@ import numpy as np
 from drtrt.cpu import spin_wait, usable_cpus
 from drtrt.errors import ArtefactError, BackendUnavailable, ConfigError, DrtrtError
 from drtrt.model_info import ModelInfo
+from drtrt.runtime.backends.dtypes import UnsupportedDtype, to_numpy
 from drtrt.runtime.base import Runner, Signature, TensorSpec
 
 PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
                     "tensorrt": "TensorrtExecutionProvider"}
-# ONNX Runtime names element types "tensor(float)"; the runner contract speaks NumPy.
-_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
-               "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int32)": "int32", "tensor(int64)": "int64",
-               "tensor(bool)": "bool"}
-
 
 # ONNX Runtime's session config keys (onnxruntime_session_options_config_keys.h).
 INTRA_OP_SPINNING = "session.intra_op.allow_spinning"
@@ -108,6 +104,22 @@ def _first_line(exc: Exception, limit: int) -> str:
     return text.splitlines()[0][:limit] if text else type(exc).__name__
 
 
+def tensor_specs(values: Iterable[Any]) -> tuple[TensorSpec, ...]:
+    """The runner contract's specs of a session's inputs or outputs (``NodeArg``): a symbolic or
+    unknown dimension becomes -1, the element type its NumPy name."""
+    return tuple(TensorSpec(v.name, tuple(d if isinstance(d, int) and d > 0 else -1 for d in v.shape),
+                            _numpy_name(v.type)) for v in values)
+
+
+def _numpy_name(ort_type: str) -> str:
+    """NumPy's name for ``ort_type``; a type outside the table keeps ONNX Runtime's name, so the
+    check that meets it (a feed's dtype, Triton's configuration) names it as the model does."""
+    try:
+        return to_numpy(ort_type, "ort")
+    except UnsupportedDtype:
+        return ort_type
+
+
 class OrtRunner(Runner):
     """Runs an ONNX model with the providers asked for (default: CPU only, never silently another).
 
@@ -128,9 +140,8 @@ class OrtRunner(Runner):
     def _activate(self) -> Signature:
         self._session = open_session(self.path, self.providers, self.threads, self.spin)
         info = ModelInfo.from_metadata(self._session.get_modelmeta().custom_metadata_map, source=str(self.path))
-        inputs = tuple(TensorSpec(i.name, tuple(d if isinstance(d, int) and d > 0 else -1 for d in i.shape),
-                                  _ORT_DTYPES.get(i.type, i.type)) for i in self._session.get_inputs())
-        return Signature(info, inputs, tuple(o.name for o in self._session.get_outputs()))
+        return Signature(info, tensor_specs(self._session.get_inputs()),
+                         tuple(o.name for o in self._session.get_outputs()))
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
