@@ -100,6 +100,8 @@ def child_screen(work: Path, mode: str, model: Path, images: list[Path]) -> dict
     import drtrt.runtime.backends.ort as drtrt_ort
 
     if mode == "old":
+        # This benchmark measures session options: it swaps the old ones in for drtrt's, under
+        # open_session, which looks session_options up at each call.
         def old_options(threads=None, spin=None):   # the session options drtrt made before issue 13
             import onnxruntime as ort
 

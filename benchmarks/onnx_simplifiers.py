@@ -53,6 +53,7 @@ import torch
 from onnx import numpy_helper
 
 from drtrt.export.onnx_export import OPSET, _TupleOutputs
+from drtrt.runtime.backends.ort import open_session
 from drtrt.task import TaskSpec
 from drtrt.train.model import ModelConfig, build_model
 
@@ -307,11 +308,8 @@ def checker(path: Path) -> str:
 
 
 def session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    """drtrt's own session (parity only, nothing here is timed, so its options change no figure)."""
+    return open_session(path, threads=threads)
 
 
 def parity(path: Path, x: np.ndarray, ref: dict[str, np.ndarray], threads: int) -> dict:

@@ -99,6 +99,8 @@ def calibration_root(work: Path, data: Path | None) -> Path:
 
 
 def ort_session(path: Path, threads: int, level: str = "all", spin: bool = True):
+    """A timed session with options of its own, not drtrt's ``open_session``: this benchmark
+    measures the options (threads, spin-waiting, optimisation level), so each path sets them."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

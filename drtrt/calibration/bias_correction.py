@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drtrt.runtime.backends.ort import session_options
+from drtrt.runtime.backends.ort import open_session
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,6 @@ def _session(proto, outputs: Sequence[str], bias_inputs: Sequence[str] = ()):
     """An unoptimised CPU session of ``proto`` with ``outputs`` exposed and ``bias_inputs`` turned from
     initializers into graph inputs (fed at each run)."""
     import onnx
-    import onnxruntime as ort
 
     model = onnx.ModelProto()
     model.CopyFrom(proto)
@@ -69,9 +68,7 @@ def _session(proto, outputs: Sequence[str], bias_inputs: Sequence[str] = ()):
         graph.initializer.remove(init)
     existing = {o.name for o in graph.output}
     graph.output.extend(onnx.ValueInfoProto(name=n) for n in outputs if n not in existing)
-    options = session_options()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return open_session(model.SerializeToString(), optimize=False)
 
 
 def _channel_means(session, name: str, feeds: Sequence[dict]) -> np.ndarray:

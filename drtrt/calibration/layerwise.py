@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from drtrt.errors import BackendUnavailable
-from drtrt.runtime.backends.ort import session_options
+from drtrt.runtime.backends.ort import open_session
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
@@ -60,15 +60,13 @@ def shared_tensors(fp32, quant) -> list[str]:
 
 def _run_with_outputs(proto, names: Sequence[str], inputs: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
     """Run ``proto`` with ``names`` exposed as outputs; one dict per input batch (non-float outputs dropped)."""
-    onnx, ort = _onnx()
+    onnx, _ = _onnx()
     model = onnx.ModelProto()
     model.CopyFrom(proto)
     existing = {o.name for o in model.graph.output}
     model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in existing)
-    options = session_options()   # drtrt's thread count, no spin-waiting
     # No graph fusion: a fused node would not produce the tensors asked for under their names.
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = open_session(model.SerializeToString(), optimize=False)
     out_names = [o.name for o in session.get_outputs()]
     (image,) = session.get_inputs()   # drtrt models take one input, the image
     results = []

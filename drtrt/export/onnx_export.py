@@ -15,7 +15,7 @@ import torch
 
 from drtrt.errors import ArtefactError
 from drtrt.model_info import ModelInfo
-from drtrt.runtime.backends.ort import session_options
+from drtrt.runtime.backends.ort import open_session
 
 OPSET = 17
 
@@ -90,13 +90,11 @@ def export_onnx(model: torch.nn.Module, info: ModelInfo, out: str | Path, simpli
 def compare_with_torch(model: torch.nn.Module, onnx_path: Path, size: int, batch: int,
                        seed: int = 0) -> dict[str, float]:
     """Max |Δ| per output between PyTorch and ONNX Runtime (CPU) on a random batch."""
-    import onnxruntime as ort
-
     x = np.random.default_rng(seed).standard_normal((batch, 3, size, size)).astype(np.float32)
     model.eval()
     with torch.no_grad():
         ref = {k: v.numpy() for k, v in model(torch.from_numpy(x)).items()}
-    session = ort.InferenceSession(str(onnx_path), session_options(), providers=["CPUExecutionProvider"])
+    session = open_session(onnx_path)
     (image,) = session.get_inputs()
     got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {image.name: x})))
 

@@ -34,8 +34,8 @@ from drtrt.model_info import ModelInfo
 from drtrt.runtime.backends import trt_compat as compat
 from drtrt.runtime.base import TensorSpec
 from drtrt.runtime.backends.cuda import GpuInfo, load_cuda
+from drtrt.runtime.backends.ort import open_session
 from drtrt.runtime.backends.trt_manifest import EngineFile, EngineIO, EngineManifest, manifest_path
-from drtrt.runtime.backends.ort import session_options
 
 
 class BuildListener(Protocol):
@@ -68,14 +68,7 @@ class BuildResult:
 
 def read_onnx_metadata(path: Path) -> dict[str, str]:
     """The ONNX's ``metadata_props`` through ONNX Runtime (no ``onnx`` package needed on the device)."""
-    import onnxruntime as ort
-
-    options = session_options(threads=1)   # reads metadata, runs nothing
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types for bad files
-        raise ArtefactError(f"cannot read {path} as an ONNX model: {str(exc).strip()[:160]}") from None
+    session = open_session(path, threads=1, optimize=False)   # reads metadata, runs nothing
     return dict(session.get_modelmeta().custom_metadata_map)
 
 

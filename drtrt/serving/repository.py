@@ -35,14 +35,14 @@ from drtrt.errors import ArtefactError, ConfigError
 from drtrt.fileio import atomic_write, sha256_file
 from drtrt.model_info import ModelInfo
 from drtrt.runtime.base import TensorSpec
-from drtrt.runtime.backends.triton import FILE_PARAMETER, SHA256_PARAMETER, TRITON_DTYPES
+from drtrt.runtime.backends.dtypes import from_numpy
+from drtrt.runtime.backends.triton import FILE_PARAMETER, SHA256_PARAMETER
 from drtrt.serving.triton_python import PHOTO_INPUT, QUALITY_OUTPUT
 
 SCHEMA = "drtrt-triton-repository/1"
 MANIFEST = "drtrt-repository.json"
 SERVE_WITH = ("onnxruntime", "python", "tensorrt")
 KINDS = {"auto": "KIND_AUTO", "cpu": "KIND_CPU", "gpu": "KIND_GPU"}
-_DTYPE_TO_TRITON = {numpy: triton for triton, numpy in TRITON_DTYPES.items()}
 _MODEL_PY = '''"""Written by `drtrt export-triton` (drtrt {version}): {what}."""
 from drtrt.serving.triton_python import {cls} as TritonPythonModel  # noqa: F401
 '''
@@ -158,24 +158,12 @@ def read_model(spec: RepositorySpec) -> _Model:
         info = ModelInfo.from_metadata(manifest.metadata, source=str(manifest_path(spec.engine)))
         return _Model(spec.engine, info, dict(manifest.metadata), manifest.io.inputs, manifest.io.outputs,
                       max(maxima), manifest_path(spec.engine), sha256_file(spec.engine))
-    import onnxruntime as ort
+    from drtrt.runtime.backends.ort import open_session, tensor_specs
 
-    from drtrt.runtime.backends.ort import _ORT_DTYPES, session_options
-
-    if not spec.onnx.is_file():
-        raise ArtefactError(f"model file not found: {spec.onnx}")
-    try:
-        session = ort.InferenceSession(str(spec.onnx), session_options(threads=1), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - ORT's own exception types for a bad file
-        raise ArtefactError(f"cannot load {spec.onnx} as an ONNX model: {str(exc).strip()[:160]}") from None
+    session = open_session(spec.onnx, threads=1)   # reads the model's I/O and metadata, runs nothing
     metadata = dict(session.get_modelmeta().custom_metadata_map)
     info = ModelInfo.from_metadata(metadata, source=str(spec.onnx))
-
-    def specs(values) -> tuple[TensorSpec, ...]:
-        return tuple(TensorSpec(v.name, tuple(d if isinstance(d, int) and d > 0 else -1 for d in v.shape),
-                                _ORT_DTYPES.get(v.type, v.type)) for v in values)
-
-    inputs, outputs = specs(session.get_inputs()), specs(session.get_outputs())
+    inputs, outputs = tensor_specs(session.get_inputs()), tensor_specs(session.get_outputs())
     for tensor in inputs + outputs:
         if not tensor.shape or tensor.shape[0] != -1:
             raise ArtefactError(f"{spec.onnx.name}: '{tensor.name}' has no dynamic batch dimension "
@@ -186,11 +174,9 @@ def read_model(spec: RepositorySpec) -> _Model:
 
 def _tensor(pb, message, spec: TensorSpec) -> None:
     """Fill a ModelInput/ModelOutput from ``spec`` (the batch dimension left to max_batch_size)."""
-    if spec.dtype not in _DTYPE_TO_TRITON:
-        raise ArtefactError(f"tensor '{spec.name}' is {spec.dtype}, which Triton's model configuration "
-                            "cannot describe here")
+    data_type = from_numpy(spec.dtype, "triton", f"tensor '{spec.name}'")
     message.name = spec.name
-    message.data_type = pb.DataType.Value(_DTYPE_TO_TRITON[spec.dtype])
+    message.data_type = pb.DataType.Value(data_type)
     message.dims.extend(spec.shape[1:])
 
 
@@ -240,7 +226,7 @@ def model_config(spec: RepositorySpec, model: _Model, max_batch: int):
             warm = config.model_warmup.add(name=f"zeros_batch_{batch}", batch_size=batch)
             for tensor in model.inputs:
                 data = warm.inputs[tensor.name]
-                data.data_type = pb.DataType.Value(_DTYPE_TO_TRITON[tensor.dtype])
+                data.data_type = pb.DataType.Value(from_numpy(tensor.dtype, "triton", f"tensor '{tensor.name}'"))
                 data.dims.extend(tensor.shape[1:])
                 data.zero_data = True
     return config

@@ -1,12 +1,14 @@
-"""ONNX Runtime sessions drtrt makes: as many threads as usable CPUs, no spin-waiting unless asked for."""
+"""ONNX Runtime sessions drtrt makes (open_session): as many threads as usable CPUs, no spin-waiting unless
+asked for, graph optimisation off only on request, one line for a file ONNX Runtime cannot load."""
 
 from __future__ import annotations
 
 import pytest
 
 from drtrt import cpu
+from drtrt.errors import ArtefactError, ConfigError, DrtrtError
 from drtrt.runtime.backends import ort as drtrt_ort
-from drtrt.runtime.backends.ort import INTER_OP_SPINNING, INTRA_OP_SPINNING, OrtRunner, session_options
+from drtrt.runtime.backends.ort import INTER_OP_SPINNING, INTRA_OP_SPINNING, OrtRunner, open_session, session_options
 
 
 def spinning(options) -> tuple[str, str]:
@@ -45,3 +47,32 @@ def test_the_runner_session_carries_the_options(tiny_onnx, monkeypatch, env, kwa
         options = runner._session.get_session_options()   # what the live session was made with
         assert options.intra_op_num_threads == (threads or cpu.usable_cpus())
         assert spinning(options) == (spins, spins)
+
+
+def test_open_session_takes_the_options_and_turns_optimisation_off_on_request(tiny_onnx, monkeypatch):
+    monkeypatch.delenv(cpu.SPIN_ENV, raising=False)
+    import onnxruntime as ort
+
+    default = open_session(tiny_onnx).get_session_options()
+    assert default.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert default.intra_op_num_threads == cpu.usable_cpus() and spinning(default) == ("0", "0")
+    plain = open_session(tiny_onnx.read_bytes(), threads=1, optimize=False).get_session_options()
+    assert plain.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    assert plain.intra_op_num_threads == 1 and plain.log_severity_level == 3
+
+
+def test_a_file_onnx_runtime_cannot_load_is_one_line_bytes_keep_its_error(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ArtefactError, match="model file not found"):
+        open_session(tmp_path / "none.onnx")
+    with pytest.raises(ArtefactError, match=r"^cannot load .*bad\.onnx as an ONNX model: [^\n]+$"):
+        open_session(bad)
+    with pytest.raises(Exception) as caught:          # drtrt's own graph: ONNX Runtime's error, whole
+        open_session(b"not a model")
+    assert not isinstance(caught.value, DrtrtError)
+
+
+def test_open_session_refuses_a_provider_this_install_lacks(tiny_onnx):
+    with pytest.raises(ConfigError, match="provider NoSuchExecutionProvider is not available here"):
+        open_session(tiny_onnx, providers=("NoSuchExecutionProvider",))

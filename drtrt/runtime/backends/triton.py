@@ -32,6 +32,7 @@ import numpy as np
 
 from drtrt.errors import ArtefactError, BackendUnavailable, ConfigError, DrtrtError, ServerUnavailable
 from drtrt.model_info import ModelInfo
+from drtrt.runtime.backends.dtypes import from_numpy, to_numpy
 from drtrt.runtime.base import Runner, Signature, TensorSpec
 from drtrt.runtime.registry import is_model_url, model_reference
 
@@ -42,11 +43,6 @@ DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 # config.pbtxt parameters beside the drtrt.* metadata (outside it: they are not the model's own metadata)
 SHA256_PARAMETER = "model_file_sha256"       # the served model file's sha256
 FILE_PARAMETER = "model_file"                # and its name
-# Triton's data types (model_config.proto) ↔ NumPy, for the types a drtrt model uses.
-TRITON_DTYPES = {"TYPE_FP32": "float32", "TYPE_FP16": "float16", "TYPE_FP64": "float64", "TYPE_INT8": "int8",
-                 "TYPE_UINT8": "uint8", "TYPE_INT32": "int32", "TYPE_INT64": "int64", "TYPE_BOOL": "bool"}
-WIRE_DTYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "int8": "INT8", "uint8": "UINT8",
-               "int32": "INT32", "int64": "INT64", "bool": "BOOL"}
 
 
 @dataclass(frozen=True)
@@ -212,14 +208,11 @@ class TritonRunner(Runner):
         lead = (-1,) if max_batch > 0 else ()
         inputs = []
         for tensor in config.get("input", []):
-            dtype = TRITON_DTYPES.get(tensor.get("data_type", ""), "")
             if tensor.get("data_type") == "TYPE_STRING":
                 raise ArtefactError(f"{self.address.url} takes photo bytes (the ensemble drtrt export-triton writes, "
                                     "for other clients); drtrt sends the preprocessed image: name the model "
                                     "itself, e.g. triton://HOST:PORT/drtrt")
-            if not dtype:
-                raise ArtefactError(f"{source}: input '{tensor.get('name')}' has type {tensor.get('data_type')}, "
-                                    "which a drtrt model does not take")
+            dtype = to_numpy(tensor.get("data_type", ""), "triton", f"{source}: input '{tensor.get('name')}'")
             inputs.append(TensorSpec(tensor["name"], lead + tuple(int(d) for d in tensor.get("dims", [])), dtype))
         outputs = tuple(tensor["name"] for tensor in config.get("output", []))
         return Signature(info, tuple(inputs), outputs, 1, max_batch or None)
@@ -231,7 +224,8 @@ class TritonRunner(Runner):
         module = self._module
         inputs = []
         for name, array in feeds.items():
-            tensor = module.InferInput(name, list(array.shape), WIRE_DTYPES[np.dtype(array.dtype).name])
+            wire = from_numpy(np.dtype(array.dtype).name, "wire", f"input '{name}'")
+            tensor = module.InferInput(name, list(array.shape), wire)
             tensor.set_data_from_numpy(np.ascontiguousarray(array))
             inputs.append(tensor)
         wanted = [module.InferRequestedOutput(name) for name in self.output_names]

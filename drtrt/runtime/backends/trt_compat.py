@@ -35,6 +35,7 @@ from types import ModuleType
 from typing import Any
 
 from drtrt.errors import BackendUnavailable, ConfigError
+from drtrt.runtime.backends.dtypes import UnsupportedDtype, to_numpy
 
 _log = logging.getLogger("drtrt.tensorrt")
 MIN_VERSION = (8, 5)
@@ -218,16 +219,15 @@ def has_qdq(trt: ModuleType, network: Any) -> bool:
     return any(network.get_layer(i).type in kinds for i in range(network.num_layers))
 
 
-_NUMPY_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32", "INT64": "int64",
-                 "BOOL": "bool", "UINT8": "uint8"}
-
-
 def numpy_dtype(trt: ModuleType, dtype: Any) -> Any:
-    """NumPy dtype of a TensorRT ``DataType``, by its name. Not ``trt.nptype``: TensorRT 8.5's builds
-    its table with ``np.bool`` and fails on NumPy 1.24-1.26 (NVIDIA/TensorRT#2557)."""
+    """NumPy dtype of a TensorRT ``DataType``, by its name (:mod:`~drtrt.runtime.backends.dtypes`).
+    Not ``trt.nptype``: TensorRT 8.5's builds its table with ``np.bool`` and fails on NumPy 1.24-1.26
+    (NVIDIA/TensorRT#2557). A type outside the table is a ConfigError, as it was before the table
+    (an engine that is not one of drtrt's was given), not the table's ArtefactError."""
     import numpy as np
 
     name = getattr(dtype, "name", str(dtype).rsplit(".", 1)[-1])
-    if name not in _NUMPY_DTYPES:
-        raise ConfigError(f"TensorRT data type {name} has no NumPy equivalent; drtrt's models use FLOAT and HALF I/O")
-    return np.dtype(_NUMPY_DTYPES[name])
+    try:
+        return np.dtype(to_numpy(name, "tensorrt"))
+    except UnsupportedDtype as exc:
+        raise ConfigError(str(exc)) from None
