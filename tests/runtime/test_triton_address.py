@@ -60,3 +60,12 @@ def test_retry_policy_and_its_override(monkeypatch):
 def test_which_hosts_are_this_machine():
     assert _loopback("localhost") and _loopback("127.0.0.1") and _loopback("127.3.2.1") and _loopback("::1")
     assert not _loopback("10.0.0.5") and not _loopback("rc.example.org") and not _loopback("192.168.1.20")
+
+
+def test_a_failed_model_s_traceback_becomes_one_line():
+    from drtrt.runtime.backends.triton import server_reason
+
+    traceback = ('Traceback (most recent call last):\n  File "/models/drtrt/1/model.py", line 40, in initialize\n'
+                 '    import onnxruntime\nModuleNotFoundError: No module named \'onnxruntime\'\n')
+    assert server_reason(traceback) == "ModuleNotFoundError: No module named 'onnxruntime'"
+    assert server_reason("") == "" and server_reason("unloaded") == "unloaded"

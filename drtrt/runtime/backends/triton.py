@@ -185,7 +185,7 @@ class TritonRunner(Runner):
         version = self.address.version
         for model in named:
             if not version or model.get("version", version) == version:
-                state, reason = model.get("state", "UNKNOWN"), model.get("reason", "")
+                state, reason = model.get("state", "UNKNOWN"), server_reason(model.get("reason", ""))
                 raise _Transient(f"model '{self.address.model}' is {state}" + (f" ({reason})" if reason else ""))
         if named:                                        # the model, but not the version the URL names
             versions = ", ".join(sorted({str(m["version"]) for m in named if m.get("version")})) or "none"
@@ -351,6 +351,13 @@ _TRANSIENT_TEXT = ("connection refused", "failed to connect", "connection reset"
 def _is_transient(exc: Exception, status: str) -> bool:
     text = str(exc).lower()
     return any(s in status for s in _TRANSIENT_STATUS) or any(t in text for t in _TRANSIENT_TEXT)
+
+
+def server_reason(reason: str) -> str:
+    """The server's reason for a model's state, in one line. A model whose Python backend failed to
+    load comes with the whole traceback; its last line says what went wrong."""
+    lines = [line.strip() for line in reason.splitlines() if line.strip()]
+    return lines[-1][:240] if lines else ""
 
 
 def _first_line(exc: Exception) -> str:
