@@ -42,9 +42,13 @@ class BiasCorrection:
     largest: float
     seconds: float
 
+    def facts(self) -> dict:
+        """What the correction did, without the time it took: kept in the model, whose bytes (and
+        sha256, which sessions bind to) must be the same every time the same model is calibrated."""
+        return {"convs": self.convs, "images": self.images, "largest_relative_shift": round(self.largest, 4)}
+
     def to_dict(self) -> dict:
-        return {"convs": self.convs, "images": self.images, "largest_relative_shift": round(self.largest, 4),
-                "seconds": round(self.seconds, 1)}
+        return {**self.facts(), "seconds": round(self.seconds, 1)}
 
 
 def quantised_convs(proto) -> list:

@@ -352,7 +352,7 @@ def calibrate_int8(onnx_in: str | os.PathLike, out: str | os.PathLike,
     write_info(proto, info.derive("int8", calibration_method=method, calibration_images=str(len(calib)),
                                   calibration_sha256=calib.sha256, calibration_excluded=json.dumps(list(excluded)),
                                   int8_graph_prep=json.dumps(prep.names()),
-                                  int8_bias_correction=json.dumps(corrected.to_dict() if corrected else None),
+                                  int8_bias_correction=json.dumps(corrected.facts() if corrected else None),
                                   source_sha256=sha256_file(onnx_in)))
     onnx.checker.check_model(proto)
     onnx.save(proto, str(out))
