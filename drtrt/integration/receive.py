@@ -162,7 +162,8 @@ def _server(cfg: ReceiveConfig, scp: _Scp):
 def receive(model: str | os.PathLike, out: str | os.PathLike, cfg: ReceiveConfig = ReceiveConfig(),
             log: Callable[[str], None] = print, stop: threading.Event | None = None) -> int:
     """Receive and screen instances into session ``out`` until ``stop`` is set (or SIGINT/SIGTERM
-    arrives, when called from the main thread). Returns the number of images settled by this run."""
+    arrives, when called from the main thread). Returns the number of images settled by this run;
+    KeyboardInterrupt after a clean stop on SIGINT, as :func:`drtrt.runtime.watch.watch_folder`."""
     out = Path(out)
     stop = stop or threading.Event()
     run_log = RunLog(log)
@@ -198,8 +199,8 @@ def receive(model: str | os.PathLike, out: str | os.PathLike, cfg: ReceiveConfig
             session.flush()
             session.write_reports()
     finally:
-        restore()
-    return run_log.stopped(out)
+        stopped_by = restore()
+    return run_log.stopped(out, stopped_by)
 
 
 def _work(session: ScreeningSession, scp: _Scp, stop: threading.Event, poll_s: float) -> None:

@@ -106,13 +106,13 @@ def test_watch_picks_up_camera_files_and_resumes_after_restart(tiny_onnx, photo_
     assert "graded" in first and "[W-7 right]" in first                 # never read half-written
     watcher.expect("quick.jpg")
     code, rest = watcher.stop()
-    assert code == 0 and any("stopped; 2 image(s)" in line for line in rest), rest
+    assert code == 130 and any("stopped; 2 image(s)" in line for line in rest), rest   # Ctrl-C: a clean stop, exit 130
 
     shutil.copy(sources[3], camera / "after restart.jpg")
     watcher = Watcher(camera, tiny_onnx, out, "--patient", "W-7", "--eye", "right")
     watcher.expect("after restart.jpg")
     code, rest = watcher.stop()
-    assert code == 0 and any("stopped; 1 image(s)" in line for line in rest), rest   # old files not redone
+    assert code == 130 and any("stopped; 1 image(s)" in line for line in rest), rest   # old files not redone
     with SessionStore(out / "session.db") as store:
         rows = store.rows()
         assert sorted(r.name for r in rows) == ["after restart.jpg", "quick.jpg", "slow write.jpg"]
