@@ -21,6 +21,7 @@ import json
 import os
 import re
 import sys
+import traceback
 from enum import IntEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -147,8 +148,7 @@ def cli_errors(func):
                 return _internal(exc)
             raise fail(missing_extra_message(top), ExitCode.FAILED) from None
         except KeyboardInterrupt:
-            err.print("interrupted")
-            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+            raise interrupted() from None
         except BrokenPipeError:           # `drtrt … --json | head`: the reader has all it wanted
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit
             raise typer.Exit(int(ExitCode.OK)) from None
@@ -158,12 +158,23 @@ def cli_errors(func):
     return wrapper
 
 
+def interrupted(advice: str = "") -> typer.Exit:
+    """Print ``interrupted`` (and what to run to continue, when there is a way); the :class:`typer.Exit` to
+    raise, exit 130."""
+    err.print("interrupted" + (f"; {advice}" if advice else ""), highlight=False, soft_wrap=True, markup=False)
+    return typer.Exit(int(ExitCode.INTERRUPTED))
+
+
 def _internal(exc: Exception):
-    if os.environ.get("DRTRT_DEBUG"):
-        raise exc
+    """A bug: one line and exit 70; ``DRTRT_DEBUG=1`` adds the traceback above that line but keeps the
+    exit status, so a script or a service that checks it behaves the same while someone debugs."""
+    debug = bool(os.environ.get("DRTRT_DEBUG"))
+    if debug:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
     raise fail(f"internal error ({type(exc).__name__}{': ' + first if first else ''}); this is a bug in drtrt: "
-               "run again with DRTRT_DEBUG=1 for the traceback and report it", ExitCode.INTERNAL) from None
+               + ("report it with the traceback above" if debug else
+                  "run again with DRTRT_DEBUG=1 for the traceback and report it"), ExitCode.INTERNAL) from None
 
 
 def missing_extra_message(module: str) -> str:

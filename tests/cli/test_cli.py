@@ -188,9 +188,10 @@ def test_a_bug_is_one_line_and_exit_70_with_the_traceback_on_request(monkeypatch
     result = runner.invoke(app, ["doctor"])
     assert result.exit_code == ExitCode.INTERNAL and "Traceback" not in result.output
     assert "internal error (ZeroDivisionError: division by zero); this is a bug in drtrt" in result.output
-    monkeypatch.setenv("DRTRT_DEBUG", "1")
+    monkeypatch.setenv("DRTRT_DEBUG", "1")                  # the traceback too, and the same exit status
     result = runner.invoke(app, ["doctor"])
-    assert isinstance(result.exception, ZeroDivisionError)
+    assert result.exit_code == ExitCode.INTERNAL and "Traceback" in result.output and "ZeroDivisionError" in result.output
+    assert result.output.strip().splitlines()[-1].startswith("error: internal error (ZeroDivisionError")
 
 
 def test_json_is_one_document_on_stdout_for_every_report_command(tiny_onnx, photo_root):
