@@ -132,10 +132,15 @@ class SessionStore:
         self.lock = threading.RLock()
 
         self.db.row_factory = sqlite3.Row
-        if self.path is not None:
-            self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        try:
+            if self.path is not None:
+                self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:        # a damaged or foreign file: the user's to replace, not a bug
+            self.close()
+            raise DataError(f"{self.path} is not a session store drtrt can read ({exc}): it is damaged or not "
+                            "drtrt's; move it aside, or use another session folder") from None
         if version not in (0, SCHEMA_VERSION):
             raise ConfigError(f"{self.path} is a session store of schema {version}; this drtrt reads schema "
                               f"{SCHEMA_VERSION}; use a new --out folder")
