@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
 import sys
@@ -53,6 +54,18 @@ app = typer.Typer(name="drtrt", no_args_is_help=True, add_completion=False, pret
                   help="Diabetic-retinopathy screening kit: synthesise, train, export, screen.", epilog=EXIT_CODES_HELP)
 console = Console()
 err = Console(stderr=True)
+
+
+class _Stderr(logging.Handler):
+    """The library's warnings (a Triton server the run waits for, TensorRT's messages) as plain lines on
+    stderr, through the console that draws the progress bars: whatever logging a host or a test runner
+    sets up, the person at the terminal reads them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(self.format(record), markup=False, highlight=False, soft_wrap=True)
+
+
+logging.getLogger("drtrt").addHandler(_Stderr(logging.WARNING))
 
 
 def _version(value: bool) -> None:
