@@ -82,8 +82,12 @@ def train(data: Annotated[Optional[Path], Opt("IDRiD-layout folder (real or `drt
         _refuse_existing_runs([out / f"seed-{s}" for s in range(cfg.seed, cfg.seed + seeds)] if seeds else [out], data)
     index = read_idrid(data)   # layout errors surface before any progress bar
     if seeds:
-        console.print(run_seeds(cfg, index, out or resume, range(cfg.seed, cfg.seed + seeds), log=console.print,
-                                cache_dir=cache_dir))
+        from drtrt.cli.tables import sweep_tables
+
+        table = run_seeds(cfg, index, out or resume, range(cfg.seed, cfg.seed + seeds), log=console.print,
+                          cache_dir=cache_dir)
+        console.print(*sweep_tables(table))
+        console.print(f"table written to {(out or resume) / 'table.md'}")
         return
     run = resume or out
     try:
@@ -165,9 +169,10 @@ def ablation(data: Annotated[Path, Opt("IDRiD-layout folder (test split held out
              device: DeviceOpt = None,
              set_: SetOpt = None) -> None:
     """Thesis Tables 7–8: baselines, multi-task, + deep fusion, + shallow fusion; writes OUT/table.md."""
+    from drtrt.cli.tables import sweep_tables
     from drtrt.train.sweep import run_ablation
 
     cfg = _baseline_config(config, epochs, width, image_size, device, set_)
     table = run_ablation(cfg, data, out, range(cfg.seed, cfg.seed + seeds), log=console.print)
-    console.print(table)
+    console.print(*sweep_tables(table))
     console.print(f"table written to {out / 'table.md'}")
