@@ -135,7 +135,7 @@ def test_the_photo_ensemble_takes_raw_bytes(triton, tiny_onnx, archive):
 
     tensor = grpc.InferInput("photo", [1, 1], "BYTES")
     tensor.set_data_from_numpy(np.array([[b"not a photo"]], dtype=np.object_))
-    with pytest.raises(Exception, match="not a readable image"):
+    with pytest.raises(Exception, match="not an image drtrt can read"):
         client.infer("drtrt_photo", [tensor])
 
 
