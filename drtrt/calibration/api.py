@@ -24,10 +24,17 @@ from drtrt.verify.parity import CandidateReport
 
 Progress = Callable[[str, int, int], None]
 """``on_progress(stage, done, total)``; stage is "calibrating", "correcting biases" or "checking"."""
-
-INT8_HINT = ("calibrate on more images, try --method percentile, or keep the layers that drift in FP32 "
-             "(--auto-exclude finds them)")
 FP16_HINT = "keep more ops in FP32 or ship the FP32 model"
+
+
+def int8_hint(method: str, auto_exclude: bool) -> str:
+    """What to try after a failed INT8 gate: never the method or the search this run already used."""
+    tries = ["calibrate on more images (--images)"]
+    if method != "percentile":
+        tries.append("try --method percentile")
+    tries.append("keep more layers in FP32 (--exclude NODE, named in the .auto-exclude.json record)" if auto_exclude
+                 else "keep the layers that drift in FP32 (--auto-exclude finds them)")
+    return ", ".join(tries[:-1]) + f", or {tries[-1]}"
 
 
 @dataclass(frozen=True)
@@ -126,7 +133,7 @@ def calibrate(cfg: CalibrateConfig, on_progress: Progress | None = None,
                           "report": json_ready(report.to_dict())}
         result.record.write_text(json.dumps(record, indent=2))
     if cfg.gate:
-        gate.enforce(report, result.path, "the INT8 model", INT8_HINT)
+        gate.enforce(report, result.path, "the INT8 model", int8_hint(cfg.method, cfg.auto_exclude))
     return PrecisionRun(result.path, "int8", report, result, warnings)
 
 

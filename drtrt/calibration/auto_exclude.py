@@ -132,7 +132,7 @@ def auto_exclude(fp32: str | Path, quantise: Quantiser, items: Sequence[ImageIte
     return AutoExcludeResult(False, model, excluded, report, rounds,
                              f"INT8 still fails the gate after {len(rounds)} quantisation(s) with {len(excluded)} "
                              f"node(s) excluded ({worst.name} {worst.value:.4g}, needs {worst.op} {worst.limit:g}); "
-                             "calibrate on more images, allow more rounds, or ship the FP16 model")
+                             "calibrate on more images (--images), or ship the FP16 model (drtrt fp16)")
 
 
 def _record(number: int, excluded: tuple[str, ...], report, action: str, blamed: list | None = None) -> dict:

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from drtrt.cli.common import ExitCode, Flag, Opt, command, console, err, print_json, progress
+from drtrt.cli.common import ExitCode, Flag, Opt, command, console, print_json, progress, stage_progress
 
 JsonOpt = Annotated[bool, Flag("Print the result as JSON on stdout (instead of tables).", "--json")]
 SplitOpt = Annotated[str, Opt("test | train | all", "SPLIT")]
@@ -107,7 +107,8 @@ def bench(model: Annotated[list[Path], Opt("Model file (.onnx, .engine, .pt) or 
     except ValueError:
         raise ConfigError(f"--batch expects comma-separated integers such as 1,4; found {batch!r}") from None
     cfg = BenchConfig(tuple(model), batches, warmup, iters, data, split, floor, peak, log)
-    report = run_bench(cfg, on_model=lambda name: err.print(f"benchmarking {name}"))
+    with progress(transient=as_json) as bars:
+        report = run_bench(cfg, on_progress=stage_progress(bars))
     if as_json:
         print_json(report.to_dict())
     else:

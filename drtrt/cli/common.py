@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
 import sys
+import traceback
 from enum import IntEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -52,6 +54,18 @@ app = typer.Typer(name="drtrt", no_args_is_help=True, add_completion=False, pret
                   help="Diabetic-retinopathy screening kit: synthesise, train, export, screen.", epilog=EXIT_CODES_HELP)
 console = Console()
 err = Console(stderr=True)
+
+
+class _Stderr(logging.Handler):
+    """The library's warnings (a Triton server the run waits for, TensorRT's messages) as plain lines on
+    stderr, through the console that draws the progress bars: whatever logging a host or a test runner
+    sets up, the person at the terminal reads them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(self.format(record), markup=False, highlight=False, soft_wrap=True)
+
+
+logging.getLogger("drtrt").addHandler(_Stderr(logging.WARNING))
 
 
 def _version(value: bool) -> None:
@@ -147,8 +161,7 @@ def cli_errors(func):
                 return _internal(exc)
             raise fail(missing_extra_message(top), ExitCode.FAILED) from None
         except KeyboardInterrupt:
-            err.print("interrupted")
-            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+            raise interrupted() from None
         except BrokenPipeError:           # `drtrt … --json | head`: the reader has all it wanted
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit
             raise typer.Exit(int(ExitCode.OK)) from None
@@ -158,12 +171,23 @@ def cli_errors(func):
     return wrapper
 
 
+def interrupted(advice: str = "") -> typer.Exit:
+    """Print ``interrupted`` (and what to run to continue, when there is a way); the :class:`typer.Exit` to
+    raise, exit 130."""
+    err.print("interrupted" + (f"; {advice}" if advice else ""), highlight=False, soft_wrap=True, markup=False)
+    return typer.Exit(int(ExitCode.INTERRUPTED))
+
+
 def _internal(exc: Exception):
-    if os.environ.get("DRTRT_DEBUG"):
-        raise exc
+    """A bug: one line and exit 70; ``DRTRT_DEBUG=1`` adds the traceback above that line but keeps the
+    exit status, so a script or a service that checks it behaves the same while someone debugs."""
+    debug = bool(os.environ.get("DRTRT_DEBUG"))
+    if debug:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
     raise fail(f"internal error ({type(exc).__name__}{': ' + first if first else ''}); this is a bug in drtrt: "
-               "run again with DRTRT_DEBUG=1 for the traceback and report it", ExitCode.INTERNAL) from None
+               + ("report it with the traceback above" if debug else
+                  "run again with DRTRT_DEBUG=1 for the traceback and report it"), ExitCode.INTERNAL) from None
 
 
 def missing_extra_message(module: str) -> str:

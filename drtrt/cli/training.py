@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Optional
 
-from drtrt.cli.common import Arg, Flag, Opt, command, console, progress
+from drtrt.cli.common import Arg, Flag, Opt, command, console, interrupted, progress
 
 # Options shared by the training commands. They override the YAML config only when given; the
 # defaults in their help are TrainConfig's (tests/cli/test_cli.py holds them against it).
@@ -77,21 +78,53 @@ def train(data: Annotated[Optional[Path], Opt("IDRiD-layout folder (real or `drt
         return
     if data is None or (out or resume) is None:
         raise ConfigError("train needs --data ROOT and --out RUN (or --resume RUN); see drtrt train --help")
+    if resume is None:
+        _refuse_existing_runs([out / f"seed-{s}" for s in range(cfg.seed, cfg.seed + seeds)] if seeds else [out], data)
     index = read_idrid(data)   # layout errors surface before any progress bar
     if seeds:
-        console.print(run_seeds(cfg, index, out or resume, range(cfg.seed, cfg.seed + seeds), log=console.print,
-                                cache_dir=cache_dir))
+        from drtrt.cli.tables import sweep_tables
+
+        table = run_seeds(cfg, index, out or resume, range(cfg.seed, cfg.seed + seeds), log=console.print,
+                          cache_dir=cache_dir)
+        console.print(*sweep_tables(table))
+        console.print(f"table written to {(out or resume) / 'table.md'}")
         return
-    with progress() as bars:
-        task = bars.add_task("epoch 1", total=None, info="")
+    run = resume or out
+    try:
+        with progress() as bars:
+            task = bars.add_task("epoch 1", total=None, info="")
 
-        def on_progress(p: dict) -> None:
-            bars.update(task, description=f"epoch {p['epoch']}/{p['epochs']}", completed=p["step"],
-                        total=p["steps"], info=f"loss {p['loss']:.3f}")
+            def on_progress(p: dict) -> None:
+                bars.update(task, description=f"epoch {p['epoch']}/{p['epochs']}", completed=p["step"],
+                            total=p["steps"], info=f"loss {p['loss']:.3f}")
 
-        result = run_training(cfg, index, resume or out, on_progress=on_progress, log=bars.console.print,
-                              cache_dir=cache_dir, resume=resume is not None)
+            result = run_training(cfg, index, run, on_progress=on_progress, log=bars.console.print,
+                                  cache_dir=cache_dir, resume=resume is not None)
+    except KeyboardInterrupt:
+        raise interrupted(_resume_advice(data, run, cache_dir)) from None
     console.print(f"best epoch {result.best_epoch}; checkpoints, history and plots in {result.run_dir}")
+
+
+_RUN_FILES = ("config.yaml", "last.pt", "best.pt")   # what `drtrt train` writes into a run folder, config.yaml first
+
+
+def _refuse_existing_runs(runs: list[Path], data: Path) -> None:
+    """``--out`` never replaces a run's checkpoints silently (they may be hours of training), as ``synth``
+    and ``export-triton`` never write into a folder in use: a usage error naming ``--resume`` and ``--out``."""
+    from drtrt.errors import ConfigError
+
+    for run in runs:
+        if any((run / name).is_file() for name in _RUN_FILES):
+            raise ConfigError(f"{run} already holds a training run; continue it with drtrt train --data "
+                              f"{shlex.quote(str(data))} --resume {shlex.quote(str(run))}, or give another --out")
+
+
+def _resume_advice(data: Path, run: Path, cache_dir: Path | None) -> str:
+    """What to run to go on after Ctrl-C: ``--resume`` once the run has its config.yaml, else the same command."""
+    if not (run / "config.yaml").is_file():
+        return "nothing was saved yet: run the same command again"
+    cache = f" --cache-dir {shlex.quote(str(cache_dir))}" if cache_dir else ""
+    return f"continue with: drtrt train --data {shlex.quote(str(data))} --resume {shlex.quote(str(run))}{cache}"
 
 
 def _baseline_config(config, epochs, width, image_size, device, set_):
@@ -136,9 +169,10 @@ def ablation(data: Annotated[Path, Opt("IDRiD-layout folder (test split held out
              device: DeviceOpt = None,
              set_: SetOpt = None) -> None:
     """Thesis Tables 7–8: baselines, multi-task, + deep fusion, + shallow fusion; writes OUT/table.md."""
+    from drtrt.cli.tables import sweep_tables
     from drtrt.train.sweep import run_ablation
 
     cfg = _baseline_config(config, epochs, width, image_size, device, set_)
     table = run_ablation(cfg, data, out, range(cfg.seed, cfg.seed + seeds), log=console.print)
-    console.print(table)
+    console.print(*sweep_tables(table))
     console.print(f"table written to {out / 'table.md'}")

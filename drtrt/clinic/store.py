@@ -130,8 +130,8 @@ class SessionStore:
         except BaseException as exc:
             self.close()
             if isinstance(exc, sqlite3.DatabaseError):           # not SQLite at all: a copied-over or broken file
-                raise DataError(f"{where} is not a drtrt session database ({exc}); use another --out folder") \
-                    from None
+                raise DataError(f"{where} is not a session store drtrt can read ({exc}): it is damaged or not "
+                                "drtrt's; move it aside, or use another session folder") from None
             raise
 
     def _lock(self) -> None:

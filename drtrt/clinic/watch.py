@@ -138,9 +138,12 @@ class RunLog:
             self.settled += 1
             self.log(log_line(row))
 
-    def stopped(self, out: os.PathLike) -> int:
-        """Say how many images this run settled, and return that number."""
+    def stopped(self, out: os.PathLike, signum: int | None = None) -> int:
+        """Say how many images this run settled, and return that number; KeyboardInterrupt instead when
+        ``signum``, the signal that stopped the run, is SIGINT (Ctrl-C)."""
         self.log(f"stopped; {self.settled} image(s) this run; results in {out}")
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         return self.settled
 
 
@@ -148,7 +151,9 @@ def watch_folder(folder: str | os.PathLike, model: str | os.PathLike, out: str |
                  cfg: WatchConfig = WatchConfig(), log: Callable[[str], None] = print,
                  stop: threading.Event | None = None) -> int:
     """Screen new images in ``folder`` into session ``out`` until ``stop`` is set (or SIGINT/SIGTERM
-    arrives, when called from the main thread). Returns the number of images settled by this run."""
+    arrives, when called from the main thread). Returns the number of images settled by this run;
+    after a clean stop on SIGINT (Ctrl-C) raises KeyboardInterrupt, so the CLI exits 130 as every
+    command does when interrupted (SIGTERM, a service manager's stop, returns normally)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"no such folder to watch: {folder}")
@@ -184,8 +189,8 @@ def watch_folder(folder: str | os.PathLike, model: str | os.PathLike, out: str |
             session.flush()
             session.write_reports()
     finally:
-        restore()
-    return run_log.stopped(out)
+        stopped_by = restore()
+    return run_log.stopped(out, stopped_by)
 
 
 def _stat(path: Path) -> tuple[int, int] | None:
@@ -196,22 +201,27 @@ def _stat(path: Path) -> tuple[int, int] | None:
     return st.st_size, st.st_mtime_ns
 
 
-def _install_stop_handlers(stop: threading.Event) -> Callable[[], None]:
-    """First SIGINT/SIGTERM: finish the image in hand and stop. A second SIGINT interrupts at once."""
+def _install_stop_handlers(stop: threading.Event) -> Callable[[], int | None]:
+    """First SIGINT/SIGTERM: finish the image in hand and stop. A second SIGINT interrupts at once.
+    The returned ``restore()`` puts the previous handlers back and returns the signal that stopped
+    the run (None when none did)."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    received: list[int] = []
 
     def handler(signum, frame) -> None:
         if stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        received.append(signum)
         stop.set()
 
     for sig in previous:
         signal.signal(sig, handler)
 
-    def restore() -> None:
+    def restore() -> int | None:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        return received[0] if received else None
 
     return restore

@@ -60,16 +60,18 @@ class BundleSpec:
             raise ConfigError(f"--jetpack must be one of {', '.join(JETPACKS)}, found {self.jetpack}")
         if self.wheels not in ("download", "drtrt", "none"):
             raise ConfigError(f"--wheels must be download, drtrt or none, found {self.wheels}")
-        for model in self.models:
-            if not model.is_file() or model.suffix != ".onnx":
-                raise ConfigError(f"model not found or not an .onnx file: {model}")
+        for model in self.models:       # a wrong kind of file is a usage error (2), a missing one a failure (1)
+            if model.suffix != ".onnx":
+                raise ConfigError(f"--model takes .onnx files, found {model}")
+            if not model.is_file():
+                raise ArtefactError(f"model not found: {model}")
         if not self.models:
             raise ConfigError("give at least one --model")
         if not (self.golden / "golden.json").is_file():
-            raise ConfigError(f"{self.golden} is not a golden folder (no golden.json): make one with "
-                              "`drtrt parity --reference … --save-golden DIR`")
+            raise ArtefactError(f"{self.golden} is not a golden folder (no golden.json): make one with "
+                                "`drtrt parity --reference … --save-golden DIR`")
         if self.config is not None and not self.config.is_file():
-            raise ConfigError(f"config file not found: {self.config}")
+            raise ArtefactError(f"config file not found: {self.config}")
         if self.out.exists() and (self.out.is_file() or any(self.out.iterdir())):
             raise ConfigError(f"{self.out} exists and is not empty: give a new folder or .tar")
 

@@ -136,6 +136,16 @@ class _Scp:
             self.log(f"{time.strftime('%H:%M:%S')}  {path.name} from {sender}: already received, not kept twice")
         return SUCCESS
 
+    def on_rejected(self, event) -> None:
+        """A camera refused for the AE title it called: name both, so the set-up mistake is seen at once
+        (the camera only shows "association rejected"); other refusals (too many associations) likewise."""
+        requestor, called = event.assoc.requestor, str(event.assoc.requestor.primitive.called_ae_title).strip()
+        expected = event.assoc.acceptor.ae_title.strip()
+        why = (f"it called AE title {called!r}, this receiver is {expected!r}: set the camera's called AE title to "
+               f"{expected!r} or start drtrt receive with --ae-title {called!r}" if called != expected else
+               "too many associations at once")
+        self.log(f"{time.strftime('%H:%M:%S')}  refused a push from {requestor.ae_title}@{requestor.address}: {why}")
+
     def on_abort(self, event) -> None:
         requestor = event.assoc.requestor
         self.log(f"{time.strftime('%H:%M:%S')}  the push from {requestor.ae_title}@{requestor.address} was cut off; "
@@ -151,7 +161,7 @@ def _server(cfg: ReceiveConfig, scp: _Scp):
     for sop_class in SOP_CLASSES:
         ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
     ae.add_supported_context(VERIFICATION)
-    handlers = [(evt.EVT_C_STORE, scp.on_store), (evt.EVT_ABORTED, scp.on_abort)]
+    handlers = [(evt.EVT_C_STORE, scp.on_store), (evt.EVT_ABORTED, scp.on_abort), (evt.EVT_REJECTED, scp.on_rejected)]
     try:
         return ae.start_server((cfg.host, cfg.port), block=False, evt_handlers=handlers)
     except OSError as exc:
@@ -162,7 +172,8 @@ def _server(cfg: ReceiveConfig, scp: _Scp):
 def receive(model: str | os.PathLike, out: str | os.PathLike, cfg: ReceiveConfig = ReceiveConfig(),
             log: Callable[[str], None] = print, stop: threading.Event | None = None) -> int:
     """Receive and screen instances into session ``out`` until ``stop`` is set (or SIGINT/SIGTERM
-    arrives, when called from the main thread). Returns the number of images settled by this run."""
+    arrives, when called from the main thread). Returns the number of images settled by this run;
+    KeyboardInterrupt after a clean stop on SIGINT, as :func:`drtrt.clinic.watch.watch_folder`."""
     out = Path(out)
     stop = stop or threading.Event()
     run_log = RunLog(log)
@@ -198,8 +209,8 @@ def receive(model: str | os.PathLike, out: str | os.PathLike, cfg: ReceiveConfig
             session.flush()
             session.write_reports()
     finally:
-        restore()
-    return run_log.stopped(out)
+        stopped_by = restore()
+    return run_log.stopped(out, stopped_by)
 
 
 def _work(session: ScreeningSession, scp: _Scp, stop: threading.Event, poll_s: float) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from drtrt.errors import ImageError
 from drtrt.preprocess.dicom import decode_dicom
@@ -58,7 +58,9 @@ def decode_image(source: str | os.PathLike | bytes,
     except Image.DecompressionBombError:
         raise ImageError(f"{name}: image too large to decode safely; downscale it first", "file_too_large") from None
     except (OSError, SyntaxError, ValueError) as exc:   # UnidentifiedImageError is an OSError
-        raise ImageError(f"{name}: not a readable image ({exc}); expected a JPEG, PNG or TIFF fundus photo") from None
+        why = "its format is not one drtrt knows" if isinstance(exc, UnidentifiedImageError) else str(exc)
+        raise ImageError(f"{name}: not an image drtrt can read ({why}); expected a JPEG, PNG or TIFF fundus photo "
+                         "or a DICOM file") from None   # PIL's own message names its buffer object, not the file
     k = max((f for f in (8, 4, 2) if target_size and min(h, w) // f >= target_size), default=1)
     decoded_px = -(-w // k) * -(-h // k) if fmt == "JPEG" else w * h
     if decoded_px > MAX_DECODED_PIXELS:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
+from drtrt.errors import DrtrtError
 from drtrt.station.worker import StationWorker, WorkerConfig
 
 
@@ -15,30 +18,47 @@ def serve(cfg: WorkerConfig, host: str = "127.0.0.1", port: int = 8080, pin: str
     ``sync``: a :class:`drtrt.integration.sync.SyncConfig` to send results to a hospital as the day goes."""
     import uvicorn
 
-    from drtrt.errors import ConfigError
     from drtrt.station.app import StationConfig, create_app
 
-    worker = StationWorker(cfg)
-    forwarder = None
-    try:
-        if sync is not None:
-            from drtrt.station.forward import Forwarder
+    with _listen(host, port) as sock:
+        worker = StationWorker(cfg)
+        forwarder = None
+        try:
+            if sync is not None:
+                from drtrt.station.forward import Forwarder
 
-            forwarder = Forwarder(worker.store, cfg.data_dir, sync, sync_every_s, on_change=worker.changed)
-        app = create_app(StationConfig(cfg.data_dir, pin=pin, host=host, parity=parity), worker, forwarder)
-        worker.start()
-        if forwarder is not None:
-            forwarder.start()
-        where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
-        log(f"station serving {where} — model {worker.session.predictor.runner.name}, folder {cfg.data_dir}"
-            + (f", camera {cfg.camera_dir}" if cfg.camera_dir else "") + " (Ctrl-C to stop)")
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                               server_header=False, timeout_graceful_shutdown=5))
-        server.run()
-        if not server.started:
-            raise ConfigError(f"cannot serve on {host}:{port}: the port is in use or the address is not this machine's")
-    finally:
-        if forwarder is not None:
-            forwarder.stop()
-        worker.stop()
-        log("station stopped")
+                forwarder = Forwarder(worker.store, cfg.data_dir, sync, sync_every_s, on_change=worker.changed)
+            app = create_app(StationConfig(cfg.data_dir, pin=pin, host=host, parity=parity), worker, forwarder)
+            worker.start()
+            if forwarder is not None:
+                forwarder.start()
+            where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+            log(f"station serving {where} — model {worker.session.predictor.runner.name}, folder {cfg.data_dir}"
+                + (f", camera {cfg.camera_dir}" if cfg.camera_dir else "") + " (Ctrl-C to stop)")
+            server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                                   server_header=False, timeout_graceful_shutdown=5))
+            server.run(sockets=[sock])
+        finally:
+            if forwarder is not None:
+                forwarder.stop()
+            worker.stop()
+            log("station stopped")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The station's listening socket, bound before the model loads and before the station says it serves:
+    a port in use is one line and exit 1 at once (uvicorn would log its own error after "serving" and
+    exit 3, the code of an incomplete screening)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as uvicorn does: a restart need not wait
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise DrtrtError(f"port {port} is in use on {host}: stop what uses it (another station?) or give "
+                             "another --port") from None
+        raise DrtrtError(f"cannot serve on {host}:{port} ({exc.strerror or exc}): give a --host of this machine "
+                         "and a --port you may use") from None
+    return sock

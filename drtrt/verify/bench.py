@@ -109,12 +109,16 @@ def _percentiles(values: Sequence[float]) -> dict[str, float]:
 
 
 INTAKE = ("decode", "preprocess", "quality")
+Progress = Callable[[str, int, int], None]
+"""``on_progress(stage, done, total)``: a stage per model and batch size (its warm-up and timed iterations),
+the quality gate's pass, the metrics pass and the GEMM peak measurements, so a run of a minute is never silent."""
 
 
 def time_pipeline(predictor: Predictor, images: Sequence[str | Path | bytes], batch: int, warmup: int,
-                  iters: int) -> dict[str, list[float]]:
+                  iters: int, on_iteration: Callable[[int, int], None] | None = None) -> dict[str, list[float]]:
     """Seconds per iteration of ``predictor.screen_batch`` on ``batch`` images, whole and by stage:
-    {"intake", "infer", "postprocess", "total"} (each summed over the batch; "total" is wall time)."""
+    {"intake", "infer", "postprocess", "total"} (each summed over the batch; "total" is wall time).
+    ``on_iteration(done, warmup + iters)`` after each iteration."""
     predictor.set_batch_size(batch)
     if predictor.batch_size != batch:
         raise ConfigError(f"{predictor.model.name} takes at most {predictor.batch_size} images per batch; "
@@ -135,12 +139,17 @@ def time_pipeline(predictor: Predictor, images: Sequence[str | Path | bytes], ba
             times["infer"].append(sum(t["inference"] for t in ms) / 1e3)
             times["postprocess"].append(sum(t["postprocess"] for t in ms) / 1e3)
             times["total"].append(total)
+        if on_iteration:
+            on_iteration(it + 1, warmup + iters)
     return times
 
 
-def gradable_images(predictor: Predictor, images: Sequence[str | Path | bytes]) -> list[str | Path | bytes]:
+def gradable_images(predictor: Predictor, images: Sequence[str | Path | bytes],
+                    on_progress: Callable[[int, int], None] | None = None) -> list[str | Path | bytes]:
     """The images the quality gate lets through to the model (the others would time nothing)."""
     results = predictor.screen_batch(list(images), names=[f"image-{k}" for k in range(len(images))])
+    if on_progress:
+        on_progress(len(images), len(images))
     return [image for image, result in zip(images, results) if result.status == "graded"]
 
 
@@ -155,11 +164,17 @@ def synthetic_jpeg(width: int = 4288, height: int = 2848, seed: int = 0) -> byte
     return data.tobytes()
 
 
-def bench_model(path: Path | str, cfg: BenchConfig, images: Sequence, samples: Sequence) -> tuple[list[BenchRow], int]:
+def bench_model(path: Path | str, cfg: BenchConfig, images: Sequence, samples: Sequence,
+                on_progress: Progress | None = None) -> tuple[list[BenchRow], int]:
     """All batch sizes of one model (loaded once; its peak RSS includes loading); also how many
     images the quality gate refused.
 
     ``peak_fraction`` is left None: :func:`run_bench` sets it once the GEMM peak is known."""
+    label = str(path) if is_model_url(path) else Path(path).name
+
+    def stage(name: str) -> Callable[[int, int], None] | None:
+        return (lambda done, total: on_progress(f"{label} {name}", done, total)) if on_progress else None
+
     scope = "model" if sysinfo.reset_peak_rss() else "process"
     tick = time.perf_counter()
     predictor = Predictor(path, batch_size=max(cfg.batches))
@@ -167,7 +182,7 @@ def bench_model(path: Path | str, cfg: BenchConfig, images: Sequence, samples: S
     served = predictor.runner.backend == "triton"        # a model on a server: no file here to measure
     try:
         info = predictor.info
-        usable = gradable_images(predictor, images)
+        usable = gradable_images(predictor, images, stage("quality gate"))
         if not usable:
             raise DataError(f"the quality gate refused every benchmark image for {predictor.runner.name}; "
                             "pass --data with gradable fundus photographs")
@@ -177,7 +192,7 @@ def bench_model(path: Path | str, cfg: BenchConfig, images: Sequence, samples: S
 
         rows = []
         for batch in cfg.batches:
-            t = time_pipeline(predictor, usable, batch, cfg.warmup, cfg.iters)
+            t = time_pipeline(predictor, usable, batch, cfg.warmup, cfg.iters, stage(f"batch {batch}"))
             per_image = lambda key: statistics.median(t[key]) * 1e3 / batch  # noqa: E731
             size_mb = 0.0 if served else Path(path).stat().st_size / 2**20
             rows.append(BenchRow(predictor.runner.name if served else str(path), predictor.runner.backend,
@@ -189,7 +204,8 @@ def bench_model(path: Path | str, cfg: BenchConfig, images: Sequence, samples: S
         if samples:
             from drtrt.verify.evaluate import evaluate_runner
 
-            metrics = evaluate_runner(predictor.runner, samples, batch_size=max(cfg.batches))
+            metrics = evaluate_runner(predictor.runner, samples, batch_size=max(cfg.batches),
+                                      on_progress=stage("metrics"))
         for row in rows:
             row.peak_rss_mb = rss
             row.metrics = {k: v for k, v in metrics.items() if isinstance(v, float)}
@@ -198,7 +214,7 @@ def bench_model(path: Path | str, cfg: BenchConfig, images: Sequence, samples: S
         predictor.close()
 
 
-def run_bench(cfg: BenchConfig, on_model: Callable[[str], None] | None = None) -> BenchReport:
+def run_bench(cfg: BenchConfig, on_progress: Progress | None = None) -> BenchReport:
     """Benchmark every model at every batch size; append each row to ``cfg.log`` (JSON lines) when given."""
     samples: list = []
     if cfg.data is not None:
@@ -220,17 +236,21 @@ def run_bench(cfg: BenchConfig, on_model: Callable[[str], None] | None = None) -
                "command": " ".join(sys.argv)}
     rows: list[BenchRow] = []
     refused = 0
+
+    def measure_peak() -> None:
+        peaks.append(sysinfo.measure_gemm_peak())
+        if on_progress:
+            on_progress("FP32 GEMM peak", len(peaks), len(cfg.models) + 1)
+
     for path in cfg.models:
         if cfg.gemm_peak:
-            peaks.append(sysinfo.measure_gemm_peak())
-        if on_model:
-            on_model(str(path))
-        model_rows, refused = bench_model(model_reference(path), cfg, images, samples)
+            measure_peak()
+        model_rows, refused = bench_model(model_reference(path), cfg, images, samples, on_progress)
         rows += model_rows
     context["loadavg_end"] = _loadavg()
     context["images_refused_by_quality_gate"] = refused
     if cfg.gemm_peak:
-        peaks.append(sysinfo.measure_gemm_peak())
+        measure_peak()
         peak = max(p["best"] for p in peaks)
         context["gemm_fp32_gflops"] = {"best": peak, "n": peaks[0]["n"], "threads": peaks[0]["threads"],
                                        "measurements": [{"best": round(p["best"], 1), "by": p["by"],

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from drtrt.data.idrid import IdridSample
-from drtrt.errors import ConfigError, DataError
+from drtrt.errors import ArtefactError, ConfigError, DataError
 from drtrt.runtime.base import Runner
 from drtrt.runtime.inference import BatchedInference
 from drtrt.verify.items import items_from_samples
@@ -34,6 +34,9 @@ def evaluate_runner(runner: Runner, samples: Sequence[IdridSample], batch_size: 
     done = 0
     for batch in BatchedInference(runner, batch_size)(items):
         for item, outputs in zip(batch.items, batch.per_image()):
+            if not all(np.isfinite(array).all() for array in outputs.values()):   # else sklearn fails on the NaN
+                raise ArtefactError(f"{runner.name} gives NaN or infinite outputs on {item.name}: its weights are "
+                                    "damaged (a corrupt file) or its training diverged; export or train it again")
             acc.update(done, outputs, item.grade, item.target)
             done += 1
         if on_progress:

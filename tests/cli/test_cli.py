@@ -141,14 +141,12 @@ def test_screen_subfolders_reruns_and_same_names(tiny_onnx, photo_root, tmp_path
     assert_one_line_error(drtrt("screen", empty, "--model", tiny_onnx), "add --recursive")
 
 
-@pytest.mark.parametrize("case", ["missing_file", "empty_dir", "missing_model", "bad_model", "model_not_onnx",
+@pytest.mark.parametrize("case", ["empty_dir", "missing_model", "bad_model", "model_not_onnx",
                                   "unknown_option", "bad_eye"])
 def test_one_line_errors_and_their_exit_codes(case, tiny_onnx, photo_root, tmp_path):
     image = next((photo_root / "A. Segmentation" / "1. Original Images" / "a. Training Set").glob("*.jpg"))
     code = ExitCode.FAILED
-    if case == "missing_file":
-        proc, fragment = drtrt("screen", tmp_path / "nope.jpg", "--model", tiny_onnx), "no such file"
-    elif case == "empty_dir":
+    if case == "empty_dir":
         (tmp_path / "empty").mkdir()
         proc, fragment = drtrt("screen", tmp_path / "empty", "--model", tiny_onnx), "no images"
     elif case == "missing_model":
@@ -170,11 +168,8 @@ def test_one_line_errors_and_their_exit_codes(case, tiny_onnx, photo_root, tmp_p
 
 
 def test_train_and_export_errors_are_one_line(tmp_path):
-    assert_one_line_error(drtrt("train", "--data", tmp_path / "nothing", "--out", tmp_path / "run"), "nothing")
     assert_one_line_error(drtrt("train", "--data", tmp_path, "--out", tmp_path / "r", "--model", "resnet"), "resnet",
                           ExitCode.USAGE)
-    assert_one_line_error(drtrt("export", "--checkpoint", tmp_path / "x.pt", "--out", tmp_path / "m.onnx"),
-                          "checkpoint not found")
     pickle = tmp_path / "evil.pt"
     pickle.write_bytes(b"\x80\x04\x95not a checkpoint")
     assert_one_line_error(drtrt("export", "--checkpoint", pickle, "--out", tmp_path / "m.onnx"), "not a loadable")
@@ -188,9 +183,10 @@ def test_a_bug_is_one_line_and_exit_70_with_the_traceback_on_request(monkeypatch
     result = runner.invoke(app, ["doctor"])
     assert result.exit_code == ExitCode.INTERNAL and "Traceback" not in result.output
     assert "internal error (ZeroDivisionError: division by zero); this is a bug in drtrt" in result.output
-    monkeypatch.setenv("DRTRT_DEBUG", "1")
+    monkeypatch.setenv("DRTRT_DEBUG", "1")                  # the traceback too, and the same exit status
     result = runner.invoke(app, ["doctor"])
-    assert isinstance(result.exception, ZeroDivisionError)
+    assert result.exit_code == ExitCode.INTERNAL and "Traceback" in result.output and "ZeroDivisionError" in result.output
+    assert result.output.strip().splitlines()[-1].startswith("error: internal error (ZeroDivisionError")
 
 
 def test_json_is_one_document_on_stdout_for_every_report_command(tiny_onnx, photo_root):
@@ -204,8 +200,6 @@ def test_json_is_one_document_on_stdout_for_every_report_command(tiny_onnx, phot
 
 
 def test_watch_errors_are_one_line(tiny_onnx, tmp_path):
-    assert_one_line_error(drtrt("watch", tmp_path / "nowhere", "--model", tiny_onnx, "--out", tmp_path / "s"),
-                          "no such folder to watch")
     occupied = tmp_path / "file"
     occupied.write_text("not a folder")
     (tmp_path / "camera").mkdir()

@@ -147,7 +147,7 @@ def test_an_upgrade_cut_short_leaves_the_old_layout_whole(legacy, monkeypatch):
 
 def test_a_file_that_is_not_a_database_is_one_data_error(tmp_path):
     (tmp_path / "session.db").write_bytes(b"this is not SQLite" * 100)
-    with pytest.raises(DataError, match="not a drtrt session database"):
+    with pytest.raises(DataError, match="not a session store drtrt can read"):
         SessionStore(tmp_path / "session.db")
 
 

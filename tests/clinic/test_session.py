@@ -54,7 +54,7 @@ def bad_inputs(photo_root, tmp_path_factory) -> dict[str, Path]:
 
 EXPECTED = {"good": "graded", "zero": "error", "truncated": "error", "text": "error", "grey": "ungradable",
             "rgba": "graded", "16bit": "graded", "exif": "graded", "unicode": "graded", "duplicate": "duplicate"}
-REASONS = {"zero": "empty file", "truncated": "truncated", "text": "not a readable image", "grey": "greyscale",
+REASONS = {"zero": "empty file", "truncated": "truncated", "text": "not an image drtrt can read", "grey": "greyscale",
            "duplicate": "same image as good.jpg"}
 
 

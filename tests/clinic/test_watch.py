@@ -106,21 +106,15 @@ def test_watch_picks_up_camera_files_and_resumes_after_restart(tiny_onnx, photo_
     assert "graded" in first and "[W-7 right]" in first                 # never read half-written
     watcher.expect("quick.jpg")
     code, rest = watcher.stop()
-    assert code == 0 and any("stopped; 2 image(s)" in line for line in rest), rest
+    assert code == 130 and any("stopped; 2 image(s)" in line for line in rest), rest   # Ctrl-C: a clean stop, exit 130
 
     shutil.copy(sources[3], camera / "after restart.jpg")
     watcher = Watcher(camera, tiny_onnx, out, "--patient", "W-7", "--eye", "right")
     watcher.expect("after restart.jpg")
     code, rest = watcher.stop()
-    assert code == 0 and any("stopped; 1 image(s)" in line for line in rest), rest   # old files not redone
+    assert code == 130 and any("stopped; 1 image(s)" in line for line in rest), rest   # old files not redone
     with SessionStore(out / "session.db") as store:
         rows = store.rows()
         assert sorted(r.name for r in rows) == ["after restart.jpg", "quick.jpg", "slow write.jpg"]
         assert {r.status for r in rows} == {"graded"} and store.integrity_check() == "ok"
     assert (out / "reports" / "patient-W-7.html").is_file() and (out / "summary.html").is_file()
-
-
-def test_watch_missing_folder_is_a_one_line_error(tiny_onnx, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "drtrt.cli", "watch", str(tmp_path / "nope"), "--model",
-                           str(tiny_onnx), "--out", str(tmp_path / "s")], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1 and "no such folder to watch" in proc.stderr and "Traceback" not in proc.stderr

@@ -103,7 +103,7 @@ def test_a_tar_bundle_round_trips_and_is_checked_without_extracting(parts, tmp_p
 
 
 def test_bad_requests_are_one_line(parts, tmp_path):
-    with pytest.raises(ConfigError, match="golden.json"):
+    with pytest.raises(ArtefactError, match="golden.json"):
         make_bundle(BundleSpec(tmp_path / "x", (parts["model"],), tmp_path, wheels="none"))
     with pytest.raises(ConfigError, match="--jetpack"):
         make_bundle(BundleSpec(tmp_path / "x", (parts["model"],), parts["golden"], "5.1", wheels="none"))

@@ -19,6 +19,7 @@ the run with one line, and a session keeps what it had committed (the same comma
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import threading
 import time
@@ -36,6 +37,7 @@ from drtrt.runtime.backends.dtypes import from_numpy, to_numpy
 from drtrt.runtime.base import Runner, Signature, TensorSpec
 from drtrt.runtime.registry import is_model_url, model_reference
 
+_log = logging.getLogger("drtrt.triton")     # the CLI prints its warnings on stderr
 SCHEMES = {"triton": "grpc", "triton+grpc": "grpc", "tritons": "grpc", "triton+http": "http"}
 TLS_FILES = {"root_certificates": "DRTRT_TRITON_CA", "certificate_chain": "DRTRT_TRITON_CERT",
              "private_key": "DRTRT_TRITON_KEY"}
@@ -303,7 +305,7 @@ class TritonRunner(Runner):
 
     def _call(self, work: Callable[[Any], Any], what: str) -> Any:
         """``work(client)`` with the retry policy; a failure that is not transient is raised at once."""
-        waits = self.retry.waits()
+        waits, told = self.retry.waits(), False
         while True:
             try:
                 return work(self._client())
@@ -323,6 +325,10 @@ class TritonRunner(Runner):
                 raise ServerUnavailable(f"cannot {what} on {self.address.url} after {self.retry.attempts} tries: "
                                         f"{reason}; start tritonserver with this model (deploy/serving.md) "
                                         "and run the same command again") from None
+            if not told:                          # say what the run waits for, not ~16 s of silence
+                told = True
+                _log.warning(f"waiting for {self.address.url} ({reason}): trying again for up to "
+                             f"{sum(self.retry.waits()):g} s (DRTRT_TRITON_RETRIES sets the tries)")
             self._sleep(wait)
 
 
