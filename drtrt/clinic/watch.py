@@ -158,7 +158,7 @@ def watch_folder(folder: str | os.PathLike, model: str | os.PathLike, out: str |
     if not folder.is_dir():
         raise DataError(f"no such folder to watch: {folder}")
     stop = stop or threading.Event()
-    restore = _install_stop_handlers(stop)
+    restore = install_stop_handlers(stop)
     run_log = RunLog(log)
     tracker = SettleTracker(cfg.settle_s)
     list_state: tuple[int, int] | None = None
@@ -201,7 +201,7 @@ def _stat(path: Path) -> tuple[int, int] | None:
     return st.st_size, st.st_mtime_ns
 
 
-def _install_stop_handlers(stop: threading.Event) -> Callable[[], int | None]:
+def install_stop_handlers(stop: threading.Event) -> Callable[[], int | None]:
     """First SIGINT/SIGTERM: finish the image in hand and stop. A second SIGINT interrupts at once.
     The returned ``restore()`` puts the previous handlers back and returns the signal that stopped
     the run (None when none did)."""

@@ -82,6 +82,10 @@ def export_onnx(model: torch.nn.Module, info: ModelInfo, out: str | Path, simpli
     onnx.save(proto, str(out))
     diffs = compare_with_torch(model, out, size, check_batch)
     worst = max(diffs.values())
+    if not np.isfinite(worst):     # NaN compares false with any tolerance: say it, or a damaged model ships
+        out.unlink(missing_ok=True)
+        raise ArtefactError("the checkpoint gives NaN or infinite outputs: its weights are damaged (a corrupt file) "
+                            "or its training diverged; nothing was exported — train it again or use another checkpoint")
     if worst > tolerance:
         raise ArtefactError(f"exported model differs from PyTorch by {worst:.2e} (> {tolerance:g}); see {out}")
     return ExportResult(out, names, diffs, simplify)

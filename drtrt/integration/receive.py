@@ -37,7 +37,7 @@ from drtrt.errors import ConfigError, DrtrtError
 from drtrt.preprocess.dicom import SOP_CLASSES, TRANSFER_SYNTAXES
 from drtrt.clinic.patients import Assignment
 from drtrt.clinic.session import ScreeningSession, SessionConfig
-from drtrt.clinic.watch import RunLog, _install_stop_handlers   # the same Ctrl-C/SIGTERM and log as watch
+from drtrt.clinic.watch import RunLog, install_stop_handlers   # the same Ctrl-C/SIGTERM and log as watch
 
 VERIFICATION = "1.2.840.10008.1.1"
 SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC000
@@ -180,7 +180,7 @@ def receive(model: str | os.PathLike, out: str | os.PathLike, cfg: ReceiveConfig
     session = ScreeningSession(model, out, cfg.session, command=f"receive {cfg.ae_title}@{cfg.host}:{cfg.port}",
                                on_row=run_log)                    # locks out/: one receiver per session
     run_log.run_id = session.run_id
-    restore = _install_stop_handlers(stop)
+    restore = install_stop_handlers(stop)
     try:
         with session:
             incoming = out / "incoming"

@@ -213,6 +213,9 @@ class Predictor:
         for p, outputs in zip(chunk, batch.per_image()):
             tick = time.perf_counter()
             p.timings["inference"] = share
+            if not all(np.isfinite(value).all() for value in outputs.values()):
+                results.append(_not_a_number(p))        # never a grade from NaN: argmax would say "no DR"
+                continue
             result = ScreeningResult(p.name, "graded", timings_ms=p.timings, quality=p.quality,
                                      geometry=p.geometry, disc=p.disc, batch_size=len(chunk), dicom=p.dicom)
 
@@ -230,3 +233,13 @@ class Predictor:
             p.timings["total"] = sum(p.timings.values())   # this image's stages, not its batch-mates'
             results.append(result)
         return results
+
+
+def _not_a_number(p: _Prepared) -> ScreeningResult:
+    """A photo the model answered with NaN or infinity: not judged. The model file is damaged (or the
+    engine broken on this device); a retake cannot help, a person must look, and IT must replace it."""
+    p.timings["total"] = sum(p.timings.values())
+    return ScreeningResult(p.name, "error", f"{Path(p.name).name}: the model gave no usable answer (NaN or infinite "
+                           "outputs) — this photo was NOT judged: refer or have it read, and ask IT to reinstall "
+                           "the model", "inference_failed", timings_ms=p.timings, quality=p.quality,
+                           geometry=p.geometry, dicom=p.dicom)

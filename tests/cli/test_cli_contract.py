@@ -136,7 +136,7 @@ def damaged(tiny_run, tmp_path) -> dict[str, Path]:
     return {"garbage": garbage, "nan": nan, "session": session}
 
 
-@pytest.mark.parametrize("case", ["garbage .pt", "NaN weights", "screen into a garbage session.db",
+@pytest.mark.parametrize("case", ["garbage .pt", "NaN weights", "export NaN weights", "screen into a garbage session.db",
                                   "sync a garbage session.db"])
 def test_damaged_files_are_one_line_exit_1_with_or_without_debug(case, damaged, tiny_onnx, photo_root):
     image = sorted(photo_root.rglob("*.jpg"))[0]
@@ -144,6 +144,8 @@ def test_damaged_files_are_one_line_exit_1_with_or_without_debug(case, damaged, 
         "garbage .pt": (["evaluate", "--model", damaged["garbage"], "--data", photo_root],
                         "not a loadable drtrt checkpoint"),
         "NaN weights": (["evaluate", "--model", damaged["nan"], "--data", photo_root], "NaN or infinite outputs"),
+        "export NaN weights": (["export", "--checkpoint", damaged["nan"], "--out", damaged["nan"].with_suffix(".onnx")],
+                               "NaN or infinite outputs"),
         "screen into a garbage session.db": (["screen", image, "--model", tiny_onnx, "--out", damaged["session"]],
                                              "not a session store drtrt can read"),
         "sync a garbage session.db": (["sync", damaged["session"], "--once"], "not a session store drtrt can read"),

@@ -17,8 +17,7 @@ from PIL import Image
 from drtrt.errors import ConfigError
 from drtrt.clinic.patients import Assignment
 from drtrt.runtime.predictor import Predictor
-from drtrt.clinic.session import screen_images
-from drtrt.clinic.session import ScreeningSession, SessionConfig
+from drtrt.clinic.session import ScreeningSession, SessionConfig, screen_images
 from drtrt.clinic.store import SessionStore
 
 
@@ -183,6 +182,28 @@ def test_patient_ids_cannot_escape_the_session_folder(tiny_onnx, photo_root, tmp
     assert len(reports) == 1 and reports[0].name.startswith("patient-script_alert_1_script-")
     page = reports[0].read_text()
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_a_model_answering_nan_grades_nobody_and_the_verdict_is_not_calm(tiny_onnx, photo_root, tmp_path):
+    """A damaged model file (NaN weights) would argmax to grade 0, "no DR": the photo must be an error
+    instead, not judged, and the eye's verdict must send the patient to a person."""
+    import onnx
+    from onnx import numpy_helper
+
+    from drtrt.clinic.verdicts import RESCREEN, patient_verdicts
+
+    proto = onnx.load(str(tiny_onnx))
+    first = next(i for i in proto.graph.initializer if numpy_helper.to_array(i).dtype == np.float32
+                 and numpy_helper.to_array(i).ndim == 4)
+    first.CopyFrom(numpy_helper.from_array(np.full_like(numpy_helper.to_array(first), np.nan), first.name))
+    damaged = tmp_path / "damaged.onnx"
+    onnx.save(proto, str(damaged))
+    image = sorted(photo_root.rglob("*.jpg"))[0]
+    row = screen_images([image], damaged, tmp_path / "s", default=Assignment("P-1", "right")).rows[0]
+    assert row.status == "error" and row.record.get("grade") is None and row.record.get("referable") is None
+    assert "NOT judged" in row.reason and "NaN" in row.reason
+    (verdict,) = patient_verdicts([row])
+    assert verdict.eyes["right"].verdict != RESCREEN and verdict.verdict != RESCREEN
 
 
 def test_a_session_is_tied_to_its_model(tiny_onnx, photo_root, tmp_path):
