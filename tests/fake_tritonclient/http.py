@@ -11,9 +11,8 @@ import errno
 import functools
 import inspect
 
-import numpy as np
-
 from fake_tritonclient.server import Refused, Request, ServerError
+from fake_tritonclient.tensors import InferInputBase, InferResultBase
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype, raise_error, triton_to_np_dtype
 
 _registry = None        # the servers of this install (fake_tritonclient.install sets it)
@@ -93,37 +92,9 @@ class InferenceServerClient:
         return InferResult(model.name, model.versions[-1], model.infer(request))
 
 
-class InferInput:
-    def __init__(self, name, shape, datatype):
-        self._name, self._shape, self._datatype = name, [int(d) for d in shape], datatype
-        self._raw_content = None
-
-    def name(self):
-        return self._name
-
-    def datatype(self):
-        return self._datatype
-
-    def shape(self):
-        return list(self._shape)
-
-    def set_shape(self, shape):
-        self._shape = [int(d) for d in shape]
-        return self
-
+class InferInput(InferInputBase):
     def set_data_from_numpy(self, input_tensor, binary_data=True):
-        if not isinstance(input_tensor, (np.ndarray,)):
-            raise_error("input_tensor must be a numpy array")
-        dtype = np_to_triton_dtype(input_tensor.dtype)
-        if self._datatype != dtype:
-            raise_error(f"got unexpected datatype {dtype} from numpy array, expected {self._datatype}.")
-        if list(input_tensor.shape) != self._shape:
-            raise_error("got unexpected numpy array shape [{}], expected [{}]".format(
-                str(input_tensor.shape)[1:-1], str(self._shape)[1:-1]))
-        if self._datatype == "BYTES":
-            raise NotImplementedError("the tritonclient double sends no BYTES tensors")
-        self._raw_content = input_tensor.tobytes()
-        return self
+        return self._set_data(input_tensor)
 
 
 class InferRequestedOutput:
@@ -134,18 +105,7 @@ class InferRequestedOutput:
         return self._name
 
 
-class InferResult:
-    def __init__(self, model_name, model_version, outputs):
-        self._model, self._version, self._outputs = model_name, model_version, list(outputs)
-
-    def as_numpy(self, name):
-        """The output's array (read-only: it is the response's buffer, as the real client's), None for
-        an output the response does not carry."""
-        for output_name, datatype, shape, data in self._outputs:
-            if output_name == name:
-                return np.frombuffer(data, dtype=triton_to_np_dtype(datatype)).reshape(shape)
-        return None
-
+class InferResult(InferResultBase):
     def get_output(self, name):
         for output in self.get_response()["outputs"]:
             if output["name"] == name:
