@@ -68,4 +68,7 @@ def test_a_failed_model_s_traceback_becomes_one_line():
     traceback = ('Traceback (most recent call last):\n  File "/models/drtrt/1/model.py", line 40, in initialize\n'
                  '    import onnxruntime\nModuleNotFoundError: No module named \'onnxruntime\'\n')
     assert server_reason(traceback) == "ModuleNotFoundError: No module named 'onnxruntime'"
+    triton = ("ArtefactError: cannot load model.onnx as an ONNX model: protobuf parsing failed\n\nAt:\n"
+              "  /models/drtrt/1/model.py(58): initialize\n")            # the Python backend's own format
+    assert server_reason(triton) == "ArtefactError: cannot load model.onnx as an ONNX model: protobuf parsing failed"
     assert server_reason("") == "" and server_reason("unloaded") == "unloaded"

@@ -360,10 +360,13 @@ def _is_transient(exc: Exception, status: str) -> bool:
 
 
 def server_reason(reason: str) -> str:
-    """The server's reason for a model's state, in one line. A model whose Python backend failed to
-    load comes with the whole traceback; its last line says what went wrong."""
+    """The server's reason for a model's state, in one line. A Python-backend model that failed to load
+    comes with its stack: Triton writes the error first and the frames after ("At:"); a bare Python
+    traceback has the error last."""
     lines = [line.strip() for line in reason.splitlines() if line.strip()]
-    return lines[-1][:240] if lines else ""
+    if not lines:
+        return ""
+    return (lines[-1] if lines[0].startswith("Traceback (most recent call last)") else lines[0])[:240]
 
 
 def _first_line(exc: Exception) -> str:
