@@ -171,10 +171,10 @@ def _versions(db: sqlite3.Connection, found: int, where: str) -> dict[str, int]:
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if found <= _LEGACY_FORMAT:      # ≤ 35c20eb: a part is at version 1 when its tables are there
         return {part: int(TABLES[part][0] in tables) for part in PARTS}
-    kept = dict(db.execute(f"SELECT key, value FROM meta WHERE key LIKE '{_VERSION_PREFIX}%'").fetchall())
-    versions = {part: int(kept.get(_VERSION_PREFIX + part, 0)) for part in PARTS}
+    kept = _kept_versions(db)
+    versions = {part: kept.get(part, 0) for part in PARTS}
     newer = [f"{part} {v} > {len(PARTS[part])}" for part, v in versions.items() if v > len(PARTS[part])]
-    unknown = sorted(k[len(_VERSION_PREFIX):] for k in kept if k[len(_VERSION_PREFIX):] not in PARTS)
+    unknown = sorted(part for part in kept if part not in PARTS)
     if newer or unknown:
         raise DataError(_newer(where, "; ".join(newer + [f"a part {u!r} it does not know" for u in unknown])))
     return versions
@@ -187,5 +187,11 @@ def _newer(where: str, what: str) -> str:
 
 def versions(db: sqlite3.Connection) -> dict[str, int]:
     """Each part's version as kept in ``meta`` (after :func:`migrate`)."""
-    kept = dict(db.execute(f"SELECT key, value FROM meta WHERE key LIKE '{_VERSION_PREFIX}%'").fetchall())
-    return {part: int(kept.get(_VERSION_PREFIX + part, 0)) for part in PARTS}
+    kept = _kept_versions(db)
+    return {part: kept.get(part, 0) for part in PARTS}
+
+
+def _kept_versions(db: sqlite3.Connection) -> dict[str, int]:
+    """part → version, for every ``schema.<part>`` row in ``meta`` (parts this drtrt does not know too)."""
+    rows = db.execute(f"SELECT key, value FROM meta WHERE key LIKE '{_VERSION_PREFIX}%'").fetchall()
+    return {key[len(_VERSION_PREFIX):]: int(value) for key, value in rows}
