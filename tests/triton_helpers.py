@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from processes import track
+from triton_urls import LocalTritonUrls
 
 NUMPY1 = Path(os.environ.get("DRTRT_TRITON_NUMPY1", Path(sys.prefix) / "triton-numpy1"))
 
@@ -99,7 +100,7 @@ def server_env(server: Path, python_bin: Path | None = None) -> dict[str, str]:
     return env
 
 
-class TritonServer:
+class TritonServer(LocalTritonUrls):
     """One tritonserver on 127.0.0.1: ``start()``, ``kill()`` (SIGKILL), ``stop()`` (SIGTERM)."""
 
     def __init__(self, server: Path, repository: Path, log: Path, *extra: str, python_bin: Path | None = None) -> None:
@@ -107,15 +108,6 @@ class TritonServer:
         self.python_bin = python_bin
         self.http_port, self.grpc_port = free_port(), free_port()
         self.proc: subprocess.Popen | None = None
-
-    @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    def model_url(self, name: str = "drtrt", protocol: str = "grpc") -> str:
-        if protocol == "grpc":
-            return f"triton://127.0.0.1:{self.grpc_port}/{name}"
-        return f"triton+http://127.0.0.1:{self.http_port}/{name}"
 
     def start(self, timeout: float = 180.0, ready: bool = True, tracked: bool = True) -> None:
         """Start and wait until the server (``ready``: and every model) is ready. ``tracked``: killed

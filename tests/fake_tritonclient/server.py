@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from triton_urls import LocalTritonUrls
+
 # Triton's wire types (the model configuration writes TYPE_ + these, TYPE_STRING for BYTES) ↔ NumPy
 WIRE_NUMPY = {"BOOL": bool, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
               "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
@@ -171,7 +173,7 @@ def _dims(shape: Sequence[int]) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
 
 
-class FakeServer:
+class FakeServer(LocalTritonUrls):
     """A server on 127.0.0.1 with a gRPC and an HTTP port, like ``triton_helpers.TritonServer`` (the
     same ``model_url`` and ``grpc_url``); ``stop()`` / ``start()`` take it away and bring it back."""
 
@@ -179,15 +181,6 @@ class FakeServer:
         self.models = dict(models)
         self.grpc_port, self.http_port = grpc_port, http_port
         self.live = True
-
-    @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    def model_url(self, name: str = "drtrt", protocol: str = "grpc") -> str:
-        if protocol == "grpc":
-            return f"triton://127.0.0.1:{self.grpc_port}/{name}"
-        return f"triton+http://127.0.0.1:{self.http_port}/{name}"
 
     def start(self) -> None:
         self.live = True
