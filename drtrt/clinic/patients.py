@@ -38,10 +38,12 @@ class Patient:
 
 @dataclass(frozen=True)
 class Assignment:
-    """The patient and eye an image belongs to (None: not given)."""
+    """The patient and eye an image belongs to (None: not given), and the visit (the station's; None:
+    the session groups the photo into one — by its DICOM study, else per patient per day)."""
 
     patient: str | None = None
     eye: str | None = None
+    visit: int | None = None
 
 
 def normalise_eye(value: str | None) -> str | None:

@@ -17,12 +17,14 @@ on the photos that currently fill its slots.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 
 from drtrt.clinic.pathways import stored_pathway
 from drtrt.clinic.patients import EYES, MAX_PATIENT_ID, Patient, validate_birth_date, validate_name, validate_patient_id
 from drtrt.clinic.store import SessionRow, SessionStore, now
-from drtrt.clinic.verdicts import LABELS, NOT_PHOTOGRAPHED, SCREENING, EyeVerdict, eye_verdict, visit_verdict
+from drtrt.clinic.verdicts import (LABELS, NOT_PHOTOGRAPHED, REFER, REFER_URGENT, SCREENING, EyeVerdict, eye_verdict,
+                                   provisional, visit_verdict)
 from drtrt.errors import ConfigError
 
 FIELDS = {1: ("any",), 2: ("disc", "macula")}
@@ -135,11 +137,33 @@ class VisitBook:
         if self.patient(patient_id) is None:
             raise ConfigError(f"patient {patient_id!r} is not registered")
         with self.store.transaction():
-            open_ = self.store.execute("SELECT id FROM visits WHERE patient=? AND closed IS NULL", (patient_id,))
+            open_ = self.store.execute("SELECT id FROM visits WHERE patient=? AND closed IS NULL AND kind='station'",
+                                       (patient_id,))
             if open_:
                 return int(open_[0]["id"])
             self.store.execute("INSERT INTO visits(patient, protocol, opened) VALUES (?, ?, ?)",
                                (patient_id, protocol.to_json(), now()))
+            return int(self.store.execute("SELECT last_insert_rowid() AS id")[0]["id"])
+
+    def visit_for(self, patient_id: str, study_uid: str | None = None, day: str | None = None) -> int:
+        """The visit a command's photo of ``patient_id`` joins (a visit of kind ``session``, opened on
+        first use): the one of the camera's DICOM study ``study_uid``, else the patient's visit of
+        ``day`` (default: today, local time) without a study. A returning patient's photos of another
+        day are another visit: a result is never judged over photos of different visits."""
+        day = day or time.strftime("%Y-%m-%d")
+        with self.store.transaction():
+            if study_uid:
+                found = self.store.execute("SELECT id FROM visits WHERE kind='session' AND patient=? AND study_uid=?",
+                                           (patient_id, study_uid))
+            else:
+                found = self.store.execute("SELECT id FROM visits WHERE kind='session' AND patient=? AND day=? "
+                                           "AND study_uid IS NULL", (patient_id, day))
+            if found:
+                return int(found[0]["id"])
+            self.store.execute("INSERT OR IGNORE INTO patients VALUES (?, NULL, NULL, ?)", (patient_id, now()))
+            self.store.execute("INSERT INTO visits(patient, protocol, opened, kind, study_uid, day) "
+                               "VALUES (?, ?, ?, 'session', ?, ?)",
+                               (patient_id, Protocol().to_json(), now(), study_uid or None, day))
             return int(self.store.execute("SELECT last_insert_rowid() AS id")[0]["id"])
 
     def close_visit(self, visit_id: int) -> Visit:
@@ -189,11 +213,12 @@ class VisitBook:
             self.store.execute("UPDATE visits SET target=NULL WHERE id=?", (visit_id,))
         return slot
 
-    def unscreened(self) -> list[tuple[str, str, str]]:
-        """(path, patient, eye) of current captures the store holds no result for (a restart's to-do)."""
-        rows = self.store.execute("SELECT c.path, v.patient, c.slot FROM captures c JOIN visits v ON v.id = c.visit "
-                                  "LEFT JOIN files f ON f.path = c.path WHERE c.replaced_by IS NULL AND f.path IS NULL")
-        return [(r["path"], r["patient"], r["slot"].split("/")[0]) for r in rows]
+    def unscreened(self) -> list[tuple[str, str, str, int]]:
+        """(path, patient, eye, visit) of current captures the store holds no result for (a restart's to-do)."""
+        rows = self.store.execute("SELECT c.path, v.patient, c.slot, c.visit FROM captures c "
+                                  "JOIN visits v ON v.id = c.visit LEFT JOIN files f ON f.path = c.path "
+                                  "WHERE c.replaced_by IS NULL AND f.path IS NULL")
+        return [(r["path"], r["patient"], r["slot"].split("/")[0], int(r["visit"])) for r in rows]
 
     def camera_file_taken(self, name: str, size: int, mtime_ns: int) -> bool:
         return bool(self.store.execute("SELECT 1 FROM camera_files WHERE name=? AND size=? AND mtime_ns=?",
@@ -214,13 +239,19 @@ class VisitBook:
         captures = self.store.execute("SELECT * FROM captures WHERE visit=? ORDER BY id DESC", (v["id"],))
         results = {r.path: r for r in self.store.rows([c["path"] for c in captures])}
         slots = [self._slot(name, [c for c in captures if c["slot"] == name], results) for name in protocol.slots]
-        pathway = stored_pathway(self.store.meta())
+        meta = self.store.meta()
+        pathway, unvalidated = stored_pathway(meta), provisional(meta)
         eyes = {}
         for eye in EYES:
+            # the photos filling the eye's slots, and every retaken one (whose result may stand: eye_verdict)
             current = [s.row for s in slots if s.eye == eye and s.row is not None]
-            filled = [s for s in slots if s.eye == eye and s.state != "missing"]
-            eyes[eye] = eye_verdict(eye, current, pathway) if current else (
-                EyeVerdict(eye, SCREENING, None, []) if filled else eye_verdict(eye, [], pathway))
+            earlier = [r for c in captures if c["replaced_by"] is not None and c["slot"].split("/")[0] == eye
+                       and (r := results.get(c["path"])) is not None and r.replaced]
+            screening = any(s.eye == eye and s.state == "screening" for s in slots)
+            judged = eye_verdict(eye, current + earlier, pathway, unvalidated)
+            if screening and judged.verdict not in (REFER, REFER_URGENT):   # nothing calmer while a photo is in
+                judged = EyeVerdict(eye, SCREENING, judged.grade, judged.images, provisional=unvalidated)
+            eyes[eye] = judged
         verdict, words = visit_verdict(eyes, any(s.state == "screening" for s in slots), pathway)
         target = v["target"] or next((s.name for s in slots if s.state in ("missing", "retake")), None)
         closed = json.loads(v["verdict"]) if v["verdict"] else {"verdict": None, "words": None}
@@ -250,6 +281,6 @@ class VisitBook:
 
     def visits(self, since: str | None = None, limit: int = 200) -> list[Visit]:
         """Visits opened at or after ``since`` (a UTC stamp as :func:`now` writes; None: all), newest first."""
-        rows = self.store.execute("SELECT id FROM visits WHERE opened >= ? ORDER BY id DESC LIMIT ?",
+        rows = self.store.execute("SELECT id FROM visits WHERE opened >= ? AND kind='station' ORDER BY id DESC LIMIT ?",
                                   (since or "", limit))
         return [self.visit(r["id"]) for r in rows]

@@ -68,8 +68,8 @@ class StationWorker:
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
-        for path, patient, eye in self.book.unscreened():     # a power cut between capture and result
-            self._todo.put((path, Assignment(patient, eye)))
+        for path, patient, eye, visit in self.book.unscreened():     # a power cut between capture and result
+            self._todo.put((path, Assignment(patient, eye, visit)))
         self._thread.start()
 
     def stop(self) -> None:
@@ -126,7 +126,7 @@ class StationWorker:
             atomic_write(path, data)
         visit = self.book.visit(visit_id)
         slot = self.book.add_capture(visit_id, str(path.resolve()), sha, source, slot)
-        self._todo.put((str(path.resolve()), Assignment(visit.patient.id, slot.split("/")[0])))
+        self._todo.put((str(path.resolve()), Assignment(visit.patient.id, slot.split("/")[0], visit_id)))
         self.changed()
         return slot
 

@@ -29,9 +29,9 @@ def row(eye, status, grade=None):
      "incomplete — photograph the missing eye", None),
 ])
 def test_one_outcome_two_vocabularies(rows, verdict, icdr, nhs, recall):
-    (under_icdr,) = patient_verdicts(rows, ICDR)
+    (under_icdr,) = patient_verdicts(rows, ICDR, provisional=False)
     assert (under_icdr.verdict, under_icdr.words, under_icdr.recall_months) == (verdict, icdr, recall)
-    (under_nhs,) = patient_verdicts(rows, NHS)
+    (under_nhs,) = patient_verdicts(rows, NHS, provisional=False)
     if nhs is None:                           # NHS: severe NPDR is R2, a routine referral, not an urgent one
         assert (under_nhs.verdict, under_nhs.words) == (REFER, "R2 pre-proliferative retinopathy — refer (routine)")
     else:
@@ -55,7 +55,7 @@ outcomes:
   incomplete: "finish the photos"
 """)
     clinic = load_pathway(path)
-    (v,) = patient_verdicts([row("right", "graded", 0), row("left", "graded", 1)], clinic)
+    (v,) = patient_verdicts([row("right", "graded", 0), row("left", "graded", 1)], clinic, provisional=False)
     assert (v.verdict, v.words, v.recall_months) == (RESCREEN, "mild DR — back in six months", 6)
     store = SessionStore(tmp_path / "session.db")
     assert stored_pathway(store.meta()) == ICDR
