@@ -129,13 +129,16 @@ def _visits_for_every_photo(db: sqlite3.Connection) -> None:
                    (cur.lastrowid, patient, day))
 
 
+_OUTBOX_V2 = "ALTER TABLE exported ADD COLUMN visit INTEGER"  # the visit an object reports (outbox 2)
+
+
 # part → its migrations, oldest first; a part's version is how many have run. Add, never edit.
 # A migration may fill a column of another part's table from its own (visits 3 fills files.visit): parts
 # run in this order, so the record part's columns exist by then.
 PARTS: dict[str, tuple[Migration, ...]] = {
     "record": (_script(_RECORD_V1), _script(_RECORD_V2)),
     "visits": (_script(_VISITS_V1), _closed_verdicts_by_id, _visits_for_every_photo),
-    "outbox": (_script(_OUTBOX_V1),),
+    "outbox": (_script(_OUTBOX_V1), _script(_OUTBOX_V2)),
 }
 TABLES = {"record": ("meta", "runs", "images", "files"), "visits": ("patients", "visits", "captures", "camera_files"),
           "outbox": ("exported", "outbox")}

@@ -33,6 +33,7 @@ from drtrt.clinic.pathways import keep_pathway, load_pathway
 from drtrt.clinic.patients import Assignment
 from drtrt.clinic.result_files import remove_stale_temp_files, write_result_files
 from drtrt.clinic.store import FileEntry, SessionRow, SessionStore
+from drtrt.clinic.verdicts import provisional
 from drtrt.clinic.visits import VisitBook
 from drtrt.errors import ConfigError, DrtrtError
 from drtrt.runtime.predictor import Predictor, ScreeningResult
@@ -116,7 +117,7 @@ class ScreeningSession:
             if cfg.workers > 1 else None
         self._stop_writing = threading.Event()
         self._failed: BaseException | None = None
-        self.touched_patients: set[str] = set()
+        self.touched_visits: set[int] = set()      # visits given a photo by this run (their reports)
         self.screened = 0                        # images run through the model (or the gate) by this run
         self.already_done = 0                    # files an earlier run of this session had screened
 
@@ -175,8 +176,8 @@ class ScreeningSession:
         self._settle_written(wait=False)
         key = str(Path(path).resolve())
         assignment = self._assign(key, assignment)
-        if assignment.patient:
-            self.touched_patients.add(assignment.patient)
+        if assignment.visit is not None:
+            self.touched_visits.add(assignment.visit)
         entry = FileEntry(key, None, None, None, assignment.patient, assignment.eye, "unreadable",
                           visit=assignment.visit)
         try:
@@ -345,16 +346,16 @@ class ScreeningSession:
         if self.on_row is not None:
             self.on_row(self.store.rows([key])[0])
 
-    def write_reports(self, patients: Iterable[str] | None = None) -> dict[str, Path]:
-        """Rewrite results.jsonl, the summary (CSV + HTML) and the reports of ``patients``
-        (default: every patient of the session). Returns name → path of what was written."""
+    def write_reports(self, visits: Iterable[int] | None = None) -> dict[str, Path]:
+        """Rewrite results.jsonl, the summary (CSV + HTML) and the reports of ``visits`` (default: every
+        visit of the session). Returns name → path of what was written."""
         if self.out is None or not self.cfg.reports:
             return {}
         from drtrt.clinic.reports import write_session_reports
 
         self._drain()                                     # the batches handed on are in the reports too
 
-        return write_session_reports(self.out, self.store.rows(), self.store.meta(), self.predictor.task, patients)
+        return write_session_reports(self.out, self.store.rows(), self.store.meta(), self.predictor.task, visits)
 
 
 @dataclass
@@ -367,6 +368,7 @@ class ScreeningRun:
     screened: int = 0
     already_done: int = 0
     notes: list[str] = field(default_factory=list)
+    provisional: bool = True                   # the session's model has no validation record
 
 
 def screen_images(paths: Sequence[str | os.PathLike], model: str | os.PathLike, out: str | os.PathLike | None = None,
@@ -386,5 +388,6 @@ def screen_images(paths: Sequence[str | os.PathLike], model: str | os.PathLike, 
         rows = session.screen(paths, assignments, default or Assignment())
         session.flush()
         session.write_reports()
+        unvalidated = provisional(session.store.meta())
     return ScreeningRun(rows, session.predictor.task, session.screened, session.already_done,
-                        list(session.predictor.notes))
+                        list(session.predictor.notes), unvalidated)

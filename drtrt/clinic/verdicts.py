@@ -68,6 +68,11 @@ _OUTCOMES = (UNGRADABLE, HUMAN_READ, NOT_PHOTOGRAPHED, INCOMPLETE)     # worded 
 _STANDS = (REFER_URGENT, REFER, HUMAN_READ)    # a retaken photo's result that stands for its visit
 
 
+def label(verdict: str, provisional: bool = True) -> str:
+    """A verdict id's words where no pathway words it (a negative, while provisional, says only what the model saw)."""
+    return NO_REFERABLE_DR_SEEN if provisional and verdict == RESCREEN else LABELS.get(verdict, verdict)
+
+
 def tone(verdict: str | None, provisional: bool = False) -> str:
     """refer | ok | provisional | retake | busy: how a verdict is shown (an unknown one as a retake: a
     person looks). A provisional negative is not shown as all clear."""

@@ -167,7 +167,7 @@ async def _close(station: Station, visit: Visit, form: FormData) -> str:
     worker.book.close_visit(visit.id)
     if worker.active_visit() == visit.id:
         worker.set_active(None)
-    worker.session.write_reports([visit.patient.id])
+    worker.session.write_reports([visit.id])
     if station.forwarder is not None:
         station.forwarder.now()
     return f"/visits/{visit.id}/report"
