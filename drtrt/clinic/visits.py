@@ -126,6 +126,7 @@ class VisitBook:
             with self.store.transaction():
                 self.store.execute("UPDATE visits SET closed=?, verdict=? WHERE id=?",
                                    (now(), json.dumps({"verdict": visit.verdict, "words": visit.words}), visit_id))
+                self._keep_reason(visit_id, None)        # a retake chosen, never taken: nothing waits for it
         return self.visit(visit_id)
 
     def set_target(self, visit_id: int, slot: str | None, reason: str | None = None) -> None:
