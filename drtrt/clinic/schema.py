@@ -168,6 +168,8 @@ META_KEYS = {key.name: key for key in (
     MetaKey("pathway", "the referral pathway the session words its verdicts in", json=True),
     MetaKey("session_id", "the session's random ID, the root of every UID it makes"),
     MetaKey("station_active_visit", "the visit at the station's camera"),
+    MetaKey("station_retake_reasons", "per open visit, the slot chosen for a retake and why (for its next photo)",
+            json=True),
 )}
 _VERSION_PREFIX = "schema."
 
