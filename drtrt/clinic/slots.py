@@ -101,6 +101,7 @@ class Visit:
     target: str | None                         # the slot the next photo fills (None: all filled)
     words: str = ""                            # the verdict in the pathway's words
     closed_words: str | None = None
+    provisional: bool = True                   # the model has no validation record: every verdict is provisional
 
     @property
     def complete(self) -> bool:

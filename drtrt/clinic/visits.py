@@ -274,7 +274,7 @@ class VisitBook:
         target = v["target"] or next((s.name for s in slots if s.state in ("missing", "retake")), None)
         closed = json.loads(v["verdict"]) if v["verdict"] else {"verdict": None, "words": None}
         return Visit(v["id"], self.patient(v["patient"]), protocol, v["opened"], v["closed"], slots, eyes, verdict,
-                     closed["verdict"], None if v["closed"] else target, words, closed["words"])
+                     closed["verdict"], None if v["closed"] else target, words, closed["words"], unvalidated)
 
     @staticmethod
     def _slot(name: str, captures: list, results: dict[str, SessionRow], every: list) -> Slot:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -302,3 +303,24 @@ def test_screen_cli_with_patient_and_patient_list(tiny_onnx, photo_root, tmp_pat
     bad = subprocess.run([sys.executable, "-m", "drtrt.cli", "screen", images[0], "--model", tiny_onnx,
                           "--eye", "middle"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "eye must be left or right" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_patient_list_that_misses_the_photos_is_said_and_not_done(tiny_onnx, photo_root, tmp_path):
+    """Issue 22, defect 3: a list beside photos/ naming IDRiD_02.jpg (relative to the list's folder, so
+    it names no photo screened) passed with exit 0 and no word; now both sides are said and the run is
+    not done (exit 3): a photo with no patient is in no visit and no report."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    first, second = grading_images(photo_root)[:2]
+    shutil.copy(first, photos / "IDRiD_01.jpg")
+    shutil.copy(second, photos / "IDRiD_02.jpg")
+    patient_list = tmp_path / "list.csv"
+    patient_list.write_text("file,patient,eye\nIDRiD_02.jpg,P-9,left\nphotos/IDRiD_01.jpg,P-8,right\n")
+    proc = subprocess.run([sys.executable, "-m", "drtrt.cli", "screen", photos, "--patients", patient_list,
+                           "--model", tiny_onnx, "--out", tmp_path / "s"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    said = " ".join(proc.stderr.split())
+    assert "1 row(s) of" in said and "IDRiD_02.jpg (P-9)" in said and "relative to the list's folder" in said
+    assert "1 photo(s) no row of" in said and "not done: 1 photo(s) have no patient" in said
+    table = list(csv.DictReader((tmp_path / "s" / "patients.csv").open()))
+    assert [r["patient"] for r in table] == ["P-8"]                   # IDRiD_02 is in no visit
