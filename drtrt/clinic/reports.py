@@ -26,6 +26,7 @@ from drtrt.clinic.verdicts import LABELS, VERDICTS, EyeVerdict, PatientVerdict, 
 from drtrt.fileio import atomic_write
 from drtrt.runtime.postprocess import LESION_COLOURS
 from drtrt.task import TaskSpec
+from drtrt.validation_record import validation_of
 
 _EYE_TITLES = {"right": "Right eye (OD)", "left": "Left eye (OS)", "unspecified": "Eye not recorded"}
 _CSS = """
@@ -134,8 +135,10 @@ def _page(title: str, body: str) -> str:
 
 
 def model_banner(meta: dict[str, str]) -> str | None:
-    """The warning every page carries unless the session's model has a validation record."""
-    if meta.get("validation"):
+    """The warning every page carries unless the session keeps a validation record for its model
+    (:func:`~drtrt.validation_record.validation_of`: a whole record, checked against the model's sha256
+    when the session opened; any other text in its place is none)."""
+    if validation_of(meta) is not None:
         return None
     return (f"NOT FOR CLINICAL USE — model {meta.get('model_name', '?')} (sha256 {meta.get('model_sha256', '')[:12]}) "
             "is not a validated clinical model: a clinician must read every photo")

@@ -20,6 +20,7 @@ thread is raised in the caller, after which the session takes no more work.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -38,6 +39,9 @@ from drtrt.runtime.predictor import Predictor, ScreeningResult
 from drtrt.runtime.quality import QualityConfig
 from drtrt.runtime.registry import is_model_url
 from drtrt.task import TaskSpec
+from drtrt.validation_record import load_validation
+
+_log = logging.getLogger("drtrt.validation")     # the CLI prints its warnings on stderr
 
 MAX_FILE_BYTES = 256 * 2**20   # larger files are refused unread (a fundus JPEG is a few MB)
 PREPARED_AHEAD = 1             # batches decoded and preprocessed while the model runs on the one before
@@ -52,7 +56,8 @@ class SessionConfig:
     summary reports (session folder only). pathway: icdr | nhs | a pathway YAML file, kept by the
     session for its verdict words (None: the one the session has, icdr for a new one). workers:
     batches in flight against a served model (``triton://``): prepared, sent and answered
-    concurrently, committed in order; a local model runs one batch at a time."""
+    concurrently, committed in order; a local model runs one batch at a time. validation: the model's
+    clinical validation record (a JSON file, ``docs/model-trust.md``; None: the one beside the model)."""
 
     backend: str = "auto"
     providers: tuple[str, ...] | None = None
@@ -62,6 +67,7 @@ class SessionConfig:
     quality: QualityConfig = QualityConfig()
     pathway: str | None = None
     workers: int = 1
+    validation: str | None = None
 
 
 class ScreeningSession:
@@ -94,7 +100,7 @@ class ScreeningSession:
         try:
             self.model_sha256 = self.predictor.runner.model_sha256()
             self.store.bind_model(self.model_sha256, self.predictor.runner.name, self.predictor.task)
-            self._keep_model_validation()
+            self._keep_model_validation(model)
             if pathway is not None:
                 keep_pathway(self.store, pathway)
         except BaseException:
@@ -118,11 +124,16 @@ class ScreeningSession:
         self.screened = 0                        # images run through the model (or the gate) by this run
         self.already_done = 0                    # files an earlier run of this session had screened
 
-    def _keep_model_validation(self) -> None:
-        """The model's validation record (``drtrt.validation`` metadata) in the store meta, where the
-        reports look: none, and every page says the model is not for clinical use."""
-        validation = dict(self.predictor.info.extra).get("validation") or ""
-        self.store.set_meta("validation", validation)
+    def _keep_model_validation(self, model: str | os.PathLike) -> None:
+        """The model's clinical validation record in the store meta (its JSON), where reports, SR, FHIR
+        and the station look (:func:`~drtrt.validation_record.validation_of`): the file ``cfg.validation``
+        or the one beside the model, only when it names the sha256 of the model loaded (an engine: its
+        ONNX); else '' with a warning saying why, and every page says the model is not for clinical use.
+        The model's own ``drtrt.validation`` metadata no longer counts: any string turned the banner off."""
+        record, why = load_validation(model, self.cfg.validation, self.predictor.runner.validated_sha256())
+        if why:
+            _log.warning(why)
+        self.store.set_meta("validation", record.to_json() if record else "")
 
     def close(self) -> None:
         try:
