@@ -83,13 +83,14 @@ def gradable_share(rows: list[SessionRow]) -> tuple[int, int]:
 
 
 def summary_csv(rows: list[SessionRow], verdicts: list[PatientVerdict], task: TaskSpec) -> str:
-    """One row per file: where it belongs, status, grade, probabilities, lesions, its eye's and patient's verdict."""
+    """One row per file: where it belongs, status, grade, probabilities (raw softmax unless ``calibrated`` is 1),
+    lesions, its eye's and patient's verdict."""
     eye_of = {(v.patient, e.eye): e.words for v in verdicts for e in v.eyes.values()}
     patient_of = {v.patient: v.words for v in verdicts}
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["file", "path", "sha256", "patient", "eye", "status", "reason", "code", "grade", "grade_name",
-                     "referable", *[f"p_grade{g}" for g in range(task.n_grades)],
+                     "referable", *[f"p_grade{g}" for g in range(task.n_grades)], "calibrated",
                      *[f"{c}_{k}" for c in task.lesion_codes for k in ("count", "area_px", "area_fov_pct")],
                      "disc_x", "disc_y", "centred_on", "eye_from_disc", "warnings",
                      "eye_verdict", "patient_verdict", "overlay", "seen_at"])
@@ -98,9 +99,10 @@ def summary_csv(rows: list[SessionRow], verdicts: list[PatientVerdict], task: Ta
         probs = d.get("probabilities") or [""] * task.n_grades
         lesions = [d["lesions"].get(c, {}).get(k, "") for c in task.lesion_codes for k in ("count", "area_px", "area_fov_pct")]
         disc = d.get("disc") or {}
+        calibrated = _blank(d.get("calibrated") is True) if d.get("probabilities") else ""
         writer.writerow([r.name, r.path, r.sha256 or "", r.patient or "", r.eye or "", r.status, r.reason or "",
                          d.get("code") or "", _blank(d.get("grade")), d.get("grade_name") or "",
-                         _blank(d.get("referable")), *probs, *lesions,
+                         _blank(d.get("referable")), *probs, calibrated, *lesions,
                          *(_blank(disc.get(k)) for k in ("x", "y", "centred", "eye")), "; ".join(r.warnings),
                          eye_of.get((r.patient, r.eye or "unspecified"), ""), patient_of.get(r.patient, ""),
                          d.get("overlay", ""), r.seen_at])
@@ -118,6 +120,16 @@ def patients_csv(verdicts: list[PatientVerdict]) -> str:
                          v.note, f"reports/patient-{safe_patient_id(v.patient)}.html", v.verdict,
                          _blank(v.recall_months)])
     return buffer.getvalue()
+
+
+def shown_probability(record: dict) -> float | None:
+    """The probability of the record's grade a person may read: only a calibrated one (temperature-scaled
+    on held-out data, ``calibrated: true``); a raw softmax sounds surer than the model is, so it stays in
+    the research output (results.jsonl, summary.csv) and no page shows it."""
+    probs, grade = record.get("probabilities"), record.get("grade")
+    if record.get("calibrated") is not True or not probs or grade is None:
+        return None
+    return float(probs[grade])
 
 
 def _blank(value) -> str:
@@ -178,8 +190,8 @@ def _figure(row: SessionRow, out: Path, task: TaskSpec) -> str:
     if row.status == "graded" and d.get("grade") is None:
         text = "lesions only (this model gives no grade)"
     elif row.status == "graded":
-        probs = d.get("probabilities") or []
-        p = f" ({100 * probs[d['grade']]:.0f}%)" if probs else ""
+        shown = shown_probability(d)
+        p = f" (calibrated probability {100 * shown:.0f}%)" if shown is not None else ""
         text = f"grade {d['grade']} — {_esc(d['grade_name'])}{p}; {'referable' if d['referable'] else 'not referable'}"
     else:
         text = f"{_esc(row.status)}: {_esc(row.reason)}"

@@ -24,11 +24,12 @@ from drtrt.clinic.session import ScreeningSession, SessionConfig, screen_images
 from drtrt.clinic.store import SessionStore
 from drtrt.errors import ArtefactError, ConfigError
 from drtrt.fileio import sha256_file
-from drtrt.model_info import ModelInfo
+from drtrt.model_info import GradeCalibration, ModelInfo
 from drtrt.validation_record import SCHEMA, ValidationRecord, beside, validation_of
 
 pytest.importorskip("onnx", reason="rewriting a model's metadata needs the export extra")
 BANNER = "NOT FOR CLINICAL USE"
+CALIBRATION = GradeCalibration(temperature=2.0, ece_before=0.21, ece_after=0.031, n=40)
 
 
 def with_metadata(src: Path, dst: Path, **extra: str) -> Path:
@@ -140,3 +141,82 @@ def test_what_older_sessions_kept_is_no_record():
     assert validation_of({**meta, "validation": record.to_json()}) == record
     assert record.statement == ("validated clinical model: study RX-DR-01, adults with diabetes, Region X primary "
                                 f"care, ended 2026-10-31; model sha256 {'b' * 12}")
+
+
+# -- the calibrated probability -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def two_sessions(tiny_onnx, images, tmp_path_factory) -> dict[str, Path]:
+    """The same photos screened by the tiny model as exported (no calibration) and with a temperature of 2."""
+    root = tmp_path_factory.mktemp("trust")
+    calibrated = with_metadata(tiny_onnx, root / "cal" / "model.onnx", calibration=CALIBRATION.to_json())
+    sessions = {"raw": root / "raw", "calibrated": root / "calibrated"}
+    eyes = {images[0].resolve(): Assignment("T-1", "right"), images[1].resolve(): Assignment("T-1", "left")}
+    for out, model in zip(sessions.values(), (tiny_onnx, calibrated)):
+        screen_images(images, model, out, assignments=eyes)
+    return {**sessions, "model": calibrated}
+
+
+def rows_of(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def test_a_calibrated_model_gives_temperature_scaled_probabilities(two_sessions, tiny_onnx, images):
+    from drtrt.runtime.predictor import Predictor
+
+    with Predictor(tiny_onnx) as predictor:                 # the grade logits, straight from the model
+        prepared = predictor.prepare_batch([images[0]])[0]
+        logits = predictor.runner.infer({predictor.task.input_name: prepared.tensor[None]})[predictor.task.grade_output]
+    logits = [float(v) for v in logits[0]]
+    raw, calibrated = rows_of(two_sessions["raw"])[0], rows_of(two_sessions["calibrated"])[0]
+    by_hand = [math.exp(v / 2.0) / sum(math.exp(w / 2.0) for w in logits) for v in logits]
+    assert calibrated["probabilities"] == pytest.approx(by_hand, abs=2e-6)
+    assert calibrated["calibrated"] is True and calibrated["ece"] == 0.031
+    assert raw["probabilities"] == pytest.approx([math.exp(v) / sum(math.exp(w) for w in logits) for v in logits],
+                                                 abs=2e-6)
+    assert raw["calibrated"] is False and raw["ece"] is None
+    assert calibrated["grade"] == raw["grade"] == int(np.argmax(logits))            # T moves no grade
+
+
+def figcaptions(page: str) -> list[str]:
+    return re.findall(r"<figcaption>(.*?)</figcaption>", page, re.S)
+
+
+def test_a_person_reads_a_probability_only_when_it_is_calibrated(two_sessions):
+    """Before: the patient report said "grade 0 — No DR (97%)" from the raw softmax."""
+    pages = {name: (two_sessions[name] / "reports" / "patient-T-1.html").read_text() for name in ("raw", "calibrated")}
+    graded = [r for r in rows_of(two_sessions["calibrated"]) if r["status"] == "graded"]
+    assert graded
+    assert not any("%" in caption for caption in figcaptions(pages["raw"]))
+    shown = [f"calibrated probability {100 * r['probabilities'][r['grade']]:.0f}%" for r in graded]
+    assert all(any(s in c for c in figcaptions(pages["calibrated"])) for s in shown)
+    csv_rows = (two_sessions["raw"] / "summary.csv").read_text().splitlines()
+    header = csv_rows[0].split(",")
+    assert header[header.index("p_grade4") + 1] == "calibrated"     # research output keeps the raw numbers, marked
+
+
+def test_the_station_card_shows_a_probability_only_when_it_is_calibrated(two_sessions):
+    pytest.importorskip("jinja2", reason="the station needs the station extra")
+    from drtrt.station.state import Templates
+    from drtrt.task import TaskSpec
+
+    macros = Templates(Path(__import__("drtrt.station", fromlist=["x"]).__file__).parent / "templates")("en") \
+        .get_template("_macros.html").module
+
+    def card(record: dict) -> str:
+        slot = SimpleNamespace(state="graded", row=SimpleNamespace(record=record), warnings=[])
+        return str(macros.result(slot, TaskSpec(), {}))
+
+    raw, calibrated = rows_of(two_sessions["raw"])[0], rows_of(two_sessions["calibrated"])[0]
+    assert "%" not in card(raw) and "probability" not in card(raw)
+    expected = f"calibrated probability of this grade: {round(100 * calibrated['probabilities'][calibrated['grade']])}%"
+    assert expected in card(calibrated)
+    assert "%" not in card({**calibrated, "calibrated": False})
+
+
+def test_a_damaged_calibration_is_refused_not_shown(tiny_onnx, tmp_path):
+    from drtrt.runtime.predictor import Predictor
+
+    model = with_metadata(tiny_onnx, tmp_path / "model.onnx", calibration='{"temperature": 0}')
+    with pytest.raises(ArtefactError, match="damaged drtrt.calibration"):
+        Predictor(model)
