@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from drtrt.errors import ConfigError
 SCHEMA = "drtrt-validation/1"
 SUFFIX = ".validation.json"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_log = logging.getLogger("drtrt.validation")     # the CLI prints its warnings on stderr
 
 
 @dataclass(frozen=True)
@@ -162,22 +164,26 @@ def check_validation(record: ValidationRecord, model_sha256: str, where: str) ->
     return None
 
 
-def load_validation(model: str | Path, given: str | Path | None,
-                    model_sha256: str) -> tuple[ValidationRecord | None, str | None]:
+def load_validation(model: str | Path, given: str | Path | None, model_sha256: str) -> ValidationRecord | None:
     """The validation record that counts for ``model`` (whose identity is ``model_sha256``): the file
-    ``given`` (``--validation``) or else the one beside the model; and, when a record was found that
-    does not count, why, in one line (the caller warns). A ``given`` file that cannot be read or is
-    not a whole record is a :class:`ConfigError`; a damaged one beside the model is only ignored."""
+    ``given`` (``--validation``) or else the one beside the model. One that was found and does not count
+    is ignored with a one-line warning saying why (logger ``drtrt.validation``: the CLI prints it). A
+    ``given`` file that cannot be read or is not a whole record is a :class:`ConfigError`; a damaged one
+    beside the model is only ignored."""
     if given is not None:
         path = Path(given)
         record = read_validation(path)
     else:
         path = beside(model)
         if not path.is_file():
-            return None, None
+            return None
         try:
             record = read_validation(path)
         except ConfigError as exc:
-            return None, f"{exc}; ignored — results stay NOT FOR CLINICAL USE"
+            _log.warning(f"{exc}; ignored — results stay NOT FOR CLINICAL USE")
+            return None
     why = check_validation(record, model_sha256, path.name)
-    return (None, why) if why else (record, None)
+    if why:
+        _log.warning(why)
+        return None
+    return record

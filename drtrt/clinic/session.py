@@ -20,7 +20,6 @@ thread is raised in the caller, after which the session takes no more work.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import threading
 import time
@@ -40,8 +39,6 @@ from drtrt.runtime.quality import QualityConfig
 from drtrt.runtime.registry import is_model_url
 from drtrt.task import TaskSpec
 from drtrt.validation_record import load_validation
-
-_log = logging.getLogger("drtrt.validation")     # the CLI prints its warnings on stderr
 
 MAX_FILE_BYTES = 256 * 2**20   # larger files are refused unread (a fundus JPEG is a few MB)
 PREPARED_AHEAD = 1             # batches decoded and preprocessed while the model runs on the one before
@@ -125,14 +122,9 @@ class ScreeningSession:
         self.already_done = 0                    # files an earlier run of this session had screened
 
     def _keep_model_validation(self, model: str | os.PathLike) -> None:
-        """The model's clinical validation record in the store meta (its JSON), where reports, SR, FHIR
-        and the station look (:func:`~drtrt.validation_record.validation_of`): the file ``cfg.validation``
-        or the one beside the model, only when it names the sha256 of the model loaded (an engine: its
-        ONNX); else '' with a warning saying why, and every page says the model is not for clinical use.
-        The model's own ``drtrt.validation`` metadata no longer counts: any string turned the banner off."""
-        record, why = load_validation(model, self.cfg.validation, self.predictor.runner.validated_sha256())
-        if why:
-            _log.warning(why)
+        """The model's validation record (``cfg.validation`` or the one beside the model, only when it names the
+        loaded model's sha256: :func:`~drtrt.validation_record.load_validation`) in the store meta, '' for none."""
+        record = load_validation(model, self.cfg.validation, self.predictor.runner.validated_sha256())
         self.store.set_meta("validation", record.to_json() if record else "")
 
     def close(self) -> None:
