@@ -221,3 +221,22 @@ def test_a_damaged_calibration_is_refused_not_shown(tiny_onnx, tmp_path):
     model = with_metadata(tiny_onnx, tmp_path / "model.onnx", calibration='{"temperature": 0}')
     with pytest.raises(ArtefactError, match="damaged drtrt.calibration"):
         Predictor(model)
+
+
+def test_screen_takes_a_record_with_validation_and_refuses_a_broken_one_in_one_line(tiny_onnx, images, tmp_path):
+    from typer.testing import CliRunner
+
+    from drtrt.cli import app
+
+    given = tmp_path / "study.json"
+    broken = json.loads(record_for(sha256_file(tiny_onnx)).to_json())
+    broken["date"] = "2026-02-30"
+    given.write_text(json.dumps(broken))
+    result = CliRunner().invoke(app, ["screen", str(images[0]), "--model", str(tiny_onnx), "--validation", str(given)])
+    assert result.exit_code == 2 and "field 'date' must be an ISO date" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    given.write_text(record_for(sha256_file(tiny_onnx)).to_json())
+    result = CliRunner().invoke(app, ["screen", str(images[0]), "--model", str(tiny_onnx), "--out", str(tmp_path / "s"),
+                                      "--validation", str(given)])
+    assert result.exit_code in (0, 3), result.output
+    assert BANNER not in (tmp_path / "s" / "summary.html").read_text()
