@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 
 from drtrt.errors import ArtefactError, DrtrtError
@@ -83,3 +84,51 @@ class ModelInfo:
         merged = dict(self.extra)
         merged.update(extra)
         return dataclasses.replace(self, precision=precision, extra=tuple(sorted(merged.items())))
+
+
+# -- the grade head's calibration (``drtrt.calibration``) -------------------------------------------------
+CALIBRATION_KEY = "calibration"
+
+
+@dataclass(frozen=True)
+class GradeCalibration:
+    """Temperature scaling of the grade logits, fitted on held-out data at the end of training
+    (:mod:`drtrt.train.temperature`): probabilities are softmax(logits / temperature). ece_before /
+    ece_after: expected calibration error (top label, ``bins`` equal-width bins) of the raw and the
+    scaled probabilities on the ``n`` graded images of ``split``, the set T was fitted on."""
+
+    temperature: float
+    ece_before: float
+    ece_after: float
+    n: int
+    bins: int = 15
+    split: str = "validation"
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be a positive number, found {self.temperature}")
+        for name in ("ece_before", "ece_after"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], found {getattr(self, name)}")
+        if self.n < 1 or self.bins < 1:
+            raise ValueError(f"n and bins must be at least 1, found {self.n} and {self.bins}")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> GradeCalibration:
+        from drtrt.config import from_dict
+
+        return from_dict(cls, json.loads(text))
+
+
+def grade_calibration(info: ModelInfo, source: str = "model") -> GradeCalibration | None:
+    """The model's grade calibration (``drtrt.calibration``), None when it has none; damaged: ArtefactError."""
+    text = dict(info.extra).get(CALIBRATION_KEY)
+    if not text:
+        return None
+    try:
+        return GradeCalibration.from_json(text)
+    except (ValueError, DrtrtError) as exc:
+        raise ArtefactError(f"{source} has a damaged drtrt.calibration ({exc}); export it again") from None

@@ -1,7 +1,8 @@
 """``drtrt demo``: the whole kit on an embedded default, offline, on a laptop CPU.
 
-Synthesise an IDRiD-layout data set → train a tiny multi-task model → export ONNX →
-evaluate it with ONNX Runtime on the held-out split → screen a handful of images.
+Synthesise an IDRiD-layout data set → train a tiny multi-task model (its grade probabilities
+temperature-scaled on the validation split, ``drtrt.calibration``) → export ONNX → evaluate it
+with ONNX Runtime on the held-out split → screen a handful of images.
 The model is a demonstration of the pipeline, not a clinical model.
 """
 
@@ -93,6 +94,7 @@ def run_demo(out: str | Path, console: Console, progress_factory, epochs: int | 
     index = read_idrid(data)
     test = index.select(split="test")
     with load_runner(model_path) as runner, progress_factory() as bars:
+        console.print(f"3/4 {calibration_line(runner.info)}")
         task = bars.add_task("4/4 evaluating on held-out images", total=len(test), info="")
         metrics = evaluate_runner(runner, test, on_progress=lambda d, t: bars.update(task, completed=d))
     metrics["seconds"] = round(time.perf_counter() - started, 1)
@@ -107,3 +109,14 @@ def run_demo(out: str | Path, console: Console, progress_factory, epochs: int | 
         f"mean lesion Dice {metrics.get('mean_dice', float('nan')):.2f}; {metrics['seconds']:.0f} s in all")
     console.print(f"outputs: {run / 'best.pt'}, {model_path}, {out / 'screening'}, {out / 'metrics.json'}")
     return metrics
+
+
+def calibration_line(info) -> str:
+    """What the model's grade calibration (``drtrt.calibration``) is, in one line."""
+    from drtrt.model_info import grade_calibration
+
+    found = grade_calibration(info)
+    if found is None:
+        return "grade probabilities not calibrated (too few graded validation images): reports show none"
+    return (f"grade probabilities calibrated on {found.n} validation images: temperature {found.temperature:.2f}, "
+            f"ECE {found.ece_before:.3f} → {found.ece_after:.3f}")

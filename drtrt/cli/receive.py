@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 from drtrt.cli.common import Opt, command, console
-from drtrt.cli.screening import BackendOpt, ModelOpt, PathwayOpt, ProvidersOpt
+from drtrt.cli.screening import BackendOpt, ModelOpt, PathwayOpt, ProvidersOpt, ValidationOpt
 
 
 @command()
@@ -19,7 +19,8 @@ def receive(out: Annotated[Path, Opt("Session folder (resumed when it exists); r
                                      "ADDR")] = "127.0.0.1",
             backend: BackendOpt = "auto",
             providers: ProvidersOpt = None,
-            pathway: PathwayOpt = None) -> None:
+            pathway: PathwayOpt = None,
+            validation: ValidationOpt = None) -> None:
     """Receive photos the camera pushes over DICOM (C-STORE) and screen them; one log line per image.
 
     Accepts Ophthalmic Photography 8-bit, VL Photographic and Secondary Capture images, uncompressed
@@ -30,5 +31,6 @@ def receive(out: Annotated[Path, Opt("Session folder (resumed when it exists); r
 
     cfg = ReceiveConfig(ae_title=ae_title, host=host, port=port,
                         session=SessionConfig(backend=backend, batch_size=1, pathway=pathway,
-                                              providers=tuple(providers.split(",")) if providers else None))
+                                              providers=tuple(providers.split(",")) if providers else None,
+                                              validation=str(validation) if validation else None))
     run_receiver(model, out, cfg, log=lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False))

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 from drtrt.cli.common import Opt, command, console
-from drtrt.cli.screening import BackendOpt, ModelOpt, PathwayOpt, ProvidersOpt
+from drtrt.cli.screening import BackendOpt, ModelOpt, PathwayOpt, ProvidersOpt, ValidationOpt
 
 
 @command()
@@ -33,6 +33,7 @@ def station(model: ModelOpt,
             called_ae: Annotated[str, Opt("The PACS's AE title (C-STORE).", "AET")] = "ANY-SCP",
             sync_every: Annotated[float, Opt("Seconds between tries to send what is pending.", "SECONDS")] = 60.0,
             pathway: PathwayOpt = None,
+            validation: ValidationOpt = None,
             poll: Annotated[float, Opt("Seconds between camera-folder scans.", "SECONDS")] = 0.5,
             settle: Annotated[float, Opt("Seconds a camera file must stop growing before it is read.",
                                          "SECONDS")] = 1.0) -> None:
@@ -53,7 +54,8 @@ def station(model: ModelOpt,
     worker_cfg = WorkerConfig(model=model, data_dir=data_dir, camera_dir=camera_dir, protocol=Protocol(fields),
                               poll_s=poll, settle_s=settle,
                               session=SessionConfig(backend=backend, batch_size=1, pathway=pathway,
-                                                    providers=tuple(providers.split(",")) if providers else None))
+                                                    providers=tuple(providers.split(",")) if providers else None,
+                                                    validation=str(validation) if validation else None))
     sync = None
     if dicomweb or fhir or cstore:
         from drtrt.integration.sync import SyncConfig

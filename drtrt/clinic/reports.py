@@ -33,6 +33,7 @@ from drtrt.clinic.verdicts import (PROVISIONAL, VERDICTS, EyeVerdict, PatientVer
 from drtrt.fileio import atomic_write
 from drtrt.runtime.postprocess import LESION_COLOURS
 from drtrt.task import TaskSpec
+from drtrt.validation_record import validation_of
 
 _EYE_TITLES = {"right": "Right eye (OD)", "left": "Left eye (OS)", "unspecified": "Eye not recorded"}
 _CSS = """
@@ -104,13 +105,14 @@ def gradable_share(rows: list[SessionRow]) -> tuple[int, int]:
 
 
 def summary_csv(rows: list[SessionRow], verdicts: list[PatientVerdict], task: TaskSpec) -> str:
-    """One row per file: where it belongs, status, grade, probabilities, lesions, its eye's and patient's verdict."""
+    """One row per file: where it belongs, visit, status, grade, probabilities (raw softmax unless ``calibrated``
+    is 1), lesions, maculopathy, its eye's and visit's verdict."""
     eye_of = {(v.patient, v.visit, e.eye): e.words for v in verdicts for e in v.eyes.values()}
     patient_of = {(v.patient, v.visit): v.words for v in verdicts}
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["file", "path", "sha256", "patient", "visit", "eye", "status", "reason", "code", "grade", "grade_name",
-                     "referable", *[f"p_grade{g}" for g in range(task.n_grades)],
+                     "referable", *[f"p_grade{g}" for g in range(task.n_grades)], "calibrated",
                      *[f"{c}_{k}" for c in task.lesion_codes for k in ("count", "area_px", "area_fov_pct")],
                      "disc_x", "disc_y", "centred_on", "eye_from_disc", "maculopathy", "fovea_x", "fovea_y",
                      "warnings",
@@ -121,10 +123,11 @@ def summary_csv(rows: list[SessionRow], verdicts: list[PatientVerdict], task: Ta
         lesions = [d["lesions"].get(c, {}).get(k, "") for c in task.lesion_codes for k in ("count", "area_px", "area_fov_pct")]
         disc, macula = d.get("disc") or {}, d.get("macula") or {}
         fovea = macula.get("fovea") or ("", "")
+        calibrated = _blank(d.get("calibrated") is True) if d.get("probabilities") else ""
         writer.writerow([r.name, r.path, r.sha256 or "", r.patient or "", _blank(r.visit), r.eye or "", r.status,
                          r.reason or "",
                          d.get("code") or "", _blank(d.get("grade")), d.get("grade_name") or "",
-                         _blank(d.get("referable")), *probs, *lesions,
+                         _blank(d.get("referable")), *probs, calibrated, *lesions,
                          *(_blank(disc.get(k)) for k in ("x", "y", "centred", "eye")),
                          (macula.get("m") or "not assessed") if r.status == "graded" else "", *fovea,
                          "; ".join(r.warnings), eye_of.get((r.patient, r.visit, r.eye or "unspecified"), ""),
@@ -163,6 +166,16 @@ def _r_and_m(eye: EyeVerdict | None) -> tuple[str, str]:
     return r, eye.m or "not assessed"
 
 
+def shown_probability(record: dict) -> float | None:
+    """The probability of the record's grade a person may read: only a calibrated one (temperature-scaled
+    on held-out data, ``calibrated: true``); a raw softmax sounds surer than the model is, so it stays in
+    the research output (results.jsonl, summary.csv) and no page shows it."""
+    probs, grade = record.get("probabilities"), record.get("grade")
+    if record.get("calibrated") is not True or not probs or grade is None:
+        return None
+    return float(probs[grade])
+
+
 def _blank(value) -> str:
     return "" if value is None else str(int(value)) if isinstance(value, bool) else str(value)
 
@@ -178,8 +191,10 @@ def _page(title: str, body: str) -> str:
 
 
 def model_banner(meta: dict[str, str]) -> str | None:
-    """The warning every page carries unless the session's model has a validation record."""
-    if meta.get("validation"):
+    """The warning every page carries unless the session keeps a validation record for its model
+    (:func:`~drtrt.validation_record.validation_of`: a whole record, checked against the model's sha256
+    when the session opened; any other text in its place is none)."""
+    if validation_of(meta) is not None:
         return None
     return (f"NOT FOR CLINICAL USE — model {meta.get('model_name', '?')} (sha256 {meta.get('model_sha256', '')[:12]}) "
             "is not a validated clinical model: a clinician must read every photo")
@@ -219,8 +234,8 @@ def _figure(row: SessionRow, out: Path, task: TaskSpec, note: str = "") -> str:
     if row.status == "graded" and d.get("grade") is None:
         text = "lesions only (this model gives no grade)"
     elif row.status == "graded":
-        probs = d.get("probabilities") or []
-        p = f" ({100 * probs[d['grade']]:.0f}%)" if probs else ""
+        shown = shown_probability(d)
+        p = f" (calibrated probability {100 * shown:.0f}%)" if shown is not None else ""
         text = f"grade {d['grade']} — {_esc(d['grade_name'])}{p}; {'referable' if d['referable'] else 'not referable'}"
     else:
         text = f"{_esc(row.status)}: {_esc(row.reason)}"

@@ -164,7 +164,9 @@ META_KEYS = {key.name: key for key in (
     MetaKey("model_name", "that model's file name, for reports"),
     MetaKey("created", "when the session was bound to its model (UTC)"),
     MetaKey("task", "the model's task vocabulary: grade and lesion names", json=True),
-    MetaKey("validation", "the model's validation record ('' when it has none: results are provisional)"),
+    MetaKey("validation", "the model's validation record as JSON (drtrt-validation/1, kept only when it names the "
+                          "model's sha256; read with drtrt.validation_record.validation_of); '' when it has none, and "
+                          "what older sessions kept (free text) counts as none: results are provisional"),
     MetaKey("pathway", "the referral pathway the session words its verdicts in", json=True),
     MetaKey("session_id", "the session's random ID, the root of every UID it makes"),
     MetaKey("station_active_visit", "the visit at the station's camera"),

@@ -40,6 +40,7 @@ from drtrt.runtime.predictor import Predictor, ScreeningResult
 from drtrt.runtime.quality import QualityConfig
 from drtrt.runtime.registry import is_model_url
 from drtrt.task import TaskSpec
+from drtrt.validation_record import load_validation
 
 MAX_FILE_BYTES = 256 * 2**20   # larger files are refused unread (a fundus JPEG is a few MB)
 PREPARED_AHEAD = 1             # batches decoded and preprocessed while the model runs on the one before
@@ -54,7 +55,8 @@ class SessionConfig:
     summary reports (session folder only). pathway: icdr | nhs | a pathway YAML file, kept by the
     session for its verdict words (None: the one the session has, icdr for a new one). workers:
     batches in flight against a served model (``triton://``): prepared, sent and answered
-    concurrently, committed in order; a local model runs one batch at a time."""
+    concurrently, committed in order; a local model runs one batch at a time. validation: the model's
+    clinical validation record (a JSON file, ``docs/model-trust.md``; None: the one beside the model)."""
 
     backend: str = "auto"
     providers: tuple[str, ...] | None = None
@@ -64,6 +66,7 @@ class SessionConfig:
     quality: QualityConfig = QualityConfig()
     pathway: str | None = None
     workers: int = 1
+    validation: str | None = None
 
 
 class ScreeningSession:
@@ -96,7 +99,7 @@ class ScreeningSession:
         try:
             self.model_sha256 = self.predictor.runner.model_sha256()
             self.store.bind_model(self.model_sha256, self.predictor.runner.name, self.predictor.task)
-            self._keep_model_validation()
+            self._keep_model_validation(model)
             if pathway is not None:
                 keep_pathway(self.store, pathway)
         except BaseException:
@@ -121,11 +124,11 @@ class ScreeningSession:
         self.screened = 0                        # images run through the model (or the gate) by this run
         self.already_done = 0                    # files an earlier run of this session had screened
 
-    def _keep_model_validation(self) -> None:
-        """The model's validation record (``drtrt.validation`` metadata) in the store meta, where the
-        reports look: none, and every page says the model is not for clinical use."""
-        validation = dict(self.predictor.info.extra).get("validation") or ""
-        self.store.set_meta("validation", validation)
+    def _keep_model_validation(self, model: str | os.PathLike) -> None:
+        """The model's validation record (``cfg.validation`` or the one beside the model, only when it names the
+        loaded model's sha256: :func:`~drtrt.validation_record.load_validation`) in the store meta, '' for none."""
+        record = load_validation(model, self.cfg.validation, self.predictor.runner.validated_sha256())
+        self.store.set_meta("validation", record.to_json() if record else "")
 
     def close(self) -> None:
         try:

@@ -16,7 +16,7 @@ Comprehensive SR (its own series), content tree (codes: :mod:`.codes`)::
                        Model Name (model file), Serial Number (model SHA-256)
       CONTAINS TEXT    Model name / Model SHA-256 / Software version (drtrt X.Y.Z)
       CONTAINS TEXT    Clinical validation: "NOT FOR CLINICAL USE — … not a validated clinical model …"
-                       unless the session's model metadata carries a validation record
+                       unless the session keeps a validation record for its model (study, population, date)
       CONTAINS TEXT    Screening verdict (the patient's)
       CONTAINS CODE    Referable diabetic retinopathy = SCT Yes | No (absent: nothing gradable)
       CONTAINS CONTAINER  Eye result (one per eye)
@@ -268,7 +268,7 @@ def _content(p: PatientResult, pictures: dict[str, str]) -> hd.sr.ContainerConte
 def report_facts(p: PatientResult, pictures: dict[str, str]) -> dict:
     """Everything the SR says, as plain data: its digest decides whether the SR is new."""
     return {"patient": p.patient, "study": vars(p.study), "model": [p.model.name, p.model.sha256, p.model.software,
-                                                                   p.model.validation],
+                                                                   p.model.statement if p.model.validated else None],
             # verdicts by label, not id: SRs built before the ids were short keep their digest (and UID)
             "verdict": [LABELS[p.verdict.verdict], p.verdict.note],
             "eyes": {eye: [LABELS[v.verdict], v.grade] for eye, v in p.verdict.eyes.items()},

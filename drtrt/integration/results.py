@@ -28,6 +28,7 @@ from drtrt.clinic.verdicts import PROVISIONAL, PatientVerdict
 from drtrt.clinic.reports import model_banner, visit_verdicts
 from drtrt.clinic.store import SessionRow, SessionStore
 from drtrt.task import TaskSpec
+from drtrt.validation_record import ValidationRecord, validation_of
 from drtrt.integration.uids import derive_uid, fhir_id, session_id
 
 # Keys read from a record's ``dicom`` dict, each under the first of its spellings found: snake_case as
@@ -65,23 +66,26 @@ def dicom_source(record: dict) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class ModelIdentity:
-    """The model that made the results. validation: the model's validation record (None: not validated)."""
+    """The model that made the results. validation: the validation record the session keeps for it
+    (:func:`~drtrt.validation_record.validation_of`; None: not validated, results are provisional)."""
 
     name: str
     sha256: str
     software: str
-    validation: str | None
+    validation: ValidationRecord | None
     task: TaskSpec
 
     @property
     def validated(self) -> bool:
-        return bool(self.validation)
+        return self.validation is not None
 
     @property
     def statement(self) -> str:
-        """What a reader must know about the model: the report's banner, or its validation record."""
-        meta = {"model_name": self.name, "model_sha256": self.sha256, "validation": self.validation or ""}
-        return model_banner(meta) or f"validated clinical model: {self.validation}"
+        """What a reader must know about the model: the report's banner, or which study validated it
+        (study, population, date, model sha256)."""
+        if self.validation is not None:
+            return self.validation.statement
+        return model_banner({"model_name": self.name, "model_sha256": self.sha256}) or ""
 
 
 @dataclass
@@ -159,7 +163,7 @@ class PatientResult:
 def model_identity(store: SessionStore) -> ModelIdentity:
     meta = store.meta()
     return ModelIdentity(meta.get("model_name", "?"), meta.get("model_sha256", ""), __version__,
-                         meta.get("validation") or None, store.task())
+                         validation_of(meta), store.task())
 
 
 def _dicom_date(stamp: str) -> tuple[str, str]:

@@ -114,6 +114,11 @@ class Runner(abc.ABC):
         (a served model: the sha256 its server's configuration records for the file it loaded)."""
         return sha256_file(self.path)
 
+    def validated_sha256(self) -> str:
+        """The sha256 a clinical validation record must name to count for this model
+        (:mod:`drtrt.validation_record`): the model file's (an engine's: the ONNX it was built from)."""
+        return self.model_sha256()
+
     @property
     def active(self) -> bool:
         return self._signature is not None

@@ -1,6 +1,7 @@
 """Model outputs → clinical findings (NumPy, OpenCV; shared by every backend).
 
-Softmax and argmax live here, not in the exported graph, so they never run in INT8.
+Softmax and argmax live here, not in the exported graph, so they never run in INT8; so does the
+grade head's temperature, when the model's metadata carries one (``drtrt.calibration``).
 """
 
 from __future__ import annotations
@@ -41,9 +42,12 @@ class LesionFinding:
                 "count": self.count}
 
 
-def decode_grade(grade_logits: np.ndarray, task: TaskSpec) -> tuple[np.ndarray, int, bool]:
-    """[G] logits → (probabilities, grade, referable DR = grade ≥ ``task.referable_min_grade``)."""
-    probs = softmax(grade_logits.astype(np.float64))
+def decode_grade(grade_logits: np.ndarray, task: TaskSpec, temperature: float = 1.0) -> tuple[np.ndarray, int, bool]:
+    """[G] logits → (probabilities, grade, referable DR = grade ≥ ``task.referable_min_grade``).
+
+    ``temperature``: the model's grade calibration (``drtrt.calibration``): probabilities are
+    softmax(logits / T). T > 0 changes no argmax: the grade is the same with or without it."""
+    probs = softmax(grade_logits.astype(np.float64) / temperature)
     grade = int(np.argmax(probs))
     return probs, grade, task.is_referable(grade)
 

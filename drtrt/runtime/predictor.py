@@ -4,6 +4,10 @@ The same code path for every backend (ONNX Runtime, TensorRT, PyTorch for parity
 results differ only by what the runner computes. A bad image never raises out of
 :meth:`Predictor.screen_batch`: it becomes a result with status ``error`` (cannot read) or
 ``ungradable`` (read, but not judgeable: retake or refer), and never carries a grade.
+
+Grade probabilities are temperature-scaled when the model carries a calibration
+(``drtrt.calibration``): the record says ``calibrated: true`` and its ECE. Without one the record
+keeps the raw softmax for research output and says ``calibrated: false``; no page shows it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from drtrt.errors import ConfigError, DrtrtError, ImageError, ServerUnavailable
+from drtrt.model_info import grade_calibration
 from drtrt.preprocess import Geometry, OpticDisc, decode_image, locate_disc, preprocess_rgb
 from drtrt.preprocess.dicom import dicom_info
 from drtrt.runtime.inference import BatchedInference
@@ -39,6 +44,8 @@ class ScreeningResult:
     grade_name: str | None = None
     referable: bool | None = None
     probabilities: list[float] | None = None
+    calibrated: bool = False                      # probabilities temperature-scaled on held-out data (else raw)
+    ece: float | None = None                      # the calibration's expected calibration error after scaling
     lesions: dict[str, LesionFinding] = field(default_factory=dict)
     timings_ms: dict[str, float] = field(default_factory=dict)
     quality: QualityVerdict | None = None
@@ -55,6 +62,7 @@ class ScreeningResult:
             "image": self.image, "status": self.status, "grade": self.grade, "grade_name": self.grade_name,
             "referable": self.referable,
             "probabilities": None if self.probabilities is None else [round(p, 6) for p in self.probabilities],
+            "calibrated": self.calibrated, "ece": self.ece,
             "lesions": {k: v.to_dict() for k, v in self.lesions.items()},
             "error": self.reason if self.status == "error" else None,
             "reason": self.reason,
@@ -98,6 +106,11 @@ class Predictor:
         self.info = self.runner.info
         self.task = self.info.task
         self.spec = self.info.preprocess
+        try:
+            self.calibration = grade_calibration(self.info, self.runner.name)   # None: raw probabilities
+        except BaseException:
+            self.runner.deactivate()
+            raise
         self.quality = quality
         self.notes: list[str] = list(getattr(self.runner, "notes", []))   # a served model's (triton.py)
         try:
@@ -220,8 +233,12 @@ class Predictor:
                                      geometry=p.geometry, disc=p.disc, batch_size=len(chunk), dicom=p.dicom)
 
             if task.grade_output in outputs:
-                probs, grade, referable = decode_grade(outputs[task.grade_output], task)
+                calibration = self.calibration
+                probs, grade, referable = decode_grade(outputs[task.grade_output], task,
+                                                       calibration.temperature if calibration else 1.0)
                 result.probabilities = probs.tolist()
+                result.calibrated = calibration is not None
+                result.ece = calibration.ece_after if calibration else None
                 result.grade, result.referable = grade, referable
                 result.grade_name = task.grade_names[grade]
             if task.lesion_output in outputs:

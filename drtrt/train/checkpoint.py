@@ -76,14 +76,17 @@ def load_checkpoint(path: str | Path) -> dict:
 def checkpoint_info(ckpt: dict, path: str | Path) -> ModelInfo:
     """The :class:`ModelInfo` of a loaded checkpoint (``path``: its file, for the hash): preprocessing,
     task vocabulary (derived from the model config for checkpoints that predate storing it),
-    provenance and the architecture's GFLOP per image."""
+    provenance, the architecture's GFLOP per image and the grade calibration (``drtrt.calibration``,
+    when training fitted one)."""
     model_cfg = ModelConfig.from_dict(ckpt["model_config"])
     task = TaskSpec.from_dict(json.loads(ckpt["task"])) if "task" in ckpt else task_spec(model_cfg)
     preprocess = PreprocessSpec.from_dict(ckpt["preprocess"])
     gflop = count_gflop(model_cfg, preprocess.size)
+    extra = {"gflop_per_image": f"{gflop:.4f}", "source_epoch": str(ckpt.get("epoch", ""))}
+    if ckpt.get("calibration"):
+        extra["calibration"] = ckpt["calibration"]
     return ModelInfo(preprocess=preprocess, task=task, checkpoint_sha256=sha256_file(path),
-                     model_config=json.dumps(ckpt["model_config"], sort_keys=True),
-                     extra=(("gflop_per_image", f"{gflop:.4f}"), ("source_epoch", str(ckpt.get("epoch", "")))))
+                     model_config=json.dumps(ckpt["model_config"], sort_keys=True), extra=tuple(sorted(extra.items())))
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, simplify: bool = True, check_batch: int = 2):

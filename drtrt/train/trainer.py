@@ -2,7 +2,8 @@
 
 Plain functions over explicit collaborators (torchvision references style). A run folder
 holds ``config.yaml`` (resolved; also ``config.json``), ``last.pt``, ``best.pt`` (selected on
-the validation split), ``history.csv``, ``metrics.json`` and ``loss.png`` / ``val_metrics.png``.
+the validation split; at the end its grade head's temperature is fitted on that split,
+:mod:`drtrt.train.temperature`), ``history.csv``, ``metrics.json`` and ``loss.png`` / ``val_metrics.png``.
 
 Reproducible and resumable: batch order and augmentation are functions of (seed, epoch,
 position) (:class:`~drtrt.train.data.EpochSampler`), and ``last.pt`` holds optimizer,
@@ -14,6 +15,7 @@ DistributedDataParallel, each rank trains on its shard, rank 0 validates, logs a
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import time
@@ -28,12 +30,14 @@ from torch.utils.data import DataLoader
 from drtrt.data.idrid import IdridIndex, read_idrid
 from drtrt.errors import ConfigError, DataError
 from drtrt.fileio import json_ready
+from drtrt.model_info import GradeCalibration
 from drtrt.train.checkpoint import load_checkpoint, make_checkpoint, restore_rng, save_atomic
 from drtrt.train.data import EpochSampler, FundusDataset, training_items
 from drtrt.train.distributed import barrier, device_for, init_distributed, limit_cpu_threads, shutdown
 from drtrt.train.losses import GRADE_IGNORE, multitask_loss
 from drtrt.train.model import build_model, load_imagenet_vgg16, task_spec
 from drtrt.train.pseudo_folder import apply_pseudo_labels
+from drtrt.train.temperature import calibrate_checkpoint
 from drtrt.train.reproducible import deterministic_algorithms, run_environment, seed_everything
 from drtrt.train.train_config import TrainConfig, resolve_device
 from drtrt.verify.metrics import SegmentationScores, grade_metrics
@@ -227,7 +231,8 @@ def _train(cfg: TrainConfig, data: str | Path | IdridIndex, run_dir: str | Path,
         save_last(epoch + 1, 0)
     barrier(ctx)
     if ctx.is_main:
-        _finish(state, run_dir)
+        calibration = calibrate_checkpoint(run_dir / "best.pt", val_loader, device, log) if len(val_ds) else None
+        _finish(state, run_dir, calibration)
     shutdown(ctx)
     return TrainResult(run_dir, state["best_metrics"], state["best_epoch"], state["history"], state["initial_metrics"])
 
@@ -249,10 +254,11 @@ def _end_epoch(state: dict, cfg: TrainConfig, model, val_loader, device, epoch: 
     log(_epoch_line(row))
 
 
-def _finish(state: dict, run_dir: Path) -> None:
+def _finish(state: dict, run_dir: Path, calibration: GradeCalibration | None) -> None:
     from drtrt.train.plots import plot_history
 
     summary = {"best_epoch": state["best_epoch"], "validation": state["best_metrics"],
+               "calibration": dataclasses.asdict(calibration) if calibration else None,
                "initial_validation": state["initial_metrics"],
                "final_validation": {k[4:]: v for k, v in state["history"][-1].items() if k.startswith("val_")},
                "history": state["history"]}

@@ -28,6 +28,7 @@ def test_demo_runs_every_stage(tmp_path):
     assert len(rows) == 2 and all(json.loads(r)["status"] == "graded" for r in rows)
     text = console.export_text()
     assert "not for clinical use" in text.lower() and "held-out" in text
+    assert "grade probabilities not calibrated" in text        # 2 graded validation images at this scale
 
 
 @pytest.mark.slow
@@ -46,6 +47,11 @@ def test_demo_model_passes_its_own_gates_and_parity_in_every_precision(tmp_path)
 
     run_demo(tmp_path, console=Console(file=io.StringIO()), progress_factory=progress)
     data, fp32 = tmp_path / "data", tmp_path / "model.onnx"
+    from drtrt.model_info import grade_calibration
+    from drtrt.runtime.registry import load_runner
+
+    with load_runner(fp32) as runner:                            # issue 22: the demo's model is calibrated
+        assert grade_calibration(runner.info).n == 16
     fp16 = convert_fp16_checked(fp32, tmp_path / "model.fp16.onnx", data)
     int8 = calibrate(CalibrateConfig(onnx=fp32, out=tmp_path / "model.int8.onnx", data=data))
     gate = int8.report.agreement

@@ -225,13 +225,24 @@ def test_every_bundle_is_valid_fhir_and_says_what_the_session_says(session):
 
 
 def test_a_validated_model_makes_final_results(session):
+    """Only a whole validation record makes results final (issue 22): the free text older sessions kept
+    ("any non-empty string") leaves them preliminary; the statement names study, population, date and model."""
     with SessionStore(session / "session.db") as store, store.transaction():
         store.execute("INSERT OR REPLACE INTO meta VALUES ('validation', 'site study 2026, sensitivity 0.91')")
+    result, _, _ = export(session)
+    assert dcmread(session / by_kind(result, "P-1", "sr")[0].path).PreliminaryFlag == "PRELIMINARY"
+    with SessionStore(session / "session.db") as store, store.transaction():
+        sha = store.meta()["model_sha256"]
+        record = {"schema": "drtrt-validation/1", "model_sha256": sha, "population": "adults with diabetes, Region X",
+                  "date": "2026-10-31", "study": "RX-DR-01", "n_patients": 812, "n_referable": 97,
+                  **{k: {"value": 0.9, "ci95_low": 0.85} for k in ("sensitivity", "specificity", "imageability")}}
+        store.execute("INSERT OR REPLACE INTO meta VALUES ('validation', ?)", (json.dumps(record),))
     result, _, _ = export(session)
     sr = dcmread(session / by_kind(result, "P-1", "sr")[0].path)
     assert sr.PreliminaryFlag == "FINAL"
     statement = next(i.TextValue for i in content(sr) if concept(i)[0] == "validation")
-    assert statement.startswith("validated clinical model")
+    assert statement == (f"validated clinical model: study RX-DR-01, adults with diabetes, Region X, ended 2026-10-31; "
+                         f"model sha256 {sha[:12]}")
     bundle = json.loads(next((session / "fhir").glob("patient-P-1-visit-*.json")).read_text())
     assert {e["resource"].get("status") for e in bundle["entry"]} - {None, "active"} == {"final"}
 

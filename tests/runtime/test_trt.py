@@ -430,6 +430,34 @@ def test_predictor_picks_trt_for_engine_and_plan(built, photo_root, tiny_onnx, m
     assert not device.allocations
 
 
+def test_an_engines_validation_record_names_the_onnx_it_was_built_from(built, photo_root, tiny_onnx, tmp_path,
+                                                                       monkeypatch, caplog):
+    """Engines are rebuilt on every device, so a study validates the ONNX: a record beside the engine counts
+    when it names the ONNX the manifest records, and not when it names the engine file itself."""
+    import logging
+
+    from drtrt.clinic.store import SessionStore
+    from drtrt.clinic.session import screen_images
+    from drtrt.fileio import sha256_file
+    from drtrt.validation_record import beside, validation_of
+
+    engine, device = built
+    install(monkeypatch, "10.3.0", device=device)
+    image = next((photo_root / "B. Disease Grading" / "1. Original Images" / "b. Testing Set").glob("*.jpg"))
+    record = {"schema": "drtrt-validation/1", "population": "adults with diabetes", "date": "2026-10-31",
+              "study": "S", "n_patients": 10, "n_referable": 2,
+              **{k: {"value": 0.9, "ci95_low": 0.8} for k in ("sensitivity", "specificity", "imageability")}}
+    for name, sha in (("onnx", sha256_file(tiny_onnx)), ("engine", sha256_file(engine))):
+        beside(engine).write_text(json.dumps({**record, "model_sha256": sha}))
+        with caplog.at_level(logging.WARNING, logger="drtrt.validation"):
+            screen_images([image], engine, tmp_path / name)
+        with SessionStore(tmp_path / name / "session.db") as store:
+            kept = validation_of(store.meta())
+        assert (kept is not None) == (name == "onnx"), name
+    assert any(f"this model is {sha256_file(tiny_onnx)[:12]}" in r.getMessage() for r in caplog.records)
+    assert not device.allocations
+
+
 # ------------------------------------------------------------------ without TensorRT or a GPU
 
 @pytest.mark.parametrize("setup, expected", [

@@ -260,3 +260,33 @@ def test_a_restart_shows_exactly_what_was_saved(station, fundus_photos, tmp_path
     wait_for(lambda: worker2.visit_notices(visit_id), what="a notice")
     assert client2.get(f"/api/visits/{visit_id}").json()["slots"][1]["state"] == "missing"
     assert "already in the visit" in client2.get(f"/visits/{visit_id}/panel").text      # the operator sees why
+
+
+def test_the_dashboard_names_the_study_that_validated_the_model(tmp_path, tiny_onnx):
+    """Issue 22: the operator sees which study validated the model (and no banner) only when a record names
+    the model's sha256; the model's own drtrt.validation text is not one."""
+    import json
+    import re
+
+    from starlette.testclient import TestClient
+
+    from drtrt.fileio import sha256_file
+    from drtrt.station.app import StationConfig, create_app
+    from drtrt.station.worker import StationWorker, WorkerConfig
+    from drtrt.validation_record import beside
+
+    model = tmp_path / "model" / "model.onnx"
+    model.parent.mkdir()
+    shutil.copy(tiny_onnx, model)
+    beside(model).write_text(json.dumps({
+        "schema": "drtrt-validation/1", "model_sha256": sha256_file(model), "study": "RX-DR-01",
+        "population": "adults with diabetes, Region X", "date": "2026-10-31", "n_patients": 812, "n_referable": 97,
+        **{k: {"value": 0.9, "ci95_low": 0.85} for k in ("sensitivity", "specificity", "imageability")}}))
+    worker = StationWorker(WorkerConfig(model, tmp_path / "station", None, Protocol(1), poll_s=0.05, settle_s=0.1))
+    try:
+        page = TestClient(create_app(StationConfig(worker.cfg.data_dir), worker)).get("/").text
+    finally:
+        worker.stop()
+    assert "NOT FOR CLINICAL USE" not in page
+    shown = re.search(r'<dd id="validation">(.*?)</dd>', page, re.S)[1]
+    assert shown == "validated: study RX-DR-01, adults with diabetes, Region X, ended 2026-10-31"

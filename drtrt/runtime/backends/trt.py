@@ -88,6 +88,12 @@ class TrtRunner(Runner):
         inputs = tuple(TensorSpec(b.spec.name, (-1, *b.spec.shape[1:]), b.spec.dtype) for b in self._inputs.values())
         return Signature(info, inputs, tuple(t.name for t in manifest.io.outputs), low, high)
 
+    def validated_sha256(self) -> str:
+        """The ONNX the engine was built from, as its manifest records: engines are rebuilt per device,
+        so a validation study names the ONNX (the manifest's own sha256 check ties it to this engine)."""
+        manifest = self.manifest or read_engine_manifest(self.path)
+        return str(manifest.onnx.get("sha256", ""))
+
     def _bind(self) -> tuple[int, int]:
         """Allocate device + pinned buffers for the profile's largest shapes and bind their addresses
         once; returns the profile's batch range."""
