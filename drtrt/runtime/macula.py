@@ -101,10 +101,10 @@ class Fovea:
 
 @dataclass(frozen=True)
 class MaculaAssessment:
-    """A photo's maculopathy grade: m ("M1" | "M0" | None = not assessed), the fovea (None when not
-    found), the disc diameter (px), the reason (why M1, or why not assessed; empty for M0 is never
-    the case: M0 says what was checked), and the nearest hard exudate's distance from the fovea in
-    disc diameters (None: no fovea, or no exudate)."""
+    """A photo's maculopathy grade: m ("M1" | "M0" | None = not assessed, never to be read as M0),
+    the fovea (None when not found), a one-line reason (why M1, why not assessed, or for M0 what
+    was checked), and the nearest hard exudate's distance from the fovea's centre in disc
+    diameters (None: no fovea, or no exudate). :meth:`to_dict` is the record's ``macula``."""
 
     m: str | None
     fovea: Fovea | None
