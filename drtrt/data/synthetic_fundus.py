@@ -12,6 +12,7 @@ gives the same picture, byte for byte; :mod:`.synth` writes a whole data set of 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -53,6 +54,7 @@ class SyntheticFundus:
     image: np.ndarray
     masks: dict[str, np.ndarray]
     edema_risk: int
+    geometry: FundusGeometry      # where the field, the disc and the fovea were drawn
 
 
 def render_fundus(
@@ -74,8 +76,15 @@ def render_fundus(
     return fundus.image, fundus.masks
 
 
-def render_picture(rng: np.random.Generator, width: int, height: int, grade: int) -> SyntheticFundus:
-    """Render a picture, its lesion masks and its macular-edema risk."""
+def render_picture(rng: np.random.Generator, width: int, height: int, grade: int,
+                   exudates_at: Sequence[tuple[float, float]] = ()) -> SyntheticFundus:
+    """Render a picture, its lesion masks, its macular-edema risk and where its fovea is.
+
+    The fovea (a dark macula with a darker centre) lies 2.2-3.3 disc diameters temporal to the
+    disc and up to 0.4 DD below it (:func:`.synthetic_geometry.sample_geometry`), as in an eye;
+    ``exudates_at`` adds hard-exudate clusters at offsets from it, in disc diameters
+    (:func:`.synthetic_lesions.paint_lesions`; ``((0, 0),)``: on the fovea, M1 at any grade).
+    """
     if not 0 <= grade < NUM_GRADES:
         raise ConfigError(f"grade must be 0-{NUM_GRADES - 1}, got {grade}")
     if width < MIN_SIZE or height < MIN_SIZE // 2:
@@ -88,13 +97,13 @@ def render_picture(rng: np.random.Generator, width: int, height: int, grade: int
     image = _retina(rng, geo, xx, yy, rho)
     _draw_optic_disc(image, geo, xx, yy)
     _draw_vessels(rng, image, geo, proliferative=grade == 4)
-    masks = paint_lesions(rng, image, geo, grade, rho)
+    masks = paint_lesions(rng, image, geo, grade, rho, exudates_at)
 
     edge = np.clip((1.0 - rho) * geo.radius + 0.5, 0.0, 1.0)
     image *= edge[..., None]
     image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(0.012)
     pixels = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return SyntheticFundus(pixels, masks, edema_risk(masks.get("EX"), geo, xx, yy))
+    return SyntheticFundus(pixels, masks, edema_risk(masks.get("EX"), geo, xx, yy), geo)
 
 
 def _retina(rng: np.random.Generator, geo: FundusGeometry, xx: np.ndarray, yy: np.ndarray, rho: np.ndarray) -> np.ndarray:

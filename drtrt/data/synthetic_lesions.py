@@ -19,6 +19,7 @@ the field is resized to a 512-pixel model input, whatever the generated image si
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -35,9 +36,16 @@ _COTTON_WOOL_RGB = np.array([0.96, 0.86, 0.68], np.float32)
 
 
 def paint_lesions(
-    rng: np.random.Generator, image: np.ndarray, geo: FundusGeometry, grade: int, rho: np.ndarray
+    rng: np.random.Generator, image: np.ndarray, geo: FundusGeometry, grade: int, rho: np.ndarray,
+    exudates_at: Sequence[tuple[float, float]] = (),
 ) -> dict[str, np.ndarray]:
-    """Draw the lesions the grade calls for into ``image`` and return their masks."""
+    """Draw the lesions the grade calls for into ``image`` and return their masks.
+
+    exudates_at: more hard-exudate clusters, whatever the grade, centred (dx, dy) disc diameters
+    from the fovea (+x to the image's right, +y down): ``((0, 0),)`` puts exudates on the fovea,
+    a maculopathy at any grade (the random draws for them come after the grade's, so a picture
+    without them is the same as before).
+    """
     height, width = image.shape[:2]
     r = geo.radius
     canvases: dict[str, np.ndarray] = {}
@@ -64,6 +72,9 @@ def paint_lesions(
     if grade >= 3:
         for x, y in _lesion_sites(rng, geo, int(rng.integers(1, 5)), around_disc=True):
             _cotton_wool_spot(rng, canvas("SE"), x, y, r)
+    dd = 2 * geo.disc_radius
+    for dx, dy in exudates_at:
+        _exudate_cluster(rng, canvas("EX"), geo.fovea_x + dx * dd, geo.fovea_y + dy * dd, r, large=False)
 
     field = rho < 1.0
     masks = {code: (canvases[code] > 0) & field for code in LABEL_PRIORITY if code in canvases}

@@ -25,6 +25,7 @@ from drtrt.model_info import grade_calibration
 from drtrt.preprocess import Geometry, OpticDisc, decode_image, locate_disc, preprocess_rgb
 from drtrt.preprocess.dicom import dicom_info
 from drtrt.runtime.inference import BatchedInference
+from drtrt.runtime.macula import EXUDATE, Fovea, MaculaAssessment, assess_macula, locate_fovea
 from drtrt.runtime.postprocess import LesionFinding, decode_grade, lesion_findings, lesion_label_map
 from drtrt.runtime.quality import QualityConfig, QualityVerdict, analysis_view, assess_quality, decode_side
 from drtrt.runtime.registry import load_runner
@@ -51,6 +52,7 @@ class ScreeningResult:
     quality: QualityVerdict | None = None
     geometry: Geometry | None = None
     disc: OpticDisc | None = None                 # the optic disc and the eye it implies (gradable photos)
+    macula: MaculaAssessment | None = None        # fovea and maculopathy M1/M0/not assessed (graded photos)
     warnings: list[str] = field(default_factory=list)
     batch_size: int = 0                           # images in the forward pass this one rode in
     labels: np.ndarray | None = None              # model-space lesion label map (keep_arrays)
@@ -70,6 +72,7 @@ class ScreeningResult:
             "quality": None if self.quality is None else self.quality.to_dict(),
             "field_of_view": None if self.geometry is None else self.geometry.fov.to_dict(),
             "disc": None if self.disc is None else self.disc.to_dict(),
+            "macula": None if self.macula is None else self.macula.to_dict(),
             "warnings": list(self.warnings),
             "original_size": None if self.geometry is None else list(self.geometry.original_size),
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
@@ -88,6 +91,7 @@ class _Prepared:
     disc: OpticDisc | None
     timings: dict[str, float]
     dicom: dict | None = None
+    fovea: tuple[Fovea | None, str] = (None, "no optic disc found, and the fovea is placed from the disc")
 
 
 class Predictor:
@@ -208,9 +212,9 @@ class Predictor:
                                    quality=verdict, geometry=pre.geometry, rgb=rgb if keep_arrays else None)
         tick = time.perf_counter()
         disc = locate_disc(view.image, view.geometry) if view is not None else None
-
-        timings["disc"] = (time.perf_counter() - tick) * 1e3
-        return _Prepared(index, name, rgb, pre.tensor, pre.geometry, verdict, disc, timings)
+        fovea = locate_fovea(view.image, view.geometry, disc) if view is not None else _Prepared.fovea
+        timings["disc"] = (time.perf_counter() - tick) * 1e3          # the disc and, from it, the fovea
+        return _Prepared(index, name, rgb, pre.tensor, pre.geometry, verdict, disc, timings, fovea=fovea)
 
     def _infer(self, chunk: list[_Prepared], keep_arrays: bool) -> list[ScreeningResult]:
         try:
@@ -241,10 +245,13 @@ class Predictor:
                 result.ece = calibration.ece_after if calibration else None
                 result.grade, result.referable = grade, referable
                 result.grade_name = task.grade_names[grade]
+            exudates = None
             if task.lesion_output in outputs:
                 labels = lesion_label_map(outputs[task.lesion_output], p.geometry)
                 result.lesions = lesion_findings(labels, p.geometry, task)
                 result.labels = labels if keep_arrays else None
+                exudates = labels == task.label(EXUDATE) if EXUDATE in task.lesion_codes else None
+            result.macula = assess_macula(*p.fovea, exudates, p.geometry)
             result.rgb = p.rgb if keep_arrays else None
             p.timings["postprocess"] = (time.perf_counter() - tick) * 1e3
             p.timings["total"] = sum(p.timings.values())   # this image's stages, not its batch-mates'
