@@ -10,6 +10,7 @@ CIEDE2000 (scikit-image, the test extra's).
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,13 +73,11 @@ def test_lesion_colours_and_the_disc_ring_stay_apart_for_colour_blind_viewers():
 
 
 def test_the_stations_disc_ring_has_its_own_colour():
-    from pathlib import Path
+    from drtrt.station import images
 
-    from drtrt.station.images import DISC_CSS, lesion_colours
-
-    css = (Path(__import__("drtrt.station", fromlist=["x"]).__file__).parent / "static" / "station.css").read_text()
+    css = (Path(images.__file__).parent / "static" / "station.css").read_text()
     ring = next(line for line in css.splitlines() if "svg.disc circle" in line)
-    assert f"stroke: {DISC_CSS};" in ring and DISC_CSS not in lesion_colours(TaskSpec()).values()
+    assert f"stroke: {images.DISC_CSS};" in ring and images.DISC_CSS not in images.lesion_colours(TaskSpec()).values()
 
 
 def test_a_layer_outlines_its_lesion_and_leaves_it_visible():

@@ -149,8 +149,8 @@ def test_a_spanish_visit_with_every_warning_has_no_english_word(station, fundus_
     shutil.copy(fundus_photos["good1"], camera / "IMG_0004.JPG")
     wait_for(lambda: _slot(client, visit_id, "right/macula")["state"] == "graded", what="the right macula slot")
 
-    # heads that disagree: the right macula photo's record as a model would write it that paints a
-    # quarter of the field as soft exudate next to "no referable DR" (the tiny model's maps vary)
+    # heads that disagree: the right macula photo's record as a model would write it that paints every
+    # lesion type over twice what any real eye shows, next to "no referable DR" (the tiny model's maps vary)
     row = next(r for r in worker.store.rows() if r.sha256 == _slot(client, visit_id, "right/macula")["sha256"])
     record = dict(row.record, grade=0, grade_name="no DR", referable=False,
                   lesions={code: dict(finding, area_fov_pct=2 * LESION_CEILING_PCT.get(code, 1.0))
