@@ -46,7 +46,8 @@ class ExitCode(IntEnum):
 
 
 EXIT_CODES_HELP = ("Exit status: 0 done; 1 failed (a file, data, extra, GPU or server problem); 2 usage error; "
-                   "3 not every image graded; 4 a gate failed (parity, precision, --floor); 70 internal error "
+                   "3 not every image graded (or, with a patient list, given a patient); 4 a gate failed (parity, "
+                   "precision, --floor); 70 internal error "
                    "(DRTRT_DEBUG=1 shows the traceback); 130 interrupted.")
 
 app = typer.Typer(name="drtrt", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,

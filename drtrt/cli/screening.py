@@ -44,12 +44,17 @@ def screen(images: Annotated[Optional[list[Path]], typer.Argument(help="Image fi
     With --out, a crash-safe session folder: re-run the same command after a crash to finish it.
     Exit 3 if any image was ungradable or unreadable."""
     from drtrt.cli.tables import display_names
-    from drtrt.clinic.patients import resolve_inputs
+    from drtrt.clinic.patients import list_mismatches, resolve_inputs
     from drtrt.clinic.session import screen_images
     from drtrt.runtime.photos import unsearched_images
     from drtrt.clinic.session import SessionConfig
 
     paths, assignments, default = resolve_inputs(images or [], patients, patient, eye, recursive)
+    orphans: list[Path] = []
+    if patients is not None:
+        notes, orphans = list_mismatches(paths, assignments, default, patients)
+        for note in notes:
+            warn(note)
     if not recursive and (hidden := unsearched_images(images or [])):
         warn(f"{hidden} image(s) in subfolders were not screened; add --recursive to include them")
     cfg = SessionConfig(backend=backend, providers=tuple(providers.split(",")) if providers else None,
@@ -79,10 +84,12 @@ def screen(images: Annotated[Optional[list[Path]], typer.Argument(help="Image fi
 
         from drtrt.clinic.pathways import load_pathway
 
-        console.print(results_table(run.rows, run.task, pathway=load_pathway(pathway)))
+        console.print(results_table(run.rows, run.task, pathway=load_pathway(pathway), provisional=run.provisional))
         if out:
             console.print(f"results in {out} (summary.html, reports/)")
-    if any(r.status in ("ungradable", "error") for r in run.rows):
+    if orphans:          # a list was given and a photo has none of its patients: not done
+        warn(f"not done: {len(orphans)} photo(s) have no patient")
+    if orphans or any(r.status in ("ungradable", "error") for r in run.rows):
         raise typer.Exit(int(ExitCode.NOT_ALL_GRADED))
 
 

@@ -32,7 +32,7 @@ def display_names(paths: Sequence[str]) -> list[str]:
 
 
 def results_table(rows, task: TaskSpec, clinical: str = "Not for clinical use: demo model.", pathway=None,
-                  width: int | None = None):
+                  width: int | None = None, provisional: bool = True):
     """One line per image, then one per patient when patient IDs were given (worded by ``pathway``).
     Lesions get a column each where the terminal (``width``) has room for them, else one column that
     lists those found, so that at 80 columns no cell is cut or squeezed to a word per line."""
@@ -50,7 +50,7 @@ def results_table(rows, task: TaskSpec, clinical: str = "Not for clinical use: d
     graded, judged = gradable_share(rows)
     table.caption = (f"{graded} of {judged} images gradable. Lesion cells: % of field of view (number of lesions). "
                      f"{clinical}")
-    verdicts = patient_verdicts(rows, pathway or ICDR)
+    verdicts = patient_verdicts(rows, pathway or ICDR, provisional)
     if not verdicts:
         return table
     patients = Table(title="patients")

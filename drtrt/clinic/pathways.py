@@ -9,7 +9,13 @@ read, an eye not photographed, a visit incomplete). Two are built in:
   urgently; ungradable → retake, then refer.
 - ``nhs``: the English NHS Diabetic Eye Screening Programme's R0/R1/R2/R3 grades, mapped from
   ICDR conservatively — ICDR moderate NPDR spans R1 and R2, so it is R2 (referred); severe NPDR
-  is R2 (pre-proliferative) and PDR R3 (urgent). Maculopathy (M1) is not graded by the model.
+  is R2 (pre-proliferative) and PDR R3 (urgent); M1 (maculopathy) is referred routinely.
+
+Maculopathy is graded apart from retinopathy (R and M, as the NHS reports them): M1 — hard exudate
+within a disc diameter of the fovea (:mod:`drtrt.runtime.macula`) — refers the eye whatever its
+grade (the pathway's ``maculopathy.action``); M0 says nothing more; where the fovea cannot be
+found, "M not assessed" is said, never M0. After ``escalation.after`` failed tries of an eye the
+station's advice becomes ``escalation.words`` (dim the room, dilate, or refer as ungradable).
 
 A pathway file (YAML, the same shape as :meth:`Pathway.to_dict`) gives a programme its own. The
 session keeps the pathway it was screened under (store meta ``pathway``), so its reports keep the
@@ -26,6 +32,12 @@ from drtrt.errors import ConfigError
 
 ACTIONS = ("rescreen", "refer", "refer_urgent")
 OUTCOME_KEYS = ("ungradable", "human_read", "not_photographed", "incomplete")
+M_KEYS = ("M1", "M0", "not_assessed")          # maculopathy: found, not found, the fovea could not be located
+ESCALATE_AFTER = 2                             # failed tries of an eye before the advice changes
+_M_WORDS = {"M1": "maculopathy: exudate within 1 disc diameter of the fovea — refer",
+            "M0": "no maculopathy seen by the model", "not_assessed": "maculopathy not assessed — the fovea was not found"}
+_ESCALATION = ("still ungradable after %(tries)d tries: dim the room and wait for the pupil to widen, dilate if your "
+               "protocol allows, or refer as ungradable")
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,7 @@ class GradeRule:
     action: str                       # rescreen | refer | refer_urgent
     words: str
     recall_months: int | None = None  # rescreen only
+    code: str | None = None           # the programme's short grade (NHS: R0-R3), shown beside M
 
 
 @dataclass(frozen=True)
@@ -41,6 +54,14 @@ class Pathway:
     name: str
     grades: tuple[GradeRule, ...]
     words: tuple[tuple[str, str], ...]     # OUTCOME_KEYS → words
+    maculopathy: tuple[tuple[str, str], ...] = tuple(_M_WORDS.items())   # M_KEYS → words
+    m1_action: str = "refer"               # what M1 alone asks for (refer | refer_urgent)
+    escalate_after: int = ESCALATE_AFTER   # failed tries of an eye before the advice becomes :attr:`escalation`
+    escalation: str = _ESCALATION          # %(tries)d: the number of tries
+
+    def m_words(self, key: str | None) -> str:
+        """The words for maculopathy ``key`` (M1 | M0; None: not assessed)."""
+        return dict(self.maculopathy)[key or "not_assessed"]
 
     def rule(self, grade: int) -> GradeRule:
         for rule in self.grades:
@@ -53,12 +74,15 @@ class Pathway:
 
     def all_words(self) -> list[str]:
         """Every phrase this pathway can show (for translation catalogs)."""
-        return [rule.words for rule in self.grades] + [words for _, words in self.words]
+        return ([rule.words for rule in self.grades] + [words for _, words in self.words]
+                + [words for _, words in self.maculopathy] + [self.escalation])
 
     def to_dict(self) -> dict:
         return {"name": self.name,
                 "grades": [{k: v for k, v in vars(rule).items() if v is not None} for rule in self.grades],
-                "outcomes": dict(self.words)}
+                "outcomes": dict(self.words),
+                "maculopathy": {"action": self.m1_action, **dict(self.maculopathy)},
+                "escalation": {"after": self.escalate_after, "words": self.escalation}}
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "pathway") -> Pathway:
@@ -75,18 +99,29 @@ class Pathway:
                 if action == "rescreen" and not (isinstance(recall, int) and 1 <= recall <= 120):
                     raise ConfigError(f"{source}: grade {item['grade']} rescreens: give recall_months (1-120)")
                 rules.append(GradeRule(int(item["grade"]), action, str(item["words"]).strip(),
-                                       None if recall is None else int(recall)))
+                                       None if recall is None else int(recall),
+                                       None if item.get("code") is None else str(item["code"]).strip()))
             outcomes = data["outcomes"]
             words = tuple((key, str(outcomes[key]).strip()) for key in OUTCOME_KEYS)
+            macula = {**_M_WORDS, "action": "refer", **(data.get("maculopathy") or {})}   # older files: defaults
+            m_words = tuple((key, str(macula[key]).strip()) for key in M_KEYS)
+            m1_action = str(macula["action"])
+            escalation = {"after": ESCALATE_AFTER, "words": _ESCALATION, **(data.get("escalation") or {})}
+            escalate_after, escalation_words = int(escalation["after"]), str(escalation["words"]).strip()
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{source}: not a pathway ({type(exc).__name__}: {exc}); see drtrt/clinic/pathways.py "
                               "for the shape") from None
         grades = sorted(rule.grade for rule in rules)
         if grades != list(range(len(grades))) or not grades:
             raise ConfigError(f"{source}: grades must be listed once each from 0 up, found {grades}")
-        if any(not rule.words for rule in rules) or any(not w for _, w in words):
-            raise ConfigError(f"{source}: every grade and outcome needs its words")
-        return cls(name, tuple(sorted(rules, key=lambda r: r.grade)), words)
+        if any(not rule.words for rule in rules) or any(not w for _, w in words + m_words):
+            raise ConfigError(f"{source}: every grade, outcome and maculopathy grade needs its words")
+        if m1_action not in ("refer", "refer_urgent"):
+            raise ConfigError(f"{source}: maculopathy's action must be refer or refer_urgent, found {m1_action!r}")
+        if not 1 <= escalate_after <= 10:
+            raise ConfigError(f"{source}: escalation after must be 1-10 tries, found {escalate_after}")
+        return cls(name, tuple(sorted(rules, key=lambda r: r.grade)), words, m_words, m1_action, escalate_after,
+                   escalation_words)
 
 
 _COMMON = {"human_read": "needs a human read — the grade and the lesion map disagree",
@@ -102,14 +137,16 @@ ICDR = Pathway.from_dict({
     "outcomes": {"ungradable": "ungradable — retake or refer", **_COMMON}}, "built-in icdr")
 NHS = Pathway.from_dict({
     "name": "nhs",
-    "grades": [{"grade": 0, "action": "rescreen", "recall_months": 12,
+    "grades": [{"grade": 0, "code": "R0", "action": "rescreen", "recall_months": 12,
                 "words": "R0 no retinopathy — rescreen in 12 months"},
-               {"grade": 1, "action": "rescreen", "recall_months": 12,
+               {"grade": 1, "code": "R1", "action": "rescreen", "recall_months": 12,
                 "words": "R1 background retinopathy — rescreen in 12 months"},
-               {"grade": 2, "action": "refer", "words": "R2 pre-proliferative retinopathy — refer (routine)"},
-               {"grade": 3, "action": "refer", "words": "R2 pre-proliferative retinopathy — refer (routine)"},
-               {"grade": 4, "action": "refer_urgent", "words": "R3 proliferative retinopathy — refer urgently"}],
-    "outcomes": {"ungradable": "U ungradable — retake, then refer", **_COMMON}}, "built-in nhs")
+               {"grade": 2, "code": "R2", "action": "refer", "words": "R2 pre-proliferative retinopathy — refer (routine)"},
+               {"grade": 3, "code": "R2", "action": "refer", "words": "R2 pre-proliferative retinopathy — refer (routine)"},
+               {"grade": 4, "code": "R3", "action": "refer_urgent", "words": "R3 proliferative retinopathy — refer urgently"}],
+    "outcomes": {"ungradable": "U ungradable — retake, then refer", **_COMMON},
+    "maculopathy": {"action": "refer", "M1": "M1 maculopathy — refer (routine)", "M0": "M0 no maculopathy",
+                    "not_assessed": "M not assessed — the fovea was not found"}}, "built-in nhs")
 BUILT_IN = {"icdr": ICDR, "nhs": NHS}
 
 

@@ -38,10 +38,12 @@ class Patient:
 
 @dataclass(frozen=True)
 class Assignment:
-    """The patient and eye an image belongs to (None: not given)."""
+    """The patient and eye an image belongs to (None: not given), and the visit (the station's; None:
+    the session groups the photo into one — by its DICOM study, else per patient per day)."""
 
     patient: str | None = None
     eye: str | None = None
+    visit: int | None = None
 
 
 def normalise_eye(value: str | None) -> str | None:
@@ -105,6 +107,28 @@ def read_patient_list(path: str | Path) -> dict[Path, Assignment]:
     if not out:
         raise DataError(f"patient list {path} names no files")
     return out
+
+
+def list_mismatches(paths: Sequence[Path], assignments: dict[Path, Assignment], default: Assignment,
+                    patient_list: str | os.PathLike) -> tuple[list[str], list[Path]]:
+    """What a patient list and the photos screened disagree on: (notes to say, photos left without a
+    patient). A row naming no photo screened is said (its path is relative to the list's folder, a
+    frequent slip), and so is a photo no row names — screened without a patient unless a default
+    patient covers it: nothing is quietly left unassigned."""
+    wanted = {Path(p).resolve() for p in paths}
+    notes = []
+    unmatched = [f for f in assignments if f not in wanted]
+    if unmatched:
+        shown = ", ".join(f"{f.name} ({assignments[f].patient})" for f in unmatched[:5])
+        more = f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else ""
+        notes.append(f"{len(unmatched)} row(s) of {patient_list} match no photo screened: {shown}{more} — a row's "
+                     f"file is relative to the list's folder ({Path(patient_list).resolve().parent})")
+    orphans = [Path(p) for p in paths if Path(p).resolve() not in assignments and not default.patient]
+    if orphans:
+        shown = ", ".join(p.name for p in orphans[:5]) + (f" and {len(orphans) - 5} more" if len(orphans) > 5 else "")
+        notes.append(f"{len(orphans)} photo(s) no row of {patient_list} names: {shown} — screened without a patient, "
+                     "so no visit or report holds them; add them to the list and screen again")
+    return notes, orphans
 
 
 def validate_birth_date(value: str | None) -> str | None:

@@ -1,4 +1,10 @@
-"""Reports of a session folder: one HTML page per patient, a summary (CSV + HTML), results.jsonl.
+"""Reports of a session folder: one HTML page per visit of each patient, a summary (CSV + HTML),
+``patients.csv`` (one row per visit), results.jsonl.
+
+The visit is the unit: a page, a ``patients.csv`` row and a verdict cover one visit's photos only
+(:mod:`drtrt.clinic.verdicts`), so a returning patient's report never shows last year's result as this
+year's. Each eye shows R (the grade, in the pathway's words) and M (maculopathy) apart. While the model
+has no validation record every verdict is marked provisional and a negative gives no recall interval.
 
 Pages are self-contained (pictures embedded as JPEG data URIs, no scripts, no external
 files), escape everything that came from a user or a file name, and print on A4. Written
@@ -22,7 +28,8 @@ from drtrt import __version__
 from drtrt.clinic.pathways import stored_pathway
 from drtrt.clinic.patients import safe_patient_id
 from drtrt.clinic.store import SessionRow, now
-from drtrt.clinic.verdicts import LABELS, VERDICTS, EyeVerdict, PatientVerdict, patient_verdicts, tone
+from drtrt.clinic.verdicts import (PROVISIONAL, VERDICTS, EyeVerdict, PatientVerdict, label,
+                                   patient_verdicts, provisional, tone)
 from drtrt.fileio import atomic_write
 from drtrt.runtime.postprocess import LESION_COLOURS
 from drtrt.task import TaskSpec
@@ -37,10 +44,13 @@ h1 { font-size: 15pt; margin: 0 0 2mm; } h2 { font-size: 12pt; margin: 0 0 2mm; 
 .verdict { padding: 3mm 4mm; border-radius: 2mm; font-size: 14pt; font-weight: bold; margin: 2mm 0 4mm; }
 .refer { background: #fde2e1; border: 0.6mm solid #c62828; } .ok { background: #e3f4e4; border: 0.6mm solid #2e7d32; }
 .retake { background: #fff3cd; border: 0.6mm solid #b8860b; }
+.provisional { background: #e8eef7; border: 0.6mm solid #34568b; }
+.caveat { font-size: 9.5pt; font-weight: bold; color: #34568b; margin: -2mm 0 3mm; }
+.rm { font-size: 9pt; margin: 0 0 1mm; } .gone { opacity: 0.75; }
 .eyes { display: flex; gap: 4mm; } .eye { flex: 1 1 0; min-width: 0; break-inside: avoid; }
 .eye .verdict { font-size: 10.5pt; margin: 1mm 0 2mm; padding: 1.5mm 2mm; }
 figure { margin: 0 0 2mm; break-inside: avoid; }
-figure img { display: block; max-width: 100%; max-height: 62mm; margin: 0 auto; border: 1px solid #999; }
+figure img { display: block; max-width: 100%; max-height: 56mm; margin: 0 auto; border: 1px solid #999; }
 figcaption { font-size: 8.5pt; color: #333; }
 table { border-collapse: collapse; width: 100%; font-size: 8.5pt; margin-bottom: 2mm; }
 th, td { border: 1px solid #bbb; padding: 0.6mm 1.2mm; text-align: left; } th { background: #f0f0f0; }
@@ -55,12 +65,24 @@ td.n { text-align: right; }
 """
 
 
+def visit_verdicts(rows: list[SessionRow], meta: dict[str, str]) -> list[PatientVerdict]:
+    """Each visit's verdict, in the session's pathway's words, provisional unless the model is validated."""
+    return patient_verdicts(rows, stored_pathway(meta), provisional(meta))
+
+
+def report_name(verdict: PatientVerdict) -> str:
+    """``reports/<name>``: patient-<ID>-visit-<N>.html (patient-<ID>.html for rows without a visit)."""
+    visit = "" if verdict.visit is None else f"-visit-{verdict.visit}"
+    return f"patient-{safe_patient_id(verdict.patient)}{visit}.html"
+
+
 def write_session_reports(out: Path, rows: list[SessionRow], meta: dict[str, str], task: TaskSpec,
-                          patients: Iterable[str] | None = None) -> dict[str, Path]:
-    """Write results.jsonl, summary.csv, patients.csv, summary.html and reports/patient-*.html;
-    grades and lesions are named as ``task`` (the session's model) names them."""
-    verdicts = patient_verdicts(rows, stored_pathway(meta))
-    wanted = set(patients) if patients is not None else {v.patient for v in verdicts}
+                          visits: Iterable[int] | None = None) -> dict[str, Path]:
+    """Write results.jsonl, summary.csv, patients.csv, summary.html and a report per visit (``visits``:
+    only those visits' reports; None: every one); grades and lesions are named as ``task`` (the
+    session's model) names them."""
+    verdicts = visit_verdicts(rows, meta)
+    wanted = set(visits) if visits is not None else {v.visit for v in verdicts}
     written = {"results.jsonl": out / "results.jsonl", "summary.csv": out / "summary.csv",
                "patients.csv": out / "patients.csv", "summary.html": out / "summary.html"}
     atomic_write(written["results.jsonl"], "".join(json.dumps(r.to_dict()) + "\n" for r in rows))
@@ -68,8 +90,8 @@ def write_session_reports(out: Path, rows: list[SessionRow], meta: dict[str, str
     atomic_write(written["patients.csv"], patients_csv(verdicts))
     atomic_write(written["summary.html"], summary_html(rows, verdicts, meta, task))
     for verdict in verdicts:
-        if verdict.patient in wanted:
-            path = out / "reports" / f"patient-{safe_patient_id(verdict.patient)}.html"
+        if verdict.visit in wanted:
+            path = out / "reports" / report_name(verdict)
             atomic_write(path, patient_html(verdict, meta, out, task))
             written[path.name] = path
     return written
@@ -83,40 +105,62 @@ def gradable_share(rows: list[SessionRow]) -> tuple[int, int]:
 
 def summary_csv(rows: list[SessionRow], verdicts: list[PatientVerdict], task: TaskSpec) -> str:
     """One row per file: where it belongs, status, grade, probabilities, lesions, its eye's and patient's verdict."""
-    eye_of = {(v.patient, e.eye): e.words for v in verdicts for e in v.eyes.values()}
-    patient_of = {v.patient: v.words for v in verdicts}
+    eye_of = {(v.patient, v.visit, e.eye): e.words for v in verdicts for e in v.eyes.values()}
+    patient_of = {(v.patient, v.visit): v.words for v in verdicts}
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["file", "path", "sha256", "patient", "eye", "status", "reason", "code", "grade", "grade_name",
+    writer.writerow(["file", "path", "sha256", "patient", "visit", "eye", "status", "reason", "code", "grade", "grade_name",
                      "referable", *[f"p_grade{g}" for g in range(task.n_grades)],
                      *[f"{c}_{k}" for c in task.lesion_codes for k in ("count", "area_px", "area_fov_pct")],
-                     "disc_x", "disc_y", "centred_on", "eye_from_disc", "warnings",
+                     "disc_x", "disc_y", "centred_on", "eye_from_disc", "maculopathy", "fovea_x", "fovea_y",
+                     "warnings",
                      "eye_verdict", "patient_verdict", "overlay", "seen_at"])
     for r in rows:
         d = r.to_dict()
         probs = d.get("probabilities") or [""] * task.n_grades
         lesions = [d["lesions"].get(c, {}).get(k, "") for c in task.lesion_codes for k in ("count", "area_px", "area_fov_pct")]
-        disc = d.get("disc") or {}
-        writer.writerow([r.name, r.path, r.sha256 or "", r.patient or "", r.eye or "", r.status, r.reason or "",
+        disc, macula = d.get("disc") or {}, d.get("macula") or {}
+        fovea = macula.get("fovea") or ("", "")
+        writer.writerow([r.name, r.path, r.sha256 or "", r.patient or "", _blank(r.visit), r.eye or "", r.status,
+                         r.reason or "",
                          d.get("code") or "", _blank(d.get("grade")), d.get("grade_name") or "",
                          _blank(d.get("referable")), *probs, *lesions,
-                         *(_blank(disc.get(k)) for k in ("x", "y", "centred", "eye")), "; ".join(r.warnings),
-                         eye_of.get((r.patient, r.eye or "unspecified"), ""), patient_of.get(r.patient, ""),
+                         *(_blank(disc.get(k)) for k in ("x", "y", "centred", "eye")),
+                         (macula.get("m") or "not assessed") if r.status == "graded" else "", *fovea,
+                         "; ".join(r.warnings), eye_of.get((r.patient, r.visit, r.eye or "unspecified"), ""),
+                         patient_of.get((r.patient, r.visit), ""),
                          d.get("overlay", ""), r.seen_at])
     return buffer.getvalue()
 
 
 def patients_csv(verdicts: list[PatientVerdict]) -> str:
+    """One row per visit: the patient, the visit and its date, the verdict, each eye's words with R and M apart."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["patient", "verdict", "right_eye", "left_eye", "other_images", "note", "report", "outcome",
-                     "recall_months"])
+    writer.writerow(["patient", "visit", "date", "verdict", "right_eye", "left_eye", "other_images",
+                     "right_R", "right_M", "left_R", "left_M", "note", "report", "outcome", "recall_months",
+                     "provisional"])
     for v in verdicts:
         eye = {k: e.words for k, e in v.eyes.items()}
-        writer.writerow([v.patient, v.words, eye.get("right", ""), eye.get("left", ""), eye.get("unspecified", ""),
-                         v.note, f"reports/patient-{safe_patient_id(v.patient)}.html", v.verdict,
-                         _blank(v.recall_months)])
+        rm = [x for side in ("right", "left") for x in _r_and_m(v.eyes.get(side))]
+        writer.writerow([v.patient, _blank(v.visit), visit_date(v), v.words, eye.get("right", ""),
+                         eye.get("left", ""), eye.get("unspecified", ""), *rm, v.note, f"reports/{report_name(v)}",
+                         v.verdict, _blank(v.recall_months), int(v.provisional)])
     return buffer.getvalue()
+
+
+def visit_date(verdict: PatientVerdict) -> str:
+    """The day of the visit's first photo (UTC), YYYY-MM-DD."""
+    return min((r.seen_at for e in verdict.eyes.values() for r in e.images + e.replaced), default="")[:10]
+
+
+def _r_and_m(eye: EyeVerdict | None) -> tuple[str, str]:
+    """(R, M) of an eye as reports write them: the pathway's short grade (else "grade N") and M1 / M0 /
+    "not assessed" — empty when no photo of it was gradable."""
+    if eye is None or not eye.gradable:
+        return "", ""
+    r = eye.r or ("" if eye.grade is None else f"grade {eye.grade}")
+    return r, eye.m or "not assessed"
 
 
 def _blank(value) -> str:
@@ -167,7 +211,7 @@ def embed_image(path: Path, max_side: int = 760) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(jpg.tobytes()).decode() if ok else None
 
 
-def _figure(row: SessionRow, out: Path, task: TaskSpec) -> str:
+def _figure(row: SessionRow, out: Path, task: TaskSpec, note: str = "") -> str:
     d = row.to_dict()
     source = d.get("overlay") or d.get("thumbnail")
     uri = embed_image(out / source) if source else None
@@ -180,7 +224,7 @@ def _figure(row: SessionRow, out: Path, task: TaskSpec) -> str:
         text = f"grade {d['grade']} — {_esc(d['grade_name'])}{p}; {'referable' if d['referable'] else 'not referable'}"
     else:
         text = f"{_esc(row.status)}: {_esc(row.reason)}"
-    text += "".join(f'<br><b class="warn">⚠ {_esc(w)}</b>' for w in row.warnings)
+    text += "".join(f'<br><b class="warn">⚠ {_esc(w)}</b>' for w in [*row.warnings, *filter(None, [note])])
     table = ""
     if row.status == "graded" and d.get("lesions"):
         cells = "".join(f'<tr><td>{_esc(c)} {_esc(task.long_name(c))}</td><td class="n">{f["count"]}</td>'
@@ -193,10 +237,20 @@ def _figure(row: SessionRow, out: Path, task: TaskSpec) -> str:
 
 def _eye_block(eye: EyeVerdict, out: Path, task: TaskSpec) -> str:
     grade = "" if eye.grade is None else f" · worst grade {eye.grade} ({_esc(task.grade_names[eye.grade])})"
-    figures = "".join(_figure(r, out, task) for r in eye.images) or "<p>No photo of this eye yet.</p>"
+    figures = "".join(_figure(r, out, task, _retaken(r)) for r in eye.images) or "<p>No photo of this eye yet.</p>"
+    gone = "".join(f'<div class="gone">{_figure(r, out, task, "retaken — replaced by a later photo")}</div>'
+                   for r in eye.replaced)
+    r, m = _r_and_m(eye)
+    rm = (f'<div class="rm"><b>R</b> {_esc(r)} · <b>M</b> {_esc(m)}'
+          f"{' — ' + _esc(eye.m_words) if eye.m_words else ''}</div>") if r or m else ""
     return (f'<section class="eye"><h2>{_EYE_TITLES[eye.eye]}</h2>'
-            f'<div class="verdict {tone(eye.verdict)}">{_esc(eye.words)}</div>'
-            f'<div class="meta">{len(eye.images)} image(s), {eye.gradable} gradable{grade}</div>{figures}</section>')
+            f'<div class="verdict {tone(eye.verdict, eye.provisional)}">{_esc(eye.words)}</div>{rm}'
+            f'<div class="meta">{len(eye.images)} image(s), {eye.gradable} gradable{grade}</div>{figures}{gone}'
+            "</section>")
+
+
+def _retaken(row: SessionRow) -> str:
+    return "retaken, and its result stands: a retake does not undo it, only a clinician's read" if row.replaced else ""
 
 
 def _legend(task: TaskSpec) -> str:
@@ -211,16 +265,20 @@ def _when(stamp: str) -> str:
 
 
 def patient_html(verdict: PatientVerdict, meta: dict[str, str], out: Path, task: TaskSpec) -> str:
-    """The patient's page: the visit verdict, then each eye with its images, overlays and lesion tables."""
+    """One visit's page: its verdict (marked provisional next to it while the model is not validated),
+    then each eye with R and M, its images, overlays and lesion tables, and photos retaken."""
     seen = max((r.seen_at for e in verdict.eyes.values() for r in e.images), default="")
     note = f" — {_esc(verdict.note)}" if verdict.note else ""
+    visit = "" if verdict.visit is None else f" · visit {verdict.visit}"
+    caveat = f'<div class="caveat">{_esc(PROVISIONAL)}</div>' if verdict.provisional else ""
     body = (f"{_banner(meta)}<h1>Diabetic retinopathy screening</h1>"
-            f'<div class="meta">Patient <b>{_esc(verdict.patient)}</b> · screened {_esc(_when(seen))} · '
+            f'<div class="meta">Patient <b>{_esc(verdict.patient)}</b>{visit} · screened {_esc(_when(seen))} · '
             f"session {_esc(out.resolve().name)}</div>"
-            f'<div class="verdict {tone(verdict.verdict)}">{_esc(verdict.words)}{note}</div>{_legend(task)}'
+            f'<div class="verdict {tone(verdict.verdict, verdict.provisional)}">{_esc(verdict.words)}{note}</div>'
+            f"{caveat}{_legend(task)}"
             f'<div class="eyes">{"".join(_eye_block(e, out, task) for e in verdict.eyes.values())}</div>'
             f"{_footer(meta, task)}")
-    return _page(f"DR screening — patient {verdict.patient}", body)
+    return _page(f"DR screening — patient {verdict.patient}{visit}", body)
 
 
 def summary_html(rows: list[SessionRow], verdicts: list[PatientVerdict], meta: dict[str, str], task: TaskSpec) -> str:
@@ -232,12 +290,12 @@ def summary_html(rows: list[SessionRow], verdicts: list[PatientVerdict], meta: d
     totals = (f'<table class="totals"><tr><td>files</td><td class="n">{len(rows)}</td><td>gradable images</td>'
               f'<td class="n"><b>{graded} of {judged} ({share})</b></td></tr>'
               + "".join(f'<tr><td colspan="3">{_esc(k)}</td><td class="n">{v}</td></tr>' for k, v in counts.items())
-              + f'<tr><td colspan="3">patients</td><td class="n">{len(verdicts)}</td></tr>'
-              + "".join(f'<tr><td colspan="3">patients: {_esc(LABELS[k])}</td><td class="n">{v}</td></tr>'
+              + f'<tr><td colspan="3">visits</td><td class="n">{len(verdicts)}</td></tr>'
+              + "".join(f'<tr><td colspan="3">visits: {_esc(label(k, provisional(meta)))}</td><td class="n">{v}</td></tr>'
                         for k, v in by_verdict.items()) + "</table>")
     patients = "".join(
-        f'<tr><td><a href="reports/patient-{_esc(safe_patient_id(v.patient))}.html">{_esc(v.patient)}</a></td>'
-        f'<td class="{tone(v.verdict)}">{_esc(v.words)}</td>'
+        f'<tr><td><a href="reports/{_esc(report_name(v))}">{_esc(v.patient)}</a></td><td>{_esc(visit_date(v))}</td>'
+        f'<td class="{tone(v.verdict, v.provisional)}">{_esc(v.words)}</td>'
         + "".join(f"<td>{_esc(v.eyes[e].words) if e in v.eyes else ''}</td>" for e in ("right", "left"))
         + f"<td>{_esc(v.note)}</td></tr>" for v in verdicts)
     files = "".join(
@@ -246,8 +304,8 @@ def summary_html(rows: list[SessionRow], verdicts: list[PatientVerdict], meta: d
         for r in rows)
     body = (f"{_banner(meta)}<h1>Screening session summary</h1>"
             f"<div class=\"meta\">{len(rows)} file(s) · written {now()}</div>"
-            f"{totals}<h2>Patients</h2><table><tr><th>patient</th><th>verdict</th><th>right eye</th>"
-            f"<th>left eye</th><th>note</th></tr>{patients or '<tr><td colspan=5>no patient IDs given</td></tr>'}"
+            f"{totals}<h2>Visits</h2><table><tr><th>patient</th><th>date</th><th>verdict</th><th>right eye</th>"
+            f"<th>left eye</th><th>note</th></tr>{patients or '<tr><td colspan=6>no patient IDs given</td></tr>'}"
             f"</table><h2>Images</h2><table><tr><th>file</th><th>patient</th><th>eye</th><th>status</th>"
             f"<th>grade</th><th>reason / warnings</th></tr>{files}</table>{_footer(meta, task)}")
     return _page("DR screening — session summary", body)

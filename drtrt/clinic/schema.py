@@ -6,8 +6,10 @@ Three parts, each with its own version so one can change without touching the ot
 - ``record``: ``meta`` (what the session keeps about itself, :data:`META_KEYS`), ``runs`` (each run
   of a command over the folder), ``images`` (one row per distinct image, keyed by SHA-256, holding
   the screening record) and ``files`` (one row per path seen, with its patient and eye);
-- ``visits``: ``patients``, ``visits``, ``captures`` (which photo fills which slot) and
-  ``camera_files`` (what the station took from the camera folder);
+- ``visits``: ``patients``, ``visits`` (a patient's screening: at the station, or grouped from a
+  command's photos — by the camera's DICOM study, else per patient per day), ``captures`` (which photo
+  fills which slot, why it was retaken, where it was moved from) and ``camera_files`` (what the station
+  took from the camera folder);
 - ``outbox``: ``exported`` (DICOM and FHIR objects built from the session) and ``outbox`` (what is
   to be sent where, and what a server confirmed).
 
@@ -99,11 +101,44 @@ def _closed_verdicts_by_id(db: sqlite3.Connection) -> None:
         db.execute("UPDATE visits SET verdict=? WHERE id=?", (json.dumps(closed), visit_id))
 
 
+_RECORD_V2 = "ALTER TABLE files ADD COLUMN visit INTEGER"      # the visit a file's photo belongs to (record 2)
+_VISITS_V3 = """
+ALTER TABLE visits ADD COLUMN kind TEXT NOT NULL DEFAULT 'station';
+ALTER TABLE visits ADD COLUMN study_uid TEXT;
+ALTER TABLE visits ADD COLUMN day TEXT;
+ALTER TABLE captures ADD COLUMN reason TEXT;
+ALTER TABLE captures ADD COLUMN moved_from TEXT;
+CREATE INDEX IF NOT EXISTS visits_patient ON visits(patient, kind, day)
+"""
+
+
+def _visits_for_every_photo(db: sqlite3.Connection) -> None:
+    """visits 3: every photo with a patient belongs to a visit. A station capture's photo to its
+    capture's visit; every other one (``screen``, ``watch``, ``receive`` before visits were kept for
+    them) to a visit of kind ``session`` per patient and UTC day it was seen (``day``), opened at its
+    first photo and left open. Before, a patient's results were judged over every photo ever kept."""
+    _script(_VISITS_V3)(db)
+    db.execute("UPDATE files SET visit = (SELECT c.visit FROM captures c WHERE c.path = files.path "
+               "ORDER BY c.id DESC LIMIT 1) WHERE visit IS NULL")
+    groups = db.execute("SELECT patient, substr(seen_at, 1, 10) AS day, MIN(seen_at) FROM files "
+                        "WHERE visit IS NULL AND patient IS NOT NULL GROUP BY patient, day ORDER BY MIN(seq)").fetchall()
+    for patient, day, opened in groups:
+        cur = db.execute("INSERT INTO visits(patient, protocol, opened, kind, day) VALUES (?, ?, ?, 'session', ?)",
+                         (patient, json.dumps({"fields": 1}), opened, day))
+        db.execute("UPDATE files SET visit=? WHERE visit IS NULL AND patient=? AND substr(seen_at, 1, 10)=?",
+                   (cur.lastrowid, patient, day))
+
+
+_OUTBOX_V2 = "ALTER TABLE exported ADD COLUMN visit INTEGER"  # the visit an object reports (outbox 2)
+
+
 # part → its migrations, oldest first; a part's version is how many have run. Add, never edit.
+# A migration may fill a column of another part's table from its own (visits 3 fills files.visit): parts
+# run in this order, so the record part's columns exist by then.
 PARTS: dict[str, tuple[Migration, ...]] = {
-    "record": (_script(_RECORD_V1),),
-    "visits": (_script(_VISITS_V1), _closed_verdicts_by_id),
-    "outbox": (_script(_OUTBOX_V1),),
+    "record": (_script(_RECORD_V1), _script(_RECORD_V2)),
+    "visits": (_script(_VISITS_V1), _closed_verdicts_by_id, _visits_for_every_photo),
+    "outbox": (_script(_OUTBOX_V1), _script(_OUTBOX_V2)),
 }
 TABLES = {"record": ("meta", "runs", "images", "files"), "visits": ("patients", "visits", "captures", "camera_files"),
           "outbox": ("exported", "outbox")}
@@ -133,6 +168,8 @@ META_KEYS = {key.name: key for key in (
     MetaKey("pathway", "the referral pathway the session words its verdicts in", json=True),
     MetaKey("session_id", "the session's random ID, the root of every UID it makes"),
     MetaKey("station_active_visit", "the visit at the station's camera"),
+    MetaKey("station_retake_reasons", "per open visit, the slot chosen for a retake and why (for its next photo)",
+            json=True),
 )}
 _VERSION_PREFIX = "schema."
 

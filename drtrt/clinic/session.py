@@ -33,6 +33,8 @@ from drtrt.clinic.pathways import keep_pathway, load_pathway
 from drtrt.clinic.patients import Assignment
 from drtrt.clinic.result_files import remove_stale_temp_files, write_result_files
 from drtrt.clinic.store import FileEntry, SessionRow, SessionStore
+from drtrt.clinic.verdicts import provisional
+from drtrt.clinic.visits import VisitBook
 from drtrt.errors import ConfigError, DrtrtError
 from drtrt.runtime.predictor import Predictor, ScreeningResult
 from drtrt.runtime.quality import QualityConfig
@@ -102,6 +104,7 @@ class ScreeningSession:
             self.store.close()
             raise
         self.run_id = self.store.begin_run(command)
+        self.visits = VisitBook(self.store)
         self._queue: list[tuple[FileEntry, bytes]] = []
         # the pipeline: batches being prepared (decode ...) → the model (caller's thread) → being written
         self._ahead: deque[tuple[list[FileEntry], Future]] = deque()
@@ -114,7 +117,7 @@ class ScreeningSession:
             if cfg.workers > 1 else None
         self._stop_writing = threading.Event()
         self._failed: BaseException | None = None
-        self.touched_patients: set[str] = set()
+        self.touched_visits: set[int] = set()      # visits given a photo by this run (their reports)
         self.screened = 0                        # images run through the model (or the gate) by this run
         self.already_done = 0                    # files an earlier run of this session had screened
 
@@ -172,18 +175,14 @@ class ScreeningSession:
         """Take one file: settle it now (skip, duplicate, unreadable) or queue it for the model."""
         self._settle_written(wait=False)
         key = str(Path(path).resolve())
-        if not (assignment.patient and assignment.eye):   # a DICOM file names its patient and eye (header only)
-            from drtrt.preprocess.dicom import read_patient_and_eye
-
-            patient, eye = read_patient_and_eye(key)
-            assignment = Assignment(assignment.patient or patient, assignment.eye or eye)
-        if assignment.patient:
-            self.touched_patients.add(assignment.patient)
-        entry = FileEntry(key, None, None, None, assignment.patient, assignment.eye, "unreadable")
+        assignment = self._assign(key, assignment)
+        if assignment.visit is not None:
+            self.touched_visits.add(assignment.visit)
+        entry = FileEntry(key, None, None, None, assignment.patient, assignment.eye, "unreadable",
+                          visit=assignment.visit)
         try:
             stat = os.stat(key)
-            entry = FileEntry(key, None, stat.st_size, stat.st_mtime_ns, assignment.patient, assignment.eye,
-                              "unreadable")
+            entry = replace(entry, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
             if stat.st_size > MAX_FILE_BYTES:
                 raise OSError(f"file of {stat.st_size / 2**20:.0f} MB is larger than the "
                               f"{MAX_FILE_BYTES // 2**20} MB limit for one image")
@@ -196,7 +195,7 @@ class ScreeningSession:
             self.store.record_file(replace(entry, reason=reason), self.run_id)
             return self._emit(key)
         sha = hashlib.sha256(data).hexdigest()
-        entry = FileEntry(key, sha, len(data), entry.mtime_ns, assignment.patient, assignment.eye, "screened")
+        entry = replace(entry, sha256=sha, size=len(data), status="screened")
         if sha in self._in_flight or any(queued.sha256 == sha for queued, _ in self._queue):
             self.flush()                                   # the first copy must be recorded first
         first = self.store.image_path(sha)
@@ -215,10 +214,29 @@ class ScreeningSession:
             self.store.record_file(replace(entry, status="duplicate", reason=reason, duplicate_of=first), self.run_id)
             self._emit(key)
 
+    def _assign(self, key: str, assignment: Assignment) -> Assignment:
+        """The file's patient, eye and visit: as given; what a DICOM file's header names fills what was
+        not (header only); a photo with a patient and no visit joins the visit of its DICOM study, else
+        the patient's visit of today (:meth:`VisitBook.visit_for`)."""
+        from drtrt.preprocess.dicom import dicom_info
+
+        info = dicom_info(Path(key))
+        if info is not None:
+            assignment = replace(assignment, patient=assignment.patient or info.patient_id,
+                                 eye=assignment.eye or info.eye)
+        if assignment.patient and assignment.visit is None:
+            # the camera's study counts only when it is this patient's (a photo given to another patient
+            # than its header names does not take its study along)
+            study = info.study_uid if info is not None and info.patient_id in (None, assignment.patient) else None
+            assignment = replace(assignment, visit=self.visits.visit_for(assignment.patient, study))
+        return assignment
+
     def _settle_known(self, known: FileEntry, entry: FileEntry) -> None:
-        """A file already in the store, unchanged: nothing to screen; record a new patient/eye if given."""
-        if (known.patient, known.eye) != (entry.patient, entry.eye) and (entry.patient or entry.eye):
-            self.store.record_file(replace(known, patient=entry.patient, eye=entry.eye), self.run_id)
+        """A file already in the store, unchanged: nothing to screen; record a new patient/eye/visit if given."""
+        if (known.patient, known.eye, known.visit) != (entry.patient, entry.eye, entry.visit) \
+                and (entry.patient or entry.eye):
+            self.store.record_file(replace(known, patient=entry.patient, eye=entry.eye, visit=entry.visit),
+                                   self.run_id)
         self.already_done += 1
         self._emit(known.path)
 
@@ -328,16 +346,16 @@ class ScreeningSession:
         if self.on_row is not None:
             self.on_row(self.store.rows([key])[0])
 
-    def write_reports(self, patients: Iterable[str] | None = None) -> dict[str, Path]:
-        """Rewrite results.jsonl, the summary (CSV + HTML) and the reports of ``patients``
-        (default: every patient of the session). Returns name → path of what was written."""
+    def write_reports(self, visits: Iterable[int] | None = None) -> dict[str, Path]:
+        """Rewrite results.jsonl, the summary (CSV + HTML) and the reports of ``visits`` (default: every
+        visit of the session). Returns name → path of what was written."""
         if self.out is None or not self.cfg.reports:
             return {}
         from drtrt.clinic.reports import write_session_reports
 
         self._drain()                                     # the batches handed on are in the reports too
 
-        return write_session_reports(self.out, self.store.rows(), self.store.meta(), self.predictor.task, patients)
+        return write_session_reports(self.out, self.store.rows(), self.store.meta(), self.predictor.task, visits)
 
 
 @dataclass
@@ -350,6 +368,7 @@ class ScreeningRun:
     screened: int = 0
     already_done: int = 0
     notes: list[str] = field(default_factory=list)
+    provisional: bool = True                   # the session's model has no validation record
 
 
 def screen_images(paths: Sequence[str | os.PathLike], model: str | os.PathLike, out: str | os.PathLike | None = None,
@@ -369,5 +388,6 @@ def screen_images(paths: Sequence[str | os.PathLike], model: str | os.PathLike, 
         rows = session.screen(paths, assignments, default or Assignment())
         session.flush()
         session.write_reports()
+        unvalidated = provisional(session.store.meta())
     return ScreeningRun(rows, session.predictor.task, session.screened, session.already_done,
-                        list(session.predictor.notes))
+                        list(session.predictor.notes), unvalidated)

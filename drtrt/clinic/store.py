@@ -50,6 +50,7 @@ class FileEntry:
     status: str
     reason: str | None = None
     duplicate_of: str | None = None
+    visit: int | None = None                   # the visit it belongs to (schema: visits)
 
 
 @dataclass
@@ -66,6 +67,8 @@ class SessionRow:
     duplicate_of: str | None = None
     run_id: int = 0
     seen_at: str = ""
+    visit: int | None = None                   # the visit the photo belongs to (None: no patient)
+    replaced: bool = False                     # retaken at the station: a later photo fills its slot
 
     @property
     def name(self) -> str:
@@ -227,7 +230,7 @@ class SessionStore:
         row = self.db.execute("SELECT * FROM files WHERE path=?", (path,)).fetchone()
         return None if row is None else FileEntry(row["path"], row["sha256"], row["size"], row["mtime_ns"],
                                                   row["patient"], row["eye"], row["status"], row["reason"],
-                                                  row["duplicate_of"])
+                                                  row["duplicate_of"], row["visit"])
 
     @_locked
     def image_path(self, sha256: str) -> str | None:
@@ -238,8 +241,11 @@ class SessionStore:
     @_locked
     def rows(self, paths: list[str] | None = None) -> list[SessionRow]:
         """Every file of the session in the order first seen (or the given paths, in that order)."""
-        query = ("SELECT f.*, i.status AS image_status, i.record FROM files f "
-                 "LEFT JOIN images i ON i.sha256 = f.sha256")
+        # replaced: the photo filled a slot of its visit and a retake fills it now (no capture of it is current)
+        query = ("SELECT f.*, i.status AS image_status, i.record, "
+                 "EXISTS(SELECT 1 FROM captures c WHERE c.path = f.path AND c.visit = f.visit) AND NOT EXISTS("
+                 "SELECT 1 FROM captures c WHERE c.path = f.path AND c.visit = f.visit AND c.replaced_by IS NULL) "
+                 "AS replaced FROM files f LEFT JOIN images i ON i.sha256 = f.sha256")
         if paths is None:
             return [self._row(r) for r in self.db.execute(query + " ORDER BY f.seq")]
         found = (self.db.execute(query + " WHERE f.path = ?", (p,)).fetchone() for p in paths)
@@ -252,7 +258,7 @@ class SessionStore:
         status = "error" if status == "unreadable" else status
         reason = record.get("reason") if r["status"] == "screened" else r["reason"]
         return SessionRow(r["path"], r["sha256"], r["patient"], r["eye"], status, reason, record,
-                          r["duplicate_of"], r["run_id"], r["seen_at"])
+                          r["duplicate_of"], r["run_id"], r["seen_at"], r["visit"], bool(r["replaced"]))
 
     @_locked
     def count(self, table: str) -> int:
@@ -283,12 +289,13 @@ class SessionStore:
     def _upsert_file(self, e: FileEntry, run_id: int) -> None:
         seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM files").fetchone()[0]
         self.db.execute(
-            "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+            "INSERT INTO files(path, sha256, size, mtime_ns, patient, eye, status, reason, duplicate_of, run_id, "
+            "seen_at, seq, visit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
             "sha256=excluded.sha256, size=excluded.size, mtime_ns=excluded.mtime_ns, patient=excluded.patient, "
             "eye=excluded.eye, status=excluded.status, reason=excluded.reason, duplicate_of=excluded.duplicate_of, "
-            "run_id=excluded.run_id, seen_at=excluded.seen_at",
+            "run_id=excluded.run_id, seen_at=excluded.seen_at, visit=excluded.visit",
             (e.path, e.sha256, e.size, e.mtime_ns, e.patient, e.eye, e.status, e.reason, e.duplicate_of,
-             run_id, now(), seq))
+             run_id, now(), seq, e.visit))
 
     def _transaction(self) -> "_Transaction":
         return _Transaction(self.db, self.lock)

@@ -4,99 +4,39 @@ Kept in the session store beside the screening results (one store for ``drtrt sc
 ``drtrt watch`` and the station), in the tables :mod:`.schema` declares: ``patients`` (ID, optional name and date of
 birth), ``visits`` (patient, protocol, opened/closed, the verdict it closed with, the slot the
 next photo fills) and ``captures`` (which photo fills which slot; a retake points the old capture
-at the new one, so nothing is replaced silently). Each change is one durable transaction.
+at the new one, so nothing is replaced silently; a graded photo is retaken only for a reason, kept
+on the new capture; a photo moved to the other eye or another patient's visit keeps where it came
+from). Each change is one durable transaction.
 
 A protocol is the fields per eye: one (any field) or two (disc- and macula-centred, as EyeArt
 requires). A slot is ``eye/field``. A slot's state: ``missing`` (not photographed — take it),
 ``screening`` (photo in, result not yet), ``graded``, ``retake`` (refused: ungradable or
 unreadable — take it again); warnings (the other eye, the other field, heads disagreeing) ride
 along. The visit's verdict is :func:`drtrt.clinic.verdicts.visit_verdict` over its eyes, each eye judged
-on the photos that currently fill its slots.
+on the photos that currently fill its slots and the retaken ones whose result stands. After the
+pathway's ``escalate_after`` refused photos of an eye, its refused slot carries the pathway's
+escalation words instead of the same quality advice again.
+
+A patient ID already registered is never renamed by registering it again: a different name or date
+of birth is refused (:class:`PatientConflict`) unless the change is confirmed.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import time
+from dataclasses import replace
 
 from drtrt.clinic.pathways import stored_pathway
 from drtrt.clinic.patients import EYES, MAX_PATIENT_ID, Patient, validate_birth_date, validate_name, validate_patient_id
+from drtrt.clinic.schema import meta_key
+from drtrt.clinic.slots import (FIELDS, REFUSED, RETAKE_REASONS, PatientConflict, Protocol, Slot,  # noqa: F401 (API)
+                                Visit, retake_reason)
 from drtrt.clinic.store import SessionRow, SessionStore, now
-from drtrt.clinic.verdicts import LABELS, NOT_PHOTOGRAPHED, SCREENING, EyeVerdict, eye_verdict, visit_verdict
+from drtrt.clinic.verdicts import (LABELS, NOT_PHOTOGRAPHED, REFER, REFER_URGENT, SCREENING, EyeVerdict, eye_verdict,
+                                   provisional, visit_verdict)
 from drtrt.errors import ConfigError
 from drtrt.messages import message
-
-FIELDS = {1: ("any",), 2: ("disc", "macula")}
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """The photos a visit needs: ``fields`` per eye (1: any field; 2: disc- and macula-centred)."""
-
-    fields: int = 1
-
-    def __post_init__(self) -> None:
-        if self.fields not in FIELDS:
-            raise ConfigError(f"a protocol takes 1 or 2 fields per eye, found {self.fields}")
-
-    @property
-    def slots(self) -> tuple[str, ...]:
-        return tuple(f"{eye}/{name}" for eye in EYES for name in FIELDS[self.fields])
-
-    def to_json(self) -> str:
-        return json.dumps({"fields": self.fields})
-
-    @classmethod
-    def from_json(cls, text: str) -> Protocol:
-        return cls(int(json.loads(text)["fields"]))
-
-
-@dataclass
-class Slot:
-    """One photo the protocol asks for, and the capture filling it (None: not photographed)."""
-
-    name: str                                  # right/disc, left/any, …
-    state: str                                 # missing | screening | graded | retake
-    row: SessionRow | None = None
-    sha256: str | None = None                  # the photo filling the slot (also while it is screened)
-    capture_id: int | None = None
-    taken: str | None = None
-    replaced: list[dict] = field(default_factory=list)   # earlier captures of this slot, newest first
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def eye(self) -> str:
-        return self.name.split("/")[0]
-
-    @property
-    def field_name(self) -> str:
-        return self.name.split("/")[1]
-
-
-@dataclass
-class Visit:
-    id: int
-    patient: Patient
-    protocol: Protocol
-    opened: str
-    closed: str | None
-    slots: list[Slot]
-    eyes: dict[str, EyeVerdict]
-    verdict: str                               # the patient's verdict from the photos so far (verdicts.VERDICTS)
-    closed_verdict: str | None                 # what it closed with
-    target: str | None                         # the slot the next photo fills (None: all filled)
-    words: str = ""                            # the verdict in the pathway's words
-    closed_words: str | None = None
-
-    @property
-    def complete(self) -> bool:
-        """Every slot has a screened photo that is graded, or refused after the operator saw it."""
-        return all(slot.state in ("graded", "retake") for slot in self.slots)
-
-    @property
-    def waiting(self) -> bool:
-        return self.closed is None and any(slot.state in ("missing", "screening", "retake") for slot in self.slots)
-
 
 class VisitBook:
     """The visits kept in ``store`` (a :class:`SessionStore`, shared with the screening session)."""
@@ -105,8 +45,11 @@ class VisitBook:
         self.store = store
 
     # -- patients and visits --------------------------------------------------------------------
-    def register(self, patient_id: str, name: str | None = None, birth_date: str | None = None) -> Patient:
-        """Add a patient, or update the name/date of birth of one already registered (when given)."""
+    def register(self, patient_id: str, name: str | None = None, birth_date: str | None = None,
+                 change: bool = False) -> Patient:
+        """Add a patient. An ID already registered keeps its name and date of birth: a value given where
+        none is kept is added, a different one raises :class:`PatientConflict` unless ``change`` (the
+        operator confirmed the change)."""
         try:
             pid = validate_patient_id(patient_id)
         except ConfigError:
@@ -115,6 +58,11 @@ class VisitBook:
             raise ConfigError("a patient ID is needed")
         name, birth_date = validate_name(name), validate_birth_date(birth_date)
         with self.store.transaction():
+            known = self.patient(pid)
+            if known is not None and not change and any(
+                    given is not None and kept is not None and given != kept
+                    for given, kept in ((name, known.name), (birth_date, known.birth_date))):
+                raise PatientConflict(known)
             self.store.execute("INSERT INTO patients VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
                                "name=COALESCE(excluded.name, name), "
                                "birth_date=COALESCE(excluded.birth_date, birth_date)",
@@ -136,11 +84,41 @@ class VisitBook:
         if self.patient(patient_id) is None:
             raise ConfigError(f"patient {patient_id!r} is not registered")
         with self.store.transaction():
-            open_ = self.store.execute("SELECT id FROM visits WHERE patient=? AND closed IS NULL", (patient_id,))
+            open_ = self.store.execute("SELECT id FROM visits WHERE patient=? AND closed IS NULL AND kind='station'",
+                                       (patient_id,))
             if open_:
                 return int(open_[0]["id"])
             self.store.execute("INSERT INTO visits(patient, protocol, opened) VALUES (?, ?, ?)",
                                (patient_id, protocol.to_json(), now()))
+            return int(self.store.execute("SELECT last_insert_rowid() AS id")[0]["id"])
+
+    def open_visit_of(self, patient_id: str) -> int:
+        """The patient's visit open at the station (a photo is moved only into an open visit)."""
+        found = self.store.execute("SELECT id FROM visits WHERE patient=? AND closed IS NULL AND kind='station'",
+                                   (patient_id.strip(),))
+        if not found:
+            raise ConfigError("this patient ID has no open visit: start their visit first")
+        return int(found[0]["id"])
+
+    def visit_for(self, patient_id: str, study_uid: str | None = None, day: str | None = None) -> int:
+        """The visit a command's photo of ``patient_id`` joins (a visit of kind ``session``, opened on
+        first use): the one of the camera's DICOM study ``study_uid``, else the patient's visit of
+        ``day`` (default: today, local time) without a study. A returning patient's photos of another
+        day are another visit: a result is never judged over photos of different visits."""
+        day = day or time.strftime("%Y-%m-%d")
+        with self.store.transaction():
+            if study_uid:
+                found = self.store.execute("SELECT id FROM visits WHERE kind='session' AND patient=? AND study_uid=?",
+                                           (patient_id, study_uid))
+            else:
+                found = self.store.execute("SELECT id FROM visits WHERE kind='session' AND patient=? AND day=? "
+                                           "AND study_uid IS NULL", (patient_id, day))
+            if found:
+                return int(found[0]["id"])
+            self.store.execute("INSERT OR IGNORE INTO patients VALUES (?, NULL, NULL, ?)", (patient_id, now()))
+            self.store.execute("INSERT INTO visits(patient, protocol, opened, kind, study_uid, day) "
+                               "VALUES (?, ?, ?, 'session', ?, ?)",
+                               (patient_id, Protocol().to_json(), now(), study_uid or None, day))
             return int(self.store.execute("SELECT last_insert_rowid() AS id")[0]["id"])
 
     def close_visit(self, visit_id: int) -> Visit:
@@ -149,22 +127,42 @@ class VisitBook:
             with self.store.transaction():
                 self.store.execute("UPDATE visits SET closed=?, verdict=? WHERE id=?",
                                    (now(), json.dumps({"verdict": visit.verdict, "words": visit.words}), visit_id))
+                self._keep_reason(visit_id, None)        # a retake chosen, never taken: nothing waits for it
         return self.visit(visit_id)
 
-    def set_target(self, visit_id: int, slot: str | None) -> None:
-        """The slot the next photo fills (None: the first that needs one)."""
+    def set_target(self, visit_id: int, slot: str | None, reason: str | None = None) -> None:
+        """The slot the next photo fills (None: the first that needs one). Retaking a graded photo needs
+        ``reason`` (:func:`retake_reason`), kept for the next capture in that slot."""
         visit = self.visit(visit_id)
         if slot is not None and slot not in visit.protocol.slots:
             raise ConfigError(f"no slot {slot!r} in this visit")
         if visit.closed is not None:
             raise ConfigError("this visit is closed")
+        if reason is None and any(s.name == slot and s.state == "graded" for s in visit.slots):
+            raise ConfigError("say why this photo is retaken")
         with self.store.transaction():
             self.store.execute("UPDATE visits SET target=? WHERE id=?", (slot, visit_id))
+            self._keep_reason(visit_id, (slot, reason) if slot and reason else None)
+
+    def _keep_reason(self, visit_id: int, pending: tuple[str, str] | None) -> None:
+        """The retake reason waiting for the next capture of the visit's slot (meta ``station_retake_reasons``)."""
+        kept = self._reasons()
+        kept.pop(str(visit_id), None)
+        if pending is not None:
+            kept[str(visit_id)] = list(pending)
+        self.store.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                           ("station_retake_reasons", meta_key("station_retake_reasons").encode(kept)))
+
+    def _reasons(self) -> dict:
+        rows = self.store.execute("SELECT value FROM meta WHERE key='station_retake_reasons'")
+        return meta_key("station_retake_reasons").decode(rows[0]["value"]) if rows else {}
 
     # -- photos ---------------------------------------------------------------------------------
-    def add_capture(self, visit_id: int, path: str, sha256: str, source: str, slot: str | None = None) -> str:
+    def add_capture(self, visit_id: int, path: str, sha256: str, source: str, slot: str | None = None,
+                    reason: str | None = None) -> str:
         """Put a photo into ``slot`` (default: the visit's target); a photo already filling the slot is
-        marked replaced by this one. Returns the slot. The target moves to the next slot needing a photo."""
+        marked replaced by this one, for ``reason`` (default: the one given when the retake was chosen,
+        :meth:`set_target`). Returns the slot. The target moves to the next slot needing a photo."""
         visit = self.visit(visit_id)
         if visit.closed is not None:
             raise ConfigError("this visit is closed: open a new visit for more photos")
@@ -179,22 +177,55 @@ class VisitBook:
                                        "WHERE c.sha256=? AND c.visit<>?", (sha256, visit_id))
         if elsewhere:
             raise ConfigError("this photo was already taken in another visit — check the patient")
+        pending = self._reasons().get(str(visit_id))
+        if reason is None and pending and pending[0] == slot:
+            reason = pending[1]
         with self.store.transaction():
-            self.store.execute("INSERT INTO captures(visit, slot, path, sha256, source, taken) "
-                               "VALUES (?, ?, ?, ?, ?, ?)",
-                               (visit_id, slot, path, sha256, source, now()))
+            self.store.execute("INSERT INTO captures(visit, slot, path, sha256, source, taken, reason) "
+                               "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               (visit_id, slot, path, sha256, source, now(), reason))
             new = int(self.store.execute("SELECT last_insert_rowid() AS id")[0]["id"])
             self.store.execute("UPDATE captures SET replaced_by=? "
                                "WHERE visit=? AND slot=? AND id<>? AND replaced_by IS NULL",
                                (new, visit_id, slot, new))
             self.store.execute("UPDATE visits SET target=NULL WHERE id=?", (visit_id,))
+            if pending:
+                self._keep_reason(visit_id, None)
         return slot
 
-    def unscreened(self) -> list[tuple[str, str, str]]:
-        """(path, patient, eye) of current captures the store holds no result for (a restart's to-do)."""
-        rows = self.store.execute("SELECT c.path, v.patient, c.slot FROM captures c JOIN visits v ON v.id = c.visit "
-                                  "LEFT JOIN files f ON f.path = c.path WHERE c.replaced_by IS NULL AND f.path IS NULL")
-        return [(r["path"], r["patient"], r["slot"].split("/")[0]) for r in rows]
+    def move_capture(self, capture_id: int, visit_id: int, slot: str) -> None:
+        """Move the photo of capture ``capture_id`` (one filling a slot, screened) into ``slot`` of open visit
+        ``visit_id`` — the other eye, or another patient's visit. Its file's patient, eye and visit follow,
+        so its result counts there and no longer where it was; a photo filling ``slot`` is replaced by it
+        as by a retake. ``moved_from`` keeps where it was. One transaction."""
+        rows = self.store.execute("SELECT c.*, v.closed AS closed FROM captures c JOIN visits v ON v.id = c.visit "
+                                  "WHERE c.id=?", (int(capture_id),))
+        if not rows or rows[0]["replaced_by"] is not None:
+            raise ConfigError("only a photo filling a slot can be moved")
+        capture, target = rows[0], self.visit(visit_id)
+        if capture["closed"] is not None or target.closed is not None:
+            raise ConfigError("this visit is closed")
+        if slot not in target.protocol.slots:
+            raise ConfigError(f"no slot {slot!r} in this visit")
+        if (capture["visit"], capture["slot"]) == (target.id, slot):
+            raise ConfigError("the photo is already there")
+        if self.store.file(capture["path"]) is None:
+            raise ConfigError("wait for this photo's result before moving it")
+        with self.store.transaction():
+            self.store.execute("UPDATE captures SET replaced_by=? WHERE visit=? AND slot=? AND replaced_by IS NULL",
+                               (capture["id"], target.id, slot))
+            self.store.execute("UPDATE captures SET visit=?, slot=?, moved_from=?, replaced_by=NULL WHERE id=?",
+                               (target.id, slot, f"visit {capture['visit']} {capture['slot']}", capture["id"]))
+            self.store.execute("UPDATE files SET patient=?, eye=?, visit=? WHERE path=?",
+                               (target.patient.id, slot.split("/")[0], target.id, capture["path"]))
+            self.store.execute("UPDATE visits SET target=NULL WHERE id IN (?, ?)", (capture["visit"], target.id))
+
+    def unscreened(self) -> list[tuple[str, str, str, int]]:
+        """(path, patient, eye, visit) of current captures the store holds no result for (a restart's to-do)."""
+        rows = self.store.execute("SELECT c.path, v.patient, c.slot, c.visit FROM captures c "
+                                  "JOIN visits v ON v.id = c.visit LEFT JOIN files f ON f.path = c.path "
+                                  "WHERE c.replaced_by IS NULL AND f.path IS NULL")
+        return [(r["path"], r["patient"], r["slot"].split("/")[0], int(r["visit"])) for r in rows]
 
     def camera_file_taken(self, name: str, size: int, mtime_ns: int) -> bool:
         return bool(self.store.execute("SELECT 1 FROM camera_files WHERE name=? AND size=? AND mtime_ns=?",
@@ -214,14 +245,32 @@ class VisitBook:
         protocol = Protocol.from_json(v["protocol"])
         captures = self.store.execute("SELECT * FROM captures WHERE visit=? ORDER BY id DESC", (v["id"],))
         results = {r.path: r for r in self.store.rows([c["path"] for c in captures])}
-        slots = [self._slot(name, [c for c in captures if c["slot"] == name], results) for name in protocol.slots]
-        pathway = stored_pathway(self.store.meta())
+        slots = [self._slot(name, [c for c in captures if c["slot"] == name], results, captures)
+                 for name in protocol.slots]
+        meta = self.store.meta()
+        pathway, unvalidated = stored_pathway(meta), provisional(meta)
         eyes = {}
         for eye in EYES:
+            # the photos filling the eye's slots, and every retaken one (whose result may stand: eye_verdict)
             current = [s.row for s in slots if s.eye == eye and s.row is not None]
-            filled = [s for s in slots if s.eye == eye and s.state != "missing"]
-            eyes[eye] = eye_verdict(eye, current, pathway) if current else (
-                EyeVerdict(eye, SCREENING, None, []) if filled else eye_verdict(eye, [], pathway))
+            earlier = [r for c in captures if c["replaced_by"] is not None and c["slot"].split("/")[0] == eye
+                       and (r := results.get(c["path"])) is not None and r.replaced]
+            screening = any(s.eye == eye and s.state == "screening" for s in slots)
+            judged = eye_verdict(eye, current + earlier, pathway, unvalidated)
+            if screening and judged.verdict not in (REFER, REFER_URGENT):   # nothing calmer while a photo is in
+                judged = EyeVerdict(eye, SCREENING, judged.grade, judged.images, provisional=unvalidated)
+            eyes[eye] = judged
+            tries = sum(1 for c in captures if c["slot"].split("/")[0] == eye
+                        and getattr(results.get(c["path"]), "status", None) in REFUSED)
+            for slot in (s for s in slots if s.eye == eye):
+                slot.tries = tries
+                if slot.state == "retake" and tries >= pathway.escalate_after:
+                    slot.escalation = pathway.escalation
+                for entry in slot.replaced:      # what each retaken photo said, and whether it still counts
+                    row = entry.pop("row")
+                    entry["stands"] = row is not None and any(r.path == row.path for r in judged.images)
+                    alone = eye_verdict(eye, [replace(row, replaced=False)], pathway, unvalidated) if row else None
+                    entry["verdict"], entry["words"] = (alone.verdict, alone.words) if alone else (None, None)
         verdict, words = visit_verdict(eyes, any(s.state == "screening" for s in slots), pathway)
         target = v["target"] or next((s.name for s in slots if s.state in ("missing", "retake")), None)
         closed = json.loads(v["verdict"]) if v["verdict"] else {"verdict": None, "words": None}
@@ -229,17 +278,21 @@ class VisitBook:
                      closed["verdict"], None if v["closed"] else target, words, closed["words"])
 
     @staticmethod
-    def _slot(name: str, captures: list, results: dict[str, SessionRow]) -> Slot:
+    def _slot(name: str, captures: list, results: dict[str, SessionRow], every: list) -> Slot:
         current = [c for c in captures if c["replaced_by"] is None]
-        replaced = [{"taken": c["taken"], "sha256": c["sha256"],
-                     "status": getattr(results.get(c["path"]), "status", None)}
+        reasons = {c["id"]: c["reason"] for c in every}
+        # each retaken photo: when, its result, and why it was retaken (the reason kept on its retake)
+        replaced = [{"capture": c["id"], "taken": c["taken"], "sha256": c["sha256"], "row": results.get(c["path"]),
+                     "status": getattr(results.get(c["path"]), "status", None),
+                     "grade": (getattr(results.get(c["path"]), "record", None) or {}).get("grade"),
+                     "reason": reasons.get(c["replaced_by"])}
                     for c in captures if c["replaced_by"] is not None]
         if not current:
             return Slot(name, "missing", replaced=replaced, warnings=[LABELS[NOT_PHOTOGRAPHED]])
         capture = current[0]
         row = results.get(capture["path"])
         state = "screening" if row is None else "graded" if row.status == "graded" else \
-            "retake" if row.status in ("ungradable", "error") else "screening"
+            "retake" if row.status in REFUSED else "screening"
         warnings = list(row.warnings) if row is not None else []
         field_name = name.split("/")[1]
         centred = ((row.record.get("disc") or {}).get("centred") if row is not None else None)
@@ -247,10 +300,11 @@ class VisitBook:
                 and centred != field_name:
             warnings.append(message("this photo looks %(centred)s-centred, the slot asks for a %(field)s-centred "
                                     "photo — check the fixation and retake if needed", centred=centred, field=field_name))
-        return Slot(name, state, row, capture["sha256"], capture["id"], capture["taken"], replaced, warnings)
+        return Slot(name, state, row, capture["sha256"], capture["id"], capture["taken"], replaced, warnings,
+                    capture["reason"], capture["moved_from"])
 
     def visits(self, since: str | None = None, limit: int = 200) -> list[Visit]:
         """Visits opened at or after ``since`` (a UTC stamp as :func:`now` writes; None: all), newest first."""
-        rows = self.store.execute("SELECT id FROM visits WHERE opened >= ? ORDER BY id DESC LIMIT ?",
+        rows = self.store.execute("SELECT id FROM visits WHERE opened >= ? AND kind='station' ORDER BY id DESC LIMIT ?",
                                   (since or "", limit))
         return [self.visit(r["id"]) for r in rows]

@@ -183,8 +183,8 @@ def watch_folder(folder: str | os.PathLike, model: str | os.PathLike, out: str |
                     session.submit(path, assignments.get(path.resolve(), cfg.default))
                     session.flush()
                 if ready:
-                    session.write_reports(session.touched_patients)
-                    session.touched_patients.clear()
+                    session.write_reports(session.touched_visits)
+                    session.touched_visits.clear()
                 stop.wait(cfg.poll_s)
             session.flush()
             session.write_reports()

@@ -65,6 +65,8 @@ LOCAL = {
     "dr-severity": "Diabetic retinopathy severity level, eye not recorded",
     "referable-dr": "Referable diabetic retinopathy",
     "verdict": "Screening verdict",
+    "retinopathy": "Retinopathy grade (R), in the pathway's words",
+    "maculopathy": "Maculopathy (M)",
     "eye-result": "Eye result",
     "image-result": "Image result",
     "source-file": "Source file",

@@ -52,7 +52,7 @@ from pydicom.uid import ComprehensiveSRStorage, SecondaryCaptureImageStorage
 from drtrt.clinic.verdicts import LABELS
 from drtrt.errors import DataError
 from drtrt.integration import codes as C
-from drtrt.integration.results import ImageResult, PatientResult
+from drtrt.integration.results import ImageResult, PatientResult, verdict_text
 from drtrt.integration.uids import derive_uid, digest
 
 CHARSET = "ISO_IR 192"                          # UTF-8: patient IDs and names may be any script
@@ -137,11 +137,11 @@ def _read_rgb(path: Path) -> np.ndarray:
 
 
 def sc_uid(p: PatientResult, image: ImageResult) -> str:
-    return derive_uid(p.session, "sc", p.patient, p.study.uid, image.row.sha256, image.picture_sha256, image.eye)
+    return derive_uid(p.session, "sc", *p.key, p.study.uid, image.row.sha256, image.picture_sha256, image.eye)
 
 
 def picture_series(p: PatientResult, eye: str) -> str:
-    return derive_uid(p.session, "series", "sc", p.patient, p.study.uid, eye)
+    return derive_uid(p.session, "series", "sc", *p.key, p.study.uid, eye)
 
 
 def build_picture(p: PatientResult, image: ImageResult, number: int) -> DicomObject:
@@ -231,6 +231,10 @@ def _eye_items(p: PatientResult, eye: str, pictures: dict[str, str]) -> hd.sr.Co
         items.append(hd.sr.CodeContentItem(_sct(C.FINDING_SITE), _sct(C.EYE_SITE[eye]),
                                            relationship_type="HAS CONCEPT MOD"))
     items.append(_text("verdict", verdict.words))
+    if verdict.gradable:                       # R and M apart, as programmes grade them
+        if verdict.r:
+            items.append(_text("retinopathy", verdict.r))
+        items.append(_text("maculopathy", f"{verdict.m or 'not assessed'}: {verdict.m_words}"))
     if verdict.grade is not None:
         name = _ln(C.EYE_SEVERITY[eye]) if eye in C.EYE_SEVERITY and C.is_icdr(p.model.task) else local("dr-grade")
         items.append(hd.sr.CodeContentItem(name, grade_concept(verdict.grade, p), relationship_type="CONTAINS"))
@@ -253,7 +257,7 @@ def _content(p: PatientResult, pictures: dict[str, str]) -> hd.sr.ContainerConte
     items: list = list(observer)
     items += [_text("model-name", p.model.name), _text("model-sha256", p.model.sha256),
               _text("software-version", f"drtrt {p.model.software}"), _text("validation", p.model.statement),
-              _text("verdict", p.verdict.words + (f" — {p.verdict.note}" if p.verdict.note else ""))]
+              _text("verdict", verdict_text(p))]
     if p.referable is not None:
         items.append(hd.sr.CodeContentItem(local("referable-dr"), _yes_no(p.referable), relationship_type="CONTAINS"))
     items += [_eye_items(p, eye, pictures) for eye in p.verdict.eyes]
@@ -268,6 +272,10 @@ def report_facts(p: PatientResult, pictures: dict[str, str]) -> dict:
             # verdicts by label, not id: SRs built before the ids were short keep their digest (and UID)
             "verdict": [LABELS[p.verdict.verdict], p.verdict.note],
             "eyes": {eye: [LABELS[v.verdict], v.grade] for eye, v in p.verdict.eyes.items()},
+            # what was added since leaves the digest (and the UID) of an SR without it as it was
+            **({"visit": p.visit} if p.visit is not None else {}),
+            **({"said": verdict_text(p), "m": {eye: [v.m, v.r] for eye, v in p.verdict.eyes.items()}}
+               if p.visit is not None else {}),
             "images": [[i.eye, i.row.path, i.row.sha256, i.row.status, i.row.reason, i.record.get("grade"),
                         i.record.get("referable"), i.record.get("lesions"), i.row.warnings, pictures.get(i.row.path),
                         i.source] for i in p.images],
@@ -279,8 +287,8 @@ def _header(p: PatientResult) -> Dataset:
     its first evidence item. It names no real instance and is taken out of the evidence afterwards."""
     ds = Dataset()
     s = p.study
-    ds.SOPClassUID, ds.SOPInstanceUID = ComprehensiveSRStorage, derive_uid(p.session, "header", p.patient)
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = s.uid, derive_uid(p.session, "header-series", p.patient)
+    ds.SOPClassUID, ds.SOPInstanceUID = ComprehensiveSRStorage, derive_uid(p.session, "header", *p.key)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = s.uid, derive_uid(p.session, "header-series", *p.key)
     ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = s.patient_id, s.patient_name, \
         s.patient_birth_date, s.patient_sex
     ds.AccessionNumber, ds.StudyID, ds.StudyDate, ds.StudyTime = s.accession_number, s.study_id, s.study_date, \
@@ -319,7 +327,7 @@ def report_key(p: PatientResult) -> str:
 
 
 def report_uid(p: PatientResult, key: str, predecessor: str | None) -> str:
-    return derive_uid(p.session, "sr", p.patient, p.study.uid, key, predecessor or "")
+    return derive_uid(p.session, "sr", *p.key, p.study.uid, key, predecessor or "")
 
 
 def build_report(p: PatientResult, previous: Dataset | None = None) -> DicomObject:
@@ -330,7 +338,7 @@ def build_report(p: PatientResult, previous: Dataset | None = None) -> DicomObje
     header = _header(p)
     sr = hd.sr.ComprehensiveSR(
         evidence=[header, *_evidence(p)], content=_content(p, by_path),
-        series_instance_uid=derive_uid(p.session, "series", "sr", p.patient, p.study.uid),
+        series_instance_uid=derive_uid(p.session, "series", "sr", *p.key, p.study.uid),
         series_number=SR_SERIES_NUMBER, sop_instance_uid=uid, instance_number=1, manufacturer="drtrt",
         is_complete=True, is_final=p.model.validated, is_verified=False,
         previous_versions=[previous] if previous is not None else None,

@@ -30,7 +30,7 @@ import json
 from urllib.parse import quote
 
 from drtrt.integration import codes as C
-from drtrt.integration.results import ImageResult, PatientResult
+from drtrt.integration.results import ImageResult, PatientResult, verdict_text
 from drtrt.integration.uids import fhir_id
 
 
@@ -104,10 +104,14 @@ def _observation(p: PatientResult, eye: str, ids: dict, status: str) -> dict:
     notes += [f"{i.name}: {w}" for i in images for w in i.row.warnings]
     if notes:
         obs["note"] = [{"text": n} for n in notes]
-    components = [{"code": _concept(_local("verdict")), "valueString": verdict.words},
-                  {"code": _concept(_local("images-total")), "valueInteger": len(images)},
-                  {"code": _concept(_local("images-gradable")),
-                   "valueInteger": sum(i.row.status == "graded" for i in images)}]
+    components = [{"code": _concept(_local("verdict")), "valueString": verdict.words}]
+    if verdict.gradable:                       # R and M apart, as programmes grade them
+        components += [{"code": _concept(_local("retinopathy")), "valueString": verdict.r}] if verdict.r else []
+        components.append({"code": _concept(_local("maculopathy")),
+                           "valueString": f"{verdict.m or 'not assessed'}: {verdict.m_words}"})
+    components += [{"code": _concept(_local("images-total")), "valueInteger": len(images)},
+                   {"code": _concept(_local("images-gradable")),
+                    "valueInteger": sum(i.row.status == "graded" for i in images)}]
     if (referable := p.eye_referable(eye)) is not None:
         components.insert(0, {"code": _concept(_local("referable-dr")), "valueBoolean": referable})
     obs["component"] = components + _lesion_counts(p, images)
@@ -117,9 +121,9 @@ def _observation(p: PatientResult, eye: str, ids: dict, status: str) -> dict:
 def patient_bundle(p: PatientResult, sr_uid: str | None, patient_system: str = C.DEFAULT_PATIENT_SYSTEM) -> dict:
     """The patient's transaction Bundle as JSON-ready data (validate it with :func:`validate_bundle`)."""
     status = "final" if p.model.validated else "preliminary"
-    ids = {"bundle": fhir_id(p.session, "fhir-bundle", p.patient), "patient": fhir_id(p.session, "patient", p.patient),
-           "device": fhir_id("device", p.model.sha256), "report": fhir_id(p.session, "report", p.patient)}
-    ids.update({f"obs-{eye}": fhir_id(p.session, "observation", p.patient, eye) for eye in p.verdict.eyes})
+    ids = {"bundle": fhir_id(p.session, "fhir-bundle", *p.key), "patient": fhir_id(p.session, "patient", p.patient),
+           "device": fhir_id("device", p.model.sha256), "report": fhir_id(p.session, "report", *p.key)}
+    ids.update({f"obs-{eye}": fhir_id(p.session, "observation", *p.key, eye) for eye in p.verdict.eyes})
     ids["patient-ref"] = f"urn:uuid:{ids['patient']}"
     s = p.study
     patient: dict = {"resourceType": "Patient", "identifier": [{"system": patient_system, "value": p.patient}]}
@@ -151,7 +155,7 @@ def patient_bundle(p: PatientResult, sr_uid: str | None, patient_system: str = C
     if sr_uid:
         identifiers.insert(0, {"system": C.DICOM_UID_SYSTEM, "type": {"text": "DICOM SR SOP Instance UID"},
                                "value": f"urn:oid:{sr_uid}"})
-    conclusion = p.verdict.words + (f" — {p.verdict.note}" if p.verdict.note else "") + f". {p.model.statement}"
+    conclusion = f"{verdict_text(p)}. {p.model.statement}"
     report = {
         "resourceType": "DiagnosticReport", "id": ids["report"], "status": status, "identifier": identifiers,
         "code": _concept(_coding(C.LOINC, C.REPORT_CODE), text="Diabetic retinopathy screening"),

@@ -2,9 +2,9 @@
 
 Two tables in the session's ``session.db`` (declared in :mod:`drtrt.clinic.schema`, beside ``images`` and ``files``):
 
-``exported``: one row per object built from the session (a DICOM SC or SR instance, a patient's FHIR
-Bundle): its UID (SOP Instance UID, or the Bundle id), kind, patient, the digest of what it says, its
-file under the session folder and the file's SHA-256.
+``exported``: one row per object built from the session (a DICOM SC or SR instance, a visit's FHIR
+Bundle): its UID (SOP Instance UID, or the Bundle id), kind, patient and visit, the digest of what it
+says, its file under the session folder and the file's SHA-256.
 
 ``outbox``: one row per object and destination: status ``pending`` until the server confirmed it,
 then ``sent`` (with ``sent_at``); ``attempts``, ``last_error`` and ``next_try_at`` (Unix time) record
@@ -41,6 +41,7 @@ class Exported:
     patient: str
     path: str
     sha256: str
+    visit: int | None = None                # the visit it reports (None: built before visits were kept)
 
 
 @dataclass(frozen=True)
@@ -155,16 +156,19 @@ def exported(store: SessionStore, uid: str) -> dict | None:
     return dict(rows[0]) if rows else None
 
 
-def latest_exported(store: SessionStore, kind: str, patient: str) -> dict | None:
-    """The newest object of a kind for a patient (the patient's current SR, the one a new SR replaces)."""
-    rows = store.execute("SELECT * FROM exported WHERE kind=? AND patient=? ORDER BY rowid DESC LIMIT 1",
-                         (kind, patient))
+def latest_exported(store: SessionStore, kind: str, patient: str, visit: int | None = None) -> dict | None:
+    """The newest object of a kind for a patient's visit (the visit's current SR, the one a new SR of the
+    same visit replaces: another visit's SR is never its predecessor)."""
+    rows = store.execute("SELECT * FROM exported WHERE kind=? AND patient=? AND visit IS ? ORDER BY rowid DESC LIMIT 1",
+                         (kind, patient, visit))
     return dict(rows[0]) if rows else None
 
 
 def record_exported(store: SessionStore, obj: Exported, content_key: str, predecessor: str | None = None) -> None:
     with store.transaction():
-        store.execute("INSERT INTO exported VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(uid) DO UPDATE SET "
+        store.execute("INSERT INTO exported(uid, kind, patient, content_key, predecessor, path, sha256, created_at, "
+                      "updated_at, visit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(uid) DO UPDATE SET "
                       "content_key=excluded.content_key, path=excluded.path, sha256=excluded.sha256, "
                       "updated_at=excluded.updated_at",
-                      (obj.uid, obj.kind, obj.patient, content_key, predecessor, obj.path, obj.sha256, now(), now()))
+                      (obj.uid, obj.kind, obj.patient, content_key, predecessor, obj.path, obj.sha256, now(), now(),
+                       obj.visit))

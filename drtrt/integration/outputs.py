@@ -1,8 +1,9 @@
-"""Build a session's outputs as files: per patient, DICOM SC and SR under ``dicom/`` and a FHIR Bundle under ``fhir/``.
+"""Build a session's outputs as files: per visit, DICOM SC and SR under ``dicom/`` and a FHIR Bundle under ``fhir/``.
 
-``SESSION/dicom/<patient>/sc-<SOP Instance UID>.dcm`` and ``sr-<UID>.dcm`` (DICOM Part 10 files),
-``SESSION/fhir/patient-<patient>.json`` (the transaction Bundle; ``<patient>`` is the file-name-safe
-patient ID of the reports). Files are written by temp-file-and-rename, and only when new or changed;
+``SESSION/dicom/<patient>/sc-<SOP Instance UID>.dcm`` and ``sr-<UID>.dcm`` (DICOM Part 10 files; each
+visit its own study), ``SESSION/fhir/patient-<patient>-visit-<N>.json`` (the visit's transaction
+Bundle; ``<patient>`` is the file-name-safe patient ID of the reports). A visit's SR replaces only
+an earlier SR of the same visit (a correction), never another visit's. Files are written by temp-file-and-rename, and only when new or changed;
 an object already built is not built again (its UID says what it is). Every object is recorded in the
 store's ``exported`` table (:mod:`.outbox`), which is what ``drtrt sync`` queues.
 
@@ -38,7 +39,7 @@ def _existing(folder: Path, row: dict | None) -> Exported | None:
     path = folder / row["path"]
     if not path.is_file() or sha256_file(path) != row["sha256"]:
         return None
-    return Exported(row["uid"], row["kind"], row["patient"], row["path"], row["sha256"])
+    return Exported(row["uid"], row["kind"], row["patient"], row["path"], row["sha256"], row["visit"])
 
 
 def _write(folder: Path, rel: str, data: bytes, result: ExportResult) -> str:
@@ -76,12 +77,12 @@ def _export_patient(store: SessionStore, folder: Path, p: PatientResult, patient
         if found is None:
             obj = build_picture(p, image, number)
             rel = f"{base}/sc-{uid}.dcm"
-            found = Exported(uid, "sc", p.patient, rel, _write(folder, rel, obj.to_bytes(), result))
+            found = Exported(uid, "sc", p.patient, rel, _write(folder, rel, obj.to_bytes(), result), p.visit)
             record_exported(store, found, obj.content_key)
         objects.append(found)
 
     key = report_key(p)
-    latest = latest_exported(store, "sr", p.patient)
+    latest = latest_exported(store, "sr", p.patient, p.visit)
     current = _existing(folder, latest) if latest is not None and latest["content_key"] == key else None
     if current is None:
         if latest is not None and latest["content_key"] == key:      # its file went missing: build it again
@@ -91,13 +92,14 @@ def _export_patient(store: SessionStore, folder: Path, p: PatientResult, patient
         previous = read_dataset(folder / before["path"]) if before and (folder / before["path"]).is_file() else None
         sr = build_report(p, previous)
         rel = f"{base}/sr-{sr.uid}.dcm"
-        current = Exported(sr.uid, "sr", p.patient, rel, _write(folder, rel, sr.to_bytes(), result))
+        current = Exported(sr.uid, "sr", p.patient, rel, _write(folder, rel, sr.to_bytes(), result), p.visit)
         record_exported(store, current, key, previous.SOPInstanceUID if previous is not None else None)
     objects.append(current)
 
     bundle = patient_bundle(p, current.uid, patient_system)
-    rel = f"fhir/patient-{safe_patient_id(p.patient)}.json"
-    fhir = Exported(bundle["id"], "fhir", p.patient, rel, _write(folder, rel, bundle_bytes(bundle), result))
+    visit = "" if p.visit is None else f"-visit-{p.visit}"
+    rel = f"fhir/patient-{safe_patient_id(p.patient)}{visit}.json"
+    fhir = Exported(bundle["id"], "fhir", p.patient, rel, _write(folder, rel, bundle_bytes(bundle), result), p.visit)
     record_exported(store, fhir, fhir.sha256)
     objects.append(fhir)
     return objects

@@ -232,5 +232,5 @@ def _work(session: ScreeningSession, scp: _Scp, stop: threading.Event, poll_s: f
                 break
             session.submit(path, Assignment())                      # patient and eye from the file
             session.flush()
-        session.write_reports(session.touched_patients)
-        session.touched_patients.clear()
+        session.write_reports(session.touched_visits)
+        session.touched_visits.clear()

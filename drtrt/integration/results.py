@@ -1,6 +1,10 @@
-"""What a session says about each patient, gathered once for every output (DICOM SR and SC, FHIR).
+"""What a session says about each visit of each patient, gathered once for every output (DICOM SR and SC, FHIR).
 
-A :class:`PatientResult` holds the patient's verdict and eyes (:func:`patient_verdicts`), each
+The visit is the unit: a :class:`PatientResult` is one visit — its verdict over that visit's photos
+only, its own study (UID and accession number). A returning patient's new visit is a new study;
+last year's result is neither reused nor carried over.
+
+A :class:`PatientResult` holds the visit's verdict and eyes (:func:`visit_verdicts`), each
 image's outcome with the picture to send (the overlay PNG of a graded photo, the thumbnail of an
 ungradable one), the study the outputs belong to, and the model's identity. Rows without a patient
 and duplicates (their original counts) are left out: nothing can be filed without a patient.
@@ -8,7 +12,8 @@ and duplicates (their original counts) are left out: nothing can be filed withou
 The study: when the photos came in as DICOM, the screening record holds a ``dicom`` dict (the camera's
 study, series and instance UIDs, patient ID and name, laterality …) and the outputs join the camera's
 study (its StudyInstanceUID, patient ID and name); otherwise the study UID is derived from the
-session and the patient (:mod:`.uids`), the same on every run.
+session, the patient and the visit (:mod:`.uids`), the same on every run, and the accession number
+is the session's and the visit's.
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ from pathlib import Path
 from drtrt import __version__
 from drtrt.fileio import sha256_file
 from drtrt.clinic.pathways import stored_pathway
-from drtrt.clinic.verdicts import patient_verdicts, PatientVerdict
-from drtrt.clinic.reports import model_banner
+from drtrt.clinic.verdicts import PROVISIONAL, PatientVerdict
+from drtrt.clinic.reports import model_banner, visit_verdicts
 from drtrt.clinic.store import SessionRow, SessionStore
 from drtrt.task import TaskSpec
 from drtrt.integration.uids import derive_uid, fhir_id, session_id
@@ -130,6 +135,16 @@ class PatientResult:
     last_seen: str
     eyes: dict[str, list[ImageResult]] = field(default_factory=dict)
 
+    @property
+    def visit(self) -> int | None:
+        return self.verdict.visit
+
+    @property
+    def key(self) -> tuple:
+        """What names this result in derived UIDs: the patient, and the visit (rows kept before visits: the
+        patient alone, as then)."""
+        return (self.patient,) if self.visit is None else (self.patient, "visit", self.visit)
+
     def eye_referable(self, eye: str) -> bool | None:
         """Referable DR in this eye (None: no gradable photo of it gave a grade), as its verdict says."""
         verdict = self.verdict.eyes.get(eye)
@@ -153,14 +168,14 @@ def _dicom_date(stamp: str) -> tuple[str, str]:
 
 
 def patient_results(store: SessionStore, folder: Path) -> list[PatientResult]:
-    """Every patient of the session (in order of first appearance) with what the outputs need."""
+    """Every visit of every patient of the session (in order of first appearance) with what the outputs need."""
     session = session_id(store)
     model = model_identity(store)
     rows = store.rows()
     # when each image was screened: unlike a file's seen_at, it does not move when a later run sees the file again
     screened_at = {r[0]: r[1] for r in store.execute("SELECT sha256, screened_at FROM images")}
     results = []
-    for verdict in patient_verdicts(rows, stored_pathway(store.meta())):   # in the session's pathway's words
+    for verdict in visit_verdicts(rows, store.meta()):   # in the session's pathway's words
         images = []
         for eye, eye_verdict in verdict.eyes.items():
             for row in eye_verdict.images:
@@ -174,25 +189,44 @@ def patient_results(store: SessionStore, folder: Path) -> list[PatientResult]:
             continue
         images.sort(key=lambda i: (i.when, i.row.path))
         seen = sorted(i.when for i in images)
-        study = _study(session, verdict.patient, images, seen[0])
+        study = _study(session, verdict.patient, verdict.visit, images, seen[0])
         results.append(PatientResult(verdict.patient, verdict, images, study, model, session, seen[0], seen[-1],
                                      {e: [i for i in images if i.eye == e] for e in verdict.eyes}))
     return results
 
 
-def _study(session: str, patient: str, images: list[ImageResult], first_seen: str) -> Study:
+def _study(session: str, patient: str, visit: int | None, images: list[ImageResult], first_seen: str) -> Study:
     """The camera's study when a photo came as DICOM (the first one that names a study, and names this
     patient or none: a photo the operator gave to another patient than its header says does not take
-    its study along), else a study derived from the session and the patient. In the camera's study,
-    what the camera did not say stays empty rather than contradict it."""
+    its study along), else a study derived from the session, the patient and the visit, with an accession
+    number of the session and the visit. In the camera's study, what the camera did not say stays empty
+    rather than contradict it."""
     camera = next((i.source for i in images if i.source.get("study_uid")
                    and i.source.get("patient_id", patient) == patient), None)
     if camera is None:
         date, time = _dicom_date(first_seen)
-        return Study(derive_uid(session, "study", patient), patient,
-                     study_id=f"DR{fhir_id(session, 'study', patient)[:8]}", study_date=date, study_time=time)
+        if visit is None:                      # kept before visits: the patient's one study, as then
+            return Study(derive_uid(session, "study", patient), patient,
+                         study_id=f"DR{fhir_id(session, 'study', patient)[:8]}", study_date=date, study_time=time)
+        return Study(derive_uid(session, "study", patient, "visit", visit), patient,
+                     accession_number=accession_number(session, visit),
+                     study_id=f"DR{fhir_id(session, 'study', patient, 'visit', visit)[:8]}", study_date=date,
+                     study_time=time)
     return Study(camera["study_uid"], patient, camera.get("patient_name", ""),
                  camera.get("patient_birth_date", ""), camera.get("patient_sex", ""),
                  camera.get("accession_number", ""), camera.get("study_id", ""),
                  camera.get("study_date", ""), camera.get("study_time", ""),
                  camera.get("referring_physician_name", ""), from_camera=True)
+
+
+def accession_number(session: str, visit: int) -> str:
+    """The visit's accession number (a DICOM SH: at most 16 characters): ``DR`` + 6 hex digits of the
+    session + the visit number, so two stations' visits never share one."""
+    return f"DR{session.replace('-', '')[:6].upper()}{visit:06d}"[:16]
+
+
+def verdict_text(p: PatientResult) -> str:
+    """The visit's verdict as the SR and the FHIR report state it: its words, the note, and — while the
+    model has no validation record — that it is provisional, next to it."""
+    text = p.verdict.words + (f" — {p.verdict.note}" if p.verdict.note else "")
+    return f"{text} ({PROVISIONAL})" if p.verdict.provisional else text

@@ -84,12 +84,12 @@ def send_pass(store: SessionStore, folder: Path, senders: list, cfg: SyncConfig,
                 try:
                     sender.send(folder / item.path, item.uid)
                 except Unreachable as exc:
+                    if log_unreachable:                   # said when it happened: the durable marks take a while
+                        log(f"{sender.destination}: {exc}")
                     until = mark_failed(store, item, str(exc), cfg.retry_base, cfg.retry_max)
                     defer(store, sender.destination, until)
                     report.failed += 1
                     report.unreachable[sender.destination] = str(exc)
-                    if log_unreachable:
-                        log(f"{sender.destination}: {exc}")
                     break                                   # the rest would fail the same way: next pass
                 except (Rejected, OSError) as exc:             # OSError: its file is gone (the folder was pruned)
                     if isinstance(exc, OSError):

@@ -1,7 +1,8 @@
 """The screening station's web app (Starlette + Jinja2), served by ``drtrt station``.
 
 Pages: the day (dashboard), a new patient, the visit at the camera (a checklist of the photos the
-protocol asks for, each with its result), the printable report. Pages update live by long-polling
+protocol asks for, each with its result; the camera photos waiting for a person to say whose they
+are), the printable report. Pages update live by long-polling
 ``/api/version`` and re-fetching their panel. Every script, style and picture comes from the app
 itself (a Content-Security-Policy of 'self' enforces it): nothing leaves the machine.
 
@@ -44,6 +45,8 @@ ROUTES = [
     Route("/visits/{visit_id:int}/report", handlers.report),
     Route("/visits/{visit_id:int}/{action:str}", handlers.visit_action, methods=["POST"]),
     Route("/image/{sha:str}/{kind:str}", handlers.image),
+    Route("/camera/{sha:str}/view.jpg", handlers.waiting_image),
+    Route("/camera/{sha:str}/discard", handlers.discard_waiting, methods=["POST"]),
     Route("/api/version", handlers.api_version), Route("/api/visits/{visit_id:int}", handlers.api_visit),
     Route("/lang/{code:str}", handlers.set_language), Route(LOGIN_PATH, handlers.login, methods=["GET", "POST"]),
     Route("/logout", handlers.logout, methods=["POST"]), Route("/health", handlers.health),

@@ -20,7 +20,7 @@ from drtrt import __version__
 from drtrt.errors import ConfigError
 from drtrt.runtime.quality import ADVICE
 from drtrt.clinic.reports import model_banner
-from drtrt.clinic.visits import Protocol, Visit
+from drtrt.clinic.visits import RETAKE_REASONS, PatientConflict, Protocol, Visit, retake_reason
 from drtrt.station import i18n
 from drtrt.station.dashboard import day_summary, disk_space, forward_state, model_state
 from drtrt.station.images import LAYER, SHA, lesion_colours, lesion_layer, photo_path, view_jpeg
@@ -70,10 +70,11 @@ def _visit_json(visit: Visit) -> dict:
             "words": visit.words, "closed_words": visit.closed_words, "target": visit.target,
             "complete": visit.complete,
             "eyes": {eye: v.verdict for eye, v in visit.eyes.items()},
-            "slots": [{"slot": s.name, "state": s.state, "sha256": s.sha256,
+            "slots": [{"slot": s.name, "state": s.state, "sha256": s.sha256, "capture": s.capture_id,
                        "status": s.row.status if s.row else None, "code": (s.row.record.get("code") if s.row else None),
                        "grade": s.row.record.get("grade") if s.row else None, "warnings": s.warnings,
-                       "replaced": len(s.replaced)} for s in visit.slots]}
+                       "reason": s.reason, "moved_from": s.moved_from, "tries": s.tries, "escalation": s.escalation,
+                       "replaced": len(s.replaced), "retaken": s.replaced} for s in visit.slots]}
 
 
 # -- pages ----------------------------------------------------------------------------------------
@@ -84,8 +85,8 @@ async def dashboard(request: Request) -> Response:
     return page.render("dashboard.html", **day_summary(worker), active=worker.active_visit(),
                        model_state=model_state(worker, station.info, station.parity),
                        disk=disk_space(station.cfg.data_dir), forward=forward_state(worker, station.forwarder),
-                       camera=worker.cfg.camera_dir, waiting=worker.waiting_on_camera,
-                       notices=list(worker.notices)[:5])
+                       camera=worker.cfg.camera_dir, waiting=worker.waiting, notices=list(worker.notices)[:5],
+                       error=request.query_params.get("error"))
 
 
 async def dashboard_panel(request: Request) -> Response:
@@ -93,7 +94,7 @@ async def dashboard_panel(request: Request) -> Response:
     page = Page(request)
     worker = page.station.worker
     return page.render("_day.html", **day_summary(worker), active=worker.active_visit(),
-                       waiting=worker.waiting_on_camera, notices=list(worker.notices)[:5])
+                       waiting=worker.waiting, notices=list(worker.notices)[:5])
 
 
 async def new_patient(request: Request) -> Response:
@@ -103,7 +104,7 @@ async def new_patient(request: Request) -> Response:
     query = request.query_params.get("q", "")[:64]
     found = worker.book.find_patients(query) if query else []
     return page.render("new_patient.html", found=found, query=query, fields=worker.cfg.protocol.fields,
-                       error=None, values={})
+                       error=None, values={}, conflict=None)
 
 
 async def open_visit(request: Request) -> Response:
@@ -114,11 +115,15 @@ async def open_visit(request: Request) -> Response:
     values = {k: str(form.get(k) or "") for k in ("patient", "name", "birth_date", "fields")}
     try:
         fields = int(values["fields"] or worker.cfg.protocol.fields)
-        patient = worker.book.register(values["patient"], values["name"], values["birth_date"])
+        patient = worker.book.register(values["patient"], values["name"], values["birth_date"],
+                                       change=form.get("change") == "yes")
         visit_id = worker.book.open_visit(patient.id, Protocol(fields))
+    except PatientConflict as exc:        # an ID already registered: open theirs, or change it on purpose
+        return page.render("new_patient.html", status=409, found=[], query="", fields=fields, error=None,
+                           values=values, conflict=exc.patient)
     except (ConfigError, ValueError) as exc:
         return page.render("new_patient.html", status=400, found=[], query="", fields=worker.cfg.protocol.fields,
-                           error=page._(str(exc)), values=values)
+                           error=page._(str(exc)), values=values, conflict=None)
     worker.set_active(visit_id)
     return RedirectResponse(f"/visits/{visit_id}", status_code=303)
 
@@ -127,18 +132,23 @@ async def visit_page(request: Request) -> Response:
     """The visit at the camera: the checklist of photos, each with its result."""
     page = Page(request)
     station, visit = page.station, _requested_visit(request)
-    return page.render("visit.html", visit=visit, active=station.worker.active_visit(), task=station.info.task,
-                       colours=lesion_colours(station.info.task), error=request.query_params.get("error"),
-                       problems=station.worker.visit_notices(visit.id))
+    return page.render("visit.html", error=request.query_params.get("error"), **_visit_values(station, visit))
 
 
 async def visit_panel(request: Request) -> Response:
     """The visit page's live part, re-fetched when the version changes."""
     page = Page(request)
     station, visit = page.station, _requested_visit(request)
-    return page.render("_visit_panel.html", visit=visit, active=station.worker.active_visit(),
-                       task=station.info.task, colours=lesion_colours(station.info.task),
-                       problems=station.worker.visit_notices(visit.id))
+    return page.render("_visit_panel.html", **_visit_values(station, visit))
+
+
+def _visit_values(station: Station, visit: Visit) -> dict:
+    """What the visit page and its live panel show: the visit, the camera photos waiting to be asked
+    about, the reasons a retake can give."""
+    worker = station.worker
+    return {"visit": visit, "active": worker.active_visit(), "task": station.info.task,
+            "colours": lesion_colours(station.info.task), "problems": worker.visit_notices(visit.id),
+            "waiting": worker.waiting, "reasons": RETAKE_REASONS}
 
 
 async def report(request: Request) -> Response:
@@ -151,9 +161,41 @@ async def report(request: Request) -> Response:
 
 # -- the visit page's buttons: each returns where the browser goes next ------------------------------
 async def _choose_slot(station: Station, visit: Visit, form: FormData) -> str:
-    station.worker.book.set_target(visit.id, str(form.get("slot") or "") or None)
+    """The slot the next photo fills; retaking a graded photo needs the reason chosen with it."""
+    slot = str(form.get("slot") or "") or None
+    graded = any(s.name == slot and s.state == "graded" for s in visit.slots)
+    reason = retake_reason(str(form.get("reason") or ""), str(form.get("reason_text") or "")) if graded else None
+    station.worker.book.set_target(visit.id, slot, reason)
     station.worker.set_active(visit.id)
     return f"/visits/{visit.id}"
+
+
+async def _attach(station: Station, visit: Visit, form: FormData) -> str:
+    """A person says whose a waiting camera photo is: this visit's chosen slot."""
+    station.worker.attach_waiting(str(form.get("photo") or ""), visit.id, str(form.get("slot") or ""))
+    return f"/visits/{visit.id}"
+
+
+async def _discard(station: Station, visit: Visit, form: FormData) -> str:
+    station.worker.discard_waiting(str(form.get("photo") or ""))
+    return f"/visits/{visit.id}"
+
+
+async def _move(station: Station, visit: Visit, form: FormData) -> str:
+    """A photo of this visit to the other eye's slot, or to another patient's open visit (``patient``)."""
+    book = station.worker.book
+    capture = next((s for s in visit.slots if str(s.capture_id) == str(form.get("capture"))), None)
+    if capture is None or capture.capture_id is None:
+        raise ConfigError("only a photo filling a slot can be moved")
+    patient = str(form.get("patient") or "").strip()
+    target = visit if not patient else book.visit(book.open_visit_of(patient))
+    eye = str(form.get("eye") or "")
+    fields = [s.name for s in target.slots if s.eye == eye]
+    if not fields:
+        raise ConfigError("choose the eye the photo shows")
+    same = f"{eye}/{capture.field_name}"
+    book.move_capture(capture.capture_id, target.id, same if same in fields else fields[0])
+    return f"/visits/{target.id}"
 
 
 async def _to_camera(station: Station, visit: Visit, form: FormData) -> str:
@@ -167,7 +209,7 @@ async def _close(station: Station, visit: Visit, form: FormData) -> str:
     worker.book.close_visit(visit.id)
     if worker.active_visit() == visit.id:
         worker.set_active(None)
-    worker.session.write_reports([visit.patient.id])
+    worker.session.write_reports([visit.id])
     if station.forwarder is not None:
         station.forwarder.now()
     return f"/visits/{visit.id}/report"
@@ -188,7 +230,8 @@ async def _upload(station: Station, visit: Visit, form: FormData) -> str:
     return f"/visits/{visit.id}"
 
 
-VISIT_ACTIONS = {"target": _choose_slot, "camera": _to_camera, "close": _close, "upload": _upload}
+VISIT_ACTIONS = {"target": _choose_slot, "camera": _to_camera, "close": _close, "upload": _upload,
+                 "attach": _attach, "discard": _discard, "move": _move}
 
 
 async def visit_action(request: Request) -> Response:
@@ -223,6 +266,28 @@ async def image(request: Request) -> Response:
             raise HTTPException(404)
         return FileResponse(layer, media_type="image/png")
     raise HTTPException(404)
+
+
+async def waiting_image(request: Request) -> Response:
+    """A waiting camera photo's view, by its content hash: the worker knows its file, the request names none."""
+    station = station_of(request)
+    sha = request.path_params["sha"]
+    if not SHA.match(sha):
+        raise HTTPException(404)
+    try:
+        photo = station.worker.waiting_photo(sha)
+    except ConfigError:
+        raise HTTPException(404) from None
+    return FileResponse(view_jpeg(station.cfg.data_dir, sha, photo.path), media_type="image/jpeg")
+
+
+async def discard_waiting(request: Request) -> Response:
+    """The day's page discards a waiting camera photo (kept on disk, never taken)."""
+    try:
+        station_of(request).worker.discard_waiting(request.path_params["sha"])
+    except ConfigError as exc:
+        return RedirectResponse(f"/?error={quote(Page(request)._(str(exc)))}", status_code=303)
+    return RedirectResponse("/", status_code=303)
 
 
 async def api_version(request: Request) -> Response:

@@ -97,6 +97,7 @@ def runtime_messages() -> list[str]:
     from drtrt.task import TaskSpec
 
     verdicts = [V.LABELS[v] for v in (*V.VERDICTS, V.NOT_PHOTOGRAPHED, V.SCREENING)]
+    verdicts += [V.PROVISIONAL, V.NO_DR_SEEN, V.NO_REFERABLE_DR_SEEN]     # an unvalidated model's words
     words = [w for pathway in BUILT_IN.values() for w in pathway.all_words()]
     task = TaskSpec()
     names = [*task.grade_names, *task.lesion_long_names]
@@ -122,5 +123,14 @@ OPERATOR_ERRORS = (
     "choose a photo to upload",
     "the file is too large for a fundus photo",
     "this file is not a photo (JPEG, PNG, TIFF, BMP or DICOM)",
+    "say why this photo is retaken",
+    "say in a few words why this photo is retaken",
+    "only a photo filling a slot can be moved",
+    "the photo is already there",
+    "wait for this photo's result before moving it",
+    "this patient ID has no open visit: start their visit first",
+    "choose the eye the photo shows",
+    "this camera photo is no longer waiting",
+    "the camera's file has changed: it is asked about again",
 )
 """What the operator may be told after an action, by the runtime's or the app's own (English) words."""

@@ -7,6 +7,12 @@ its content hash (``photos/<sha256>.<ext>``): the camera may reuse its file name
 never serves or opens a path that came from outside. The capture (which slot the photo fills) is
 committed before the photo is screened, so a power cut between the two leaves a capture without a
 result, which the next start screens (:meth:`VisitBook.unscreened`).
+
+A camera photo is taken into a visit by itself only when it arrives while that visit is at the
+camera. Every other one waits, asked about — files already in the camera folder when the station
+starts (nobody knows whose they are), photos taken while no visit is at the camera (a late retake of
+the patient who just left): a person attaches each to a visit's slot, or discards it (it stays on
+disk, recorded as dealt with, never taken). Nothing waiting is attached without a person choosing.
 """
 
 from __future__ import annotations
@@ -28,10 +34,27 @@ from drtrt.clinic.patients import Assignment
 from drtrt.clinic.session import MAX_FILE_BYTES, ScreeningSession, SessionConfig
 from drtrt.clinic.store import SessionRow
 from drtrt.clinic.visits import Protocol, VisitBook
-from drtrt.clinic.watch import SettleTracker
+from drtrt.clinic.watch import SettleTracker, is_candidate, maybe_dicom
 from drtrt.station.security import image_kind
 
 _log = logging.getLogger("drtrt.station")
+
+
+@dataclass(frozen=True)
+class WaitingPhoto:
+    """A camera file waiting for a person to say whose it is; ``id`` is its content's SHA-256 (pages
+    name it by that only, never by a path)."""
+
+    id: str
+    path: Path
+    size: int
+    mtime_ns: int
+    before: bool                       # already in the camera folder when the station started
+    since: float                       # when it was found (time.time())
+
+    @property
+    def name(self) -> str:
+        return self.path.name
 
 
 @dataclass(frozen=True)
@@ -62,15 +85,17 @@ class StationWorker:
         self._changed = threading.Condition()
         self._epoch, self._count = secrets.token_hex(4), 0
         self.notices: deque[tuple[float, str, str, int | None]] = deque(maxlen=20)   # (time, file, message, visit)
-        self.waiting_on_camera: list[str] = []
-        self._held: list[Path] = []            # settled camera files not taken yet (no visit open)
+        self._waiting: dict[str, WaitingPhoto] = {}     # camera files asked about, by content hash
+        self._before: set[tuple[str, int, int]] = set()  # (name, size, mtime_ns) in the folder at start
+        self._waiting_lock = threading.Lock()
         self.failed: str | None = None
         self._thread = threading.Thread(target=self._run, name="drtrt-station-worker", daemon=True)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
-        for path, patient, eye in self.book.unscreened():     # a power cut between capture and result
-            self._todo.put((path, Assignment(patient, eye)))
+        self._before = self._camera_snapshot()
+        for path, patient, eye, visit in self.book.unscreened():     # a power cut between capture and result
+            self._todo.put((path, Assignment(patient, eye, visit)))
         self._thread.start()
 
     def stop(self) -> None:
@@ -127,25 +152,31 @@ class StationWorker:
             atomic_write(path, data)
         visit = self.book.visit(visit_id)
         slot = self.book.add_capture(visit_id, str(path.resolve()), sha, source, slot)
-        self._todo.put((str(path.resolve()), Assignment(visit.patient.id, slot.split("/")[0])))
+        self._todo.put((str(path.resolve()), Assignment(visit.patient.id, slot.split("/")[0], visit_id)))
         self.changed()
         return slot
 
+    def _camera_snapshot(self) -> set[tuple[str, int, int]]:
+        """(name, size, mtime_ns) of the camera folder's files not yet dealt with: they were there before."""
+        folder, found = self.cfg.camera_dir, set()
+        if folder is None:
+            return found
+        for path in folder.iterdir():
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            if path.is_file() and (is_candidate(path) or maybe_dicom(path)) \
+                    and not self.book.camera_file_taken(path.name, stat.st_size, stat.st_mtime_ns):
+                found.add((path.name, stat.st_size, stat.st_mtime_ns))
+        return found
+
     def _scan_camera(self, tracker: SettleTracker) -> None:
-        """Take the camera's settled files into the visit at the camera; with none open they wait."""
+        """Take the camera's settled files into the visit at the camera; the others wait, asked about."""
         folder = self.cfg.camera_dir
         if folder is None:
             return
         for path in tracker.ready(folder, time.monotonic()):
-            if path not in self._held:
-                self._held.append(path)
-        visit_id = self.active_visit() if self._held else None
-        waiting = []
-        for path in list(self._held):
-            if visit_id is None:
-                waiting.append(path.name)
-                continue
-            self._held.remove(path)
             try:
                 stat = path.stat()
                 if self.book.camera_file_taken(path.name, stat.st_size, stat.st_mtime_ns):
@@ -154,15 +185,70 @@ class StationWorker:
             except OSError as exc:
                 self._notice(path.name, message("cannot read the camera's file (%(why)s)", why=exc.strerror or str(exc)))
                 continue
+            sha = hashlib.sha256(data).hexdigest()
+            before = (path.name, stat.st_size, stat.st_mtime_ns) in self._before
+            visit_id = None if before else self.active_visit()
+            if visit_id is None:
+                with self._waiting_lock:
+                    self._waiting.setdefault(sha, WaitingPhoto(sha, path, stat.st_size, stat.st_mtime_ns, before,
+                                                               time.time()))
+                self.changed()
+                continue
             try:
                 slot = self.take(data, visit_id, source=f"camera:{path.name}")
                 self._notice(path.name, message("→ %(slot)s", slot=slot))
             except ConfigError as exc:           # shown on the visit's page too: the operator must act
                 self._notice(path.name, str(exc), visit_id)
-            self.book.mark_camera_file(path.name, stat.st_size, stat.st_mtime_ns, hashlib.sha256(data).hexdigest())
-        if waiting != self.waiting_on_camera:
-            self.waiting_on_camera = waiting
-            self.changed()
+            self.book.mark_camera_file(path.name, stat.st_size, stat.st_mtime_ns, sha)
+
+    # -- photos waiting for a person --------------------------------------------------------------
+    @property
+    def waiting(self) -> list[WaitingPhoto]:
+        """The camera files waiting for a person to say whose they are, oldest first."""
+        with self._waiting_lock:
+            return sorted(self._waiting.values(), key=lambda w: (w.since, w.name))
+
+    def waiting_photo(self, photo_id: str) -> WaitingPhoto:
+        with self._waiting_lock:
+            found = self._waiting.get(photo_id)
+        if found is None:
+            raise ConfigError("this camera photo is no longer waiting")
+        return found
+
+    def _settle_waiting(self, photo_id: str) -> tuple[WaitingPhoto, bytes]:
+        """Take ``photo_id`` off the waiting list: the camera's file as it was found (else it is asked
+        about again, as the new file it is)."""
+        photo = self.waiting_photo(photo_id)
+        with self._waiting_lock:
+            self._waiting.pop(photo_id, None)
+        try:
+            data = photo.path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the camera's file ({exc.strerror or exc})") from None
+        if hashlib.sha256(data).hexdigest() != photo.id:
+            raise ConfigError("the camera's file has changed: it is asked about again")
+        return photo, data
+
+    def attach_waiting(self, photo_id: str, visit_id: int, slot: str) -> str:
+        """A person says whose the waiting photo is: it goes into ``slot`` of visit ``visit_id``."""
+        photo = self.waiting_photo(photo_id)
+        if slot not in self.book.visit(visit_id).protocol.slots:
+            raise ConfigError(f"no slot {slot!r} in this visit")
+        photo, data = self._settle_waiting(photo_id)
+        try:
+            slot = self.take(data, visit_id, source=f"camera:{photo.name}", slot=slot)
+        except ConfigError:
+            with self._waiting_lock:               # still waiting: the person decides again
+                self._waiting[photo.id] = photo
+            raise
+        self.book.mark_camera_file(photo.name, photo.size, photo.mtime_ns, photo.id)
+        return slot
+
+    def discard_waiting(self, photo_id: str) -> None:
+        """A person says the waiting photo is nobody's here: kept on disk, never taken, not asked again."""
+        photo, _ = self._settle_waiting(photo_id)
+        self.book.mark_camera_file(photo.name, photo.size, photo.mtime_ns, photo.id)
+        self.changed()
 
     def _notice(self, name: str, message: str, visit_id: int | None = None) -> None:
         """``message``: the English text, a :class:`~drtrt.messages.Message` where built with values (pages

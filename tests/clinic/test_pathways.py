@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import pytest
 
 from drtrt.errors import ConfigError
@@ -29,9 +31,9 @@ def row(eye, status, grade=None):
      "incomplete — photograph the missing eye", None),
 ])
 def test_one_outcome_two_vocabularies(rows, verdict, icdr, nhs, recall):
-    (under_icdr,) = patient_verdicts(rows, ICDR)
+    (under_icdr,) = patient_verdicts(rows, ICDR, provisional=False)
     assert (under_icdr.verdict, under_icdr.words, under_icdr.recall_months) == (verdict, icdr, recall)
-    (under_nhs,) = patient_verdicts(rows, NHS)
+    (under_nhs,) = patient_verdicts(rows, NHS, provisional=False)
     if nhs is None:                           # NHS: severe NPDR is R2, a routine referral, not an urgent one
         assert (under_nhs.verdict, under_nhs.words) == (REFER, "R2 pre-proliferative retinopathy — refer (routine)")
     else:
@@ -55,7 +57,7 @@ outcomes:
   incomplete: "finish the photos"
 """)
     clinic = load_pathway(path)
-    (v,) = patient_verdicts([row("right", "graded", 0), row("left", "graded", 1)], clinic)
+    (v,) = patient_verdicts([row("right", "graded", 0), row("left", "graded", 1)], clinic, provisional=False)
     assert (v.verdict, v.words, v.recall_months) == (RESCREEN, "mild DR — back in six months", 6)
     store = SessionStore(tmp_path / "session.db")
     assert stored_pathway(store.meta()) == ICDR
@@ -88,10 +90,13 @@ def test_screen_with_the_nhs_pathway_words_the_reports(tiny_onnx, photo_root, tm
     store = SessionStore(out / "session.db")
     assert stored_pathway(store.meta()) == NHS and store.meta()["validation"] == ""    # the demo: no validation
     store.close()
-    patients = (out / "patients.csv").read_text()
-    assert any(w in patients for w in ("R0 no retinopathy", "R1 background", "R2 pre-proliferative", "R3 proliferative",
-                                       "U ungradable", "needs a human read"))
-    report = (out / "reports" / "patient-P-NHS.html").read_text()
+    patients = list(csv.DictReader((out / "patients.csv").open()))
+    assert any(row["right_R"] in ("R0", "R1", "R2", "R3") or row["verdict"] in ("U ungradable — retake, then refer",
+               "needs a human read — the grade and the lesion map disagree") for row in patients)
+    # R and M apart; unvalidated, so no recall interval and a negative only says what the model saw
+    assert all(row["right_M"] in ("M0", "M1", "not assessed", "") and row["provisional"] == "1" for row in patients)
+    assert all("rescreen in 12 months" not in row["verdict"] and not row["recall_months"] for row in patients)
+    report = next((out / "reports").glob("patient-P-NHS-visit-*.html")).read_text()
     assert "NOT FOR CLINICAL USE" in report
     bad = subprocess.run([sys.executable, "-m", "drtrt.cli", "screen", str(images[0]), "--model", str(tiny_onnx),
                           "--pathway", str(tmp_path / "none.yaml")], capture_output=True, text=True, timeout=300)

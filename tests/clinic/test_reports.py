@@ -80,7 +80,7 @@ def test_rows_without_patient_have_no_verdict_and_share_counts_judged_images():
     assert patient_verdicts(rows) == []
     assert gradable_share(rows) == (1, 3)
     csv = summary_csv(rows, [], TaskSpec()).splitlines()
-    assert len(csv) == 5 and csv[0].startswith("file,path,sha256,patient,eye,status")
+    assert len(csv) == 5 and csv[0].startswith("file,path,sha256,patient,visit,eye,status")
 
 
 @pytest.mark.parametrize("raw, safe", [("P-001", "P-001"), ("../../etc/passwd", "etc_passwd-"), ("a b", "a_b-"),
@@ -126,14 +126,14 @@ def patient_session(tiny_onnx, photo_root, tmp_path_factory):
 
 
 def test_patient_report_is_self_contained(patient_session):
-    page = (patient_session / "reports" / "patient-R-1.html").read_text()
+    page = next((patient_session / "reports").glob("patient-R-1-visit-*.html")).read_text()
     assert page.startswith("<!DOCTYPE html>") and "@page { size: A4" in page
     assert page.count("data:image/jpeg;base64,") == 3                  # two overlays and the ungradable picture
     assert not re.search(r'(src|href)="(?!data:)', page)               # nothing outside the file
     assert "<script" not in page
     assert "Right eye (OD)" in page and "Left eye (OS)" in page and "blank image" in page
     summary = (patient_session / "summary.html").read_text()
-    assert "2 of 3 (67%)" in summary and 'href="reports/patient-R-1.html"' in summary
+    assert "2 of 3 (67%)" in summary and re.search(r'href="reports/patient-R-1-visit-\d+\.html"', summary)
 
 
 def _chromium() -> str:
@@ -150,7 +150,7 @@ def _browser(*args: str, profile: Path) -> subprocess.CompletedProcess:
 
 
 def test_report_renders_and_prints_on_a4_in_a_real_browser(patient_session, tmp_path):
-    page = patient_session / "reports" / "patient-R-1.html"
+    page = next((patient_session / "reports").glob("patient-R-1-visit-*.html"))
     pdf, png = tmp_path / "report.pdf", tmp_path / "report.png"
     _browser("--no-pdf-header-footer", f"--print-to-pdf={pdf}", page.as_uri(), profile=tmp_path / "profile")
     data = pdf.read_bytes()

@@ -62,14 +62,24 @@ def test_a_35c20eb_session_opens_migrates_and_keeps_every_row_result_and_outbox_
         visit = VisitBook(store).visit(1)
         pending = items(store, "pending")
     after = dump(legacy / "session.db")
+    # columns added since (files.visit; visits' kind, study, day; captures' reason, moved_from) come last
+    kept = {t: {row[:len(next(iter(before[t])))] for row in rows} for t, rows in after.items() if before.get(t)}
     for table, old in before.items():
         if table != "visits":
-            assert old <= after[table], table                          # every row, unchanged
+            assert old <= kept[table], table                           # every row, unchanged
     assert after["meta"] - before["meta"] == {(f"schema.{p}", str(v)) for p, v in LATEST.items()}
-    assert all(after[t] == before[t] for t in before if t not in ("meta", "visits"))
-    (old_visit,), (new_visit,) = before["visits"], after["visits"]     # visits 2: the closed verdict by id
-    assert new_visit[:5] == old_visit[:5] and new_visit[6:] == old_visit[6:]
+    assert all(kept[t] == before[t] for t in before if t not in ("meta", "visits"))
+    (old_visit,) = before["visits"]
+    new_visit = next(v for v in after["visits"] if v[0] == old_visit[0])  # visits 2: the closed verdict by id
+    assert new_visit[:5] == old_visit[:5] and new_visit[6:7] == old_visit[6:]
     assert json.loads(new_visit[5]) == {"verdict": "screening", "words": json.loads(old_visit[5])["words"]}
+    # visits 3: every photo with a patient has a visit — the station's capture's, else one per patient and day
+    files = {r.path: r for r in rows}
+    captured = {c[3] for c in after["captures"]}
+    assert all(r.visit == old_visit[0] for p, r in files.items() if p in captured)
+    others = [r for p, r in files.items() if p not in captured and r.patient]
+    assert others and all(r.visit not in (None, old_visit[0]) for r in others)
+    assert len({r.visit for r in others}) == len({(r.patient, r.seen_at[:10]) for r in others})
     assert [r.status for r in rows] == ["graded", "graded", "graded", "duplicate", "error"]
     assert set(verdicts) == {"P-001", "P-002"}
     assert visit.patient.name == "Ana Pérez" and visit.closed is not None and visit.closed_verdict

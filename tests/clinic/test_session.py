@@ -100,7 +100,7 @@ def test_an_eye_recorded_against_its_optic_disc_is_flagged_everywhere(tiny_onnx,
     assert len(row.warnings) == 1 and f"recorded as the {other} eye" in row.warnings[0]
     assert row.to_dict()["warnings"] == row.warnings and "eye mismatch" in log_line(row)
     assert "eye mismatch" in (out / "summary.csv").read_text() and "eye mismatch" in (out / "summary.html").read_text()
-    assert "eye mismatch" in (out / "reports" / "patient-P-7.html").read_text()
+    assert "eye mismatch" in next((out / "reports").glob("patient-P-7-visit-*.html")).read_text()
     proc = subprocess.run([sys.executable, "-m", "drtrt.cli", "screen", image, "--model", tiny_onnx, "--eye", other,
                            "--patient", "P-8"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "eye mismatch" in proc.stderr, proc.stderr
@@ -138,9 +138,9 @@ def test_outputs_have_safe_names_and_session_files(bad_session):
     out, rows = bad_session
     overlay = rows["unicode"].record["overlay"]
     assert overlay.isascii() and " " not in overlay and (out / overlay).is_file()
-    for name in ("session.db", "results.jsonl", "summary.csv", "summary.html", "patients.csv",
-                 "reports/patient-P-1.html"):
+    for name in ("session.db", "results.jsonl", "summary.csv", "summary.html", "patients.csv"):
         assert (out / name).is_file(), name
+    assert len(list((out / "reports").glob("patient-P-1-visit-*.html"))) == 1          # P-1's one visit
     lines = (out / "results.jsonl").read_text().splitlines()
     assert len(lines) == len(EXPECTED) and json.loads(lines[0])["patient"] == "P-1"
     assert not list(out.rglob(".*.tmp-*"))
@@ -297,7 +297,7 @@ def test_screen_cli_with_patient_and_patient_list(tiny_onnx, photo_root, tmp_pat
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [(r["patient"], r["eye"]) for r in rows] == [("A1", "right"), ("A1", "left"), ("B2", "left")]
     patients = (tmp_path / "s" / "patients.csv").read_text().splitlines()
-    assert patients[0].startswith("patient,verdict") and len(patients) == 3
+    assert patients[0].startswith("patient,visit,date,verdict") and len(patients) == 3
     assert "right eye not photographed" in patients[2]          # B2 has only a left-eye image
     bad = subprocess.run([sys.executable, "-m", "drtrt.cli", "screen", images[0], "--model", tiny_onnx,
                           "--eye", "middle"], capture_output=True, text=True, timeout=120)

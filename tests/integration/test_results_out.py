@@ -30,6 +30,7 @@ from drtrt.integration.outbox import pending_count  # noqa: E402
 from drtrt.integration.results import patient_results  # noqa: E402
 from drtrt.integration.uids import session_id  # noqa: E402
 from drtrt.clinic.patients import Assignment, safe_patient_id  # noqa: E402
+from drtrt.clinic.visits import VisitBook  # noqa: E402
 from drtrt.clinic.store import FileEntry, SessionStore  # noqa: E402
 
 UID = re.compile(r"^2\.25\.(0|[1-9][0-9]*)$")
@@ -73,7 +74,7 @@ def test_every_patient_gets_an_sr_pictures_and_a_bundle(session):
             assert UID.match(obj.uid) and len(obj.uid) <= 64
             assert obj.path == f"dicom/{safe_patient_id(patient)}/{obj.kind}-{obj.uid}.dcm"
             assert sha256_file(session / obj.path) == obj.sha256
-    assert (session / "fhir" / "patient-P-1.json").is_file()
+    assert len(list((session / "fhir").glob("patient-P-1-visit-*.json"))) == 1
 
 
 def test_building_again_gives_the_same_bytes_and_queues_nothing(session):
@@ -217,7 +218,7 @@ def test_every_bundle_is_valid_fhir_and_says_what_the_session_says(session):
             else:
                 assert obs["dataAbsentReason"]["coding"][0]["code"] == "not-performed"
                 assert "valueCodeableConcept" not in obs
-    p2 = json.loads((session / "fhir/patient-P-2.json").read_text())
+    p2 = json.loads(next((session / "fhir").glob("patient-P-2-visit-*.json")).read_text())
     left = next(e["resource"] for e in p2["entry"]
                 if e["resource"].get("bodySite", {}).get("coding", [{}])[0].get("code") == "8966001")
     assert any("greyscale" in n["text"] for n in left["note"])            # the quality refusal, in words
@@ -231,7 +232,7 @@ def test_a_validated_model_makes_final_results(session):
     assert sr.PreliminaryFlag == "FINAL"
     statement = next(i.TextValue for i in content(sr) if concept(i)[0] == "validation")
     assert statement.startswith("validated clinical model")
-    bundle = json.loads((session / "fhir/patient-P-1.json").read_text())
+    bundle = json.loads(next((session / "fhir").glob("patient-P-1-visit-*.json")).read_text())
     assert {e["resource"].get("status") for e in bundle["entry"]} - {None, "active"} == {"final"}
 
 
@@ -265,7 +266,9 @@ def add_camera_photo(folder: Path, patient: str, dicom: dict) -> None:
     with SessionStore(folder / "session.db") as store:
         source = next(r for r in store.rows() if r.patient == "P-1" and r.eye == "right")
         sha = hashlib.sha256(json.dumps(dicom).encode()).hexdigest()
-        entry = FileEntry(str(folder / f"{sha[:8]}.dcm"), sha, 1, 1, patient, "right", "screened")
+        study = dicom["study_uid"] if dicom.get("patient_id", patient) == patient else None   # as the session does
+        entry = FileEntry(str(folder / f"{sha[:8]}.dcm"), sha, 1, 1, patient, "right", "screened",
+                          visit=VisitBook(store).visit_for(patient, study))
         store.record_image(sha, {**source.record, "dicom": dicom}, entry, store.begin_run("test"))
 
 
@@ -282,7 +285,7 @@ def test_photos_from_the_camera_join_the_camera_study(session):
     refs = {r.ReferencedSOPInstanceUID for s in sr.CurrentRequestedProcedureEvidenceSequence
             for series in s.ReferencedSeriesSequence for r in series.ReferencedSOPSequence}
     assert refs == {sc.SOPInstanceUID, CAMERA["sop_instance_uid"]}
-    bundle = json.loads((session / "fhir/patient-MRN-77.json").read_text())
+    bundle = json.loads(next((session / "fhir").glob("patient-MRN-77-visit-*.json")).read_text())
     validate_bundle(bundle)
     patient = bundle["entry"][0]["resource"]
     assert patient["name"][0]["family"] == "Doe" and patient["birthDate"] == "1960-01-31"

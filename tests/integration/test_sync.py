@@ -297,8 +297,8 @@ def test_without_a_server_the_files_are_written_and_nothing_is_queued(session):
     proc = drtrt("sync", session)
     assert proc.returncode == 0, proc.stderr
     assert "no server given" in proc.stdout
-    assert sorted(p.name for p in (session / "fhir").iterdir()) == sorted(
-        f"patient-{safe_patient_id(n)}.json" for n in PATIENTS)
+    names = sorted(p.name for p in (session / "fhir").iterdir())       # one Bundle per visit: one visit each
+    assert [n.rsplit("-visit-", 1)[0] for n in names] == sorted(f"patient-{safe_patient_id(n)}" for n in PATIENTS)
     assert not outbox(session)
 
 

@@ -18,7 +18,6 @@ from html.parser import HTMLParser
 import pytest
 from station_helpers import csrf_of, wait_for
 
-from drtrt.clinic.visits import Protocol
 
 pytest.importorskip("starlette", reason="the station needs the station extra (pip install 'drtrt[station]')")
 pytest.importorskip("httpx", reason="Starlette's test client needs httpx (test extra)")
@@ -78,40 +77,30 @@ def english_only_words(language: str, english_pages=()) -> set[str]:
     return {w for w in english - words(m.string for m in catalog if m.id) if len(w) > 1}
 
 
-def english_left(page: str, english: set[str], allowed: set[str]) -> list[str]:
+def english_phrases(language: str) -> set[str]:
+    """The catalogue's English phrases of two words or more whose translation differs ("no DR"): found
+    whole on a page, they are English even where each word is also a word of ``language``."""
+    from babel.messages.pofile import read_po
+
+    from drtrt.station import i18n
+
+    with open(i18n.LOCALE_DIR / language / "LC_MESSAGES" / "drtrt.po", "rb") as handle:
+        catalog = read_po(handle, locale=language)
+    return {m.id for m in catalog if isinstance(m.id, str) and " " in m.id.strip() and "%" not in m.id
+            and m.string and m.string != m.id}
+
+
+def english_left(page: str, english: set[str], allowed: set[str], phrases: set[str] = frozenset()) -> list[str]:
     """English words on ``page`` (in ``english``, not upper-case codes, not in ``allowed``: patient data…),
-    each with the line it stands in."""
-    found = []
+    and English ``phrases``, each with the line it stands in."""
+    text = " ".join(visible_text(page).split())
+    found = [f"{p!r} in {text!r}" for p in phrases if re.search(rf"(?<!\w){re.escape(p)}(?!\w)", text)]
     for line in visible_text(page).splitlines():
         text = re.sub(r"\S+\.(?:jpe?g|png|tiff?|bmp|dcm|onnx|plan|engine)\b|(?<!\S)/\S+", " ", line, flags=re.I)
         words = sorted({w for w in WORD.findall(text) if w.lower() in english and not w.isupper()
                         and w.lower() not in allowed and not any(c.isdigit() for c in w)})   # sha256, fp32
         found += [f"{w} in {' '.join(line.split())[:120]!r}" for w in words]
     return found
-
-
-@pytest.fixture
-def station(tmp_path, tiny_onnx):
-    from starlette.testclient import TestClient
-
-    from drtrt.station.app import StationConfig, create_app
-    from drtrt.station.worker import StationWorker, WorkerConfig
-
-    started = []
-
-    def start(pin=None, fields=2, name="station"):
-        camera = tmp_path / f"{name}-camera"
-        camera.mkdir()
-        worker = StationWorker(WorkerConfig(tiny_onnx, tmp_path / name, camera, Protocol(fields), poll_s=0.05,
-                                            settle_s=0.1))
-        app = create_app(StationConfig(worker.cfg.data_dir, pin=pin), worker)
-        worker.start()
-        started.append(worker)
-        return TestClient(app), worker, camera
-
-    yield start
-    for worker in started:
-        worker.stop()
 
 
 def _slot(client, visit_id, slot):
@@ -123,9 +112,11 @@ def _target(client, visit_id, token, slot):
     assert response.status_code == 303
 
 
-def test_a_spanish_visit_with_every_warning_has_no_english_word(station, fundus_photos, tiny_onnx):
+def test_a_spanish_visit_with_every_warning_has_no_english_word(station, fundus_photos, tmp_path):
     from drtrt.runtime.consistency import LESION_CEILING_PCT
 
+    (tmp_path / "camera").mkdir()
+    shutil.copy(fundus_photos["good3"], tmp_path / "camera" / "OLD.JPG")   # there before the start: asked about
     client, worker, camera = station(fields=2)
     client.cookies.set("lang", "es")
     token = csrf_of(client.get("/patients/new").text)
@@ -149,17 +140,24 @@ def test_a_spanish_visit_with_every_warning_has_no_english_word(station, fundus_
     shutil.copy(fundus_photos["good1"], camera / "IMG_0004.JPG")
     wait_for(lambda: _slot(client, visit_id, "right/macula")["state"] == "graded", what="the right macula slot")
 
-    # heads that disagree: the right macula photo's record as a model would write it that paints every
+    # heads that disagree: the left disc photo's record as a model would write it that paints every
     # lesion type over twice what any real eye shows, next to "no referable DR" (the tiny model's maps vary)
-    row = next(r for r in worker.store.rows() if r.sha256 == _slot(client, visit_id, "right/macula")["sha256"])
+    row = next(r for r in worker.store.rows() if r.sha256 == _slot(client, visit_id, "left/disc")["sha256"])
     record = dict(row.record, grade=0, grade_name="no DR", referable=False,
                   lesions={code: dict(finding, area_fov_pct=2 * LESION_CEILING_PCT.get(code, 1.0))
                            for code, finding in row.record["lesions"].items()})
     with worker.store.transaction():
-        worker.store.execute("UPDATE images SET record = ? WHERE sha256 = ?", (json.dumps(record),
-                                                                                row.sha256))
-    warnings = " ".join(_slot(client, visit_id, "right/macula")["warnings"])
+        worker.store.execute("UPDATE images SET record = ? WHERE sha256 = ?", (json.dumps(record), row.sha256))
+    warnings = " ".join(_slot(client, visit_id, "left/disc")["warnings"])
     assert "a human must read this photo" in warnings, warnings
+    retaken = _slot(client, visit_id, "right/macula")["sha256"]
+    response = client.post(f"/visits/{visit_id}/target", data={"csrf": token, "slot": "right/macula",
+                                                              "reason": "eyelid"}, follow_redirects=False)
+    assert response.status_code == 303 and "error" not in response.headers["location"]    # retaken, for a reason
+    shutil.copy(fundus_photos["good2"], camera / "IMG_0005.JPG")
+    wait_for(lambda: _slot(client, visit_id, "right/macula")["state"] == "graded"
+             and _slot(client, visit_id, "right/macula")["sha256"] != retaken, what="the retake")
+    assert "OLD.JPG" in client.get("/").text
 
     from drtrt.station.i18n import LANGUAGES
 
@@ -178,21 +176,22 @@ def test_a_spanish_visit_with_every_warning_has_no_english_word(station, fundus_
     english_pages.update({f"closed {k}": v for k, v in _read(client, closed, "en").items()})
     spanish_pages.update({f"closed {k}": v for k, v in _read(client, closed, "es").items()})
 
-    guarded, _, _ = station(pin="4821", name="guarded")          # the login page, and a wrong PIN
+    guarded, _, _ = station(pin="4821", data=tmp_path / "guarded")          # the login page, a wrong PIN
     for language, pages in (("en", english_pages), ("es", spanish_pages)):
         guarded.cookies.set("lang", language)
         pages["/login"] = login = guarded.get("/login").text
         pages["wrong PIN"] = guarded.post("/login", data={"csrf": csrf_of(login), "pin": "0000"}).text
 
-    english = english_only_words("es", english_pages.values())
+    english, phrases = english_only_words("es", english_pages.values()), english_phrases("es")
+    assert "no DR" in phrases
     assert {"eye", "mismatch", "photo", "retake", "found", "human"} <= english
     for name, page in spanish_pages.items():
         assert 'lang="es"' in page or "<html" not in page, name                # a panel is a fragment
-        found = english_left(page, english, allowed)
+        found = english_left(page, english, allowed, phrases)
         assert found == [], f"{name}: {found}"
     panel = visible_text(spanish_pages[f"/visits/{visit_id}/panel"])
-    assert "discordancia de ojo" in panel and "centrada en" in panel and "una persona debe leer" in panel
-    assert "Borrosa" in panel and "ya está en la visita" in panel
+    assert "discordancia de ojo" in panel and "centrada en" in panel and "una persona debe leer" in panel, panel
+    assert "Borrosa" in panel and "ya está en la visita" in panel and "el párpado" in panel
 
 
 def _read(client, views, language: str) -> dict[str, str]:
@@ -214,3 +213,4 @@ def test_the_check_finds_english_left_on_a_page():
     assert {w.split()[0] for w in english_left(page, english, set())} == \
         {"as", "eye", "mismatch", "recorded", "right", "the", "left"}
     assert english_left(page.split('<p class="warn">')[0], english, set()) == []
+    assert english_left("<p>grado 0: no DR</p>", english, set(), english_phrases("es")) != []   # "no", "DR"
