@@ -27,6 +27,7 @@ from typing import Any
 
 from drtrt.clinic import schema
 from drtrt.errors import ConfigError, DataError
+from drtrt.messages import from_record
 from drtrt.preprocess.disc import eye_mismatch
 from drtrt.runtime.consistency import heads_disagree
 from drtrt.task import TaskSpec
@@ -80,7 +81,7 @@ class SessionRow:
         lesion map contradicts."""
         mismatch = eye_mismatch(self.eye, (self.record.get("disc") or {}).get("eye"))
         disagreement = heads_disagree(self.record) if self.status == "graded" else None
-        return [*self.record.get("warnings", []), *(w for w in (mismatch, disagreement) if w)]
+        return [*from_record(self.record), *(w for w in (mismatch, disagreement) if w)]
 
     def to_dict(self) -> dict:
         """The screening record plus where the file belongs (a duplicate has no record of its own)."""

@@ -36,6 +36,7 @@ from drtrt.clinic.store import SessionRow, SessionStore, now
 from drtrt.clinic.verdicts import (LABELS, NOT_PHOTOGRAPHED, REFER, REFER_URGENT, SCREENING, EyeVerdict, eye_verdict,
                                    provisional, visit_verdict)
 from drtrt.errors import ConfigError
+from drtrt.messages import message
 
 class VisitBook:
     """The visits kept in ``store`` (a :class:`SessionStore`, shared with the screening session)."""
@@ -297,8 +298,8 @@ class VisitBook:
         centred = ((row.record.get("disc") or {}).get("centred") if row is not None else None)
         if field_name in ("disc", "macula") and state == "graded" and centred in ("disc", "macula") \
                 and centred != field_name:
-            warnings.append(f"this photo looks {centred}-centred, the slot asks for a {field_name}-centred photo "
-                            "— check the fixation and retake if needed")
+            warnings.append(message("this photo looks %(centred)s-centred, the slot asks for a %(field)s-centred "
+                                    "photo — check the fixation and retake if needed", centred=centred, field=field_name))
         return Slot(name, state, row, capture["sha256"], capture["id"], capture["taken"], replaced, warnings,
                     capture["reason"], capture["moved_from"])
 

@@ -30,6 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from drtrt.messages import message
 from drtrt.preprocess.geometry import Geometry
 
 DISC_VIEW = 128            # side of the view the disc is looked for on (the disc is ~15 px across)
@@ -138,5 +139,6 @@ def eye_mismatch(recorded: str | None, implied: str | None) -> str | None:
     its optic disc shows: a swapped eye sends the wrong eye's result to the ophthalmologist."""
     if recorded not in ("right", "left") or implied not in ("right", "left") or recorded == implied:
         return None
-    return (f"eye mismatch: recorded as the {recorded} eye, but the optic disc lies on the {implied} of the "
-            f"photo, as in a {implied} eye — check which eye was photographed")
+    return message("eye mismatch: recorded as the %(recorded)s eye, but the optic disc lies on the %(implied)s of "
+                   "the photo, as in a %(implied)s eye — check which eye was photographed",
+                   recorded=recorded, implied=implied)

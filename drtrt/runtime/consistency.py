@@ -8,6 +8,8 @@ warns and the eye's verdict asks for a human read (:mod:`drtrt.clinic.verdicts`)
 
 from __future__ import annotations
 
+from drtrt.messages import message
+
 # Lesion areas (% of the field of view) that contradict a grade. ICDR: grade 0 has no lesions and
 # grade 1 microaneurysms only, so haemorrhages or exudates over a noise floor mean grade >= 2. The
 # ceilings are about twice the largest area in the 54 IDRiD segmentation images (MA 0.59 %, SE 2.0 %,
@@ -24,11 +26,11 @@ def heads_disagree(record: dict) -> str | None:
     area = {code: float((finding or {}).get("area_fov_pct") or 0.0) for code, finding in lesions.items()}
     for code, ceiling in LESION_CEILING_PCT.items():
         if area.get(code, 0.0) > ceiling:
-            return (f"the lesion map paints {area[code]:.0f}% of the field as {code}, more than any real eye "
-                    "shows — a human must read this photo")
+            return message("the lesion map paints %(pct).0f%% of the field as %(code)s, more than any real eye "
+                           "shows — a human must read this photo", pct=area[code], code=code)
     grade = record.get("grade")
     not_ma = sum(area.get(code, 0.0) for code in ("HE", "EX", "SE"))
     if grade is not None and not record.get("referable") and not_ma >= NOT_MA_FLOOR_PCT:
-        return (f"the grade says no referable DR but the lesion map shows haemorrhages or exudates over "
-                f"{not_ma:.1f}% of the field — a human must read this photo")
+        return message("the grade says no referable DR but the lesion map shows haemorrhages or exudates over "
+                       "%(pct).1f%% of the field — a human must read this photo", pct=not_ma)
     return None

@@ -19,8 +19,24 @@ from drtrt.task import TaskSpec
 
 MAX_MASK_PIXELS = 40_000_000   # lesion masks of larger originals are written at a reduced integer scale
 
-# RGB colours per lesion label value for overlays (0 = background).
-LESION_COLOURS = np.array([(0, 0, 0), (255, 230, 0), (255, 255, 255), (0, 255, 255), (255, 0, 160)], np.uint8)
+# RGB colours per lesion label value for overlays (0 = background): EX, SE, MA, HE from the Okabe–Ito
+# palette (Okabe & Ito 2008, designed to stay apart for protan, deutan and tritan viewers): orange, white,
+# sky blue, and its blue darkened (0,114,178 → 0,90,180) so it stays apart from sky blue for a tritan
+# viewer. The optic disc ring is black, a colour of its own. Each pair of the five differs by CIEDE2000
+# ΔE ≥ 25 under protanopia, deuteranopia and tritanopia (Machado 2009), and each stands out from the
+# retina's orange-red (tests/station/test_station_colours.py measures it).
+LESION_COLOURS = np.array([(0, 0, 0), (230, 159, 0), (255, 255, 255), (86, 180, 233), (0, 90, 180)], np.uint8)
+DISC_COLOUR = (0, 0, 0)
+LESION_FILL_ALPHA = 0.25          # a light fill, so the lesion under it stays visible; its outline is opaque
+
+
+def lesion_outline(on: np.ndarray, width: int = 2) -> np.ndarray:
+    """The ring of pixels just outside the ``on`` region (``width`` px): a lesion's outline that covers
+    none of the lesion itself."""
+    if not on.any():
+        return np.zeros_like(on, bool)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
+    return cv2.dilate(on.astype(np.uint8), kernel).astype(bool) & ~on
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -222,13 +238,13 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def overlay(rgb: np.ndarray, labels: np.ndarray, geometry: Geometry, task: TaskSpec, alpha: float = 0.6,
+def overlay(rgb: np.ndarray, labels: np.ndarray, geometry: Geometry, task: TaskSpec, alpha: float = LESION_FILL_ALPHA,
             findings: dict[str, LesionFinding] | None = None, legend: bool = False,
             disc: OpticDisc | None = None) -> np.ndarray:
     """Draw model-space ``labels`` onto ``rgb`` (the original image at any uniform scale).
 
-    Lesion pixels are blended with their class colour, the field of view is outlined, the optic
-    ``disc`` (when given) is ringed in white with a cross at its centre, and (``legend``) a band
+    Lesion pixels are lightly blended with their class colour and outlined in it, the field of view is
+    outlined, the optic ``disc`` (when given) is ringed in :data:`DISC_COLOUR` with a cross at its centre, and (``legend``) a band
     under the picture names each colour with its lesion count when ``findings`` are given.
     Returns a new RGB uint8 array (taller than ``rgb`` with a legend).
     """
@@ -237,6 +253,8 @@ def overlay(rgb: np.ndarray, labels: np.ndarray, geometry: Geometry, task: TaskS
     out = rgb.copy()
     hit = full > 0
     out[hit] = (alpha * LESION_COLOURS[full[hit]] + (1 - alpha) * rgb[hit]).astype(np.uint8)
+    for label in np.unique(full[hit]):
+        out[lesion_outline(full == label, max(1, w // 800))] = LESION_COLOURS[label]
     if geometry.fov.found:
         s = w / geometry.original_size[1]
         fov = geometry.fov.rescale(s, s)
@@ -245,8 +263,8 @@ def overlay(rgb: np.ndarray, labels: np.ndarray, geometry: Geometry, task: TaskS
     if disc is not None:
         s = w / geometry.original_size[1]
         centre, radius, thick = (round(disc.x * s), round(disc.y * s)), max(3, round(disc.radius * s)), max(2, w // 400)
-        cv2.circle(out, centre, radius, (255, 255, 255), thick, cv2.LINE_AA)
-        cv2.drawMarker(out, centre, (255, 255, 255), cv2.MARKER_CROSS, max(5, radius // 2), thick, cv2.LINE_AA)
+        cv2.circle(out, centre, radius, DISC_COLOUR, thick, cv2.LINE_AA)
+        cv2.drawMarker(out, centre, DISC_COLOUR, cv2.MARKER_CROSS, max(5, radius // 2), thick, cv2.LINE_AA)
 
     return np.vstack([out, legend_band(w, task, findings)]) if legend else out
 

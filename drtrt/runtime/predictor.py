@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from drtrt.errors import ConfigError, DrtrtError, ImageError, ServerUnavailable
+from drtrt.messages import to_record
 from drtrt.model_info import grade_calibration
 from drtrt.preprocess import Geometry, OpticDisc, decode_image, locate_disc, preprocess_rgb
 from drtrt.preprocess.dicom import dicom_info
@@ -53,7 +54,7 @@ class ScreeningResult:
     geometry: Geometry | None = None
     disc: OpticDisc | None = None                 # the optic disc and the eye it implies (gradable photos)
     macula: MaculaAssessment | None = None        # fovea and maculopathy M1/M0/not assessed (graded photos)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)   # drtrt.messages.message() where built with values
     batch_size: int = 0                           # images in the forward pass this one rode in
     labels: np.ndarray | None = None              # model-space lesion label map (keep_arrays)
     rgb: np.ndarray | None = None                 # decoded image (maybe reduced scale), for overlays
@@ -73,7 +74,7 @@ class ScreeningResult:
             "field_of_view": None if self.geometry is None else self.geometry.fov.to_dict(),
             "disc": None if self.disc is None else self.disc.to_dict(),
             "macula": None if self.macula is None else self.macula.to_dict(),
-            "warnings": list(self.warnings),
+            **to_record(self.warnings),
             "original_size": None if self.geometry is None else list(self.geometry.original_size),
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
             **({"dicom": self.dicom} if self.dicom else {}),

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from babel.support import NullTranslations, Translations
 
+from drtrt.messages import Message
+
 LOCALE_DIR = Path(__file__).parent / "locale"
 LANGUAGES = {"en": "English", "es": "Español"}
 DEFAULT = "en"
@@ -47,18 +49,36 @@ def pick(requested: str | None, accept_language: str | None) -> str:
     return DEFAULT
 
 
+def translate(t: NullTranslations, text: str | None) -> str | None:
+    """``text`` in ``t``'s language: a :class:`~drtrt.messages.Message` by its template, its word values
+    translated too; plain text by itself (English when the catalog does not have it: old records)."""
+    if isinstance(text, Message):
+        values = {k: t.gettext(v) if isinstance(v, str) else v for k, v in text.values.items()}
+        try:
+            return t.gettext(text.template) % values
+        except (KeyError, ValueError, TypeError):       # a translation whose placeholders do not fit
+            return str(text)
+    return t.gettext(text) if text else text
+
+
 def catalog_template():
-    """Every string to translate, as a Babel catalog: ``_()`` in the station's templates and code, and
-    :func:`runtime_messages`."""
+    """Every string to translate, as a Babel catalog: ``_()`` in the station's templates and code, an
+    ``HTTPException``'s detail there, ``message()`` anywhere in the package, and :func:`runtime_messages`."""
     from babel.messages.catalog import Catalog
-    from babel.messages.extract import extract_from_dir
+    from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
 
     station = Path(__file__).parent
     methods = [("templates/**.html", "jinja2"), ("**.py", "python")]
     options = {"templates/**.html": {"extensions": "jinja2.ext.i18n"}}
     catalog = Catalog(project="drtrt station", domain="drtrt")
-    for filename, lineno, message, comments, context in extract_from_dir(station, methods, options):
+    keywords = {**DEFAULT_KEYWORDS, "HTTPException": (2,)}       # an error page's detail is shown too
+    for filename, lineno, message, comments, context in extract_from_dir(station, methods, options, keywords):
         catalog.add(message, None, [(filename, lineno)], auto_comments=comments, context=context)
+    package = station.parent
+    for filename, lineno, message, comments, context in extract_from_dir(
+            package, [("**.py", "python")], keywords={"message": None}, comment_tags=()):
+        if isinstance(message, str):
+            catalog.add(message, None, [(f"drtrt/{filename}", lineno)])
     for text in runtime_messages():
         catalog.add(text, None, [("drtrt/runtime", 0)])
     return catalog
@@ -74,10 +94,19 @@ def runtime_messages() -> list[str]:
     from drtrt.clinic import verdicts as V
     from drtrt.clinic.pathways import BUILT_IN
     from drtrt.runtime.quality import ADVICE
+    from drtrt.task import TaskSpec
 
     verdicts = [V.LABELS[v] for v in (*V.VERDICTS, V.NOT_PHOTOGRAPHED, V.SCREENING)]
+    verdicts += [V.PROVISIONAL, V.NO_DR_SEEN, V.NO_REFERABLE_DR_SEEN]     # an unvalidated model's words
     words = [w for pathway in BUILT_IN.values() for w in pathway.all_words()]
-    return list(dict.fromkeys([*verdicts, *words, *ADVICE.values(), *OPERATOR_ERRORS]))
+    task = TaskSpec()
+    names = [*task.grade_names, *task.lesion_long_names]
+    return list(dict.fromkeys([*verdicts, *words, *ADVICE.values(), *OPERATOR_ERRORS, *names, *VALUE_WORDS]))
+
+
+VALUE_WORDS = ("right", "left", "disc", "macula", *(f"{eye}/{field}" for eye in ("right", "left")
+                                                   for field in ("any", "disc", "macula")))
+"""Values that are words, translated where a message fills them in: eyes, fields, a slot's name."""
 
 
 OPERATOR_ERRORS = (

@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from starlette.exceptions import HTTPException
 
 from drtrt.fileio import atomic_write
-from drtrt.runtime.postprocess import LESION_COLOURS
+from drtrt.runtime.postprocess import DISC_COLOUR, LESION_COLOURS, LESION_FILL_ALPHA, lesion_outline
 from drtrt.station.worker import StationWorker
 from drtrt.task import TaskSpec
 
@@ -23,10 +23,17 @@ LAYER = re.compile(r"layer-([A-Za-z0-9]{1,8})\.png")
 VIEW_SIDE = 1024
 
 
+def css_colour(rgb) -> str:
+    return "#%02x%02x%02x" % tuple(int(v) for v in rgb)
+
+
 def lesion_colours(task: TaskSpec) -> dict[str, str]:
     """Each lesion code's layer colour as CSS, so the page's toggles match the layers."""
-    return {code: "#%02x%02x%02x" % tuple(int(v) for v in LESION_COLOURS[task.label(code)])
-            for code in task.lesion_codes}
+    return {code: css_colour(LESION_COLOURS[task.label(code)]) for code in task.lesion_codes}
+
+
+DISC_CSS = css_colour(DISC_COLOUR)
+"""The optic disc ring's colour (station.css draws the ring in it)."""
 
 
 def photo_path(data_dir: Path, sha: str) -> Path:
@@ -54,9 +61,21 @@ def view_jpeg(data_dir: Path, sha: str, photo: Path) -> Path:
     return target
 
 
+def layer_bgra(mask: np.ndarray, label: int) -> np.ndarray:
+    """Label ``label`` of a label map as a BGRA layer: a light tint over the lesion (it stays visible
+    under it), an opaque outline in its colour just outside it, transparent elsewhere."""
+    layer = np.zeros((*mask.shape[:2], 4), np.uint8)
+    on = mask == label
+    r, g, b = (int(v) for v in LESION_COLOURS[label])
+    layer[on] = (b, g, r, round(255 * LESION_FILL_ALPHA))
+    layer[lesion_outline(on, max(1, mask.shape[1] // 500))] = (b, g, r, 255)
+    return layer
+
+
 def lesion_layer(worker: StationWorker, data_dir: Path, sha: str, photo: Path, label: int) -> Path | None:
-    """One lesion type's pixels, coloured, transparent elsewhere, at the view's size (PNG, cached)."""
-    target = data_dir / "cache" / f"{sha}-layer{label}.png"
+    """One lesion type at the view's size (PNG, cached): its pixels lightly tinted, so the lesion shows
+    through, and outlined in its colour; transparent elsewhere."""
+    target = data_dir / "cache" / f"{sha}-outline{label}.png"
     if target.exists():
         return target
     rows = worker.store.rows([str(photo)])
@@ -72,11 +91,6 @@ def lesion_layer(worker: StationWorker, data_dir: Path, sha: str, photo: Path, l
     if view is None:
         return None
     h, w = view.shape[:2]
-    mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
-    layer = np.zeros((h, w, 4), np.uint8)
-    on = mask == label
-    r, g, b = (int(v) for v in LESION_COLOURS[label])
-    layer[on] = (b, g, r, 230)
-    ok, png = cv2.imencode(".png", layer)
+    ok, png = cv2.imencode(".png", layer_bgra(cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST), label))
     atomic_write(target, png.tobytes())
     return target

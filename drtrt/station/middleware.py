@@ -10,6 +10,7 @@ needs no login.
 from __future__ import annotations
 
 import html
+from http import HTTPStatus
 
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -18,6 +19,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from drtrt.station import i18n
 from drtrt.station.security import PinGuard, csrf_ok, csrf_token
 
 LOGIN_PATH = "/login"
@@ -27,6 +29,8 @@ container's health check, the language switch, and the scripts, styles and icon 
 _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
         "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 
+_STATUS_CODES = {status.value for status in HTTPStatus}
+
 
 def is_open(path: str) -> bool:
     """``path`` is in :data:`OPEN_PATHS`: it needs no login."""
@@ -34,11 +38,24 @@ def is_open(path: str) -> bool:
 
 
 async def http_error_page(request: Request, exc: HTTPException) -> Response:
-    """A redirect as it is; any other refusal as a bare page that says why (no traceback, no path)."""
+    """A redirect as it is; any other refusal as a bare page that says why, in the operator's language
+    (no traceback, no path). The page stands alone — it may answer before any session or template."""
     if exc.status_code in (301, 302, 303, 307) and exc.headers:
         return Response(status_code=exc.status_code, headers=exc.headers)
-    return HTMLResponse(f"<!DOCTYPE html><title>{exc.status_code}</title><p>{html.escape(str(exc.detail or ''))}</p>",
-                        status_code=exc.status_code)
+    language = i18n.pick(request.cookies.get("lang"), request.headers.get("accept-language"))
+    _ = i18n.translations(language).gettext
+    titles = {400: _("This request cannot be used"), 403: _("Refused"), 404: _("Not found"),
+              405: _("This action is not possible here"), 413: _("The file is too large")}
+    title = titles.get(exc.status_code, _("Something went wrong"))
+    detail = str(exc.detail or "")
+    plain = detail == HTTPStatus(exc.status_code).phrase if exc.status_code in _STATUS_CODES else not detail
+    why = "" if plain else f"<p>{html.escape(_(detail))}</p>"
+    back = _("Back to today")
+    page = (f'<!DOCTYPE html><html lang="{language}"><head><meta charset="utf-8"><title>{exc.status_code} · '
+            f'{html.escape(title)}</title><link rel="stylesheet" href="/static/station.css"></head><body><main>'
+            f'<section class="card narrow"><h1>{html.escape(title)}</h1>{why}<p><a href="/">'
+            f'{html.escape(back)}</a></p></section></main></body></html>')
+    return HTMLResponse(page, status_code=exc.status_code)
 
 
 def _has_route(scope: Scope) -> bool:
@@ -82,7 +99,7 @@ class OperatorGuard:
     async def _check(self, request: Request) -> None:
         """Raises what the request is refused with: the way to the login page, 413 or 403."""
         if self.pins is not None and not request.session.get("operator") and not is_open(request.url.path):
-            raise HTTPException(303, headers={"Location": LOGIN_PATH})
+            raise HTTPException(303, headers=dict(Location=LOGIN_PATH))
         if request.method == "POST":
             request.state.form = await self._checked_form(request)
 
@@ -105,12 +122,12 @@ class SecurityHeaders:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
+        async def send_with_headers(event: Message) -> None:
+            if event["type"] == "http.response.start":
+                headers = list(event.get("headers", []))
                 headers += [(b"content-security-policy", _CSP.encode()), (b"x-content-type-options", b"nosniff"),
                             (b"referrer-policy", b"no-referrer"), (b"cache-control", b"no-store")]
-                message = {**message, "headers": headers}
-            await send(message)
+                event = {**event, "headers": headers}
+            await send(event)
 
         await self.app(scope, receive, send_with_headers)

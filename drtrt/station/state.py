@@ -7,6 +7,7 @@ The handlers are plain module-level functions that find all of it through the re
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class Templates:
                               extensions=["jinja2.ext.i18n"])
             env.install_gettext_translations(i18n.translations(language), newstyle=True)
             env.filters["when"] = local_time
+            env.globals["tr"] = functools.partial(i18n.translate, i18n.translations(language))  # runtime text
             env.globals["verdict_class"] = tone          # one mapping of verdict → colour, the reports' too
             self._by_language[language] = env
         return self._by_language[language]

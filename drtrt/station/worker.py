@@ -29,6 +29,7 @@ from pathlib import Path
 
 from drtrt.errors import ConfigError, DataError
 from drtrt.fileio import atomic_write
+from drtrt.messages import message
 from drtrt.clinic.patients import Assignment
 from drtrt.clinic.session import MAX_FILE_BYTES, ScreeningSession, SessionConfig
 from drtrt.clinic.store import SessionRow
@@ -182,7 +183,7 @@ class StationWorker:
                     continue
                 data = path.read_bytes()
             except OSError as exc:
-                self._notice(path.name, f"cannot read the camera's file ({exc.strerror or exc})")
+                self._notice(path.name, message("cannot read the camera's file (%(why)s)", why=exc.strerror or str(exc)))
                 continue
             sha = hashlib.sha256(data).hexdigest()
             before = (path.name, stat.st_size, stat.st_mtime_ns) in self._before
@@ -195,7 +196,7 @@ class StationWorker:
                 continue
             try:
                 slot = self.take(data, visit_id, source=f"camera:{path.name}")
-                self._notice(path.name, f"→ {slot}")
+                self._notice(path.name, message("→ %(slot)s", slot=slot))
             except ConfigError as exc:           # shown on the visit's page too: the operator must act
                 self._notice(path.name, str(exc), visit_id)
             self.book.mark_camera_file(path.name, stat.st_size, stat.st_mtime_ns, sha)
@@ -250,7 +251,8 @@ class StationWorker:
         self.changed()
 
     def _notice(self, name: str, message: str, visit_id: int | None = None) -> None:
-        """``message``: the English text (pages translate it); ``name``: the camera's file name."""
+        """``message``: the English text, a :class:`~drtrt.messages.Message` where built with values (pages
+        translate it); ``name``: the camera's file name."""
         self.notices.appendleft((time.time(), name, message, visit_id))
         self.changed()
 

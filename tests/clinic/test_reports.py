@@ -170,7 +170,7 @@ def test_overlay_rings_the_optic_disc():
     import numpy as np
 
     from drtrt.preprocess import FieldOfView, Geometry, OpticDisc
-    from drtrt.runtime.postprocess import overlay
+    from drtrt.runtime.postprocess import DISC_COLOUR, overlay
 
     task = TaskSpec()
     rgb = np.full((400, 600, 3), 40, np.uint8)
@@ -182,4 +182,4 @@ def test_overlay_rings_the_optic_disc():
     ys, xs = np.nonzero(ring)
     assert ring[200, 450] and abs(xs.mean() - 450) < 3 and abs(ys.mean() - 200) < 3     # centred on the disc
     assert xs.max() - xs.min() == pytest.approx(40, abs=8)                 # radius 40 at half scale, plus the line
-    assert (marked[ring] >= 200).all(axis=1).mean() > 0.3                               # drawn in white
+    assert (marked[ring] == DISC_COLOUR).all(axis=1).mean() > 0.3                 # drawn in the disc's colour

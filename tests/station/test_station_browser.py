@@ -1,6 +1,7 @@
 """The station in a real browser (headless Chromium driven by Playwright) against the real server
 (`drtrt station` in a subprocess): a full visit as a health worker goes through it, two screens at
-once, the language switch, the print view, and a power cut mid-visit.
+once, the language switch, the print view, and a power cut mid-visit. Every page the tests see is
+checked with axe-core (:func:`assert_accessible`: call it on any page a test adds).
 
 Screenshots of each screen are written to the test's folder; with ``DRTRT_UPDATE_SCREENSHOTS=1``
 they replace ``docs/station/*.png`` (the README shows them).
@@ -27,6 +28,14 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "station"
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
                                 reason="Debian's chromium is not installed (.ci/run installs it)")
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed (test extra)")
+axe_sync = pytest.importorskip("axe_playwright_python.sync_playwright",
+                               reason="axe-playwright-python is not installed (test extra)")
+
+
+def assert_accessible(page, where: str) -> None:
+    """axe-core finds no violation (any impact, its default rules) on ``page`` as it is now."""
+    results = axe_sync.Axe().run(page)
+    assert results.violations_count == 0, f"{where}: {results.generate_report()}"
 
 
 def _free_port() -> int:
@@ -38,8 +47,8 @@ def _free_port() -> int:
 class Server:
     """`drtrt station` as a clinic starts it, on a free localhost port."""
 
-    def __init__(self, model: Path, data: Path, camera: Path, log: Path) -> None:
-        self.model, self.data, self.camera, self.log = model, data, camera, log
+    def __init__(self, model: Path, data: Path, camera: Path, log: Path, pin: str | None = None) -> None:
+        self.model, self.data, self.camera, self.log, self.pin = model, data, camera, log, pin
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -47,7 +56,7 @@ class Server:
     def start(self) -> None:
         command = [sys.executable, "-m", "drtrt.cli", "station", "--model", str(self.model), "--data-dir",
                    str(self.data), "--camera-dir", str(self.camera), "--port", str(self.port), "--poll", "0.1",
-                   "--settle", "0.3"]
+                   "--settle", "0.3", *(["--pin", self.pin] if self.pin else [])]
         self.process = subprocess.Popen(command, stdout=self.log.open("a"), stderr=subprocess.STDOUT)
         wait_for(self._up, timeout=90, what=f"the station on {self.url} (log: {self.log})")
 
@@ -99,6 +108,7 @@ def test_a_day_at_the_station_in_a_browser(server, fundus_photos, tmp_path):
         page.goto(server.url + "/")
         assert page.locator("#model-banner").is_visible()                 # not a validated model: said first
         page.screenshot(path=str(shots / "dashboard-empty.png"))
+        assert_accessible(page, "the empty dashboard")
 
         # register the patient and start the visit
         page.click("#nav-new")
@@ -106,6 +116,7 @@ def test_a_day_at_the_station_in_a_browser(server, fundus_photos, tmp_path):
         page.fill("input[name=name]", "Ana Pérez")
         page.fill("input[name=birth_date]", "1961-03-04")
         page.screenshot(path=str(shots / "new-patient.png"))
+        assert_accessible(page, "the new patient form")
         page.click("#register button[type=submit]")
         page.wait_for_url("**/visits/*")
         visit_url = page.url
@@ -118,6 +129,7 @@ def test_a_day_at_the_station_in_a_browser(server, fundus_photos, tmp_path):
         right = page.locator("#slot-right-any").inner_text()
         assert "Blurred" in right and "refocus, hold still and retake" in right
         page.screenshot(path=str(shots / "visit-blurred.png"), full_page=True)
+        assert_accessible(page, "a visit with a refused photo")
 
         # the retake replaces it in the checklist, visibly
         shutil.copy(fundus_photos["good0"], server.camera / "IMG_0002.JPG")
@@ -139,6 +151,7 @@ def test_a_day_at_the_station_in_a_browser(server, fundus_photos, tmp_path):
         assert page.locator("#verdict").inner_text() == tablet.locator("#verdict").inner_text()
         assert "eye mismatch" not in page.locator("#visit-panel").inner_text()
         page.screenshot(path=str(shots / "visit-complete.png"), full_page=True)
+        assert_accessible(page, "a visit with every photo")
         tablet.close()
 
         # finish: the verdict and the printable report
@@ -149,6 +162,7 @@ def test_a_day_at_the_station_in_a_browser(server, fundus_photos, tmp_path):
         page.emulate_media(media="print")
         assert not page.locator("button[data-print]").is_visible()
         page.screenshot(path=str(shots / "report-print.png"), full_page=True)
+        assert_accessible(page, "the printed report")
         pdf = page.pdf(format="A4")
         assert pdf.startswith(b"%PDF") and len(pdf) > 10_000
         page.emulate_media(media="screen")
@@ -160,6 +174,7 @@ def test_a_day_at_the_station_in_a_browser(server, fundus_photos, tmp_path):
         assert "Paciente P-0042" in page.locator("h1").inner_text()
         assert "NO APTO PARA USO CLÍNICO" in page.locator("#model-banner").inner_text()
         page.screenshot(path=str(shots / "visit-spanish.png"), full_page=True)
+        assert_accessible(page, "a visit in Spanish")
         page.click("#lang-en")
 
         # a second patient, and a power cut in the middle of the visit
@@ -170,6 +185,8 @@ def test_a_day_at_the_station_in_a_browser(server, fundus_photos, tmp_path):
         second = page.url
         shutil.copy(fundus_photos["good2"], server.camera / "IMG_0004.JPG")
         page.wait_for_selector("#slot-right-any[data-state=graded]", timeout=60_000)
+        assert page.locator("#slot-right-any input[data-toggle=EX]").is_checked()     # a new patient: every layer
+        assert "off" not in page.locator('#slot-right-any img.layer[data-code="EX"]').get_attribute("class")
         before = page.locator("#visit-panel").inner_text()
         assert errors == []                  # no script error, no missing file, until the power goes
         server.power_cut()
@@ -181,6 +198,7 @@ def test_a_day_at_the_station_in_a_browser(server, fundus_photos, tmp_path):
         assert page.locator("#fig-done").inner_text() == "1"
         assert page.locator("#fig-ungradable").inner_text() == "25%"     # 1 of the day's 4 photos was refused
         page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
+        assert_accessible(page, "the day's dashboard")
         browser.close()
     assert outside == []                          # every script, style and picture came from the station
     if os.environ.get("DRTRT_UPDATE_SCREENSHOTS") == "1":
@@ -190,11 +208,39 @@ def test_a_day_at_the_station_in_a_browser(server, fundus_photos, tmp_path):
 
 
 
-def _accessible(page, what: str) -> None:
-    """axe-core finds no violation on the page as it is now."""
-    axe = pytest.importorskip("axe_playwright_python.sync_playwright", reason="axe-playwright-python (test extra)")
-    results = axe.Axe().run(page)
-    assert results.violations_count == 0, f"{what}: {results.generate_report()}"
+def test_the_login_and_refusal_pages_are_accessible(tiny_onnx, tmp_path):
+    """The pages a visit does not pass through: the PIN form, a wrong PIN, the error pages (in Spanish too)."""
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    guarded = Server(tiny_onnx, tmp_path / "station", camera, tmp_path / "station.log", pin="4821")
+    guarded.start()
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
+            page = browser.new_context(locale="en-GB").new_page()
+            page.goto(guarded.url + "/")
+            assert page.url.endswith("/login")
+            assert_accessible(page, "the PIN form")
+            page.fill("input[name=pin]", "0000")
+            page.click("button[type=submit]")
+            assert "Wrong PIN" in page.locator("main").inner_text()
+            assert_accessible(page, "a wrong PIN")
+            page.fill("input[name=pin]", "4821")
+            page.click("button[type=submit]")
+            page.wait_for_url(guarded.url + "/")
+            for language in ("en", "es"):
+                page.goto(f"{guarded.url}/lang/{language}?next=/")
+                for path, status in (("/nowhere", 404), ("/visits/999", 404), (f"/image/{'0' * 64}/view.jpg", 404)):
+                    response = page.goto(guarded.url + path)
+                    assert response.status == status, path
+                    assert_accessible(page, f"the {status} page of {path} ({language})")
+            page.evaluate("document.querySelector('main').insertAdjacentHTML('beforeend', "
+                          "'<img src=\"/static/favicon.svg\">')")
+            with pytest.raises(AssertionError, match="image-alt"):     # the check runs, under the page's CSP
+                assert_accessible(page, "a picture without words")
+            browser.close()
+    finally:
+        guarded.stop()
 
 
 def test_retakes_waiting_photos_and_a_known_patient_in_a_browser(server, fundus_photos):
@@ -232,7 +278,7 @@ def test_retakes_waiting_photos_and_a_known_patient_in_a_browser(server, fundus_
         assert "OLD.JPG" in page.locator("#waiting").inner_text()
         assert page.locator("#slot-left-any").get_attribute("data-state") == "missing"     # asked, not attached
         assert page.locator("#reason-right-any").get_attribute("required") is not None    # a retake says why
-        _accessible(page, "a visit with a graded photo and a waiting camera photo")
+        assert_accessible(page, "a visit with a graded photo and a waiting camera photo")
 
         page.select_option("#reason-right-any", "reflection")
         page.click("#retake-right-any button[type=submit]")
@@ -243,11 +289,11 @@ def test_retakes_waiting_photos_and_a_known_patient_in_a_browser(server, fundus_
         assert "grade 2" in right and "reflection" in right and "This result stands" in right
         assert "refer" in page.locator("#verdict").inner_text()
         assert page.locator("#slot-left-any").get_attribute("data-state") == "missing"
-        _accessible(page, "a visit whose referable photo was retaken")
+        assert_accessible(page, "a visit whose referable photo was retaken")
 
         page.goto(server.url + "/")
         assert "OLD.JPG" in page.locator("#waiting").inner_text()
-        _accessible(page, "the day with a waiting camera photo")
+        assert_accessible(page, "the day with a waiting camera photo")
         page.click("#waiting form button[type=submit]")                       # discarded: kept, never taken
         page.wait_for_load_state()
         assert page.locator("#waiting").count() == 0 and (server.camera / "OLD.JPG").is_file()
@@ -258,7 +304,7 @@ def test_retakes_waiting_photos_and_a_known_patient_in_a_browser(server, fundus_
         page.click("#register button[type=submit]")
         page.wait_for_selector("#patient-exists")
         assert "already registered as Rosa Díaz" in page.locator("#patient-exists").inner_text()
-        _accessible(page, "a known patient ID")
+        assert_accessible(page, "a known patient ID")
         page.click("#open-existing button[type=submit]")
         page.wait_for_url("**/visits/*")
         assert "Rosa Díaz" in page.locator("h1").inner_text()

@@ -6,10 +6,20 @@ function paintSwatches(root) {
   root.querySelectorAll(".swatch[data-colour]").forEach(function (el) { el.style.background = el.dataset.colour; });
 }
 
+// Which lesion layers are shown is kept for this visit only (live refreshes keep it); another patient's
+// visit starts with every layer on, and the choices made for other visits are forgotten.
+function layerKey(code) { return "layer:" + window.location.pathname + ":" + code; }
+
+function forgetOtherVisitsLayers() {
+  Object.keys(sessionStorage).forEach(function (key) {
+    if (key.indexOf("layer") === 0 && key.indexOf(layerKey("")) !== 0) { sessionStorage.removeItem(key); }
+  });
+}
+
 function bindToggles(root) {
   root.querySelectorAll("input[data-toggle]").forEach(function (box) {
     var slot = box.closest(".slot, .report-slot");
-    var saved = sessionStorage.getItem("layer-" + box.dataset.toggle);
+    var saved = sessionStorage.getItem(layerKey(box.dataset.toggle));
     if (saved !== null) { box.checked = saved === "on"; }
     function apply() {
       slot.querySelectorAll('.layer[data-code="' + box.dataset.toggle + '"]').forEach(function (layer) {
@@ -17,7 +27,7 @@ function bindToggles(root) {
       });
     }
     box.addEventListener("change", function () {
-      sessionStorage.setItem("layer-" + box.dataset.toggle, box.checked ? "on" : "off");
+      sessionStorage.setItem(layerKey(box.dataset.toggle), box.checked ? "on" : "off");
       apply();
     });
     apply();
@@ -55,6 +65,7 @@ function poll(version) {
 }
 
 document.addEventListener("DOMContentLoaded", function () {
+  forgetOtherVisitsLayers();
   paintSwatches(document);
   bindToggles(document);
   document.querySelectorAll("[data-print]").forEach(function (button) {
