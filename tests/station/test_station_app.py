@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 from station_helpers import csrf_of, wait_for
+from station_helpers import station  # noqa: F401  (the fixture)
 from station_helpers import open_visit as _open_visit
 from station_helpers import slot_state as _state
 from typer.testing import CliRunner

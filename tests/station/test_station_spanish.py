@@ -17,6 +17,7 @@ from html.parser import HTMLParser
 
 import pytest
 from station_helpers import csrf_of, wait_for
+from station_helpers import station  # noqa: F401  (the fixture)
 
 
 pytest.importorskip("starlette", reason="the station needs the station extra (pip install 'drtrt[station]')")

@@ -15,6 +15,7 @@ import time
 import cv2
 import pytest
 from station_helpers import open_visit, slot_state, wait_for
+from station_helpers import station  # noqa: F401  (the fixture)
 
 from drtrt.clinic.verdicts import REFER
 
