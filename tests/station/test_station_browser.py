@@ -310,3 +310,60 @@ def test_retakes_waiting_photos_and_a_known_patient_in_a_browser(server, fundus_
         assert "Rosa Díaz" in page.locator("h1").inner_text()
         assert errors == []
         browser.close()
+
+
+def test_a_returning_patient_gets_this_visits_result_not_last_years(server, fundus_photos):
+    """Issue 22, defect 2: P-0300 was referred at the last visit; at this one the right eye is ungradable.
+    The page, the closed verdict and the session folder's report of this visit say so — last visit's
+    referral is neither reused nor carried over — and last visit's report still refers."""
+    import sqlite3
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
+        page = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB").new_page()
+        page.on("dialog", lambda dialog: dialog.accept())          # "finish the visit anyway?"
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+        def start_visit() -> str:
+            page.goto(server.url + "/patients/new")
+            page.fill("input[name=patient]", "P-0300")
+            page.click("#register button[type=submit]")
+            page.wait_for_url("**/visits/*")
+            return page.url
+
+        first = start_visit()
+        shutil.copy(fundus_photos["good0"], server.camera / "IMG_0300.JPG")
+        page.wait_for_selector("#slot-right-any[data-state=graded]", timeout=60_000)
+        sha = page.locator("#slot-right-any .picture").get_attribute("data-sha")
+        server.stop()                                  # made referable in the store: the demo model grades 0
+        with sqlite3.connect(server.data / "session.db") as db:
+            db.execute("UPDATE images SET record=json_set(record, '$.grade', 2, '$.referable', json('true')) "
+                       "WHERE sha256=?", (sha,))
+        server.start()
+        page.goto(first)
+        page.click("#close button[type=submit]")
+        page.wait_for_url("**/report")
+        assert page.locator("#report-verdict").inner_text().startswith("refer")
+
+        second = start_visit()
+        assert second != first
+        assert "refer" not in page.locator("#verdict").inner_text()           # nothing carried over
+        shutil.copy(fundus_photos["blurred"], server.camera / "IMG_0301.JPG")
+        page.wait_for_selector("#slot-right-any[data-state=retake]", timeout=60_000)
+        page.click("#retake-left-any button[type=submit]")            # the left eye next
+        page.wait_for_selector("#slot-left-any.target")
+        shutil.copy(fundus_photos["left"], server.camera / "IMG_0302.JPG")
+        page.wait_for_selector("#slot-left-any[data-state=graded]", timeout=60_000)
+        assert_accessible(page, "a returning patient's new visit")
+        page.click("#close button[type=submit]")
+        page.wait_for_url("**/report")
+        verdict = page.locator("#report-verdict").inner_text()
+        assert verdict.startswith("ungradable") and "refer urgently" not in verdict
+        assert "provisional" in page.locator("#report-provisional").inner_text()
+        assert errors == []
+        browser.close()
+    reports = server.data / "reports"
+    last, this = (reports / f"patient-P-0300-visit-{url.rsplit('/', 1)[1]}.html" for url in (first, second))
+    assert '<div class="verdict refer">refer</div>' in last.read_text()
+    assert '<div class="verdict retake">ungradable — retake or refer' in this.read_text()
