@@ -165,6 +165,8 @@ META_KEYS = {key.name: key for key in (
     MetaKey("created", "when the session was bound to its model (UTC)"),
     MetaKey("task", "the model's task vocabulary: grade and lesion names", json=True),
     MetaKey("validation", "the model's validation record ('' when it has none: results are provisional)"),
+    MetaKey("model_gate", "the model's accuracy check against its reference: status (passed | failed | unchecked "
+                          "| never_checked), reason, allowed (screened with --allow-unchecked-model)", json=True),
     MetaKey("pathway", "the referral pathway the session words its verdicts in", json=True),
     MetaKey("session_id", "the session's random ID, the root of every UID it makes"),
     MetaKey("station_active_visit", "the visit at the station's camera"),

@@ -36,6 +36,7 @@ from drtrt.clinic.store import FileEntry, SessionRow, SessionStore
 from drtrt.clinic.verdicts import provisional
 from drtrt.clinic.visits import VisitBook
 from drtrt.errors import ConfigError, DrtrtError
+from drtrt.model_info import require_checked
 from drtrt.runtime.predictor import Predictor, ScreeningResult
 from drtrt.runtime.quality import QualityConfig
 from drtrt.runtime.registry import is_model_url
@@ -54,7 +55,10 @@ class SessionConfig:
     summary reports (session folder only). pathway: icdr | nhs | a pathway YAML file, kept by the
     session for its verdict words (None: the one the session has, icdr for a new one). workers:
     batches in flight against a served model (``triton://``): prepared, sent and answered
-    concurrently, committed in order; a local model runs one batch at a time."""
+    concurrently, committed in order; a local model runs one batch at a time.
+    allow_unchecked_model: screen with a model whose accuracy check against its reference failed or
+    never ran (``--allow-unchecked-model``; refused otherwise, :func:`drtrt.model_info.require_checked`);
+    the session keeps its status (``model_gate``) and every report's banner says it."""
 
     backend: str = "auto"
     providers: tuple[str, ...] | None = None
@@ -64,6 +68,7 @@ class SessionConfig:
     quality: QualityConfig = QualityConfig()
     pathway: str | None = None
     workers: int = 1
+    allow_unchecked_model: bool = False
 
 
 class ScreeningSession:
@@ -87,6 +92,7 @@ class ScreeningSession:
                               "a local model runs one batch at a time: use --batch-size")
         self.predictor = Predictor(model, cfg.backend, cfg.providers, cfg.batch_size, cfg.quality)
         try:
+            self.model_gate = require_checked(self.predictor.info, str(model), cfg.allow_unchecked_model)
             self.store = SessionStore(self.out / "session.db" if self.out else None)   # creates and locks out/
             if self.out is not None:
                 remove_stale_temp_files(self.out)
@@ -97,6 +103,7 @@ class ScreeningSession:
             self.model_sha256 = self.predictor.runner.model_sha256()
             self.store.bind_model(self.model_sha256, self.predictor.runner.name, self.predictor.task)
             self._keep_model_validation()
+            self.store.set_meta("model_gate", {**self.model_gate.to_dict(), "allowed": not self.model_gate.passed})
             if pathway is not None:
                 keep_pathway(self.store, pathway)
         except BaseException:
@@ -389,5 +396,8 @@ def screen_images(paths: Sequence[str | os.PathLike], model: str | os.PathLike, 
         session.flush()
         session.write_reports()
         unvalidated = provisional(session.store.meta())
+    gate = session.model_gate
+    said = [] if gate.passed else [f"{model} {gate.reason}; screened anyway (--allow-unchecked-model): every "
+                                   "report says so"]
     return ScreeningRun(rows, session.predictor.task, session.screened, session.already_done,
-                        list(session.predictor.notes), unvalidated)
+                        said + list(session.predictor.notes), unvalidated)

@@ -65,13 +65,15 @@ def dicom_source(record: dict) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class ModelIdentity:
-    """The model that made the results. validation: the model's validation record (None: not validated)."""
+    """The model that made the results. validation: the model's validation record (None: not validated).
+    gate: the session's ``model_gate`` (JSON: the model's accuracy check; "" for a session from before it)."""
 
     name: str
     sha256: str
     software: str
     validation: str | None
     task: TaskSpec
+    gate: str = ""
 
     @property
     def validated(self) -> bool:
@@ -80,8 +82,12 @@ class ModelIdentity:
     @property
     def statement(self) -> str:
         """What a reader must know about the model: the report's banner, or its validation record."""
-        meta = {"model_name": self.name, "model_sha256": self.sha256, "validation": self.validation or ""}
-        return model_banner(meta) or f"validated clinical model: {self.validation}"
+        meta = {"model_name": self.name, "model_sha256": self.sha256, "validation": self.validation or "",
+                "model_gate": self.gate}
+        banner = model_banner(meta)
+        if not self.validation:
+            return banner or ""
+        return (f"{banner} · " if banner else "") + f"validated clinical model: {self.validation}"
 
 
 @dataclass
@@ -159,7 +165,7 @@ class PatientResult:
 def model_identity(store: SessionStore) -> ModelIdentity:
     meta = store.meta()
     return ModelIdentity(meta.get("model_name", "?"), meta.get("model_sha256", ""), __version__,
-                         meta.get("validation") or None, store.task())
+                         meta.get("validation") or None, store.task(), meta.get("model_gate", ""))
 
 
 def _dicom_date(stamp: str) -> tuple[str, str]:
