@@ -131,6 +131,11 @@ class GateStatus:
     def to_dict(self) -> dict[str, str]:
         return {"status": self.status, "reason": self.reason}
 
+    def notes(self, source: str) -> list[str]:
+        """What to say when ``source`` is used anyway (``--allow-unchecked-model``): nothing when it passed."""
+        return [] if self.passed else [f"{source} {self.reason}; used anyway (--allow-unchecked-model): every "
+                                       "report says so"]
+
 
 _REFERENCES = {"pytorch": "its PyTorch checkpoint", "fp32": "its FP32 reference"}
 

@@ -55,10 +55,8 @@ class SessionConfig:
     summary reports (session folder only). pathway: icdr | nhs | a pathway YAML file, kept by the
     session for its verdict words (None: the one the session has, icdr for a new one). workers:
     batches in flight against a served model (``triton://``): prepared, sent and answered
-    concurrently, committed in order; a local model runs one batch at a time.
-    allow_unchecked_model: screen with a model whose accuracy check against its reference failed or
-    never ran (``--allow-unchecked-model``; refused otherwise, :func:`drtrt.model_info.require_checked`);
-    the session keeps its status (``model_gate``) and every report's banner says it."""
+    concurrently, committed in order; a local model runs one batch at a time. allow_unchecked_model: use a
+    model whose accuracy check failed or never ran (:func:`~drtrt.model_info.require_checked`; meta ``model_gate``)."""
 
     backend: str = "auto"
     providers: tuple[str, ...] | None = None
@@ -396,8 +394,5 @@ def screen_images(paths: Sequence[str | os.PathLike], model: str | os.PathLike, 
         session.flush()
         session.write_reports()
         unvalidated = provisional(session.store.meta())
-    gate = session.model_gate
-    said = [] if gate.passed else [f"{model} {gate.reason}; screened anyway (--allow-unchecked-model): every "
-                                   "report says so"]
     return ScreeningRun(rows, session.predictor.task, session.screened, session.already_done,
-                        said + list(session.predictor.notes), unvalidated)
+                        session.model_gate.notes(str(model)) + list(session.predictor.notes), unvalidated)

@@ -118,7 +118,7 @@ def test_with_the_flag_a_failed_model_screens_and_every_report_says_so(failed, i
     out = tmp_path / "session"
     proc = drtrt("screen", image, "--model", rejected, "--out", out, "--patient", "P1", "--allow-unchecked-model")
     assert proc.returncode in (0, 3), proc.stderr
-    assert "FAILED its accuracy check" in proc.stderr and "screened anyway" in proc.stderr
+    assert "FAILED its accuracy check" in proc.stderr and "used anyway" in proc.stderr
     headline = "THIS MODEL FAILED ITS ACCURACY CHECK against its reference"
     assert headline in (out / "summary.html").read_text()
     assert headline in next((out / "reports").glob("patient-*.html")).read_text()
@@ -157,7 +157,8 @@ def test_no_gate_models_are_unchecked_or_failed_and_refused(tiny_onnx, photo_roo
     screen = drtrt("screen", image, "--model", unchecked)
     assert screen.returncode == 4 and "was not checked against its FP32 reference" in error_lines(screen)[0]
     failing = tmp_path / "failing.fp16.onnx"          # --no-gate: the check runs and fails, the file keeps its name
-    proc = drtrt("fp16", "--onnx", tiny_onnx, "--out", failing, "--data", photo_root, "--holdout", 4, *FAIL, "--no-gate")
+    proc = drtrt("fp16", "--onnx", tiny_onnx, "--out", failing, "--data", photo_root, "--holdout", 4, *FAIL,
+                 "--no-gate")
     assert proc.returncode == 0 and failing.exists(), proc.stderr
     assert gate_of(failing)["status"] == "failed" and gate_of(failing)["enforced"] is False
     screen = drtrt("screen", image, "--model", failing, "--json")
