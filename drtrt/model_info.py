@@ -4,16 +4,23 @@ Export writes these keys; the runtime reads them back through ONNX Runtime's
 ``custom_metadata_map`` (no ``onnx`` package needed on the device); a checkpoint and an
 engine manifest carry the same keys. Preprocessing and the task vocabulary travel with the
 model, so the runtime can never preprocess or name classes differently from training.
+
+The accuracy check travels the same way: ``drtrt.gate`` holds the verdict of the check of this
+model against its reference (:func:`gate_record`): the FP32 export against PyTorch, an FP16 or INT8
+model against its FP32 source. :func:`gate_status` reads it, and every command that screens, serves
+or bundles a model refuses one whose check failed or never ran (:func:`require_checked`) unless told
+``--allow-unchecked-model``. A model made before drtrt recorded the check has no key: "never checked".
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import math
 from dataclasses import dataclass
 
-from drtrt.errors import ArtefactError, DrtrtError
+from drtrt.errors import ArtefactError, DrtrtError, GateError
 from drtrt.preprocess import PreprocessSpec
 from drtrt.task import TaskSpec
 
@@ -80,10 +87,90 @@ class ModelInfo:
             raise ArtefactError(f"{source} has damaged drtrt metadata ({exc})") from None
 
     def derive(self, precision: str, **extra: str) -> ModelInfo:
-        """This info with a new precision and extra keys added (or replaced); everything else copied."""
-        merged = dict(self.extra)
+        """This info with a new precision and extra keys added (or replaced); everything else copied
+        but the accuracy check (``gate``): a derived model is another model, and the check of the model
+        it came from says nothing about it — it has one only when ``extra`` gives one."""
+        merged = {k: v for k, v in self.extra if k != GATE_KEY}
         merged.update(extra)
         return dataclasses.replace(self, precision=precision, extra=tuple(sorted(merged.items())))
+
+
+# -- the accuracy check against the reference ------------------------------------------------------------
+
+GATE_KEY = "gate"
+"""``drtrt.gate``: JSON {"status", "against", "reference_sha256", "checks", "date"} (:func:`gate_record`)."""
+GATE_STATUSES = ("passed", "failed", "unchecked")
+NEVER_CHECKED = "never_checked"
+"""The status of a model without ``drtrt.gate`` (made before drtrt recorded the check)."""
+ALLOW_FLAG = "--allow-unchecked-model"
+
+
+def gate_record(status: str, against: str, reference_sha256: str = "", checks: str = "",
+                date: str | None = None, **more: object) -> str:
+    """The ``drtrt.gate`` value: ``status`` (passed | failed | unchecked) of the check against ``against``
+    ("pytorch" for the FP32 export, "fp32" for a converted model), the reference's sha256, one line of
+    what was checked (figures and limits), the UTC date, and ``more`` (e.g. ``enforced``)."""
+    if status not in GATE_STATUSES:
+        raise ValueError(f"gate status {status!r}; expected one of {', '.join(GATE_STATUSES)}")
+    date = date or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return json.dumps({"status": status, "against": against, "reference_sha256": reference_sha256,
+                       "checks": checks, "date": date, **more}, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class GateStatus:
+    """What a model's ``drtrt.gate`` says. status: passed | failed | unchecked | never_checked.
+    reason: one line for a person ("failed its accuracy check against its FP32 reference (...)")."""
+
+    status: str
+    reason: str
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"status": self.status, "reason": self.reason}
+
+    def notes(self, source: str) -> list[str]:
+        """What to say when ``source`` is used anyway (``--allow-unchecked-model``): nothing when it passed."""
+        return [] if self.passed else [f"{source} {self.reason}; used anyway (--allow-unchecked-model): every "
+                                       "report says so"]
+
+
+_REFERENCES = {"pytorch": "its PyTorch checkpoint", "fp32": "its FP32 reference"}
+
+
+def gate_status(info: ModelInfo) -> GateStatus:
+    """The accuracy check ``info``'s model carries (see :func:`gate_record`), as a status and one line."""
+    text = dict(info.extra).get(GATE_KEY)
+    if text is None:
+        return GateStatus(NEVER_CHECKED, "was never checked against its reference (it carries no record of an "
+                                         "accuracy check: made before drtrt recorded one)")
+    try:
+        record = json.loads(text)
+        status, against = record["status"], _REFERENCES.get(record.get("against"), "its reference")
+        checks, date = str(record.get("checks") or "").strip(), str(record.get("date") or "")[:10]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return GateStatus("unchecked", "carries a damaged accuracy-check record (drtrt.gate), so it counts as "
+                                       "never checked against its reference")
+    detail = f" ({checks}{', ' + date if date else ''})" if checks else (f" ({date})" if date else "")
+    if status == "passed":
+        return GateStatus("passed", f"passed its accuracy check against {against}{detail}")
+    if status == "failed":
+        return GateStatus("failed", f"FAILED its accuracy check against {against}{detail}")
+    return GateStatus("unchecked", f"was not checked against {against}{detail}")
+
+
+def require_checked(info: ModelInfo, source: str, allow: bool, what: str = "screening with it") -> GateStatus:
+    """``info``'s :func:`gate_status`; a one-line :class:`GateError` when its check failed or never ran,
+    unless ``allow`` (the caller's ``--allow-unchecked-model``: it must then say so on every result)."""
+    status = gate_status(info)
+    if status.passed or allow:
+        return status
+    raise GateError(f"{source} {status.reason}; {what} is refused: use a model that passed its check (the FP32 "
+                    "model of drtrt export, or drtrt calibrate / fp16 with held-out images), or pass "
+                    f"{ALLOW_FLAG} to use it anyway, and every result will say so")
 
 
 # -- the grade head's calibration (``drtrt.calibration``) -------------------------------------------------

@@ -9,6 +9,7 @@ drtrt build --onnx "$model" --out "$engine" --if-stale ${DRTRT_PRECISION:+"--$DR
 if [ -d /models/golden ]; then
   drtrt parity --golden /models/golden --candidate "$engine"
 else
-  echo "no /models/golden: the engine is not checked against golden files (drtrt parity --save-golden)" >&2
+  echo "no /models/golden: the engine is not checked against golden files (drtrt parity --save-golden);" \
+       "an engine of another precision than its ONNX is then refused as unchecked" >&2
 fi
 exec drtrt watch /camera --model "$engine" --out /sessions/station "$@"

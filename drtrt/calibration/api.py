@@ -1,9 +1,10 @@
 """The API behind ``drtrt calibrate`` (INT8) and ``drtrt fp16``: convert, then gate against FP32.
 
 Both write the reduced-precision ONNX, judge it on held-out images with ``drtrt parity``'s
-thresholds (:mod:`drtrt.calibration.gate`) and rename it ``<stem>.rejected.onnx`` with a
-:class:`~drtrt.errors.GateError` when it fails, whether the exclusions were given or searched
-(``--auto-exclude``). Needs ``onnx`` and ``onnxruntime``; no torch.
+thresholds (:mod:`drtrt.calibration.gate`), write the verdict into its metadata (``drtrt.gate``:
+passed, failed, or unchecked without held-out images, ``--no-gate`` or not) and rename it
+``<stem>.rejected.onnx`` with a :class:`~drtrt.errors.GateError` when it fails (with ``--gate``),
+whether the exclusions were given or searched (``--auto-exclude``). Needs ``onnx`` and ``onnxruntime``; no torch.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ def calibrate(cfg: CalibrateConfig, on_progress: Progress | None = None,
         record["gate"] = {"enforced": cfg.gate, "passed": report.passed, "too_small": small,
                           "report": json_ready(report.to_dict())}
         result.record.write_text(json.dumps(record, indent=2))
+    gate.record(result.path, report, cfg.onnx, cfg.gate)
     if cfg.gate:
         gate.enforce(report, result.path, "the INT8 model", int8_hint(cfg.method, cfg.auto_exclude))
     return PrecisionRun(result.path, "int8", report, result, warnings)
@@ -152,6 +154,7 @@ def convert_fp16_checked(onnx: str | os.PathLike, out: str | os.PathLike, data: 
     warnings = [] if report else ["no held-out images: the FP16 model was not checked against FP32 (pass --data)"]
     small = gate.too_small(report) if report else None
     warnings += [small] if small else []
+    gate.record(path, report, Path(onnx), enforce)
     if enforce:
         gate.enforce(report, path, "the FP16 model", FP16_HINT)
     return PrecisionRun(path, "fp16", report, warnings=warnings)

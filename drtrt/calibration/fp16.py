@@ -15,8 +15,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from drtrt.calibration.graph import head_nodes, load_onnx, nodes_named, read_info, require_fp32, write_info
-from drtrt.fileio import sha256_file
+from drtrt.calibration.graph import (converted_from, head_nodes, load_onnx, nodes_named, read_info, require_fp32,
+                                    write_info)
 
 DEFAULT_KEEP_FP32_OPS: tuple[str, ...] = ("Softmax", "ReduceMean", "ReduceMax")
 """Op types kept in FP32 on top of ONNX Runtime's own block list (softmax and the attention
@@ -32,7 +32,8 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike,
     float32 as before. Kept in FP32: op types ``keep_fp32_ops`` (plus ONNX Runtime's default
     block list), nodes ``keep_fp32_nodes`` and, with ``keep_heads``, the output heads.
     Metadata: precision "fp16" and ``fp16_kept`` (JSON lists of the FP32 op types and
-    nodes); preprocessing, class names and checkpoint hash are copied from ``src``.
+    nodes); preprocessing, class names and checkpoint hash are copied from ``src``; the accuracy check
+    (``gate``) starts "unchecked".
 
     Raises:
         ArtefactError: ``src`` is missing, unreadable or carries no drtrt metadata.
@@ -55,7 +56,7 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike,
     drop_round_trip_casts(converted)
     OnnxModel.graph_topological_sort(converted.graph)   # the converter appends its input Casts last
     kept = json.dumps({"ops": sorted(set(keep_fp32_ops)), "nodes": sorted(set(nodes))})
-    write_info(converted, info.derive("fp16", fp16_kept=kept, source_sha256=sha256_file(src)))
+    write_info(converted, info.derive("fp16", fp16_kept=kept, **converted_from(src)))
     onnx.checker.check_model(converted)
     dst.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(converted, str(dst))

@@ -7,7 +7,10 @@ with the thresholds of the candidate's precision (:func:`drtrt.verify.thresholds
 grade agreement >= 97 % for INT8, 99 % for FP16, referable agreement >= 99 %, lesion Dice >= 0.95,
 no task metric more than a point down where ground truth exists). So ``drtrt calibrate`` and
 ``drtrt parity`` pass and fail the same models. A candidate that fails is renamed
-``<stem>.rejected.onnx`` (:func:`reject`), so nothing downstream picks it up by mistake.
+``<stem>.rejected.onnx`` (:func:`reject`), so nothing downstream picks it up by mistake, and the
+verdict is written into the model's own metadata first (:func:`record`: ``drtrt.gate`` "passed",
+"failed", or "unchecked" when there were no held-out images), so a copied or renamed file still says
+it; the commands that screen, serve or bundle read it (:func:`drtrt.model_info.require_checked`).
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from drtrt.calibration.graph import load_onnx, read_info, write_info
 from drtrt.calibration.source import CalibrationSet, idrid_samples, select_folder, split_folder
 from drtrt.data.idrid import IdridSample
 from drtrt.errors import ArtefactError, ConfigError, DataError, GateError
+from drtrt.fileio import sha256_file
+from drtrt.model_info import GATE_KEY, gate_record
 from drtrt.runtime.base import Runner
 from drtrt.runtime.backends.ort import OrtRunner
 from drtrt.verify.items import ImageItem, items_from_samples
@@ -125,6 +131,25 @@ def summary(report: CandidateReport) -> str:
 def _failure(check) -> str:
     value = "n/a" if check.value is None else f"{check.value:.4g}"
     return f"{check.name} {value} (needs {check.op} {check.limit:g})"
+
+
+def record(path: Path, report: CandidateReport | None, reference: Path, enforced: bool) -> str:
+    """Write the gate's verdict on the model ``path`` into its metadata (``drtrt.gate``, against the FP32
+    model ``reference``): "passed" / "failed" with :func:`summary`'s figures, "unchecked" without a report
+    (no held-out images). ``enforced``: whether a failure stops the command (``--gate``). Returns the status."""
+    import onnx
+
+    proto = load_onnx(path)
+    info = read_info(proto, str(path))
+    if report is None:
+        status, checks, more = "unchecked", "no held-out images: not compared with FP32", {}
+    else:
+        status, checks = ("passed" if report.passed else "failed"), summary(report)
+        more = {"images": report.agreement.n_images, "too_small": too_small(report) is not None}
+    write_info(proto, info.derive(info.precision, **{GATE_KEY: gate_record(
+        status, "fp32", sha256_file(reference), checks, enforced=enforced, **more)}))
+    onnx.save(proto, str(path))
+    return status
 
 
 def reject(path: Path) -> Path:

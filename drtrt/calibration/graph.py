@@ -8,7 +8,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from drtrt.errors import ArtefactError, ConfigError
-from drtrt.model_info import ModelInfo
+from drtrt.fileio import sha256_file
+from drtrt.model_info import GATE_KEY, ModelInfo, gate_record
 
 
 def load_onnx(path: str | os.PathLike):
@@ -41,6 +42,13 @@ def write_info(proto, info: ModelInfo) -> None:
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
+
+
+def converted_from(src: Path) -> dict[str, str]:
+    """The metadata a model converted from the FP32 model ``src`` starts with: ``source_sha256``, and
+    its accuracy check "unchecked" until its gate runs (:func:`drtrt.calibration.gate.record`)."""
+    sha = sha256_file(src)
+    return {"source_sha256": sha, GATE_KEY: gate_record("unchecked", "fp32", sha, "not checked against FP32")}
 
 
 def require_fp32(info: ModelInfo, path: Path) -> None:

@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from drtrt.calibration.bias_correction import BiasCorrection, correct_biases
-from drtrt.calibration.graph import head_nodes, load_onnx, nodes_named, read_info, require_fp32, write_info
+from drtrt.calibration.graph import (converted_from, head_nodes, load_onnx, nodes_named, read_info, require_fp32,
+                                    write_info)
 from drtrt.calibration.source import RECOMMENDED_IMAGES, CalibrationSet, TensorReader, calibration_set
 from drtrt.errors import ArtefactError, ConfigError
 from drtrt.model_info import ModelInfo
@@ -311,7 +312,7 @@ def calibrate_int8(onnx_in: str | os.PathLike, out: str | os.PathLike,
     Beside ``out`` goes ``<stem>.calibration.json``: images (with sha256), method,
     exclusions, options. Metadata: precision "int8", calibration_method, calibration_images,
     calibration_sha256, calibration_excluded (JSON list), int8_graph_prep, int8_bias_correction
-    (JSON), source_sha256.
+    (JSON), source_sha256, gate "unchecked" (until :func:`drtrt.calibration.gate.record`).
 
     Raises:
         ConfigError: unknown method, unknown node name, or ``onnx_in`` not FP32.
@@ -353,7 +354,7 @@ def calibrate_int8(onnx_in: str | os.PathLike, out: str | os.PathLike,
                                   calibration_sha256=calib.sha256, calibration_excluded=json.dumps(list(excluded)),
                                   int8_graph_prep=json.dumps(prep.names()),
                                   int8_bias_correction=json.dumps(corrected.facts() if corrected else None),
-                                  source_sha256=sha256_file(onnx_in)))
+                                  **converted_from(onnx_in)))
     onnx.checker.check_model(proto)
     onnx.save(proto, str(out))
     record = out.with_suffix(".calibration.json")

@@ -8,7 +8,8 @@ Exit status (also in ``drtrt --help`` and the README), one code per outcome:
       no GPU, an unreachable server (one line on stderr says what to do)
 2     usage error: an unknown option, a missing argument, a value out of range
 3     screened, but not every image was graded (ungradable or unreadable ones)
-4     a gate failed: parity, the precision gate of calibrate/fp16, ``bench --floor``
+4     a gate failed: parity, the precision gate of calibrate/fp16, ``bench --floor``; a
+      model whose accuracy check failed or never ran (``--allow-unchecked-model``)
 70    internal error: a bug in drtrt (set ``DRTRT_DEBUG=1`` for the traceback; please report it)
 130   interrupted (Ctrl-C)
 ====  ==================================================================================
@@ -47,7 +48,7 @@ class ExitCode(IntEnum):
 
 EXIT_CODES_HELP = ("Exit status: 0 done; 1 failed (a file, data, extra, GPU or server problem); 2 usage error; "
                    "3 not every image graded (or, with a patient list, given a patient); 4 a gate failed (parity, "
-                   "precision, --floor); 70 internal error "
+                   "precision, --floor, a model's accuracy check); 70 internal error "
                    "(DRTRT_DEBUG=1 shows the traceback); 130 interrupted.")
 
 app = typer.Typer(name="drtrt", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -209,6 +210,11 @@ def Flag(help: str, *decls: str, **options: Any) -> Any:
 
     """A boolean option (``--x`` or ``--x/--no-x``), shown without a type in the help."""
     return typer.Option(*decls, help=help, metavar="", **options)
+
+
+AllowUncheckedOpt = Annotated[bool, Flag("Use a model whose accuracy check against its reference failed or never "
+                                          "ran (refused otherwise, exit 4); every result and report then says so.",
+                                          "--allow-unchecked-model")]
 
 
 def progress(transient: bool = False):

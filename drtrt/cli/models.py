@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from drtrt.cli.common import Flag, Opt, _Command, app, cli_errors, command, console, err, progress, stage_progress, warn
+from drtrt.cli.common import (AllowUncheckedOpt, Flag, Opt, _Command, app, cli_errors, command, console, err, progress,
+                              stage_progress, warn)
 
 ThresholdOpt = Annotated[Optional[list[str]], Opt("Gate override KEY=VALUE (grade_agreement, referable_agreement, "
                                                   "lesion_dice, metric_drop, logit_rel_delta); repeatable.",
@@ -161,7 +162,8 @@ def bundle(ctx: typer.Context,
                                        "VERSION")] = "6.2",
            config: Annotated[Optional[Path], Opt("Site configuration file to carry.", "FILE")] = None,
            wheels: Annotated[str, Opt("download: drtrt + every dependency for aarch64 (needs internet here); "
-                                      "drtrt: its wheel only; none.", "WHICH")] = "download") -> None:
+                                      "drtrt: its wheel only; none.", "WHICH")] = "download",
+           allow_unchecked_model: AllowUncheckedOpt = False) -> None:
     """Make a bundle (or, with `verify PATH`, check one)."""
     from drtrt.errors import ConfigError
     from drtrt.export.bundle import BundleSpec, make_bundle
@@ -170,7 +172,8 @@ def bundle(ctx: typer.Context,
         return
     if not model or golden is None or out is None:
         raise ConfigError("drtrt bundle needs --model, --golden and --out (or: drtrt bundle verify PATH)")
-    spec = BundleSpec(out=out, models=tuple(model), golden=golden, jetpack=jetpack, config=config, wheels=wheels)
+    spec = BundleSpec(out=out, models=tuple(model), golden=golden, jetpack=jetpack, config=config, wheels=wheels,
+                      allow_unchecked_model=allow_unchecked_model)
     with progress(transient=True) as bars:
         bars.add_task("bundling", total=None, info="")
         path = make_bundle(spec, log=bars.console.print)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from drtrt.cli.common import Opt, command, console
+from drtrt.cli.common import AllowUncheckedOpt, Opt, command, console
 from drtrt.cli.screening import BackendOpt, ModelOpt, PathwayOpt, ProvidersOpt, ValidationOpt
 
 
@@ -20,7 +20,8 @@ def receive(out: Annotated[Path, Opt("Session folder (resumed when it exists); r
             backend: BackendOpt = "auto",
             providers: ProvidersOpt = None,
             pathway: PathwayOpt = None,
-            validation: ValidationOpt = None) -> None:
+            validation: ValidationOpt = None,
+            allow_unchecked_model: AllowUncheckedOpt = False) -> None:
     """Receive photos the camera pushes over DICOM (C-STORE) and screen them; one log line per image.
 
     Accepts Ophthalmic Photography 8-bit, VL Photographic and Secondary Capture images, uncompressed
@@ -32,5 +33,6 @@ def receive(out: Annotated[Path, Opt("Session folder (resumed when it exists); r
     cfg = ReceiveConfig(ae_title=ae_title, host=host, port=port,
                         session=SessionConfig(backend=backend, batch_size=1, pathway=pathway,
                                               providers=tuple(providers.split(",")) if providers else None,
-                                              validation=str(validation) if validation else None))
+                                              validation=str(validation) if validation else None,
+                                              allow_unchecked_model=allow_unchecked_model))
     run_receiver(model, out, cfg, log=lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False))

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from drtrt.cli.common import ExitCode, Flag, Opt, command, console, err, progress, warn
+from drtrt.cli.common import AllowUncheckedOpt, ExitCode, Flag, Opt, command, console, err, progress, warn
 
 
 ModelOpt = Annotated[Path, Opt("Model file: .onnx, .engine (TensorRT) or .pt (parity only); or a model on a "
@@ -42,7 +42,8 @@ def screen(images: Annotated[Optional[list[Path]], typer.Argument(help="Image fi
            workers: Annotated[int, Opt("Requests in flight against a triton:// model (an archive: 4-8).",
                                        "N")] = 1,
            pathway: PathwayOpt = None,
-           validation: ValidationOpt = None) -> None:
+           validation: ValidationOpt = None,
+           allow_unchecked_model: AllowUncheckedOpt = False) -> None:
     """Screen fundus photographs: grade, referable DR, lesions, per-eye and per-patient verdicts.
 
     With --out, a crash-safe session folder: re-run the same command after a crash to finish it.
@@ -63,7 +64,8 @@ def screen(images: Annotated[Optional[list[Path]], typer.Argument(help="Image fi
         warn(f"{hidden} image(s) in subfolders were not screened; add --recursive to include them")
     cfg = SessionConfig(backend=backend, providers=tuple(providers.split(",")) if providers else None,
                         batch_size=batch_size, pathway=pathway, workers=workers,
-                        validation=str(validation) if validation else None)
+                        validation=str(validation) if validation else None,
+                        allow_unchecked_model=allow_unchecked_model)
     with progress(transient=True) as bars:
         task = bars.add_task("screening", total=len(paths), info="")
 
@@ -111,7 +113,8 @@ def watch(folder: Annotated[Path, typer.Argument(help="Folder the fundus camera 
           poll: Annotated[float, Opt("Seconds between folder scans.", "SECONDS")] = 0.5,
           settle: Annotated[float, Opt("Seconds a file must stop growing before it is read.", "SECONDS")] = 1.0,
           pathway: PathwayOpt = None,
-          validation: ValidationOpt = None) -> None:
+          validation: ValidationOpt = None,
+          allow_unchecked_model: AllowUncheckedOpt = False) -> None:
     """Screen images as the camera writes them; one log line per image. Ctrl-C stops cleanly."""
     from drtrt.clinic.patients import Assignment, normalise_eye, validate_patient_id
     from drtrt.clinic.session import SessionConfig
@@ -121,6 +124,7 @@ def watch(folder: Annotated[Path, typer.Argument(help="Folder the fundus camera 
                       default=Assignment(validate_patient_id(patient), normalise_eye(eye)),
                       session=SessionConfig(backend=backend, batch_size=1, pathway=pathway,
                                             providers=tuple(providers.split(",")) if providers else None,
-                                            validation=str(validation) if validation else None))
+                                            validation=str(validation) if validation else None,
+                                            allow_unchecked_model=allow_unchecked_model))
     watch_folder(folder, model, out, cfg, log=lambda line: console.print(line, highlight=False, soft_wrap=True,
                                                                            markup=False))

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-from drtrt.cli.common import Flag, Opt, command, console
+from drtrt.cli.common import AllowUncheckedOpt, Flag, Opt, command, console
 
 
 @command("export-triton")
@@ -37,7 +37,8 @@ def export_triton(out: Annotated[Path, Opt("Repository folder to write (new, or 
                   ensemble: Annotated[bool, Flag("Also write the photo ensemble (raw photo bytes in).",
                                                  "--ensemble/--no-ensemble")] = True,
                   force: Annotated[bool, Flag("Replace OUT when it is a drtrt repository.",
-                                              "--force")] = False) -> None:
+                                              "--force")] = False,
+                  allow_unchecked_model: AllowUncheckedOpt = False) -> None:
     """Write a Triton model repository: the model with config.pbtxt from its own metadata, dynamic
     batching, instance groups, and an ensemble that takes raw photo bytes (drtrt's preprocessing in
     Triton's Python backend). Serve it with tritonserver; screen with --model triton://HOST:8001/NAME."""
@@ -56,7 +57,7 @@ def export_triton(out: Annotated[Path, Opt("Repository folder to write (new, or 
                           preferred=numbers(preferred, "--preferred") or (), queue_delay_us=queue_delay_us,
                           instances=instances, kind=kind, gpus=numbers(gpus, "--gpus") or (), warmup=warmup,
                           ensemble=ensemble, preprocess_instances=preprocess_instances,
-                          command="drtrt " + " ".join(sys.argv[1:]))
+                          command="drtrt " + " ".join(sys.argv[1:]), allow_unchecked_model=allow_unchecked_model)
     repository = write_repository(spec, force=force)
     console.print(repository.summary(), highlight=False, soft_wrap=True)
     console.print(f"serve: tritonserver --model-repository {out}  ·  screen: drtrt screen PHOTOS "

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Optional
 
-from drtrt.cli.common import Opt, command, console
+from drtrt.cli.common import AllowUncheckedOpt, Opt, command, console
 from drtrt.cli.screening import BackendOpt, ModelOpt, PathwayOpt, ProvidersOpt, ValidationOpt
 
 
@@ -36,7 +36,8 @@ def station(model: ModelOpt,
             validation: ValidationOpt = None,
             poll: Annotated[float, Opt("Seconds between camera-folder scans.", "SECONDS")] = 0.5,
             settle: Annotated[float, Opt("Seconds a camera file must stop growing before it is read.",
-                                         "SECONDS")] = 1.0) -> None:
+                                         "SECONDS")] = 1.0,
+            allow_unchecked_model: AllowUncheckedOpt = False) -> None:
     """Serve the screening station: patients, the photos each visit needs, results within seconds, reports."""
     from drtrt.errors import ConfigError
     from drtrt.clinic.session import SessionConfig
@@ -55,7 +56,8 @@ def station(model: ModelOpt,
                               poll_s=poll, settle_s=settle,
                               session=SessionConfig(backend=backend, batch_size=1, pathway=pathway,
                                                     providers=tuple(providers.split(",")) if providers else None,
-                                                    validation=str(validation) if validation else None))
+                                                    validation=str(validation) if validation else None,
+                                                    allow_unchecked_model=allow_unchecked_model))
     sync = None
     if dicomweb or fhir or cstore:
         from drtrt.integration.sync import SyncConfig

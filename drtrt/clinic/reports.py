@@ -190,14 +190,37 @@ def _page(title: str, body: str) -> str:
             f"<body>{body}</body></html>\n")
 
 
+GATE_WARNINGS = {
+    "failed": "THIS MODEL FAILED ITS ACCURACY CHECK against its reference — results are not reliable",
+    "unchecked": "THIS MODEL WAS NOT CHECKED against its reference — results are not reliable",
+    "never_checked": "THIS MODEL WAS NEVER CHECKED against its reference — results are not reliable",
+}
+"""The banner's first words when the session screened with ``--allow-unchecked-model`` (meta ``model_gate``)."""
+
+
+def unchecked_model(meta: dict[str, str]) -> str | None:
+    """The session model's accuracy-check status (meta ``model_gate``) when it is one to warn about
+    (a key of :data:`GATE_WARNINGS`); None when it passed, or for a session from before drtrt kept it."""
+    try:
+        status = json.loads(meta.get("model_gate") or "{}").get("status")
+    except (ValueError, AttributeError):
+        status = "unchecked"
+    return status if status in GATE_WARNINGS else None
+
+
 def model_banner(meta: dict[str, str]) -> str | None:
-    """The warning every page carries unless the session keeps a validation record for its model
+    """The warning every page carries: the model's failed or missing accuracy check (:func:`unchecked_model`,
+    whatever its validation), then, unless the session keeps a validation record for its model
     (:func:`~drtrt.validation_record.validation_of`: a whole record, checked against the model's sha256
-    when the session opened; any other text in its place is none)."""
-    if validation_of(meta) is not None:
-        return None
-    return (f"NOT FOR CLINICAL USE — model {meta.get('model_name', '?')} (sha256 {meta.get('model_sha256', '')[:12]}) "
-            "is not a validated clinical model: a clinician must read every photo")
+    when the session opened; any other text in its place is none), that it is not for clinical use."""
+    parts = []
+    if status := unchecked_model(meta):
+        parts.append(f"{GATE_WARNINGS[status]} (model {meta.get('model_name', '?')})")
+    if validation_of(meta) is None:
+        parts.append(f"NOT FOR CLINICAL USE — model {meta.get('model_name', '?')} (sha256 "
+                     f"{meta.get('model_sha256', '')[:12]}) is not a validated clinical model: a clinician must read "
+                     "every photo")
+    return " · ".join(parts) or None
 
 
 def _banner(meta: dict[str, str]) -> str:

@@ -167,6 +167,8 @@ META_KEYS = {key.name: key for key in (
     MetaKey("validation", "the model's validation record as JSON (drtrt-validation/1, kept only when it names the "
                           "model's sha256; read with drtrt.validation_record.validation_of); '' when it has none, and "
                           "what older sessions kept (free text) counts as none: results are provisional"),
+    MetaKey("model_gate", "the model's accuracy check against its reference: status (passed | failed | unchecked "
+                          "| never_checked), reason, allowed (screened with --allow-unchecked-model)", json=True),
     MetaKey("pathway", "the referral pathway the session words its verdicts in", json=True),
     MetaKey("session_id", "the session's random ID, the root of every UID it makes"),
     MetaKey("station_active_visit", "the visit at the station's camera"),

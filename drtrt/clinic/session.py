@@ -36,6 +36,7 @@ from drtrt.clinic.store import FileEntry, SessionRow, SessionStore
 from drtrt.clinic.verdicts import provisional
 from drtrt.clinic.visits import VisitBook
 from drtrt.errors import ConfigError, DrtrtError
+from drtrt.model_info import require_checked
 from drtrt.runtime.predictor import Predictor, ScreeningResult
 from drtrt.runtime.quality import QualityConfig
 from drtrt.runtime.registry import is_model_url
@@ -56,7 +57,9 @@ class SessionConfig:
     session for its verdict words (None: the one the session has, icdr for a new one). workers:
     batches in flight against a served model (``triton://``): prepared, sent and answered
     concurrently, committed in order; a local model runs one batch at a time. validation: the model's
-    clinical validation record (a JSON file, ``docs/model-trust.md``; None: the one beside the model)."""
+    clinical validation record (a JSON file, ``docs/model-trust.md``; None: the one beside the model).
+    allow_unchecked_model: use a model whose accuracy check failed or never ran
+    (:func:`~drtrt.model_info.require_checked`; meta ``model_gate``)."""
 
     backend: str = "auto"
     providers: tuple[str, ...] | None = None
@@ -67,6 +70,7 @@ class SessionConfig:
     pathway: str | None = None
     workers: int = 1
     validation: str | None = None
+    allow_unchecked_model: bool = False
 
 
 class ScreeningSession:
@@ -90,6 +94,7 @@ class ScreeningSession:
                               "a local model runs one batch at a time: use --batch-size")
         self.predictor = Predictor(model, cfg.backend, cfg.providers, cfg.batch_size, cfg.quality)
         try:
+            self.model_gate = require_checked(self.predictor.info, str(model), cfg.allow_unchecked_model)
             self.store = SessionStore(self.out / "session.db" if self.out else None)   # creates and locks out/
             if self.out is not None:
                 remove_stale_temp_files(self.out)
@@ -100,6 +105,7 @@ class ScreeningSession:
             self.model_sha256 = self.predictor.runner.model_sha256()
             self.store.bind_model(self.model_sha256, self.predictor.runner.name, self.predictor.task)
             self._keep_model_validation(model)
+            self.store.set_meta("model_gate", {**self.model_gate.to_dict(), "allowed": not self.model_gate.passed})
             if pathway is not None:
                 keep_pathway(self.store, pathway)
         except BaseException:
@@ -116,8 +122,7 @@ class ScreeningSession:
         self._preparer = ThreadPoolExecutor(cfg.workers, thread_name_prefix="drtrt-prepare")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="drtrt-write")
         # with workers > 1 the model runs on these threads, each request to the server in flight at once
-        self._requests = ThreadPoolExecutor(cfg.workers, thread_name_prefix="drtrt-request") \
-            if cfg.workers > 1 else None
+        self._requests = ThreadPoolExecutor(cfg.workers, thread_name_prefix="drtrt-request") if cfg.workers > 1 else None
         self._stop_writing = threading.Event()
         self._failed: BaseException | None = None
         self.touched_visits: set[int] = set()      # visits given a photo by this run (their reports)
@@ -218,9 +223,8 @@ class ScreeningSession:
             self._emit(key)
 
     def _assign(self, key: str, assignment: Assignment) -> Assignment:
-        """The file's patient, eye and visit: as given; what a DICOM file's header names fills what was
-        not (header only); a photo with a patient and no visit joins the visit of its DICOM study, else
-        the patient's visit of today (:meth:`VisitBook.visit_for`)."""
+        """The file's patient, eye and visit as given, a DICOM header filling what was not; a photo with a patient
+        and no visit joins its DICOM study's visit, else the patient's of today (:meth:`VisitBook.visit_for`)."""
         from drtrt.preprocess.dicom import dicom_info
 
         info = dicom_info(Path(key))
@@ -393,4 +397,4 @@ def screen_images(paths: Sequence[str | os.PathLike], model: str | os.PathLike, 
         session.write_reports()
         unvalidated = provisional(session.store.meta())
     return ScreeningRun(rows, session.predictor.task, session.screened, session.already_done,
-                        list(session.predictor.notes), unvalidated)
+                        session.model_gate.notes(str(model)) + list(session.predictor.notes), unvalidated)

@@ -46,7 +46,9 @@ ROOT = Path(__file__).resolve().parents[2]
 class BundleSpec:
     """What goes in. ``wheels``: "download" (drtrt's wheel + every dependency for the JetPack's
     aarch64 Python, from the package index: needs internet where the bundle is made), "drtrt"
-    (drtrt's own wheel only: the site installs the rest online) or "none"."""
+    (drtrt's own wheel only: the site installs the rest online) or "none". ``allow_unchecked_model``:
+    carry a model whose accuracy check failed or never ran (refused otherwise,
+    :func:`drtrt.model_info.require_checked`); the manifest records each model's check (``model_gates``)."""
 
     out: Path
     models: tuple[Path, ...]
@@ -54,6 +56,7 @@ class BundleSpec:
     jetpack: str = "6.2"
     config: Path | None = None
     wheels: str = "download"
+    allow_unchecked_model: bool = False
 
     def validate(self) -> None:
         if self.jetpack not in JETPACKS:
@@ -78,7 +81,12 @@ class BundleSpec:
 
 def make_bundle(spec: BundleSpec, log: Callable[[str], None] = lambda message: None) -> Path:
     """Write the bundle (a folder, or a .tar when ``spec.out`` ends in .tar); returns its path."""
+    from drtrt.calibration.graph import load_onnx, read_info
+    from drtrt.model_info import require_checked
+
     spec.validate()
+    gates = {model.name: require_checked(read_info(load_onnx(model), str(model)), str(model),
+                                         spec.allow_unchecked_model, "bundling it").to_dict() for model in spec.models}
     as_tar = spec.out.suffix == ".tar"
     folder = Path(tempfile.mkdtemp(prefix="drtrt-bundle-")) if as_tar else spec.out
     try:
@@ -94,7 +102,7 @@ def make_bundle(spec: BundleSpec, log: Callable[[str], None] = lambda message: N
             _wheelhouse(folder / "wheelhouse", spec, log)
         python, cuda_python = JETPACKS[spec.jetpack]
         manifest = {"schema": SCHEMA, "drtrt_version": __version__, "jetpack": spec.jetpack, "python": python,
-                    "cuda_python": cuda_python, "wheels": spec.wheels,
+                    "cuda_python": cuda_python, "wheels": spec.wheels, "model_gates": gates,
                     "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "files": {rel: {"sha256": sha256_file(folder / rel), "bytes": (folder / rel).stat().st_size}
                               for rel in _files(folder)}}

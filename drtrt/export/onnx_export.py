@@ -2,6 +2,11 @@
 outputs, simplified with onnxslim (``docs/onnx-simplifiers.md`` says why not onnxsim), checked,
 metadata embedded, parity-checked against PyTorch. The checkpoint side (loading the weights,
 building the metadata) is :func:`drtrt.train.checkpoint.export_checkpoint`'s.
+
+The FP32 ONNX is the reference every FP16 and INT8 model is gated against; its own reference is the
+PyTorch model, and the parity check here is its gate: the verdict (``drtrt.gate``, against "pytorch",
+the checkpoint's sha256 and the max |Δ| against the tolerance) is written into the file, "failed"
+when the check fails (the file is kept for inspection, and commands that screen refuse it).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import numpy as np
 import torch
 
 from drtrt.errors import ArtefactError
-from drtrt.model_info import ModelInfo
+from drtrt.model_info import GATE_KEY, ModelInfo, gate_record
 from drtrt.runtime.backends.ort import open_session
 
 OPSET = 17
@@ -77,7 +82,8 @@ def export_onnx(model: torch.nn.Module, info: ModelInfo, out: str | Path, simpli
         import onnxslim
 
         proto = onnxslim.slim(proto)
-    write_info(proto, info)
+    write_info(proto, info.derive(info.precision, **{GATE_KEY: gate_record(
+        "unchecked", "pytorch", info.checkpoint_sha256, "not compared with PyTorch yet")}))
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(out))
     diffs = compare_with_torch(model, out, size, check_batch)
@@ -86,6 +92,11 @@ def export_onnx(model: torch.nn.Module, info: ModelInfo, out: str | Path, simpli
         out.unlink(missing_ok=True)
         raise ArtefactError("the checkpoint gives NaN or infinite outputs: its weights are damaged (a corrupt file) "
                             "or its training diverged; nothing was exported — train it again or use another checkpoint")
+    checks = (f"ONNX Runtime vs PyTorch max |Δ| {worst:.2e}, tolerance {tolerance:g}, on {check_batch} random "
+              "inputs")
+    write_info(proto, info.derive(info.precision, **{GATE_KEY: gate_record(
+        "passed" if worst <= tolerance else "failed", "pytorch", info.checkpoint_sha256, checks)}))
+    onnx.save(proto, str(out))     # the same graph, with the verdict in its metadata
     if worst > tolerance:
         raise ArtefactError(f"exported model differs from PyTorch by {worst:.2e} (> {tolerance:g}); see {out}")
     return ExportResult(out, names, diffs, simplify)

@@ -30,7 +30,7 @@ from drtrt.export.dla import dla_features, use_dla
 from drtrt.export.staleness import rebuild_command
 from drtrt.export.timing_cache import load_timing_cache, save_timing_cache, timing_cache_key, timing_cache_path
 from drtrt.fileio import atomic_write, sha256_file
-from drtrt.model_info import ModelInfo
+from drtrt.model_info import GATE_KEY, ModelInfo, gate_record
 from drtrt.runtime.backends import trt_compat as compat
 from drtrt.runtime.base import TensorSpec
 from drtrt.runtime.backends.cuda import GpuInfo, load_cuda
@@ -239,10 +239,22 @@ def _manifest(trt: Any, feats: compat.TrtFeatures, gpu: GpuInfo, parsed: _Parsed
         onnx={"file": str(parsed.path), "sha256": sha256_file(parsed.path), "source": str(source),
               "source_sha256": sha256_file(source)},
         calibration_sha256=parsed.metadata.get("drtrt.calibration_sha256", ""),
-        metadata={k: v for k, v in parsed.metadata.items() if k.startswith("drtrt.")},
+        metadata=_engine_metadata(parsed, precision),
         io=EngineIO(parsed.tensors(trt, outputs=False), parsed.tensors(trt, outputs=True)), profile=profile,
         preprocess=parsed.info.preprocess.to_dict(), build=build,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), drtrt_version=__version__)
+
+
+def _engine_metadata(parsed: _Parsed, precision: str) -> dict[str, str]:
+    """The ONNX's ``drtrt.*`` keys, its accuracy check (``drtrt.gate``) included, so the engine is refused
+    where its ONNX would be; an engine TensorRT made in another precision than the ONNX's (DLA's FP16 of
+    an FP32 ONNX) was never compared with that ONNX: "unchecked"."""
+    meta = {k: v for k, v in parsed.metadata.items() if k.startswith("drtrt.")}
+    if precision != parsed.info.precision:
+        meta[f"drtrt.{GATE_KEY}"] = gate_record("unchecked", "fp32", sha256_file(parsed.path),
+                                                f"TensorRT built {precision} from this {parsed.info.precision} ONNX; "
+                                                "not compared with it")
+    return meta
 
 
 def _add_profile(trt: Any, builder: Any, config: Any, parsed: _Parsed,

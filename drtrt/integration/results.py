@@ -67,13 +67,15 @@ def dicom_source(record: dict) -> dict[str, str]:
 @dataclass(frozen=True)
 class ModelIdentity:
     """The model that made the results. validation: the validation record the session keeps for it
-    (:func:`~drtrt.validation_record.validation_of`; None: not validated, results are provisional)."""
+    (:func:`~drtrt.validation_record.validation_of`; None: not validated, results are provisional).
+    gate: the session's ``model_gate`` (JSON: the model's accuracy check; "" for a session from before it)."""
 
     name: str
     sha256: str
     software: str
     validation: ValidationRecord | None
     task: TaskSpec
+    gate: str = ""
 
     @property
     def validated(self) -> bool:
@@ -81,11 +83,13 @@ class ModelIdentity:
 
     @property
     def statement(self) -> str:
-        """What a reader must know about the model: the report's banner, or which study validated it
-        (study, population, date, model sha256)."""
-        if self.validation is not None:
-            return self.validation.statement
-        return model_banner({"model_name": self.name, "model_sha256": self.sha256}) or ""
+        """What a reader must know about the model: the report's banner (a failed or missing accuracy
+        check, not for clinical use), and which study validated it (study, population, date, model sha256)."""
+        banner = model_banner({"model_name": self.name, "model_sha256": self.sha256, "model_gate": self.gate,
+                               "validation": self.validation.to_json() if self.validation is not None else ""})
+        if self.validation is None:
+            return banner or ""
+        return (f"{banner} · " if banner else "") + self.validation.statement
 
 
 @dataclass
@@ -163,7 +167,7 @@ class PatientResult:
 def model_identity(store: SessionStore) -> ModelIdentity:
     meta = store.meta()
     return ModelIdentity(meta.get("model_name", "?"), meta.get("model_sha256", ""), __version__,
-                         validation_of(meta), store.task())
+                         validation_of(meta), store.task(), meta.get("model_gate", ""))
 
 
 def _dicom_date(stamp: str) -> tuple[str, str]:

@@ -33,7 +33,7 @@ from pathlib import Path
 from drtrt import __version__
 from drtrt.errors import ArtefactError, ConfigError
 from drtrt.fileio import atomic_write, sha256_file
-from drtrt.model_info import ModelInfo
+from drtrt.model_info import ModelInfo, require_checked
 from drtrt.runtime.base import TensorSpec
 from drtrt.runtime.backends.dtypes import from_numpy
 from drtrt.runtime.backends.triton import FILE_PARAMETER, SHA256_PARAMETER
@@ -59,7 +59,10 @@ class RepositorySpec:
     2 ms delay cost a lone request 2–3 ms, docs/benchmarks.md). ``kind``: auto | cpu | gpu;
     ``gpus``: which GPUs get ``instances`` instances each. ``warmup``: Triton warms the model up
     before it is ready. ``ensemble``: also write the preprocessing model and the photo ensemble,
-    with ``preprocess_instances`` CPU instances (a 12-MP JPEG takes ~30 ms of a core)."""
+    with ``preprocess_instances`` CPU instances (a 12-MP JPEG takes ~30 ms of a core).
+    ``allow_unchecked_model``: serve a model whose accuracy check failed or never ran (refused otherwise,
+    :func:`drtrt.model_info.require_checked`); its ``drtrt.gate`` travels in the config's parameters, so a
+    ``triton://`` client refuses it in turn without the same flag."""
 
     out: Path
     onnx: Path | None = None
@@ -76,6 +79,7 @@ class RepositorySpec:
     ensemble: bool = True
     preprocess_instances: int = 2
     command: str = ""
+    allow_unchecked_model: bool = False
 
     def validate(self) -> None:
         if (self.onnx is None) == (self.engine is None):
@@ -281,6 +285,7 @@ def write_repository(spec: RepositorySpec, force: bool = False) -> Repository:
 
     spec.validate()
     model = read_model(spec)
+    gate = require_checked(model.info, str(model.path), spec.allow_unchecked_model, "serving it")
     max_batch = spec.max_batch or model.max_batch or 8
     if model.max_batch is not None and max_batch > model.max_batch:
         raise ConfigError(f"--max-batch {max_batch} exceeds the engine's profile ({model.max_batch}); rebuild "
@@ -313,6 +318,7 @@ def write_repository(spec: RepositorySpec, force: bool = False) -> Repository:
         for name, config in configs.items():
             (work / name / "config.pbtxt").write_text(text_format.MessageToString(config))
         manifest = _manifest(spec, model, max_batch, work, list(configs))
+        manifest["model"]["gate"] = gate.to_dict()
         atomic_write(work / MANIFEST, json.dumps(manifest, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)

@@ -19,7 +19,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Redire
 from drtrt import __version__
 from drtrt.errors import ConfigError
 from drtrt.runtime.quality import ADVICE
-from drtrt.clinic.reports import model_banner
+from drtrt.clinic.reports import model_banner, unchecked_model
 from drtrt.clinic.visits import RETAKE_REASONS, PatientConflict, Protocol, Visit, retake_reason
 from drtrt.station import i18n
 from drtrt.station.dashboard import day_summary, disk_space, forward_state, model_state
@@ -50,6 +50,7 @@ class Page:
         meta = worker.store.meta()
         text = self.station.templates(self.language).get_template(name).render(
             csrf=self.csrf, language=self.language, languages=i18n.LANGUAGES, banner=model_banner(meta),
+            gate=unchecked_model(meta),
             model=meta, path=self.request.url.path, version=worker.version, worker_failed=worker.failed,
             login_needed=self.station.pins is not None, advice=ADVICE, **values)
         return HTMLResponse(text, status_code=status)

@@ -184,6 +184,9 @@ def run_parity(cfg: ParityConfig, on_progress: Callable[[int, int], None] | None
     finally:
         for runner in runners:
             runner.deactivate()
+    for path, runner, report in zip(cfg.candidates, cands, result.candidates):
+        if runner.backend == "trt":
+            _record_engine_check(Path(path), report, src.reference)
     result.reference, result.source = src.reference, {**src.where, "n_images": src.total}
     result.golden_written = golden_written
     if cfg.report is not None:
@@ -192,6 +195,25 @@ def run_parity(cfg: ParityConfig, on_progress: Callable[[int, int], None] | None
 
         write_html(result, cfg.report)
     return result
+
+
+def _record_engine_check(engine: Path, report: CandidateReport, reference: dict) -> None:
+    """Parity's verdict on an engine, in its manifest (``drtrt.gate``): a failure always; a pass where the
+    engine had no verdict of its own or an "unchecked" one (an FP16 engine TensorRT made of an FP32 ONNX),
+    never over its ONNX's failed gate, which judged more images than a golden set usually holds."""
+    from drtrt.model_info import ModelInfo, gate_record, gate_status
+    from drtrt.runtime.backends.trt_manifest import read_engine_manifest, record_engine_gate
+
+    if report.passed and gate_status(ModelInfo.from_metadata(read_engine_manifest(engine).metadata)).status in (
+            "passed", "failed"):
+        return
+    figures = "; ".join(f"{c.name} {'n/a' if c.value is None else f'{c.value:.4g}'} (needs {c.op} {c.limit:g})"
+                        for c in report.failures) or "every check passed"
+    against = "pytorch" if str(reference.get("model", "")).endswith(".pt") else reference.get("precision", "fp32")
+    record_engine_gate(engine, gate_record("passed" if report.passed else "failed", against,
+                                           str(reference.get("sha256", "")),
+                                           f"drtrt parity on {report.agreement.n_images} images: {figures}",
+                                           images=report.agreement.n_images))
 
 
 def compare_runners(ref: Runner | None, cands: Sequence[Runner], thresholds: Sequence[ParityThresholds],

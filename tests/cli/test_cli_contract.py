@@ -74,6 +74,19 @@ MISSING_PATH = {
 }
 NO_INPUT_PATH = {("synth",): "writes a new folder", ("doctor",): "reads nothing", ("demo",): "makes its own data"}
 
+# Each command that screens, serves or bundles a model, with a model whose accuracy check against its
+# reference failed ({model}): refused before anything is screened, served or written — one line, exit 4
+# (a gate failed) — unless --allow-unchecked-model. The commands that only measure a model (evaluate,
+# parity, bench) and those that make one are not here: checking a model is what they are for.
+REFUSES_A_FAILED_MODEL = {
+    ("screen",): ["{image}", "--model", "{model}"],
+    ("watch",): ["{tmp}", "--model", "{model}", "--out", "{tmp}/session"],
+    ("receive",): ["--model", "{model}", "--out", "{tmp}/session", "--port", "0"],
+    ("station",): ["--model", "{model}", "--data-dir", "{tmp}/station", "--port", "{port}"],
+    ("export-triton",): ["--onnx", "{model}", "--out", "{tmp}/repo"],
+    ("bundle",): ["--model", "{model}", "--golden", "{tmp}", "--out", "{tmp}/bundle", "--wheels", "none"],
+}
+
 
 @pytest.fixture(autouse=True)
 def no_debug(monkeypatch):
@@ -279,6 +292,38 @@ def test_an_unreachable_triton_server_is_named_at_once(photo_root):
 
 def options_of(command: str) -> set[str]:
     return {opt for param in typer.main.get_command(app).commands[command].params for opt in param.opts}
+
+
+@pytest.fixture(scope="module")
+def failed_onnx(tiny_onnx, tmp_path_factory) -> Path:
+    """The tiny model carrying a failed check against its FP32 reference (as `drtrt calibrate` writes it)."""
+    import onnx
+
+    from drtrt.calibration.graph import read_info, write_info
+    from drtrt.model_info import GATE_KEY, gate_record
+
+    proto = onnx.load(str(tiny_onnx))
+    info = read_info(proto)
+    write_info(proto, info.derive(info.precision, **{GATE_KEY: gate_record(
+        "failed", "fp32", "0" * 64, "grade agreement 90.0% — FAIL: grade agreement 0.9 (needs >= 0.97)")}))
+    out = tmp_path_factory.mktemp("failed") / "model.int8.rejected.onnx"
+    onnx.save(proto, str(out))
+    return out
+
+
+@pytest.mark.parametrize("command", list(REFUSES_A_FAILED_MODEL), ids=" ".join)
+def test_a_model_that_failed_its_check_is_refused_with_one_line_and_exit_4(command, failed_onnx, photo_root,
+                                                                           tmp_path):
+    (tmp_path / "golden.json").write_text("{}")
+    image = sorted(photo_root.rglob("*.jpg"))[0]
+    args = [a.format(model=failed_onnx, tmp=tmp_path, image=image, port=unused_port())
+            for a in REFUSES_A_FAILED_MODEL[command]]
+    proc = subprocess.run([sys.executable, "-m", "drtrt.cli", *command, *args], capture_output=True, text=True,
+                          timeout=120)     # a command that served the model instead would run on: a failure here
+    assert_one_line_error(proc, "FAILED its accuracy check against its FP32 reference", ExitCode.GATE_FAILED)
+    assert "--allow-unchecked-model" in proc.stderr
+    assert "--allow-unchecked-model" in options_of(command[0])
+    assert not any((tmp_path / name).exists() for name in ("session", "station", "repo", "bundle"))
 
 
 def test_calibration_advice_names_real_options_and_not_the_ones_used(tiny_onnx, photo_root, tmp_path):

@@ -518,6 +518,57 @@ def test_cli_build_and_screen_with_the_double(tiny_onnx, photo_root, tmp_path, m
     assert len(rows) == 1 and rows[0]["status"] == "graded" and rows[0]["grade"] in range(5)
 
 
+def test_an_engine_carries_its_onnxs_failed_check_and_screening_refuses_it(tiny_onnx, photo_root, tmp_path,
+                                                                          monkeypatch):
+    """The ONNX's accuracy check (drtrt.gate) goes into the engine's manifest: screening with the engine of
+    a model that failed its gate is refused as the ONNX is, and runs with --allow-unchecked-model."""
+    from typer.testing import CliRunner
+
+    from drtrt.calibration.api import convert_fp16_checked
+    from drtrt.cli import app
+
+    failed = convert_fp16_checked(tiny_onnx, tmp_path / "model.fp16.onnx", photo_root, holdout=4,
+                                  thresholds=(("logit_rel_delta", "0"),), enforce=False)   # any change fails
+    assert not failed.report.passed
+    install(monkeypatch, "10.13.3")
+    result = _build(failed.path, tmp_path / "model.engine", max_batch=1)
+    assert json.loads(json.loads(manifest_path(result.engine).read_text())["metadata"]["drtrt.gate"])["status"] \
+        == "failed"
+    image = next((photo_root / "B. Disease Grading" / "1. Original Images" / "b. Testing Set").glob("*.jpg"))
+    refused = CliRunner().invoke(app, ["screen", str(image), "--model", str(result.engine), "--json"])
+    assert refused.exit_code == 4 and "FAILED its accuracy check" in refused.output, refused.output
+    allowed = CliRunner().invoke(app, ["screen", str(image), "--model", str(result.engine), "--json",
+                                       "--allow-unchecked-model"])
+    rows = [json.loads(line) for line in allowed.output.splitlines() if line.startswith("{")]
+    assert allowed.exit_code == 0 and rows[0]["status"] == "graded", allowed.output
+
+
+def test_parity_records_its_check_of_an_engine_tensorrt_made_in_another_precision(tiny_onnx, photo_root, tmp_path,
+                                                                                  monkeypatch):
+    """`drtrt build --fp16` of the FP32 ONNX converts it without a check: the engine is "unchecked" and
+    screening refuses it; `drtrt parity --golden` against the FP32 reference is its check (the station's
+    ExecStartPre runs it before every start) and writes its verdict into the engine's manifest."""
+    from typer.testing import CliRunner
+
+    from drtrt.cli import app
+
+    install(monkeypatch, "10.13.3")
+    engine = _build(tiny_onnx, tmp_path / "model.engine", precision="fp16", max_batch=2).engine
+    image = next((photo_root / "B. Disease Grading" / "1. Original Images" / "b. Testing Set").glob("*.jpg"))
+    refused = CliRunner().invoke(app, ["screen", str(image), "--model", str(engine)])
+    assert refused.exit_code == 4 and "was not checked against its FP32 reference" in refused.output, refused.output
+    golden = tmp_path / "golden"
+    saved = CliRunner().invoke(app, ["parity", "--reference", str(tiny_onnx), "--data", str(photo_root), "--split",
+                                     "test", "--save-golden", str(golden)])
+    assert saved.exit_code == 0, saved.output
+    checked = CliRunner().invoke(app, ["parity", "--golden", str(golden), "--candidate", str(engine)])
+    assert checked.exit_code == 0, checked.output
+    gate = json.loads(json.loads(manifest_path(engine).read_text())["metadata"]["drtrt.gate"])
+    assert gate["status"] == "passed" and gate["against"] == "fp32" and "drtrt parity" in gate["checks"]
+    screened = CliRunner().invoke(app, ["screen", str(image), "--model", str(engine)])
+    assert screened.exit_code in (0, 3) and "error:" not in screened.output, screened.output
+
+
 def test_build_if_stale_rebuilds_only_what_changed(tiny_onnx, tmp_path, monkeypatch):
     """What the station's service runs at every start: nothing when the engine is current; a
     rebuild after a JetPack update (another TensorRT), another ONNX or another module."""
@@ -669,6 +720,8 @@ def test_dla_build_is_static_batch_fp16_and_falls_back_when_asked(tiny_onnx, tmp
     assert fake.trt._builds[-1]["device_type"] == "DLA" and fake.trt._builds[-1]["dla_core"] == 1
     assert manifest["profile"]["image"] == {"min": [2, 3, 64, 64], "opt": [2, 3, 64, 64], "max": [2, 3, 64, 64]}
     assert manifest["build"]["dla_core"] == 1 and "--dla-core 1 --gpu-fallback" in manifest["build"]["command"]
+    # TensorRT made FP16 of the FP32 ONNX, never compared with it: the engine counts as unchecked
+    assert json.loads(manifest["metadata"]["drtrt.gate"])["status"] == "unchecked"
     x = np.random.default_rng(5).standard_normal((1, 3, 64, 64)).astype(np.float32)
     with TrtRunner(result.engine) as runner, OrtRunner(tiny_onnx) as reference:
         assert (runner.min_batch, runner.max_batch) == (2, 2)

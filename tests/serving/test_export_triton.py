@@ -128,7 +128,11 @@ def test_engine_repository_takes_the_profile_and_carries_the_manifest(tensorrt, 
     build_engine(BuildConfig(onnx=tiny_onnx, out=engine, precision="fp16", max_batch=4))
     manifest = json.loads((tmp_path / "model.engine.json").read_text())
     out = tmp_path / "repo"
-    result = export("--engine", str(engine), "--out", str(out))
+    # the build converted the FP32 ONNX to FP16 without checking it against FP32: the engine says so
+    refused = export("--engine", str(engine), "--out", str(out))
+    assert refused.exit_code == 4 and "was not checked against its FP32 reference" in refused.output
+    assert not out.exists()
+    result = export("--engine", str(engine), "--out", str(out), "--allow-unchecked-model")
     assert result.exit_code == 0, result.output
     model = parse(out / "drtrt" / "config.pbtxt")
     assert model.platform == "tensorrt_plan" and model.default_model_filename == "model.plan"
@@ -142,9 +146,10 @@ def test_engine_repository_takes_the_profile_and_carries_the_manifest(tensorrt, 
     assert json.loads((out / "drtrt" / "model.engine.json").read_text()) == manifest
     repo = json.loads((out / "drtrt-repository.json").read_text())
     assert repo["model"]["engine_manifest"]["tensorrt"] == manifest["tensorrt"]
-    assert repo["model"]["precision"] == "fp16"
+    assert repo["model"]["precision"] == "fp16" and repo["model"]["gate"]["status"] == "unchecked"
 
-    result = export("--engine", str(engine), "--out", str(tmp_path / "big"), "--max-batch", "8")
+    result = export("--engine", str(engine), "--out", str(tmp_path / "big"), "--max-batch", "8",
+                    "--allow-unchecked-model")
     assert result.exit_code == 2 and "exceeds the engine's profile (4)" in result.output
     assert not (tmp_path / "big").exists()
 

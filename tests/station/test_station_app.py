@@ -291,3 +291,38 @@ def test_the_dashboard_names_the_study_that_validated_the_model(tmp_path, tiny_o
     assert "NOT FOR CLINICAL USE" not in page
     shown = re.search(r'<dd id="validation">(.*?)</dd>', page, re.S)[1]
     assert shown == "validated: study RX-DR-01, adults with diabetes, Region X, ended 2026-10-31"
+
+
+def test_a_model_that_failed_its_check_is_refused_or_said_on_every_page(tiny_onnx, tmp_path):
+    """Issue 22, defect 5: the station refuses a model whose accuracy check failed; with
+    --allow-unchecked-model it serves, and every page says it first, in the operator's language."""
+    import onnx
+    from starlette.testclient import TestClient
+
+    from drtrt.calibration.graph import read_info, write_info
+    from drtrt.clinic.session import SessionConfig
+    from drtrt.errors import GateError
+    from drtrt.model_info import GATE_KEY, gate_record
+    from drtrt.station.app import StationConfig, create_app
+    from drtrt.station.worker import StationWorker, WorkerConfig
+
+    proto = onnx.load(str(tiny_onnx))
+    info = read_info(proto)
+    write_info(proto, info.derive(info.precision, **{GATE_KEY: gate_record("failed", "fp32", "0" * 64, "FAIL")}))
+    failed = tmp_path / "model.int8.rejected.onnx"
+    onnx.save(proto, str(failed))
+    with pytest.raises(GateError, match="FAILED its accuracy check"):
+        StationWorker(WorkerConfig(failed, tmp_path / "refused", None))
+    assert not (tmp_path / "refused").exists()
+    worker = StationWorker(WorkerConfig(failed, tmp_path / "station", None,
+                                        session=SessionConfig(batch_size=1, allow_unchecked_model=True)))
+    client = TestClient(create_app(StationConfig(worker.cfg.data_dir), worker))
+    worker.start()
+    try:
+        page = client.get("/").text
+        assert 'id="model-gate"' in page and "THIS MODEL FAILED ITS ACCURACY CHECK" in page
+        assert "NOT FOR CLINICAL USE" in page                      # and still not a validated model
+        spanish = client.get("/lang/es?next=/", follow_redirects=True).text
+        assert "ESTE MODELO NO SUPERÓ SU CONTROL DE PRECISIÓN" in spanish
+    finally:
+        worker.stop()

@@ -5,6 +5,10 @@ both, with what the engine was built from (the ONNX and its metadata, calibratio
 preprocessing) and how (profile, flags, the command); :func:`check_engine_compatible` holds it
 against this machine before anything is deserialised, and says how to rebuild. "Manifest" in
 drtrt means this file and nothing else.
+
+The ONNX's accuracy check against its reference (``drtrt.gate`` in ``metadata``) travels in the
+manifest, so an engine is refused where its ONNX would be; ``drtrt parity`` with the engine as a
+candidate writes its own verdict there (:func:`record_engine_gate`).
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ class EngineManifest:
 
     gpu: name, compute_capability, total_memory. cuda: driver, runtime, library.
     onnx: file, sha256 (and source when converted or calibrated during the build).
-    metadata: the ONNX's ``drtrt.*`` keys (its :class:`~drtrt.model_info.ModelInfo`).
+    metadata: the ONNX's ``drtrt.*`` keys (its :class:`~drtrt.model_info.ModelInfo`), its accuracy check
+        ``drtrt.gate`` included ("unchecked" when TensorRT changed the precision).
     profile: input → min / opt / max shapes. build: options, flags, timings, the command.
     """
 
@@ -100,6 +105,17 @@ def read_engine_manifest(engine: str | Path) -> EngineManifest:
     except (OSError, ValueError) as exc:
         raise ArtefactError(f"cannot read {path}: {exc}") from None
     return EngineManifest.from_dict(data, str(path))
+
+
+def record_engine_gate(engine: str | Path, record: str) -> None:
+    """Write the accuracy check ``record`` (a ``drtrt.gate`` value, :func:`drtrt.model_info.gate_record`) into
+    the metadata of ``engine``'s manifest (atomically: a power cut leaves the old manifest whole)."""
+    from drtrt.fileio import atomic_write
+
+    path = manifest_path(engine)
+    data = read_engine_manifest(engine).to_dict()
+    data["metadata"]["drtrt.gate"] = record
+    atomic_write(path, json.dumps(data, indent=2) + "\n")
 
 
 def _same_trt(built: str, installed: str) -> bool:
