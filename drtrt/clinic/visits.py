@@ -29,7 +29,6 @@ from dataclasses import replace
 
 from drtrt.clinic.pathways import stored_pathway
 from drtrt.clinic.patients import EYES, MAX_PATIENT_ID, Patient, validate_birth_date, validate_name, validate_patient_id
-from drtrt.clinic.schema import meta_key
 from drtrt.clinic.slots import (FIELDS, REFUSED, RETAKE_REASONS, PatientConflict, Protocol, Slot,  # noqa: F401 (API)
                                 Visit, retake_reason)
 from drtrt.clinic.store import SessionRow, SessionStore, now
@@ -37,6 +36,7 @@ from drtrt.clinic.verdicts import (LABELS, NOT_PHOTOGRAPHED, REFER, REFER_URGENT
                                    provisional, visit_verdict)
 from drtrt.errors import ConfigError
 from drtrt.messages import message
+
 
 class VisitBook:
     """The visits kept in ``store`` (a :class:`SessionStore`, shared with the screening session)."""
@@ -150,12 +150,10 @@ class VisitBook:
         kept.pop(str(visit_id), None)
         if pending is not None:
             kept[str(visit_id)] = list(pending)
-        self.store.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                           ("station_retake_reasons", meta_key("station_retake_reasons").encode(kept)))
+        self.store.set_meta("station_retake_reasons", kept)     # joins the caller's transaction
 
     def _reasons(self) -> dict:
-        rows = self.store.execute("SELECT value FROM meta WHERE key='station_retake_reasons'")
-        return meta_key("station_retake_reasons").decode(rows[0]["value"]) if rows else {}
+        return self.store.get_meta("station_retake_reasons") or {}
 
     # -- photos ---------------------------------------------------------------------------------
     def add_capture(self, visit_id: int, path: str, sha256: str, source: str, slot: str | None = None,

@@ -37,10 +37,12 @@ def with_metadata(src: Path, dst: Path, **extra: str) -> Path:
     import onnx
 
     from drtrt.calibration.graph import write_info
+    from drtrt.model_info import GATE_KEY
 
     proto = onnx.load(str(src))
     info = ModelInfo.from_metadata({p.key: p.value for p in proto.metadata_props})
-    write_info(proto, info.derive(info.precision, **extra))
+    kept = {k: v for k, v in info.extra if k == GATE_KEY}    # the same model, its metadata edited: its check stands
+    write_info(proto, info.derive(info.precision, **{**kept, **extra}))
     dst.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(dst))
     return dst

@@ -12,6 +12,7 @@ from station_helpers import open_visit as _open_visit
 from station_helpers import slot_state as _state
 from typer.testing import CliRunner
 
+from drtrt.clinic.visits import Protocol
 from drtrt.clinic.verdicts import HUMAN_READ, INCOMPLETE, NOT_PHOTOGRAPHED, REFER, RESCREEN, UNGRADABLE
 
 pytest.importorskip("starlette", reason="the station needs the station extra (pip install 'drtrt[station]')")

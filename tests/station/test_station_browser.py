@@ -82,6 +82,24 @@ class Server:
                 self.process.kill()
 
 
+def screenshot(page, name: str) -> None:
+    """With ``DRTRT_UPDATE_SCREENSHOTS=1``, the page as it is now becomes ``docs/station/<name>``."""
+    if os.environ.get("DRTRT_UPDATE_SCREENSHOTS") == "1":
+        DOCS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(DOCS / name), full_page=True)
+
+
+def new_visit(page, url: str, patient: str, name: str | None = None) -> str:
+    """Registers ``patient`` on the new-patient form (with ``name``) and opens the visit: its URL."""
+    page.goto(url + "/patients/new")
+    page.fill("input[name=patient]", patient)
+    if name:
+        page.fill("input[name=name]", name)
+    page.click("#register button[type=submit]")
+    page.wait_for_url("**/visits/*")
+    return page.url
+
+
 @pytest.fixture
 def server(tmp_path, tiny_onnx):
     camera = tmp_path / "camera"
@@ -178,11 +196,7 @@ def test_a_day_at_the_station_in_a_browser(server, fundus_photos, tmp_path):
         page.click("#lang-en")
 
         # a second patient, and a power cut in the middle of the visit
-        page.goto(server.url + "/patients/new")
-        page.fill("input[name=patient]", "P-0043")
-        page.click("#register button[type=submit]")
-        page.wait_for_url("**/visits/*")
-        second = page.url
+        second = new_visit(page, server.url, "P-0043")
         shutil.copy(fundus_photos["good2"], server.camera / "IMG_0004.JPG")
         page.wait_for_selector("#slot-right-any[data-state=graded]", timeout=60_000)
         assert page.locator("#slot-right-any input[data-toggle=EX]").is_checked()     # a new patient: every layer
@@ -254,12 +268,7 @@ def test_retakes_waiting_photos_and_a_known_patient_in_a_browser(server, fundus_
         page = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB").new_page()
         errors = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(server.url + "/patients/new")
-        page.fill("input[name=patient]", "P-0100")
-        page.fill("input[name=name]", "Rosa Díaz")
-        page.click("#register button[type=submit]")
-        page.wait_for_url("**/visits/*")
-        visit_url = page.url
+        visit_url = new_visit(page, server.url, "P-0100", "Rosa Díaz")
         shutil.copy(fundus_photos["good0"], server.camera / "IMG_0100.JPG")
         page.wait_for_selector("#slot-right-any[data-state=graded]", timeout=60_000)
         sha = page.locator("#slot-right-any .picture").get_attribute("data-sha")
@@ -279,6 +288,7 @@ def test_retakes_waiting_photos_and_a_known_patient_in_a_browser(server, fundus_
         assert page.locator("#slot-left-any").get_attribute("data-state") == "missing"     # asked, not attached
         assert page.locator("#reason-right-any").get_attribute("required") is not None    # a retake says why
         assert_accessible(page, "a visit with a graded photo and a waiting camera photo")
+        screenshot(page, "visit-waiting-photos.png")
 
         page.select_option("#reason-right-any", "reflection")
         page.click("#retake-right-any button[type=submit]")
@@ -290,6 +300,7 @@ def test_retakes_waiting_photos_and_a_known_patient_in_a_browser(server, fundus_
         assert "refer" in page.locator("#verdict").inner_text()
         assert page.locator("#slot-left-any").get_attribute("data-state") == "missing"
         assert_accessible(page, "a visit whose referable photo was retaken")
+        screenshot(page, "visit-retake-stands.png")
 
         page.goto(server.url + "/")
         assert "OLD.JPG" in page.locator("#waiting").inner_text()
@@ -305,6 +316,7 @@ def test_retakes_waiting_photos_and_a_known_patient_in_a_browser(server, fundus_
         page.wait_for_selector("#patient-exists")
         assert "already registered as Rosa Díaz" in page.locator("#patient-exists").inner_text()
         assert_accessible(page, "a known patient ID")
+        screenshot(page, "patient-exists.png")
         page.click("#open-existing button[type=submit]")
         page.wait_for_url("**/visits/*")
         assert "Rosa Díaz" in page.locator("h1").inner_text()
@@ -325,14 +337,7 @@ def test_a_returning_patient_gets_this_visits_result_not_last_years(server, fund
         errors = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
 
-        def start_visit() -> str:
-            page.goto(server.url + "/patients/new")
-            page.fill("input[name=patient]", "P-0300")
-            page.click("#register button[type=submit]")
-            page.wait_for_url("**/visits/*")
-            return page.url
-
-        first = start_visit()
+        first = new_visit(page, server.url, "P-0300")
         shutil.copy(fundus_photos["good0"], server.camera / "IMG_0300.JPG")
         page.wait_for_selector("#slot-right-any[data-state=graded]", timeout=60_000)
         sha = page.locator("#slot-right-any .picture").get_attribute("data-sha")
@@ -346,7 +351,7 @@ def test_a_returning_patient_gets_this_visits_result_not_last_years(server, fund
         page.wait_for_url("**/report")
         assert page.locator("#report-verdict").inner_text().startswith("refer")
 
-        second = start_visit()
+        second = new_visit(page, server.url, "P-0300")
         assert second != first
         assert "refer" not in page.locator("#verdict").inner_text()           # nothing carried over
         shutil.copy(fundus_photos["blurred"], server.camera / "IMG_0301.JPG")
@@ -356,6 +361,7 @@ def test_a_returning_patient_gets_this_visits_result_not_last_years(server, fund
         shutil.copy(fundus_photos["left"], server.camera / "IMG_0302.JPG")
         page.wait_for_selector("#slot-left-any[data-state=graded]", timeout=60_000)
         assert_accessible(page, "a returning patient's new visit")
+        screenshot(page, "visit-returning.png")
         page.click("#close button[type=submit]")
         page.wait_for_url("**/report")
         verdict = page.locator("#report-verdict").inner_text()
