@@ -39,6 +39,7 @@ from drtrt.clinic.patients import EYES
 from drtrt.clinic.store import SessionRow
 from drtrt.errors import ConfigError
 from drtrt.runtime.consistency import heads_disagree
+from drtrt.validation_record import validation_of
 
 # A verdict's id is a key code compares and the record keeps (the pathway's own action and outcome
 # keys); what a person reads is the pathway's words for it, or its label below.
@@ -65,7 +66,6 @@ NO_REFERABLE_DR_SEEN = "no referable DR detected by the model"
 TONE = {REFER_URGENT: "refer", REFER: "refer", HUMAN_READ: "refer", RESCREEN: "ok", UNGRADABLE: "retake",
         NOT_PHOTOGRAPHED: "retake", INCOMPLETE: "retake", SCREENING: "busy"}
 _OUTCOMES = (UNGRADABLE, HUMAN_READ, NOT_PHOTOGRAPHED, INCOMPLETE)     # worded by the pathway's outcomes
-_STANDS = (REFER_URGENT, REFER, HUMAN_READ)    # a retaken photo's result that stands for its visit
 
 
 def label(verdict: str, provisional: bool = True) -> str:
@@ -247,8 +247,9 @@ def _eye_order(item: tuple[str, EyeVerdict]) -> int:
 
 
 def provisional(meta: dict[str, str]) -> bool:
-    """Whether a session's results are provisional: its model has no validation record."""
-    return not meta.get("validation")
+    """Whether a session's results are provisional: it keeps no validation record for its model (a whole
+    record, :func:`~drtrt.validation_record.validation_of`; any other text in its place is none)."""
+    return validation_of(meta) is None
 
 
 def visit_verdict(eyes: dict[str, EyeVerdict], screening: bool, pathway: Pathway = ICDR) -> tuple[str, str]:
