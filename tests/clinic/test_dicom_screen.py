@@ -139,3 +139,28 @@ def test_watch_screens_dicom_the_camera_writes_without_a_suffix(sources, tiny_on
     with SessionStore(tmp_path / "session" / "session.db") as store:
         names = [Path(r.path).name for r in store.rows()]
     assert names == ["IM0001"]
+
+
+def test_dicom_photos_join_the_visit_of_their_study(sources, tiny_onnx, tmp_path):
+    """Issue 22, defect 2: a command's DICOM photos are grouped into visits by their StudyInstanceUID — two
+    studies of one patient are two visits with two reports — and a JPEG of the patient joins the visit of
+    the day (not a study's)."""
+    from drtrt.clinic.session import ScreeningSession, SessionConfig
+    from drtrt.clinic.patients import Assignment
+
+    folder = tmp_path / "camera"
+    (p0, e0), (p1, e1) = sources[:2]
+    rgb = [decode_image(p, None)[0] for p in (p0, p1)]
+    last_year, this_year = "1.2.826.0.1.3680043.8.498.101", "1.2.826.0.1.3680043.8.498.102"
+    write(folder / "a.dcm", op_image(rgb[0], patient="P-S", laterality=CODE[e0], study=last_year))
+    write(folder / "b.dcm", op_image(rgb[1], patient="P-S", laterality=CODE[e1], study=this_year))
+    write(folder / "c.dcm", op_image(rgb[1], patient="P-S", laterality=CODE[e1], study=this_year,
+                                     series="1.2.826.0.1.3680043.8.498.103", when="20240131142531"))
+    with ScreeningSession(tiny_onnx, tmp_path / "session", SessionConfig(batch_size=1)) as session:
+        rows = session.screen(sorted(folder.glob("*.dcm")) + [p0], {p0.resolve(): Assignment("P-S", e0)})
+        session.write_reports()
+    visit = {Path(r.path).name: r.visit for r in rows}
+    assert visit["b.dcm"] == visit["c.dcm"] != visit["a.dcm"]            # one visit per study
+    assert visit[p0.name] not in (visit["a.dcm"], visit["b.dcm"])        # a JPEG: the patient's visit of today
+    reports = sorted(p.name for p in (tmp_path / "session" / "reports").glob("patient-P-S-visit-*.html"))
+    assert len(reports) == 3
