@@ -73,11 +73,26 @@ Your options:
      (python/ in the TensorRT repository) — untested with drtrt.
 EOF
     exit 2 ;;
-  36.2*|36.3*) jetpack="6.0"; python_version="3.10"; cuda_python="cuda-python==12.2.*"; tensorrt="8.6" ;;
-  36.4*) jetpack="6.1/6.2"; python_version="3.10"; cuda_python="cuda-python==12.6.*"; tensorrt="10.3" ;;
-  38.*) jetpack="7"; python_version="3.12"; cuda_python="cuda-python==13.*"; tensorrt="10.13" ;;
-  *) die "L4T $l4t is not a JetPack this installer knows (6.0: 36.3, 6.1/6.2: 36.4, 7: 38.x); see deploy/README.md" ;;
+  36.*) python_version="3.10" ;;            # JetPack 6.x, any minor: the pins come from drtrt.runtime.jetpack
+  38.*) python_version="3.12" ;;            # JetPack 7.x
+  *) die "L4T $l4t is not a JetPack this installer knows (6: L4T 36.x, 7: L4T 38.x); see deploy/README.md" ;;
 esac
+
+# the JetPack's name and the cuda-python pin come from drtrt itself (standard-library Python, run from the
+# source before anything is installed): one function decides the pins for install.sh, hardware-check.sh and
+# the "TensorRT is not installed" hint
+pins_path="$source_path"
+if [ -d "$source_path/wheelhouse" ]; then
+  pins_path="$(find "$source_path/wheelhouse" -maxdepth 1 -name 'drtrt-*.whl' | head -n 1)"
+elif [ -f "$source_path" ]; then pins_path="$source_path"
+fi
+pins() {                                  # python -m drtrt.runtime.jetpack ARGS, from the source or its wheel
+  PYTHONPATH="$pins_path" python3 -m drtrt.runtime.jetpack --release-file "$release_file" "$@" \
+    || die "cannot read the pins for L4T $l4t from $pins_path (drtrt.runtime.jetpack)"
+}
+jetpack="$(pins --describe | cut -d' ' -f2-)"
+cuda_python="$(pins)"
+[ -n "$cuda_python" ] || die "drtrt.runtime.jetpack gave no cuda-python pin for L4T $l4t"
 
 venv="$root$prefix/venv"
 models="$root$data/models"
@@ -95,7 +110,7 @@ run() {                                   # a command that changes the system (p
 changed() { changes=$((changes + 1)); say "changed: $*"; }
 ok() { say "ok: $*"; }
 
-say "L4T $l4t: JetPack $jetpack (TensorRT $tensorrt, Python $python_version, $cuda_python)"
+say "L4T $l4t: JetPack $jetpack (Python $python_version, $cuda_python; TensorRT: the system's, checked below)"
 
 # ---------------------------------------------------------------- Python and TensorRT
 

@@ -23,11 +23,8 @@ from typing import Any
 from drtrt import __version__
 from drtrt.errors import DrtrtError
 from drtrt.runtime.backends.cuda import installed_libraries
+from drtrt.runtime.jetpack import describe, parse_l4t
 
-# L4T (major, minor) → (JetPack, TensorRT it ships). JetPack 6.1 is L4T 36.4.0, 6.2 is 36.4.3.
-JETPACK = {(35, 1): ("5.0.2", "8.4"), (35, 2): ("5.1", "8.5"), (35, 3): ("5.1.1", "8.5"), (35, 4): ("5.1.2", "8.5"),
-           (35, 5): ("5.1.3", "8.5"), (35, 6): ("5.1.4", "8.5"), (36, 2): ("6.0 DP", "8.6"), (36, 3): ("6.0", "8.6"),
-           (36, 4): ("6.1/6.2", "10.3"), (38, 2): ("7.0", "10.13")}
 CPU_PATH = "use drtrt calibrate + ONNX Runtime"
 
 
@@ -71,18 +68,17 @@ def _present(module: str) -> bool:
         return False
 
 
-def jetson_release(path: Path = Path("/etc/nv_tegra_release")) -> str | None:
-    """"L4T 36.4.3 (JetPack 6.1/6.2, TensorRT 10.3)" from ``/etc/nv_tegra_release``; None off a Jetson."""
+def jetson_release(path: Path = Path("/etc/nv_tegra_release"), tensorrt_version: str | None = None) -> str | None:
+    """"L4T 36.4.3 (JetPack 6.1/6.2, TensorRT 10.3)" from ``/etc/nv_tegra_release`` and TensorRT's own
+    ``__version__`` (the JetPack by L4T major: a newer minor is "6.x", never "?"); None off a Jetson."""
     try:
         text = path.read_text(errors="replace")
     except OSError:
         return None
-    match = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*(\d+)\.(\d+)", text)
-    if not match:
+    l4t = parse_l4t(text)
+    if l4t is None:
         return f"unrecognised {path}: {text.strip()[:60]}"
-    major, minor, patch = (int(g) for g in match.groups())
-    jetpack, trt = JETPACK.get((major, minor), ("?", "?"))
-    return f"L4T {major}.{minor}.{patch} (JetPack {jetpack}, TensorRT {trt})"
+    return describe(l4t, tensorrt_version)
 
 
 def kernel_driver(path: Path = Path("/proc/driver/nvidia/version")) -> str | None:
@@ -169,7 +165,7 @@ def diagnose(disk: Path = Path("."), tegra_release: Path = Path("/etc/nv_tegra_r
     except ImportError:
         ort_text, ort_ok = "not installed (pip install drtrt)", False
     onnx_v, torch_v = _version("onnx") if _present("onnx") else None, _version("torch") if _present("torch") else None
-    jetson, kernel = jetson_release(tegra_release), kernel_driver()
+    jetson, kernel = jetson_release(tegra_release, trt), kernel_driver()
     free = shutil.disk_usage(disk).free / 2**30
     findings = (
         Finding("drtrt", __version__),

@@ -19,11 +19,21 @@ RELEASES = {  # first lines of /etc/nv_tegra_release on each JetPack
     "5.1.3": "# R35 (release), REVISION: 5.0, GCID: 35550185, BOARD: t186ref, EABI: aarch64, DATE: Tue Feb 20 2024",
     "6.0": "# R36 (release), REVISION: 3.0, GCID: 36191598, BOARD: generic, EABI: aarch64, DATE: Mon May  6 2024",
     "6.2": "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8 2025",
+    "6.2.2": "# R36 (release), REVISION: 5.0, GCID: 43688277, BOARD: generic, EABI: aarch64, DATE: Fri Jan 16 2026",
+    "6.x": "# R36 (release), REVISION: 7.1, GCID: 99999999, BOARD: generic, EABI: aarch64, DATE: a future 6.x",
     "7.0": "# R38 (release), REVISION: 2.0, GCID: 41844464, BOARD: generic, EABI: aarch64, DATE: Fri Aug 22 2025",
+    "7.1": "# R38 (release), REVISION: 4.0, GCID: 43000000, BOARD: generic, EABI: aarch64, DATE: 2026",
+    "7.x": "# R38 (release), REVISION: 9.0, GCID: 99999999, BOARD: generic, EABI: aarch64, DATE: a future 7.x",
 }
-EXPECTED = {"6.0": ("3.10", "cuda-python==12.2.*", "TensorRT 8.6"),
-            "6.2": ("3.10", "cuda-python==12.6.*", "TensorRT 10.3"),
-            "7.0": ("3.12", "cuda-python==13.*", "TensorRT 10.13")}
+# JetPack name, Python, cuda-python pin (from drtrt.runtime.jetpack): keyed on the L4T major, never refused
+# for a newer minor of JetPack 6 or 7; TensorRT's version is read from the module, not from a table
+EXPECTED = {"6.0": ("JetPack 6.0", "3.10", "cuda-python==12.2.*"),
+            "6.2": ("JetPack 6.1/6.2", "3.10", "cuda-python==12.6.*"),
+            "6.2.2": ("JetPack 6.2.2", "3.10", "cuda-python==12.6.*"),
+            "6.x": ("JetPack 6.x", "3.10", "cuda-python==12.6.*"),
+            "7.0": ("JetPack 7.0", "3.12", "cuda-python==13.*"),
+            "7.1": ("JetPack 7.1", "3.12", "cuda-python==13.*"),
+            "7.x": ("JetPack 7.x", "3.12", "cuda-python==13.*")}
 
 
 @pytest.fixture()
@@ -49,9 +59,10 @@ def install(inputs, release: str, *extra: str, env: dict | None = None) -> subpr
 def test_dry_run_prints_every_step_for_each_jetpack(inputs, jetpack, tmp_path):
     proc = install(inputs, jetpack, "--dry-run", "--root", str(tmp_path / "root"))
     assert proc.returncode == 0, proc.stderr
-    python, cuda_python, tensorrt = EXPECTED[jetpack]
+    name, python, cuda_python = EXPECTED[jetpack]
     out = proc.stdout
-    assert f"JetPack {jetpack[0]}" in out and tensorrt in out and f"Python {python}" in out
+    assert out.splitlines()[0].startswith(f"L4T 3") and f": {name} (Python {python}, {cuda_python};" in out
+    assert "?" not in out.splitlines()[0]
     steps = [line for line in out.splitlines() if line.startswith("+ ")]
     expected = [f"python{python} -c 'import tensorrt'",
                 "useradd --system", "--groups video,render drtrt-test-nobody",

@@ -56,15 +56,32 @@ def test_jetson_with_tensorrt_can_build(monkeypatch, tmp_path, cuda):
     assert can["build"].available and can["screen / evaluate (.engine)"].available
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref", "L4T 35.4.1 (JetPack 5.1.2, TensorRT 8.5)"),
-    ("# R36 (release), REVISION: 3.0, GCID: 36191598", "L4T 36.3.0 (JetPack 6.0, TensorRT 8.6)"),
-    ("garbage", "unrecognised"),
+@pytest.mark.parametrize("text, tensorrt, expected", [
+    ("# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref", "8.5.2.2",
+     "L4T 35.4.1 (JetPack 5.1.2, TensorRT 8.5)"),
+    ("# R36 (release), REVISION: 3.0, GCID: 36191598", "8.6.2.3", "L4T 36.3.0 (JetPack 6.0, TensorRT 8.6)"),
+    ("# R36 (release), REVISION: 5.0, GCID: 43688277", "10.3.0", "L4T 36.5.0 (JetPack 6.2.2, TensorRT 10.3)"),
+    ("# R38 (release), REVISION: 4.0, GCID: 43000000", "10.13.3", "L4T 38.4.0 (JetPack 7.1, TensorRT 10.13)"),
+    # a newer minor of a known major is that JetPack, and TensorRT is whatever the module says
+    ("# R36 (release), REVISION: 9.1, GCID: 1", "10.7.0", "L4T 36.9.1 (JetPack 6.x, TensorRT 10.7)"),
+    ("# R38 (release), REVISION: 6.0, GCID: 1", "11.4.1", "L4T 38.6.0 (JetPack 7.x, TensorRT 11.4)"),
+    ("# R38 (release), REVISION: 6.0, GCID: 1", None, "L4T 38.6.0 (JetPack 7.x)"),
+    ("# R40 (release), REVISION: 1.0, GCID: 1", None, "L4T 40.1.0 (a JetPack unknown to this drtrt (L4T R40))"),
+    ("garbage", None, "unrecognised"),
 ])
-def test_jetson_release_parsing(tmp_path, text, expected):
+def test_jetson_release_parsing(tmp_path, text, tensorrt, expected):
     path = tmp_path / "nv_tegra_release"
     path.write_text(text)
-    assert jetson_release(path).startswith(expected)
+    found = jetson_release(path, tensorrt)
+    assert found.startswith(expected) and "?" not in found
+
+
+def test_jetpack_7_1_doctor_reads_tensorrt_from_the_module(monkeypatch, tmp_path):
+    release = tmp_path / "nv_tegra_release"
+    release.write_text("# R38 (release), REVISION: 4.0, GCID: 43000000, BOARD: generic, EABI: aarch64, DATE: x\n")
+    install(monkeypatch, "10.13.3")
+    findings, _ = _by_name(diagnose(disk=tmp_path, tegra_release=release))
+    assert findings["Jetson"].value == "L4T 38.4.0 (JetPack 7.1, TensorRT 10.13)"
 
 
 @pytest.mark.parametrize("text, expected", [
