@@ -2,23 +2,28 @@
 # Turn "not run on hardware" into figures: run this on a Jetson or any machine with an NVIDIA GPU.
 #
 #   bash scripts/hardware-check.sh [--onnx MODEL.onnx --golden DIR] [--work DIR] [--no-record]
+#        [--release-file FILE]
 #
 # 1. drtrt doctor (GPU, CUDA, TensorRT, board, JetPack);
 # 2. the CUDA memory path on the real GPU (tests/runtime/test_cuda_gpu.py);
 # 3. with TensorRT: build FP16 and INT8 engines, pytest --real-trt, parity of each engine against
 #    golden files, drtrt bench (without --onnx: the demo model and golden files, made first);
 # 4. without TensorRT (an x86 GPU box): the CUDA path and GPU training speed only.
+# drtrt[gpu] is installed with the pins of this device (python -m drtrt.runtime.jetpack: the L4T release,
+# else the driver's CUDA), so a CUDA 12 driver never gets cuda-python 13.
 # Each check appends a row (date, device, check, result, figures) to docs/hardware-results.md.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-onnx="" golden="" work="${TMPDIR:-/tmp}/drtrt-hardware-check" record=1
+onnx="" golden="" work="${TMPDIR:-/tmp}/drtrt-hardware-check" record=1 release_file="/etc/nv_tegra_release"
 while [ $# -gt 0 ]; do
   case "$1" in
     --onnx) onnx="${2:?}"; shift 2 ;;
     --golden) golden="${2:?}"; shift 2 ;;
     --work) work="${2:?}"; shift 2 ;;
     --no-record) record=0; shift ;;
-    *) echo "usage: $0 [--onnx MODEL.onnx --golden DIR] [--work DIR] [--no-record]" >&2; exit 2 ;;
+    --release-file) release_file="${2:?}"; shift 2 ;;
+    *) echo "usage: $0 [--onnx MODEL.onnx --golden DIR] [--work DIR] [--no-record] [--release-file FILE]" >&2
+       exit 2 ;;
   esac
 done
 if { [ -n "$onnx" ] && [ -z "$golden" ]; } || { [ -z "$onnx" ] && [ -n "$golden" ]; }; then
@@ -29,6 +34,10 @@ cd "$root"
 export DRTRT_SYSTEM_SITE=1
 extras="gpu,test"
 [ -n "$onnx" ] || extras="$extras,train,export"
+# the cuda-python pin (and nothing else) for this device, from the same function install.sh uses
+DRTRT_PINS="$(PYTHONPATH="$root" python3 -m drtrt.runtime.jetpack --release-file "$release_file" | tr '\n' ' ')"
+export DRTRT_PINS
+echo "pins for this device: ${DRTRT_PINS:-none (no NVIDIA driver found)}"
 # shellcheck source=scripts/env.sh
 source "$root/scripts/env.sh" "$extras"
 mkdir -p "$work"

@@ -36,13 +36,12 @@ from typing import Any
 
 from drtrt.errors import BackendUnavailable, ConfigError
 from drtrt.runtime.backends.dtypes import UnsupportedDtype, to_numpy
+from drtrt.runtime.jetpack import install_hint
 
 _log = logging.getLogger("drtrt.tensorrt")
 MIN_VERSION = (8, 5)
 CPU_PATH = ("The CPU path needs no TensorRT: `drtrt calibrate` makes the INT8 model and ONNX Runtime "
             "runs it (`drtrt screen --model model.onnx`)")
-INSTALL_HINT = ("on a Jetson TensorRT comes with JetPack (apt install python3-libnvinfer); "
-                "on x86-64 with an NVIDIA GPU, pip install tensorrt")
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,7 @@ def import_tensorrt() -> ModuleType:
         import tensorrt
     except ImportError as exc:   # also the bindings present without libnvinfer (OSError is wrapped)
         detail = "not installed" if isinstance(exc, ModuleNotFoundError) else f"cannot be loaded ({exc})"
-        raise BackendUnavailable(f"TensorRT is {detail}; {INSTALL_HINT}. {CPU_PATH}") from None
+        raise BackendUnavailable(f"TensorRT is {detail}; {install_hint()}. {CPU_PATH}") from None
     features(tensorrt)   # refuses versions drtrt does not support
     return tensorrt
 
