@@ -13,6 +13,8 @@ tests/test_trt.py). Behaviour emulated, per version:
   precision flags (and 11.x has none);
 - dynamic inputs need an optimisation profile; shapes outside it are refused by the context;
 - timing caches are keyed by TensorRT version + GPU, hits/misses are recorded in ``_builds``;
+- a new IBuilderConfig has BuilderFlag.TF32 set (as the real one: FP32 convolutions and matrix
+  multiplies may round their inputs to TF32 on Ampere and later); ``_builds`` records the flags;
 - IProgressMonitor (10.x+) gets phases and steps, and cancels the build when a step returns False;
 - plans carry the version and compute capability, and deserialising on another refuses them;
 - ``execute_async_v3`` enqueues on the fake stream, reading and writing fake device memory by
@@ -454,8 +456,8 @@ def _device_key():
 
 
 class IBuilderConfig(_Api):
-    def __init__(self, logger):
-        self._logger, self._flags, self._pools, self._profiles = logger, set(), {}, []
+    def __init__(self, logger):   # a new config has TF32 set, as in every real release (8.6-11.x)
+        self._logger, self._flags, self._pools, self._profiles = logger, {"TF32"}, {}, []
         self._cache, self._monitor = None, None
         self.default_device_type, self.DLA_core = DeviceType.GPU, -1  # noqa: F821 - made by _configure
 

@@ -112,6 +112,8 @@ def test_build_then_run_matches_onnx_runtime(version, tiny_onnx, tmp_path, monke
     assert manifest["build"]["builder_flags"] == [] and "--max-batch 2" in manifest["build"]["command"]
     assert manifest["preprocess"]["size"] == 64 and len(manifest["onnx"]["sha256"]) == 64
     assert fake.trt._builds[-1]["pools"] == {"WORKSPACE": 2**30}
+    # a new config has TF32 set (as the real one): cleared, so FP32 layers compute FP32 as ONNX Runtime does
+    assert manifest["tf32"] is False and "TF32" not in fake.trt._builds[-1]["flags"]
     # the engine is TensorRT's plan byte for byte: no drtrt header in front of it
     assert result.engine.read_bytes().startswith(b"FAKE-TRT-PLAN")
     # IProgressMonitor from 10.x on; 8.x gets no events (the CLI shows a spinner)
@@ -605,6 +607,27 @@ def test_build_if_stale_rebuilds_only_what_changed(tiny_onnx, tmp_path, monkeypa
     agx = FakeGpu(multiprocessors=16, total_memory=32 << 30, board="NVIDIA Jetson AGX Orin Developer Kit")
     text, builds = build("10.13.3", onnx=other, gpu=agx)                  # the card moved to another module
     assert builds == 1 and "AGX" in text
+    path = manifest_path(out)                                             # built before drtrt cleared TF32
+    old = {k: v for k, v in json.loads(path.read_text()).items() if k != "tf32"}
+    path.write_text(json.dumps(old))
+    text, builds = build("10.13.3", onnx=other, gpu=agx)
+    assert builds == 1 and "built with TF32 on" in text
+    assert json.loads(path.read_text())["tf32"] is False and build("10.13.3", onnx=other, gpu=agx)[1] == 0
+
+
+def test_a_new_builder_config_has_tf32_set_as_in_every_real_release(monkeypatch):
+    """The double starts each IBuilderConfig as TensorRT 8.6-11.x does, with BuilderFlag.TF32 set,
+    and get_flag / set_flag / clear_flag work on it (names checked against the real surfaces)."""
+    for version in VERSIONS:
+        fake = install(monkeypatch, version)
+        trt = fake.trt
+        assert "TF32" in load_surface(f"trt-{version}")["enums"]["BuilderFlag"]
+        config = trt.Builder(trt.Logger()).create_builder_config()
+        assert config.get_flag(trt.BuilderFlag.TF32) is True
+        config.clear_flag(trt.BuilderFlag.TF32)
+        assert config.get_flag(trt.BuilderFlag.TF32) is False
+        config.set_flag(trt.BuilderFlag.TF32)
+        assert config.get_flag(trt.BuilderFlag.TF32) is True
 
 
 # ------------------------------------------------------------------ the double against the real surfaces
