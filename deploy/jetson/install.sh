@@ -8,14 +8,15 @@
 # a service user in the video/render groups → a virtual environment that sees the system TensorRT →
 # drtrt without torch (+ the cuda-python release of this JetPack) → model and golden files on
 # persistent storage → the engine built on this device → parity against the golden files →
-# a systemd unit for `drtrt watch` (restart on failure, journald, `drtrt build --if-stale` before
+# a systemd unit for `drtrt watch` (restart on failure, but 5 failed starts in a row stop it;
+# started once the camera and data folders are mounted; journald; `drtrt build --if-stale` before
 # every start, so a JetPack update rebuilds the engine). Idempotent: every step checks first and
 # says "ok" (nothing to do) or "changed". --dry-run prints every step and changes nothing.
 # JetPack 5.1 is refused with the options it has. Not yet run on a Jetson: see deploy/README.md.
 set -euo pipefail
 
 usage() {
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
   echo "Options: --model ONNX --golden DIR [--source PATH] [--precision fp16|int8] [--camera DIR]"
   echo "         [--user NAME] [--prefix DIR] [--data DIR] [--release-file FILE] [--root DIR] [--dry-run]"
 }
@@ -47,6 +48,12 @@ done
 [ -n "$model" ] || die "--model ONNX is required (the model to screen with)"
 [ -n "$golden" ] || die "--golden DIR is required (from \`drtrt parity --save-golden\`: the engine is checked against it)"
 case "$precision" in ""|fp16|int8) ;; *) die "--precision must be fp16 or int8, found $precision" ;; esac
+for path in "$camera" "$data" "$prefix"; do         # the unit lists them space-separated (RequiresMountsFor)
+  case "$path" in /*) ;; *) die "--camera, --data and --prefix must be absolute paths, found $path" ;; esac
+  case "$path" in
+    *[[:space:]]*) die "--camera, --data and --prefix cannot hold spaces (systemd splits on them): $path" ;;
+  esac
+done
 [ "$dry_run" = 1 ] || [ -f "$model" ] || die "model not found: $model"
 [ "$dry_run" = 1 ] || [ -d "$golden" ] || die "golden folder not found: $golden"
 
@@ -217,10 +224,20 @@ run runuser -u "$user" -- "$venv/bin/drtrt" parity --golden "$models/golden" --c
 # ---------------------------------------------------------------- systemd unit
 
 step "systemd unit drtrt-watch.service"
+# a try lasts at most TimeoutStartSec (a first build) + RestartSec: the window holds 5 even of the slowest,
+# so a start that fails every time stops after 5 tries however long each takes
+restart_sec=10 timeout_start_sec=1800 start_limit_burst=5
+start_limit_interval=$((start_limit_burst * (timeout_start_sec + restart_sec)))
 unit="[Unit]
 Description=drtrt: screen fundus photos as the camera writes them into $camera
 After=local-fs.target
 Wants=local-fs.target
+# the camera's folder and drtrt's data may be a USB disk or a network share: start only once mounted
+RequiresMountsFor=$camera $data/models $data/sessions $data/cache
+# a failed parity check fails on every start: after $start_limit_burst failed starts within $start_limit_interval s
+# systemd stops trying (the unit shows failed; fix it, then \`systemctl reset-failed drtrt-watch\`)
+StartLimitIntervalSec=$start_limit_interval
+StartLimitBurst=$start_limit_burst
 
 [Service]
 Type=simple
@@ -233,8 +250,8 @@ ExecStartPre=$prefix/venv/bin/drtrt ${build_args[*]//$root/}
 ExecStartPre=$prefix/venv/bin/drtrt parity --golden $data/models/golden --candidate ${engine#"$root"}
 ExecStart=$prefix/venv/bin/drtrt watch $camera --model ${engine#"$root"} --out $data/sessions/station
 Restart=on-failure
-RestartSec=10
-TimeoutStartSec=1800
+RestartSec=$restart_sec
+TimeoutStartSec=$timeout_start_sec
 StandardOutput=journal
 StandardError=journal
 

@@ -193,6 +193,7 @@ def build_engine(cfg: BuildConfig, listener: BuildListener | None = None,
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(cfg.workspace_gib * 2**30))
     flags = compat.apply_precision(trt, config, feats, precision, dla=cfg.dla_core is not None)
+    tf32 = compat.clear_tf32(trt, config)       # FP32 layers compute FP32, as ONNX Runtime does
     held = []
     if cfg.dla_core is not None:
         flags += use_dla(trt, builder, config, cfg, precision)
@@ -222,20 +223,21 @@ def build_engine(cfg: BuildConfig, listener: BuildListener | None = None,
              "progress_monitor": monitor is not None, "seconds": round(seconds, 2),
              "command": rebuild_command(parsed.path, cfg.out, precision, cfg)}
     target = manifest_path(cfg.out)
-    manifest = _manifest(trt, feats, gpu, parsed, precision, data, profile_shapes, build, cfg.onnx, cfg.out.name)
+    manifest = _manifest(trt, feats, gpu, parsed, precision, data, profile_shapes, build, cfg.onnx, cfg.out.name,
+                         tf32)
     atomic_write(target, json.dumps(manifest.to_dict(), indent=2) + "\n")
     return BuildResult(cfg.out, target, precision, seconds, data.nbytes, cache_file, reused, parsed.path,
                        monitor is not None)
 
 
 def _manifest(trt: Any, feats: compat.TrtFeatures, gpu: GpuInfo, parsed: _Parsed, precision: str, plan: memoryview,
-              profile: dict, build: dict, source: Path, engine_file: str) -> EngineManifest:
+              profile: dict, build: dict, source: Path, engine_file: str, tf32: bool) -> EngineManifest:
     return EngineManifest(
         engine=EngineFile(engine_file, hashlib.sha256(plan).hexdigest(), plan.nbytes), tensorrt=feats.version,
         gpu={"name": gpu.name, "compute_capability": gpu.compute_capability, "total_memory": gpu.total_memory,
              "multiprocessors": gpu.multiprocessors, "integrated": gpu.integrated, "board": gpu.board},
         cuda={"driver": gpu.driver_version, "runtime": gpu.runtime_version, "library": gpu.library},
-        precision=precision, strongly_typed=feats.strongly_typed,
+        precision=precision, strongly_typed=feats.strongly_typed, tf32=tf32,
         onnx={"file": str(parsed.path), "sha256": sha256_file(parsed.path), "source": str(source),
               "source_sha256": sha256_file(source)},
         calibration_sha256=parsed.metadata.get("drtrt.calibration_sha256", ""),

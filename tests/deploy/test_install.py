@@ -80,6 +80,51 @@ def test_dry_run_prints_every_step_for_each_jetpack(inputs, jetpack, tmp_path):
     assert not (tmp_path / "root").exists()                              # a dry run changes nothing
 
 
+def unit_sections(text: str) -> dict[str, dict[str, list[str]]]:
+    """A systemd unit's sections → key → values (a key may repeat, as ExecStartPre does)."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current = None
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+        elif line and not line.startswith("#") and current is not None:
+            key, _, value = line.partition("=")
+            current.setdefault(key, []).append(value)
+    return sections
+
+
+def test_the_service_stops_retrying_a_start_that_always_fails_and_waits_for_its_folders(inputs, tmp_path):
+    """A failed parity check fails on every start: Restart=on-failure alone retries it every 10 s for
+    ever. The start limit (in [Unit], where systemd reads it) stops it after a few tries, however long
+    each try takes (up to TimeoutStartSec); the service starts only once the camera's folder and the
+    data folders (models, sessions, cache) are mounted."""
+    camera, data = "/mnt/usb/fundus camera", "/srv/drtrt-data"
+    refused = install(inputs, "6.2", "--dry-run", "--camera", camera)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1 and "spaces" in refused.stderr
+    proc = install(inputs, "6.2", "--dry-run", "--root", str(tmp_path / "root"), "--camera", "/mnt/usb/camera",
+                   "--data", data)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout[proc.stdout.index("[Unit]"):proc.stdout.index("WantedBy=multi-user.target") + 26]
+    unit = unit_sections(text)
+    service, start = unit["Service"], unit["Unit"]
+    assert service["Restart"] == ["on-failure"] and "StartLimitBurst" not in service
+    assert "StartLimitIntervalSec" not in service
+    burst, interval = int(start["StartLimitBurst"][0]), int(start["StartLimitIntervalSec"][0])
+    slowest_try = int(service["TimeoutStartSec"][0]) + int(service["RestartSec"][0])
+    assert 1 < burst <= 10 and interval >= burst * slowest_try
+    mounts = start["RequiresMountsFor"][0].split()
+    assert mounts[0] == "/mnt/usb/camera" and {f"{data}/sessions", f"{data}/models"} <= set(mounts)
+    assert all(m.startswith("/") and str(tmp_path) not in m for m in mounts)
+    analyze = shutil.which("systemd-analyze")
+    if analyze is not None:                    # systemd's own parser: no unknown key, no misplaced setting
+        path = tmp_path / "drtrt-watch.service"
+        path.write_text(text + "\n")
+        check = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True, timeout=60)
+        problems = [line for line in check.stderr.splitlines() if "is not executable" not in line and line.strip()]
+        assert problems == [], check.stderr
+
+
 def test_jetpack_5_is_refused_with_the_options(inputs):
     proc = install(inputs, "5.1.3", "--dry-run")
     assert proc.returncode == 2 and "L4T 35.5.0 is JetPack 5.1" in proc.stderr

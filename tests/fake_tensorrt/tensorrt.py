@@ -13,6 +13,9 @@ tests/test_trt.py). Behaviour emulated, per version:
   precision flags (and 11.x has none);
 - dynamic inputs need an optimisation profile; shapes outside it are refused by the context;
 - timing caches are keyed by TensorRT version + GPU, hits/misses are recorded in ``_builds``;
+- a new IBuilderConfig has BuilderFlag.TF32 set, as the real one: with it, on compute capability
+  8.0+, every FP32 convolution and matrix multiply rounds its inputs to TF32 (tf32.py; the layers
+  are in ``_builds[-1]["tf32_layers"]``);
 - IProgressMonitor (10.x+) gets phases and steps, and cancels the build when a step returns False;
 - plans carry the version and compute capability, and deserialising on another refuses them;
 - ``execute_async_v3`` enqueues on the fake stream, reading and writing fake device memory by
@@ -40,6 +43,8 @@ import types
 from pathlib import Path
 
 import numpy as np
+
+from fake_tensorrt.tf32 import apply_tf32 as _apply_tf32, node_key as _node_key, tf32_layers as _tf32_layers
 
 __version__ = "0"
 device = None                     # the FakeDevice (fake_tensorrt.devmem); set by _configure
@@ -454,8 +459,8 @@ def _device_key():
 
 
 class IBuilderConfig(_Api):
-    def __init__(self, logger):
-        self._logger, self._flags, self._pools, self._profiles = logger, set(), {}, []
+    def __init__(self, logger):   # a new config has TF32 set, as in every real release (8.6-11.x)
+        self._logger, self._flags, self._pools, self._profiles = logger, {"TF32"}, {}, []
         self._cache, self._monitor = None, None
         self.default_device_type, self.DLA_core = DeviceType.GPU, -1  # noqa: F821 - made by _configure
 
@@ -603,7 +608,12 @@ class Builder(_Api):
                              "inputs": [spec(t) for t in network._inputs], "outputs": [spec(t) for t in network._outputs],
                              "profiles": [{k: [list(s) for s in v] for k, v in p._shapes.items()} for p in config._profiles]
                              }).encode()
+        tf32 = _tf32_layers(layers, DataType.FLOAT, device.gpu.major, config._flags, fp16)  # noqa: F821
+        _builds[-1]["tf32_layers"] = sorted(layer._name for layer in tf32)
+        keys = {_node_key(node): {t._name for t in layer._inputs if t._dtype == DataType.FLOAT}  # noqa: F821
+                for node, layer in zip(_onnx_nodes(network._onnx), layers) if layer in tf32}
         onnx_bytes = _round_to_fp16(network._onnx, fp16, network) if fp16 else network._onnx
+        onnx_bytes = _apply_tf32(onnx_bytes, keys) if keys else onnx_bytes
         return IHostMemory(_PLAN_MAGIC + struct.pack("<I", len(header)) + header + onnx_bytes)
 
 
@@ -623,6 +633,12 @@ def _in_fp16(network, config):
     return [layer for layer in network._layers
             if layer._op not in _FLOAT_OPS_EXEMPT and any(t._dtype in (float32, half) for t in layer._outputs)
             and not (obey and layer._held_fp32())]
+
+
+def _onnx_nodes(onnx_bytes):
+    import onnx
+
+    return list(onnx.load_from_string(onnx_bytes).graph.node)
 
 
 def _round_to_fp16(onnx_bytes, layers, network):

@@ -76,8 +76,8 @@ def trt_backend(request) -> Backend:
     onnx, tmp = request.getfixturevalue("tiny_onnx"), request.getfixturevalue("tmp_path")
     request.getfixturevalue("monkeypatch").setenv("DRTRT_CACHE_DIR", str(tmp / "cache"))
     engine = functools.cache(lambda: build_engine(BuildConfig(onnx=onnx, out=tmp / "model.engine", max_batch=2)).engine)
-    # The double computes with ONNX Runtime; real TensorRT picks its own kernels (TF32 on a GPU that has
-    # it), so its outputs are close to ONNX Runtime's, not equal.
+    # The double computes with ONNX Runtime; real TensorRT picks its own FP32 kernels (the build clears TF32,
+    # but the kernels' order of summation is TensorRT's), so its outputs are close to ONNX Runtime's, not equal.
     return Backend(lambda: TrtRunner(engine()), ((lambda: TrtRunner(tmp / "missing.engine"), "engine file not found"),),
                    atol=1e-2 if request.config.getoption("--real-trt") else 1e-4)
 

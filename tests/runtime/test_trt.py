@@ -112,6 +112,8 @@ def test_build_then_run_matches_onnx_runtime(version, tiny_onnx, tmp_path, monke
     assert manifest["build"]["builder_flags"] == [] and "--max-batch 2" in manifest["build"]["command"]
     assert manifest["preprocess"]["size"] == 64 and len(manifest["onnx"]["sha256"]) == 64
     assert fake.trt._builds[-1]["pools"] == {"WORKSPACE": 2**30}
+    # a new config has TF32 set (as the real one): cleared, so FP32 layers compute FP32 as ONNX Runtime does
+    assert manifest["tf32"] is False and "TF32" not in fake.trt._builds[-1]["flags"]
     # the engine is TensorRT's plan byte for byte: no drtrt header in front of it
     assert result.engine.read_bytes().startswith(b"FAKE-TRT-PLAN")
     # IProgressMonitor from 10.x on; 8.x gets no events (the CLI shows a spinner)
@@ -605,6 +607,57 @@ def test_build_if_stale_rebuilds_only_what_changed(tiny_onnx, tmp_path, monkeypa
     agx = FakeGpu(multiprocessors=16, total_memory=32 << 30, board="NVIDIA Jetson AGX Orin Developer Kit")
     text, builds = build("10.13.3", onnx=other, gpu=agx)                  # the card moved to another module
     assert builds == 1 and "AGX" in text
+    path = manifest_path(out)                                             # built before drtrt cleared TF32
+    old = {k: v for k, v in json.loads(path.read_text()).items() if k != "tf32"}
+    path.write_text(json.dumps(old))
+    text, builds = build("10.13.3", onnx=other, gpu=agx)
+    assert builds == 1 and "built with TF32 on" in text
+    assert json.loads(path.read_text())["tf32"] is False and build("10.13.3", onnx=other, gpu=agx)[1] == 0
+
+
+@pytest.mark.parametrize("gpu, rounds", [(FakeGpu(), True), (FakeGpu(name="Xavier", major=7, minor=2), False)])
+def test_the_double_runs_fp32_convolutions_in_tf32_while_the_flag_is_set(gpu, rounds, tiny_onnx, monkeypatch):
+    """The double does what TF32 lets the real builder do: on compute capability 8.0+ (Orin) its FP32
+    convolutions and matrix multiplies round their inputs to TF32, so the plan no longer computes what
+    ONNX Runtime computes; cleared, or on a pre-Ampere GPU (Xavier), it does."""
+    fake = install(monkeypatch, "10.3.0", gpu=gpu)
+    trt, logger = fake.trt, fake.trt.Logger()
+    builder = trt.Builder(logger)
+    x = np.random.default_rng(3).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    with OrtRunner(tiny_onnx) as ort_runner:
+        expected = ort_runner.infer({INPUT_NAME: x})
+    for tf32 in (True, False):
+        network = builder.create_network(0)
+        assert trt.OnnxParser(network, logger).parse_from_file(str(tiny_onnx))
+        config = builder.create_builder_config()
+        if not tf32:
+            config.clear_flag(trt.BuilderFlag.TF32)
+        profile = builder.create_optimization_profile()
+        profile.set_shape(INPUT_NAME, (1, 3, 64, 64), (1, 3, 64, 64), (2, 3, 64, 64))
+        config.add_optimization_profile(profile)
+        engine = trt.Runtime(logger).deserialize_cuda_engine(builder.build_serialized_network(network, config))
+        got = dict(zip([o.name for o in engine._session.get_outputs()], engine._session.run(None, {INPUT_NAME: x})))
+        drift = max(float(np.abs(got[name] - expected[name]).max()) for name in expected)
+        in_tf32 = fake.trt._builds[-1]["tf32_layers"]
+        if tf32 and rounds:
+            assert in_tf32 and drift > 1e-6, (in_tf32, drift)
+        else:
+            assert in_tf32 == [] and drift < 1e-6, (in_tf32, drift)
+
+
+def test_a_new_builder_config_has_tf32_set_as_in_every_real_release(monkeypatch):
+    """The double starts each IBuilderConfig as TensorRT 8.6-11.x does, with BuilderFlag.TF32 set,
+    and get_flag / set_flag / clear_flag work on it (names checked against the real surfaces)."""
+    for version in VERSIONS:
+        fake = install(monkeypatch, version)
+        trt = fake.trt
+        assert "TF32" in load_surface(f"trt-{version}")["enums"]["BuilderFlag"]
+        config = trt.Builder(trt.Logger()).create_builder_config()
+        assert config.get_flag(trt.BuilderFlag.TF32) is True
+        config.clear_flag(trt.BuilderFlag.TF32)
+        assert config.get_flag(trt.BuilderFlag.TF32) is False
+        config.set_flag(trt.BuilderFlag.TF32)
+        assert config.get_flag(trt.BuilderFlag.TF32) is True
 
 
 # ------------------------------------------------------------------ the double against the real surfaces

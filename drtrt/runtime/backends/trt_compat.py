@@ -121,6 +121,15 @@ def apply_precision(trt: ModuleType, config: Any, feats: TrtFeatures, precision:
     return [item.name for item in flags]
 
 
+def clear_tf32(trt: ModuleType, config: Any) -> bool:
+    """Clear BuilderFlag.TF32, which every new builder config has set (8.6–11.x): with it, FP32
+    convolutions and matrix multiplies (of an FP32 engine, and the layers an FP16 or INT8 build keeps
+    in FP32) may round their inputs to TF32 (10-bit mantissa) on Ampere and later (Orin, A100, H100),
+    which ONNX Runtime on that ONNX does not. Returns the flag as the config now has it (for the manifest)."""
+    config.clear_flag(trt.BuilderFlag.TF32)
+    return bool(config.get_flag(trt.BuilderFlag.TF32))
+
+
 def hold_fp32(trt: ModuleType, network: Any, tensors: set[str]) -> list[str]:
     """Pin to FP32 (``precision`` and output types) every layer producing one of ``tensors`` — the
     outputs of the layers the FP16 conversion kept in FP32; returns the pinned layers' names.

@@ -49,6 +49,8 @@ class EngineManifest:
     metadata: the ONNX's ``drtrt.*`` keys (its :class:`~drtrt.model_info.ModelInfo`), its accuracy check
         ``drtrt.gate`` included ("unchecked" when TensorRT changed the precision).
     profile: input → min / opt / max shapes. build: options, flags, timings, the command.
+    tf32: whether BuilderFlag.TF32 was set (FP32 layers may round their inputs to TF32 on Ampere and
+        later); drtrt clears it, so False — True in a manifest from before it did (the key absent).
     """
 
     engine: EngineFile
@@ -64,6 +66,7 @@ class EngineManifest:
     preprocess: dict[str, Any] = field(default_factory=dict)
     calibration_sha256: str = ""
     strongly_typed: bool = False
+    tf32: bool = True              # manifests without the key: built before drtrt cleared TF32, so it was on
     created: str = ""
     drtrt_version: str = ""
     schema: str = SCHEMA
