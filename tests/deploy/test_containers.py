@@ -5,6 +5,7 @@ judging what `drtrt doctor` says. Not built here: no Docker, no Jetson."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import stat
 import subprocess
@@ -46,3 +47,87 @@ def test_health_check_follows_what_doctor_says(tmp_path):
         proc = subprocess.run([sys.executable, str(ROOT / "deploy" / "jetson" / "station-health.py")],
                               capture_output=True, text=True, timeout=60, env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
         assert proc.returncode == expected, proc.stdout + proc.stderr
+
+
+def run_steps(dockerfile: Path) -> list[str]:
+    """Each RUN instruction of a Dockerfile, its continuation lines joined."""
+    steps, current = [], None
+    for line in dockerfile.read_text().splitlines():
+        if current is None and line.startswith("RUN "):
+            current = line
+        elif current is not None:
+            current += "\n" + line
+        if current is not None and not line.rstrip().endswith("\\"):
+            steps.append(current)
+            current = None
+    return steps
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_no_build_step_needs_the_hosts_tensorrt_and_venv_has_its_package(dockerfile):
+    """TensorRT's libraries come from the host, mounted only by `docker run --runtime nvidia`: a RUN step
+    that imports tensorrt fails `docker build`. `python3 -m venv` needs python3-venv, installed first."""
+    steps = run_steps(dockerfile)
+    assert not [s for s in steps if "import tensorrt" in s or "tensorrt." in s], steps
+    venv = next(i for i, s in enumerate(steps) if "-m venv" in s)
+    assert any("apt-get install" in s and "python3-venv" in s for s in steps[:venv]), steps
+
+
+@pytest.fixture()
+def station(tmp_path):
+    """The entrypoint's world, readable by an unprivileged user (the container's is not root): fake
+    `python` (TensorRT loads or not) and `drtrt` (records its calls) on PATH, cache and sessions folders."""
+    import tempfile
+    top = Path(tempfile.mkdtemp(prefix="drtrt-entry-"))
+    top.chmod(0o755)
+    bin_dir, cache, sessions, models = top / "bin", top / "cache", top / "sessions", top / "models"
+    for d in (bin_dir, cache, sessions, models):
+        d.mkdir()
+        d.chmod(0o777)
+    bin_dir.chmod(0o755)
+    calls = top / "calls.log"
+    calls.write_text("")
+    calls.chmod(0o666)
+    for name, body in (("drtrt", f'echo "drtrt $*" >> {calls}'),
+                       ("python", f'case "$*" in *tensorrt*) [ -f {top}/tensorrt-mounted ] ;; esac')):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    yield {"top": top, "cache": cache, "sessions": sessions, "models": models, "calls": calls, "bin": bin_dir}
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def entrypoint(station) -> subprocess.CompletedProcess:
+    as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.getuid() == 0 else []
+    if as_user and shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: cannot run the entrypoint as a non-root user")
+    env = {"PATH": f"{station['bin']}:/usr/bin:/bin", "DRTRT_CACHE_DIR": str(station["cache"]),
+           "DRTRT_SESSIONS_DIR": str(station["sessions"]), "DRTRT_MODELS_DIR": str(station["models"])}
+    return subprocess.run([*as_user, "bash", str(ROOT / "deploy" / "jetson" / "station-entrypoint.sh")],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_entrypoint_with_a_cache_the_container_cannot_write_says_which_chown_to_run(station):
+    (station["top"] / "tensorrt-mounted").touch()
+    station["cache"].chmod(0o555)                               # a bind mount keeping the host's owner
+    proc = entrypoint(station)
+    uid = 65534 if os.getuid() == 0 else os.getuid()
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert f"{station['cache']} is not writable" in proc.stderr and f"sudo chown -R {uid}:" in proc.stderr
+    assert station["calls"].read_text() == ""                   # no engine build into a folder it cannot write
+
+
+def test_entrypoint_without_the_nvidia_runtime_says_so_in_one_line(station):
+    proc = entrypoint(station)                                  # writable folders, TensorRT not mounted
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "TensorRT cannot be loaded" in proc.stderr and "docker run --runtime nvidia" in proc.stderr
+    assert station["calls"].read_text() == ""
+
+
+def test_entrypoint_with_its_checks_passed_builds_into_the_cache_and_watches(station):
+    (station["top"] / "tensorrt-mounted").touch()
+    proc = entrypoint(station)
+    assert proc.returncode == 0, proc.stderr
+    calls = station["calls"].read_text().splitlines()
+    assert calls[0].startswith(f"drtrt build --onnx {station['models']}/model.onnx --out {station['cache']}/model.engine")
+    assert calls[-1].startswith(f"drtrt watch /camera --model {station['cache']}/model.engine "
+                                f"--out {station['sessions']}/station")
