@@ -125,10 +125,13 @@ step "python$python_version and the system TensorRT"
 python="python$python_version"
 if [ "$dry_run" = 1 ]; then
   say "+ $python -c 'import tensorrt'   # from apt: python3-libnvinfer (not from pip)"
+  say "+ $python -c 'import ensurepip, venv'   # from apt: python3-venv"
 elif ! command -v "$python" >/dev/null; then
   die "$python not found; JetPack $jetpack ships it (apt install $python $python-venv)"
 elif ! "$python" -c "import tensorrt" 2>/dev/null; then
   die "TensorRT's Python bindings are missing: apt install python3-libnvinfer (JetPack $jetpack)"
+elif ! "$python" -c "import ensurepip, venv" 2>/dev/null; then   # python -m venv fails without it
+  die "$python cannot create a virtual environment: apt install python3-venv ($python-venv) (JetPack $jetpack)"
 else
   ok "$("$python" -c 'import sys, tensorrt; print("Python", sys.version.split()[0], "TensorRT", tensorrt.__version__)')"
 fi
