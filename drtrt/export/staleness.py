@@ -58,7 +58,7 @@ def stale_reason(cfg: BuildConfig) -> str | None:
         mem.close()
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error")           # another GPU model or CUDA runtime: rebuild for this one
+            warnings.simplefilter("error")           # another GPU model or driver CUDA: rebuild for this one
             check_engine_compatible(manifest, Path(cfg.out), trt.__version__, gpu)
     except (ArtefactError, UserWarning) as exc:
         return str(exc).split("; ")[0]

@@ -729,7 +729,23 @@ class ICudaEngine(_Api):
     def get_tensor_profile_shape(self, name, profile_index):
         return [Dims(s) for s in self._header["profiles"][profile_index][name]]
 
+    def _context_memory(self):
+        """The device memory an execution context reserves, sized (as TensorRT's STATIC strategy) for the
+        profile's largest shapes: here 4 bytes per element of every I/O tensor at those shapes."""
+        largest = self._header["profiles"][0]
+        batch = max(shapes[2][0] for shapes in largest.values())
+        return sum(4 * int(np.prod([batch if d < 0 else d for d in t["shape"]])) for t, _ in self._io)
+
     def create_execution_context(self):
+        """None when the device has no room for the context's memory, as the real one: it logs
+        the CUDA out-of-memory error and returns None (no exception)."""
+        need = self._context_memory()
+        free = device.gpu.total_memory - sum(len(b) for b in device.allocations.values())
+        if need > free:
+            _log(_global_logger, 1, "[defaultAllocator.cpp::allocate::31] Error Code 1: Cuda Runtime (out of memory)")
+            _log(_global_logger, 1, f"[executionContext.cpp::ExecutionContext::564] Error Code 2: OutOfMemory "
+                                    f"(Requested size was {need} bytes.)")
+            return None
         return IExecutionContext(self)
 
 

@@ -347,8 +347,8 @@ def test_other_gpu_is_refused_or_warned(built, monkeypatch):
         runner = TrtRunner(engine)
         runner.activate()
     runner.deactivate()
-    install(monkeypatch, "10.3.0", gpu=FakeGpu(runtime_version=12020))      # the same module, an older CUDA
-    with pytest.warns(UserWarning, match=r"built with CUDA 12\.6, this machine runs CUDA 12\.2: rebuild"):
+    install(monkeypatch, "10.3.0", gpu=FakeGpu(driver_version=12020))       # the same module, an older CUDA
+    with pytest.warns(UserWarning, match=r"built on CUDA 12\.6 \(the driver's\), this machine's driver runs CUDA 12\.2"):
         runner = TrtRunner(engine)
         runner.activate()
     runner.deactivate()

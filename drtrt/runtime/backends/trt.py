@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drtrt.errors import ArtefactError, DrtrtError, ShapeError
+from drtrt.errors import ArtefactError, CudaError, DrtrtError, ShapeError
 from drtrt.model_info import ModelInfo
 from drtrt.runtime.base import Runner, Signature, TensorSpec
 from drtrt.runtime.backends.cuda import CudaMemory, GpuInfo, load_cuda
@@ -81,6 +81,13 @@ class TrtRunner(Runner):
             raise ArtefactError(f"TensorRT could not load {self.path}: {self._last_error(mark)}; "
                                 f"rebuild it: {manifest.rebuild_command}")
         self._context = self._engine.create_execution_context()
+        if self._context is None:                     # TensorRT's answer when the GPU has no room for it
+            largest = max((shapes["max"][0] for shapes in manifest.profile.values()), default="?")
+            raise CudaError(f"TensorRT could not create an execution context for {self.path.name} "
+                            f"({self._last_error(mark)}): most likely the GPU is out of memory, as TensorRT reserves "
+                            f"it for the engine's largest batch ({largest}) whatever --batch-size asks; rebuild with "
+                            f"a smaller --max-batch (and screen with --batch-size no larger), or stop other programs "
+                            f"using the GPU: {manifest.rebuild_command}")
         self._stream = self._mem.create_stream()
         self.manifest = manifest
         low, high = self._bind()

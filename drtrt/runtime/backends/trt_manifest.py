@@ -44,7 +44,11 @@ class EngineIO:
 class EngineManifest:
     """The sidecar ``<engine>.json``, field for field (``to_dict`` is the file's layout).
 
-    gpu: name, compute_capability, total_memory. cuda: driver, runtime, library.
+    gpu: name, compute_capability, total_memory. cuda: driver, runtime, library — ``driver`` is the CUDA
+        version the driver supports (``cudaDriverGetVersion``: the system's CUDA, on a Jetson the JetPack's),
+        the one TensorRT runs on and the one :func:`check_engine_compatible` judges with ``tensorrt``;
+        ``runtime`` is the Python binding's own cudart (cuda-python links it statically, so it follows the
+        wheel, not the system) and ``library`` the binding: both recorded for the reader, never judged.
     onnx: file, sha256 (and source when converted or calibrated during the build).
     metadata: the ONNX's ``drtrt.*`` keys (its :class:`~drtrt.model_info.ModelInfo`), its accuracy check
         ``drtrt.gate`` included ("unchecked" when TensorRT changed the precision).
@@ -140,11 +144,10 @@ def check_engine_compatible(manifest: EngineManifest, engine: Path, trt_version:
     if not _same_model(built, gpu):
         warnings.warn(f"{engine.name} was built on {built.model}, running on {gpu.model} (same compute capability "
                       f"{built_cc}); it works but may be slower: rebuild here for best speed", stacklevel=3)
-    built_cuda, cuda = str(manifest.cuda.get("runtime", "")), gpu.runtime_version
+    built_cuda, cuda = str(manifest.cuda.get("driver", "")), gpu.driver_version
     if built_cuda and cuda and built_cuda.split(".")[:2] != cuda.split(".")[:2]:
-        warnings.warn(f"{engine.name} was built with CUDA {built_cuda}, this machine runs CUDA {cuda}: rebuild it "
-                      f"here ({manifest.rebuild_command})", stacklevel=3)
-
+        warnings.warn(f"{engine.name} was built on CUDA {built_cuda} (the driver's), this machine's driver runs CUDA "
+                      f"{cuda}: rebuild it here ({manifest.rebuild_command})", stacklevel=3)
 
 def _same_model(a: GpuInfo, b: GpuInfo) -> bool:
     """Whether two GPUs of one compute capability are the same model: the same name and, on a Jetson
