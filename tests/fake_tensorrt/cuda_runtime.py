@@ -1,7 +1,8 @@
 """Test double of cuda-python's ``cuda.bindings.runtime`` over :class:`devmem.FakeDevice`.
 
 Same function names, argument order and ``(cudaError_t, *values)`` return tuples as the real
-module (checked against surface/cuda-bindings-*.json by tests/test_trt.py).
+module (checked against surface/cuda-bindings-*.json by tests/test_trt.py). ``cudaSetDevice`` is
+per thread, as in the real runtime: another thread starts on device 0.
 """
 
 from __future__ import annotations
@@ -59,15 +60,22 @@ def _gpu_error():
 def cudaGetDeviceCount():  # noqa: N802
     if _gpu_error() and _release in RAISING_RELEASES:     # as the real 12.2 and 12.6 wheels do (checked in
         raise RuntimeError("Failed to dlopen libcuda.so.1")   # tests/runtime/test_cuda_releases.py)
-    return (_gpu_error(), None) if _gpu_error() else (_OK, 1)
+    return (_gpu_error(), None) if _gpu_error() else (_OK, _device.gpu.count)
 
 
 def cudaSetDevice(device):  # noqa: N802
-    return (cudaError_t.cudaErrorInvalidDevice,) if device != 0 else (_OK,)
+    if not 0 <= device < _device.gpu.count:
+        return (cudaError_t.cudaErrorInvalidDevice,)
+    _device.thread.device = device      # this thread only
+    return (_OK,)
+
+
+def cudaGetDevice():  # noqa: N802
+    return _OK, _device.current_device
 
 
 def cudaGetDeviceProperties(device):  # noqa: N802
-    return (_OK, cudaDeviceProp()) if device == 0 else (cudaError_t.cudaErrorInvalidDevice, None)
+    return (_OK, cudaDeviceProp()) if 0 <= device < _device.gpu.count else (cudaError_t.cudaErrorInvalidDevice, None)
 
 
 def cudaDriverGetVersion():  # noqa: N802

@@ -5,11 +5,17 @@ reads and writes them by ``int`` address exactly as a kernel would. Every access
 against the allocation table (an out-of-bounds or freed address fails the test), and work
 enqueued on a stream runs only at ``synchronize`` — so a missing synchronise shows up as
 stale output, as it would on a GPU.
+
+As in the real CUDA runtime and driver, the current device (``cudaSetDevice``) and the context
+stack (pycuda's ``Context.push``) are per thread (:attr:`FakeDevice.thread`): a thread that never
+set them works on device 0 (runtime API) or has no current context (driver API). Device memory
+and streams remember the device that was current when they were made (:attr:`FakeDevice.owner`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -29,6 +35,7 @@ class FakeGpu:
     integrated: bool = True
     dla_cores: int = 2                    # Orin AGX and NX: 2; Orin Nano: 0
     board: str = "NVIDIA Jetson Orin NX Engineering Reference Developer Kit"   # /proc/device-tree/model
+    count: int = 1                        # identical GPUs visible: ordinals 0 .. count - 1
 
 
 class DeviceFault(AssertionError):
@@ -42,12 +49,27 @@ class FakeDevice:
     pinned: dict[int, ctypes.Array] = field(default_factory=dict)
     mapped: set[int] = field(default_factory=set)          # pinned pages the GPU may use in place
     streams: dict[int, list[Callable[[], None]]] = field(default_factory=dict)
+    owner: dict[int, int] = field(default_factory=dict)    # device allocation or stream -> its device ordinal
+    thread: threading.local = field(default_factory=threading.local)   # .device, .contexts: per thread
     peak_allocated: int = 0
     _next_stream: int = 0x5000
+
+    def contexts(self) -> list:
+        """This thread's context stack (pycuda ``Context`` objects, each with an ``ordinal``)."""
+        if not hasattr(self.thread, "contexts"):
+            self.thread.contexts = []
+        return self.thread.contexts
+
+    @property
+    def current_device(self) -> int:
+        """This thread's device: the top context's, else the one ``cudaSetDevice`` chose here (0 by default)."""
+        stack = self.contexts()
+        return stack[-1].ordinal if stack else getattr(self.thread, "device", 0)
 
     def alloc(self, nbytes: int) -> int:
         buf = (ctypes.c_uint8 * max(1, nbytes))()
         self.allocations[ctypes.addressof(buf)] = buf
+        self.owner[ctypes.addressof(buf)] = self.current_device
         self.peak_allocated = max(self.peak_allocated, sum(len(b) for b in self.allocations.values()))
         return ctypes.addressof(buf)
 
@@ -91,6 +113,7 @@ class FakeDevice:
     def create_stream(self) -> int:
         self._next_stream += 0x10
         self.streams[self._next_stream] = []
+        self.owner[self._next_stream] = self.current_device
         return self._next_stream
 
     def destroy_stream(self, handle: int) -> None:

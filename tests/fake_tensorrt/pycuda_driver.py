@@ -1,7 +1,8 @@
 """Test double of ``pycuda.driver`` over :class:`devmem.FakeDevice`.
 
 Names and call shapes follow pycuda 2026.1's ``src/wrapper/wrap_cudadrv.cpp`` (recorded in
-surface/pycuda-2026.1.json and checked by tests/test_trt.py).
+surface/pycuda-2026.1.json and checked by tests/test_trt.py). The context stack is per thread, as in
+the CUDA driver: a context pushed on one thread is not current on another.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 _device = None   # the FakeDevice this module serves; set by fake_tensorrt.install()
-_context_stack: list["Context"] = []
 
 
 class Error(Exception):
@@ -30,12 +30,18 @@ def get_version():
 
 
 class Context:
+    def __init__(self, ordinal=0):
+        self.ordinal = ordinal
+
     def push(self):
-        _context_stack.append(self)
+        _device.contexts().append(self)
 
     @staticmethod
     def pop():
-        _context_stack.pop()
+        stack = _device.contexts()
+        if not stack:
+            raise Error("cuCtxPopCurrent failed: invalid device context")
+        stack.pop()
 
     def detach(self):
         pass
@@ -43,12 +49,13 @@ class Context:
 
 class Device:
     def __init__(self, number):
-        if number != 0:
+        if not 0 <= number < _device.gpu.count:
             raise Error(f"invalid device ordinal {number}")
+        self.ordinal = number
 
     @staticmethod
     def count():
-        return 1
+        return _device.gpu.count
 
     def name(self):
         return _device.gpu.name
@@ -60,7 +67,7 @@ class Device:
         return _device.gpu.total_memory
 
     def retain_primary_context(self):
-        return Context()
+        return Context(self.ordinal)
 
 
 class DeviceAllocation:
@@ -75,8 +82,8 @@ class DeviceAllocation:
 
 
 def _require_context():
-    if not _context_stack:
-        raise Error("no current CUDA context (pycuda needs a pushed context)")
+    if not _device.contexts():
+        raise Error("cuMemcpyHtoDAsync failed: invalid device context (no current CUDA context on this thread)")
 
 
 def mem_alloc(bytesize):
@@ -95,13 +102,16 @@ class Stream:
         self.handle = _device.create_stream()
 
     def synchronize(self):
+        _require_context()
         _device.synchronize(self.handle)
 
 
 def memcpy_htod_async(dest, src, stream=None):
+    _require_context()
     src = np.ascontiguousarray(src)
     _device.enqueue(stream.handle, _device.memcpy(int(dest), src.ctypes.data, src.nbytes, to_device=True))
 
 
 def memcpy_dtoh_async(dest, src, stream=None):
+    _require_context()
     _device.enqueue(stream.handle, _device.memcpy(dest.ctypes.data, int(src), dest.nbytes, to_device=False))

@@ -794,5 +794,9 @@ class IExecutionContext(_Api):
                     assert outputs[name].shape == shape, f"output '{name}' is {outputs[name].shape}, context said {shape}"
                     device.view(addr, outputs[name].nbytes, dt, shape, f"output '{name}'")[...] = outputs[name]
 
+        if device.owner.get(int(stream_handle), device.current_device) != device.current_device:
+            _log(_global_logger, 1, "IExecutionContext::enqueueV3: Error Code 1: Cuda Runtime (invalid resource "
+                                    "handle): the stream belongs to another device than this thread's current one")
+            return False                     # a kernel launch on another device's stream fails, as in CUDA
         device.enqueue(int(stream_handle), run)
         return True

@@ -9,6 +9,10 @@ hands those out from whichever CUDA binding is installed, behind one small inter
 - ``pycuda``: named in the design; on a Jetson it builds from source. The device's *primary*
   context is pushed, which is the context TensorRT's runtime API uses too.
 
+CUDA's current device (runtime API) and current context (driver API) are per *thread*: a runner
+opened on one thread and used on another (the station activates on the main thread, infers on
+its worker) calls :meth:`CudaMemory.make_current` on the inferring thread first.
+
 Device addresses are ``int``; pinned host buffers are 1-D ``uint8`` NumPy arrays (view them
 with ``.view(dtype)``). Copies are asynchronous on the given stream: call
 :meth:`CudaMemory.synchronize` before reading a host buffer.
@@ -19,6 +23,7 @@ from __future__ import annotations
 import abc
 import ctypes
 import importlib
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -129,6 +134,10 @@ class CudaMemory(abc.ABC):
     def synchronize(self, stream: int) -> None:
         """Wait until everything enqueued on ``stream`` has finished."""
 
+    def make_current(self) -> None:
+        """Make this object's GPU current on the calling thread (CUDA keeps it per thread); cheap, call it
+        before work on a thread that may not be the one that opened it."""
+
     def close(self) -> None:
         """Release what the binding holds for this object (context); allocations are freed by their owners."""
 
@@ -153,6 +162,10 @@ class CudaPythonMemory(CudaMemory):
         self._call(self.rt.cudaSetDevice(device), "cudaSetDevice")
         self._pinned: dict[int, int] = {}      # array data address -> cudaMallocHost pointer
         self._streams: dict[int, Any] = {}     # int handle -> cudaStream_t
+
+    def make_current(self) -> None:
+        """``cudaSetDevice`` is per thread: another thread would otherwise work on device 0."""
+        self._call(self.rt.cudaSetDevice(self.device), "cudaSetDevice")
 
     def _call(self, result: tuple, what: str, unavailable: bool = False) -> Any:
         """cuda-python returns ``(cudaError_t, *values)``; raise on an error, else return the values."""
@@ -247,6 +260,8 @@ class PyCudaMemory(CudaMemory):
         self.dev = self.cuda.Device(device)
         self.context = self.dev.retain_primary_context()
         self.context.push()
+        self._pushed = threading.local()      # .done: this object's context is pushed on that thread
+        self._pushed.done = True
         self._allocations: dict[int, Any] = {}
         self._pinned: dict[int, np.ndarray] = {}
         self._streams: dict[int, Any] = {}
@@ -295,9 +310,16 @@ class PyCudaMemory(CudaMemory):
     def synchronize(self, stream: int) -> None:
         self._streams[stream].synchronize()
 
+    def make_current(self) -> None:
+        """A context pushed on one thread is not current on another: push it once on each new thread."""
+        if self.context is not None and not getattr(self._pushed, "done", False):
+            self.context.push()
+            self._pushed.done = True
+
     def close(self) -> None:
         if self.context is not None:
-            self.context.pop()
+            if getattr(self._pushed, "done", False):      # pop only where this thread pushed it
+                self.context.pop()
             self.context.detach()
             self.context = None
 

@@ -4,7 +4,9 @@
 TensorRT and GPU, and the engine's sha256, before deserialising. I/O is name-based
 (``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``): device buffers and pinned
 host buffers are allocated once for the profile's largest batch, on one CUDA stream; any
-batch inside the optimisation profile runs, anything else is a :class:`ShapeError`. Every
+batch inside the optimisation profile runs, anything else is a :class:`ShapeError`. CUDA's current
+device/context is per thread, so inference and release first make the runner's GPU current on the
+calling thread (the station activates on its main thread and infers on a worker). Every
 TensorRT version difference is in :mod:`drtrt.runtime.backends.trt_compat`.
 """
 
@@ -151,6 +153,7 @@ class TrtRunner(Runner):
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         mem, context, stream = self._mem, self._context, self._stream
+        mem.make_current()                     # this thread may not be the one that activated the runner
         for name, value in feeds.items():
             binding, array = self._inputs[name], np.asarray(value)
             staged = binding.host[:array.nbytes].view(binding.dtype).reshape(array.shape)
@@ -174,10 +177,12 @@ class TrtRunner(Runner):
     def _deactivate(self) -> None:
         """Release TensorRT objects (context, engine, runtime, in that order) while the CUDA
         context is still current, then the buffers, the stream and the binding's context."""
+        mem = self._mem
+        if mem is not None:
+            mem.make_current()
         self._context = None
         self._engine = None
         self._runtime = None
-        mem = self._mem
         if mem is not None:
             for binding in [*self._inputs.values(), *self._outputs.values()]:
                 if not binding.mapped:
