@@ -161,17 +161,23 @@ STAND_INS = {   # the system's commands, recording each call in $CALLS and keepi
 }
 
 
-def test_a_second_run_changes_nothing(inputs, tmp_path):
-    standins, root = tmp_path / "bin", tmp_path / "root"
+def stand_in_env(tmp_path: Path, bodies: dict[str, str]) -> tuple[dict[str, str], Path]:
+    """The system commands as stand-ins (``bodies``: name → bash) first on PATH, and the log they write: (env, log)."""
+    standins = tmp_path / "bin"
     standins.mkdir()
-    for name, body in STAND_INS.items():
+    for name, body in bodies.items():
         path = standins / name
         path.write_text(f"#!/usr/bin/env bash\n{body}\n")
         path.chmod(path.stat().st_mode | stat.S_IXUSR)
     calls, users = tmp_path / "calls.log", tmp_path / "users"
     users.write_text("")
-    env = {**os.environ, "PATH": f"{standins}:{os.environ['PATH']}", "CALLS": str(calls), "USERS": str(users),
-           "STANDINS": str(standins)}
+    return {**os.environ, "PATH": f"{standins}:{os.environ['PATH']}", "CALLS": str(calls), "USERS": str(users),
+            "STANDINS": str(standins)}, calls
+
+
+def test_a_second_run_changes_nothing(inputs, tmp_path):
+    root = tmp_path / "root"
+    env, calls = stand_in_env(tmp_path, STAND_INS)
     first = install(inputs, "6.2", "--root", str(root), "--source", str(ROOT), env=env)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "changed: created drtrt-test-nobody" in first.stdout and "done: 0 change(s)" not in first.stdout
@@ -203,20 +209,11 @@ def test_installer_is_shellcheck_clean():
 def test_a_python_without_venv_is_refused_with_the_package_to_install(inputs, tmp_path):
     """Ubuntu's python3.X lacks ensurepip until python3-venv is installed, and `python -m venv` then
     fails with several lines: the installer checks it first and names the package."""
-    standins, shadow, root = tmp_path / "bin", tmp_path / "shadow", tmp_path / "root"
-    standins.mkdir()
+    shadow, root = tmp_path / "shadow", tmp_path / "root"
     (shadow / "ensurepip").mkdir(parents=True)            # as on Ubuntu without python3-venv: no ensurepip
     (shadow / "ensurepip" / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'ensurepip'\")\n")
     (shadow / "tensorrt.py").write_text("__version__ = '10.3.0'\n")       # the system's bindings, from apt
-    bodies = {**STAND_INS, "python3.10": f'PYTHONPATH={shadow} exec python3 "$@"'}
-    for name, body in bodies.items():
-        path = standins / name
-        path.write_text(f"#!/usr/bin/env bash\n{body}\n")
-        path.chmod(path.stat().st_mode | stat.S_IXUSR)
-    calls, users = tmp_path / "calls.log", tmp_path / "users"
-    users.write_text("")
-    env = {**os.environ, "PATH": f"{standins}:{os.environ['PATH']}", "CALLS": str(calls), "USERS": str(users),
-           "STANDINS": str(standins)}
+    env, calls = stand_in_env(tmp_path, {**STAND_INS, "python3.10": f'PYTHONPATH={shadow} exec python3 "$@"'})
     proc = install(inputs, "6.2", "--root", str(root), "--source", str(ROOT), env=env)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stdout + proc.stderr
     assert "apt install python3-venv (python3.10-venv)" in proc.stderr
