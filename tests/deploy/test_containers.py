@@ -92,7 +92,11 @@ def station(tmp_path):
                        ("python", f'case "$*" in *tensorrt*) [ -f {top}/tensorrt-mounted ] ;; esac')):
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
         (bin_dir / name).chmod(0o755)
-    yield {"top": top, "cache": cache, "sessions": sessions, "models": models, "calls": calls, "bin": bin_dir}
+    script = top / "station-entrypoint.sh"     # a copy the user can read: the checkout may sit in a folder it cannot
+    shutil.copy(ROOT / "deploy" / "jetson" / "station-entrypoint.sh", script)
+    script.chmod(0o755)
+    yield {"top": top, "cache": cache, "sessions": sessions, "models": models, "calls": calls, "bin": bin_dir,
+           "script": script}
     shutil.rmtree(top, ignore_errors=True)
 
 
@@ -102,7 +106,7 @@ def entrypoint(station) -> subprocess.CompletedProcess:
         pytest.skip("running as root without setpriv: cannot run the entrypoint as a non-root user")
     env = {"PATH": f"{station['bin']}:/usr/bin:/bin", "DRTRT_CACHE_DIR": str(station["cache"]),
            "DRTRT_SESSIONS_DIR": str(station["sessions"]), "DRTRT_MODELS_DIR": str(station["models"])}
-    return subprocess.run([*as_user, "bash", str(ROOT / "deploy" / "jetson" / "station-entrypoint.sh")],
+    return subprocess.run([*as_user, "bash", str(station["script"])],
                           capture_output=True, text=True, timeout=60, env=env)
 
 
