@@ -10,9 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from fake_tensorrt import install
 from fake_tensorrt.devmem import FakeDevice, FakeGpu
+from drtrt.cli import app
+from drtrt.cli.common import ExitCode
 from drtrt.errors import ArtefactError
 from drtrt.export.build_config import BuildConfig
 from drtrt.export.dla import dla_placement, placement_summary
@@ -128,3 +131,21 @@ def test_a_dla_engine_from_before_the_placement_record_is_rebuilt(tiny_onnx, tmp
     del data["build"]["placement"]
     path.write_text(json.dumps(data))
     assert "before drtrt recorded which layers run on DLA" in stale_reason(cfg)
+
+
+def test_cli_builds_for_dla_on_11_4_1_and_an_orin_nano_refuses_the_engine_in_one_line(tiny_onnx, photo_root, tmp_path,
+                                                                                       monkeypatch):
+    engine = tmp_path / "dla.engine"
+    install(monkeypatch, "11.4.1", gpu=FakeGpu(**AGX_ORIN))
+    result = CliRunner().invoke(app, ["build", "--onnx", str(tiny_onnx), "--out", str(engine), "--fp16",
+                                      "--max-batch", "1", "--dla-core", "1", "--gpu-fallback"])
+    assert result.exit_code == 0, result.output
+    assert "converting model.onnx to FP16 first" in result.output and "layers on DLA core 1" in result.output
+    install(monkeypatch, "11.4.1", gpu=FakeGpu(dla_cores=0, multiprocessors=4, board="NVIDIA Jetson Orin Nano"))
+    image = next((photo_root / "B. Disease Grading" / "1. Original Images" / "b. Testing Set").glob("*.jpg"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                # "built on another Orin module"
+        result = CliRunner().invoke(app, ["screen", str(image), "--model", str(engine)])
+    assert result.exit_code == ExitCode.FAILED, result.output
+    lines = [line for line in result.output.splitlines() if "error" in line]
+    assert len(lines) == 1 and "built for DLA core 1 but this device has 0 DLA core" in lines[0], result.output

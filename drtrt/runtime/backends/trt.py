@@ -107,9 +107,10 @@ class TrtRunner(Runner):
             return                                    # a GPU engine (or one TensorRT placed all on the GPU)
         cores = int(self._runtime.num_DLA_cores)
         if not 0 <= int(core) < cores:
+            other = f" or with --dla-core below {cores}" if cores else ""
             raise ArtefactError(f"{self.path.name} was built for DLA core {core} but this device has {cores} DLA "
                                 f"core(s) (Orin AGX and NX have two, Orin Nano none): rebuild it here without "
-                                f"--dla-core or with a core below {cores} ({manifest.rebuild_command})")
+                                f"--dla-core{other} ({manifest.rebuild_command})")
         self._runtime.DLA_core = int(core)
 
     def validated_sha256(self) -> str:
