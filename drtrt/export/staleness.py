@@ -46,6 +46,9 @@ def stale_reason(cfg: BuildConfig) -> str | None:
         return f"the engine's largest batch is not {cfg.max_batch}"
     if (manifest.build.get("dla_core"), bool(manifest.build.get("gpu_fallback"))) != (cfg.dla_core, cfg.gpu_fallback):
         return "the engine was built for another device (GPU or DLA core) or fallback"
+    if manifest.build.get("dla_core") is not None and "placement" not in manifest.build:
+        return ("the DLA engine was built before drtrt recorded which layers run on DLA (TensorRT 11.4.1 would "
+                "have built the FP32 ONNX all on the GPU)")
     if manifest.tf32:
         return "the engine was built with TF32 on (its FP32 layers round their inputs), not as ONNX Runtime computes"
     if sha256_file(cfg.out) != manifest.engine.sha256:

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from drtrt import __version__
 from drtrt.errors import ArtefactError, BackendUnavailable, ConfigError, DrtrtError
 from drtrt.export.build_config import BuildConfig
-from drtrt.export.dla import dla_features, use_dla
+from drtrt.export.dla import dla_features, dla_placement, placement_summary, use_dla
 from drtrt.export.staleness import rebuild_command
 from drtrt.export.timing_cache import load_timing_cache, save_timing_cache, timing_cache_key, timing_cache_path
 from drtrt.fileio import atomic_write, sha256_file
@@ -59,11 +59,13 @@ class BuildResult:
     timing_cache_reused: bool
     onnx: Path                     # the ONNX actually built (the calibrated one after --int8 calibration)
     progress_reported: bool
+    placement: dict | None = None  # a DLA build: which layers may run on DLA (:func:`.dla.dla_placement`)
 
     def summary(self) -> str:
         cache = "reused" if self.timing_cache_reused else "new"
+        where = f"; {placement_summary(self.placement)}" if self.placement else ""
         return (f"wrote {self.engine} ({self.engine_bytes / 2**20:.1f} MiB, {self.precision}) and {self.manifest.name} "
-                f"in {self.seconds:.1f} s from {self.onnx}; timing cache {cache}: {self.timing_cache}")
+                f"in {self.seconds:.1f} s from {self.onnx}{where}; timing cache {cache}: {self.timing_cache}")
 
 
 def read_onnx_metadata(path: Path) -> dict[str, str]:
@@ -111,7 +113,9 @@ def _prepared_onnx(cfg: BuildConfig, trt: Any, feats: compat.TrtFeatures, builde
 
     Every GPU FP16 build starts from the same FP16 ONNX (drtrt's conversion, FP32 kept where it keeps
     it): strongly typed it is the precision, weakly typed (8.x) its FP32 layers are pinned by
-    :func:`hold_fp32`. DLA, which has no FP32, builds the FP32 ONNX with the FP16 flag."""
+    :func:`hold_fp32`. DLA, which has no FP32: weakly typed (up to 10.7) the FP32 ONNX with the FP16
+    flag, as trtexec --useDLACore --fp16; strongly typed (11.4.1) the FP16 ONNX too, since the types
+    are the precision and an FP32 layer never goes to DLA."""
     parsed = _Parsed(trt, feats, builder, logger, Path(cfg.onnx))
     precision = resolve_precision(cfg.precision, parsed.qdq, parsed.info.precision, parsed.path)
     if precision == "int8" and not parsed.qdq:
@@ -123,8 +127,9 @@ def _prepared_onnx(cfg: BuildConfig, trt: Any, feats: compat.TrtFeatures, builde
         parsed = _Parsed(trt, feats, builder, logger, calibrate(parsed.path, cfg.calib_data, cfg.out, log))
         if not parsed.qdq:
             raise ArtefactError(f"calibration wrote {parsed.path} without Q/DQ nodes; cannot build INT8 from it")
-    if precision == "fp16" and cfg.dla_core is None and parsed.info.precision != "fp16":
-        log(f"converting {parsed.path.name} to FP16 first (the same FP16 model on every TensorRT version)")
+    if precision == "fp16" and (cfg.dla_core is None or feats.strongly_typed) and parsed.info.precision != "fp16":
+        log(f"converting {parsed.path.name} to FP16 first (the same FP16 model on every TensorRT version"
+            + ("; DLA takes FP16 layers only)" if cfg.dla_core is not None else ")"))
         parsed = _Parsed(trt, feats, builder, logger, convert_to_fp16(parsed.path, cfg.out))
     return parsed, precision
 
@@ -194,9 +199,13 @@ def build_engine(cfg: BuildConfig, listener: BuildListener | None = None,
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(cfg.workspace_gib * 2**30))
     flags = compat.apply_precision(trt, config, feats, precision, dla=cfg.dla_core is not None)
     tf32 = compat.clear_tf32(trt, config)       # FP32 layers compute FP32, as ONNX Runtime does
-    held = []
+    held, placement = [], None
     if cfg.dla_core is not None:
         flags += use_dla(trt, builder, config, cfg, precision)
+        placement = dla_placement(trt, parsed.network, config, cfg.dla_core)
+        if placement["device"] == "gpu":
+            log(f"warning: no layer of {parsed.path.name} can run on DLA core {cfg.dla_core}: the engine runs on "
+                "the GPU only (its manifest says so)")
     elif precision == "fp16" and not feats.strongly_typed:
         held = compat.hold_fp32(trt, parsed.network, fp32_tensors(parsed.path))
     profile_shapes = _add_profile(trt, builder, config, parsed, cfg)
@@ -218,6 +227,7 @@ def build_engine(cfg: BuildConfig, listener: BuildListener | None = None,
     seconds = time.perf_counter() - start
     build = {"max_batch": cfg.max_batch, "opt_batch": cfg.opt_batch, "workspace_gib": cfg.workspace_gib,
              "dla_core": cfg.dla_core, "gpu_fallback": cfg.gpu_fallback,
+             **({"placement": placement} if placement else {}),
              "builder_flags": flags, "fp32_layers": held, "timing_cache": str(cache_file),
              "timing_cache_reused": reused,
              "progress_monitor": monitor is not None, "seconds": round(seconds, 2),
@@ -227,7 +237,7 @@ def build_engine(cfg: BuildConfig, listener: BuildListener | None = None,
                          tf32)
     atomic_write(target, json.dumps(manifest.to_dict(), indent=2) + "\n")
     return BuildResult(cfg.out, target, precision, seconds, data.nbytes, cache_file, reused, parsed.path,
-                       monitor is not None)
+                       monitor is not None, placement)
 
 
 def _manifest(trt: Any, feats: compat.TrtFeatures, gpu: GpuInfo, parsed: _Parsed, precision: str, plan: memoryview,

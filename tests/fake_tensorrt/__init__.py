@@ -2,7 +2,7 @@
 
 ``install(monkeypatch, version=...)`` makes ``import tensorrt`` return a fresh fake emulating
 that TensorRT version (8.6.1, 10.3.0, 10.13.3 or 11.4.0: the real surfaces stored in
-``surface/``) and ``cuda.bindings.runtime`` (or ``pycuda.driver``) a fake over one shared
+``surface/``; also 8.5.2 and 11.4.1, on the API of 8.6.1 and 11.4.0) and ``cuda.bindings.runtime`` (or ``pycuda.driver``) a fake over one shared
 :class:`devmem.FakeDevice`. Nothing here is importable as ``tensorrt`` otherwise.
 """
 

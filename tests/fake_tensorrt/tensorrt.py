@@ -28,6 +28,11 @@ tests/test_trt.py). Behaviour emulated, per version:
   ``set_output_type`` = float32 *and* BuilderFlag.OBEY/PREFER_PRECISION_CONSTRAINTS (without the
   flag TensorRT ignores the constraints, with a warning). Q/DQ layers keep ONNX Runtime's INT8.
   Arithmetic inside a layer stays FP32: the double models the precision of what a layer stores.
+- DLA (dla.py): with DeviceType.DLA a layer goes to DLA only if DLA has its op and it is FP16 or
+  INT8 (weakly typed: by the builder flags; strongly typed: by its own tensor types), the rest to
+  the GPU only with BuilderFlag.GPU_FALLBACK (``_builds[-1]["dla_layers"]`` / ``["gpu_layers"]``);
+  a deserialised DLA engine runs on ``Runtime.DLA_core``, core 0 when it was not set (``_loads``);
+  10.8 to 11.4.0 see no DLA core (11.4.1 brings DLA back on AGX Orin).
 
 Never importable as ``tensorrt`` by accident: tests inject it through ``fake_tensorrt.install()``.
 """
@@ -44,12 +49,14 @@ from pathlib import Path
 
 import numpy as np
 
+from fake_tensorrt import dla as _dla
 from fake_tensorrt.tf32 import apply_tf32 as _apply_tf32, node_key as _node_key, tf32_layers as _tf32_layers
 
 __version__ = "0"
 device = None                     # the FakeDevice (fake_tensorrt.devmem); set by _configure
 _accessed: set[tuple[str, str]] = set()
 _builds: list[dict] = []
+_loads: list[dict] = []           # one per deserialised engine: the DLA core it runs on (dla.py)
 _surface: dict = {}
 _PLAN_MAGIC, _CACHE_MAGIC = b"FAKE-TRT-PLAN\x00", b"FAKE-TRT-CACHE\x00"
 _DTYPE_ALIASES = {"float32": "FLOAT", "float16": "HALF", "bfloat16": "BF16", "int8": "INT8", "int32": "INT32",
@@ -115,13 +122,18 @@ class _GatedModule(types.ModuleType):
         return types.ModuleType.__getattribute__(self, name)
 
 
+_SAME_API = {"8.5.2": "8.6.1", "11.4.1": "11.4.0"}
+
+
 def _configure(version: str, fake_device) -> None:
-    """Become TensorRT ``version`` (a surface file name: 8.6.1, 10.3.0, 10.13.3, 11.4.0; or 8.5.2,
-    JetPack 5.1's, which has 8.6.1's API for everything drtrt uses but the ``nptype`` below)."""
+    """Become TensorRT ``version`` (a surface file name: 8.6.1, 10.3.0, 10.13.3, 11.4.0), or one with
+    another's API (``_SAME_API``): 8.5.2, JetPack 5.1's, has 8.6.1's API for everything drtrt uses
+    but the ``nptype`` below; 11.4.1, JetPack 7.2.2's (the SBSA build, not on PyPI), has 11.4.0's,
+    its release notes naming no API change, only DLA back on AGX Orin (dla.py)."""
     global __version__, device, _surface
-    surface = "8.6.1" if version == "8.5.2" else version
+    surface = _SAME_API.get(version, version)
     _surface = json.loads((Path(__file__).parent / "surface" / f"trt-{surface}.json").read_text())
-    __version__, device = version if version == "8.5.2" else _surface["version"], fake_device
+    __version__, device = version if version in _SAME_API else _surface["version"], fake_device
     space = globals()
     for name, members in _surface["enums"].items():
         space[name] = enum.IntEnum(name, members)
@@ -168,7 +180,6 @@ class Logger(ILogger):
 
 
 _global_logger = None   # the first logger given to a Builder or Runtime: TensorRT sends everything there
-_NOT_ON_DLA = ("Resize", "Softmax", "Gather", "Shape")   # ops this double, like DLA, cannot place on DLA
 # ONNX ops onnx-tensorrt has no importer for (its operators.md): ORT's QOperator quantization, strings,
 # sequences, optionals; any op outside the default domain too (com.microsoft contrib ops)
 _NO_IMPORTER = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear",
@@ -193,6 +204,13 @@ def _take_logger(logger):
 
 def _log(logger, severity, msg):
     (_global_logger or logger).log(_Severity(severity), msg)
+
+
+def _dla_cores():
+    """The DLA cores this release can use on the device: none from 10.8 to 11.4.0 on Linux (10.7 was
+    the last 10.x with DLA; 11.4.0 has it on Windows on ARM only; 11.4.1 brings it back on AGX Orin)."""
+    major, minor, patch = (int(p) for p in (__version__.split(".") + ["0", "0"])[:3])
+    return 0 if (10, 8) <= (major, minor) and (major, minor, patch) <= (11, 4, 0) else device.gpu.dla_cores
 
 
 def nptype(trt_type):
@@ -413,6 +431,8 @@ class OnnxParser(_Api):
         net._layers = [ILayer(LayerType[kinds.get(n.op_type, "ELEMENTWISE")], n.op_type,  # noqa: F821
                               n.name or f"node_of_{n.output[0]}", [tensor(i) for i in n.input if i],
                               [tensor(o) for o in n.output]) for n in graph.node]
+        for layer in net._layers:
+            layer._net = net
         net._onnx = Path(model).read_bytes()
         return True
 
@@ -479,6 +499,11 @@ class IBuilderConfig(_Api):
     def get_flag(self, flag):
         return flag.name in self._flags
 
+    def can_run_on_DLA(self, layer):  # noqa: N802 - real name
+        """Whether ``layer`` may run on DLA under this config (its op, and FP16/INT8: dla.py)."""
+        return _dla.why_not_on_dla(layer, layer._net._strongly_typed, self._flags, DataType.FLOAT,  # noqa: F821
+                                   DataType.HALF) is None  # noqa: F821
+
     def add_optimization_profile(self, profile):
         for name, (low, opt, high) in profile._shapes.items():
             if not (len(low) == len(opt) == len(high) and all(a <= b <= c for a, b, c in zip(low, opt, high))):
@@ -527,7 +552,7 @@ class Builder(_Api):
 
     @property
     def num_DLA_cores(self):  # noqa: N802 - real name
-        return device.gpu.dla_cores
+        return _dla_cores()
 
     def create_network(self, flags=0):
         allowed = sum(1 << int(f) for f in NetworkDefinitionCreationFlag)  # noqa: F821
@@ -560,15 +585,17 @@ class Builder(_Api):
                     if len(shape) != len(tensor._shape) or any(d >= 0 and s != d for s, d in zip(shape, tensor._shape)):
                         problems.append(f"profile shape {shape} does not fit input '{tensor._name}' {tuple(tensor._shape)}")
         if config.default_device_type == DeviceType.DLA:  # noqa: F821 - as TensorRT checks a DLA build
-            if not 0 <= config.DLA_core < device.gpu.dla_cores:
+            if not 0 <= config.DLA_core < _dla_cores():
                 problems.append(f"Cannot create DLA engine, {config.DLA_core} not available "
-                                f"({device.gpu.dla_cores} DLA cores)")
+                                f"({_dla_cores()} DLA cores)")
             for profile in config._profiles:
                 if any(len(set(shapes)) > 1 for shapes in profile._shapes.values()):
                     problems.append("DLA supports only static shapes: min, opt and max of the profile must match")
-            off_dla = [layer._op for layer in network._layers if layer._op in _NOT_ON_DLA]
+            _, off_dla = _dla.place(network, config._flags, DataType.FLOAT, DataType.HALF)  # noqa: F821
             if off_dla and "GPU_FALLBACK" not in config._flags:
-                problems.append(f"{off_dla[0]} layer cannot run on DLA and GPU fallback is not enabled")
+                layer, why = off_dla[0]
+                problems.append(f"{layer._op} layer '{layer._name}' ({why}) cannot run on DLA and GPU fallback "
+                                "is not enabled")
         precision = config._flags & {"FP16", "INT8"}
         if network._strongly_typed and precision:
             problems.append(f"BuilderFlag {sorted(precision)} cannot be used with a strongly typed network")
@@ -603,8 +630,14 @@ class Builder(_Api):
                        "monitor": monitor is not None})
         fp16 = _in_fp16(network, config)
         _builds[-1]["fp16_layers"] = sorted(layer._name for layer in fp16)
+        on_dla = []
+        if config.default_device_type == DeviceType.DLA:  # noqa: F821 - the rest fell back to the GPU, silently
+            on_dla, _ = _dla.place(network, config._flags, DataType.FLOAT, DataType.HALF)  # noqa: F821
+        _builds[-1]["dla_layers"] = [layer._name for layer in on_dla]
+        _builds[-1]["gpu_layers"] = [layer._name for layer in layers if layer not in on_dla]
         spec = lambda t: {"name": t._name, "shape": list(t._shape), "dtype": t._dtype.name}  # noqa: E731
         header = json.dumps({"version": __version__, "cc": [device.gpu.major, device.gpu.minor],
+                             "dla_core": config.DLA_core if on_dla else None,
                              "inputs": [spec(t) for t in network._inputs], "outputs": [spec(t) for t in network._outputs],
                              "profiles": [{k: [list(s) for s in v] for k, v in p._shapes.items()} for p in config._profiles]
                              }).encode()
@@ -677,6 +710,26 @@ def _rounding(helper, tensor_proto, source, target):
 class Runtime(_Api):
     def __init__(self, logger):
         self._logger = _take_logger(logger)
+        self._dla_core = -1                       # as the real one: unset until DLA_core is written
+
+    @property
+    def DLA_core(self):  # noqa: N802 - real name
+        return self._dla_core
+
+    @DLA_core.setter
+    def DLA_core(self, value):  # noqa: N802
+        cores = _dla_cores()
+        if not cores:                             # "if getNbDLACores() returns 0, this function does nothing"
+            return
+        if not 0 <= int(value) < cores:
+            _log(self._logger, 1, f"IRuntime::setDLACore: Error Code 3: API Usage Error (Parameter check failed, "
+                                  f"condition: dlaCore < getNbDLACores(); {value} of {cores} cores)")
+            return
+        self._dla_core = int(value)
+
+    @property
+    def num_DLA_cores(self):  # noqa: N802 - real name
+        return _dla_cores()
 
     def deserialize_cuda_engine(self, serialized_engine):
         blob = bytes(serialized_engine)
@@ -694,6 +747,11 @@ class Runtime(_Api):
             _log(self._logger, 1, "The engine plan file is generated on an incompatible device, expecting compute "
                  f"{device.gpu.major}.{device.gpu.minor} got compute {header['cc'][0]}.{header['cc'][1]}")
             return None
+        core, error = _dla.load_core(header.get("dla_core"), self._dla_core, _dla_cores())
+        if error:
+            _log(self._logger, 1, error)
+            return None
+        _loads.append({"built_for_dla_core": header.get("dla_core"), "dla_core": core})
         return ICudaEngine(header, blob[start + size:])
 
 

@@ -78,6 +78,7 @@ class TrtRunner(Runner):
         self._trt, self._logger = trt, make_logger(trt)
         mark = self._logger.mark()
         self._runtime = trt.Runtime(self._logger)
+        self._name_dla_core(manifest)                 # read by TensorRT when it deserialises, not after
         self._engine = self._runtime.deserialize_cuda_engine(plan)
         if self._engine is None:
             raise ArtefactError(f"TensorRT could not load {self.path}: {self._last_error(mark)}; "
@@ -96,6 +97,21 @@ class TrtRunner(Runner):
         info = ModelInfo.from_metadata(manifest.metadata, source=str(manifest_path(self.path)))
         inputs = tuple(TensorSpec(b.spec.name, (-1, *b.spec.shape[1:]), b.spec.dtype) for b in self._inputs.values())
         return Signature(info, inputs, tuple(t.name for t in manifest.io.outputs), low, high)
+
+    def _name_dla_core(self, manifest: EngineManifest) -> None:
+        """Set ``Runtime.DLA_core`` to the core the engine was built for: TensorRT runs a DLA engine on
+        the runtime's core, core 0 when none was set, whatever core the build named (so two services
+        built for cores 0 and 1 would share core 0). A device without that core is one line."""
+        core = manifest.build.get("dla_core")
+        if core is None or (manifest.build.get("placement") or {}).get("dla_layers") == 0:
+            return                                    # a GPU engine (or one TensorRT placed all on the GPU)
+        cores = int(self._runtime.num_DLA_cores)
+        if not 0 <= int(core) < cores:
+            other = f" or with --dla-core below {cores}" if cores else ""
+            raise ArtefactError(f"{self.path.name} was built for DLA core {core} but this device has {cores} DLA "
+                                f"core(s) (Orin AGX and NX have two, Orin Nano none): rebuild it here without "
+                                f"--dla-core{other} ({manifest.rebuild_command})")
+        self._runtime.DLA_core = int(core)
 
     def validated_sha256(self) -> str:
         """The ONNX the engine was built from, as its manifest records: engines are rebuilt per device,

@@ -106,7 +106,7 @@ def apply_precision(trt: ModuleType, config: Any, feats: TrtFeatures, precision:
     the FP16 ONNX; "int8" → INT8 only, so what the Q/DQ nodes leave unquantised runs in FP32 as on a
     strongly typed build (an FP16 flag would let TensorRT move those layers to FP16); "fp32" → none.
     DLA has no FP32: "fp16" → FP16 alone (every layer in FP16, as trtexec --useDLACore --fp16), "int8" →
-    INT8 + FP16.
+    INT8 + FP16. DLA on 11.4.1 is strongly typed like the rest of 11.x: no flags, the FP16 ONNX.
     """
     if precision not in ("fp32", "fp16", "int8"):
         raise ConfigError(f"unknown precision '{precision}'; expected fp32, fp16 or int8")
