@@ -20,6 +20,15 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_drtrt_cache(tmp_path_factory):
+    """drtrt's caches (TensorRT timing caches, ...) in a folder of this run, not the user's ~/.cache:
+    a cache left by an earlier run must not change what a build logs or reuses."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DRTRT_CACHE_DIR", str(tmp_path_factory.mktemp("drtrt-cache")))
+        yield
+
+
 def pytest_addoption(parser):
     parser.addoption("--real-trt", action="store_true", default=False,
                      help="run the TensorRT tests on the installed tensorrt and this machine's GPU instead of the "
