@@ -27,6 +27,7 @@ import ctypes
 import datetime as dt
 import importlib
 import importlib.metadata
+import os
 import shutil
 import subprocess
 import sys
@@ -88,12 +89,13 @@ def run_check(name: str, check: Callable[..., str], *args: Any) -> Row:
 
 
 def import_runtime() -> Any:
+    errors = []
     for name in ("cuda.bindings.runtime", "cuda.cudart"):
         try:
             return importlib.import_module(name)
-        except ImportError:
-            continue
-    raise Skip("needs cuda-python (pip install 'drtrt[gpu]', or the machine's cuda-bindings)")
+        except ImportError as exc:
+            errors.append(f"{name}: {exc}")
+    raise Skip(f"needs cuda-python (pip install 'drtrt[gpu]', or the machine's cuda-bindings): {'; '.join(errors)}")
 
 
 def bindings_version(rt: Any) -> str:
@@ -228,7 +230,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="cuda_check.py", description=__doc__.splitlines()[0])
     parser.add_argument("--device", type=int, default=0, help="GPU ordinal to check (default 0)")
     parser.add_argument("--date", default=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"))
-    parser.add_argument("--expect-bindings", default="", help="fail unless cuda-bindings' version starts so")
+    parser.add_argument("--expect-bindings", default=os.environ.get("DRTRT_EXPECT_BINDINGS", ""),
+                        help="fail unless cuda-bindings' version starts so (default $DRTRT_EXPECT_BINDINGS)")
     parser.add_argument("--trt-version", default="10.3.0", help="the TensorRT the double plays (default 10.3.0)")
     return parser.parse_args(argv)
 
@@ -237,11 +240,15 @@ def open_gpu(args: argparse.Namespace) -> Gpu | Row:
     """The device to check, or the one ``skipped`` row; ``BackendUnavailable`` for a missing ``--device``."""
     try:
         rt = import_runtime()
-        load_cuda("cuda-python", 0).close()                 # is there any usable GPU at all?
-    except (Skip, BackendUnavailable) as why:
+    except Skip as why:
         return Row("CUDA layer", "skipped", str(why))
+    bindings = bindings_version(rt)
+    try:
+        load_cuda("cuda-python", 0).close()                 # is there any usable GPU at all?
+    except BackendUnavailable as why:
+        return Row(f"CUDA layer (cuda-bindings {bindings.split()[0]})", "skipped", str(why))
     mem = load_cuda("cuda-python", args.device)
-    return Gpu(rt, args.device, mem, mem.gpu_info(), bindings_version(rt))
+    return Gpu(rt, args.device, mem, mem.gpu_info(), bindings)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ def test_without_a_gpu_the_check_is_one_skipped_row():
     assert proc.returncode == 0 and proc.stderr == "", proc.stdout + proc.stderr
     (line,) = proc.stdout.splitlines()
     date, device, check, result, figure = _cells(line)
-    assert (date, device, check, result) == (DATE, "no GPU", "CUDA layer", "skipped")
+    assert (date, device, result) == (DATE, "no GPU", "skipped") and check.startswith("CUDA layer"), line
     assert "no usable CUDA GPU" in figure or "needs cuda-python" in figure, figure
 
 
