@@ -66,10 +66,13 @@ fi
 mkdir -p "$work"
 results="$root/docs/hardware-results.md"
 today="$(date -u +%Y-%m-%d)"
-device="$(drtrt doctor --json | "$python" -c 'import json, sys
+doctor="$(drtrt doctor --json)" || {
+  status=$?; echo "drtrt doctor failed (exit $status) with $python: is drtrt installed with its dependencies?" >&2
+  exit "$status"; }
+device="$("$python" -c 'import json, sys
 rows = {f["item"]: f["value"] for f in json.load(sys.stdin)["findings"]}
 power = rows.get("power mode")
-print((rows.get("GPU", "no GPU") + (", " + power if power else "")).replace("|", "/"))')" || device="? (drtrt doctor failed)"
+print((rows.get("GPU", "no GPU") + (", " + power if power else "")).replace("|", "/"))' <<< "$doctor")"
 
 row() {                                   # check, result, figures
   printf '| %s | %s | %s | %s | %s |\n' "$today" "$device" "$1" "$2" "$3"
@@ -90,10 +93,10 @@ check() {                                 # name, command...: run it, record pas
 }
 
 echo "device: $device"
-summary="$(drtrt doctor --json | "$python" -c 'import json, sys
+summary="$("$python" -c 'import json, sys
 rows = {f["item"]: f["value"] for f in json.load(sys.stdin)["findings"]}
-print("; ".join(f"{k} {rows[k]}" for k in ("Jetson", "TensorRT", "CUDA runtime", "CUDA driver") if k in rows))')" \
-  || summary="FAIL: drtrt doctor --json did not run"
+print("; ".join(f"{k} {rows[k]}" for k in ("Jetson", "TensorRT", "CUDA runtime", "CUDA driver") if k in rows))' \
+  <<< "$doctor")"
 row "doctor" "ran" "${summary//|//}"
 check "CUDA memory path" "$python" -m pytest -q -p no:cacheprovider tests/runtime/test_cuda_gpu.py -rs
 

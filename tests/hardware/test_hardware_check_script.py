@@ -35,7 +35,7 @@ def _run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, str]:
     bin_dir.mkdir(exist_ok=True)
     for name in NETWORK:
         (bin_dir / name).write_text(f'#!/usr/bin/env bash\necho "{name} $*" >> "{calls}"\nexit 1\n')
-    (bin_dir / "python-logged").write_text(f'#!/usr/bin/env bash\necho "python $*" >> "{calls}"\n'
+    (bin_dir / "python-logged").write_text(f'#!/usr/bin/env bash\nargs="$*"\necho "python ${{args//$\'\\n\'/ }}" >> "{calls}"\n'
                                            f'exec "{sys.executable}" "$@"\n')
     for path in bin_dir.iterdir():
         path.chmod(0o755)
