@@ -9,8 +9,9 @@
 # 3. the CUDA layer without TensorRT (tests/hardware/cuda_check.py, seconds): device identity, pinned and
 #    mapped buffers byte-exact, two threads, a missing device, the TensorRT double on the device's memory
 #    (staged = zero-copy) — with the machine's cuda-bindings, then with cuda-bindings 12.9 from a wheel;
-# 4. with TensorRT: build FP16 and INT8 engines, pytest --real-trt, parity of each engine against
-#    golden files, drtrt bench (without --onnx: the demo model and golden files, made first);
+# 4. with TensorRT: build FP16 and INT8 engines, the FP16 engine staged vs zero-copy
+#    (tests/hardware/zero_copy_bench.py), pytest --real-trt, parity of each engine against golden files,
+#    drtrt bench (without --onnx: the demo model and golden files, made first);
 # 5. without TensorRT (an x86 GPU box): GPU training speed when torch sees the GPU.
 # drtrt[gpu] is installed with the pins of this device (python -m drtrt.runtime.jetpack: the L4T release,
 # else the driver's CUDA), so a CUDA 12 driver never gets cuda-python 13; the cuda-bindings 12.9 wheel
@@ -100,9 +101,9 @@ print("; ".join(f"{k} {rows[k]}" for k in ("Jetson", "TensorRT", "CUDA runtime",
 row "doctor" "ran" "${summary//|//}"
 check "CUDA memory path" "$python" -m pytest -q -p no:cacheprovider tests/runtime/test_cuda_gpu.py -rs
 
-cuda_layer() {                            # name, [VAR=value...]: tests/hardware/cuda_check.py prints its own rows
+own_rows() {                              # name, command...: a check under tests/hardware/ that prints its own rows
   local name="$1" log="$work/${1// /-}.log" rc=0; shift
-  env "$@" "$python" "$root/tests/hardware/cuda_check.py" --device "$gpu_index" --date "$today" > "$log" 2>&1 || rc=$?
+  "$@" > "$log" 2>&1 || rc=$?
   local line found=0
   while IFS= read -r line; do
     [[ "$line" == "| "* ]] || continue
@@ -110,6 +111,9 @@ cuda_layer() {                            # name, [VAR=value...]: tests/hardware
     if [ "$record" = 1 ]; then echo "$line" >> "$results"; fi
   done < "$log"
   if [ "$found" = 0 ]; then row "$name" "FAIL (exit $rc)" "$(tail -n 1 "$log" | tr '|' '/')"; fi
+}
+cuda_layer() {                            # name, [VAR=value...]: the CUDA layer with that environment
+  own_rows "$1" env "${@:2}" "$python" "$root/tests/hardware/cuda_check.py" --device "$gpu_index" --date "$today"
 }
 cuda_layer "CUDA layer"
 bindings="$work/cuda-bindings-12.9" wheel_result=skipped
@@ -144,6 +148,10 @@ if "$python" -c "import tensorrt" 2>/dev/null; then
   check "build FP16" drtrt build --onnx "$onnx" --fp16 --out "$work/fp16.engine"
   calib=()                                # the demo's FP32 model is calibrated on its images; a given ONNX is Q/DQ
   [ -d "$work/demo/data" ] && calib=(--calib-data "$work/demo/data")
+  if [ -f "$work/fp16.engine" ]; then
+    own_rows "zero-copy vs staged" "$python" "$root/tests/hardware/zero_copy_bench.py" --engine "$work/fp16.engine" \
+      --date "$today"
+  fi
   check "build INT8" drtrt build --onnx "$onnx" --int8 "${calib[@]}" --out "$work/int8.engine"
   check "pytest --real-trt" "$python" -m pytest -q -p no:cacheprovider --real-trt tests/runtime/test_trt.py
   for engine in fp16 int8; do

@@ -99,3 +99,45 @@ def test_another_bindings_version_than_expected_fails_its_row(two_gpus, capsys):
     assert cuda_check.main(["--date", DATE, "--expect-bindings", "0.1"]) == 1
     first = _cells(capsys.readouterr().out.splitlines()[0])
     assert first[2].endswith(": version") and first[3] == "FAIL" and "0.1 expected" in first[4]
+
+
+def test_zero_copy_bench_rows_on_the_double(monkeypatch, tmp_path, capsys):
+    """The row that decides zero-copy on a Jetson, here on the TensorRT double over its fake Orin."""
+    import double_on_gpu
+    import zero_copy_bench
+    from drtrt.export.build_config import BuildConfig
+    from drtrt.export.trt_build import build_engine
+
+    monkeypatch.setenv("DRTRT_CACHE_DIR", str(tmp_path / "cache"))
+    device = FakeDevice(FakeGpu())
+    install(monkeypatch, "10.3.0", device=device)
+    onnx = double_on_gpu.tiny_onnx(tmp_path / "model.onnx")
+    engine = build_engine(BuildConfig(onnx=onnx, out=tmp_path / "model.engine", max_batch=4)).engine
+    assert zero_copy_bench.main(["--engine", str(engine), "--batch", "1,4", "--runs", "3", "--date", DATE]) == 0
+    rows = [_cells(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row[2] for row in rows] == ["zero-copy vs staged, batch 1, model.engine",
+                                        "zero-copy vs staged, batch 4, model.engine"]
+    assert all(row[0] == DATE and row[1].startswith("Orin (") and row[3] == "pass" for row in rows), rows
+    assert all("outputs identical" in row[4] and "zero-copy median" in row[4] for row in rows), rows
+    assert not device.allocations and not device.pinned
+
+
+def test_zero_copy_bench_fails_when_the_gpu_writes_do_not_reach_mapped_memory(monkeypatch, tmp_path, capsys):
+    """The hazard zero-copy carries: what the GPU wrote to mapped pages not seen by the CPU (stale
+    outputs). The double drops its writes to mapped memory: a FAIL row, exit 1."""
+    import double_on_gpu
+    import zero_copy_bench
+    from drtrt.export.build_config import BuildConfig
+    from drtrt.export.trt_build import build_engine
+
+    monkeypatch.setenv("DRTRT_CACHE_DIR", str(tmp_path / "cache"))
+    device = FakeDevice(FakeGpu())
+    install(monkeypatch, "10.3.0", device=device)
+    engine = build_engine(BuildConfig(onnx=double_on_gpu.tiny_onnx(tmp_path / "model.onnx"),
+                                      out=tmp_path / "model.engine", max_batch=1)).engine
+    write = device.write
+    monkeypatch.setattr(device, "write", lambda ptr, array, what, stream:
+                        None if ptr in device.mapped else write(ptr, array, what, stream))
+    assert zero_copy_bench.main(["--engine", str(engine), "--batch", "1", "--runs", "1", "--date", DATE]) == 1
+    (row,) = [_cells(line) for line in capsys.readouterr().out.splitlines()]
+    assert row[3] == "FAIL" and "outputs DIFFER" in row[4]
