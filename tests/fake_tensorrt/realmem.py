@@ -49,7 +49,7 @@ class RealDevice:
 
     def _call(self, result: tuple, what: str) -> Any:
         err, *values = result
-        if int(err) != 0:
+        if err != self.rt.cudaError_t.cudaSuccess:
             raise RealCudaError(f"{what} failed on the real device: {getattr(err, 'name', err)}")
         return values[0] if len(values) == 1 else tuple(values) if values else None
 

@@ -115,11 +115,15 @@ def check_identity(gpu: Gpu) -> str:
     assert info.total_memory > 0 and info.multiprocessors > 0 and info.driver_version, info
     smi = shutil.which("nvidia-smi")
     agree = "no nvidia-smi"
-    if smi:
-        out = subprocess.run([smi, "-i", str(gpu.ordinal), "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=60).stdout.strip()
-        assert out.split(",")[-1].strip() == info.compute_capability, f"nvidia-smi says {out!r}, CUDA {info}"
-        agree = "nvidia-smi agrees"
+    if smi:    # CUDA's ordinals need not be nvidia-smi's indices (CUDA_VISIBLE_DEVICES): look for it among all
+        proc = subprocess.run([smi, "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=60)
+        listed = [tuple(cell.strip() for cell in line.rsplit(",", 1)) for line in proc.stdout.splitlines() if "," in line]
+        if proc.returncode != 0 or not listed:
+            agree = f"nvidia-smi could not say ({(proc.stdout + proc.stderr).strip()[:60]})"
+        else:
+            assert (info.name, info.compute_capability) in listed, f"nvidia-smi lists {listed}, CUDA says {info}"
+            agree = "nvidia-smi agrees"
     return (f"{info.name}, compute {info.compute_capability}, {info.multiprocessors} SMs, "
             f"{info.total_memory / 2**30:.1f} GiB, {'integrated' if info.integrated else 'discrete'}; driver CUDA "
             f"{info.driver_version}; cuda-bindings {gpu.bindings}, its cudart {info.runtime_version}; {agree}")

@@ -141,3 +141,18 @@ def test_zero_copy_bench_fails_when_the_gpu_writes_do_not_reach_mapped_memory(mo
     assert zero_copy_bench.main(["--engine", str(engine), "--batch", "1", "--runs", "1", "--date", DATE]) == 1
     (row,) = [_cells(line) for line in capsys.readouterr().out.splitlines()]
     assert row[3] == "FAIL" and "outputs DIFFER" in row[4]
+
+
+@pytest.mark.parametrize(("smi", "result", "figure"), [
+    ('echo "NVIDIA A10, 8.6"; echo "NVIDIA H100 80GB HBM3, 9.0"', "pass", "nvidia-smi agrees"),
+    ('echo "NVIDIA H100 80GB HBM3, 8.0"', "FAIL", "nvidia-smi lists"),
+    ('echo "Field \\"compute_cap\\" is not a valid field to query."; exit 2', "pass", "nvidia-smi could not say"),
+])
+def test_identity_is_checked_against_nvidia_smi(two_gpus, tmp_path, monkeypatch, smi, result, figure):
+    (tmp_path / "nvidia-smi").write_text(f"#!/usr/bin/env bash\n{smi}\n")
+    (tmp_path / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    gpu = cuda_check.open_gpu(cuda_check.parse(["--device", "1"]))
+    row = cuda_check.run_check("identity", cuda_check.check_identity, gpu)
+    gpu.mem.close()
+    assert row.result == result and figure in row.figure, row
