@@ -104,16 +104,21 @@ check "CUDA memory path" "$python" -m pytest -q -p no:cacheprovider tests/runtim
 own_rows() {                              # name, command...: a check under tests/hardware/ that prints its own rows
   local name="$1" log="$work/${1// /-}.log" rc=0; shift
   "$@" > "$log" 2>&1 || rc=$?
-  local line found=0
+  local line found=0 failed=0
   while IFS= read -r line; do
     [[ "$line" == "| "* ]] || continue
     found=1; echo "$line"
+    [[ "$line" == *" | FAIL | "* ]] && failed=1
     if [ "$record" = 1 ]; then echo "$line" >> "$results"; fi
   done < "$log"
-  if [ "$found" = 0 ]; then row "$name" "FAIL (exit $rc)" "$(tail -n 1 "$log" | tr '|' '/')"; fi
+  # no rows, a timeout (124), or a non-zero exit no FAIL row explains (a crash part-way): one more row
+  if [ "$found" = 0 ] || [ "$rc" = 124 ] || { [ "$rc" != 0 ] && [ "$failed" = 0 ]; }; then
+    row "$name" "FAIL (exit $rc)" "$(tail -n 1 "$log" | tr '|' '/')"
+  fi
 }
-cuda_layer() {                            # name, [VAR=value...]: the CUDA layer with that environment
-  own_rows "$1" env "${@:2}" "$python" "$root/tests/hardware/cuda_check.py" --device "$gpu_index" --date "$today"
+cuda_layer() {                            # name, [VAR=value...]: the CUDA layer with that environment (seconds;
+  own_rows "$1" timeout 420 env "${@:2}" "$python" "$root/tests/hardware/cuda_check.py" \
+    --device "$gpu_index" --date "$today"   # a hang is a FAIL row after 7 minutes)
 }
 cuda_layer "CUDA layer"
 bindings="$work/cuda-bindings-12.9" wheel_result=skipped

@@ -23,7 +23,6 @@ exit 1. ``--device N`` beyond the GPUs visible: one line on stderr, exit 1. Runs
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime as dt
 import importlib
 import importlib.metadata
@@ -45,7 +44,7 @@ for _path in (ROOT / "tests", ROOT):          # fake_tensorrt, and drtrt from th
 
 import numpy as np  # noqa: E402
 
-from drtrt.errors import BackendUnavailable  # noqa: E402
+from drtrt.errors import BackendUnavailable, DrtrtError  # noqa: E402
 from drtrt.runtime.backends.cuda import CudaMemory, GpuInfo, load_cuda  # noqa: E402
 
 BATCH_BYTES = 4 * 3 * 512 * 512 * 4          # a batch of 4 float32 model inputs at 512 px
@@ -259,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     try:
         gpu = open_gpu(args)
-    except BackendUnavailable as exc:
+    except DrtrtError as exc:          # --device beyond the GPUs (BackendUnavailable), a device CUDA refuses
         print(f"cuda_check: {exc}", file=sys.stderr)
         return 1
     if isinstance(gpu, Row):
@@ -269,15 +268,20 @@ def main(argv: list[str] | None = None) -> int:
 
     label = f"CUDA layer (cuda-bindings {gpu.bindings.split()[0]})"
     rows = []
+
+    def emit(*new: Row) -> None:       # each row as soon as it is known: a hang later still leaves these
+        for row in new:
+            print(row.markdown(args.date, gpu.info.model), flush=True)
+        rows.extend(new)
+
     if args.expect_bindings:
-        rows.append(run_check(f"{label}: version", _expect, gpu.bindings, args.expect_bindings))
-    rows += [run_check(f"{label}: {name}", check, gpu) for name, check in (
-        ("identity", check_identity), ("pinned round trip", check_pinned), ("mapped round trip", check_mapped),
-        ("two threads", check_threads), ("missing device", check_missing_device))]
-    rows += double_checks(gpu, label, args.trt_version, run_check)
+        emit(run_check(f"{label}: version", _expect, gpu.bindings, args.expect_bindings))
+    for name, check in (("identity", check_identity), ("pinned round trip", check_pinned),
+                        ("mapped round trip", check_mapped), ("two threads", check_threads),
+                        ("missing device", check_missing_device)):
+        emit(run_check(f"{label}: {name}", check, gpu))
+    emit(*double_checks(gpu, label, args.trt_version, run_check))
     gpu.mem.close()
-    for row in rows:
-        print(row.markdown(args.date, gpu.info.model), flush=True)
     return 1 if any(row.result == "FAIL" for row in rows) else 0
 
 

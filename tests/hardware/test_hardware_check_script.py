@@ -28,15 +28,17 @@ def cudaGetErrorString(error):
 '''
 
 
-def _run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, str]:
+def _run(tmp_path: Path, *args: str, cuda_check: str = "") -> tuple[subprocess.CompletedProcess, str]:
     """The script with stand-ins for every installer and downloader, and $PYTHON a wrapper that logs its
-    arguments (``-m pip`` would show) before running this test's Python; returns (process, the calls)."""
+    arguments (``-m pip`` would show) before running this test's Python (or, for cuda_check.py, the bash
+    ``cuda_check`` when given); returns (process, the calls)."""
     bin_dir, calls = tmp_path / "bin", tmp_path / "calls.log"
     bin_dir.mkdir(exist_ok=True)
     for name in NETWORK:
         (bin_dir / name).write_text(f'#!/usr/bin/env bash\necho "{name} $*" >> "{calls}"\nexit 1\n')
+    stand_in = f'case "$*" in *cuda_check.py*) {cuda_check};; esac\n' if cuda_check else ""
     (bin_dir / "python-logged").write_text(f'#!/usr/bin/env bash\nargs="$*"\necho "python ${{args//$\'\\n\'/ }}" >> "{calls}"\n'
-                                           f'exec "{sys.executable}" "$@"\n')
+                                           f'{stand_in}exec "{sys.executable}" "$@"\n')
     for path in bin_dir.iterdir():
         path.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k not in ("DRTRT_CUDA_BINDINGS_WHEEL", "PYTHONPATH")}
@@ -103,3 +105,20 @@ def test_bad_options_are_one_line_exit_2_before_anything_runs(tmp_path, args, me
     proc, calls = _run(tmp_path, "--no-install", "--no-record", *args)
     assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1 and message in proc.stderr, proc.stderr
     assert proc.stdout == "" and calls == ""
+
+
+@pytest.mark.parametrize(("body", "extra"), [
+    ('echo "| d | GPU | CUDA layer: identity | pass | f |"; echo "Segmentation fault" >&2; exit 139', "FAIL (exit 139)"),
+    ('echo "| d | GPU | CUDA layer: identity | pass | f |"; exit 124', "FAIL (exit 124)"),
+    ('echo "| d | GPU | CUDA layer: pinned round trip | FAIL | bytes |"; exit 1', None),
+    ('echo "| d | GPU | CUDA layer: identity | pass | f |"; exit 0', None),
+])
+def test_a_cuda_check_that_stops_part_way_adds_a_fail_row(no_gpu, tmp_path, body, extra):
+    """Rows a crash or a timeout left behind are kept, and one FAIL row says the run did not finish; a
+    run whose FAIL rows explain its exit status, or that passed, adds none."""
+    proc, _ = _run(tmp_path, "--no-install", "--no-record", "--work", str(tmp_path / "work"), cuda_check=body)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if " | CUDA layer" in line and "12.9" not in line]
+    assert rows[0].startswith("| d | GPU | CUDA layer: "), rows
+    added = [line for line in rows[1:] if "| CUDA layer | FAIL" in line]
+    assert [extra in line for line in added] == ([True] if extra else []), rows
