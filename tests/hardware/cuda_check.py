@@ -17,7 +17,8 @@ figure |``):
   the station's two threads, and a missing ``--device`` through the runner.
 
 No usable CUDA GPU (or no cuda-python): one ``skipped`` row, exit 0. A failed check: a ``FAIL`` row,
-exit 1. ``--device N`` beyond the GPUs visible: one line on stderr, exit 1. Runs in seconds.
+exit 1. ``--device N`` beyond the GPUs visible: one line on stderr, exit 1. Little work: a few 12 MiB
+copies and a 64-pixel model (hardware-check.sh stops it after 7 minutes).
 """
 
 from __future__ import annotations
