@@ -2,8 +2,10 @@
 
 ``install(monkeypatch, version=...)`` makes ``import tensorrt`` return a fresh fake emulating
 that TensorRT version (8.6.1, 10.3.0, 10.13.3 or 11.4.0: the real surfaces stored in
-``surface/``; also 8.5.2 and 11.4.1, on the API of 8.6.1 and 11.4.0) and ``cuda.bindings.runtime`` (or ``pycuda.driver``) a fake over one shared
-:class:`devmem.FakeDevice`. Nothing here is importable as ``tensorrt`` otherwise.
+``surface/``; also 8.5.2 and 11.4.1, on the API of 8.6.1 and 11.4.0) and ``cuda.bindings.runtime`` (or
+``pycuda.driver``) a fake over one shared :class:`devmem.FakeDevice`. ``install_on_cuda(monkeypatch, rt)``
+fakes TensorRT alone, over a real GPU's memory through the CUDA runtime module ``rt`` (realmem.py).
+Nothing here is importable as ``tensorrt`` otherwise.
 """
 
 from __future__ import annotations
@@ -48,14 +50,7 @@ def install(monkeypatch, version: str | None = "10.3.0", cuda: str | None = "cud
     Pass ``device`` to keep one fake GPU across several installs (e.g. build on 10.3, load on 11.4).
     """
     device = device or FakeDevice(gpu or FakeGpu())
-    trt = None
-    if version is None:
-        monkeypatch.setitem(sys.modules, "tensorrt", None)
-    else:
-        trt = _fresh("tensorrt", "tensorrt.py")
-        trt._configure(version, device)
-        trt.__class__ = trt._GatedModule
-        monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    trt = _install_tensorrt(monkeypatch, version, device)
     binding = None
     for name in ("cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart", "pycuda", "pycuda.driver"):
         monkeypatch.setitem(sys.modules, name, None)     # the real ones (torch brings cuda-bindings) stay out
@@ -84,3 +79,24 @@ def install(monkeypatch, version: str | None = "10.3.0", cuda: str | None = "cud
     if cuda == "cuda-python":
         binding._release = cuda_release
     return Installed(trt, device, binding)
+
+
+def _install_tensorrt(monkeypatch, version: str | None, device) -> types.ModuleType | None:
+    if version is None:
+        monkeypatch.setitem(sys.modules, "tensorrt", None)
+        return None
+    trt = _fresh("tensorrt", "tensorrt.py")
+    trt._configure(version, device)
+    trt.__class__ = trt._GatedModule
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    return trt
+
+
+def install_on_cuda(monkeypatch, rt: types.ModuleType, version: str = "10.3.0", ordinal: int = 0) -> Installed:
+    """Only TensorRT is the double; CUDA is ``rt`` — the machine's ``cuda.bindings.runtime`` against the
+    real driver (tests/hardware/cuda_check.py), or on CPU the cuda-python double ``install()`` put in
+    place. The double's engines then read and write GPU ``ordinal``'s memory (realmem.RealDevice)."""
+    from fake_tensorrt.realmem import RealDevice
+
+    device = RealDevice(rt, ordinal)
+    return Installed(_install_tensorrt(monkeypatch, version, device), device, rt)

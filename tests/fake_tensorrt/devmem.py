@@ -110,6 +110,14 @@ class FakeDevice:
         self.check_device(ptr, nbytes, what)
         return np.frombuffer((ctypes.c_uint8 * nbytes).from_address(ptr), dtype=dtype).reshape(shape)
 
+    def read(self, ptr: int, dtype: np.dtype, shape: tuple[int, ...], what: str, stream: int) -> np.ndarray:
+        """A copy of the tensor at device address ``ptr`` (checked), as a kernel reads it while ``stream`` runs."""
+        return self.view(ptr, int(np.prod(shape)) * np.dtype(dtype).itemsize, dtype, shape, what).copy()
+
+    def write(self, ptr: int, array: np.ndarray, what: str, stream: int) -> None:
+        """Store ``array`` at device address ``ptr`` (checked), as a kernel writes it while ``stream`` runs."""
+        self.view(ptr, array.nbytes, array.dtype, array.shape, what)[...] = array
+
     def create_stream(self) -> int:
         self._next_stream += 0x10
         self.streams[self._next_stream] = []

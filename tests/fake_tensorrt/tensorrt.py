@@ -19,7 +19,8 @@ tests/test_trt.py). Behaviour emulated, per version:
 - IProgressMonitor (10.x+) gets phases and steps, and cancels the build when a step returns False;
 - plans carry the version and compute capability, and deserialising on another refuses them;
 - ``execute_async_v3`` enqueues on the fake stream, reading and writing fake device memory by
-  address (see devmem.py);
+  address (see devmem.py) — or a real GPU's memory through cudaMemcpy (realmem.py, for
+  tests/hardware/cuda_check.py);
 - precision, as the real builder is free to choose it: a strongly typed network runs the ONNX's
   own types (ONNX Runtime on the ONNX in the plan); a weakly typed one with BuilderFlag.FP16 runs
   every layer it may put in FP16 in FP16 — the worst case TensorRT is allowed — by rounding that
@@ -843,18 +844,20 @@ class IExecutionContext(_Api):
         plan = [(t["name"], tuple(self.get_tensor_shape(t["name"])), np.dtype(_np_type(DataType[t["dtype"]])),  # noqa: F821
                  self._addresses[t["name"]], is_input) for t, is_input in engine._io]
 
-        def run():
-            feeds = {name: device.view(addr, int(np.prod(shape)) * dt.itemsize, dt, shape, f"input '{name}'").copy()
+        stream = int(stream_handle)
+
+        def run():   # device.read/write: the fake's memory, or a real GPU's through cudaMemcpy (realmem.py)
+            feeds = {name: device.read(addr, dt, shape, f"input '{name}'", stream)
                      for name, shape, dt, addr, is_input in plan if is_input}
             outputs = dict(zip([o.name for o in engine._session.get_outputs()], engine._session.run(None, feeds)))
             for name, shape, dt, addr, is_input in plan:
                 if not is_input:
                     assert outputs[name].shape == shape, f"output '{name}' is {outputs[name].shape}, context said {shape}"
-                    device.view(addr, outputs[name].nbytes, dt, shape, f"output '{name}'")[...] = outputs[name]
+                    device.write(addr, np.ascontiguousarray(outputs[name], dtype=dt), f"output '{name}'", stream)
 
         if device.owner.get(int(stream_handle), device.current_device) != device.current_device:
             _log(_global_logger, 1, "IExecutionContext::enqueueV3: Error Code 1: Cuda Runtime (invalid resource "
                                     "handle): the stream belongs to another device than this thread's current one")
             return False                     # a kernel launch on another device's stream fails, as in CUDA
-        device.enqueue(int(stream_handle), run)
+        device.enqueue(stream, run)
         return True
