@@ -31,6 +31,7 @@ from drtrt.clinic.store import SessionStore
 from drtrt.clinic.verdicts import LABELS
 from drtrt.clinic.visits import VisitBook
 from drtrt.errors import ConfigError
+from drtrt.fileio import to_csv
 
 OUTCOMES = ("letter_sent", "appointment_booked", "attended", "treated", "did_not_attend")
 THEN = ("rebook", "discharge")                 # after did_not_attend
@@ -40,6 +41,8 @@ OUTCOME_WORDS = {"letter_sent": "letter sent", "appointment_booked": "appointmen
                  "discharge": "discharge"}
 NEED_WORDS = {**{k: LABELS[k] for k in NEEDS if k in LABELS}, "not_closed": "visit not closed"}
 MAX_PERSON, MAX_REASON = 80, 200
+CSV_COLUMNS = ("visit", "patient", "name", "opened", "closed", "need", "verdict", "words", "destination", "due",
+               "overdue", "last_step", "last_step_by", "last_step_at")
 
 
 def utc_now() -> dt.datetime:
@@ -180,3 +183,10 @@ def record_outcome(book: VisitBook, visit_id: int, outcome: str, person: str, th
                            "VALUES (?, ?, ?, ?, ?, ?, ?)", (action.visit, action.need, outcome, then, reason, person,
                                                             stamp))
     return Outcome(action.visit, action.need, outcome, then, reason, person, stamp)
+
+
+def actions_csv(actions: list[Action]) -> str:
+    """The open actions as CSV (:data:`CSV_COLUMNS`), in the list's order."""
+    return to_csv(CSV_COLUMNS, ([a.visit, a.patient, a.name or "", a.opened, a.closed or "", a.need, a.verdict, a.words,
+                                 a.destination, a.due.isoformat(), int(a.overdue), a.last.words if a.last else "",
+                                 a.last.person if a.last else "", a.last.recorded if a.last else ""] for a in actions))

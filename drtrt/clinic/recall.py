@@ -24,6 +24,7 @@ from drtrt.clinic.slots import Visit
 from drtrt.clinic.verdicts import RESCREEN
 from drtrt.clinic.visits import VisitBook
 from drtrt.errors import ConfigError
+from drtrt.fileio import to_csv
 
 CSV_COLUMNS = ("patient", "name", "birth_date", "last_visit", "screened", "verdict", "recall_months", "due",
                "overdue", "provisional")
@@ -92,3 +93,8 @@ def recall_list(book: VisitBook, start: dt.date | None = None, end: dt.date | No
         found.append(Recall(visit.patient.id, visit.patient.name, visit.patient.birth_date, visit.id, screened,
                             visit.closed_words or visit.words, months, due, due < today, visit.provisional))
     return sorted(found, key=lambda r: (r.due, r.patient))
+
+
+def recall_csv(entries: list[Recall]) -> str:
+    """The phone list as CSV (:data:`CSV_COLUMNS`)."""
+    return to_csv(CSV_COLUMNS, (r.csv_row() for r in entries))

@@ -13,15 +13,13 @@ leading apostrophe: a patient's name must not become a command on the manager's 
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
-from collections.abc import Iterable, Sequence
 
 from drtrt.clinic.failsafe import outcomes
 from drtrt.clinic.slots import REFUSED, Visit
 from drtrt.clinic.visits import VisitBook
 from drtrt.errors import ConfigError
+from drtrt.fileio import to_csv
 
 COLUMNS = ("visit", "patient", "kind", "opened", "closed", "operator", "verdict", "verdict_words",
            "right_verdict", "right_grade", "right_R", "right_M", "left_verdict", "left_grade", "left_R", "left_M",
@@ -65,17 +63,3 @@ def visits_csv(book: VisitBook, start: dt.date, end: dt.date) -> str:
     """The CSV of every visit opened from ``start`` to ``end`` (module docstring)."""
     kinds = {int(r["id"]): r["kind"] for r in book.store.execute("SELECT id, kind FROM visits")}
     return to_csv(COLUMNS, (visit_row(book, book.visit(i), kinds[i]) for i in visit_ids(book, start, end)))
-
-
-def safe_cell(value) -> object:
-    """A cell a spreadsheet shows as text, never runs (see the module docstring)."""
-    return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
-def to_csv(columns: Sequence[str], rows: Iterable[Sequence]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([safe_cell(v) for v in row])
-    return buffer.getvalue()
