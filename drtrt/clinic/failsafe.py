@@ -177,7 +177,7 @@ def record_outcome(book: VisitBook, visit_id: int, outcome: str, person: str, th
     with book.store.transaction():
         action = next((a for a in open_actions(book, now) if a.visit == int(visit_id)), None)
         if action is None:
-            raise ConfigError(f"visit {visit_id} needs nothing now: there is no outcome to record")
+            raise ConfigError("this visit needs nothing now: there is no outcome to record")
         stamp = now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         book.store.execute("INSERT INTO action_outcomes(visit, need, outcome, then_what, reason, person, recorded) "
                            "VALUES (?, ?, ?, ?, ?, ?, ?)", (action.visit, action.need, outcome, then, reason, person,
