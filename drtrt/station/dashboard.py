@@ -32,7 +32,7 @@ def local_time(stamp: str | None) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
-def day_summary(worker: StationWorker) -> dict:
+def day_summary(worker: StationWorker, now: dt.datetime | None = None) -> dict:
     """Today's visits (local date) and the day's figures, with the open actions of every day (the failsafe: a
     visit left open or a referral without an outcome does not leave the page at midnight)."""
     today = dt.date.today().isoformat()
@@ -44,7 +44,7 @@ def day_summary(worker: StationWorker) -> dict:
     judged = [status for status in statuses if status in ("graded", "ungradable", "error")]
     refused = sum(status != "graded" for status in judged)
     closed = [v for v in visits if v.closed]
-    actions = open_actions(worker.book)
+    actions = open_actions(worker.book, now)
     return {"visits": visits, "figures": {
         "visits": len(visits), "done": len(closed), "waiting": sum(v.waiting for v in visits),
         "referred": sum((v.closed_verdict or "") in (REFER_URGENT, REFER, HUMAN_READ) for v in closed),

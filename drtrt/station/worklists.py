@@ -14,18 +14,13 @@ from urllib.parse import quote, urlencode
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from drtrt.clinic.failsafe import OUTCOME_WORDS, OUTCOMES, THEN, open_actions, record_outcome, utc_now
+from drtrt.clinic.failsafe import OUTCOME_WORDS, OUTCOMES, THEN, open_actions, record_outcome
 from drtrt.clinic.recall import recall_csv, recall_list
 from drtrt.errors import ConfigError
 from drtrt.station.handlers import Page
-from drtrt.station.state import station_of
+from drtrt.station.state import now_of, station_of
 
 RECALL_DAYS = 30                               # the recall page's default range: today and the next 30 days
-
-
-def now_of(request: Request) -> dt.datetime:
-    """The station's clock: ``app.state.clock()`` where a test sets one, else now (UTC)."""
-    return getattr(request.app.state, "clock", utc_now)()
 
 
 def operator_name(request: Request, form) -> str:
