@@ -40,6 +40,7 @@ OUTCOME_WORDS = {"letter_sent": "letter sent", "appointment_booked": "appointmen
                  "treated": "treated", "did_not_attend": "did not attend", "rebook": "rebook",
                  "discharge": "discharge"}
 NEED_WORDS = {**{k: LABELS[k] for k in NEEDS if k in LABELS}, "not_closed": "visit not closed"}
+CLOSED_UNREAD = "closed before every result was in — a person must read its photos"
 MAX_PERSON, MAX_REASON = 80, 200
 CSV_COLUMNS = ("visit", "patient", "name", "opened", "closed", "need", "verdict", "words", "destination", "due",
                "overdue", "last_step", "last_step_by", "last_step_at")
@@ -128,7 +129,9 @@ def open_actions(book: VisitBook, now: dt.datetime | None = None, overdue_only: 
         if row["closed"] is not None:          # what it closed with (no photo can change it)
             kept = json.loads(row["verdict"]) if row["verdict"] else {"verdict": None, "words": None}
             need = _need_of(row["closed"], kept["verdict"] or "", row["kind"])
-            verdict, words = kept["verdict"] or need, kept["words"] or NEED_WORDS.get(need or "", "")
+            verdict, words = kept["verdict"], kept["words"]
+            if need is not None and verdict != need:       # closed while screening, or unknown: a person reads it
+                verdict, words = need, CLOSED_UNREAD
         else:                                  # what its photos say so far
             visit = book.visit(row["id"])
             need = _need_of(None, visit.verdict, row["kind"])

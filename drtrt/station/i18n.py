@@ -92,7 +92,7 @@ def translated(string) -> bool:
 def runtime_messages() -> list[str]:
     """English strings from the runtime the station shows as they are: verdicts and the quality advice."""
     from drtrt.clinic import verdicts as V
-    from drtrt.clinic.failsafe import NEED_WORDS, OUTCOME_WORDS
+    from drtrt.clinic.failsafe import CLOSED_UNREAD, NEED_WORDS, OUTCOME_WORDS
     from drtrt.clinic.pathways import BUILT_IN
     from drtrt.runtime.quality import ADVICE
     from drtrt.task import TaskSpec
@@ -102,7 +102,7 @@ def runtime_messages() -> list[str]:
     words = [w for pathway in BUILT_IN.values() for w in pathway.all_words()]
     task = TaskSpec()
     names = [*task.grade_names, *task.lesion_long_names]
-    failsafe = [*NEED_WORDS.values(), *OUTCOME_WORDS.values()]
+    failsafe = [*NEED_WORDS.values(), *OUTCOME_WORDS.values(), CLOSED_UNREAD]
     return list(dict.fromkeys([*verdicts, *words, *failsafe, *ADVICE.values(), *OPERATOR_ERRORS, *names, *VALUE_WORDS]))
 
 

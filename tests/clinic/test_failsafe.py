@@ -102,3 +102,12 @@ def test_an_outcome_answers_its_own_need_only(book):
     book.close_visit(visits["O1"])                                # closes incomplete: a new need, listed again
     o1 = next(a for a in open_actions(book, at("2026-03-02T10:00")) if a.patient == "O1")
     assert (o1.need, o1.steps) == ("incomplete", ())
+
+
+def test_a_visit_closed_while_a_photo_was_screened_needs_a_human_read(book):
+    visit = make_visit(book, "S1", "2026-03-01T10:00", {}, close=False)
+    book.add_capture(visit, "/photos/s1.jpg", "5" * 64, "upload", slot="right/any")     # no result yet
+    book.close_visit(visit)
+    (action,) = open_actions(book, at("2026-03-02T10:00"))
+    assert (action.need, action.verdict, action.words, action.due.isoformat()) == (
+        "human_read", "human_read", "closed before every result was in — a person must read its photos", "2026-03-15")
