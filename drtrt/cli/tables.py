@@ -293,8 +293,8 @@ def actions_table(actions) -> Table:
     table = Table("due", "visit", "patient", "needs", "verdict", "destination", "last step")
     for a in actions:
         step = f"{a.last.words} ({a.last.person}, {a.last.recorded[:10]})" if a.last else ""
-        table.add_row(Text(a.due.isoformat() + (" OVERDUE" if a.overdue else ""), style="bold red" if a.overdue else ""),
-                      str(a.visit), *(Text(v) for v in (a.patient, a.need.replace("_", " "), a.words, a.destination, step)))
+        table.add_row(_due(a.due, a.overdue), str(a.visit),
+                      *(Text(v) for v in (a.patient, a.need.replace("_", " "), a.words, a.destination, step)))
     return table
 
 
@@ -302,7 +302,10 @@ def recall_table(entries) -> Table:
     """Who is due for rescreening (:func:`drtrt.clinic.recall.recall_list`), by due date."""
     table = Table("due", "patient", "name", "last visit", "months", "")
     for r in entries:
-        table.add_row(Text(r.due.isoformat() + (" OVERDUE" if r.overdue else ""), style="bold red" if r.overdue else ""),
-                      Text(r.patient), Text(r.name or ""), r.screened.isoformat(), str(r.recall_months),
-                      "provisional" if r.provisional else "")
+        table.add_row(_due(r.due, r.overdue), Text(r.patient), Text(r.name or ""), r.screened.isoformat(),
+                      str(r.recall_months), "provisional" if r.provisional else "")
     return table
+
+
+def _due(day, overdue: bool) -> Text:
+    return Text(day.isoformat() + (" OVERDUE" if overdue else ""), style="bold red" if overdue else "")

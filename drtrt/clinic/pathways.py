@@ -108,7 +108,7 @@ class Pathway:
                 "outcomes": dict(self.words),
                 "maculopathy": {"action": self.m1_action, **dict(self.maculopathy)},
                 "escalation": {"after": self.escalate_after, "words": self.escalation},
-                "timescales": {k: f"{d // 7} weeks" if d % 7 == 0 else f"{d} day{'s' * (d != 1)}" for k, d in self.due_days},
+                "timescales": {k: _timescale(d) for k, d in self.due_days},
                 "destinations": dict(self.destinations)}
 
     @classmethod
@@ -153,6 +153,11 @@ class Pathway:
             raise ConfigError(f"{source}: escalation after must be 1-10 tries, found {escalate_after}")
         return cls(name, tuple(sorted(rules, key=lambda r: r.grade)), words, m_words, m1_action, escalate_after,
                    escalation_words, due_days, destinations)
+
+
+def _timescale(days: int) -> str:
+    """Days as a pathway file writes them: "2 weeks", "10 days", "1 day"."""
+    return f"{days // 7} weeks" if days % 7 == 0 else f"{days} day{'s' * (days != 1)}"
 
 
 def _days(value, what: str) -> int:

@@ -33,8 +33,8 @@ def test_urgent_first_each_with_its_due_date_and_overdue_after_its_timescale(boo
     assert [(p, overdue) for p, _, _, overdue in listed(book, "2026-03-16T00:00")][:1] == [("U1", True)]
     assert [p for p, *_ in listed(book, "2026-03-16T00:00", overdue_only=True)] == ["U1", "O1"]
     urgent = open_actions(book, at("2026-03-02T08:00"))[0]
-    assert (urgent.words, urgent.destination, urgent.name) == ("refer urgently", "hospital eye service — urgent clinic",
-                                                                "Uma Urgent")
+    assert (urgent.words, urgent.destination, urgent.name) == (
+        "refer urgently", "hospital eye service — urgent clinic", "Uma Urgent")
 
 
 def test_an_open_visit_whose_photos_refer_urgently_ranks_as_urgent(book):

@@ -33,7 +33,8 @@ def test_the_recall_list_of_a_date_range(book):
     due = [(r.patient, r.due.isoformat(), r.recall_months, r.overdue, r.provisional)
            for r in recall_list(book, D("2026-01-01"), D("2027-12-31"), now=at("2026-03-20T12:00"))]
     assert due == [("N2", "2026-03-10", 12, True, True), ("N1", "2027-03-01", 12, False, True)]
-    assert [r.patient for r in recall_list(book, D("2026-03-01"), D("2026-03-31"), now=at("2026-03-05T00:00"))] == ["N2"]
+    march = recall_list(book, D("2026-03-01"), D("2026-03-31"), now=at("2026-03-05T00:00"))
+    assert [r.patient for r in march] == ["N2"]
     assert recall_list(book, D("2026-03-11"), D("2026-12-31"), now=at("2026-03-20T12:00")) == []
     assert [r.patient for r in recall_list(book, None, None, now=at("2026-03-20T12:00"), overdue_only=True)] == ["N2"]
     with pytest.raises(ConfigError, match="before --from"):
