@@ -1,10 +1,14 @@
-"""File helpers every stage shares: content hashes, writes that a power cut cannot tear, standard JSON."""
+"""File helpers every stage shares: content hashes, writes that a power cut cannot tear, standard JSON, CSV
+that a spreadsheet shows as text."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import math
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 
@@ -42,3 +46,19 @@ def json_ready(value):
     if isinstance(value, (list, tuple)):
         return [json_ready(v) for v in value]
     return value
+
+
+def safe_cell(value):
+    """A CSV cell a spreadsheet shows as text and never runs: text starting ``=``, ``+``, ``-``, ``@`` (or a tab
+    or carriage return) gets a leading apostrophe, so a name typed at the station cannot become a formula."""
+    return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def to_csv(columns: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """A CSV document: the header ``columns``, then ``rows``, every cell through :func:`safe_cell`."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([safe_cell(v) for v in row])
+    return buffer.getvalue()

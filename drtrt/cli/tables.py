@@ -286,3 +286,26 @@ class RichBuildProgress:
         task = self.tasks.pop(name, None)
         if task is not None:
             self.progress.remove_task(task)
+
+
+def actions_table(actions) -> Table:
+    """The failsafe's open actions (:func:`drtrt.clinic.failsafe.open_actions`), urgent first."""
+    table = Table("due", "visit", "patient", "needs", "verdict", "destination", "last step")
+    for a in actions:
+        step = f"{a.last.words} ({a.last.person}, {a.last.recorded[:10]})" if a.last else ""
+        table.add_row(_due(a.due, a.overdue), str(a.visit),
+                      *(Text(v) for v in (a.patient, a.need.replace("_", " "), a.words, a.destination, step)))
+    return table
+
+
+def recall_table(entries) -> Table:
+    """Who is due for rescreening (:func:`drtrt.clinic.recall.recall_list`), by due date."""
+    table = Table("due", "patient", "name", "last visit", "months", "")
+    for r in entries:
+        table.add_row(_due(r.due, r.overdue), Text(r.patient), Text(r.name or ""), r.screened.isoformat(),
+                      str(r.recall_months), "provisional" if r.provisional else "")
+    return table
+
+
+def _due(day, overdue: bool) -> Text:
+    return Text(day.isoformat() + (" OVERDUE" if overdue else ""), style="bold red" if overdue else "")

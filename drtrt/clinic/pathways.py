@@ -17,6 +17,11 @@ grade (the pathway's ``maculopathy.action``); M0 says nothing more; where the fo
 found, "M not assessed" is said, never M0. After ``escalation.after`` failed tries of an eye the
 station's advice becomes ``escalation.words`` (dim the room, dilate, or refer as ungradable).
 
+Each visit that still needs something (:data:`NEEDS`: refer urgently, refer, a human read, ungradable,
+incomplete, a visit not closed) is due within the pathway's ``timescales`` (days, or "N weeks") at its
+``destinations`` (who acts on it); a file without them gets :data:`DUE_DAYS` and :data:`DESTINATIONS`
+(urgent 2 weeks and routine 13 weeks, as the NHS programme's failsafe). :mod:`.failsafe` lists them.
+
 A pathway file (YAML, the same shape as :meth:`Pathway.to_dict`) gives a programme its own. The
 session keeps the pathway it was screened under (store meta ``pathway``), so its reports keep the
 same words whoever writes them.
@@ -25,6 +30,7 @@ same words whoever writes them.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +40,15 @@ ACTIONS = ("rescreen", "refer", "refer_urgent")
 OUTCOME_KEYS = ("ungradable", "human_read", "not_photographed", "incomplete")
 M_KEYS = ("M1", "M0", "not_assessed")          # maculopathy: found, not found, the fovea could not be located
 ESCALATE_AFTER = 2                             # failed tries of an eye before the advice changes
+# What a visit may still need, most urgent first (:mod:`.failsafe`), with the defaults a pathway file
+# without ``timescales`` / ``destinations`` gets: days from the visit to the action, and who acts.
+NEEDS = ("refer_urgent", "refer", "human_read", "ungradable", "incomplete", "not_closed")
+DUE_DAYS = {"refer_urgent": 14, "refer": 91, "human_read": 14, "ungradable": 28, "incomplete": 28, "not_closed": 1}
+DESTINATIONS = {"refer_urgent": "hospital eye service — urgent clinic", "refer": "hospital eye service",
+                "human_read": "a grader of the programme", "ungradable": "slit-lamp clinic or hospital eye service",
+                "incomplete": "this screening clinic — photograph the missing eye",
+                "not_closed": "this screening clinic — finish the visit"}
+_TIMESCALE = re.compile(r"(\d+)\s*(days?|weeks?)")
 _M_WORDS = {"M1": "maculopathy: exudate within 1 disc diameter of the fovea — refer",
             "M0": "no maculopathy seen by the model", "not_assessed": "maculopathy not assessed — the fovea was not found"}
 _ESCALATION = ("still ungradable after %(tries)d tries: dim the room and wait for the pupil to widen, dilate if your "
@@ -58,6 +73,15 @@ class Pathway:
     m1_action: str = "refer"               # what M1 alone asks for (refer | refer_urgent)
     escalate_after: int = ESCALATE_AFTER   # failed tries of an eye before the advice becomes :attr:`escalation`
     escalation: str = _ESCALATION          # %(tries)d: the number of tries
+    due_days: tuple[tuple[str, int], ...] = tuple(DUE_DAYS.items())          # NEEDS → days to act
+    destinations: tuple[tuple[str, str], ...] = tuple(DESTINATIONS.items())  # NEEDS → who acts
+
+    def due_in(self, need: str) -> int:
+        """Days from the visit within which ``need`` (one of :data:`NEEDS`) is to be acted on."""
+        return dict(self.due_days)[need]
+
+    def destination(self, need: str) -> str:
+        return dict(self.destinations)[need]
 
     def m_words(self, key: str | None) -> str:
         """The words for maculopathy ``key`` (M1 | M0; None: not assessed)."""
@@ -75,14 +99,17 @@ class Pathway:
     def all_words(self) -> list[str]:
         """Every phrase this pathway can show (for translation catalogs)."""
         return ([rule.words for rule in self.grades] + [words for _, words in self.words]
-                + [words for _, words in self.maculopathy] + [self.escalation])
+                + [words for _, words in self.maculopathy] + [self.escalation]
+                + [words for _, words in self.destinations])
 
     def to_dict(self) -> dict:
         return {"name": self.name,
                 "grades": [{k: v for k, v in vars(rule).items() if v is not None} for rule in self.grades],
                 "outcomes": dict(self.words),
                 "maculopathy": {"action": self.m1_action, **dict(self.maculopathy)},
-                "escalation": {"after": self.escalate_after, "words": self.escalation}}
+                "escalation": {"after": self.escalate_after, "words": self.escalation},
+                "timescales": {k: _timescale(d) for k, d in self.due_days},
+                "destinations": dict(self.destinations)}
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "pathway") -> Pathway:
@@ -108,20 +135,39 @@ class Pathway:
             m1_action = str(macula["action"])
             escalation = {"after": ESCALATE_AFTER, "words": _ESCALATION, **(data.get("escalation") or {})}
             escalate_after, escalation_words = int(escalation["after"]), str(escalation["words"]).strip()
+            due = {**DUE_DAYS, **(data.get("timescales") or {})}                   # older files: defaults
+            due_days = tuple((key, _days(due[key], f"{source}: timescale of {key}")) for key in NEEDS)
+            places = {**DESTINATIONS, **(data.get("destinations") or {})}
+            destinations = tuple((key, str(places[key]).strip()) for key in NEEDS)
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{source}: not a pathway ({type(exc).__name__}: {exc}); see drtrt/clinic/pathways.py "
                               "for the shape") from None
         grades = sorted(rule.grade for rule in rules)
         if grades != list(range(len(grades))) or not grades:
             raise ConfigError(f"{source}: grades must be listed once each from 0 up, found {grades}")
-        if any(not rule.words for rule in rules) or any(not w for _, w in words + m_words):
-            raise ConfigError(f"{source}: every grade, outcome and maculopathy grade needs its words")
+        if any(not rule.words for rule in rules) or any(not w for _, w in words + m_words + destinations):
+            raise ConfigError(f"{source}: every grade, outcome, maculopathy grade and destination needs its words")
         if m1_action not in ("refer", "refer_urgent"):
             raise ConfigError(f"{source}: maculopathy's action must be refer or refer_urgent, found {m1_action!r}")
         if not 1 <= escalate_after <= 10:
             raise ConfigError(f"{source}: escalation after must be 1-10 tries, found {escalate_after}")
         return cls(name, tuple(sorted(rules, key=lambda r: r.grade)), words, m_words, m1_action, escalate_after,
-                   escalation_words)
+                   escalation_words, due_days, destinations)
+
+
+def _timescale(days: int) -> str:
+    """Days as a pathway file writes them: "2 weeks", "10 days", "1 day"."""
+    return f"{days // 7} weeks" if days % 7 == 0 else f"{days} day{'s' * (days != 1)}"
+
+
+def _days(value, what: str) -> int:
+    """A timescale as days: a number of days, or "N days" / "N weeks" (1 day to 2 years)."""
+    found = _TIMESCALE.fullmatch(str(value).strip().lower())
+    days = int(value) if isinstance(value, int) and not isinstance(value, bool) else \
+        int(found[1]) * (7 if found[2].startswith("week") else 1) if found else None
+    if days is None or not 1 <= days <= 730:
+        raise ConfigError(f"{what} must be days (1-730) or \"N weeks\", found {value!r}")
+    return days
 
 
 _COMMON = {"human_read": "needs a human read — the grade and the lesion map disagree",

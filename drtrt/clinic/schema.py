@@ -11,7 +11,10 @@ Three parts, each with its own version so one can change without touching the ot
   fills which slot, why it was retaken, where it was moved from) and ``camera_files`` (what the station
   took from the camera folder);
 - ``outbox``: ``exported`` (DICOM and FHIR objects built from the session) and ``outbox`` (what is
-  to be sent where, and what a server confirmed).
+  to be sent where, and what a server confirmed);
+- ``failsafe``: ``action_outcomes`` (what a named person recorded about a visit that still needed
+  something — letter sent, appointment booked, attended, treated, did not attend and then what;
+  :mod:`.failsafe`). Rows are only added, never changed.
 
 A part's version is the number of its migrations applied (:data:`PARTS`); versions live in
 ``meta`` as ``schema.<part>``, and SQLite's ``user_version`` says how versions are kept
@@ -130,6 +133,12 @@ def _visits_for_every_photo(db: sqlite3.Connection) -> None:
 
 
 _OUTBOX_V2 = "ALTER TABLE exported ADD COLUMN visit INTEGER"  # the visit an object reports (outbox 2)
+_FAILSAFE_V1 = """
+CREATE TABLE IF NOT EXISTS action_outcomes(id INTEGER PRIMARY KEY AUTOINCREMENT, visit INTEGER NOT NULL,
+    need TEXT NOT NULL, outcome TEXT NOT NULL, then_what TEXT, reason TEXT, person TEXT NOT NULL,
+    recorded TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS action_outcomes_visit ON action_outcomes(visit)
+"""
 
 
 # part → its migrations, oldest first; a part's version is how many have run. Add, never edit.
@@ -139,9 +148,10 @@ PARTS: dict[str, tuple[Migration, ...]] = {
     "record": (_script(_RECORD_V1), _script(_RECORD_V2)),
     "visits": (_script(_VISITS_V1), _closed_verdicts_by_id, _visits_for_every_photo),
     "outbox": (_script(_OUTBOX_V1), _script(_OUTBOX_V2)),
+    "failsafe": (_script(_FAILSAFE_V1),),
 }
 TABLES = {"record": ("meta", "runs", "images", "files"), "visits": ("patients", "visits", "captures", "camera_files"),
-          "outbox": ("exported", "outbox")}
+          "outbox": ("exported", "outbox"), "failsafe": ("action_outcomes",)}
 
 
 @dataclass(frozen=True)

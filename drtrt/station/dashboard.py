@@ -16,6 +16,7 @@ from pathlib import Path
 from drtrt.errors import ConfigError
 from drtrt.model_info import ModelInfo
 from drtrt.validation_record import validation_of
+from drtrt.clinic.failsafe import open_actions
 from drtrt.clinic.verdicts import HUMAN_READ, REFER, REFER_URGENT, UNGRADABLE
 from drtrt.station.forward import Forwarder
 from drtrt.station.worker import StationWorker
@@ -31,8 +32,9 @@ def local_time(stamp: str | None) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
-def day_summary(worker: StationWorker) -> dict:
-    """Today's visits (local date) and the day's figures."""
+def day_summary(worker: StationWorker, now: dt.datetime | None = None) -> dict:
+    """Today's visits (local date) and the day's figures, with the open actions of every day (the failsafe: a
+    visit left open or a referral without an outcome does not leave the page at midnight)."""
     today = dt.date.today().isoformat()
     midnight = dt.datetime.combine(dt.date.today(), dt.time()).astimezone()      # local midnight, in UTC below
     since = midnight.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -42,11 +44,13 @@ def day_summary(worker: StationWorker) -> dict:
     judged = [status for status in statuses if status in ("graded", "ungradable", "error")]
     refused = sum(status != "graded" for status in judged)
     closed = [v for v in visits if v.closed]
+    actions = open_actions(worker.book, now)
     return {"visits": visits, "figures": {
         "visits": len(visits), "done": len(closed), "waiting": sum(v.waiting for v in visits),
         "referred": sum((v.closed_verdict or "") in (REFER_URGENT, REFER, HUMAN_READ) for v in closed),
         "ungradable_visits": sum((v.closed_verdict or "") == UNGRADABLE for v in closed),
-        "ungradable_rate": (100.0 * refused / len(judged)) if judged else None, "photos": len(judged)}}
+        "ungradable_rate": (100.0 * refused / len(judged)) if judged else None, "photos": len(judged),
+        "open_actions": len(actions), "overdue": sum(a.overdue for a in actions)}}
 
 
 def model_state(worker: StationWorker, info: ModelInfo, parity: dict | None) -> dict:

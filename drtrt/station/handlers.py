@@ -26,7 +26,7 @@ from drtrt.station.dashboard import day_summary, disk_space, forward_state, mode
 from drtrt.station.images import LAYER, SHA, lesion_colours, lesion_layer, photo_path, view_jpeg
 from drtrt.station.middleware import LOGIN_PATH
 from drtrt.station.security import csrf_token, image_kind
-from drtrt.station.state import Station, station_of
+from drtrt.station.state import Station, now_of, station_of
 
 
 class Page:
@@ -83,7 +83,7 @@ async def dashboard(request: Request) -> Response:
     """The day: today's visits and figures, the model, the disk, the hospital link, the camera."""
     page = Page(request)
     station, worker = page.station, page.station.worker
-    return page.render("dashboard.html", **day_summary(worker), active=worker.active_visit(),
+    return page.render("dashboard.html", **day_summary(worker, now_of(request)), active=worker.active_visit(),
                        model_state=model_state(worker, station.info, station.parity),
                        disk=disk_space(station.cfg.data_dir), forward=forward_state(worker, station.forwarder),
                        camera=worker.cfg.camera_dir, waiting=worker.waiting, notices=list(worker.notices)[:5],
@@ -94,7 +94,7 @@ async def dashboard_panel(request: Request) -> Response:
     """The day's live part, re-fetched when the version changes."""
     page = Page(request)
     worker = page.station.worker
-    return page.render("_day.html", **day_summary(worker), active=worker.active_visit(),
+    return page.render("_day.html", **day_summary(worker, now_of(request)), active=worker.active_visit(),
                        waiting=worker.waiting, notices=list(worker.notices)[:5])
 
 

@@ -92,6 +92,7 @@ def translated(string) -> bool:
 def runtime_messages() -> list[str]:
     """English strings from the runtime the station shows as they are: verdicts and the quality advice."""
     from drtrt.clinic import verdicts as V
+    from drtrt.clinic.failsafe import CLOSED_UNREAD, NEED_WORDS, OUTCOME_WORDS
     from drtrt.clinic.pathways import BUILT_IN
     from drtrt.runtime.quality import ADVICE
     from drtrt.task import TaskSpec
@@ -101,7 +102,8 @@ def runtime_messages() -> list[str]:
     words = [w for pathway in BUILT_IN.values() for w in pathway.all_words()]
     task = TaskSpec()
     names = [*task.grade_names, *task.lesion_long_names]
-    return list(dict.fromkeys([*verdicts, *words, *ADVICE.values(), *OPERATOR_ERRORS, *names, *VALUE_WORDS]))
+    failsafe = [*NEED_WORDS.values(), *OUTCOME_WORDS.values(), CLOSED_UNREAD]
+    return list(dict.fromkeys([*verdicts, *words, *failsafe, *ADVICE.values(), *OPERATOR_ERRORS, *names, *VALUE_WORDS]))
 
 
 VALUE_WORDS = ("right", "left", "disc", "macula", *(f"{eye}/{field}" for eye in ("right", "left")
@@ -132,5 +134,13 @@ OPERATOR_ERRORS = (
     "choose the eye the photo shows",
     "this camera photo is no longer waiting",
     "the camera's file has changed: it is asked about again",
+    "give the name of the person recording the outcome (at most 80 characters)",
+    "the outcome must be one of letter_sent, appointment_booked, attended, treated, did_not_attend",
+    "did not attend: say what then — rebook or discharge",
+    "only did not attend takes rebook or discharge",
+    "after did not attend: rebook or discharge",
+    "a discharge needs its reason (at most 200 characters)",
+    "this visit needs nothing now: there is no outcome to record",
+    "a date is YYYY-MM-DD",
 )
 """What the operator may be told after an action, by the runtime's or the app's own (English) words."""

@@ -7,6 +7,7 @@ The handlers are plain module-level functions that find all of it through the re
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,3 +69,9 @@ class Station:
 def station_of(request: Request) -> Station:
     """The station a request is for (:func:`drtrt.station.app.create_app` put it on ``app.state``)."""
     return request.app.state.station
+
+
+def now_of(request: Request) -> dt.datetime:
+    """The station's clock (aware, UTC): ``app.state.clock()`` where a test sets one, else now."""
+    clock = getattr(request.app.state, "clock", None)
+    return clock() if clock is not None else dt.datetime.now(dt.timezone.utc)

@@ -101,3 +101,32 @@ def test_screen_with_the_nhs_pathway_words_the_reports(tiny_onnx, photo_root, tm
     bad = subprocess.run([sys.executable, "-m", "drtrt.cli", "screen", str(images[0]), "--model", str(tiny_onnx),
                           "--pathway", str(tmp_path / "none.yaml")], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "neither icdr nor nhs" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_timescales_and_destinations_from_a_file_and_defaults_for_older_files(tmp_path):
+    older = tmp_path / "older.yaml"                 # a file written before timescales: the defaults
+    older.write_text("name: clinic\ngrades:\n"
+                     + "".join(f"  - {{grade: {g}, action: rescreen, recall_months: 12, words: fine}}\n" for g in (0, 1))
+                     + "  - {grade: 2, action: refer, words: refer}\n  - {grade: 3, action: refer_urgent, words: now}\n"
+                       "  - {grade: 4, action: refer_urgent, words: now}\n"
+                       "outcomes: {ungradable: u, human_read: h, not_photographed: n, incomplete: i}\n")
+    pathway = load_pathway(older)
+    assert [pathway.due_in(k) for k in ("refer_urgent", "refer", "not_closed")] == [14, 91, 1]
+    assert pathway.destination("refer") == "hospital eye service"
+    newer = tmp_path / "newer.yaml"
+    newer.write_text(older.read_text() + "timescales: {refer_urgent: 1 week, refer: 42, not_closed: 1 day}\n"
+                     "destinations: {refer_urgent: \"eye hospital — urgent clinic\"}\n")
+    pathway = load_pathway(newer)
+    assert [pathway.due_in(k) for k in ("refer_urgent", "refer", "not_closed", "ungradable")] == [7, 42, 1, 28]
+    assert (pathway.destination("refer_urgent"), pathway.destination("refer")) == ("eye hospital — urgent clinic",
+                                                                                   "hospital eye service")
+    assert load_pathway(newer) == type(pathway).from_dict(pathway.to_dict())     # the store keeps it whole
+    assert NHS.to_dict()["timescales"]["refer_urgent"] == "2 weeks"
+
+
+@pytest.mark.parametrize("timescale", ["soon", "0 days", "3 years", "800"])
+def test_a_timescale_that_is_not_one_is_one_line(tmp_path, timescale):
+    data = ICDR.to_dict()
+    data["timescales"] = {"refer": timescale}
+    with pytest.raises(ConfigError, match="timescale of refer must be days"):
+        type(ICDR).from_dict(data, "clinic.yaml")

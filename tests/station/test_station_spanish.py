@@ -166,14 +166,15 @@ def test_a_spanish_visit_with_every_warning_has_no_english_word(station, fundus_
     allowed |= {w.lower() for w in WORD.findall(worker.store.meta().get("model_name", ""))}
     views = [("GET", path, 200) for path in ("/", "/panel", "/patients/new", "/patients/new?q=P-00",
                                              f"/visits/{visit_id}", f"/visits/{visit_id}/panel",
-                                             f"/visits/{visit_id}/report")]
-    views += [("GET", "/visits/999", 404), ("GET", "/nowhere", 404), ("POST", f"/visits/{visit_id}/close", 403),
+                                             f"/visits/{visit_id}/report", "/actions", "/recall",
+                                             "/recall?overdue=1")]
+    views += [("GET", "/recall?from=March", 400), ("GET", "/visits/999", 404), ("GET", "/nowhere", 404), ("POST", f"/visits/{visit_id}/close", 403),
               ("POST", "/health", 405), ("GET", f"/image/{'0' * 64}/view.jpg", 404)]   # refusals
     english_pages, spanish_pages = _read(client, views, "en"), _read(client, views, "es")
 
     client.cookies.set("lang", "es")
     assert client.post(f"/visits/{visit_id}/close", data={"csrf": token}, follow_redirects=False).status_code == 303
-    closed = [("GET", path, 200) for path in ("/", f"/visits/{visit_id}", f"/visits/{visit_id}/report")]
+    closed = [("GET", path, 200) for path in ("/", f"/visits/{visit_id}", f"/visits/{visit_id}/report", "/actions")]
     english_pages.update({f"closed {k}": v for k, v in _read(client, closed, "en").items()})
     spanish_pages.update({f"closed {k}": v for k, v in _read(client, closed, "es").items()})
 

@@ -1,0 +1,72 @@
+"""``drtrt actions``, ``recall`` and ``export-visits`` over a hand-built session: what they print and write,
+and their one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from test_cli import assert_one_line_error
+from test_cli_contract import invoke
+from typer.testing import CliRunner
+from visit_fixture import clinic
+
+from drtrt.cli import app
+from drtrt.clinic.store import SessionStore
+from drtrt.clinic.visits import VisitBook
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def session(tmp_path):
+    folder = tmp_path / "session"
+    with SessionStore(folder / "session.db") as store:
+        clinic(VisitBook(store))
+    return folder
+
+
+def test_actions_lists_urgent_first_as_csv_and_as_a_table(session):
+    result = runner.invoke(app, ["actions", str(session), "--csv"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [(r["patient"], r["need"]) for r in rows] == [("U1", "refer_urgent"), ("R1", "refer"),
+                                                         ("G1", "ungradable"), ("O1", "not_closed")]
+    assert all(r["overdue"] == "1" for r in rows)                  # the fixture is months old: all overdue now
+    table = runner.invoke(app, ["actions", str(session), "--overdue"], terminal_width=160)
+    assert table.exit_code == 0 and "U1" in table.stdout and "OVERDUE" in table.stdout
+
+
+def test_recall_writes_the_phone_list(session):
+    result = runner.invoke(app, ["recall", str(session), "--from", "2026-01-01", "--to", "2027-12-31", "--csv"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [(r["patient"], r["due"]) for r in rows] == [("N2", "2026-03-10"), ("N1", "2027-03-01")]
+    assert rows[0]["name"] == "'=cmd|' /C calc'!A0"                # a formula stays text
+
+
+def test_export_visits_writes_the_range(session, tmp_path):
+    out = tmp_path / "visits.csv"
+    result = runner.invoke(app, ["export-visits", str(session), "--from", "2026-02-01", "--to", "2026-03-31",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "5 visit(s)" in result.stdout
+    assert [r["patient"] for r in csv.DictReader(out.open())] == ["R1", "G1", "U1", "N1", "O1"]
+
+
+@pytest.mark.parametrize("args, code, fragment", [
+    (["recall", "{s}", "--from", "March"], 2, "--from must be a date (YYYY-MM-DD), found 'March'"),
+    (["recall", "{s}", "--from", "2026-03-01", "--to", "2026-02-01"], 2, "--to 2026-02-01 is before --from"),
+    (["export-visits", "{s}", "--from", "2026-01-01", "--to", "2026-13-01", "--out", "{s}/v.csv"], 2,
+     "--to must be a date"),
+    (["export-visits", "{s}", "--from", "2026-01-01", "--to", "2026-01-02", "--out", "{s}/session.db/v.csv"], 1,
+     "cannot write"),
+])
+def test_bad_input_is_one_line(session, args, code, fragment):
+    assert_one_line_error(invoke(*[a.replace("{s}", str(session)) for a in args]), fragment, code)
+
+
+def test_a_session_in_use_is_one_line(session):
+    with SessionStore(session / "session.db"):
+        assert_one_line_error(invoke("actions", session), "in use by another drtrt process", 2)
