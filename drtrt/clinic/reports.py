@@ -15,9 +15,7 @@ is written to a temp file and renamed, so a power cut leaves the previous versio
 from __future__ import annotations
 
 import base64
-import csv
 import html
-import io
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -30,7 +28,7 @@ from drtrt.clinic.patients import safe_patient_id
 from drtrt.clinic.store import SessionRow, now
 from drtrt.clinic.verdicts import (PROVISIONAL, VERDICTS, EyeVerdict, PatientVerdict, label,
                                    patient_verdicts, provisional, tone)
-from drtrt.fileio import atomic_write
+from drtrt.fileio import atomic_write, to_csv
 from drtrt.runtime.postprocess import LESION_COLOURS
 from drtrt.task import TaskSpec
 from drtrt.validation_record import validation_of
@@ -109,14 +107,13 @@ def summary_csv(rows: list[SessionRow], verdicts: list[PatientVerdict], task: Ta
     is 1), lesions, maculopathy, its eye's and visit's verdict."""
     eye_of = {(v.patient, v.visit, e.eye): e.words for v in verdicts for e in v.eyes.values()}
     patient_of = {(v.patient, v.visit): v.words for v in verdicts}
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["file", "path", "sha256", "patient", "visit", "eye", "status", "reason", "code", "grade", "grade_name",
-                     "referable", *[f"p_grade{g}" for g in range(task.n_grades)], "calibrated",
-                     *[f"{c}_{k}" for c in task.lesion_codes for k in ("count", "area_px", "area_fov_pct")],
-                     "disc_x", "disc_y", "centred_on", "eye_from_disc", "maculopathy", "fovea_x", "fovea_y",
-                     "warnings",
-                     "eye_verdict", "patient_verdict", "overlay", "seen_at"])
+    rows_out = []
+    columns = ["file", "path", "sha256", "patient", "visit", "eye", "status", "reason", "code", "grade", "grade_name",
+               "referable", *[f"p_grade{g}" for g in range(task.n_grades)], "calibrated",
+               *[f"{c}_{k}" for c in task.lesion_codes for k in ("count", "area_px", "area_fov_pct")],
+               "disc_x", "disc_y", "centred_on", "eye_from_disc", "maculopathy", "fovea_x", "fovea_y",
+               "warnings",
+               "eye_verdict", "patient_verdict", "overlay", "seen_at"]
     for r in rows:
         d = r.to_dict()
         probs = d.get("probabilities") or [""] * task.n_grades
@@ -124,7 +121,7 @@ def summary_csv(rows: list[SessionRow], verdicts: list[PatientVerdict], task: Ta
         disc, macula = d.get("disc") or {}, d.get("macula") or {}
         fovea = macula.get("fovea") or ("", "")
         calibrated = _blank(d.get("calibrated") is True) if d.get("probabilities") else ""
-        writer.writerow([r.name, r.path, r.sha256 or "", r.patient or "", _blank(r.visit), r.eye or "", r.status,
+        rows_out.append([r.name, r.path, r.sha256 or "", r.patient or "", _blank(r.visit), r.eye or "", r.status,
                          r.reason or "",
                          d.get("code") or "", _blank(d.get("grade")), d.get("grade_name") or "",
                          _blank(d.get("referable")), *probs, calibrated, *lesions,
@@ -133,23 +130,23 @@ def summary_csv(rows: list[SessionRow], verdicts: list[PatientVerdict], task: Ta
                          "; ".join(r.warnings), eye_of.get((r.patient, r.visit, r.eye or "unspecified"), ""),
                          patient_of.get((r.patient, r.visit), ""),
                          d.get("overlay", ""), r.seen_at])
-    return buffer.getvalue()
+    return to_csv(columns, rows_out)
 
 
 def patients_csv(verdicts: list[PatientVerdict]) -> str:
-    """One row per visit: the patient, the visit and its date, the verdict, each eye's words with R and M apart."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["patient", "visit", "date", "verdict", "right_eye", "left_eye", "other_images",
+    """One row per visit: the patient, the visit and its date, the verdict, each eye's words with R and M apart.
+    Cells a spreadsheet would run (a name typed as ``=...``) are written as text (:func:`~drtrt.fileio.to_csv`)."""
+    rows_out = []
+    columns = ["patient", "visit", "date", "verdict", "right_eye", "left_eye", "other_images",
                      "right_R", "right_M", "left_R", "left_M", "note", "report", "outcome", "recall_months",
-                     "provisional"])
+                     "provisional"]
     for v in verdicts:
         eye = {k: e.words for k, e in v.eyes.items()}
         rm = [x for side in ("right", "left") for x in _r_and_m(v.eyes.get(side))]
-        writer.writerow([v.patient, _blank(v.visit), visit_date(v), v.words, eye.get("right", ""),
+        rows_out.append([v.patient, _blank(v.visit), visit_date(v), v.words, eye.get("right", ""),
                          eye.get("left", ""), eye.get("unspecified", ""), *rm, v.note, f"reports/{report_name(v)}",
                          v.verdict, _blank(v.recall_months), int(v.provisional)])
-    return buffer.getvalue()
+    return to_csv(columns, rows_out)
 
 
 def visit_date(verdict: PatientVerdict) -> str:

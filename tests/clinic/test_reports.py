@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ from drtrt.runtime.consistency import heads_disagree
 from drtrt.clinic.patients import Assignment, normalise_eye, read_patient_list, safe_patient_id, validate_patient_id
 from drtrt.clinic.verdicts import HUMAN_READ, INCOMPLETE, NOT_PHOTOGRAPHED, REFER, REFER_URGENT, RESCREEN, UNGRADABLE, patient_verdicts
 from drtrt.task import TaskSpec
-from drtrt.clinic.reports import gradable_share, summary_csv
+from drtrt.clinic.reports import gradable_share, patients_csv, summary_csv
 from drtrt.clinic.session import screen_images
 from drtrt.clinic.store import SessionRow
 
@@ -81,6 +82,15 @@ def test_rows_without_patient_have_no_verdict_and_share_counts_judged_images():
     assert gradable_share(rows) == (1, 3)
     csv = summary_csv(rows, [], TaskSpec()).splitlines()
     assert len(csv) == 5 and csv[0].startswith("file,path,sha256,patient,visit,eye,status")
+
+
+def test_a_patient_id_a_spreadsheet_would_run_is_written_as_text():
+    rows = [row("=HYPERLINK(1)", "right", "graded", 0), row("@SUM(1)", "left", "graded", 2)]
+    verdicts = patient_verdicts(rows)
+    summary = list(csv.DictReader(summary_csv(rows, verdicts, TaskSpec()).splitlines()))
+    patients = list(csv.DictReader(patients_csv(verdicts).splitlines()))
+    assert [r["patient"] for r in summary] == ["'=HYPERLINK(1)", "'@SUM(1)"]
+    assert sorted(r["patient"] for r in patients) == ["'=HYPERLINK(1)", "'@SUM(1)"]
 
 
 @pytest.mark.parametrize("raw, safe", [("P-001", "P-001"), ("../../etc/passwd", "etc_passwd-"), ("a b", "a_b-"),
