@@ -154,12 +154,13 @@ def describe(manifest: dict) -> str:
 
 def check_fits(manifest: dict, service: str, python: str | None = None) -> None:
     """ArtefactError (one line) unless the bundle carries what ``service`` needs, for a Jetson with this
-    ``python``: a bundle from before services carried ``drtrt[gpu]`` only (what `drtrt watch` needs then)."""
-    carried = manifest.get("extras", ["gpu"])
-    made_for = manifest.get("service", "watch")
-    if not set(SERVICES[service]) <= set(carried):
-        raise ArtefactError(f"this bundle carries what `drtrt {made_for}` needs, not `drtrt {service}`: "
-                            f"make one with `drtrt bundle --service {service}`")
+    ``python``. A bundle from before services carried ``drtrt[gpu]`` only: no service's extras."""
+    carried, wanted = manifest.get("extras", ["gpu"]), SERVICES[service]
+    if not set(wanted) <= set(carried):
+        made_for = manifest.get("service")
+        what = (f"what `drtrt {made_for}` needs, not `drtrt {service}`" if made_for and made_for != service else
+                f"drtrt[{','.join(carried)}], not what `drtrt {service}` needs (drtrt[{','.join(wanted)}])")
+        raise ArtefactError(f"this bundle carries {what}: make one with `drtrt bundle --service {service}`")
     if manifest.get("platform", "jetson") != "jetson":
         raise ArtefactError(f"this bundle was made to try the install on {manifest['platform']} (--platform host), "
                             "not for a Jetson: make one with `drtrt bundle --platform jetson --jetpack …`")
