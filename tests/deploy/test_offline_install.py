@@ -30,6 +30,9 @@ TESTS = ROOT / "tests"
 # the double, injected into every Python the lean environment starts (DRTRT_FAKE_TRT=version): what
 # tests/fake_tensorrt.install does with pytest's monkeypatch, done with plain assignments
 SHIM = '''import os
+import sys
+if os.environ.get("DRTRT_HIDE_MODULE"):          # as if that package were not installed
+    sys.modules[os.environ["DRTRT_HIDE_MODULE"]] = None
 if os.environ.get("DRTRT_FAKE_TRT"):
     class _Set:
         def setitem(self, mapping, key, value):
@@ -89,7 +92,7 @@ def offline(tiny_onnx, tmp_path_factory) -> dict:
 
 def lean(offline, *args, timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
     """``drtrt ARGS`` in the lean environment, with the TensorRT double when DRTRT_FAKE_TRT is given."""
-    path = f"{offline['site']}{os.pathsep}{TESTS}" if env.get("DRTRT_FAKE_TRT") else ""
+    path = f"{offline['site']}{os.pathsep}{TESTS}"
     return run(offline["env"] / "bin" / "drtrt", *args, timeout=timeout, env=clean_env(PYTHONPATH=path, **env))
 
 
@@ -119,6 +122,17 @@ def test_build_fp16_works_on_the_lean_install(offline, tiny_onnx, version, tmp_p
     assert record["tensorrt"].startswith(version.rsplit(".", 1)[0]), record["tensorrt"]
 
 
+@pytest.mark.slow
+def test_without_onnx_build_fp16_names_the_small_convert_extra(offline, tiny_onnx, tmp_path):
+    """What a `drtrt[gpu]`-only install said (issue 23 item 2), now pointing at the extra without torch."""
+    built = lean(offline, "build", "--onnx", tiny_onnx, "--out", tmp_path / "m.engine", "--fp16",
+                 DRTRT_FAKE_TRT="10.3.0", DRTRT_HIDE_MODULE="onnx", DRTRT_CACHE_DIR=str(tmp_path / "cache"))
+    errors = [line for line in built.stderr.splitlines() if line.startswith("error:")]     # after the progress bar
+    assert built.returncode == 1 and len(errors) == 1 and "Traceback" not in built.stderr, built.stderr
+    assert "needs 'onnx'" in built.stderr and "pip install 'drtrt[convert]'" in built.stderr, built.stderr
+    assert not (tmp_path / "m.engine").exists()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -127,14 +141,20 @@ def free_port() -> int:
 
 @pytest.mark.slow
 def test_the_station_command_the_unit_runs_answers_from_the_lean_install(offline, tiny_onnx, tmp_path):
+    """The unit's ExecStart (install.sh), on an engine built there, the PIN from the environment as systemd's
+    EnvironmentFile gives it."""
     port, log = free_port(), tmp_path / "station.log"
-    camera = tmp_path / "camera"
+    camera, engine = tmp_path / "camera", tmp_path / "model.engine"
     camera.mkdir()
-    command = [offline["env"] / "bin" / "drtrt", "station", "--model", tiny_onnx, "--data-dir", tmp_path / "station",
+    fake = {"DRTRT_FAKE_TRT": "10.3.0", "DRTRT_CACHE_DIR": str(tmp_path / "cache")}
+    built = lean(offline, "build", "--onnx", tiny_onnx, "--out", engine, "--if-stale", **fake)
+    assert built.returncode == 0, built.stdout + built.stderr
+    command = [offline["env"] / "bin" / "drtrt", "station", "--model", engine, "--data-dir", tmp_path / "station",
                "--camera-dir", camera, "--host", "127.0.0.1", "--port", str(port), "--allow-unchecked-model"]
     with log.open("w") as out:
         proc = subprocess.Popen([str(c) for c in command], stdout=out, stderr=subprocess.STDOUT,
-                                env=clean_env(DRTRT_STATION_PIN="2468"))
+                                env=clean_env(DRTRT_STATION_PIN="2468", PYTHONPATH=f"{offline['site']}{os.pathsep}{TESTS}",
+                                              **fake))
     track(proc)
     deadline, answer = time.monotonic() + 90, None
     while time.monotonic() < deadline and proc.poll() is None and answer is None:
@@ -147,3 +167,4 @@ def test_the_station_command_the_unit_runs_answers_from_the_lean_install(offline
     proc.wait(timeout=30)
     assert answer is not None, log.read_text()[-2000:]
     assert answer[0] == 200 and answer[1]["ok"] is True, answer
+    assert "station serving" in log.read_text() and "model model.engine" in log.read_text(), log.read_text()
