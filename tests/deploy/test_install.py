@@ -8,6 +8,7 @@ kept root-only, one unit at a time, and shellcheck-clean. A real Jetson run is s
 from __future__ import annotations
 
 import os
+import pty
 import shutil
 import stat
 import subprocess
@@ -231,7 +232,8 @@ SERVICES = {   # service → (options, the extras pip installs, ExecStart after 
                 "station --model /var/lib/drtrt/models/model.engine --data-dir /var/lib/drtrt/sessions/station "
                 "--camera-dir /srv/fundus-camera --host 127.0.0.1 --port 8080"),
     "watch": ((), "gpu,convert",
-              "watch /srv/fundus-camera --model /var/lib/drtrt/models/model.engine --out /var/lib/drtrt/sessions/station"),
+              "watch /srv/fundus-camera --model /var/lib/drtrt/models/model.engine "
+              "--out /var/lib/drtrt/sessions/station"),
     "receive": (("--host", "0.0.0.0"), "gpu,convert,integration",
                 "receive --out /var/lib/drtrt/sessions/station --model /var/lib/drtrt/models/model.engine "
                 "--ae-title DRTRT --host 0.0.0.0 --port 11112"),
@@ -314,3 +316,22 @@ def test_the_pin_is_root_only_and_switching_service_removes_the_old_unit(inputs,
     assert "changed: removed drtrt-station.service" in watch.stdout
     assert [u.name for u in units.iterdir()] == ["drtrt-watch.service"]
     assert "ExecStart=/opt/drtrt/venv/bin/drtrt watch " in (units / "drtrt-watch.service").read_text()
+
+
+def test_on_a_terminal_the_station_pin_is_asked_and_not_echoed(inputs, tmp_path):
+    root = tmp_path / "root"
+    env, calls = stand_in_env(tmp_path, STAND_INS)
+    master, terminal = pty.openpty()
+    try:
+        proc = subprocess.Popen(["bash", str(SCRIPT), "--model", str(inputs["model"]), "--golden",
+                                 str(inputs["golden"]), "--release-file", str(inputs["6.2"]), "--user",
+                                 "drtrt-test-nobody", "--root", str(root), "--source", str(ROOT)],
+                                stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        os.write(master, b"8642\n")                  # typed at the prompt (kept by the terminal until read)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        os.close(terminal)
+        os.close(master)
+    assert proc.returncode == 0, out + err
+    assert "Operator PIN for the station" in err and "8642" not in out + err
+    assert (root / "etc" / "drtrt" / "station.env").read_text() == "DRTRT_STATION_PIN=8642\n"

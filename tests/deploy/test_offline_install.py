@@ -63,7 +63,8 @@ def offline(tiny_onnx, tmp_path_factory) -> dict:
     probe = run(sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", work / "probe",
                 "typer", timeout=120)
     if probe.returncode:
-        pytest.skip(f"the package index cannot be reached from here: {(probe.stderr.strip().splitlines() or ['?'])[-1]}")
+        last = (probe.stderr.strip().splitlines() or ["?"])[-1]
+        pytest.skip(f"the package index cannot be reached from here: {last}")
     golden = work / "golden"
     golden.mkdir()
     (golden / "golden.json").write_text("{}")
@@ -152,10 +153,9 @@ def test_the_station_command_the_unit_runs_answers_from_the_lean_install(offline
     assert built.returncode == 0, built.stdout + built.stderr
     command = [offline["env"] / "bin" / "drtrt", "station", "--model", engine, "--data-dir", tmp_path / "station",
                "--camera-dir", camera, "--host", "127.0.0.1", "--port", str(port), "--allow-unchecked-model"]
+    env = clean_env(DRTRT_STATION_PIN="2468", PYTHONPATH=f"{offline['site']}{os.pathsep}{TESTS}", **fake)
     with log.open("w") as out:
-        proc = subprocess.Popen([str(c) for c in command], stdout=out, stderr=subprocess.STDOUT,
-                                env=clean_env(DRTRT_STATION_PIN="2468", PYTHONPATH=f"{offline['site']}{os.pathsep}{TESTS}",
-                                              **fake))
+        proc = subprocess.Popen([str(c) for c in command], stdout=out, stderr=subprocess.STDOUT, env=env)
     track(proc)
     deadline, answer = time.monotonic() + 90, None
     while time.monotonic() < deadline and proc.poll() is None and answer is None:
