@@ -119,7 +119,7 @@ def test_hardware_check_installs_gpu_extra_with_the_device_pins(tmp_path):
                           capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 7, proc.stdout + proc.stderr
     install = [c for c in calls.read_text().splitlines() if "install --quiet -e" in c]
-    assert install == [f"-m pip install --quiet -e {root}[gpu,test] cuda-python>=12.0,<12.7"], calls.read_text()
+    assert install == [f"-m pip install --quiet -e {root}[gpu,convert,test] cuda-python>=12.0,<12.7"], calls.read_text()
 
 
 def test_tensorrt_missing_hint_names_the_wheel_of_this_driver(monkeypatch, tmp_path):
