@@ -49,7 +49,7 @@ cd "$root"
 if [ "$install" = 1 ]; then
   # the system's TensorRT (apt on a Jetson) must be visible; the demo model needs training extras
   export DRTRT_SYSTEM_SITE=1
-  extras="gpu,test"
+  extras="gpu,convert,test"          # convert: onnx, which `drtrt build --fp16` needs (no torch)
   [ -n "$onnx" ] || extras="$extras,train,export"
   # the cuda-python pin (and nothing else) for this device, from the same function install.sh uses
   DRTRT_PINS="$(PYTHONPATH="$root" python3 -m drtrt.runtime.jetpack --release-file "$release_file" | tr '\n' ' ')"

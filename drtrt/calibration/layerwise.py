@@ -48,7 +48,7 @@ def _onnx():
         import onnxruntime
     except ImportError:
         raise BackendUnavailable("layer-wise comparison needs onnx and onnxruntime; "
-                                 "pip install 'drtrt[export]'") from None
+                                 "pip install 'drtrt[convert]'") from None
     return onnx, onnxruntime
 
 

@@ -163,6 +163,11 @@ def bundle(ctx: typer.Context,
            config: Annotated[Optional[Path], Opt("Site configuration file to carry.", "FILE")] = None,
            wheels: Annotated[str, Opt("download: drtrt + every dependency for aarch64 (needs internet here); "
                                       "drtrt: its wheel only; none.", "WHICH")] = "download",
+           service: Annotated[str, Opt("What install.sh brings up: station (the web app), watch (a camera folder, "
+                                       "log only) or receive (DICOM from the camera); the wheels carry its extras.",
+                                       "SERVICE")] = "station",
+           platform: Annotated[str, Opt("jetson (aarch64, the JetPack's Python) or host (this machine: to try the "
+                                        "offline install on a PC).", "WHERE")] = "jetson",
            allow_unchecked_model: AllowUncheckedOpt = False) -> None:
     """Make a bundle (or, with `verify PATH`, check one)."""
     from drtrt.errors import ConfigError
@@ -173,12 +178,12 @@ def bundle(ctx: typer.Context,
     if not model or golden is None or out is None:
         raise ConfigError("drtrt bundle needs --model, --golden and --out (or: drtrt bundle verify PATH)")
     spec = BundleSpec(out=out, models=tuple(model), golden=golden, jetpack=jetpack, config=config, wheels=wheels,
-                      allow_unchecked_model=allow_unchecked_model)
+                      allow_unchecked_model=allow_unchecked_model, service=service, platform=platform)
     with progress(transient=True) as bars:
         bars.add_task("bundling", total=None, info="")
         path = make_bundle(spec, log=bars.console.print)
     console.print(f"wrote {path}; on the station: drtrt bundle verify {path.name}, then "
-                  "install.sh --source BUNDLE --model BUNDLE/models/… --golden BUNDLE/golden")
+                  f"install.sh --service {service} --source BUNDLE --model BUNDLE/models/… --golden BUNDLE/golden")
 
 
 @bundle_app.command("verify", cls=_Command)
@@ -186,8 +191,8 @@ def bundle(ctx: typer.Context,
 def bundle_verify(path: Annotated[Path, typer.Argument(help="Bundle folder or .tar.", metavar="PATH",
                                                        show_default=False)]) -> None:
     """Check a bundle before installing anything from it: every file present, unchanged and expected."""
-    from drtrt.export.bundle import verify_bundle
+    from drtrt.export.bundle import describe, verify_bundle
 
     manifest = verify_bundle(path)
-    console.print(f"{path}: {len(manifest['files'])} files intact (drtrt {manifest['drtrt_version']}, JetPack "
-                  f"{manifest['jetpack']}, Python {manifest['python']})")
+    console.print(f"{path}: {len(manifest['files'])} files intact (drtrt {manifest['drtrt_version']}, "
+                  f"{describe(manifest)})", highlight=False)

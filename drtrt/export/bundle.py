@@ -6,12 +6,15 @@ A bundle is a folder (or the same folder as an uncompressed ``.tar``: wheels are
     models/                 the ONNX models (FP32, FP16 or INT8 Q/DQ) to build engines from
     golden/                 golden files from ``drtrt parity --save-golden``: the engine's check
     config/                 site configuration, if given
-    wheelhouse/             drtrt's own wheel and, for an offline site, every dependency for
-                            aarch64 and the JetPack's Python (cp310 for JetPack 6, cp312 for 7)
+    wheelhouse/             drtrt's own wheel and, for an offline site, every dependency of the
+                            extras the service needs (``--service``: station, watch or receive), for
+                            aarch64 and the JetPack's Python (cp310 for JetPack 6, cp312 for 7), or
+                            with ``--platform host`` for this machine's Python (to try the offline path)
     install.sh              deploy/jetson/install.sh (``--source`` this folder)
 
 :func:`verify_bundle` refuses a bundle with a changed, missing or unexpected file, naming it, so that
-a damaged copy or a tampered file is caught before anything runs on the station.
+a damaged copy or a tampered file is caught before anything runs on the station;
+:func:`check_fits` refuses one made for another service, JetPack or machine, before pip sees it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import platform as platform_module
 import shutil
 import subprocess
 import sys
@@ -31,12 +35,11 @@ from pathlib import Path
 from drtrt import __version__
 from drtrt.errors import ArtefactError, ConfigError
 from drtrt.fileio import atomic_write, sha256_file
+from drtrt.runtime.jetpack import BUNDLE_RELEASES, SERVICES, bundle_release, detect, requirements
 
 SCHEMA = "drtrt-bundle/1"
 MANIFEST = "manifest.json"
-# JetPack → (its Python, the cuda-python release matching its CUDA)
-JETPACKS = {"6.0": ("3.10", "cuda-python==12.2.*"), "6.2": ("3.10", "cuda-python==12.6.*"),
-            "7": ("3.12", "cuda-python==13.*")}
+PLATFORMS = ("jetson", "host")
 AARCH64 = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64",
            "linux_aarch64")
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +51,10 @@ class BundleSpec:
     aarch64 Python, from the package index: needs internet where the bundle is made), "drtrt"
     (drtrt's own wheel only: the site installs the rest online) or "none". ``allow_unchecked_model``:
     carry a model whose accuracy check failed or never ran (refused otherwise,
-    :func:`drtrt.model_info.require_checked`); the manifest records each model's check (``model_gates``)."""
+    :func:`drtrt.model_info.require_checked`); the manifest records each model's check (``model_gates``).
+    ``service``: the program install.sh brings up (its extras, :data:`drtrt.runtime.jetpack.SERVICES`, are
+    what the wheelhouse carries); ``platform``: "jetson" (aarch64, the JetPack's Python) or "host" (this
+    machine's Python and platform: the offline install tried on a PC, never for a Jetson)."""
 
     out: Path
     models: tuple[Path, ...]
@@ -57,10 +63,16 @@ class BundleSpec:
     config: Path | None = None
     wheels: str = "download"
     allow_unchecked_model: bool = False
+    service: str = "station"
+    platform: str = "jetson"
 
     def validate(self) -> None:
-        if self.jetpack not in JETPACKS:
-            raise ConfigError(f"--jetpack must be one of {', '.join(JETPACKS)}, found {self.jetpack}")
+        if self.jetpack not in BUNDLE_RELEASES:
+            raise ConfigError(f"--jetpack must be one of {', '.join(BUNDLE_RELEASES)}, found {self.jetpack}")
+        if self.service not in SERVICES:
+            raise ConfigError(f"--service must be one of {', '.join(SERVICES)}, found {self.service}")
+        if self.platform not in PLATFORMS:
+            raise ConfigError(f"--platform must be jetson or host, found {self.platform}")
         if self.wheels not in ("download", "drtrt", "none"):
             raise ConfigError(f"--wheels must be download, drtrt or none, found {self.wheels}")
         for model in self.models:       # a wrong kind of file is a usage error (2), a missing one a failure (1)
@@ -100,9 +112,11 @@ def make_bundle(spec: BundleSpec, log: Callable[[str], None] = lambda message: N
         _copy(ROOT / "deploy" / "jetson" / "install.sh", folder / "install.sh")
         if spec.wheels != "none":
             _wheelhouse(folder / "wheelhouse", spec, log)
-        python, cuda_python = JETPACKS[spec.jetpack]
-        manifest = {"schema": SCHEMA, "drtrt_version": __version__, "jetpack": spec.jetpack, "python": python,
-                    "cuda_python": cuda_python, "wheels": spec.wheels, "model_gates": gates,
+        python, pins = target(spec)
+        manifest = {"schema": SCHEMA, "drtrt_version": __version__, "platform": _platform_tag(spec),
+                    "jetpack": spec.jetpack if spec.platform == "jetson" else None, "python": python,
+                    "cuda_python": pins[0] if pins else None, "service": spec.service,
+                    "extras": list(SERVICES[spec.service]), "wheels": spec.wheels, "model_gates": gates,
                     "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "files": {rel: {"sha256": sha256_file(folder / rel), "bytes": (folder / rel).stat().st_size}
                               for rel in _files(folder)}}
@@ -112,11 +126,48 @@ def make_bundle(spec: BundleSpec, log: Callable[[str], None] = lambda message: N
             with tarfile.open(spec.out, "w") as tar:
                 for rel in [MANIFEST, *manifest["files"]]:
                     tar.add(folder / rel, arcname=rel, recursive=False)
-        log(f"bundle {spec.out}: {len(manifest['files'])} files for JetPack {spec.jetpack} (Python {python})")
+        log(f"bundle {spec.out}: {len(manifest['files'])} files for {describe(manifest)}")
         return spec.out
     finally:
         if as_tar:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def target(spec: BundleSpec) -> tuple[str, list[str]]:
+    """(Python "3.10", the pip pins beside drtrt's extras) the wheelhouse is made for."""
+    if spec.platform == "jetson":
+        python, cuda_python = bundle_release(spec.jetpack)
+        return python, [cuda_python]
+    pins = [line for line in requirements(detect()) if line.startswith("cuda-python")]
+    return f"{sys.version_info.major}.{sys.version_info.minor}", pins
+
+
+def _platform_tag(spec: BundleSpec) -> str:
+    return "jetson" if spec.platform == "jetson" else f"host-{sys.platform}-{platform_module.machine()}"
+
+
+def describe(manifest: dict) -> str:
+    """"`drtrt station` on JetPack 6.2 (Python 3.10)", or "… on host-linux-x86_64 (Python 3.12)"."""
+    where = f"JetPack {manifest['jetpack']}" if manifest.get("jetpack") else manifest.get("platform", "?")
+    return f"`drtrt {manifest.get('service', 'watch')}` on {where} (Python {manifest.get('python')})"
+
+
+def check_fits(manifest: dict, service: str, python: str | None = None) -> None:
+    """ArtefactError (one line) unless the bundle carries what ``service`` needs, for a Jetson with this
+    ``python``. A bundle from before services carried ``drtrt[gpu]`` only: no service's extras."""
+    carried, wanted = manifest.get("extras", ["gpu"]), SERVICES[service]
+    if not set(wanted) <= set(carried):
+        made_for = manifest.get("service")
+        what = (f"what `drtrt {made_for}` needs, not `drtrt {service}`" if made_for and made_for != service else
+                f"drtrt[{','.join(carried)}], not what `drtrt {service}` needs (drtrt[{','.join(wanted)}])")
+        raise ArtefactError(f"this bundle carries {what}: make one with `drtrt bundle --service {service}`")
+    if manifest.get("platform", "jetson") != "jetson":
+        raise ArtefactError(f"this bundle was made to try the install on {manifest['platform']} (--platform host), "
+                            "not for a Jetson: make one with `drtrt bundle --platform jetson --jetpack …`")
+    if python is not None and manifest.get("python") != python:
+        raise ArtefactError(f"this bundle's wheels are for Python {manifest.get('python')} (JetPack "
+                            f"{manifest.get('jetpack')}), this JetPack's is {python}: make one with "
+                            f"`drtrt bundle --jetpack` this JetPack")
 
 
 def verify_bundle(path: Path) -> dict:
@@ -188,7 +239,8 @@ def _tar_hashes(archive: Path) -> Iterator[tuple[str, tuple[str, bytes]]]:
 
 
 def _wheelhouse(house: Path, spec: BundleSpec, log: Callable[[str], None]) -> None:
-    """drtrt's own wheel (built from this checkout), then its dependencies for the JetPack's aarch64 Python."""
+    """drtrt's own wheel (built from this checkout), then the service's extras and their dependencies for the
+    JetPack's aarch64 Python (or this machine's)."""
     if not (ROOT / "pyproject.toml").is_file():
         raise ConfigError("drtrt bundle builds drtrt's wheel and runs from a drtrt checkout; "
                           "use --wheels none and copy a drtrt wheel into the bundle's wheelhouse/ yourself")
@@ -197,12 +249,17 @@ def _wheelhouse(house: Path, spec: BundleSpec, log: Callable[[str], None]) -> No
     _pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(house), str(ROOT))
     if spec.wheels == "drtrt":
         return
-    python, cuda_python = JETPACKS[spec.jetpack]
+    python, pins = target(spec)
     wheel = next(house.glob("drtrt-*.whl"))
-    log(f"downloading the dependencies for Python {python} on aarch64 (JetPack {spec.jetpack})")
+    wanted = f"{wheel}[{','.join(SERVICES[spec.service])}]"
+    if spec.platform == "host":
+        log(f"downloading what `drtrt {spec.service}` needs for this machine's Python {python}")
+        _pip("download", "--only-binary=:all:", "-d", str(house), wanted, *pins)
+        return
+    log(f"downloading what `drtrt {spec.service}` needs for Python {python} on aarch64 (JetPack {spec.jetpack})")
     platforms = [arg for platform in AARCH64 for arg in ("--platform", platform)]
     _pip("download", "--only-binary=:all:", *platforms, "--python-version", python, "--implementation", "cp",
-         "-d", str(house), f"{wheel}[gpu]", cuda_python)
+         "-d", str(house), wanted, *pins)
 
 
 def _pip(*args: str) -> None:

@@ -182,7 +182,8 @@ def diagnose(disk: Path = Path("."), tegra_release: Path = Path("/etc/nv_tegra_r
         Finding("TensorRT", trt or trt_why, bool(trt)),
         Finding("CUDA Python bindings", ", ".join(cuda_libs) or "none (pip install 'drtrt[gpu]')", bool(cuda_libs)),
         Finding("ONNX Runtime", ort_text, ort_ok),
-        Finding("onnx", onnx_v or "not installed (pip install 'drtrt[export]')", bool(onnx_v)),
+        Finding("onnx", onnx_v or "not installed (pip install 'drtrt[convert]': FP16/INT8 conversion, no torch)",
+                bool(onnx_v)),
         Finding("torch", torch_v or "not installed (only training and export need it)"),
         Finding("free disk", f"{free:.1f} GiB at {Path(disk).resolve()}", free >= 2),
     )
@@ -204,7 +205,7 @@ def capabilities(gpu: bool, trt: bool, cuda_lib: bool, ort: bool, onnx: bool, to
         Capability("screen / evaluate (.engine)", can_trt, trt_needs()),
         Capability("build", can_trt, trt_needs()),
         Capability("calibrate", calibrate, "INT8 Q/DQ on the CPU" if calibrate else
-                   "no (needs onnx + onnxruntime and drtrt.calibration)"),
+                   "no (needs onnx + onnxruntime: pip install 'drtrt[convert]')"),
         Capability("export", onnx and torch, "checkpoint → ONNX" if onnx and torch else "no (pip install 'drtrt[export]')"),
         Capability("train", torch, "PyTorch" if torch else "no (pip install 'drtrt[train]')"),
     )

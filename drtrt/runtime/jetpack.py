@@ -10,11 +10,18 @@ ctypes), so a CUDA 12 driver never gets cuda-python 13 or the CUDA 13 TensorRT w
 lines, one a line; ``deploy/jetson/install.sh`` and ``scripts/hardware-check.sh`` call it, and the
 "TensorRT is not installed" hint uses :func:`install_hint`. Standard library only: install.sh runs
 it from the checkout or the wheel before anything is installed.
+
+What each service installs is decided here too (:data:`SERVICES`): ``--extras SERVICE`` prints the
+extras ``drtrt bundle`` and install.sh install for it, ``--missing SERVICE`` those whose packages are
+not installed (exit 1 if any), install.sh's idempotence check. :data:`BUNDLE_RELEASES` names the
+JetPacks a bundle can be made for, by their L4T release, so the bundle's Python and cuda-python pin
+are the ones install.sh reads on the device.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib.metadata
 import re
 import shutil
 import subprocess
@@ -40,6 +47,13 @@ class Series:
 
 SERIES = {35: Series("5", "3.8", "11.4"), 36: Series("6", "3.10", "12.6"), 38: Series("7", "3.12", "13")}
 OLD_CUDA = {(36, 2): "12.2", (36, 3): "12.2"}   # JetPack 6.0 ships CUDA 12.2: cuda-python 12.6 raises on it
+# the JetPacks `drtrt bundle --jetpack` knows, by an L4T (major, minor) of each: Python and pin follow from it
+BUNDLE_RELEASES = {"6.0": (36, 3), "6.2": (36, 4), "7": (38, 2)}
+# the extras each installed service needs: every one screens on the GPU and builds its engine (FP16 and
+# INT8 conversion need onnx: "convert"); the station serves the web app and sends results on
+# (integration); the DICOM receiver needs pydicom/pynetdicom (integration)
+SERVICES = {"station": ("gpu", "convert", "station", "integration"), "watch": ("gpu", "convert"),
+            "receive": ("gpu", "convert", "integration")}
 
 
 @dataclass(frozen=True)
@@ -147,6 +161,46 @@ def requirements(device: Device, tensorrt: bool = False) -> list[str]:
     return lines
 
 
+def bundle_release(jetpack: str) -> tuple[str, str]:
+    """(Python, cuda-python pin) of the JetPack a bundle is made for ("6.2" → ("3.10", "cuda-python==12.6.*"))."""
+    l4t = L4T(*BUNDLE_RELEASES[jetpack], 0)
+    return l4t.series.python, requirements(Device(l4t, l4t.cuda))[0]
+
+
+def extras(service: str) -> tuple[str, ...]:
+    """The drtrt extras ``service`` needs; ValueError naming the services for an unknown one."""
+    if service not in SERVICES:
+        raise ValueError(f"unknown service {service!r}: one of {', '.join(SERVICES)}")
+    return SERVICES[service]
+
+
+_EXTRA_MARKER = re.compile(r"""extra\s*==\s*["']([\w.-]+)["']""")
+
+
+def missing_extras(service: str, distribution: str = "drtrt") -> list[str]:
+    """The extras of ``service`` with a package that is not installed (from drtrt's own metadata):
+    every extra when drtrt itself is not installed."""
+    wanted = extras(service)
+    try:
+        requires = importlib.metadata.requires(distribution) or []
+    except importlib.metadata.PackageNotFoundError:
+        return list(wanted)
+    missing = []
+    for extra in wanted:
+        for requirement in requires:
+            name, _, marker = requirement.partition(";")
+            found = _EXTRA_MARKER.search(marker)
+            if not found or found[1] != extra:
+                continue
+            package = re.match(r"[A-Za-z0-9._-]+", name.strip())[0]
+            try:
+                importlib.metadata.distribution(package)
+            except importlib.metadata.PackageNotFoundError:
+                missing.append(extra)
+                break
+    return missing
+
+
 def install_hint(device: Device | None = None) -> str:
     """How to get TensorRT here, with the pins of this device (the "TensorRT is not installed" hint)."""
     device = device or detect()
@@ -177,7 +231,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tensorrt", action="store_true", help="also TensorRT's wheel (not on a Jetson)")
     parser.add_argument("--describe", action="store_true",
                         help="print 'L4T-release JetPack-name' (install.sh's banner) instead")
+    parser.add_argument("--extras", choices=SERVICES, metavar="SERVICE",
+                        help="print the extras SERVICE needs, comma-separated, instead")
+    parser.add_argument("--missing", choices=SERVICES, metavar="SERVICE",
+                        help="print the extras of SERVICE not installed here, comma-separated; exit 1 if any")
     args = parser.parse_args(argv)
+    if args.extras:
+        print(",".join(extras(args.extras)))
+        return 0
+    if args.missing:
+        missing = missing_extras(args.missing)
+        print(",".join(missing))
+        return 1 if missing else 0
     device = detect(args.release_file)
     if args.describe:
         if device.l4t is None:

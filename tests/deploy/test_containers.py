@@ -35,6 +35,9 @@ def test_recipe_is_the_station(dockerfile):
     assert 'VOLUME ["/models", "/cache", "/sessions", "/camera"]' in text
     assert 'ENTRYPOINT ["/usr/local/bin/station-entrypoint"]' in text and "station-health" in text
     assert "--groups video,render" in text and "DRTRT_CACHE_DIR=/cache" in text
+    # the entrypoint runs `drtrt watch` after `drtrt build` (DRTRT_PRECISION=fp16 converts the ONNX): onnx, no torch
+    entrypoint = (ROOT / "deploy" / "jetson" / "station-entrypoint.sh").read_text()
+    assert '"/src/drtrt[gpu,convert]"' in text and "drtrt watch" in entrypoint
 
 
 def test_health_check_follows_what_doctor_says(tmp_path):

@@ -1,11 +1,14 @@
 """deploy/jetson/install.sh against fake L4T release files: the exact steps for JetPack 6.0, 6.2 and
 7, a clear refusal with the options on 5.1, nothing changed by a dry run, nothing changed by a
-second real run (under --root, with the system's commands replaced by recording stand-ins), and
-shellcheck-clean. A real Jetson run is still to be done (deploy/README.md)."""
+second real run (under --root, with the system's commands replaced by recording stand-ins), the
+program each service runs (station, watch, receive) with the extras it needs, the station's PIN
+kept root-only, one unit at a time, and shellcheck-clean. A real Jetson run is still to be done
+(deploy/README.md)."""
 
 from __future__ import annotations
 
 import os
+import pty
 import shutil
 import stat
 import subprocess
@@ -50,9 +53,10 @@ def inputs(tmp_path: Path) -> dict[str, Path]:
 
 
 def install(inputs, release: str, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """install.sh with no terminal (stdin /dev/null: the station's PIN is never asked for here)."""
     return subprocess.run(["bash", str(SCRIPT), "--model", str(inputs["model"]), "--golden", str(inputs["golden"]),
                            "--release-file", str(inputs[release]), "--user", "drtrt-test-nobody", *extra],
-                          capture_output=True, text=True, timeout=120, env=env)
+                          capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
 
 
 @pytest.mark.parametrize("jetpack", sorted(EXPECTED))
@@ -67,16 +71,17 @@ def test_dry_run_prints_every_step_for_each_jetpack(inputs, jetpack, tmp_path):
     expected = [f"python{python} -c 'import tensorrt'",
                 "useradd --system", "--groups video,render drtrt-test-nobody",
                 f"python{python} -m venv --system-site-packages",
-                f"pip install --quiet {ROOT}[gpu] {cuda_python}",
+                f"pip install --quiet {ROOT}[gpu,convert,station,integration] {cuda_python}",
                 "drtrt build --onnx", "--if-stale", "drtrt parity --golden",
-                "systemctl enable --now drtrt-watch.service"]
+                "systemctl enable --now drtrt-station.service"]
     for fragment in expected:
         assert any(fragment in s for s in steps), (fragment, steps)
     unit = out[out.index("[Unit]"):out.index("WantedBy=multi-user.target")]
     assert "User=drtrt-test-nobody" in unit and "Restart=on-failure" in unit and "StandardOutput=journal" in unit
     assert "ExecStartPre=/opt/drtrt/venv/bin/drtrt build" in unit and "--if-stale" in unit
-    assert ("ExecStart=/opt/drtrt/venv/bin/drtrt watch /srv/fundus-camera "
-            "--model /var/lib/drtrt/models/model.engine") in unit
+    assert ("ExecStart=/opt/drtrt/venv/bin/drtrt station --model /var/lib/drtrt/models/model.engine "
+            "--data-dir /var/lib/drtrt/sessions/station --camera-dir /srv/fundus-camera "
+            "--host 127.0.0.1 --port 8080") in unit
     assert not (tmp_path / "root").exists()                              # a dry run changes nothing
 
 
@@ -118,7 +123,7 @@ def test_the_service_stops_retrying_a_start_that_always_fails_and_waits_for_its_
     assert all(m.startswith("/") and str(tmp_path) not in m for m in mounts)
     analyze = shutil.which("systemd-analyze")
     if analyze is not None:                    # systemd's own parser: no unknown key, no misplaced setting
-        path = tmp_path / "drtrt-watch.service"
+        path = tmp_path / "drtrt-station.service"
         path.write_text(text + "\n")
         check = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True, timeout=60)
         problems = [line for line in check.stderr.splitlines() if "is not executable" not in line and line.strip()]
@@ -178,16 +183,18 @@ def stand_in_env(tmp_path: Path, bodies: dict[str, str]) -> tuple[dict[str, str]
 def test_a_second_run_changes_nothing(inputs, tmp_path):
     root = tmp_path / "root"
     env, calls = stand_in_env(tmp_path, STAND_INS)
-    first = install(inputs, "6.2", "--root", str(root), "--source", str(ROOT), env=env)
+    pin = tmp_path / "pin"
+    pin.write_text("2468\n")
+    first = install(inputs, "6.2", "--root", str(root), "--source", str(ROOT), "--pin-file", str(pin), env=env)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "changed: created drtrt-test-nobody" in first.stdout and "done: 0 change(s)" not in first.stdout
-    unit = root / "etc" / "systemd" / "system" / "drtrt-watch.service"
+    unit = root / "etc" / "systemd" / "system" / "drtrt-station.service"
     assert unit.is_file() and (root / "var/lib/drtrt/models/model.onnx").read_bytes() == b"onnx bytes"
     assert (root / "var/lib/drtrt/models/golden/golden.json").is_file()
     done = calls.read_text()
     assert "pip install" in done and "runuser -u drtrt-test-nobody" in done and "--if-stale" in done
     calls.write_text("")
-    second = install(inputs, "6.2", "--root", str(root), "--source", str(ROOT), env=env)
+    second = install(inputs, "6.2", "--root", str(root), "--source", str(ROOT), env=env)   # the PIN set before stays
     assert second.returncode == 0, second.stdout + second.stderr
     assert "done: 0 change(s)" in second.stdout, second.stdout
     again = [line.split()[0] for line in calls.read_text().splitlines()]
@@ -214,7 +221,117 @@ def test_a_python_without_venv_is_refused_with_the_package_to_install(inputs, tm
     (shadow / "ensurepip" / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'ensurepip'\")\n")
     (shadow / "tensorrt.py").write_text("__version__ = '10.3.0'\n")       # the system's bindings, from apt
     env, calls = stand_in_env(tmp_path, {**STAND_INS, "python3.10": f'PYTHONPATH={shadow} exec python3 "$@"'})
-    proc = install(inputs, "6.2", "--root", str(root), "--source", str(ROOT), env=env)
+    proc = install(inputs, "6.2", "--root", str(root), "--source", str(ROOT), "--service", "watch", env=env)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stdout + proc.stderr
     assert "apt install python3-venv (python3.10-venv)" in proc.stderr
     assert not (root / "opt" / "drtrt" / "venv").exists() and not calls.exists()   # nothing done before it
+
+
+SERVICES = {   # service → (options, the extras pip installs, ExecStart after drtrt, what it listens on)
+    "station": ((), "gpu,convert,station,integration",
+                "station --model /var/lib/drtrt/models/model.engine --data-dir /var/lib/drtrt/sessions/station "
+                "--camera-dir /srv/fundus-camera --host 127.0.0.1 --port 8080"),
+    "watch": ((), "gpu,convert",
+              "watch /srv/fundus-camera --model /var/lib/drtrt/models/model.engine "
+              "--out /var/lib/drtrt/sessions/station"),
+    "receive": (("--host", "0.0.0.0"), "gpu,convert,integration",
+                "receive --out /var/lib/drtrt/sessions/station --model /var/lib/drtrt/models/model.engine "
+                "--ae-title DRTRT --host 0.0.0.0 --port 11112"),
+}
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_each_service_runs_its_own_program_with_the_extras_it_needs(inputs, service, tmp_path):
+    options, extras, exec_start = SERVICES[service]
+    proc = install(inputs, "7.1", "--dry-run", "--service", service, *options, "--root", str(tmp_path / "root"))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert f"pip install --quiet {ROOT}[{extras}] cuda-python==13.*" in out
+    assert f"systemctl enable --now drtrt-{service}.service" in out
+    unit = unit_sections(out[out.index("[Unit]"):out.index("WantedBy=multi-user.target") + 26])
+    assert unit["Service"]["ExecStart"] == [f"/opt/drtrt/venv/bin/drtrt {exec_start}"]
+    assert unit["Service"].get("EnvironmentFile") == (["/etc/drtrt/station.env"] if service == "station" else None)
+    assert ("/srv/fundus-camera" in unit["Unit"]["RequiresMountsFor"][0]) == (service != "receive")
+    assert ("operator PIN" in out) == (service == "station")
+    assert "torch" not in extras
+
+
+def test_the_receiver_on_dicoms_own_port_may_bind_it_and_a_station_serves_the_clinic_screen(inputs, tmp_path):
+    receive = install(inputs, "6.2", "--dry-run", "--service", "receive", "--host", "192.168.1.20", "--port", "104",
+                      "--ae-title", "FUNDUS1")
+    assert receive.returncode == 0, receive.stderr
+    assert "--ae-title FUNDUS1 --host 192.168.1.20 --port 104" in receive.stdout
+    assert "AmbientCapabilities=CAP_NET_BIND_SERVICE" in receive.stdout
+    station = install(inputs, "6.2", "--dry-run", "--host", "0.0.0.0", "--port", "8443")
+    assert station.returncode == 0, station.stderr
+    assert "--host 0.0.0.0 --port 8443" in station.stdout and "AmbientCapabilities" not in station.stdout
+
+
+@pytest.mark.parametrize("options, message", [
+    (("--service", "receive"), "--service receive needs --host ADDR"),
+    (("--service", "watch", "--host", "0.0.0.0"), "drtrt watch listens on nothing"),
+    (("--service", "watch", "--port", "8080"), "drtrt watch listens on nothing"),
+    (("--service", "kiosk"), "--service must be station, watch or receive, found kiosk"),
+    (("--port", "70000"), "--port must be 1-65535, found 70000"),
+    (("--port", "http"), "--port must be 1-65535, found http"),
+    (("--ae-title", "X"), "--ae-title is for --service receive"),
+    (("--service", "receive", "--host", "0.0.0.0", "--pin-file", "/dev/null"), "--pin-file is for --service station"),
+    (("--pin-file", "/nowhere/pin"), "PIN file not found: /nowhere/pin"),
+])
+def test_service_options_that_do_not_fit_are_one_line(inputs, options, message):
+    proc = install(inputs, "6.2", "--dry-run", *options)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert message in proc.stderr and proc.stdout == ""
+
+
+def test_the_station_without_a_pin_and_no_terminal_stops_before_changing_anything(inputs, tmp_path):
+    root = tmp_path / "root"
+    env, calls = stand_in_env(tmp_path, STAND_INS)
+    proc = install(inputs, "6.2", "--root", str(root), "--source", str(ROOT), env=env)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stdout + proc.stderr
+    assert "needs an operator PIN" in proc.stderr and "--pin-file" in proc.stderr
+    assert not root.exists() and not calls.exists()
+    bad = tmp_path / "bad-pin"
+    bad.write_text("12ab\n")
+    proc = install(inputs, "6.2", "--root", str(root), "--source", str(ROOT), "--pin-file", str(bad), env=env)
+    assert proc.returncode == 2 and "4 to 64 digits" in proc.stderr and not root.exists()
+
+
+def test_the_pin_is_root_only_and_switching_service_removes_the_old_unit(inputs, tmp_path):
+    root = tmp_path / "root"
+    units = root / "etc" / "systemd" / "system"
+    env, calls = stand_in_env(tmp_path, STAND_INS)
+    pin = tmp_path / "pin"
+    pin.write_text("97531\n")
+    station = install(inputs, "6.2", "--root", str(root), "--source", str(ROOT), "--pin-file", str(pin), env=env)
+    assert station.returncode == 0, station.stdout + station.stderr
+    env_file = root / "etc" / "drtrt" / "station.env"
+    assert env_file.read_text() == "DRTRT_STATION_PIN=97531\n"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert "97531" not in station.stdout + station.stderr + calls.read_text()     # never printed, never an argument
+    assert "pip install --quiet" in calls.read_text() and "[gpu,convert,station,integration]" in calls.read_text()
+    assert [u.name for u in units.iterdir()] == ["drtrt-station.service"]
+    watch = install(inputs, "6.2", "--root", str(root), "--source", str(ROOT), "--service", "watch", env=env)
+    assert watch.returncode == 0, watch.stdout + watch.stderr
+    assert "changed: removed drtrt-station.service" in watch.stdout
+    assert [u.name for u in units.iterdir()] == ["drtrt-watch.service"]
+    assert "ExecStart=/opt/drtrt/venv/bin/drtrt watch " in (units / "drtrt-watch.service").read_text()
+
+
+def test_on_a_terminal_the_station_pin_is_asked_and_not_echoed(inputs, tmp_path):
+    root = tmp_path / "root"
+    env, calls = stand_in_env(tmp_path, STAND_INS)
+    master, terminal = pty.openpty()
+    try:
+        proc = subprocess.Popen(["bash", str(SCRIPT), "--model", str(inputs["model"]), "--golden",
+                                 str(inputs["golden"]), "--release-file", str(inputs["6.2"]), "--user",
+                                 "drtrt-test-nobody", "--root", str(root), "--source", str(ROOT)],
+                                stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        os.write(master, b"8642\n")                  # typed at the prompt (kept by the terminal until read)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        os.close(terminal)
+        os.close(master)
+    assert proc.returncode == 0, out + err
+    assert "Operator PIN for the station" in err and "8642" not in out + err
+    assert (root / "etc" / "drtrt" / "station.env").read_text() == "DRTRT_STATION_PIN=8642\n"

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from drtrt.cli import app
 from drtrt.errors import ArtefactError, ConfigError
-from drtrt.export.bundle import BundleSpec, make_bundle, verify_bundle
+from drtrt.export.bundle import BundleSpec, check_fits, make_bundle, verify_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -54,8 +54,11 @@ def test_bundle_holds_everything_and_verifies(bundle):
     assert any(f.startswith("wheelhouse/drtrt-") and f.endswith(".whl") for f in files)
     assert manifest["jetpack"] == "6.2" and manifest["python"] == "3.10"
     assert manifest["cuda_python"] == "cuda-python==12.6.*"
+    assert manifest["platform"] == "jetson" and manifest["service"] == "station"
+    assert manifest["extras"] == ["gpu", "convert", "station", "integration"]
     result = runner.invoke(app, ["bundle", "verify", str(bundle)])
     assert result.exit_code == 0 and "files intact" in result.output
+    assert "`drtrt station` on JetPack 6.2 (Python 3.10)" in result.output
 
 
 @pytest.mark.parametrize("damage, expected", [
@@ -107,6 +110,11 @@ def test_bad_requests_are_one_line(parts, tmp_path):
         make_bundle(BundleSpec(tmp_path / "x", (parts["model"],), tmp_path, wheels="none"))
     with pytest.raises(ConfigError, match="--jetpack"):
         make_bundle(BundleSpec(tmp_path / "x", (parts["model"],), parts["golden"], "5.1", wheels="none"))
+    for option, value in (("--service", "kiosk"), ("--platform", "windows")):
+        result = runner.invoke(app, ["bundle", "--model", str(parts["model"]), "--golden", str(parts["golden"]),
+                                     "--out", str(tmp_path / "y"), "--wheels", "none", option, value])
+        assert result.exit_code == 2 and f"{option} must be" in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "y").exists()
     result = runner.invoke(app, ["bundle", "--model", str(parts["model"])])
     assert result.exit_code == 2 and "needs --model, --golden and --out" in result.output
     result = runner.invoke(app, ["bundle", "verify", str(tmp_path / "nowhere")])
@@ -126,3 +134,47 @@ def test_install_sh_checks_the_bundle_before_installing_anything(bundle, tmp_pat
     (copy / "install.sh").write_text("#!/bin/sh\necho changed\n")
     bad = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert bad.returncode == 2 and "install.sh changed" in bad.stderr and "pip install" not in bad.stdout
+
+
+def test_a_bundle_carries_what_its_service_needs_and_no_other(parts, tmp_path):
+    """A watch bundle's wheels lack the station's web app and the receiver's DICOM: install.sh refuses it for
+    either before pip sees it; a station bundle serves all three; a bundle for another JetPack's Python, or
+    one made to try the install on a PC, is refused on a Jetson; a bundle from before services carried
+    drtrt[gpu] only, without onnx, which even `drtrt watch` needs now (`drtrt build --fp16`)."""
+    watch = verify_bundle(make_bundle(BundleSpec(tmp_path / "w", (parts["model"],), parts["golden"], "6.2",
+                                                 wheels="none", service="watch")))
+    assert watch["extras"] == ["gpu", "convert"] and watch["service"] == "watch"
+    check_fits(watch, "watch", "3.10")
+    for service in ("station", "receive"):
+        with pytest.raises(ArtefactError) as refused:
+            check_fits(watch, service, "3.10")
+        assert str(refused.value) == (f"this bundle carries what `drtrt watch` needs, not `drtrt {service}`: "
+                                      f"make one with `drtrt bundle --service {service}`")
+    station = {**watch, "service": "station", "extras": ["gpu", "convert", "station", "integration"]}
+    for service in ("station", "watch", "receive"):
+        check_fits(station, service, "3.10")
+    with pytest.raises(ArtefactError, match="for Python 3.10 .* this JetPack's is 3.12"):
+        check_fits(station, "station", "3.12")
+    with pytest.raises(ArtefactError, match="--platform host"):
+        check_fits({**station, "platform": "host-linux-x86_64"}, "station", "3.10")
+    old = {k: v for k, v in watch.items() if k not in ("service", "extras", "platform")}
+    for service in ("watch", "station"):              # no onnx: not even `drtrt build --fp16` for watch
+        with pytest.raises(ArtefactError, match=rf"carries drtrt\[gpu\], not what `drtrt {service}` needs"):
+            check_fits(old, service, "3.10")
+
+
+def test_install_sh_refuses_a_watch_bundle_for_the_station(parts, tmp_path):
+    made = make_bundle(BundleSpec(tmp_path / "w", (parts["model"],), parts["golden"], "6.2", wheels="drtrt",
+                                  service="watch"))
+    release = tmp_path / "nv_tegra_release"
+    release.write_text("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64\n")
+    args = ["bash", str(ROOT / "deploy" / "jetson" / "install.sh"), "--dry-run", "--release-file", str(release),
+            "--source", str(made), "--model", str(made / "models" / "model.onnx"), "--golden", str(made / "golden")]
+    refused = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=ROOT, stdin=subprocess.DEVNULL)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "this bundle carries what `drtrt watch` needs, not `drtrt station`" in refused.stderr
+    assert "pip install" not in refused.stdout
+    fits = subprocess.run([*args, "--service", "watch"], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          stdin=subprocess.DEVNULL)
+    assert fits.returncode == 0, fits.stderr
+    assert "ok: bundle intact" in fits.stdout and "drtrt[gpu,convert] cuda-python==12.6.*" in fits.stdout

@@ -1,11 +1,13 @@
 """The pins for this device (drtrt.runtime.jetpack) on fake L4T releases, fake ``nvidia-smi`` output and
 fake driver versions: a CUDA 12 device never gets cuda-python 13 or the CUDA 13 TensorRT wheels; the
 module's command line (what install.sh and hardware-check.sh run) and the "TensorRT is not installed"
-hint give the same pins; hardware-check.sh installs drtrt[gpu] with them."""
+hint give the same pins; hardware-check.sh installs drtrt[gpu] with them. What each service installs
+(its extras: never torch) and what of it is missing here, as install.sh asks."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -14,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from drtrt.runtime.jetpack import Device, cuda_from_driver_version, detect, install_hint, parse_l4t, \
-    parse_nvidia_smi, requirements
+from drtrt.runtime.jetpack import SERVICES, Device, bundle_release, cuda_from_driver_version, detect, extras, \
+    install_hint, missing_extras, parse_l4t, parse_nvidia_smi, requirements
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASES = {
@@ -117,7 +119,7 @@ def test_hardware_check_installs_gpu_extra_with_the_device_pins(tmp_path):
                           capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 7, proc.stdout + proc.stderr
     install = [c for c in calls.read_text().splitlines() if "install --quiet -e" in c]
-    assert install == [f"-m pip install --quiet -e {root}[gpu,test] cuda-python>=12.0,<12.7"], calls.read_text()
+    assert install == [f"-m pip install --quiet -e {root}[gpu,convert,test] cuda-python>=12.0,<12.7"], calls.read_text()
 
 
 def test_tensorrt_missing_hint_names_the_wheel_of_this_driver(monkeypatch, tmp_path):
@@ -135,3 +137,54 @@ def test_tensorrt_missing_hint_names_the_wheel_of_this_driver(monkeypatch, tmp_p
     message = str(error.value)
     assert "pip install 'cuda-python>=12.0,<12.7' 'tensorrt-cu12'" in message and "cu13" not in message
     assert "\n" not in message and "pip install tensorrt" not in message
+
+
+@pytest.mark.parametrize("jetpack, expected", [("6.0", ("3.10", "cuda-python==12.2.*")),
+                                               ("6.2", ("3.10", "cuda-python==12.6.*")),
+                                               ("7", ("3.12", "cuda-python==13.*"))])
+def test_a_bundle_for_a_jetpack_gets_the_python_and_pin_the_device_reads(jetpack, expected):
+    assert bundle_release(jetpack) == expected
+
+
+def test_each_service_needs_the_gpu_and_onnx_and_no_torch():
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+    optional = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras("station") == ("gpu", "convert", "station", "integration")
+    assert extras("watch") == ("gpu", "convert") and extras("receive") == ("gpu", "convert", "integration")
+    for service in SERVICES:
+        packages = {re.match(r"[\w.-]+", r)[0].lower() for extra in extras(service) for r in optional[extra]}
+        assert "onnx" in packages and not packages & {"torch", "torchvision", "onnxslim"}, (service, packages)
+    with pytest.raises(ValueError, match="unknown service 'kiosk': one of station, watch, receive"):
+        extras("kiosk")
+
+
+def test_missing_extras_reads_what_is_installed(tmp_path, monkeypatch):
+    """From the distribution's own metadata: an extra is missing when one of its packages is not installed."""
+    info = tmp_path / "fakedrtrt-1.0.dist-info"
+    info.mkdir()
+    info.joinpath("METADATA").write_text(
+        "Metadata-Version: 2.1\nName: fakedrtrt\nVersion: 1.0\n"
+        'Requires-Dist: numpy\nRequires-Dist: numpy>=1; extra == "gpu"\nRequires-Dist: onnx>=1.15; extra == "convert"\n'
+        'Requires-Dist: starlette; extra == "station"\nRequires-Dist: no-such-package-anywhere; extra == "station"\n'
+        'Requires-Dist: pydicom>=3; extra == "integration"\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert missing_extras("watch", "fakedrtrt") == []
+    assert missing_extras("receive", "fakedrtrt") == []
+    assert missing_extras("station", "fakedrtrt") == ["station"]
+    assert missing_extras("watch", "not-installed-at-all") == ["gpu", "convert"]
+
+
+def test_command_line_prints_the_extras_and_what_is_missing(capsys):
+    from drtrt.runtime.jetpack import main
+
+    assert main(["--extras", "receive"]) == 0 and capsys.readouterr().out == "gpu,convert,integration\n"
+    code = main(["--missing", "station"])
+    printed = capsys.readouterr().out.strip()
+    assert code == (1 if printed else 0)
+    assert printed.split(",") == missing_extras("station") if printed else missing_extras("station") == []
+
+
+def test_a_missing_onnx_points_at_the_small_convert_extra_not_torch():
+    from drtrt.cli.common import missing_extra_message
+
+    assert missing_extra_message("onnx").endswith("pip install 'drtrt[convert]'")
