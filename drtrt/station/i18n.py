@@ -95,13 +95,15 @@ def runtime_messages() -> list[str]:
     from drtrt.clinic.pathways import BUILT_IN
     from drtrt.runtime.quality import ADVICE
     from drtrt.task import TaskSpec
+    from drtrt.validation_record import REASONS
 
     verdicts = [V.LABELS[v] for v in (*V.VERDICTS, V.NOT_PHOTOGRAPHED, V.SCREENING)]
     verdicts += [V.PROVISIONAL, V.NO_DR_SEEN, V.NO_REFERABLE_DR_SEEN]     # an unvalidated model's words
     words = [w for pathway in BUILT_IN.values() for w in pathway.all_words()]
     task = TaskSpec()
     names = [*task.grade_names, *task.lesion_long_names]
-    return list(dict.fromkeys([*verdicts, *words, *ADVICE.values(), *OPERATOR_ERRORS, *names, *VALUE_WORDS]))
+    return list(dict.fromkeys([*verdicts, *words, *ADVICE.values(), *OPERATOR_ERRORS, *names, *VALUE_WORDS,
+                                *REASONS]))
 
 
 VALUE_WORDS = ("right", "left", "disc", "macula", *(f"{eye}/{field}" for eye in ("right", "left")
