@@ -308,10 +308,11 @@ def load_validation(model: str | Path, given: str | Path | None, model_sha256: s
 def validation_meta(model: str | Path, given: str | Path | None, model_sha256: str,
                     key_file: str | Path | None) -> dict[str, str]:
     """What a session keeps about its model's validation (meta ``validation``, ``validation_why``,
-    ``validation_key``): :func:`load_validation` under the public key in ``key_file`` (None: none configured)."""
+    ``validation_key``, ``validated_sha256``: the identity a record must name, which a study reads back):
+    :func:`load_validation` under the public key in ``key_file`` (None: none configured)."""
     from drtrt.signing import load_public
 
     key = load_public(key_file) if key_file else None
     record, why = load_validation(model, given, model_sha256, key)
     return {"validation": record.to_json() if record else "", "validation_why": why,
-            "validation_key": base64.b64encode(key).decode() if key else ""}
+            "validation_key": base64.b64encode(key).decode() if key else "", "validated_sha256": model_sha256}

@@ -172,6 +172,8 @@ META_KEYS = {key.name: key for key in (
     MetaKey("validation_why", "why the session has no validation record (one line the banner shows); '' when it has"),
     MetaKey("validation_key", "the programme's public key the session was configured with (base64 of the 32 raw "
                               "Ed25519 bytes); '' for none"),
+    MetaKey("validated_sha256", "the sha256 a validation record must name for this model (an engine: the ONNX it "
+                                "was built from); what a validation study reads back"),
     MetaKey("model_gate", "the model's accuracy check against its reference: status (passed | failed | unchecked "
                           "| never_checked), reason, allowed (screened with --allow-unchecked-model)", json=True),
     MetaKey("pathway", "the referral pathway the session words its verdicts in", json=True),
