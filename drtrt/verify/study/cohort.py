@@ -3,8 +3,9 @@
 A visit's result is its verdict (:mod:`drtrt.clinic.verdicts`, the same function every report uses),
 per patient: **positive** when the model sends the patient to a person — refer urgently, refer, or a
 human read (its grade and lesion map disagree); **negative** when it says rescreen; **not imageable**
-when it could not say — ungradable, or an eye never graded (incomplete). The study counts the
-visit's date as the day it was opened. Every session must have screened with the same model file.
+when it could not say — ungradable, or an eye never graded (incomplete). A visit's date is its
+day (the day its photos were taken, else the day it was opened). Every session must have screened
+with the same model file.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def read_cohort(sessions: list[Path], start: str, end: str) -> Cohort:
         with SessionStore(folder / "session.db") as store:
             meta = store.meta()
             models.setdefault(_validated_sha256(meta, folder), meta.get("model_name", "?"))
-            dates = {r["id"]: str(r["opened"])[:10] for r in store.execute("SELECT id, opened FROM visits")}
+            dates = {r["id"]: str(r["day"]) for r in store.execute(
+                "SELECT id, COALESCE(day, substr(opened, 1, 10)) AS day FROM visits")}
             verdicts = patient_verdicts(store.rows(), stored_pathway(meta), provisional=True)
         for v in verdicts:
             date = dates.get(v.visit, "")
