@@ -3,14 +3,18 @@ chooses (written through the store, as a screening run writes them), a protocol 
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
+import tempfile
 
 from pathlib import Path
 
 from drtrt.clinic.store import FileEntry, SessionStore
 from drtrt.clinic.visits import VisitBook
-from drtrt.signing import generate
+from drtrt.signing import generate, load_private, sign
 from drtrt.task import TaskSpec
+from drtrt.validation_record import SCHEMA, ValidationRecord
 
 
 def keypair(folder: Path, name: str = "programme") -> tuple[Path, Path]:
@@ -68,3 +72,22 @@ def write_reads(path: Path, grades: dict[str, str], day: str = "2027-02-01") -> 
     lines += [f"{p},{day},Dr A,primary,{eye},{g}" for p, g in grades.items() for eye in ("right", "left")]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+RECORD = dict(population="adults with diabetes, Region X primary care", date="2026-10-31", start="2026-04-01",
+              study="RX-DR-01", n_patients=812, n_referable=97, protocol_sha256="c" * 64, ci_method="wilson",
+              sensitivity={"value": 0.91, "ci95_low": 0.84}, specificity={"value": 0.88, "ci95_low": 0.85},
+              imageability={"value": 0.94, "ci95_low": 0.92})
+
+
+def signed_record(model_sha256: str, private: Path, **changes) -> ValidationRecord:
+    """A validation record for ``model_sha256`` (the fields of :data:`RECORD`, ``changes`` over them) signed with
+    the private key in ``private``, as ``drtrt validate run`` signs one."""
+    unsigned = {"schema": SCHEMA, "model_sha256": model_sha256, **RECORD, **changes}
+    return ValidationRecord.from_json(json.dumps({**unsigned, "signature": sign(load_private(private), unsigned)}))
+
+
+@functools.lru_cache(maxsize=1)
+def programme_keys() -> tuple[Path, Path]:
+    """One programme key pair for a test run (private, public), in a folder of its own."""
+    return keypair(Path(tempfile.mkdtemp(prefix="drtrt-keys-")))

@@ -17,7 +17,7 @@ from drtrt.errors import ConfigError, DataError
 from drtrt.fileio import sha256_file
 from drtrt.validation_record import (NO_KEY, NO_RECORD, OTHER_KEY, OTHER_MODEL, UNSIGNED, UNSIGNED_SCHEMA,
                                      ValidationRecord, beside, validation_meta, validation_status)
-from tests.study_helpers import UNGRADABLE, graded, keypair, make_session, write_protocol, write_reads
+from study_helpers import UNGRADABLE, graded, keypair, make_session, write_protocol, write_reads
 
 statsmodels = pytest.importorskip("statsmodels", reason="the study's statistics need statsmodels (study extra)")
 from statsmodels.stats.proportion import proportion_confint  # noqa: E402
