@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from drtrt.errors import BackendUnavailable, ConfigError
+from drtrt.errors import BackendUnavailable, ConfigError, DataError
 
 ENV_KEY = "DRTRT_VALIDATION_KEY"      # the public key a screening command checks records with (a PEM file)
 
@@ -76,7 +76,7 @@ def load_private(path: str | Path):
     try:
         data, mode = path.read_bytes(), path.stat().st_mode
     except OSError as exc:
-        raise ConfigError(f"cannot read the private key {path}: {exc.strerror or exc}") from None
+        raise DataError(f"cannot read the private key {path}: {exc.strerror or exc}") from None
     if mode & 0o077:
         raise ConfigError(f"the private key {path} can be read by others (mode {mode & 0o777:o}): chmod 600 it")
     try:

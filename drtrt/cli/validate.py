@@ -69,7 +69,8 @@ def run(protocol: ProtocolArg,
     for f in outcome.figures.figures.values():
         console.print(f.line(), highlight=False, soft_wrap=True)
     if outcome.record is not None:
-        console.print(f"validation record written: {outcome.record} (report {out / 'study.html'})", highlight=False)
+        console.print(f"validation record written: {outcome.record} (report {out / 'study.html'})", highlight=False,
+                      soft_wrap=True)
         return
     for line in outcome.report["failures"] + outcome.report["why_no_record"]:
         err.print(f"no record: {line}", highlight=False, markup=False, soft_wrap=True)

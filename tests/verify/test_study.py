@@ -224,3 +224,60 @@ def test_endpoints_cannot_move_after_registration(tmp_path):
     protocol.write_text(protocol.read_text().replace("sensitivity: 0.2", "sensitivity: 0.1"))
     with pytest.raises(ConfigError, match="changed after it was registered"):
         run_study(protocol, [session], reads, tmp_path / "out", private)
+
+
+# -- the commands ---------------------------------------------------------------------------------------------
+
+def drtrt(*args) -> tuple[int, str, str]:
+    from typer.testing import CliRunner
+
+    from drtrt.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def one_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in text, text
+    return lines[0]
+
+
+def test_the_validate_commands_and_their_one_line_errors(tmp_path):
+    code, out, _ = drtrt("validate", "keygen", tmp_path / "k" / "programme.key", tmp_path / "k" / "programme.pub")
+    assert code == 0 and out.startswith("key ")
+    assert (tmp_path / "k" / "programme.key").stat().st_mode & 0o777 == 0o600
+    code, _, err = drtrt("validate", "keygen", tmp_path / "k" / "programme.key", tmp_path / "k" / "other.pub")
+    assert code == 2 and "exists: a key is never overwritten" in one_line(err)
+
+    protocol = write_protocol(tmp_path / "protocol.yaml", sens=0.5, spec=0.4, img=0.6)
+    code, out, _ = drtrt("validate", "plan", protocol)
+    assert code == 0 and "minimum: 4 patients with referable DR and 8 patients in all" in out
+    bad = write_protocol(tmp_path / "bad.yaml")
+    bad.write_text(bad.read_text().replace("start: 2027-01-04", "start: 2027-13-04"))
+    code, _, err = drtrt("validate", "plan", bad)
+    assert code == 2 and "'start' must be an ISO date" in one_line(err)
+
+    private = tmp_path / "k" / "programme.key"
+    assert drtrt("validate", "register", protocol, "--key", private)[0] == 0
+    sha = "d" * 64
+    patients = {f"P{i}": (graded(3), graded(3)) for i in range(4)} | {f"N{i}": (graded(0), graded(0)) for i in range(4)}
+    session = make_session(tmp_path / "s", sha, patients, day="2027-02-01")
+    reads = write_reads(tmp_path / "reads.csv", {p: "R3aM0" if p[0] == "P" else "R0M0" for p in patients})
+    run = ["validate", "run", protocol, "--sessions", session, "--reads", reads, "--out", tmp_path / "out"]
+    code, out, err = drtrt(*run)
+    assert code == 4 and one_line(err) == "no record: no programme key given (--key): nothing is signed"
+    assert "sensitivity: 4/4 = 100.0%" in out and not list((tmp_path / "out").glob("*.validation.json"))
+    code, out, err = drtrt(*run, "--key", private)
+    assert code == 0 and f"validation record written: {tmp_path / 'out' / 'model.onnx.validation.json'}" in out
+    assert ValidationRecord.from_json((tmp_path / "out" / "model.onnx.validation.json").read_text()).model_sha256 == sha
+
+    reads.write_text(reads.read_text().replace("R0M0", "R9M0", 1))
+    code, _, err = drtrt(*run)
+    assert code == 2 and "reads.csv line " in one_line(err) and "grade 'R9M0'" in err
+    reads.write_text("patient,date\nP1,2027-02-01\n")
+    code, _, err = drtrt(*run)
+    assert code == 2 and "the columns must be patient_id,visit_date,reader,role,eye,grade" in one_line(err)
+    private.chmod(0o644)
+    code, _, err = drtrt(*run, "--key", private)
+    assert code == 2 and "can be read by others" in one_line(err)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drtrt.config import from_dict
-from drtrt.errors import BackendUnavailable, ConfigError
+from drtrt.errors import BackendUnavailable, ConfigError, DataError
 
 METHODS = {"exact": "beta", "wilson": "wilson"}     # protocol word → statsmodels' method
 UNGRADABLE_RULES = ("referred", "excluded")
@@ -109,14 +109,17 @@ def load_protocol(path: str | Path) -> tuple[Protocol, str]:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"cannot read the protocol {path}: {exc.strerror or exc}") from None
+        raise DataError(f"cannot read the protocol {path}: {exc.strerror or exc}") from None
+    class Loader(yaml.SafeLoader):      # dates stay text: the protocol's own check names a bad one
+        yaml_implicit_resolvers = {first: [r for r in found if r[0] != "tag:yaml.org,2002:timestamp"]
+                                   for first, found in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
     try:
-        raw = yaml.safe_load(data)
+        raw = yaml.load(data, Loader=Loader)  # noqa: S506 - a SafeLoader without timestamps
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a protocol is a mapping of fields, found {type(raw).__name__}")
-    raw = {k: v.isoformat() if isinstance(v, dt.date) else v for k, v in raw.items()}   # YAML reads dates itself
     try:
         return from_dict(Protocol, raw), hashlib.sha256(data).hexdigest()
     except ConfigError as exc:

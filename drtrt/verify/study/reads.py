@@ -61,7 +61,7 @@ def read_reads(path: str | Path) -> list[Read]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the reads {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise DataError(f"cannot read the reads {path}: {getattr(exc, 'strerror', None) or exc}") from None
     rows = csv.DictReader(text.splitlines())
     header = tuple(rows.fieldnames or ())
     if sorted(header) != sorted(COLUMNS):
