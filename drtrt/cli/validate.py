@@ -59,8 +59,9 @@ def run(protocol: ProtocolArg,
                                    show_default=False)] = ...,
         out: Annotated[Path, Opt("Folder for study.html, study.json and the record.", "DIR", show_default=False)] = ...,
         key: KeyOpt = None,
-        model: Annotated[Optional[Path], Opt("The model file the sessions screened with: the record is also written "
-                                             "beside it.", "MODEL")] = None) -> None:
+        model: Annotated[Optional[Path], Opt("The model file the sessions screened with (for a TensorRT engine: the "
+                                             "ONNX it was built from): the record is also written beside it.",
+                                             "MODEL")] = None) -> None:
     """Compute the study's figures; write a signed validation record only when every endpoint is cleared.
     Exit 4 when an endpoint or condition failed (no record)."""
     from drtrt.verify.study.run import run_study

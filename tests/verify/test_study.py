@@ -268,6 +268,9 @@ def test_the_validate_commands_and_their_one_line_errors(tmp_path):
     code, out, err = drtrt(*run)
     assert code == 4 and one_line(err) == "no record: no programme key given (--key): nothing is signed"
     assert "sensitivity: 4/4 = 100.0%" in out and not list((tmp_path / "out").glob("*.validation.json"))
+    other, _ = keypair(tmp_path, "another-programme")
+    code, _, err = drtrt(*run, "--key", other)
+    assert code == 4 and one_line(err) == "no record: the protocol was registered with another key"
     code, out, err = drtrt(*run, "--key", private)
     assert code == 0 and f"validation record written: {tmp_path / 'out' / 'model.onnx.validation.json'}" in out
     assert ValidationRecord.from_json((tmp_path / "out" / "model.onnx.validation.json").read_text()).model_sha256 == sha

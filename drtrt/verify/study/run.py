@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from drtrt.config import to_dict
 from drtrt.errors import ConfigError
 from drtrt.fileio import sha256_file
 from drtrt.signing import load_private, public_of, sign, verifies
@@ -102,7 +103,7 @@ def run_study(protocol_path: str | Path, sessions: list[Path], reads_path: str |
         why.append("no programme key given (--key): nothing is signed")
     elif registration["signature"]["public_key"] != base64.b64encode(public_of(key)).decode():
         why.append("the protocol was registered with another key")
-    study = {"protocol": json.loads(json.dumps(protocol, default=lambda o: o.__dict__)), "protocol_sha256": sha,
+    study = {"protocol": to_dict(protocol), "protocol_sha256": sha,
              "registered": registration["registered"], "plan": needed.lines(protocol),
              "model_name": cohort.model_name, "model_sha256": cohort.model_sha256}
     record_path = None
