@@ -28,7 +28,7 @@ def _row(f: dict) -> str:
     judged = "—" if f["endpoint"] is None else "clears" if f["passed"] else "FAILS"
     return (f"<tr><td>{_e(f['name'])}</td><td>{f['k']}/{f['n']}</td><td>{100 * f['value']:.1f}%</td>"
             f"<td>{100 * f['low']:.1f}–{100 * f['high']:.1f}%</td><td>{endpoint}</td>"
-            f"<td class=\"{'ok' if f['passed'] else 'bad'}\">{judged}</td></tr>")
+            f"<td class=\"{'' if f['endpoint'] is None else 'ok' if f['passed'] else 'bad'}\">{judged}</td></tr>")
 
 
 def report_html(data: dict) -> str:
