@@ -117,6 +117,11 @@ class ValidationRecord:
         if not 0 <= self.n_referable <= self.n_patients:
             raise ConfigError(f"validation record field 'n_referable' must be in [0, n_patients = {self.n_patients}],"
                               f" found {self.n_referable}")
+        if self.schema == SCHEMA and not _SHA256.match(self.protocol_sha256):
+            raise ConfigError("validation record field 'protocol_sha256' must be 64 lower-case hex digits, found "
+                              f"{self.protocol_sha256!r}")
+        if self.schema == SCHEMA and self.ci_method not in ("wilson", "exact"):
+            raise ConfigError(f"validation record field 'ci_method' must be wilson or exact, found {self.ci_method!r}")
         if self.schema == SCHEMA and self.signature is None:
             raise ConfigError("validation record field 'signature' is missing (drtrt validate run --key signs it)")
 

@@ -126,6 +126,8 @@ def test_a_given_record_must_be_whole_and_one_beside_the_model_that_is_not_is_ig
     ("sensitivity", {"value": 0.8, "ci95_low": 0.9}, "sensitivity.ci95_low"),
     ("specificity", {"value": 1.2, "ci95_low": 0.9}, "specificity.value"),
     ("n_referable", 900, "n_referable"), ("n_patients", 1.5, "n_patients"), ("colour", "red", "colour"),
+    ("protocol_sha256", "abc", "protocol_sha256"), ("ci_method", "normal", "ci_method"), ("start", "", "start"),
+    ("signature", None, "signature"),
 ])
 def test_every_field_is_checked_and_a_bad_one_named(field, value, named):
     data = json.loads(record_for("a" * 64).to_json())
