@@ -89,7 +89,7 @@ EXTRAS = {"torch": "train", "torchvision": "train", "sklearn": "train", "yaml": 
           "onnx": "convert", "onnxslim": "export", "starlette": "station", "uvicorn": "station", "jinja2": "station",
           "babel": "station", "multipart": "station", "python_multipart": "station", "itsdangerous": "station",
           "pydicom": "integration", "pynetdicom": "integration", "highdicom": "integration",
-          "fhir": "integration", "tritonclient": "triton"}
+          "fhir": "integration", "tritonclient": "triton", "statsmodels": "study"}
 
 
 def exit_code(error: DrtrtError) -> ExitCode:

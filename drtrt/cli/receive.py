@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 from drtrt.cli.common import AllowUncheckedOpt, Opt, command, console
-from drtrt.cli.screening import BackendOpt, ModelOpt, PathwayOpt, ProvidersOpt, ValidationOpt
+from drtrt.cli.screening import (BackendOpt, ModelOpt, PathwayOpt, ProvidersOpt, ValidationKeyOpt,
+                                ValidationOpt)
 
 
 @command()
@@ -21,6 +22,7 @@ def receive(out: Annotated[Path, Opt("Session folder (resumed when it exists); r
             providers: ProvidersOpt = None,
             pathway: PathwayOpt = None,
             validation: ValidationOpt = None,
+            validation_key: ValidationKeyOpt = None,
             allow_unchecked_model: AllowUncheckedOpt = False) -> None:
     """Receive photos the camera pushes over DICOM (C-STORE) and screen them; one log line per image.
 
@@ -34,5 +36,6 @@ def receive(out: Annotated[Path, Opt("Session folder (resumed when it exists); r
                         session=SessionConfig(backend=backend, batch_size=1, pathway=pathway,
                                               providers=tuple(providers.split(",")) if providers else None,
                                               validation=str(validation) if validation else None,
+                                              validation_key=str(validation_key) if validation_key else None,
                                               allow_unchecked_model=allow_unchecked_model))
     run_receiver(model, out, cfg, log=lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False))

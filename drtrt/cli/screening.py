@@ -22,6 +22,9 @@ ProvidersOpt = Annotated[Optional[str], Opt("ONNX Runtime providers, e.g. cuda,c
 ValidationOpt = Annotated[Optional[Path], Opt("The model's clinical validation record (JSON, docs/model-trust.md); "
                                                "it counts only for the model whose sha256 it names [default: "
                                                "MODEL.validation.json beside the model, if any].", "FILE")]
+ValidationKeyOpt = Annotated[Optional[Path], Opt("The programme's public key (PEM, from drtrt validate keygen): a "
+                                                  "validation record counts only when signed by it.", "PUB",
+                                                  envvar="DRTRT_VALIDATION_KEY")]
 PathwayOpt = Annotated[Optional[str], Opt("Referral pathway for the verdict words: icdr | nhs | a YAML file; the "
                                           "session keeps it [default: the session's, icdr].", "PATHWAY")]
 
@@ -43,6 +46,7 @@ def screen(images: Annotated[Optional[list[Path]], typer.Argument(help="Image fi
                                        "N")] = 1,
            pathway: PathwayOpt = None,
            validation: ValidationOpt = None,
+           validation_key: ValidationKeyOpt = None,
            allow_unchecked_model: AllowUncheckedOpt = False) -> None:
     """Screen fundus photographs: grade, referable DR, lesions, per-eye and per-patient verdicts.
 
@@ -65,6 +69,7 @@ def screen(images: Annotated[Optional[list[Path]], typer.Argument(help="Image fi
     cfg = SessionConfig(backend=backend, providers=tuple(providers.split(",")) if providers else None,
                         batch_size=batch_size, pathway=pathway, workers=workers,
                         validation=str(validation) if validation else None,
+                        validation_key=str(validation_key) if validation_key else None,
                         allow_unchecked_model=allow_unchecked_model)
     with progress(transient=True) as bars:
         task = bars.add_task("screening", total=len(paths), info="")
@@ -114,6 +119,7 @@ def watch(folder: Annotated[Path, typer.Argument(help="Folder the fundus camera 
           settle: Annotated[float, Opt("Seconds a file must stop growing before it is read.", "SECONDS")] = 1.0,
           pathway: PathwayOpt = None,
           validation: ValidationOpt = None,
+          validation_key: ValidationKeyOpt = None,
           allow_unchecked_model: AllowUncheckedOpt = False) -> None:
     """Screen images as the camera writes them; one log line per image. Ctrl-C stops cleanly."""
     from drtrt.clinic.patients import Assignment, normalise_eye, validate_patient_id
@@ -125,6 +131,7 @@ def watch(folder: Annotated[Path, typer.Argument(help="Folder the fundus camera 
                       session=SessionConfig(backend=backend, batch_size=1, pathway=pathway,
                                             providers=tuple(providers.split(",")) if providers else None,
                                             validation=str(validation) if validation else None,
+                                            validation_key=str(validation_key) if validation_key else None,
                                             allow_unchecked_model=allow_unchecked_model))
     watch_folder(folder, model, out, cfg, log=lambda line: console.print(line, highlight=False, soft_wrap=True,
                                                                            markup=False))

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 from drtrt.cli.common import AllowUncheckedOpt, Opt, command, console
-from drtrt.cli.screening import BackendOpt, ModelOpt, PathwayOpt, ProvidersOpt, ValidationOpt
+from drtrt.cli.screening import (BackendOpt, ModelOpt, PathwayOpt, ProvidersOpt, ValidationKeyOpt,
+                                ValidationOpt)
 
 
 @command()
@@ -34,6 +35,7 @@ def station(model: ModelOpt,
             sync_every: Annotated[float, Opt("Seconds between tries to send what is pending.", "SECONDS")] = 60.0,
             pathway: PathwayOpt = None,
             validation: ValidationOpt = None,
+            validation_key: ValidationKeyOpt = None,
             poll: Annotated[float, Opt("Seconds between camera-folder scans.", "SECONDS")] = 0.5,
             settle: Annotated[float, Opt("Seconds a camera file must stop growing before it is read.",
                                          "SECONDS")] = 1.0,
@@ -57,6 +59,7 @@ def station(model: ModelOpt,
                               session=SessionConfig(backend=backend, batch_size=1, pathway=pathway,
                                                     providers=tuple(providers.split(",")) if providers else None,
                                                     validation=str(validation) if validation else None,
+                                                    validation_key=str(validation_key) if validation_key else None,
                                                     allow_unchecked_model=allow_unchecked_model))
     sync = None
     if dicomweb or fhir or cstore:

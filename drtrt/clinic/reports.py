@@ -31,7 +31,7 @@ from drtrt.clinic.verdicts import (PROVISIONAL, VERDICTS, EyeVerdict, PatientVer
 from drtrt.fileio import atomic_write, to_csv
 from drtrt.runtime.postprocess import LESION_COLOURS
 from drtrt.task import TaskSpec
-from drtrt.validation_record import validation_of
+from drtrt.validation_record import validation_of, validation_status
 
 _EYE_TITLES = {"right": "Right eye (OD)", "left": "Left eye (OS)", "unspecified": "Eye not recorded"}
 _CSS = """
@@ -207,22 +207,30 @@ def unchecked_model(meta: dict[str, str]) -> str | None:
 
 def model_banner(meta: dict[str, str]) -> str | None:
     """The warning every page carries: the model's failed or missing accuracy check (:func:`unchecked_model`,
-    whatever its validation), then, unless the session keeps a validation record for its model
-    (:func:`~drtrt.validation_record.validation_of`: a whole record, checked against the model's sha256
-    when the session opened; any other text in its place is none), that it is not for clinical use."""
+    whatever its validation), then, unless the session keeps a validation record that counts for its model
+    (:func:`~drtrt.validation_record.validation_status`: whole, signed by the configured key, checked against
+    the model's sha256 when the session opened), that it is not for clinical use, and why."""
     parts = []
     if status := unchecked_model(meta):
         parts.append(f"{GATE_WARNINGS[status]} (model {meta.get('model_name', '?')})")
-    if validation_of(meta) is None:
+    record, why = validation_status(meta)
+    if record is None:
         parts.append(f"NOT FOR CLINICAL USE — model {meta.get('model_name', '?')} (sha256 "
                      f"{meta.get('model_sha256', '')[:12]}) is not a validated clinical model: a clinician must read "
-                     "every photo")
+                     f"every photo (why: {why})")
     return " · ".join(parts) or None
 
 
+def validation_figures(meta: dict[str, str]) -> str | None:
+    """The validated model's study and figures, as every report carries them (None: no record counts)."""
+    record = validation_of(meta)
+    return f"{record.statement}. {record.figures}" if record is not None else None
+
+
 def _banner(meta: dict[str, str]) -> str:
-    text = model_banner(meta)
-    return f'<div class="banner">{_esc(text)}</div>' if text else ""
+    text, figures = model_banner(meta), validation_figures(meta)
+    return (f'<div class="banner">{_esc(text)}</div>' if text else "") + (
+        f'<p class="validated" id="validation">{_esc(figures)}</p>' if figures else "")
 
 
 def _footer(meta: dict[str, str], task: TaskSpec) -> str:

@@ -174,9 +174,16 @@ META_KEYS = {key.name: key for key in (
     MetaKey("model_name", "that model's file name, for reports"),
     MetaKey("created", "when the session was bound to its model (UTC)"),
     MetaKey("task", "the model's task vocabulary: grade and lesion names", json=True),
-    MetaKey("validation", "the model's validation record as JSON (drtrt-validation/1, kept only when it names the "
-                          "model's sha256; read with drtrt.validation_record.validation_of); '' when it has none, and "
-                          "what older sessions kept (free text) counts as none: results are provisional"),
+    MetaKey("validation", "the model's validation record as JSON (drtrt-validation/2, kept only when it names the "
+                          "model's sha256 and its signature verifies against the configured key; read with "
+                          "drtrt.validation_record.validation_of); '' when it has none, and what older sessions "
+                          "kept (free text, an unsigned drtrt-validation/1 record) counts as none: results are "
+                          "provisional"),
+    MetaKey("validation_why", "why the session has no validation record (one line the banner shows); '' when it has"),
+    MetaKey("validation_key", "the programme's public key the session was configured with (base64 of the 32 raw "
+                              "Ed25519 bytes); '' for none"),
+    MetaKey("validated_sha256", "the sha256 a validation record must name for this model (an engine: the ONNX it "
+                                "was built from); what a validation study reads back"),
     MetaKey("model_gate", "the model's accuracy check against its reference: status (passed | failed | unchecked "
                           "| never_checked), reason, allowed (screened with --allow-unchecked-model)", json=True),
     MetaKey("pathway", "the referral pathway the session words its verdicts in", json=True),

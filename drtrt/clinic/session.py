@@ -41,7 +41,7 @@ from drtrt.runtime.predictor import Predictor, ScreeningResult
 from drtrt.runtime.quality import QualityConfig
 from drtrt.runtime.registry import is_model_url
 from drtrt.task import TaskSpec
-from drtrt.validation_record import load_validation
+from drtrt.validation_record import validation_meta
 
 MAX_FILE_BYTES = 256 * 2**20   # larger files are refused unread (a fundus JPEG is a few MB)
 PREPARED_AHEAD = 1             # batches decoded and preprocessed while the model runs on the one before
@@ -57,9 +57,9 @@ class SessionConfig:
     session for its verdict words (None: the one the session has, icdr for a new one). workers:
     batches in flight against a served model (``triton://``): prepared, sent and answered
     concurrently, committed in order; a local model runs one batch at a time. validation: the model's
-    clinical validation record (a JSON file, ``docs/model-trust.md``; None: the one beside the model).
-    allow_unchecked_model: use a model whose accuracy check failed or never ran
-    (:func:`~drtrt.model_info.require_checked`; meta ``model_gate``)."""
+    validation record (JSON, ``docs/model-trust.md``; None: the one beside the model), counted only when
+    signed by validation_key (the programme's public key, PEM; None: none counts). allow_unchecked_model:
+    use a model whose check failed or never ran (:func:`~drtrt.model_info.require_checked`)."""
 
     backend: str = "auto"
     providers: tuple[str, ...] | None = None
@@ -70,6 +70,7 @@ class SessionConfig:
     pathway: str | None = None
     workers: int = 1
     validation: str | None = None
+    validation_key: str | None = None
     allow_unchecked_model: bool = False
 
 
@@ -104,7 +105,9 @@ class ScreeningSession:
         try:
             self.model_sha256 = self.predictor.runner.model_sha256()
             self.store.bind_model(self.model_sha256, self.predictor.runner.name, self.predictor.task)
-            self._keep_model_validation(model)
+            for name, value in validation_meta(model, cfg.validation, self.predictor.runner.validated_sha256(),
+                                               cfg.validation_key).items():      # the record that counts, or why none
+                self.store.set_meta(name, value)
             self.store.set_meta("model_gate", {**self.model_gate.to_dict(), "allowed": not self.model_gate.passed})
             if pathway is not None:
                 keep_pathway(self.store, pathway)
@@ -128,12 +131,6 @@ class ScreeningSession:
         self.touched_visits: set[int] = set()      # visits given a photo by this run (their reports)
         self.screened = 0                        # images run through the model (or the gate) by this run
         self.already_done = 0                    # files an earlier run of this session had screened
-
-    def _keep_model_validation(self, model: str | os.PathLike) -> None:
-        """The model's validation record (``cfg.validation`` or the one beside the model, only when it names the
-        loaded model's sha256: :func:`~drtrt.validation_record.load_validation`) in the store meta, '' for none."""
-        record = load_validation(model, self.cfg.validation, self.predictor.runner.validated_sha256())
-        self.store.set_meta("validation", record.to_json() if record else "")
 
     def close(self) -> None:
         try:

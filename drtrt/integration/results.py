@@ -28,7 +28,7 @@ from drtrt.clinic.verdicts import PROVISIONAL, PatientVerdict
 from drtrt.clinic.reports import model_banner, visit_verdicts
 from drtrt.clinic.store import SessionRow, SessionStore
 from drtrt.task import TaskSpec
-from drtrt.validation_record import ValidationRecord, validation_of
+from drtrt.validation_record import ValidationRecord, validation_of, validation_why
 from drtrt.integration.uids import derive_uid, fhir_id, session_id
 
 # Keys read from a record's ``dicom`` dict, each under the first of its spellings found: snake_case as
@@ -76,6 +76,7 @@ class ModelIdentity:
     validation: ValidationRecord | None
     task: TaskSpec
     gate: str = ""
+    why: str = ""                              # why no validation record counts ('' when one does)
 
     @property
     def validated(self) -> bool:
@@ -85,8 +86,11 @@ class ModelIdentity:
     def statement(self) -> str:
         """What a reader must know about the model: the report's banner (a failed or missing accuracy
         check, not for clinical use), and which study validated it (study, population, date, model sha256)."""
+        record = self.validation
         banner = model_banner({"model_name": self.name, "model_sha256": self.sha256, "model_gate": self.gate,
-                               "validation": self.validation.to_json() if self.validation is not None else ""})
+                               "validation": record.to_json() if record is not None else "", "validation_why": self.why,
+                               "validation_key":
+                               record.signature.public_key if record is not None and record.signature else ""})
         if self.validation is None:
             return banner or ""
         return (f"{banner} · " if banner else "") + self.validation.statement
@@ -167,7 +171,7 @@ class PatientResult:
 def model_identity(store: SessionStore) -> ModelIdentity:
     meta = store.meta()
     return ModelIdentity(meta.get("model_name", "?"), meta.get("model_sha256", ""), __version__,
-                         validation_of(meta), store.task(), meta.get("model_gate", ""))
+                         validation_of(meta), store.task(), meta.get("model_gate", ""), validation_why(meta) or "")
 
 
 def _dicom_date(stamp: str) -> tuple[str, str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from drtrt.errors import ConfigError
 from drtrt.model_info import ModelInfo
-from drtrt.validation_record import validation_of
+from drtrt.validation_record import validation_status
 from drtrt.clinic.failsafe import open_actions
 from drtrt.clinic.verdicts import HUMAN_READ, REFER, REFER_URGENT, UNGRADABLE
 from drtrt.station.forward import Forwarder
@@ -55,11 +55,12 @@ def day_summary(worker: StationWorker, now: dt.datetime | None = None) -> dict:
 
 def model_state(worker: StationWorker, info: ModelInfo, parity: dict | None) -> dict:
     """The model the worker runs, how, and whether it was validated (the session's
-    :class:`~drtrt.validation_record.ValidationRecord`, None: not validated): the operator must see it."""
+    :class:`~drtrt.validation_record.ValidationRecord`, None: not validated, and ``why``): the operator must see it."""
     runner = worker.session.predictor.runner
+    record, why = validation_status(worker.session.store.meta())
     return {"name": runner.name, "sha256": worker.session.model_sha256[:12], "precision": info.precision,
             "backend": getattr(runner, "backend", type(runner).__name__),
-            "validated": validation_of(worker.session.store.meta()), "parity": parity}
+            "validated": record, "why": why, "parity": parity}
 
 
 def forward_state(worker: StationWorker, forwarder: Forwarder | None) -> dict:

@@ -27,6 +27,7 @@ from drtrt.station.images import LAYER, SHA, lesion_colours, lesion_layer, photo
 from drtrt.station.middleware import LOGIN_PATH
 from drtrt.station.security import csrf_token, image_kind
 from drtrt.station.state import Station, now_of, station_of
+from drtrt.validation_record import validation_why
 
 
 class Page:
@@ -50,7 +51,7 @@ class Page:
         meta = worker.store.meta()
         text = self.station.templates(self.language).get_template(name).render(
             csrf=self.csrf, language=self.language, languages=i18n.LANGUAGES, banner=model_banner(meta),
-            gate=unchecked_model(meta),
+            gate=unchecked_model(meta), unvalidated=validation_why(meta),
             model=meta, path=self.request.url.path, version=worker.version, worker_failed=worker.failed,
             login_needed=self.station.pins is not None, advice=ADVICE, **values)
         return HTMLResponse(text, status_code=status)

@@ -96,6 +96,7 @@ def runtime_messages() -> list[str]:
     from drtrt.clinic.pathways import BUILT_IN
     from drtrt.runtime.quality import ADVICE
     from drtrt.task import TaskSpec
+    from drtrt.validation_record import REASONS
 
     verdicts = [V.LABELS[v] for v in (*V.VERDICTS, V.NOT_PHOTOGRAPHED, V.SCREENING)]
     verdicts += [V.PROVISIONAL, V.NO_DR_SEEN, V.NO_REFERABLE_DR_SEEN]     # an unvalidated model's words
@@ -103,7 +104,8 @@ def runtime_messages() -> list[str]:
     task = TaskSpec()
     names = [*task.grade_names, *task.lesion_long_names]
     failsafe = [*NEED_WORDS.values(), *OUTCOME_WORDS.values(), CLOSED_UNREAD]
-    return list(dict.fromkeys([*verdicts, *words, *failsafe, *ADVICE.values(), *OPERATOR_ERRORS, *names, *VALUE_WORDS]))
+    return list(dict.fromkeys([*verdicts, *words, *failsafe, *ADVICE.values(), *OPERATOR_ERRORS, *names, *VALUE_WORDS,
+                               *REASONS]))
 
 
 VALUE_WORDS = ("right", "left", "disc", "macula", *(f"{eye}/{field}" for eye in ("right", "left")

@@ -75,8 +75,13 @@ MISSING_PATH = {
     ("evaluate",): (["--model", "{missing}.onnx", "--data", "{data}"], "not found"),
     ("parity",): (["--reference", "{missing}.pt", "--candidate", "{model}", "--data", "{data}"], "not found"),
     ("bench",): (["--model", "{missing}.onnx"], "not found"),
+    ("validate", "plan"): (["{missing}.yaml"], "cannot read the protocol"),
+    ("validate", "register"): (["{missing}.yaml", "--key", "{tmp}/programme.key"], "cannot read the protocol"),
+    ("validate", "run"): (["{missing}.yaml", "--sessions", "{tmp}", "--reads", "{tmp}/reads.csv", "--out", "{tmp}/out"],
+                          "cannot read the protocol"),
 }
-NO_INPUT_PATH = {("synth",): "writes a new folder", ("doctor",): "reads nothing", ("demo",): "makes its own data"}
+NO_INPUT_PATH = {("synth",): "writes a new folder", ("doctor",): "reads nothing", ("demo",): "makes its own data",
+                 ("validate",): "a group of commands", ("validate", "keygen"): "writes a new key pair"}
 
 # Each command that screens, serves or bundles a model, with a model whose accuracy check against its
 # reference failed ({model}): refused before anything is screened, served or written — one line, exit 4

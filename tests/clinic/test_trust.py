@@ -1,6 +1,7 @@
 """Issue 22, defect 4: "normal" must not sound surer than the product is.
 
-A validation record counts only for the model file whose sha256 it names (the model's own
+A validation record counts only for the model file whose sha256 it names, signed by the programme's
+configured key (issue 24; the model's own
 ``drtrt.validation`` string no longer turns the NOT FOR CLINICAL USE banner off), and a person reads a
 grade probability only when it is calibrated (temperature-scaled on held-out data).
 """
@@ -12,6 +13,7 @@ import logging
 import math
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,7 +27,8 @@ from drtrt.clinic.store import SessionStore
 from drtrt.errors import ArtefactError, ConfigError
 from drtrt.fileio import sha256_file
 from drtrt.model_info import GradeCalibration, ModelInfo
-from drtrt.validation_record import SCHEMA, ValidationRecord, beside, validation_of
+from drtrt.validation_record import UNSIGNED, UNSIGNED_SCHEMA, ValidationRecord, beside, validation_of
+from study_helpers import programme_keys, signed_record
 
 pytest.importorskip("onnx", reason="rewriting a model's metadata needs the export extra")
 BANNER = "NOT FOR CLINICAL USE"
@@ -49,12 +52,11 @@ def with_metadata(src: Path, dst: Path, **extra: str) -> Path:
 
 
 def record_for(sha256: str, **changes) -> ValidationRecord:
-    fields = dict(model_sha256=sha256, population="adults with diabetes, Region X primary care", date="2026-10-31",
-                  study="RX-DR-01", n_patients=812, n_referable=97,
-                  sensitivity={"value": 0.91, "ci95_low": 0.84}, specificity={"value": 0.88, "ci95_low": 0.85},
-                  imageability={"value": 0.94, "ci95_low": 0.92})
-    fields.update(changes)
-    return ValidationRecord.from_json(json.dumps({"schema": SCHEMA, **fields}))
+    return signed_record(sha256, programme_keys()[0], population="adults with diabetes, Region X primary care",
+                         **changes)
+
+
+KEYED = SessionConfig(validation_key=str(programme_keys()[1]))      # the station's configured public key
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +85,7 @@ def test_a_record_beside_the_model_counts_for_that_model_only(tiny_onnx, images,
     shutil.copy(tiny_onnx, model)
     sha = sha256_file(model)
     beside(model).write_text(record_for(sha).to_json(indent=2))
-    screen_images(images, model, tmp_path / "valid")
+    screen_images(images, model, tmp_path / "valid", cfg=KEYED)
     meta = meta_of(tmp_path / "valid")
     assert validation_of(meta) == record_for(sha) and model_banner(meta) is None
     assert BANNER not in (tmp_path / "valid" / "summary.html").read_text()
@@ -91,7 +93,7 @@ def test_a_record_beside_the_model_counts_for_that_model_only(tiny_onnx, images,
     other = "9f8e" + "0" * 60                      # a record for another model file
     beside(model).write_text(record_for(other).to_json())
     with caplog.at_level(logging.WARNING, logger="drtrt.validation"):
-        screen_images(images, model, tmp_path / "other")
+        screen_images(images, model, tmp_path / "other", cfg=KEYED)
     assert meta_of(tmp_path / "other")["validation"] == ""
     assert BANNER in (tmp_path / "other" / "summary.html").read_text()
     (line,) = [r.getMessage() for r in caplog.records if r.name == "drtrt.validation"]
@@ -115,7 +117,7 @@ def test_a_given_record_must_be_whole_and_one_beside_the_model_that_is_not_is_ig
     assert meta_of(tmp_path / "beside")["validation"] == ""
     assert any("'population' is missing" in r.getMessage() for r in caplog.records)
     given.write_text(record_for(sha256_file(model)).to_json())      # a whole one given wins over the one beside
-    screen_images(images[:1], model, tmp_path / "given", cfg=SessionConfig(validation=str(given)))
+    screen_images(images[:1], model, tmp_path / "given", cfg=replace(KEYED, validation=str(given)))
     assert validation_of(meta_of(tmp_path / "given")).study == "RX-DR-01"
 
 
@@ -124,6 +126,8 @@ def test_a_given_record_must_be_whole_and_one_beside_the_model_that_is_not_is_ig
     ("sensitivity", {"value": 0.8, "ci95_low": 0.9}, "sensitivity.ci95_low"),
     ("specificity", {"value": 1.2, "ci95_low": 0.9}, "specificity.value"),
     ("n_referable", 900, "n_referable"), ("n_patients", 1.5, "n_patients"), ("colour", "red", "colour"),
+    ("protocol_sha256", "abc", "protocol_sha256"), ("ci_method", "normal", "ci_method"), ("start", "", "start"),
+    ("signature", None, "signature"),
 ])
 def test_every_field_is_checked_and_a_bad_one_named(field, value, named):
     data = json.loads(record_for("a" * 64).to_json())
@@ -140,7 +144,12 @@ def test_what_older_sessions_kept_is_no_record():
         assert model_banner({**meta, "validation": kept}).startswith(BANNER)
     record = record_for("b" * 64)
     assert ValidationRecord.from_json(record.to_json()) == record
-    assert validation_of({**meta, "validation": record.to_json()}) == record
+    key = record.signature.public_key
+    assert validation_of({**meta, "validation": record.to_json(), "validation_key": key}) == record
+    unsigned = {k: v for k, v in json.loads(record.to_json()).items()       # a record from before issue 24
+                if k not in ("signature", "start", "protocol_sha256", "ci_method")}
+    old = {**meta, "validation": json.dumps({**unsigned, "schema": UNSIGNED_SCHEMA}), "validation_key": key}
+    assert validation_of(old) is None and model_banner(old).endswith(f"(why: {UNSIGNED})")
     assert record.statement == ("validated clinical model: study RX-DR-01, adults with diabetes, Region X primary "
                                 f"care, ended 2026-10-31; model sha256 {'b' * 12}")
 
@@ -238,7 +247,14 @@ def test_screen_takes_a_record_with_validation_and_refuses_a_broken_one_in_one_l
     assert result.exit_code == 2 and "field 'date' must be an ISO date" in result.output
     assert len(result.output.strip().splitlines()) == 1
     given.write_text(record_for(sha256_file(tiny_onnx)).to_json())
-    result = CliRunner().invoke(app, ["screen", str(images[0]), "--model", str(tiny_onnx), "--out", str(tmp_path / "s"),
-                                      "--validation", str(given)])
+    args = ["screen", str(images[0]), "--model", str(tiny_onnx), "--validation", str(given)]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "nokey")], env={"DRTRT_VALIDATION_KEY": ""})
+    assert result.exit_code in (0, 3), result.output            # no key configured: the banner stays, and says so
+    assert "no validation key is configured" in (tmp_path / "nokey" / "summary.html").read_text()
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "s")],
+                                env={"DRTRT_VALIDATION_KEY": str(programme_keys()[1])})
     assert result.exit_code in (0, 3), result.output
     assert BANNER not in (tmp_path / "s" / "summary.html").read_text()
+    assert "sensitivity 91.0% (95% CI lower bound 84.0%)" in (tmp_path / "s" / "summary.html").read_text()
+    bad = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "bad"), "--validation-key", str(given)])
+    assert bad.exit_code == 2 and "is not a PEM public key" in bad.output and len(bad.output.strip().splitlines()) == 1

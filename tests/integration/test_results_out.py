@@ -20,6 +20,7 @@ from pydicom import dcmread  # noqa: E402
 from pydicom.uid import ComprehensiveSRStorage, SecondaryCaptureImageStorage  # noqa: E402
 from results_helpers import PATIENTS, grading_images, screen_into  # noqa: E402
 from results_helpers import screened_session_fixture, session_fixture  # noqa: E402, F401
+from study_helpers import programme_keys, signed_record  # noqa: E402
 
 from drtrt import __version__  # noqa: E402
 from drtrt.fileio import sha256_file  # noqa: E402
@@ -233,10 +234,9 @@ def test_a_validated_model_makes_final_results(session):
     assert dcmread(session / by_kind(result, "P-1", "sr")[0].path).PreliminaryFlag == "PRELIMINARY"
     with SessionStore(session / "session.db") as store, store.transaction():
         sha = store.meta()["model_sha256"]
-        record = {"schema": "drtrt-validation/1", "model_sha256": sha, "population": "adults with diabetes, Region X",
-                  "date": "2026-10-31", "study": "RX-DR-01", "n_patients": 812, "n_referable": 97,
-                  **{k: {"value": 0.9, "ci95_low": 0.85} for k in ("sensitivity", "specificity", "imageability")}}
-        store.execute("INSERT OR REPLACE INTO meta VALUES ('validation', ?)", (json.dumps(record),))
+        record = signed_record(sha, programme_keys()[0], population="adults with diabetes, Region X")
+        store.execute("INSERT OR REPLACE INTO meta VALUES ('validation', ?)", (record.to_json(),))
+        store.execute("INSERT OR REPLACE INTO meta VALUES ('validation_key', ?)", (record.signature.public_key,))
     result, _, _ = export(session)
     sr = dcmread(session / by_kind(result, "P-1", "sr")[0].path)
     assert sr.PreliminaryFlag == "FINAL"

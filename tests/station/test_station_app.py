@@ -10,6 +10,7 @@ from station_helpers import csrf_of, wait_for
 from station_helpers import station  # noqa: F401  (the fixture)
 from station_helpers import open_visit as _open_visit
 from station_helpers import slot_state as _state
+from study_helpers import programme_keys, signed_record
 from typer.testing import CliRunner
 
 from drtrt.clinic.visits import Protocol
@@ -280,11 +281,13 @@ def test_the_dashboard_names_the_study_that_validated_the_model(tmp_path, tiny_o
     model = tmp_path / "model" / "model.onnx"
     model.parent.mkdir()
     shutil.copy(tiny_onnx, model)
-    beside(model).write_text(json.dumps({
-        "schema": "drtrt-validation/1", "model_sha256": sha256_file(model), "study": "RX-DR-01",
-        "population": "adults with diabetes, Region X", "date": "2026-10-31", "n_patients": 812, "n_referable": 97,
-        **{k: {"value": 0.9, "ci95_low": 0.85} for k in ("sensitivity", "specificity", "imageability")}}))
-    worker = StationWorker(WorkerConfig(model, tmp_path / "station", None, Protocol(1), poll_s=0.05, settle_s=0.1))
+    from drtrt.clinic.session import SessionConfig
+
+    private, public = programme_keys()
+    beside(model).write_text(signed_record(sha256_file(model), private, population="adults with diabetes, Region X",
+                                           start="2026-04-01").to_json())
+    worker = StationWorker(WorkerConfig(model, tmp_path / "station", None, Protocol(1), poll_s=0.05, settle_s=0.1,
+                                        session=SessionConfig(batch_size=1, validation_key=str(public))))
     try:
         page = TestClient(create_app(StationConfig(worker.cfg.data_dir), worker)).get("/").text
     finally:
@@ -292,6 +295,19 @@ def test_the_dashboard_names_the_study_that_validated_the_model(tmp_path, tiny_o
     assert "NOT FOR CLINICAL USE" not in page
     shown = re.search(r'<dd id="validation">(.*?)</dd>', page, re.S)[1]
     assert shown == "validated: study RX-DR-01, adults with diabetes, Region X, ended 2026-10-31"
+    figures = re.search(r'<dd id="validation-figures">(.*?)</dd>', page, re.S)[1]
+    assert figures.startswith("sensitivity 91.0% (95% CI from 84.0%), specificity 88.0% (from 85.0%), imageability "
+                              "94.0% (from 92.0%); 812 patients, 97 with referable DR; 2026-04-01 to 2026-10-31")
+    assert figures.endswith(f"signed by key {signed_record(sha256_file(model), private).signature.key_id}")
+    unkeyed = StationWorker(WorkerConfig(model, tmp_path / "unkeyed", None, Protocol(1), poll_s=0.05, settle_s=0.1))
+    try:                                   # the same record, no key configured: the banner stays and says why
+        page = TestClient(create_app(StationConfig(unkeyed.cfg.data_dir), unkeyed)).get("/").text
+    finally:
+        unkeyed.stop()
+    assert "NOT FOR CLINICAL USE" in page
+    assert re.search(r'<span id="validation-why">(.*?)</span>', page, re.S)[1] == (
+        "Why: no validation key is configured to check the record.")
+    assert "(no validation key is configured to check the record)" in page
 
 
 def test_a_model_that_failed_its_check_is_refused_or_said_on_every_page(tiny_onnx, tmp_path):
