@@ -5,7 +5,7 @@
 # one thread count fails here. Usage: bash scripts/numeric-check.sh [ROUNDS] [pytest args...]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$root/scripts/env.sh" "train,export,station,integration,triton,test"
+source "$root/scripts/env.sh" "train,export,station,integration,study,triton,test"
 cd "$root"
 rounds="${1:-1}"
 [ $# -gt 0 ] && shift

@@ -2,7 +2,7 @@
 # One command from a fresh clone to a full test run: set up .venv, then run pytest.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$root/scripts/env.sh" "train,export,station,integration,triton,test"
+source "$root/scripts/env.sh" "train,export,station,integration,study,triton,test"
 # The Triton tests' server: the nvidia-pytriton wheel's tritonserver and Python backend. Only its
 # server is used, so it goes in without its dependencies (it pins numpy<2, which OpenCV 5 refuses).
 # Its Python backend stub is built against NumPy 1: the test server reads NumPy 1 from its own
