@@ -8,6 +8,9 @@
 # its operator PIN asked on the terminal or read from --pin-file, kept in /etc/drtrt/station.env),
 # watch (screens what the camera writes into its folder, results in the journal) or receive (the
 # camera pushes DICOM: --host is required, port 11112, --ae-title DRTRT).
+# --validation RECORD (default: MODEL.validation.json when there is one) and --validation-key PUB: the
+# model's signed validation record and the programme's public key (docs/model-trust.md); with both, and the
+# record signed by that key for this model, results are no longer NOT FOR CLINICAL USE.
 # Steps: detect the L4T release (/etc/nv_tegra_release) → check Python and the system TensorRT →
 # a service user in the video/render groups → a virtual environment that sees the system TensorRT →
 # drtrt and the service's extras without torch (+ the cuda-python release of this JetPack) → model
@@ -24,6 +27,7 @@ usage() {
   sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
   echo "Options: --model ONNX --golden DIR [--service station|watch|receive] [--source PATH] [--precision fp16|int8]"
   echo "         [--camera DIR] [--host ADDR] [--port N] [--pin-file FILE] [--ae-title AET]"
+  echo "         [--validation RECORD] [--validation-key PUB]"
   echo "         [--user NAME] [--prefix DIR] [--data DIR] [--release-file FILE] [--root DIR] [--dry-run]"
 }
 
@@ -33,7 +37,7 @@ script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source_path="$(cd "$script_dir/../.." && pwd)"      # default: this checkout
 model="" golden="" precision="" camera="/srv/fundus-camera" user="drtrt"
 prefix="/opt/drtrt" data="/var/lib/drtrt" release_file="/etc/nv_tegra_release" root="" dry_run=0
-service="station" host="" port="" pin_file="" ae_title=""
+service="station" host="" port="" pin_file="" ae_title="" validation="" validation_key=""
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -47,6 +51,8 @@ while [ $# -gt 0 ]; do
     --port) port="${2:?}"; shift 2 ;;
     --pin-file) pin_file="${2:?}"; shift 2 ;;
     --ae-title) ae_title="${2:?}"; shift 2 ;;
+    --validation) validation="${2:?}"; shift 2 ;;
+    --validation-key) validation_key="${2:?}"; shift 2 ;;
     --user) user="${2:?}"; shift 2 ;;
     --prefix) prefix="${2:?}"; shift 2 ;;
     --data) data="${2:?}"; shift 2 ;;
@@ -90,6 +96,13 @@ for path in "$camera" "$data" "$prefix"; do         # the unit lists them space-
 done
 [ "$dry_run" = 1 ] || [ -f "$model" ] || die "model not found: $model"
 [ "$dry_run" = 1 ] || [ -d "$golden" ] || die "golden folder not found: $golden"
+# the validation record travels with the model (drtrt looks for it beside the model it screens with)
+[ -n "$validation" ] || [ ! -f "$model.validation.json" ] || validation="$model.validation.json"
+[ -z "$validation" ] || [ -f "$validation" ] || die "validation record not found: $validation"
+[ -z "$validation_key" ] || [ -f "$validation_key" ] || die "validation key not found: $validation_key"
+if [ -n "$validation_key" ] && ! grep -q -- "-----BEGIN PUBLIC KEY-----" "$validation_key"; then
+  die "--validation-key takes the programme's public key (PEM, from \`drtrt validate keygen\`), not $validation_key"
+fi
 
 # ---------------------------------------------------------------- which JetPack
 
@@ -144,6 +157,7 @@ cache="$root$data/cache"
 units="$root/etc/systemd/system"
 unit_file="$units/drtrt-$service.service"
 env_file="$root/etc/drtrt/station.env"     # the station's PIN: root-only, systemd hands it to the service
+key_file="$root/etc/drtrt/validation-key.pem"   # the programme's public key: validation records are checked with it
 changes=0
 
 say() { printf '%s\n' "$*"; }
@@ -269,6 +283,19 @@ else
   run chown -R "$user:$user" "$models/golden"
   changed "copied the golden files"
 fi
+if [ -n "$validation" ]; then copy "$validation" "$models/model.validation.json"; fi
+if [ -n "$validation_key" ]; then
+  if [ -e "$key_file" ] && cmp -s "$validation_key" "$key_file"; then ok "${key_file#"$root"} is current"
+  else
+    run mkdir -p "$(dirname "$key_file")"
+    run cp "$validation_key" "$key_file"
+    run chmod 0644 "$key_file"                  # a public key: readable by the service user
+    changed "copied the programme's validation key to ${key_file#"$root"}"
+  fi
+fi
+if [ -n "$validation" ] && [ -z "$validation_key" ] && [ ! -e "$key_file" ]; then
+  say "note: no --validation-key: the record is kept, but results stay NOT FOR CLINICAL USE until the programme's key is given"
+fi
 
 # ---------------------------------------------------------------- engine, parity
 
@@ -312,7 +339,14 @@ case "$service" in
     exec_start="watch $camera --model $engine_path --out $data/sessions/station"
     mounts="$camera $mounts" ;;
 esac
+# the record beside the model and the key (this run's, or one an earlier install left) go to the program
+if [ -n "$validation" ] || [ -e "$models/model.validation.json" ]; then
+  exec_start+=" --validation $data/models/model.validation.json"
+fi
 extra_service=""
+if [ -n "$validation_key" ] || [ -e "$key_file" ]; then
+  extra_service+=$'\n'"Environment=DRTRT_VALIDATION_KEY=/etc/drtrt/validation-key.pem"
+fi
 [ "$service" != station ] || extra_service+=$'\n'"EnvironmentFile=/etc/drtrt/station.env"
 if [ -n "$port" ] && [ "$port" -lt 1024 ]; then            # DICOM's own port 104: bound by the unprivileged user
   extra_service+=$'\n'"AmbientCapabilities=CAP_NET_BIND_SERVICE"

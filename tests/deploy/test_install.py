@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from drtrt.signing import generate
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "deploy" / "jetson" / "install.sh"
 RELEASES = {  # first lines of /etc/nv_tegra_release on each JetPack
@@ -335,3 +337,35 @@ def test_on_a_terminal_the_station_pin_is_asked_and_not_echoed(inputs, tmp_path)
     assert proc.returncode == 0, out + err
     assert "Operator PIN for the station" in err and "8642" not in out + err
     assert (root / "etc" / "drtrt" / "station.env").read_text() == "DRTRT_STATION_PIN=8642\n"
+
+
+def test_the_validation_record_and_the_programme_key_reach_the_service(inputs, tmp_path):
+    root, units = tmp_path / "root", tmp_path / "root" / "etc" / "systemd" / "system"
+    private, public = tmp_path / "programme.key", tmp_path / "programme.pub"
+    generate(private, public)                          # the real key files `drtrt validate keygen` writes
+    record = Path(str(inputs["model"]) + ".validation.json")     # found beside the model without --validation
+    record.write_text('{"schema": "drtrt-validation/2"}')
+    env, calls = stand_in_env(tmp_path, STAND_INS)
+    pin = tmp_path / "pin"
+    pin.write_text("97531\n")
+    proc = install(inputs, "6.2", "--root", str(root), "--source", str(ROOT), "--pin-file", str(pin),
+                   "--validation-key", str(public), env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (root / "var/lib/drtrt/models/model.validation.json").read_text() == record.read_text()
+    key = root / "etc" / "drtrt" / "validation-key.pem"
+    assert key.read_bytes() == public.read_bytes() and stat.S_IMODE(key.stat().st_mode) == 0o644
+    unit = unit_sections((units / "drtrt-station.service").read_text())
+    assert unit["Service"]["ExecStart"][0].endswith("--validation /var/lib/drtrt/models/model.validation.json")
+    assert "DRTRT_VALIDATION_KEY=/etc/drtrt/validation-key.pem" in unit["Service"]["Environment"]
+    # the private key is never what a station is given
+    bad = install(inputs, "6.2", "--dry-run", "--validation-key", str(private))
+    assert bad.returncode == 2 and "public key (PEM" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    # a record without the key is kept, and the installer says the banner stays
+    record.unlink()
+    other = tmp_path / "record.json"
+    other.write_text("{}")
+    alone = install(inputs, "6.2", "--dry-run", "--validation", str(other))
+    assert alone.returncode == 0 and "stay NOT FOR CLINICAL USE until the programme's key" in alone.stdout
+    assert "DRTRT_VALIDATION_KEY" not in alone.stdout
+    missing = install(inputs, "6.2", "--dry-run", "--validation", str(tmp_path / "nowhere.json"))
+    assert missing.returncode == 2 and "validation record not found" in missing.stderr
