@@ -29,6 +29,14 @@ SessionArg = Annotated[Path, typer.Argument(help="Session folder (the station's 
                                             metavar="SESSION", show_default=False)]
 
 
+def _existing_folder(data_dir: Path) -> Path:
+    from drtrt.errors import DataError
+
+    if not data_dir.is_dir():
+        raise DataError(f"no station folder {data_dir}: give the station's --data-dir (drtrt accounts add makes it)")
+    return data_dir
+
+
 def _read_secret(confirm: bool = True) -> str:
     """The PIN or password: typed twice at a terminal (not shown), else the first line of stdin."""
     from drtrt.clinic.accounts import check_secret
@@ -76,7 +84,7 @@ def accounts_list(data_dir: DirOpt,
     """Every account: name, role, when added, PIN last changed, disabled since (never a hash)."""
     from drtrt.clinic.accounts import Accounts
 
-    rows = Accounts(data_dir).list()
+    rows = Accounts(_existing_folder(data_dir)).list()
     if as_json:
         console.print_json(json.dumps(rows))
         return
@@ -85,8 +93,7 @@ def accounts_list(data_dir: DirOpt,
                       "127.0.0.1", highlight=False, soft_wrap=True)
     for row in rows:
         state = f"disabled {row['disabled']}" if row["disabled"] else "active"
-        console.print(f"{row['name']}\t{row['role']}\t{state}\tadded {row['created']}\tPIN changed {row['changed']}",
-                      highlight=False, soft_wrap=True, markup=False)
+        typer.echo(f"{row['name']}\t{row['role']}\t{state}\tadded {row['created']}\tPIN changed {row['changed']}")
 
 
 @accounts_app.command("disable", cls=_Command)
@@ -95,7 +102,7 @@ def accounts_disable(name: NameArg, data_dir: DirOpt) -> None:
     """The person can no longer log in (their session ends at its next request); their name stays in the trail."""
     from drtrt.clinic.accounts import Accounts
 
-    Accounts(data_dir).disable(name)
+    Accounts(_existing_folder(data_dir)).disable(name)
     console.print(f"disabled {name}", highlight=False, markup=False)
 
 
@@ -106,7 +113,7 @@ def accounts_passwd(name: NameArg, data_dir: DirOpt) -> None:
     from drtrt.clinic.accounts import Accounts
     from drtrt.errors import ConfigError
 
-    accounts = Accounts(data_dir)
+    accounts = Accounts(_existing_folder(data_dir))
     if not accounts.has(name):                            # said before asking for a PIN
         raise ConfigError(f"no account named {name!r} (drtrt accounts list shows them)")
     accounts.passwd(name, _read_secret())
@@ -143,6 +150,5 @@ def audit_show(session: SessionArg,
         console.print("no audit entries" + (f" for visit {visit}" if visit is not None else ""), highlight=False)
     for e in trail:
         details = json.dumps(e.details, sort_keys=True, ensure_ascii=False)
-        console.print(f"{e.seq}\t{e.time}\t{e.person} ({e.role})\t{e.action}\tvisit {e.visit or '-'}\t"
-                      f"patient {e.patient or '-'}\timage {(e.image or '-')[:12]}\t{details}",
-                      highlight=False, soft_wrap=True, markup=False)
+        typer.echo(f"{e.seq}\t{e.time}\t{e.person} ({e.role})\t{e.action}\tvisit {e.visit or '-'}\t"
+                   f"patient {e.patient or '-'}\timage {(e.image or '-')[:12]}\t{details}")

@@ -71,8 +71,14 @@ MISSING_PATH = {
     ("evaluate",): (["--model", "{missing}.onnx", "--data", "{data}"], "not found"),
     ("parity",): (["--reference", "{missing}.pt", "--candidate", "{model}", "--data", "{data}"], "not found"),
     ("bench",): (["--model", "{missing}.onnx"], "not found"),
+    ("accounts", "list"): (["--data-dir", "{missing}"], "no station folder"),
+    ("accounts", "disable"): (["Ana", "--data-dir", "{missing}"], "no station folder"),
+    ("accounts", "passwd"): (["Ana", "--data-dir", "{missing}"], "no station folder"),
+    ("audit", "verify"): (["{missing}"], "not a session folder"),
+    ("audit", "show"): (["{missing}"], "not a session folder"),
 }
-NO_INPUT_PATH = {("synth",): "writes a new folder", ("doctor",): "reads nothing", ("demo",): "makes its own data"}
+NO_INPUT_PATH = {("synth",): "writes a new folder", ("doctor",): "reads nothing", ("demo",): "makes its own data",
+                 ("accounts",): "a group", ("audit",): "a group", ("accounts", "add"): "makes the station folder"}
 
 # Each command that screens, serves or bundles a model, with a model whose accuracy check against its
 # reference failed ({model}): refused before anything is screened, served or written — one line, exit 4
