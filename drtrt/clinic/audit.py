@@ -125,10 +125,9 @@ def check_chain(trail: list[Entry], head: dict | None = None) -> ChainCheck:
     by_hash = {e.hash: e.seq for e in trail}
     prev, expected = GENESIS, 1
     for entry in trail:
-        if entry.seq != expected and entry.prev_hash != prev:
-            what = f"entry {expected} was removed" if entry.seq > expected else "entries are out of order"
-            return ChainCheck(len(trail), prev, expected if entry.seq > expected else entry.seq,
-                              f"{what} (the trail goes from {expected - 1} to {entry.seq})")
+        if entry.seq != expected:                      # a gap, even where the next entry was re-linked over it
+            return ChainCheck(len(trail), prev, expected,
+                              f"entry {expected} was removed (the trail goes from {expected - 1} to {entry.seq})")
         if entry.digest() != entry.hash:
             return ChainCheck(len(trail), prev, entry.seq, "edited: its contents no longer match its hash")
         if entry.prev_hash != prev:

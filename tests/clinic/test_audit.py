@@ -193,3 +193,12 @@ def test_wrong_pins_lock_out_the_client_and_the_name(tmp_path):
     assert guard.check("10.0.0.2", "ana", "4821") is None                 # the name is locked from elsewhere too
     assert guard.wait_s("10.0.0.1", "Ben") > 0                            # and the client for any name
     assert AccountGuard(accounts).check("10.0.0.2", "Ana", "4821") == Actor("Ana", "screener")
+
+
+def test_a_gap_is_found_even_where_the_next_entry_was_relinked_over_it(tmp_path):
+    trail = a_day(tmp_path)
+    relinked = audit.Entry(**{**trail[2].to_dict(), "prev_hash": trail[0].hash, "hash": ""})
+    tamper(tmp_path / "session.db", "DELETE FROM audit WHERE seq=2",
+           f"UPDATE audit SET prev_hash='{trail[0].hash}', hash='{relinked.digest()}' WHERE seq=3")
+    check = audit.verify(tmp_path / "session.db")
+    assert (check.bad_seq, check.problem) == (2, "entry 2 was removed (the trail goes from 1 to 3)")
