@@ -50,13 +50,13 @@ class Page:
         """Template ``name`` with what every page shows: the model banner, the language, the live version."""
         worker = self.station.worker
         meta = worker.store.meta()
-        actor = actor_of(self.request)
+        actor = getattr(self.request.state, "actor", None)          # None: nobody logged in (the login page)
         text = self.station.templates(self.language).get_template(name).render(
             csrf=self.csrf, language=self.language, languages=i18n.LANGUAGES, banner=model_banner(meta),
             gate=unchecked_model(meta),
             model=meta, path=self.request.url.path, version=worker.version, worker_failed=worker.failed,
             login_needed=self.station.pins is not None or self.station.people is not None, advice=ADVICE,
-            actor=actor, may=lambda what: may(actor.role, what), **values)
+            actor=actor, may=lambda what: actor is not None and may(actor.role, what), **values)
         return HTMLResponse(text, status_code=status)
 
 
