@@ -30,7 +30,7 @@ from drtrt.errors import DataError
 
 GENESIS = "0" * 64
 ACTIONS = ("register", "open_visit", "to_camera", "capture", "retake_chosen", "move", "close", "finish_anyway",
-           "attach", "discard", "print", "send", "login", "login_refused", "logout", "read", "override")
+           "discard", "print", "send", "login", "login_refused", "logout", "read", "override")
 """What an entry may record. ``read`` and ``override`` are for the clinician's reads (issue 24 item 3)."""
 
 _OF_VISIT = "(visit=? OR json_extract(details, '$.from_visit')=?)"   # a photo moved away shows in both visits

@@ -51,3 +51,15 @@ def test_mistakes_are_one_line(tmp_path):
             assert code == 0, lines
             continue
         assert code == 2 and len(lines) == 1 and fragment in lines[0] and "Traceback" not in lines[0], lines
+
+
+def test_a_station_with_accounts_refuses_a_shared_pin_and_needs_none_off_localhost(tmp_path):
+    station = tmp_path / "station"
+    accounts("add", "Ana", "--role", "lead", "--data-dir", station, stdin="4821\n")
+    result = runner.invoke(app, ["station", "--model", str(tmp_path / "m.onnx"), "--data-dir", str(station),
+                                 "--pin", "1234"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and "has accounts: people log in by name" in lines[0]
+    result = runner.invoke(app, ["station", "--model", str(tmp_path / "m.onnx"), "--data-dir", str(station),
+                                 "--host", "0.0.0.0"])
+    assert "needs" not in result.output and "not found" in result.output     # past the host check: to the model
