@@ -14,6 +14,7 @@ from drtrt.cli import station  # noqa: F401
 from drtrt.cli import receive  # noqa: F401
 from drtrt.cli import sync  # noqa: F401
 from drtrt.cli import failsafe  # noqa: F401
+from drtrt.cli import people  # noqa: F401
 from drtrt.cli import checks  # noqa: F401
 from drtrt.cli import validate  # noqa: F401
 from drtrt.cli import demo  # noqa: F401

@@ -16,9 +16,10 @@ def station(model: ModelOpt,
             data_dir: Annotated[Path, Opt("Station folder: the session store, photos, overlays, reports.", "DIR",
                                           show_default=False)],
             camera_dir: Annotated[Optional[Path], Opt("Folder the fundus camera writes into.", "DIR")] = None,
-            host: Annotated[str, Opt("Address to serve on; anything but 127.0.0.1 needs --pin.", "HOST")] = "127.0.0.1",
+            host: Annotated[str, Opt("Address to serve on; anything but 127.0.0.1 needs accounts or --pin.", "HOST")] = "127.0.0.1",
             port: Annotated[int, Opt("Port to serve on.", "PORT")] = 8080,
-            pin: Annotated[Optional[str], Opt("Operator PIN (digits; or DRTRT_STATION_PIN). Needed off localhost.",
+            pin: Annotated[Optional[str], Opt("Shared operator PIN (digits; or DRTRT_STATION_PIN), for a station without "
+                                              "accounts (drtrt accounts). Needed off localhost then.",
                                               "PIN")] = None,
             fields: Annotated[int, Opt("Photos per eye: 1 (any field) or 2 (disc- and macula-centred).", "N")] = 1,
             parity: Annotated[Optional[Path], Opt("`drtrt parity --json` record of this model, shown on the "
@@ -41,17 +42,22 @@ def station(model: ModelOpt,
                                          "SECONDS")] = 1.0,
             allow_unchecked_model: AllowUncheckedOpt = False) -> None:
     """Serve the screening station: patients, the photos each visit needs, results within seconds, reports."""
-    from drtrt.errors import ConfigError
+    from drtrt.clinic.accounts import Accounts
     from drtrt.clinic.session import SessionConfig
+    from drtrt.errors import ConfigError
     from drtrt.clinic.visits import Protocol
     from drtrt.station.security import is_loopback
     from drtrt.station.server import serve
     from drtrt.station.worker import WorkerConfig
 
     pin = pin or os.environ.get("DRTRT_STATION_PIN") or None
-    if not is_loopback(host) and not pin:
-        raise ConfigError(f"--host {host} lets other machines reach the station: give an operator PIN with --pin "
-                          "(or DRTRT_STATION_PIN), or keep the default 127.0.0.1")
+    people = Accounts(data_dir).exist()
+    if people and pin:
+        raise ConfigError(f"{data_dir} has accounts: people log in by name and PIN there, not by a shared PIN; "
+                          "start the station without --pin (and DRTRT_STATION_PIN)")
+    if not is_loopback(host) and not pin and not people:
+        raise ConfigError(f"--host {host} lets other machines reach the station: add accounts (drtrt accounts add) "
+                          "or give an operator PIN with --pin (or DRTRT_STATION_PIN), or keep the default 127.0.0.1")
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be 1-65535, found {port}")
     worker_cfg = WorkerConfig(model=model, data_dir=data_dir, camera_dir=camera_dir, protocol=Protocol(fields),

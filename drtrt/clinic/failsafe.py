@@ -26,6 +26,8 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 
+from drtrt.clinic import audit
+from drtrt.clinic.accounts import Actor
 from drtrt.clinic.pathways import NEEDS, Pathway, stored_pathway
 from drtrt.clinic.store import SessionStore
 from drtrt.clinic.verdicts import LABELS
@@ -160,9 +162,10 @@ def _action(row, need: str, verdict: str, words: str, recorded: list[Outcome], p
 
 
 def record_outcome(book: VisitBook, visit_id: int, outcome: str, person: str, then: str | None = None,
-                   reason: str | None = None, now: dt.datetime | None = None) -> Outcome:
+                   reason: str | None = None, now: dt.datetime | None = None, actor: Actor | None = None) -> Outcome:
     """Keep what ``person`` (by name) says happened to visit ``visit_id``'s open action (one of :data:`OUTCOMES`;
-    did_not_attend needs ``then``, a discharge needs ``reason``). Refused for a visit that needs nothing."""
+    did_not_attend needs ``then``, a discharge needs ``reason``). Refused for a visit that needs nothing.
+    ``actor``: who is logged in; the outcome is then an entry of the audit trail, in the same transaction."""
     person = " ".join((person or "").split())
     if not person or len(person) > MAX_PERSON or not person.isprintable():
         raise ConfigError(f"give the name of the person recording the outcome (at most {MAX_PERSON} characters)")
@@ -185,6 +188,10 @@ def record_outcome(book: VisitBook, visit_id: int, outcome: str, person: str, th
         book.store.execute("INSERT INTO action_outcomes(visit, need, outcome, then_what, reason, person, recorded) "
                            "VALUES (?, ?, ?, ?, ?, ?, ?)", (action.visit, action.need, outcome, then, reason, person,
                                                             stamp))
+        if actor is not None:
+            audit.append(book.store, actor, "outcome", visit=action.visit, patient=action.patient,
+                         details={"need": action.need, "outcome": outcome, "then": then, "reason": reason,
+                                  "person": person})
     return Outcome(action.visit, action.need, outcome, then, reason, person, stamp)
 
 

@@ -1,7 +1,7 @@
 """``session.db``'s layout, owned here: every table, a version per part, the forward migrations, and
 the meta keys a session keeps.
 
-Three parts, each with its own version so one can change without touching the others:
+Four parts, each with its own version so one can change without touching the others:
 
 - ``record``: ``meta`` (what the session keeps about itself, :data:`META_KEYS`), ``runs`` (each run
   of a command over the folder), ``images`` (one row per distinct image, keyed by SHA-256, holding
@@ -15,6 +15,7 @@ Three parts, each with its own version so one can change without touching the ot
 - ``failsafe``: ``action_outcomes`` (what a named person recorded about a visit that still needed
   something — letter sent, appointment booked, attended, treated, did not attend and then what;
   :mod:`.failsafe`). Rows are only added, never changed.
+- ``audit``: ``audit``, the hash-chained trail of who did what (:mod:`drtrt.clinic.audit`), append-only.
 
 A part's version is the number of its migrations applied (:data:`PARTS`); versions live in
 ``meta`` as ``schema.<part>``, and SQLite's ``user_version`` says how versions are kept
@@ -140,6 +141,24 @@ CREATE TABLE IF NOT EXISTS action_outcomes(id INTEGER PRIMARY KEY AUTOINCREMENT,
 CREATE INDEX IF NOT EXISTS action_outcomes_visit ON action_outcomes(visit)
 """
 
+# audit 1: the hash-chained trail (drtrt.clinic.audit); append-only, the triggers refuse any change
+_AUDIT_V1 = (
+    "CREATE TABLE IF NOT EXISTS audit(seq INTEGER PRIMARY KEY, time TEXT NOT NULL, person TEXT NOT NULL, "
+    "role TEXT NOT NULL, action TEXT NOT NULL, visit INTEGER, patient TEXT, image TEXT, details TEXT NOT NULL, "
+    "prev_hash TEXT NOT NULL, hash TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS audit_visit ON audit(visit, seq)",
+    "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit "
+    "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit "
+    "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END",
+)
+
+
+def _audit_trail(db: sqlite3.Connection) -> None:
+    """audit 1: the table and its triggers (statements one by one: a trigger's body holds a ';')."""
+    for statement in _AUDIT_V1:
+        db.execute(statement)
+
 
 # part → its migrations, oldest first; a part's version is how many have run. Add, never edit.
 # A migration may fill a column of another part's table from its own (visits 3 fills files.visit): parts
@@ -149,9 +168,10 @@ PARTS: dict[str, tuple[Migration, ...]] = {
     "visits": (_script(_VISITS_V1), _closed_verdicts_by_id, _visits_for_every_photo),
     "outbox": (_script(_OUTBOX_V1), _script(_OUTBOX_V2)),
     "failsafe": (_script(_FAILSAFE_V1),),
+    "audit": (_audit_trail,),
 }
 TABLES = {"record": ("meta", "runs", "images", "files"), "visits": ("patients", "visits", "captures", "camera_files"),
-          "outbox": ("exported", "outbox"), "failsafe": ("action_outcomes",)}
+          "outbox": ("exported", "outbox"), "failsafe": ("action_outcomes",), "audit": ("audit",)}
 
 
 @dataclass(frozen=True)
@@ -191,6 +211,8 @@ META_KEYS = {key.name: key for key in (
     MetaKey("station_active_visit", "the visit at the station's camera"),
     MetaKey("station_retake_reasons", "per open visit, the slot chosen for a retake and why (for its next photo)",
             json=True),
+    MetaKey("audit_head", "the audit trail's last entry: seq and hash (drtrt.clinic.audit), so removing the newest "
+                          "entries is found too", json=True),
 )}
 _VERSION_PREFIX = "schema."
 

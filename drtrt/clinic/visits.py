@@ -19,6 +19,9 @@ escalation words instead of the same quality advice again.
 
 A patient ID already registered is never renamed by registering it again: a different name or date
 of birth is refused (:class:`PatientConflict`) unless the change is confirmed.
+
+A change made by a person (``by``: an :class:`~drtrt.clinic.accounts.Actor`) writes its audit entry
+(:mod:`.audit`) in the change's own transaction: the record and the trail cannot diverge.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import json
 import time
 from dataclasses import replace
 
+from drtrt.clinic import audit
+from drtrt.clinic.accounts import Actor
 from drtrt.clinic.pathways import stored_pathway
 from drtrt.clinic.patients import EYES, MAX_PATIENT_ID, Patient, validate_birth_date, validate_name, validate_patient_id
 from drtrt.clinic.slots import (FIELDS, REFUSED, RETAKE_REASONS, PatientConflict, Protocol, Slot,  # noqa: F401 (API)
@@ -46,7 +51,7 @@ class VisitBook:
 
     # -- patients and visits --------------------------------------------------------------------
     def register(self, patient_id: str, name: str | None = None, birth_date: str | None = None,
-                 change: bool = False) -> Patient:
+                 change: bool = False, by: Actor | None = None) -> Patient:
         """Add a patient. An ID already registered keeps its name and date of birth: a value given where
         none is kept is added, a different one raises :class:`PatientConflict` unless ``change`` (the
         operator confirmed the change)."""
@@ -67,6 +72,8 @@ class VisitBook:
                                "name=COALESCE(excluded.name, name), "
                                "birth_date=COALESCE(excluded.birth_date, birth_date)",
                                (pid, name, birth_date, now()))
+            if by is not None:
+                audit.append(self.store, by, "register", patient=pid, details={"changed": bool(change and known)})
         return self.patient(pid)
 
     def patient(self, patient_id: str) -> Patient | None:
@@ -79,7 +86,7 @@ class VisitBook:
                                   "ORDER BY registered DESC LIMIT ?", (like, like, limit))
         return [Patient(r["id"], r["name"], r["birth_date"], r["registered"]) for r in rows]
 
-    def open_visit(self, patient_id: str, protocol: Protocol) -> int:
+    def open_visit(self, patient_id: str, protocol: Protocol, by: Actor | None = None) -> int:
         """A new visit for a registered patient, or the patient's visit still open (one at a time)."""
         if self.patient(patient_id) is None:
             raise ConfigError(f"patient {patient_id!r} is not registered")
@@ -87,10 +94,15 @@ class VisitBook:
             open_ = self.store.execute("SELECT id FROM visits WHERE patient=? AND closed IS NULL AND kind='station'",
                                        (patient_id,))
             if open_:
-                return int(open_[0]["id"])
-            self.store.execute("INSERT INTO visits(patient, protocol, opened) VALUES (?, ?, ?)",
-                               (patient_id, protocol.to_json(), now()))
-            return int(self.store.execute("SELECT last_insert_rowid() AS id")[0]["id"])
+                visit_id = int(open_[0]["id"])
+            else:
+                self.store.execute("INSERT INTO visits(patient, protocol, opened) VALUES (?, ?, ?)",
+                                   (patient_id, protocol.to_json(), now()))
+                visit_id = int(self.store.execute("SELECT last_insert_rowid() AS id")[0]["id"])
+            if by is not None:
+                audit.append(self.store, by, "open_visit", visit=visit_id, patient=patient_id,
+                             details={"fields": protocol.fields, "already_open": bool(open_)})
+            return visit_id
 
     def open_visit_of(self, patient_id: str) -> int:
         """The patient's visit open at the station (a photo is moved only into an open visit)."""
@@ -121,16 +133,22 @@ class VisitBook:
                                (patient_id, Protocol().to_json(), now(), study_uid or None, day))
             return int(self.store.execute("SELECT last_insert_rowid() AS id")[0]["id"])
 
-    def close_visit(self, visit_id: int) -> Visit:
+    def close_visit(self, visit_id: int, by: Actor | None = None) -> Visit:
+        """Close the visit with its verdict; by a person, audited as ``close``, or ``finish_anyway`` when
+        photos are still missing or refused (the slots named)."""
         visit = self.visit(visit_id)
         if visit.closed is None:
             with self.store.transaction():
+                if by is not None:
+                    open_slots = [s.name for s in visit.slots if s.state != "graded"]
+                    audit.append(self.store, by, "finish_anyway" if open_slots else "close", visit=visit_id,
+                                 patient=visit.patient.id, details={"verdict": visit.verdict, "not_graded": open_slots})
                 self.store.execute("UPDATE visits SET closed=?, verdict=? WHERE id=?",
                                    (now(), json.dumps({"verdict": visit.verdict, "words": visit.words}), visit_id))
                 self._keep_reason(visit_id, None)        # a retake chosen, never taken: nothing waits for it
         return self.visit(visit_id)
 
-    def set_target(self, visit_id: int, slot: str | None, reason: str | None = None) -> None:
+    def set_target(self, visit_id: int, slot: str | None, reason: str | None = None, by: Actor | None = None) -> None:
         """The slot the next photo fills (None: the first that needs one). Retaking a graded photo needs
         ``reason`` (:func:`retake_reason`), kept for the next capture in that slot."""
         visit = self.visit(visit_id)
@@ -143,6 +161,9 @@ class VisitBook:
         with self.store.transaction():
             self.store.execute("UPDATE visits SET target=? WHERE id=?", (slot, visit_id))
             self._keep_reason(visit_id, (slot, reason) if slot and reason else None)
+            if by is not None:
+                audit.append(self.store, by, "retake_chosen" if reason else "to_camera", visit=visit_id,
+                             patient=visit.patient.id, details={"slot": slot, "reason": reason})
 
     def _keep_reason(self, visit_id: int, pending: tuple[str, str] | None) -> None:
         """The retake reason waiting for the next capture of the visit's slot (meta ``station_retake_reasons``)."""
@@ -157,7 +178,7 @@ class VisitBook:
 
     # -- photos ---------------------------------------------------------------------------------
     def add_capture(self, visit_id: int, path: str, sha256: str, source: str, slot: str | None = None,
-                    reason: str | None = None) -> str:
+                    reason: str | None = None, by: Actor | None = None) -> str:
         """Put a photo into ``slot`` (default: the visit's target); a photo already filling the slot is
         marked replaced by this one, for ``reason`` (default: the one given when the retake was chosen,
         :meth:`set_target`). Returns the slot. The target moves to the next slot needing a photo."""
@@ -189,9 +210,14 @@ class VisitBook:
             self.store.execute("UPDATE visits SET target=NULL WHERE id=?", (visit_id,))
             if pending:
                 self._keep_reason(visit_id, None)
+            if by is not None:
+                replaced = [s.sha256 for s in visit.slots if s.name == slot and s.sha256]
+                audit.append(self.store, by, "capture", visit=visit_id, patient=visit.patient.id, image=sha256,
+                             details={"slot": slot, "source": source, "retake_of": replaced[0] if replaced else None,
+                                      "reason": reason})
         return slot
 
-    def move_capture(self, capture_id: int, visit_id: int, slot: str) -> None:
+    def move_capture(self, capture_id: int, visit_id: int, slot: str, by: Actor | None = None) -> None:
         """Move the photo of capture ``capture_id`` (one filling a slot, screened) into ``slot`` of open visit
         ``visit_id`` — the other eye, or another patient's visit. Its file's patient, eye and visit follow,
         so its result counts there and no longer where it was; a photo filling ``slot`` is replaced by it
@@ -217,6 +243,9 @@ class VisitBook:
             self.store.execute("UPDATE files SET patient=?, eye=?, visit=? WHERE path=?",
                                (target.patient.id, slot.split("/")[0], target.id, capture["path"]))
             self.store.execute("UPDATE visits SET target=NULL WHERE id IN (?, ?)", (capture["visit"], target.id))
+            if by is not None:
+                audit.append(self.store, by, "move", visit=target.id, patient=target.patient.id, image=capture["sha256"],
+                             details={"from_visit": capture["visit"], "from": capture["slot"], "to": slot})
 
     def unscreened(self) -> list[tuple[str, str, str, int]]:
         """(path, patient, eye, visit) of current captures the store holds no result for (a restart's to-do)."""

@@ -27,7 +27,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from drtrt.clinic import audit
+from drtrt.clinic.accounts import Actor
 from drtrt.clinic.store import SessionStore, now
+
+AUTOMATIC = Actor("drtrt (sending on its own: no visit finished by a person)", "system")
 
 DICOM_KINDS = ("sc", "sr")                  # immutable instances: one UID, one content
 
@@ -114,10 +118,16 @@ def items(store: SessionStore, status: str | None = None, due_by: float | None =
 
 
 def mark_sent(store: SessionStore, item: OutboxItem) -> None:
-    """The server confirmed the object: durable before the next one is sent."""
+    """The server confirmed the object: durable before the next one is sent, with its audit entry (``send``)
+    in the same transaction. Sending is automatic: the entry names the person who finished the visit the
+    object reports (the send is on their behalf), else :data:`AUTOMATIC`."""
     with store.transaction():
         store.execute("UPDATE outbox SET status='sent', attempts=attempts+1, last_error=NULL, sent_at=? "
                       "WHERE id=? AND sha256=?", (now(), item.id, item.sha256))
+        visit = (exported(store, item.uid) or {}).get("visit")
+        person = audit.last_person(store, visit, ("close", "finish_anyway")) if visit is not None else None
+        audit.append(store, person or AUTOMATIC, "send", visit=visit, patient=item.patient,
+                     details={"destination": item.destination, "kind": item.kind, "uid": item.uid, "automatic": True})
 
 
 def mark_failed(store: SessionStore, item: OutboxItem, error: str, retry_base: float, retry_max: float,

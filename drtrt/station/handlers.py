@@ -1,8 +1,9 @@
 """The station's request handlers, one per route (:data:`drtrt.station.app.ROUTES` maps the URLs).
 
 They reach the worker, the settings and the templates through the request (:func:`~.state.station_of`).
-The login and CSRF checks have happened before a handler runs, in :class:`~.middleware.OperatorGuard`,
-which leaves a POST's checked form in ``request.state.form``.
+The login, role and CSRF checks have happened before a handler runs, in :class:`~.middleware.OperatorGuard`,
+which leaves a POST's checked form in ``request.state.form`` and the person in ``request.state.actor``
+(:func:`~.state.actor_of`); every action passes that person on, and its audit entry names them.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from drtrt.clinic.visits import RETAKE_REASONS, PatientConflict, Protocol, Visit
 from drtrt.station import i18n
 from drtrt.station.dashboard import day_summary, disk_space, forward_state, model_state
 from drtrt.station.images import LAYER, SHA, lesion_colours, lesion_layer, photo_path, view_jpeg
-from drtrt.station.middleware import LOGIN_PATH
 from drtrt.station.security import csrf_token, image_kind
-from drtrt.station.state import Station, now_of, station_of
+from drtrt.clinic import audit
+from drtrt.clinic.accounts import Actor, may
+from drtrt.station.state import Station, actor_of, now_of, station_of
 from drtrt.validation_record import validation_why
 
 
@@ -49,11 +51,13 @@ class Page:
         """Template ``name`` with what every page shows: the model banner, the language, the live version."""
         worker = self.station.worker
         meta = worker.store.meta()
+        actor = getattr(self.request.state, "actor", None)          # None: nobody logged in (the login page)
         text = self.station.templates(self.language).get_template(name).render(
             csrf=self.csrf, language=self.language, languages=i18n.LANGUAGES, banner=model_banner(meta),
             gate=unchecked_model(meta), unvalidated=validation_why(meta),
             model=meta, path=self.request.url.path, version=worker.version, worker_failed=worker.failed,
-            login_needed=self.station.pins is not None, advice=ADVICE, **values)
+            login_needed=self.station.pins is not None or self.station.people is not None, advice=ADVICE,
+            actor=actor, may=lambda what: actor is not None and may(actor.role, what), **values)
         return HTMLResponse(text, status_code=status)
 
 
@@ -117,9 +121,10 @@ async def open_visit(request: Request) -> Response:
     values = {k: str(form.get(k) or "") for k in ("patient", "name", "birth_date", "fields")}
     try:
         fields = int(values["fields"] or worker.cfg.protocol.fields)
+        by = actor_of(request)
         patient = worker.book.register(values["patient"], values["name"], values["birth_date"],
-                                       change=form.get("change") == "yes")
-        visit_id = worker.book.open_visit(patient.id, Protocol(fields))
+                                       change=form.get("change") == "yes", by=by)
+        visit_id = worker.book.open_visit(patient.id, Protocol(fields), by=by)
     except PatientConflict as exc:        # an ID already registered: open theirs, or change it on purpose
         return page.render("new_patient.html", status=409, found=[], query="", fields=fields, error=None,
                            values=values, conflict=exc.patient)
@@ -157,33 +162,35 @@ async def report(request: Request) -> Response:
     """The printable report of one visit."""
     page = Page(request)
     station, visit = page.station, _requested_visit(request)
+    audit.append(station.worker.store, actor_of(request), "print", visit=visit.id, patient=visit.patient.id,
+                 details={"what": "the printable report was opened", "verdict": visit.closed_verdict or visit.verdict})
     return page.render("report.html", visit=visit, task=station.info.task, colours=lesion_colours(station.info.task),
                        printed=time.strftime("%Y-%m-%d %H:%M"), drtrt_version=__version__)
 
 
 # -- the visit page's buttons: each returns where the browser goes next ------------------------------
-async def _choose_slot(station: Station, visit: Visit, form: FormData) -> str:
+async def _choose_slot(station: Station, visit: Visit, form: FormData, by: Actor) -> str:
     """The slot the next photo fills; retaking a graded photo needs the reason chosen with it."""
     slot = str(form.get("slot") or "") or None
     graded = any(s.name == slot and s.state == "graded" for s in visit.slots)
     reason = retake_reason(str(form.get("reason") or ""), str(form.get("reason_text") or "")) if graded else None
-    station.worker.book.set_target(visit.id, slot, reason)
+    station.worker.book.set_target(visit.id, slot, reason, by=by)
     station.worker.set_active(visit.id)
     return f"/visits/{visit.id}"
 
 
-async def _attach(station: Station, visit: Visit, form: FormData) -> str:
+async def _attach(station: Station, visit: Visit, form: FormData, by: Actor) -> str:
     """A person says whose a waiting camera photo is: this visit's chosen slot."""
-    station.worker.attach_waiting(str(form.get("photo") or ""), visit.id, str(form.get("slot") or ""))
+    station.worker.attach_waiting(str(form.get("photo") or ""), visit.id, str(form.get("slot") or ""), by=by)
     return f"/visits/{visit.id}"
 
 
-async def _discard(station: Station, visit: Visit, form: FormData) -> str:
-    station.worker.discard_waiting(str(form.get("photo") or ""))
+async def _discard(station: Station, visit: Visit, form: FormData, by: Actor) -> str:
+    station.worker.discard_waiting(str(form.get("photo") or ""), by=by)
     return f"/visits/{visit.id}"
 
 
-async def _move(station: Station, visit: Visit, form: FormData) -> str:
+async def _move(station: Station, visit: Visit, form: FormData, by: Actor) -> str:
     """A photo of this visit to the other eye's slot, or to another patient's open visit (``patient``)."""
     book = station.worker.book
     capture = next((s for s in visit.slots if str(s.capture_id) == str(form.get("capture"))), None)
@@ -196,19 +203,19 @@ async def _move(station: Station, visit: Visit, form: FormData) -> str:
     if not fields:
         raise ConfigError("choose the eye the photo shows")
     same = f"{eye}/{capture.field_name}"
-    book.move_capture(capture.capture_id, target.id, same if same in fields else fields[0])
+    book.move_capture(capture.capture_id, target.id, same if same in fields else fields[0], by=by)
     return f"/visits/{target.id}"
 
 
-async def _to_camera(station: Station, visit: Visit, form: FormData) -> str:
-    station.worker.set_active(visit.id)
+async def _to_camera(station: Station, visit: Visit, form: FormData, by: Actor) -> str:
+    station.worker.set_active(visit.id, by=by)
     return f"/visits/{visit.id}"
 
 
-async def _close(station: Station, visit: Visit, form: FormData) -> str:
+async def _close(station: Station, visit: Visit, form: FormData, by: Actor) -> str:
     """Closes the visit, writes the patient's reports and sends the results soon: on to the report."""
     worker = station.worker
-    worker.book.close_visit(visit.id)
+    worker.book.close_visit(visit.id, by=by)
     if worker.active_visit() == visit.id:
         worker.set_active(None)
     worker.session.write_reports([visit.id])
@@ -217,7 +224,7 @@ async def _close(station: Station, visit: Visit, form: FormData) -> str:
     return f"/visits/{visit.id}/report"
 
 
-async def _upload(station: Station, visit: Visit, form: FormData) -> str:
+async def _upload(station: Station, visit: Visit, form: FormData, by: Actor) -> str:
     """A photo from the browser, through the same intake as the camera's once it is known to be one."""
     upload = form.get("photo")
     if upload is None or not hasattr(upload, "read"):
@@ -228,7 +235,7 @@ async def _upload(station: Station, visit: Visit, form: FormData) -> str:
         raise ConfigError("the file is too large for a fundus photo")
     if image_kind(data) is None:
         raise ConfigError("this file is not a photo (JPEG, PNG, TIFF, BMP or DICOM)")
-    station.worker.take(data, visit.id, source="upload", slot=str(form.get("slot") or "") or None)
+    station.worker.take(data, visit.id, source="upload", slot=str(form.get("slot") or "") or None, by=by)
     return f"/visits/{visit.id}"
 
 
@@ -243,7 +250,7 @@ async def visit_action(request: Request) -> Response:
     if action is None:
         raise HTTPException(404)
     try:
-        target = await action(station, visit, request.state.form)
+        target = await action(station, visit, request.state.form, actor_of(request))
     except ConfigError as exc:
         return RedirectResponse(f"/visits/{visit.id}?error={quote(Page(request)._(str(exc)))}", status_code=303)
     station.worker.changed()
@@ -286,7 +293,7 @@ async def waiting_image(request: Request) -> Response:
 async def discard_waiting(request: Request) -> Response:
     """The day's page discards a waiting camera photo (kept on disk, never taken)."""
     try:
-        station_of(request).worker.discard_waiting(request.path_params["sha"])
+        station_of(request).worker.discard_waiting(request.path_params["sha"], by=actor_of(request))
     except ConfigError as exc:
         return RedirectResponse(f"/?error={quote(Page(request)._(str(exc)))}", status_code=303)
     return RedirectResponse("/", status_code=303)
@@ -306,7 +313,7 @@ async def api_visit(request: Request) -> Response:
     return JSONResponse(_visit_json(_requested_visit(request)))
 
 
-# -- the operator ---------------------------------------------------------------------------------
+# -- the operator (logging in and out: :mod:`.people`) ------------------------------------------------
 async def set_language(request: Request) -> Response:
     """Keeps the operator's language in a cookie and goes back to the page, never to another site."""
     code = request.path_params["code"]
@@ -317,31 +324,6 @@ async def set_language(request: Request) -> Response:
     if code in i18n.LANGUAGES:
         response.set_cookie("lang", code, max_age=365 * 86400, samesite="strict", httponly=True)
     return response
-
-
-async def login(request: Request) -> Response:
-    """The PIN form; a right PIN starts the operator's session, wrong ones lock the client out for a while."""
-    page = Page(request)
-    pins = page.station.pins
-    if pins is None:
-        return RedirectResponse("/", status_code=303)
-    error = None
-    client = request.client.host if request.client else "?"
-    if request.method == "POST":
-        if pins.wait_s(client) == 0 and pins.check(client, str(request.state.form.get("pin") or "")):
-            request.session.clear()
-            request.session["operator"] = True
-            return RedirectResponse("/", status_code=303)
-        wait = pins.wait_s(client)
-        error = (page._("Too many wrong PINs: wait %(seconds)d seconds.", seconds=int(wait) + 1) if wait
-                 else page._("Wrong PIN."))
-    return page.render("login.html", status=401 if error else 200, error=error)
-
-
-async def logout(request: Request) -> Response:
-    """Ends the operator's session: the next person at the screen needs the PIN again."""
-    request.session.clear()
-    return RedirectResponse(LOGIN_PATH if station_of(request).pins is not None else "/", status_code=303)
 
 
 async def health(request: Request) -> Response:

@@ -10,6 +10,7 @@ needs no login.
 from __future__ import annotations
 
 import html
+import re
 from http import HTTPStatus
 
 from starlette.datastructures import FormData
@@ -19,13 +20,16 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from drtrt.clinic.accounts import NO_LOGIN, SHARED_PIN, Actor, may
 from drtrt.station import i18n
-from drtrt.station.security import PinGuard, csrf_ok, csrf_token
+from drtrt.station.security import AccountGuard, PinGuard, csrf_ok, csrf_token
 
 LOGIN_PATH = "/login"
 OPEN_PATHS = (LOGIN_PATH, "/health", "/lang/", "/static/")
 """What needs no login (an entry ending in "/" covers every path below it): the PIN form itself, the
 container's health check, the language switch, and the scripts, styles and icon the login page uses."""
+NEEDS = ((re.compile(r"/visits/\d+/audit"), "audit"),)
+"""Paths a role may be refused (:data:`drtrt.clinic.accounts.PERMISSIONS`); every other guarded path is "screen"."""
 _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
         "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 
@@ -64,8 +68,16 @@ def _has_route(scope: Scope) -> bool:
     return any(route.matches(scope)[0] is Match.FULL for route in scope["app"].routes)
 
 
+def needs(path: str) -> str:
+    """What a person must be allowed (:func:`drtrt.clinic.accounts.may`) to reach ``path``."""
+    return next((what for pattern, what in NEEDS if pattern.fullmatch(path)), "screen")
+
+
 class OperatorGuard:
-    """Login (when a PIN is set) and CSRF (every POST) before any handler runs.
+    """Login (with accounts, or when a PIN is set), the person's role, and CSRF (every POST) before any
+    handler runs. The person is left in ``request.state.actor`` (an :class:`~drtrt.clinic.accounts.Actor`):
+    with accounts, as the accounts file says now (a disabled account's session ends at its next
+    request); with the shared PIN, "shared PIN"; with no login at all (loopback), "no login".
 
     The open paths other than the login page never touch the session: the health check, the language
     switch and static files get no cookie. Everything else first gets its session's CSRF token, so even
@@ -73,9 +85,11 @@ class OperatorGuard:
     once its size is known to be acceptable, and left for the handler in ``request.state.form``.
     """
 
-    def __init__(self, app: ASGIApp, pins: PinGuard | None, max_upload_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, pins: PinGuard | None, max_upload_bytes: int,
+                 people: AccountGuard | None = None) -> None:
         self.app = app
         self.pins = pins
+        self.people = people
         self.max_upload_bytes = max_upload_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -98,10 +112,27 @@ class OperatorGuard:
 
     async def _check(self, request: Request) -> None:
         """Raises what the request is refused with: the way to the login page, 413 or 403."""
-        if self.pins is not None and not request.session.get("operator") and not is_open(request.url.path):
-            raise HTTPException(303, headers=dict(Location=LOGIN_PATH))
+        actor = self._actor(request)
+        request.state.actor = actor
+        if not is_open(request.url.path):
+            if actor is None:
+                raise HTTPException(303, headers=dict(Location=LOGIN_PATH))
+            if not may(actor.role, needs(request.url.path)):
+                raise HTTPException(403, "your role may not open this page")
         if request.method == "POST":
             request.state.form = await self._checked_form(request)
+
+    def _actor(self, request: Request) -> Actor | None:
+        """Who is logged in (None: nobody, and a login is needed)."""
+        if self.people is not None:
+            person = request.session.get("person")
+            actor = self.people.accounts.active(person) if isinstance(person, str) else None
+            if actor is None and person is not None:
+                request.session.clear()                   # disabled or removed since: log in again
+            return actor
+        if self.pins is not None:
+            return SHARED_PIN if request.session.get("operator") else None
+        return NO_LOGIN
 
     async def _checked_form(self, request: Request) -> FormData:
         """The POST's form: refused unread when declared too large, refused without its session's token."""

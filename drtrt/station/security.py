@@ -1,5 +1,5 @@
-"""The station's guards: the operator PIN (hashed, attempts rate-limited), CSRF tokens, and what
-the app accepts as an upload.
+"""The station's guards: the operator PIN or the people's accounts (hashed, attempts rate-limited),
+CSRF tokens, and what the app accepts as an upload.
 
 Starlette's SessionMiddleware signs the session cookie (itsdangerous); the rest is small enough to
 keep here: hashing is the standard library's scrypt, and a CSRF token is a random value kept in
@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from drtrt.clinic.accounts import Accounts, Actor
 from drtrt.errors import ConfigError
 from drtrt.fileio import atomic_write
 
@@ -39,15 +40,40 @@ def is_loopback(host: str) -> bool:
 
 
 @dataclass
-class PinGuard:
-    """The operator PIN, kept only as an scrypt hash; failed attempts per client lock it out for a
-    while that doubles with each further failure (5 free attempts, then 30 s, 60 s, … up to 1 h)."""
+class Lockout:
+    """Failed attempts per key (a client, an account name) lock it out for a while that doubles with
+    each further failure: 5 free attempts, then 30 s, 60 s, … up to 1 h."""
 
-    salt: bytes
-    digest: bytes
     free_attempts: int = 5
     _failures: dict[str, tuple[int, float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def wait_s(self, *keys: str) -> float:
+        """Seconds to wait before any of ``keys`` may try again (0: may try now)."""
+        with self._lock:
+            until = max((self._failures.get(key, (0, 0.0))[1] for key in keys), default=0.0)
+        return max(0.0, until - time.monotonic())
+
+    def record(self, ok: bool, *keys: str) -> None:
+        with self._lock:
+            for key in keys:
+                if ok:
+                    self._failures.pop(key, None)
+                    continue
+                count = self._failures.get(key, (0, 0.0))[0] + 1
+                extra = count - self.free_attempts
+                lock_s = 0.0 if extra < 0 else min(3600.0, 30.0 * 2**extra)
+                self._failures[key] = (count, time.monotonic() + lock_s)
+
+
+@dataclass
+class PinGuard:
+    """The shared operator PIN, kept only as an scrypt hash; failed attempts per client lock it out
+    (:class:`Lockout`)."""
+
+    salt: bytes
+    digest: bytes
+    lockout: Lockout = field(default_factory=Lockout)
 
     @staticmethod
     def _hash(pin: str, salt: bytes) -> bytes:
@@ -62,23 +88,39 @@ class PinGuard:
 
     def wait_s(self, client: str) -> float:
         """Seconds this client must wait before trying again (0: may try now)."""
-        with self._lock:
-            count, until = self._failures.get(client, (0, 0.0))
-        return max(0.0, until - time.monotonic())
+        return self.lockout.wait_s(client)
 
     def check(self, client: str, pin: str) -> bool:
         if self.wait_s(client) > 0:
             return False
         ok = hmac.compare_digest(self._hash(pin[:64], self.salt), self.digest)
-        with self._lock:
-            if ok:
-                self._failures.pop(client, None)
-            else:
-                count = self._failures.get(client, (0, 0.0))[0] + 1
-                extra = count - self.free_attempts
-                lock_s = 0.0 if extra < 0 else min(3600.0, 30.0 * 2**extra)
-                self._failures[client] = (count, time.monotonic() + lock_s)
+        self.lockout.record(ok, client)
         return ok
+
+
+@dataclass
+class AccountGuard:
+    """Log in by name and PIN or password (:class:`~drtrt.clinic.accounts.Accounts`). Failures lock out
+    both the client and the name tried (:class:`Lockout`): guessing one person's PIN from many clients
+    is as slow as from one."""
+
+    accounts: Accounts
+    lockout: Lockout = field(default_factory=Lockout)
+
+    @staticmethod
+    def _keys(client: str, name: str) -> tuple[str, str]:
+        return f"client:{client}", "name:" + " ".join(name.split()).casefold()
+
+    def wait_s(self, client: str, name: str) -> float:
+        return self.lockout.wait_s(*self._keys(client, name))
+
+    def check(self, client: str, name: str, secret: str) -> Actor | None:
+        """The person logging in, or None (wrong, disabled, or locked out for now)."""
+        if self.wait_s(client, name) > 0:
+            return None
+        actor = self.accounts.check(name, secret)
+        self.lockout.record(actor is not None, *self._keys(client, name))
+        return actor
 
 
 def session_secret(data_dir: Path) -> str:

@@ -1,5 +1,5 @@
 """What the station's handlers share, kept on ``app.state.station``: the settings, the worker, the
-operator PIN, the model's facts and the page templates.
+operator PIN or the accounts, the model's facts and the page templates.
 
 The handlers are plain module-level functions that find all of it through the request
 (:func:`station_of`), so each can be read, and tested, without the app that built them.
@@ -20,7 +20,8 @@ from drtrt.model_info import ModelInfo
 from drtrt.station import i18n
 from drtrt.station.dashboard import local_time
 from drtrt.station.forward import Forwarder
-from drtrt.station.security import MAX_UPLOAD_BYTES, PinGuard
+from drtrt.clinic.accounts import NO_LOGIN, Actor
+from drtrt.station.security import MAX_UPLOAD_BYTES, AccountGuard, PinGuard
 from drtrt.station.worker import StationWorker
 
 
@@ -61,6 +62,7 @@ class Station:
     worker: StationWorker
     forwarder: Forwarder | None            # sends results to a hospital, when one is configured
     pins: PinGuard | None                  # None: no PIN, no login (allowed on a loopback address only)
+    people: AccountGuard | None            # the station folder's accounts: people log in by name (then no PIN)
     info: ModelInfo
     parity: dict | None                    # the model's parity record, when given
     templates: Templates
@@ -75,3 +77,8 @@ def now_of(request: Request) -> dt.datetime:
     """The station's clock (aware, UTC): ``app.state.clock()`` where a test sets one, else now."""
     clock = getattr(request.app.state, "clock", None)
     return clock() if clock is not None else dt.datetime.now(dt.timezone.utc)
+
+
+def actor_of(request: Request) -> Actor:
+    """Who is doing this request (:class:`~.middleware.OperatorGuard` found them before the handler ran)."""
+    return getattr(request.state, "actor", None) or NO_LOGIN

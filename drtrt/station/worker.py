@@ -30,6 +30,8 @@ from pathlib import Path
 from drtrt.errors import ConfigError, DataError
 from drtrt.fileio import atomic_write
 from drtrt.messages import message
+from drtrt.clinic import audit
+from drtrt.clinic.accounts import Actor
 from drtrt.clinic.patients import Assignment
 from drtrt.clinic.session import MAX_FILE_BYTES, ScreeningSession, SessionConfig
 from drtrt.clinic.store import SessionRow
@@ -38,6 +40,7 @@ from drtrt.clinic.watch import SettleTracker, is_candidate, maybe_dicom
 from drtrt.station.security import image_kind
 
 _log = logging.getLogger("drtrt.station")
+UNKNOWN = Actor("unknown (nobody put the visit at the camera)", "unknown")
 
 
 @dataclass(frozen=True)
@@ -135,12 +138,22 @@ class StationWorker:
         open_ = self.store.execute("SELECT 1 FROM visits WHERE id=? AND closed IS NULL", (visit_id,))
         return visit_id if open_ else None
 
-    def set_active(self, visit_id: int | None) -> None:
-        self.store.set_meta("station_active_visit", visit_id)
+    def set_active(self, visit_id: int | None, by: Actor | None = None) -> None:
+        """Put ``visit_id`` at the camera (None: no visit); by a person: audited (``to_camera``), and the
+        camera's photos that then arrive name them."""
+        with self.store.transaction():
+            self.store.set_meta("station_active_visit", visit_id)
+            if by is not None and visit_id is not None:
+                audit.append(self.store, by, "to_camera", visit=visit_id)
         self.changed()
 
+    def at_camera(self, visit_id: int) -> Actor:
+        """Who put ``visit_id`` at the camera (the person a camera photo taken into it is audited under)."""
+        found = audit.last_person(self.store, visit_id, ("open_visit", "to_camera", "retake_chosen", "capture"))
+        return found or UNKNOWN
+
     # -- photos in --------------------------------------------------------------------------------
-    def take(self, data: bytes, visit_id: int, source: str, slot: str | None = None) -> str:
+    def take(self, data: bytes, visit_id: int, source: str, slot: str | None = None, by: Actor | None = None) -> str:
         """Keep ``data`` as a photo of visit ``visit_id`` (into ``slot`` or the visit's next one) and
         queue it for screening. Returns the slot. Raises ConfigError for what the operator must fix."""
         if len(data) > MAX_FILE_BYTES:
@@ -151,7 +164,7 @@ class StationWorker:
         if not path.exists():
             atomic_write(path, data)
         visit = self.book.visit(visit_id)
-        slot = self.book.add_capture(visit_id, str(path.resolve()), sha, source, slot)
+        slot = self.book.add_capture(visit_id, str(path.resolve()), sha, source, slot, by=by)
         self._todo.put((str(path.resolve()), Assignment(visit.patient.id, slot.split("/")[0], visit_id)))
         self.changed()
         return slot
@@ -195,7 +208,7 @@ class StationWorker:
                 self.changed()
                 continue
             try:
-                slot = self.take(data, visit_id, source=f"camera:{path.name}")
+                slot = self.take(data, visit_id, source=f"camera:{path.name}", by=self.at_camera(visit_id))
                 self._notice(path.name, message("→ %(slot)s", slot=slot))
             except ConfigError as exc:           # shown on the visit's page too: the operator must act
                 self._notice(path.name, str(exc), visit_id)
@@ -229,14 +242,14 @@ class StationWorker:
             raise ConfigError("the camera's file has changed: it is asked about again")
         return photo, data
 
-    def attach_waiting(self, photo_id: str, visit_id: int, slot: str) -> str:
+    def attach_waiting(self, photo_id: str, visit_id: int, slot: str, by: Actor | None = None) -> str:
         """A person says whose the waiting photo is: it goes into ``slot`` of visit ``visit_id``."""
         photo = self.waiting_photo(photo_id)
         if slot not in self.book.visit(visit_id).protocol.slots:
             raise ConfigError(f"no slot {slot!r} in this visit")
         photo, data = self._settle_waiting(photo_id)
         try:
-            slot = self.take(data, visit_id, source=f"camera:{photo.name}", slot=slot)
+            slot = self.take(data, visit_id, source=f"camera:{photo.name}", slot=slot, by=by)
         except ConfigError:
             with self._waiting_lock:               # still waiting: the person decides again
                 self._waiting[photo.id] = photo
@@ -244,10 +257,13 @@ class StationWorker:
         self.book.mark_camera_file(photo.name, photo.size, photo.mtime_ns, photo.id)
         return slot
 
-    def discard_waiting(self, photo_id: str) -> None:
+    def discard_waiting(self, photo_id: str, by: Actor | None = None) -> None:
         """A person says the waiting photo is nobody's here: kept on disk, never taken, not asked again."""
         photo, _ = self._settle_waiting(photo_id)
-        self.book.mark_camera_file(photo.name, photo.size, photo.mtime_ns, photo.id)
+        with self.store.transaction():
+            self.book.mark_camera_file(photo.name, photo.size, photo.mtime_ns, photo.id)
+            if by is not None:
+                audit.append(self.store, by, "discard", image=photo.id, details={"file": photo.name})
         self.changed()
 
     def _notice(self, name: str, message: str, visit_id: int | None = None) -> None:

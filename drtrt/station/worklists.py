@@ -14,19 +14,26 @@ from urllib.parse import quote, urlencode
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from drtrt.clinic.accounts import LOCAL, SHARED, Actor
 from drtrt.clinic.failsafe import OUTCOME_WORDS, OUTCOMES, THEN, open_actions, record_outcome
 from drtrt.clinic.recall import recall_csv, recall_list
 from drtrt.errors import ConfigError
 from drtrt.station.handlers import Page
-from drtrt.station.state import now_of, station_of
+from drtrt.station.state import actor_of, now_of, station_of
 
 RECALL_DAYS = 30                               # the recall page's default range: today and the next 30 days
 
 
 def operator_name(request: Request, form) -> str:
-    """Who records an outcome, by name. The station has one PIN for every operator and no accounts yet, so
-    the person types their name on the form; this is the one place to take it from an account instead."""
-    return str(form.get("person") or "")
+    """Who records an outcome, by name: the logged-in account's; with the shared PIN or no login the station
+    cannot know, so the person types their name on the form (and the audit trail keeps both)."""
+    actor = actor_of(request)
+    return actor.name if named(actor) else str(form.get("person") or "")
+
+
+def named(actor: Actor) -> bool:
+    """The person is a logged-in account (not the shared PIN, not the machine's no-login)."""
+    return actor.role not in (SHARED, LOCAL)
 
 
 async def actions_page(request: Request) -> Response:
@@ -34,7 +41,7 @@ async def actions_page(request: Request) -> Response:
     page = Page(request)
     overdue = request.query_params.get("overdue") == "1"
     found = open_actions(page.station.worker.book, now_of(request), overdue_only=overdue)
-    return page.render("actions.html", actions=found, overdue=overdue, outcomes=OUTCOMES, then=THEN,
+    return page.render("actions.html", ask_name=not named(actor_of(request)), actions=found, overdue=overdue, outcomes=OUTCOMES, then=THEN,
                        outcome_words=OUTCOME_WORDS, error=request.query_params.get("error"),
                        today=now_of(request).date())
 
@@ -46,7 +53,8 @@ async def outcome(request: Request) -> Response:
     outcome_, _, after = str(form.get("outcome") or "").partition(":")     # did_not_attend:rebook, …
     try:
         record_outcome(station.worker.book, request.path_params["visit_id"], outcome_, operator_name(request, form),
-                       then=after or None, reason=str(form.get("reason") or "") or None, now=now_of(request))
+                       then=after or None, reason=str(form.get("reason") or "") or None, now=now_of(request),
+                       actor=actor_of(request))
     except ConfigError as exc:
         return RedirectResponse(f"/actions?error={quote(Page(request)._(str(exc)))}#visit-"
                                 f"{request.path_params['visit_id']}", status_code=303)

@@ -79,9 +79,15 @@ MISSING_PATH = {
     ("validate", "register"): (["{missing}.yaml", "--key", "{tmp}/programme.key"], "cannot read the protocol"),
     ("validate", "run"): (["{missing}.yaml", "--sessions", "{tmp}", "--reads", "{tmp}/reads.csv", "--out", "{tmp}/out"],
                           "cannot read the protocol"),
+    ("accounts", "list"): (["--data-dir", "{missing}"], "no station folder"),
+    ("accounts", "disable"): (["Ana", "--data-dir", "{missing}"], "no station folder"),
+    ("accounts", "passwd"): (["Ana", "--data-dir", "{missing}"], "no station folder"),
+    ("audit", "verify"): (["{missing}"], "not a session folder"),
+    ("audit", "show"): (["{missing}"], "not a session folder"),
 }
 NO_INPUT_PATH = {("synth",): "writes a new folder", ("doctor",): "reads nothing", ("demo",): "makes its own data",
-                 ("validate",): "a group of commands", ("validate", "keygen"): "writes a new key pair"}
+                 ("validate",): "a group of commands", ("validate", "keygen"): "writes a new key pair",
+                 ("accounts",): "a group", ("audit",): "a group", ("accounts", "add"): "makes the station folder"}
 
 # Each command that screens, serves or bundles a model, with a model whose accuracy check against its
 # reference failed ({model}): refused before anything is screened, served or written — one line, exit 4

@@ -402,3 +402,58 @@ def test_a_returning_patient_gets_this_visits_result_not_last_years(server, fund
     last, this = (reports / f"patient-P-0300-visit-{url.rsplit('/', 1)[1]}.html" for url in (first, second))
     assert '<div class="verdict refer">refer</div>' in last.read_text()
     assert '<div class="verdict retake">ungradable — retake or refer' in this.read_text()
+
+
+def test_people_log_in_by_name_and_the_lead_reads_the_audit_trail(tiny_onnx, tmp_path):
+    """Accounts made with `drtrt accounts add` (the PIN on stdin): the name-and-PIN form, the lead's audit page
+    of a visit (in Spanish too), and a screener refused it — each page passes axe."""
+    camera, data = tmp_path / "camera", tmp_path / "station"
+    camera.mkdir()
+    for name, role, secret in (("Ana", "screener", "4821"), ("Ben Ortiz", "lead", "a long password")):
+        subprocess.run([sys.executable, "-m", "drtrt.cli", "accounts", "add", name, "--role", role, "--data-dir",
+                        str(data)], input=secret + "\n", text=True, check=True, capture_output=True, timeout=120)
+    station = Server(tiny_onnx, data, camera, tmp_path / "station.log")
+    station.start()
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
+
+            def log_in(name: str, secret: str):
+                page = browser.new_context(locale="en-GB").new_page()
+                page.goto(station.url + "/")
+                assert page.url.endswith("/login")
+                page.fill("input[name=name]", name)
+                page.fill("input[name=pin]", secret)
+                page.click("button[type=submit]")
+                return page
+
+            lead = log_in("Ben Ortiz", "wrong password")
+            assert "Wrong name or PIN" in lead.locator("main").inner_text()
+            assert_accessible(lead, "the name-and-PIN form after a wrong PIN")
+            lead.fill("input[name=name]", "Ben Ortiz")
+            lead.fill("input[name=pin]", "a long password")
+            lead.click("button[type=submit]")
+            lead.wait_for_url(station.url + "/")
+            assert "Ben Ortiz · programme lead" in lead.locator("#who").inner_text()
+            visit_url = new_visit(lead, station.url, "P-AUD", "Ana Pérez")
+            lead.click("#audit-link")
+            lead.wait_for_url("**/audit")
+            assert "The chain is intact" in lead.locator("#chain-state").inner_text()
+            rows = lead.locator("#audit-entries tbody tr")
+            assert rows.count() == 1 and "Ben Ortiz" in rows.first.inner_text()     # opened the visit
+            assert_accessible(lead, "the audit trail of a visit")
+            screenshot(lead, "audit.png")
+            lead.goto(f"{station.url}/lang/es?next={lead.url.split(station.url)[1]}")
+            assert "La cadena está intacta" in lead.locator("#chain-state").inner_text()
+            assert_accessible(lead, "the audit trail in Spanish")
+
+            screener = log_in("ana", "4821")
+            screener.wait_for_url(station.url + "/")
+            screener.goto(visit_url)
+            assert screener.locator("#audit-link").count() == 0
+            response = screener.goto(visit_url + "/audit")
+            assert response.status == 403 and "your role may not open this page" in screener.content()
+            assert_accessible(screener, "the audit page refused to a screener")
+            browser.close()
+    finally:
+        station.stop()

@@ -13,6 +13,7 @@ pytest.importorskip("highdicom", reason="sending results needs the integration e
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from orthanc_helpers import Orthanc  # noqa: E402
 
+from drtrt.clinic import audit  # noqa: E402
 from drtrt.clinic.visits import Protocol  # noqa: E402
 
 pytest.importorskip("starlette", reason="the station needs the station extra (pip install 'drtrt[station]')")
@@ -54,6 +55,9 @@ def test_finished_visits_reach_the_pacs_and_the_dashboard_counts_what_waits(tmp_
         wait_for(lambda: pending_count(worker.store) == 0, timeout=90, what="everything sent")
         uids = set(pacs.sop_uids())
         assert len(uids) >= 3                                 # the SR and an overlay per eye
+        sends = [e for e in audit.entries(worker.store) if e.action == "send"]    # each confirmed send is audited,
+        assert {e.details["uid"] for e in sends} == uids
+        assert {(e.person, e.visit) for e in sends} == {("no login (this machine)", int(visit))}  # for who finished
         assert "0 results waiting to be sent" in client.get("/").text
         before = len(pacs.instances())
         forwarder.now()
