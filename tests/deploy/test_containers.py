@@ -35,9 +35,10 @@ def test_recipe_is_the_station(dockerfile):
     assert 'VOLUME ["/models", "/cache", "/sessions", "/camera"]' in text
     assert 'ENTRYPOINT ["/usr/local/bin/station-entrypoint"]' in text and "station-health" in text
     assert "--groups video,render" in text and "DRTRT_CACHE_DIR=/cache" in text
-    # the entrypoint runs `drtrt watch` after `drtrt build` (DRTRT_PRECISION=fp16 converts the ONNX): onnx, no torch
+    # the entrypoint runs the station (or receive, watch) after `drtrt build` (DRTRT_PRECISION=fp16 converts
+    # the ONNX): the station's extras, onnx, no torch
     entrypoint = (ROOT / "deploy" / "jetson" / "station-entrypoint.sh").read_text()
-    assert '"/src/drtrt[gpu,convert]"' in text and "drtrt watch" in entrypoint
+    assert '"/src/drtrt[gpu,convert,station,integration]"' in text and "exec drtrt station" in entrypoint
 
 
 def test_health_check_follows_what_doctor_says(tmp_path):
@@ -103,12 +104,13 @@ def station(tmp_path):
     shutil.rmtree(top, ignore_errors=True)
 
 
-def entrypoint(station) -> subprocess.CompletedProcess:
+def entrypoint(station, **extra: str) -> subprocess.CompletedProcess:
     as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.getuid() == 0 else []
     if as_user and shutil.which("setpriv") is None:
         pytest.skip("running as root without setpriv: cannot run the entrypoint as a non-root user")
     env = {"PATH": f"{station['bin']}:/usr/bin:/bin", "DRTRT_CACHE_DIR": str(station["cache"]),
-           "DRTRT_SESSIONS_DIR": str(station["sessions"]), "DRTRT_MODELS_DIR": str(station["models"])}
+           "DRTRT_SESSIONS_DIR": str(station["sessions"]), "DRTRT_MODELS_DIR": str(station["models"]),
+           "DRTRT_STATION_PIN": "4821", **extra}
     return subprocess.run([*as_user, "bash", str(station["script"])],
                           capture_output=True, text=True, timeout=60, env=env)
 
@@ -132,9 +134,33 @@ def test_entrypoint_without_the_nvidia_runtime_says_so_in_one_line(station):
 
 def test_entrypoint_with_its_checks_passed_builds_into_the_cache_and_watches(station):
     (station["top"] / "tensorrt-mounted").touch()
-    proc = entrypoint(station)
+    proc = entrypoint(station, DRTRT_SERVICE="watch")
     assert proc.returncode == 0, proc.stderr
     calls = station["calls"].read_text().splitlines()
     assert calls[0].startswith(f"drtrt build --onnx {station['models']}/model.onnx --out {station['cache']}/model.engine")
     assert calls[-1].startswith(f"drtrt watch /camera --model {station['cache']}/model.engine "
                                 f"--out {station['sessions']}/station")
+
+
+def test_the_container_runs_the_station_by_default_and_receive_when_asked(station):
+    (station["top"] / "tensorrt-mounted").touch()
+    engine, sessions = f"{station['cache']}/model.engine", station["sessions"]
+    proc = entrypoint(station)
+    assert proc.returncode == 0, proc.stderr
+    assert station["calls"].read_text().splitlines()[-1] == (
+        f"drtrt station --model {engine} --data-dir {sessions}/station --camera-dir /camera --host 0.0.0.0 --port 8080")
+    proc = entrypoint(station, DRTRT_SERVICE="receive", DRTRT_AE_TITLE="FUNDUS1")
+    assert proc.returncode == 0, proc.stderr
+    assert station["calls"].read_text().splitlines()[-1] == (
+        f"drtrt receive --out {sessions}/station --model {engine} --ae-title FUNDUS1 --host 0.0.0.0 --port 11112")
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"DRTRT_STATION_PIN": ""}, "the station needs an operator PIN"),
+    ({"DRTRT_SERVICE": "kiosk"}, "DRTRT_SERVICE must be station, receive or watch, found 'kiosk'"),
+])
+def test_a_station_nobody_answers_for_or_an_unknown_service_is_one_line(station, extra, message):
+    (station["top"] / "tensorrt-mounted").touch()
+    proc = entrypoint(station, **extra)
+    assert proc.returncode == 3 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert message in proc.stderr and station["calls"].read_text() == ""
