@@ -33,7 +33,7 @@ from drtrt.task import TaskSpec
 from drtrt.validation_record import validation_of
 
 Translate = Callable[[str], str]
-_CSS = """
+CSS = """
 @page { size: A4; margin: 14mm; }
 * { box-sizing: border-box; }
 body { font: 10.5pt/1.4 "DejaVu Sans", Arial, sans-serif; color: #111; margin: 0 auto; max-width: 182mm; }
@@ -147,7 +147,7 @@ def letter_html(referral: Referral, meta: dict[str, str], folder: Path, task: Ta
             f'<p class="sign">{_esc(tr(message("Sent by (name, signature, date):")))} ____________________________</p>')
     title = tr(message("Referral letter — patient %(patient)s", patient=v.patient))
     return (f'<!DOCTYPE html>\n<html lang="{_esc(language)}"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
             f"<body>{body}</body></html>\n")
 
 

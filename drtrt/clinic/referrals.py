@@ -6,12 +6,15 @@ the timescale from the session's pathway, and the due date as the failsafe count
 from the day the visit opened, or from the day a *did not attend → rebook* was recorded).
 
 A visit the station still has open is not a referral yet: its verdict may still change with the next
-photo, so no letter is written for it (:func:`find_referral` says to close it first).
+photo, so no letter is written for it (:func:`find_referral` says to close it first); nor for a visit
+that closed with another verdict than its photos now give (a result came in after it closed: the failsafe
+asks a person to read it).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 
 from drtrt.clinic.failsafe import outcomes
@@ -64,11 +67,14 @@ def referral_of(store: SessionStore, verdict: PatientVerdict, pathway: Pathway |
     pathway = pathway or stored_pathway(store.meta())
     row = None
     if verdict.visit is not None:
-        found = store.execute("SELECT v.opened, v.closed, v.kind, p.name FROM visits v LEFT JOIN patients p "
+        found = store.execute("SELECT v.opened, v.closed, v.kind, v.verdict, p.name FROM visits v LEFT JOIN patients p "
                               "ON p.id = v.patient WHERE v.id=?", (verdict.visit,))
         row = found[0] if found else None
     if row is not None and row["kind"] == "station" and row["closed"] is None:
-        return None
+        return None                          # open: the next photo may change it
+    if row is not None and row["closed"] is not None and \
+            json.loads(row["verdict"] or "{}").get("verdict") != verdict.verdict:
+        return None                          # closed with another verdict (a result came in after): a person reads it
     opened = row["opened"] if row is not None else visit_date(verdict)
     start = dt.date.fromisoformat(opened[:10])
     if verdict.visit is not None:            # did not attend → rebook: the timescale starts again that day
@@ -97,8 +103,8 @@ def find_referral(store: SessionStore, patient: str, visit: int | None = None) -
     if found is None:
         where = "" if chosen.visit is None else f"visit {chosen.visit} of "
         if chosen.verdict in URGENCIES:
-            raise ConfigError(f"{where}patient {patient!r} is still open at the station: close it before its "
-                              "referral letter is written")
+            raise ConfigError(f"{where}patient {patient!r} is open at the station, or closed with another verdict "
+                              "than its photos now give: close it, or have a person read it, before a letter")
         raise ConfigError(f"{where}patient {patient!r} is not a referral (its verdict: {chosen.words}); a letter is "
                           "written only for refer or refer urgently")
     return found
