@@ -54,6 +54,9 @@ img { display: block; max-width: 100%; max-height: 42mm; margin: 1mm 0; border: 
 """
 _EYES = {"right": message("Right eye (OD)"), "left": message("Left eye (OS)"),
          "unspecified": message("Eye not recorded")}
+_WORDS = {"not_clinical": message("NOT FOR CLINICAL USE"), "title": message("Referral: diabetic eye screening"),
+          "findings": message("Findings"), "sent_by": message("Sent by (name, signature, date):"),
+          "not_diagnosis": message("Automated screening result: not a diagnosis; a clinician confirms every referral.")}
 _GATE = {"failed": message("THIS MODEL FAILED ITS ACCURACY CHECK"), "unchecked": message("THIS MODEL WAS NEVER CHECKED"),
          "never_checked": message("THIS MODEL WAS NEVER CHECKED")}
 
@@ -77,11 +80,12 @@ def _lesions(eye: EyeVerdict, task: TaskSpec, tr: Translate) -> str:
 def _eye(eye: EyeVerdict, folder: Path, task: TaskSpec, tr: Translate) -> str:
     parts = [f"<h2>{_esc(tr(_EYES.get(eye.eye, eye.eye)))}</h2><p><b>{_esc(tr(eye.words))}</b></p>"]
     if eye.gradable:
+        said = []
         if eye.r or eye.grade is not None:
-            grade = eye.r or tr(task.grade_names[eye.grade])
-            parts.append(f"<p>{_esc(tr(message('Retinopathy (R): %(grade)s', grade=grade)))}</p>")
-        parts.append(f"<p>{_esc(tr(message('Maculopathy (M): %(words)s', words=eye.m_words or eye.m or '')))}</p>")
-        parts.append(f"<p>{_esc(tr(message('Lesions: %(list)s', list=_lesions(eye, task, tr))))}</p>")
+            said.append(message("Retinopathy (R): %(grade)s", grade=eye.r or task.grade_names[eye.grade]))
+        said.append(message("Maculopathy (M): %(words)s", words=eye.m_words or eye.m or ""))
+        said.append(message("Lesions: %(list)s", list=_lesions(eye, task, tr)))
+        parts += [f"<p>{_esc(tr(text))}</p>" for text in said]
     for row in eye.images:
         source = row.record.get("overlay") or row.record.get("thumbnail")
         uri = embed_image(folder / source, max_side=420) if source else None
@@ -114,11 +118,11 @@ def _banners(meta: dict[str, str], tr: Translate) -> str:
     name = meta.get("model_name", "?")
     out = []
     if status := unchecked_model(meta):
-        out.append(f"{tr(_GATE[status])} — " + tr(message(
-            "model %(name)s was not shown to agree with its reference: results are not reliable.", name=name)))
+        why = message("model %(name)s was not shown to agree with its reference: results are not reliable.", name=name)
+        out.append(f"{tr(_GATE[status])} — {tr(why)}")
     if validation_of(meta) is None:
-        out.append(f"{tr(message('NOT FOR CLINICAL USE'))} — " + tr(message(
-            "model %(name)s is not a validated clinical model: a clinician must read every photo.", name=name)))
+        why = message("model %(name)s is not a validated clinical model: a clinician must read every photo.", name=name)
+        out.append(f"{tr(_WORDS['not_clinical'])} — {tr(why)}")
     return "".join(f'<div class="banner">{_esc(text)}</div>' for text in out)
 
 
@@ -137,14 +141,14 @@ def letter_html(referral: Referral, meta: dict[str, str], folder: Path, task: Ta
             (message("Screened"), referral.opened[:10]), (message("Refer to"), tr(referral.destination)),
             (message("Letter written"), now()[:10])]
     table = "".join(f"<tr><th>{_esc(tr(k))}</th><td>{_esc(val)}</td></tr>" for k, val in rows)
-    body = (f'{toolbar}{_banners(meta, tr)}<h1>{_esc(tr(message("Referral: diabetic eye screening")))}</h1>'
+    w = {key: _esc(tr(text)) for key, text in _WORDS.items()}
+    body = (f'{toolbar}{_banners(meta, tr)}<h1>{w["title"]}</h1>'
             f'<table class="meta">{table}</table>'
             f'<div class="urgency{"" if referral.urgent else " routine"}">{_esc(urgency)} — {_esc(due)}</div>'
-            f'<h2>{_esc(tr(message("Findings")))}</h2><p><b>{_esc(tr(v.words))}</b></p>{note}{caveat}'
+            f'<h2>{w["findings"]}</h2><p><b>{_esc(tr(v.words))}</b></p>{note}{caveat}'
             f'<div class="eyes">{"".join(_eye(e, folder, task, tr) for e in v.eyes.values())}</div>'
             f'{_provenance(referral, meta, tr)}'
-            f'<p class="sign">{_esc(tr(message("Automated screening result: not a diagnosis; a clinician confirms every referral.")))}</p>'
-            f'<p class="sign">{_esc(tr(message("Sent by (name, signature, date):")))} ____________________________</p>')
+            f'<p class="sign">{w["not_diagnosis"]}</p><p class="sign">{w["sent_by"]} ____________________________</p>')
     title = tr(message("Referral letter — patient %(patient)s", patient=v.patient))
     return (f'<!DOCTYPE html>\n<html lang="{_esc(language)}"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'

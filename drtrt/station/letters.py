@@ -47,15 +47,19 @@ def _referral(page: Page, visit_id: int) -> Referral:
         raise HTTPException(409, str(exc)) from None
 
 
+_WORDS = {"back": message("Back to open actions"), "pdf": message("Download PDF"), "name": message("Your name"),
+          "sent": message("Record: letter sent"),
+          "nothing": message("Printing records nothing: say here when the letter was sent.")}
+
+
 def _toolbar(page: Page, referral: Referral) -> str:
-    e = html.escape
-    return (f'<div class="toolbar"><a href="/actions#visit-{referral.visit}">{e(page._(message("Back to open actions")))}'
-            f'</a> · <a href="/visits/{referral.visit}/letter.pdf" id="letter-pdf">{e(page._(message("Download PDF")))}'
-            f'</a><form method="post" action="/actions/{referral.visit}/outcome" id="letter-sent">'
-            f'<input type="hidden" name="csrf" value="{e(page.csrf)}"><input type="hidden" name="outcome" '
-            f'value="letter_sent"><label>{e(page._(message("Your name")))} <input name="person" maxlength="80" '
-            f'required></label> <button type="submit">{e(page._(message("Record: letter sent")))}</button></form>'
-            f"<small>{e(page._(message('Printing records nothing: say here when the letter was sent.')))}</small></div>")
+    w = {key: html.escape(page._(text)) for key, text in _WORDS.items()}
+    return (f'<div class="toolbar"><a href="/actions#visit-{referral.visit}">{w["back"]}</a> · '
+            f'<a href="/visits/{referral.visit}/letter.pdf" id="letter-pdf">{w["pdf"]}</a>'
+            f'<form method="post" action="/actions/{referral.visit}/outcome" id="letter-sent">'
+            f'<input type="hidden" name="csrf" value="{html.escape(page.csrf)}"><input type="hidden" name="outcome" '
+            f'value="letter_sent"><label>{w["name"]} <input name="person" maxlength="80" required></label> '
+            f'<button type="submit">{w["sent"]}</button></form><small>{w["nothing"]}</small></div>')
 
 
 def _letter(page: Page, referral: Referral, toolbar: str = "") -> str:
