@@ -57,7 +57,8 @@ _EYES = {"right": message("Right eye (OD)"), "left": message("Left eye (OS)"),
 _WORDS = {"not_clinical": message("NOT FOR CLINICAL USE"), "title": message("Referral: diabetic eye screening"),
           "findings": message("Findings"), "sent_by": message("Sent by (name, signature, date):"),
           "not_diagnosis": message("Automated screening result: not a diagnosis; a clinician confirms every referral.")}
-_GATE = {"failed": message("THIS MODEL FAILED ITS ACCURACY CHECK"), "unchecked": message("THIS MODEL WAS NEVER CHECKED"),
+_GATE = {"failed": message("THIS MODEL FAILED ITS ACCURACY CHECK"),
+         "unchecked": message("THIS MODEL WAS NEVER CHECKED"),
          "never_checked": message("THIS MODEL WAS NEVER CHECKED")}
 
 

@@ -85,4 +85,5 @@ async def letter_pdf(request: Request) -> Response:
     except DataError as exc:
         return Response(str(exc), status_code=503, media_type="text/plain; charset=utf-8")
     name = letters.letter_name(referral, ".pdf")
-    return Response(data, media_type="application/pdf", headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return Response(data, media_type="application/pdf",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})

@@ -36,7 +36,8 @@ def book(tmp_path):
     book = VisitBook(store)
     clinic(book)
     make_visit(book, "U2", "2026-03-01T12:00", {"right": 3, "left": 0}, name="Ana Ávila",
-               extra={"overlay": "overlays/u2.png", "lesions": {"HE": {"count": 7, "area_px": 900, "area_fov_pct": 0.4}},
+               extra={"overlay": "overlays/u2.png",
+                      "lesions": {"HE": {"count": 7, "area_px": 900, "area_fov_pct": 0.4}},
                       "macula": {"m": "M0"}})
     yield book
     store.close()
@@ -68,7 +69,8 @@ def test_the_letter_in_spanish(book):
     page = letter(book, "U2", "es")
     assert '<html lang="es">' in page
     for said in ("Derivación URGENTE", "debe ser atendido antes del 2026-03-15", "Derivar a",
-                 "servicio de oftalmología del hospital — consulta urgente", "Ojo derecho (OD)", "remitir con urgencia",
+                 "servicio de oftalmología del hospital — consulta urgente", "Ojo derecho (OD)",
+                 "remitir con urgencia",
                  "Hallazgos", "NO APTO PARA USO CLÍNICO", "Lecturas humanas: ninguna registrada"):
         assert said in page, said
     for english in ("Findings", "URGENT referral", "Refer to", "Human reads", "Right eye"):

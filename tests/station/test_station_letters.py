@@ -28,7 +28,8 @@ def test_open_actions_link_each_referral_to_its_letter(clinic_station):
     client, _, visits = clinic_station
     page = client.get("/actions").text
     for patient in ("U1", "R1"):
-        assert f'href="/visits/{visits[patient]}/letter"' in page and f'href="/visits/{visits[patient]}/letter.pdf"' in page
+        assert f'href="/visits/{visits[patient]}/letter"' in page
+        assert f'href="/visits/{visits[patient]}/letter.pdf"' in page
     assert f'/visits/{visits["G1"]}/letter' not in page                 # ungradable: not a referral
     assert f'href="/visits/{visits["U1"]}/letter" id="letter-link"' in client.get(f"/visits/{visits['U1']}").text
 
