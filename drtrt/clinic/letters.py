@@ -54,6 +54,9 @@ img { display: block; max-width: 100%; max-height: 42mm; margin: 1mm 0; border: 
 """
 _EYES = {"right": message("Right eye (OD)"), "left": message("Left eye (OS)"),
          "unspecified": message("Eye not recorded")}
+_GATE_STATUS = {"passed": message("passed"), "failed": message("failed"), "unchecked": message("not checked"),
+                "never_checked": message("never checked"), "not_recorded": message("not recorded"),
+                "unreadable": message("unreadable")}
 _WORDS = {"not_clinical": message("NOT FOR CLINICAL USE"), "title": message("Referral: diabetic eye screening"),
           "findings": message("Findings"), "sent_by": message("Sent by (name, signature, date):"),
           "not_diagnosis": message("Automated screening result: not a diagnosis; a clinician confirms every referral.")}
@@ -98,9 +101,10 @@ def _eye(eye: EyeVerdict, folder: Path, task: TaskSpec, tr: Translate) -> str:
 def _provenance(referral: Referral, meta: dict[str, str], tr: Translate) -> str:
     name, sha = meta.get("model_name", "?"), meta.get("model_sha256", "")
     try:
-        gate = json.loads(meta.get("model_gate") or "{}").get("status") or "not recorded"
+        gate = json.loads(meta.get("model_gate") or "{}").get("status") or "not_recorded"
     except (ValueError, AttributeError):
         gate = "unreadable"
+    gate = _GATE_STATUS.get(gate, gate)
     record = validation_of(meta)
     lines = [tr(message("Model: %(name)s, sha256 %(sha)s", name=name, sha=sha)),
              tr(message("Accuracy check against its reference: %(status)s", status=gate)),
