@@ -71,7 +71,8 @@ def test_the_letter_in_spanish(book):
     for said in ("Derivación URGENTE", "debe ser atendido antes del 2026-03-15", "Derivar a",
                  "servicio de oftalmología del hospital — consulta urgente", "Ojo derecho (OD)",
                  "remitir con urgencia",
-                 "Hallazgos", "NO APTO PARA USO CLÍNICO", "Lecturas humanas: ninguna registrada"):
+                 "Hallazgos", "NO APTO PARA USO CLÍNICO", "Lecturas humanas: ninguna registrada",
+                 "Comprobación de exactitud frente a su referencia: no registrado"):
         assert said in page, said
     for english in ("Findings", "URGENT referral", "Refer to", "Human reads", "Right eye"):
         assert english not in page, english
