@@ -54,12 +54,12 @@ _WORDS = {"back": message("Back to open actions"), "pdf": message("Download PDF"
 
 def _toolbar(page: Page, referral: Referral) -> str:
     w = {key: html.escape(page._(text)) for key, text in _WORDS.items()}
-    return (f'<div class="toolbar"><a href="/actions#visit-{referral.visit}">{w["back"]}</a> · '
+    return (f'<nav class="toolbar"><a href="/actions#visit-{referral.visit}">{w["back"]}</a> · '
             f'<a href="/visits/{referral.visit}/letter.pdf" id="letter-pdf">{w["pdf"]}</a>'
             f'<form method="post" action="/actions/{referral.visit}/outcome" id="letter-sent">'
             f'<input type="hidden" name="csrf" value="{html.escape(page.csrf)}"><input type="hidden" name="outcome" '
             f'value="letter_sent"><label>{w["name"]} <input name="person" maxlength="80" required></label> '
-            f'<button type="submit">{w["sent"]}</button></form><small>{w["nothing"]}</small></div>')
+            f'<button type="submit">{w["sent"]}</button></form><small>{w["nothing"]}</small></nav>')
 
 
 def _letter(page: Page, referral: Referral, toolbar: str = "") -> str:
