@@ -153,7 +153,8 @@ def letter_html(referral: Referral, meta: dict[str, str], folder: Path, task: Ta
             f'<h2>{w["findings"]}</h2><p><b>{_esc(tr(v.words))}</b></p>{note}{caveat}'
             f'<div class="eyes">{"".join(_eye(e, folder, task, tr) for e in v.eyes.values())}</div>'
             f'{_provenance(referral, meta, tr)}'
-            f'<p class="sign">{w["not_diagnosis"]}</p><p class="sign">{w["sent_by"]} ____________________________</p></main>')
+            f'<p class="sign">{w["not_diagnosis"]}</p>'
+            f'<p class="sign">{w["sent_by"]} ____________________________</p></main>')
     title = tr(message("Referral letter — patient %(patient)s", patient=v.patient))
     return (f'<!DOCTYPE html>\n<html lang="{_esc(language)}"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'

@@ -95,7 +95,8 @@ def test_chromium_applies_the_letter_style_under_its_policy_and_prints_no_bar(cl
             assert tab.locator(".toolbar").is_visible()
             tab.emulate_media(media="print")
             assert not tab.locator(".toolbar").is_visible()              # the bar is for the screen only
-            axe = pytest.importorskip("axe_playwright_python.sync_playwright", reason="axe-playwright-python (test extra)")
+            axe = pytest.importorskip("axe_playwright_python.sync_playwright",
+                                      reason="axe-playwright-python is not installed (test extra)")
             plain = browser.new_page()
             plain.set_content(answer.text)                               # axe's script needs no policy in its way
             found = axe.Axe().run(plain)
