@@ -16,9 +16,9 @@ def at(stamp: str) -> dt.datetime:
 
 
 def make_visit(book: VisitBook, patient: str, opened: str, eyes: dict[str, int | str], close: bool = True,
-               name: str | None = None) -> int:
+               name: str | None = None, extra: dict | None = None) -> int:
     """A station visit of ``patient`` opened at ``opened`` (UTC, "YYYY-MM-DDTHH:MM"); ``eyes``: eye → grade, or
-    "ungradable"; closed (an hour later) unless ``close`` is False."""
+    "ungradable"; closed (an hour later) unless ``close`` is False; ``extra``: more keys of every photo's record."""
     book.register(patient, name)
     visit = book.open_visit(patient, Protocol(1))
     for eye, grade in eyes.items():
@@ -28,7 +28,7 @@ def make_visit(book: VisitBook, patient: str, opened: str, eyes: dict[str, int |
         graded = grade != "ungradable"
         record = {"status": "graded" if graded else "ungradable", "grade": grade if graded else None,
                   "referable": (grade >= 2) if graded else None, "lesions": {},
-                  "reason": None if graded else "blurred — refocus, hold still and retake"}
+                  "reason": None if graded else "blurred — refocus, hold still and retake", **(extra or {})}
         book.store.record_image(sha, record, FileEntry(path, sha, 1, 1, patient, eye, "screened", visit=visit),
                                 run_id=1)
     if close:

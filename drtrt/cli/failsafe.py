@@ -109,3 +109,40 @@ def export_visits(session: SessionArg,
         raise DataError(f"cannot write {out} ({exc.strerror or exc})") from None
     console.print(f"{text.count(chr(10)) - 1} visit(s) from {start} to {end} written to {out}", highlight=False,
                   soft_wrap=True)
+
+
+@command()
+def letter(session: SessionArg,
+           patient: Annotated[str, Opt("The patient ID.", "ID", "--patient")],
+           out: Annotated[Path, Opt("The letter to write: .html (print view) or .pdf.", "FILE", "--out")],
+           visit: Annotated[Optional[int], Opt("The visit (default: the patient's latest).", "N", "--visit")] = None,
+           lang: Annotated[str, Opt("The letter's language: en or es.", "CODE", "--lang")] = "en") -> None:
+    """The referral letter of a visit whose verdict is refer or refer urgently: destination, urgency and due
+    date from the pathway, findings in words, pictures, model and reader provenance; A4, as HTML or PDF.
+    Writing it records nothing: "letter sent" is recorded by a named person at the station's Actions page."""
+    from drtrt.clinic.letters import letter_html
+    from drtrt.clinic.referrals import find_referral
+    from drtrt.errors import ConfigError, DataError
+    from drtrt.fileio import atomic_write
+    from drtrt.station.i18n import LANGUAGES, translator
+
+    if lang not in LANGUAGES:
+        raise ConfigError(f"--lang must be one of {', '.join(LANGUAGES)}, found {lang!r}")
+    if out.suffix.lower() not in (".html", ".pdf"):
+        raise ConfigError(f"--out must end in .html or .pdf, found {out.name!r}")
+    store, _ = _book(session)
+    with store:
+        referral = find_referral(store, patient, visit)
+        page = letter_html(referral, store.meta(), session, store.task(), translator(lang), lang)
+    data: str | bytes = page
+    if out.suffix.lower() == ".pdf":
+        from drtrt.clinic.letter_pdf import html_to_pdf
+
+        data = html_to_pdf(page)
+    try:
+        atomic_write(out, data)
+    except OSError as exc:
+        raise DataError(f"cannot write {out} ({exc.strerror or exc})") from None
+    kind = "urgent" if referral.urgent else "routine"
+    console.print(f"{kind} referral of {patient} (visit {referral.visit}) to {referral.destination}, due "
+                  f"{referral.due.isoformat()}: letter written to {out}", highlight=False, soft_wrap=True)

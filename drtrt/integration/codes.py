@@ -82,7 +82,9 @@ LOCAL = {
     "model-sha256": "Model SHA-256",
     "software-version": "Software version",
     "validation": "Clinical validation",
+    "referral": "Referral from diabetic eye screening",
 }
+PATIENT_REFERRAL = ("3457005", "Patient referral")      # SNOMED CT: the ServiceRequest's category
 
 
 def is_icdr(task: TaskSpec) -> bool:

@@ -20,6 +20,13 @@ name, type and cardinality in R4 4.0.1 as in R4B 4.3.0, so the Bundle is R4 as t
   the patient's verdict and the model statement as conclusion, the DICOM SR's SOP Instance UID and
   the study's UID as identifiers (``urn:dicom:uid``), so the two records of one screening find each other.
 
+* ServiceRequest, when the visit is a referral (refer / refer urgently, :mod:`drtrt.clinic.referrals`):
+  ``PUT ServiceRequest/<id>``, status active, intent order, priority urgent / routine, category SNOMED CT
+  3457005 (patient referral), subject the Patient, requester the Device, reasonReference the
+  DiagnosticReport, supportingInfo the eyes' Observations, occurrencePeriod from the screening to the due
+  date (the pathway's timescale), performerType and a note with the destination. A visit that is a
+  referral no more keeps its ServiceRequest, revoked, under the same id.
+
 Status ``preliminary`` (a model result no clinician has read) unless the model is validated (``final``).
 Every id is derived from the session and the patient (:mod:`.uids`): a resend updates, never duplicates.
 """
@@ -29,6 +36,7 @@ from __future__ import annotations
 import json
 from urllib.parse import quote
 
+from drtrt.clinic.referrals import Referral
 from drtrt.integration import codes as C
 from drtrt.integration.results import ImageResult, PatientResult, verdict_text
 from drtrt.integration.uids import fhir_id
@@ -118,11 +126,47 @@ def _observation(p: PatientResult, eye: str, ids: dict, status: str) -> dict:
     return obs
 
 
-def patient_bundle(p: PatientResult, sr_uid: str | None, patient_system: str = C.DEFAULT_PATIENT_SYSTEM) -> dict:
-    """The patient's transaction Bundle as JSON-ready data (validate it with :func:`validate_bundle`)."""
+def service_request(p: PatientResult, referral: Referral, ids: dict[str, str]) -> dict:
+    """The referral itself, for a hospital system: ordered by the screening (the model, as Device), urgent or
+    routine, due by the pathway's timescale, to the pathway's destination, for the reason the report gives."""
+    words = f"{referral.destination}; due by {referral.due.isoformat()} ({referral.days} days from the screening)"
+    return {
+        "resourceType": "ServiceRequest", "id": ids["referral"], "status": "active", "intent": "order",
+        "identifier": [{"system": C.LOCAL_SYSTEM, "type": {"text": "drtrt referral"}, "value": ids["referral"]}],
+        "priority": "urgent" if referral.urgent else "routine",
+        "category": [_concept(_coding(C.SNOMED, C.PATIENT_REFERRAL))],
+        "code": _concept(_local("referral"), text=f"Referral: {verdict_text(p)}"),
+        "subject": {"reference": ids["patient-ref"]},
+        "occurrencePeriod": {"start": referral.opened[:10], "end": referral.due.isoformat()},
+        "authoredOn": _instant(p.last_seen), "requester": {"reference": f"urn:uuid:{ids['device']}"},
+        "performerType": {"text": referral.destination},
+        "reasonReference": [{"reference": f"urn:uuid:{ids['report']}"}],
+        "supportingInfo": [{"reference": f"urn:uuid:{ids[f'obs-{eye}']}"} for eye in p.verdict.eyes],
+        "note": [{"text": f"Destination: {words}"}] + ([{"text": p.model.statement}] if p.model.statement else []),
+    }
+
+
+def withdrawn_request(previous: dict | None) -> dict | None:
+    """The ServiceRequest an earlier Bundle of the visit carried (``previous``: that Bundle), revoked: the
+    visit is no longer a referral, and the hospital is told so under the same id rather than left with it."""
+    found = next((e["resource"] for e in (previous or {}).get("entry", [])
+                  if e.get("resource", {}).get("resourceType") == "ServiceRequest"), None)
+    if found is None:
+        return None
+    note = {"text": "Revoked by drtrt: the visit's verdict is no longer a referral"}
+    found = {k: v for k, v in found.items() if k != "supportingInfo"}    # the eyes it named may be gone
+    return {**found, "status": "revoked", "note": [n for n in found.get("note", []) if n != note] + [note]}
+
+
+def patient_bundle(p: PatientResult, sr_uid: str | None, patient_system: str = C.DEFAULT_PATIENT_SYSTEM,
+                   referral: Referral | None = None, previous: dict | None = None) -> dict:
+    """The patient's transaction Bundle as JSON-ready data (validate it with :func:`validate_bundle`); with
+    a ServiceRequest when the visit is a ``referral``, or the earlier one revoked when the visit's ``previous``
+    Bundle carried one and it is a referral no more."""
     status = "final" if p.model.validated else "preliminary"
     ids = {"bundle": fhir_id(p.session, "fhir-bundle", *p.key), "patient": fhir_id(p.session, "patient", p.patient),
-           "device": fhir_id("device", p.model.sha256), "report": fhir_id(p.session, "report", *p.key)}
+           "device": fhir_id("device", p.model.sha256), "report": fhir_id(p.session, "report", *p.key),
+           "referral": fhir_id(p.session, "referral", *p.key)}
     ids.update({f"obs-{eye}": fhir_id(p.session, "observation", *p.key, eye) for eye in p.verdict.eyes})
     ids["patient-ref"] = f"urn:uuid:{ids['patient']}"
     s = p.study
@@ -169,7 +213,9 @@ def patient_bundle(p: PatientResult, sr_uid: str | None, patient_system: str = C
     entries = [{"fullUrl": ids["patient-ref"], "resource": patient,
                 "request": {"method": "POST", "url": "Patient",
                             "ifNoneExist": _identifier_query(patient_system, p.patient)}},
-               _put(device)] + [_put(o) for o in observations] + [_put(report)]
+               _put(device)] + [_put(o) for o in observations]
+    request = service_request(p, referral, ids) if referral is not None else withdrawn_request(previous)
+    entries += ([_put(request)] if request is not None else []) + [_put(report)]
     return {"resourceType": "Bundle", "id": ids["bundle"], "type": "transaction", "entry": entries}
 
 

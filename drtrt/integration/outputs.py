@@ -14,6 +14,7 @@ faithful PDF needs a browser engine, which the device does not have.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from drtrt.integration import codes as C
 from drtrt.integration.outbox import Exported, exported, latest_exported, record_exported
 from drtrt.integration.results import PatientResult, patient_results
 from drtrt.clinic.patients import safe_patient_id
+from drtrt.clinic.referrals import referral_of
 from drtrt.clinic.store import SessionStore
 
 
@@ -49,6 +51,14 @@ def _write(folder: Path, rel: str, data: bytes, result: ExportResult) -> str:
         atomic_write(path, data)
         result.written.append(rel)
     return sha
+
+
+def _previous(path: Path) -> dict | None:
+    """The visit's Bundle as last written (None: none, or unreadable)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def export_session(store: SessionStore, folder: str | Path, patient_system: str = C.DEFAULT_PATIENT_SYSTEM,
@@ -96,9 +106,9 @@ def _export_patient(store: SessionStore, folder: Path, p: PatientResult, patient
         record_exported(store, current, key, previous.SOPInstanceUID if previous is not None else None)
     objects.append(current)
 
-    bundle = patient_bundle(p, current.uid, patient_system)
     visit = "" if p.visit is None else f"-visit-{p.visit}"
     rel = f"fhir/patient-{safe_patient_id(p.patient)}{visit}.json"
+    bundle = patient_bundle(p, current.uid, patient_system, referral_of(store, p.verdict), _previous(folder / rel))
     fhir = Exported(bundle["id"], "fhir", p.patient, rel, _write(folder, rel, bundle_bytes(bundle), result), p.visit)
     record_exported(store, fhir, fhir.sha256)
     objects.append(fhir)

@@ -2,7 +2,7 @@
 
 Pages: the day (dashboard), a new patient, the visit at the camera (a checklist of the photos the
 protocol asks for, each with its result; the camera photos waiting for a person to say whose they
-are), the printable report, and the lists that span days (:mod:`.worklists`): open actions with
+are), the printable report and referral letter (:mod:`.letters`), and the lists that span days (:mod:`.worklists`): open actions with
 their outcomes, and who is due for rescreening. Pages update live by long-polling
 ``/api/version`` and re-fetching their panel. Every script, style and picture comes from the app
 itself (a Content-Security-Policy of 'self' enforces it): nothing leaves the machine.
@@ -29,7 +29,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from drtrt.station import handlers, people, worklists
+from drtrt.station import handlers, letters, people, worklists
 from drtrt.station.dashboard import read_parity
 from drtrt.station.forward import Forwarder
 from drtrt.station.middleware import LOGIN_PATH, OperatorGuard, SecurityHeaders, http_error_page
@@ -47,6 +47,7 @@ ROUTES = [
     Route("/visits", handlers.open_visit, methods=["POST"]),
     Route("/visits/{visit_id:int}", handlers.visit_page), Route("/visits/{visit_id:int}/panel", handlers.visit_panel),
     Route("/visits/{visit_id:int}/report", handlers.report), Route("/visits/{visit_id:int}/audit", people.audit_page),
+    Route("/visits/{visit_id:int}/letter", letters.letter), Route("/visits/{visit_id:int}/letter.pdf", letters.letter_pdf),
     Route("/visits/{visit_id:int}/{action:str}", handlers.visit_action, methods=["POST"]),
     Route("/image/{sha:str}/{kind:str}", handlers.image),
     Route("/camera/{sha:str}/view.jpg", handlers.waiting_image),

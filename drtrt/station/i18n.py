@@ -53,12 +53,19 @@ def translate(t: NullTranslations, text: str | None) -> str | None:
     """``text`` in ``t``'s language: a :class:`~drtrt.messages.Message` by its template, its word values
     translated too; plain text by itself (English when the catalog does not have it: old records)."""
     if isinstance(text, Message):
-        values = {k: t.gettext(v) if isinstance(v, str) else v for k, v in text.values.items()}
+        values = {k: t.gettext(v) if isinstance(v, str) and v else v for k, v in text.values.items()}
         try:
             return t.gettext(text.template) % values
         except (KeyError, ValueError, TypeError):       # a translation whose placeholders do not fit
             return str(text)
     return t.gettext(text) if text else text
+
+
+def translator(language: str):
+    """A function putting English text (or a :class:`~drtrt.messages.Message`) in ``language``: what
+    :func:`drtrt.clinic.letters.letter_html` takes as ``tr``."""
+    t = translations(language)
+    return lambda text: translate(t, text) or ""
 
 
 def catalog_template():

@@ -156,7 +156,9 @@ class SecurityHeaders:
         async def send_with_headers(event: Message) -> None:
             if event["type"] == "http.response.start":
                 headers = list(event.get("headers", []))
-                headers += [(b"content-security-policy", _CSP.encode()), (b"x-content-type-options", b"nosniff"),
+                if not any(name.lower() == b"content-security-policy" for name, _ in headers):   # a page's own
+                    headers.append((b"content-security-policy", _CSP.encode()))
+                headers += [(b"x-content-type-options", b"nosniff"),
                             (b"referrer-policy", b"no-referrer"), (b"cache-control", b"no-store")]
                 event = {**event, "headers": headers}
             await send(event)

@@ -1,4 +1,4 @@
-"""``drtrt actions``, ``recall`` and ``export-visits`` over a hand-built session: what they print and write,
+"""``drtrt actions``, ``recall``, ``export-visits`` and ``letter`` over a hand-built session: what they print and write,
 and their one-line errors."""
 
 from __future__ import annotations
@@ -62,6 +62,12 @@ def test_export_visits_writes_the_range(session, tmp_path):
      "--to must be a date"),
     (["export-visits", "{s}", "--from", "2026-01-01", "--to", "2026-01-02", "--out", "{s}/session.db/v.csv"], 1,
      "cannot write"),
+    (["letter", "{s}", "--patient", "N1", "--out", "{s}/l.html"], 2, "is not a referral"),
+    (["letter", "{s}", "--patient", "ZZ", "--out", "{s}/l.html"], 2, "no patient 'ZZ' in this session"),
+    (["letter", "{s}", "--patient", "U1", "--visit", "9", "--out", "{s}/l.html"], 2, "has no visit 9"),
+    (["letter", "{s}", "--patient", "U1", "--lang", "fr", "--out", "{s}/l.html"], 2, "--lang must be one of en, es"),
+    (["letter", "{s}", "--patient", "U1", "--out", "{s}/l.docx"], 2, "--out must end in .html or .pdf"),
+    (["letter", "{s}", "--patient", "U1", "--out", "{s}/session.db/l.html"], 1, "cannot write"),
 ])
 def test_bad_input_is_one_line(session, args, code, fragment):
     assert_one_line_error(invoke(*[a.replace("{s}", str(session)) for a in args]), fragment, code)
@@ -70,3 +76,21 @@ def test_bad_input_is_one_line(session, args, code, fragment):
 def test_a_session_in_use_is_one_line(session):
     with SessionStore(session / "session.db"):
         assert_one_line_error(invoke("actions", session), "in use by another drtrt process", 2)
+
+
+def test_letter_writes_the_referral_in_spanish_and_records_nothing(session, tmp_path):
+    out = tmp_path / "carta.html"
+    result = runner.invoke(app, ["letter", str(session), "--patient", "U1", "--lang", "es", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "urgent referral of U1" in result.stdout and "due 2026-03-15" in result.stdout
+    page = out.read_text()
+    assert "Derivación URGENTE" in page and "Uma Urgent" in page
+    with SessionStore(session / "session.db") as store:
+        assert store.execute("SELECT COUNT(*) FROM action_outcomes")[0][0] == 0
+
+
+def test_letter_without_a_pdf_renderer_is_one_line(session, tmp_path, monkeypatch):
+    monkeypatch.setenv("DRTRT_CHROMIUM", str(tmp_path / "no-chromium"))
+    assert_one_line_error(invoke("letter", session, "--patient", "U1", "--out", tmp_path / "l.pdf"),
+                          "no PDF renderer here", 1)
+    assert not (tmp_path / "l.pdf").exists()
