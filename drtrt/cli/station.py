@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 from drtrt.cli.common import AllowUncheckedOpt, Opt, command, console
-from drtrt.cli.screening import BackendOpt, ModelOpt, PathwayOpt, ProvidersOpt, ValidationOpt
+from drtrt.cli.screening import BackendOpt, ModelOpt, PathwayOpt, ProvidersOpt, ValidationOpt, WatchOpt
 
 
 @command()
@@ -34,9 +34,10 @@ def station(model: ModelOpt,
             sync_every: Annotated[float, Opt("Seconds between tries to send what is pending.", "SECONDS")] = 60.0,
             pathway: PathwayOpt = None,
             validation: ValidationOpt = None,
-            poll: Annotated[float, Opt("Seconds between camera-folder scans.", "SECONDS")] = 0.5,
-            settle: Annotated[float, Opt("Seconds a camera file must stop growing before it is read.",
-                                         "SECONDS")] = 1.0,
+            poll: Annotated[float, Opt("Seconds between camera-folder scans (polling).", "SECONDS")] = 0.5,
+            settle: Annotated[float, Opt("Seconds a camera file no event announced must stay unchanged before it "
+                                         "is read.", "SECONDS")] = 1.0,
+            watch: WatchOpt = "auto",
             allow_unchecked_model: AllowUncheckedOpt = False) -> None:
     """Serve the screening station: patients, the photos each visit needs, results within seconds, reports."""
     from drtrt.errors import ConfigError
@@ -53,7 +54,7 @@ def station(model: ModelOpt,
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be 1-65535, found {port}")
     worker_cfg = WorkerConfig(model=model, data_dir=data_dir, camera_dir=camera_dir, protocol=Protocol(fields),
-                              poll_s=poll, settle_s=settle,
+                              poll_s=poll, settle_s=settle, watch=watch,
                               session=SessionConfig(backend=backend, batch_size=1, pathway=pathway,
                                                     providers=tuple(providers.split(",")) if providers else None,
                                                     validation=str(validation) if validation else None,
