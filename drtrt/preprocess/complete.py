@@ -16,6 +16,11 @@ import re
 import struct
 import warnings
 
+# every reason missing_end gives (the station translates them)
+REASONS = ("a file too short for a photo", "a JPEG without its end marker", "a JPEG cut inside a segment",
+           "a PNG without its IEND chunk", "a BMP shorter than its header", "a BMP shorter than its header says",
+           "a TIFF shorter than its image data", "a DICOM file cut inside its header",
+           "a DICOM file cut inside its pixel data", "a DICOM file without pixel data yet")
 _ENTROPY_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")      # a marker after entropy-coded data (FF00 is a stuffed FF)
 
 
@@ -79,7 +84,7 @@ def _bmp(data: bytes) -> str | None:
     if len(data) < 14:
         return "a BMP shorter than its header"
     size = int.from_bytes(data[2:6], "little")
-    return f"a BMP of {len(data)} of its {size} bytes" if size > len(data) else None
+    return "a BMP shorter than its header says" if size > len(data) else None
 
 
 def _tiff(data: bytes) -> str | None:

@@ -93,6 +93,7 @@ def runtime_messages() -> list[str]:
     """English strings from the runtime the station shows as they are: verdicts and the quality advice."""
     from drtrt.clinic import verdicts as V
     from drtrt.clinic.pathways import BUILT_IN
+    from drtrt.preprocess.complete import REASONS
     from drtrt.runtime.quality import ADVICE
     from drtrt.task import TaskSpec
 
@@ -101,7 +102,8 @@ def runtime_messages() -> list[str]:
     words = [w for pathway in BUILT_IN.values() for w in pathway.all_words()]
     task = TaskSpec()
     names = [*task.grade_names, *task.lesion_long_names]
-    return list(dict.fromkeys([*verdicts, *words, *ADVICE.values(), *OPERATOR_ERRORS, *names, *VALUE_WORDS]))
+    return list(dict.fromkeys([*verdicts, *words, *ADVICE.values(), *OPERATOR_ERRORS, *names, *VALUE_WORDS,
+                                *REASONS]))
 
 
 VALUE_WORDS = ("right", "left", "disc", "macula", *(f"{eye}/{field}" for eye in ("right", "left")

@@ -69,6 +69,7 @@ class WorkerConfig:
     settle_s: float = 1.0
     session: SessionConfig = SessionConfig(batch_size=1)
     watch: str = "auto"                 # how the camera folder is watched: auto, events, poll (camera_folder)
+    incomplete_report_s: float = 10.0   # a camera file incomplete this long gets a notice (it still waits)
 
     def __post_init__(self) -> None:
         if self.watch not in WATCH_MODES:
@@ -104,7 +105,8 @@ class StationWorker:
     def start(self) -> None:
         if self.cfg.camera_dir is not None:
             self.camera = CameraFolder(self.cfg.camera_dir, self.cfg.settle_s, self.cfg.watch, log=self.log,
-                                       wake=self._wake, on_incomplete=self._incomplete)
+                                       wake=self._wake, on_incomplete=self._incomplete,
+                                       report_s=self.cfg.incomplete_report_s)
             self.camera.start()
         self._before = self._camera_snapshot()
         for path, patient, eye, visit in self.book.unscreened():     # a power cut between capture and result
@@ -286,7 +288,7 @@ class StationWorker:
     # -- the loop ---------------------------------------------------------------------------------
     def _incomplete(self, path: Path, why: str) -> None:
         self._notice(path.name, message("not read: %(why)s; waiting for the camera to finish writing it (copy it "
-                                        "again if the camera has stopped)", why=why))
+                                        "again if the camera has stopped)", why=why), self.active_visit())
 
     def _run(self) -> None:
         try:

@@ -209,3 +209,11 @@ def test_file_system_of_a_folder_is_read_from_the_mount_table(tmp_path):
 def test_an_unknown_mode_is_one_line():
     with pytest.raises(ConfigError, match="--watch must be one of auto, events, poll, found 'inotify'"):
         CameraFolder(Path("."), settle_s=1.0, mode="inotify")
+
+
+def test_every_reason_is_listed_for_translation():
+    from drtrt.preprocess import complete
+
+    source = Path(complete.__file__).read_text()
+    said = set(__import__("re").findall(r'return "([^"]+)"', source)) | {"a JPEG without its end marker"}
+    assert said <= set(complete.REASONS), said - set(complete.REASONS)
