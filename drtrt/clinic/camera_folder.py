@@ -222,8 +222,8 @@ class CameraFolder:
         if pending.how in ("quiet", "incomplete") and pending.stamp != stamp:
             pending.how, pending.since, pending.stamp, pending.reported = "quiet", clock, stamp, False
             return False
-        if pending.how == "quiet" and clock - pending.since < self.settle_s:
-            return False
+        if pending.how == "quiet" and (clock <= pending.since or clock - pending.since < self.settle_s):
+            return False                         # seen unchanged twice, settle_s apart at least
         if pending.how == "incomplete":
             if not pending.reported and clock - pending.since >= self.report_s:
                 pending.reported = True
