@@ -21,14 +21,15 @@ REASONS = ("a file too short for a photo", "a JPEG without its end marker", "a J
            "a PNG without its IEND chunk", "a BMP shorter than its header", "a BMP shorter than its header says",
            "a TIFF shorter than its image data", "a DICOM file cut inside its header",
            "a DICOM file cut inside its pixel data", "a DICOM file without pixel data yet")
+_MAGIC = (b"\xff\xd8", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*")
 _ENTROPY_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")      # a marker after entropy-coded data (FF00 is a stuffed FF)
 
 
 def missing_end(data: bytes) -> str | None:
     """Why ``data`` is not a whole photo file ("a JPEG without its end marker"), or None when it is whole
     or when its format is not one of these (the screen then judges it)."""
-    if len(data) < 132:
-        return "a file too short for a photo"       # none is; a DICOM file's magic is at byte 128
+    if len(data) < 132 and (not data.strip(b"\0") or any(m.startswith(data[:len(m)]) for m in _MAGIC)):
+        return "a file too short for a photo"       # a photo's first bytes; a DICOM file's magic is at byte 128
     if data[:2] == b"\xff\xd8":
         return _jpeg(data)
     if data[:8] == b"\x89PNG\r\n\x1a\n":

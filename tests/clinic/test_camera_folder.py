@@ -68,6 +68,8 @@ def test_an_exif_thumbnail_end_marker_is_not_the_photo_end():
 
 def test_unknown_content_is_left_to_the_screen():
     assert missing_end(b"not an image at all, but long enough to be judged by the screen " * 4) is None
+    assert missing_end(b"not a photo") is None                      # short, but no photo's start either
+    assert missing_end(b"") == missing_end(b"\0" * 100) == missing_end(b"\xff") == "a file too short for a photo"
 
 
 class Events:
