@@ -219,3 +219,15 @@ def test_every_reason_is_listed_for_translation():
     source = Path(complete.__file__).read_text()
     said = set(__import__("re").findall(r'return "([^"]+)"', source)) | {"a JPEG without its end marker"}
     assert said <= set(complete.REASONS), said - set(complete.REASONS)
+
+
+def test_events_lost_by_the_kernel_send_the_watch_back_to_the_folder(tmp_path, events):
+    watch = events()
+    assert watch.camera.ready(0.0) == []
+    watch.camera.close()                                          # from here no event arrives: as if they were lost
+    f = tmp_path / "IMG_0005.JPG"
+    f.write_bytes(photo())
+    assert watch.camera.ready(1.0) == [] and watch.camera.ready(3.0) == []   # no event, no rescan due yet
+    watch.camera.event(tmp_path, "lost")                          # the kernel's queue overflowed
+    assert watch.camera.ready(3.1) == []                          # found: it waits the quiet time
+    assert watch.camera.ready(4.2) == [f]
