@@ -95,10 +95,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def screening_seconds(data: Path) -> list[float]:
+    """Each photo's own screening time (the session's ``timings_ms.total``: decode to overlay), from the station's store."""
+    from drtrt.clinic.store import SessionStore
+
+    with SessionStore(data / "session.db") as store:
+        return [r.to_dict()["timings_ms"]["total"] / 1000 for r in store.rows() if r.to_dict().get("timings_ms")]
+
+
 def run(model: Path, images: list[Path], work: Path, settle: float, poll: float, watch: str | None,
-        code: Path = ROOT) -> list[float]:
-    """Seconds from each photo's rename into the camera folder to its result on the page; ``watch`` None: the
-    source tree ``code`` is run without ``--watch`` (a tree from before it existed)."""
+        code: Path = ROOT) -> tuple[list[float], list[float]]:
+    """Seconds from each photo's rename into the camera folder to its result on the page, and each photo's own
+    screening seconds; ``watch`` None: the source tree ``code`` is run without ``--watch`` (a tree from before
+    it existed)."""
     label = f"{model.stem}-{watch or 'before'}"
     camera, data = work / f"camera-{label}", work / f"station-{label}"
     camera.mkdir()
@@ -133,12 +142,12 @@ def run(model: Path, images: list[Path], work: Path, settle: float, poll: float,
                 if re.search(r'id="slot-right-any" data-state="(graded|retake)"', panel):
                     seconds.append(time.monotonic() - start)
                     break
-        return seconds
     finally:
         server.terminate()
         server.wait(timeout=60)
         log.close()
         print((work / f"station-{label}.log").read_text().strip(), file=sys.stderr)
+    return seconds, screening_seconds(data)
 
 
 def p95(values: list[float]) -> float:
@@ -164,21 +173,22 @@ def main() -> None:
         rows = []
         for model in args.model:
             for watch, code in variants:
-                seconds = run(model.resolve(), images, work, args.settle, args.poll, watch, code)
+                seconds, screening = run(model.resolve(), images, work, args.settle, args.poll, watch, code)
                 rows.append({"model": model.name, "watch": watch or f"before ({code.name})", "photos": len(seconds),
-                             "seconds": seconds, "median_s": statistics.median(seconds),
+                             "seconds": seconds, "screening_s": screening,
+                             "median_screening_s": statistics.median(screening), "median_s": statistics.median(seconds),
                              "p95_s": p95(seconds)})
                 if watch != "events":                       # polling: the settle wait is in every figure
                     rows[-1].update(median_after_settle_s=statistics.median(seconds) - args.settle,
                                     p95_after_settle_s=p95(seconds) - args.settle)
     print(f"{kind}; settle {args.settle:g} s, poll {args.poll:g} s; {platform.machine()}, {os.cpu_count()} CPUs, "
           f"load {os.getloadavg()[0]:.2f}")
-    print("| model | watch | photos | median s | p95 s | median − settle | p95 − settle |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| model | watch | photos | median s | p95 s | median − settle | p95 − settle | screening, median s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         after = [f"{r[k]:.2f}" if k in r else "—" for k in ("median_after_settle_s", "p95_after_settle_s")]
         print(f"| {r['model']} | {r['watch']} | {r['photos']} | {r['median_s']:.2f} | {r['p95_s']:.2f} | "
-              f"{after[0]} | {after[1]} |")
+              f"{after[0]} | {after[1]} | {r['median_screening_s']:.2f} |")
     if args.json:
         args.json.write_text(json.dumps({"images": kind, "settle_s": args.settle, "poll_s": args.poll,
                                          "load": os.getloadavg()[0], "rows": rows}, indent=2))

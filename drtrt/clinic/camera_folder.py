@@ -188,8 +188,11 @@ class CameraFolder:
         with self._lock:
             events, self._events = self._events, {}
         for path, how in events.items():
-            if how == "lost":
-                self._next_scan = float("-inf")
+            if how == "lost":                    # a close may be among the lost: what was being written waits
+                self._next_scan = float("-inf")  # the quiet time instead
+                for pending in self._pending.values():
+                    if pending.how == "writing":
+                        pending.how, pending.since, pending.stamp = "quiet", clock, None
             elif how == "gone":
                 self._pending.pop(path, None)
             elif path.parent == self.folder and (is_candidate(path) or maybe_dicom(path)):

@@ -205,6 +205,8 @@ class StationWorker:
                 if self.book.camera_file_taken(path.name, stat.st_size, stat.st_mtime_ns):
                     continue
                 data = path.read_bytes()
+                if self.camera.done.get(path) != (stat.st_size, stat.st_mtime_ns) or len(data) != stat.st_size:
+                    continue                     # changed since it was found whole: offered again once it is
             except OSError as exc:
                 self._notice(path.name, message("cannot read the camera's file (%(why)s)", why=exc.strerror or str(exc)))
                 continue

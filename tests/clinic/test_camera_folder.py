@@ -231,3 +231,19 @@ def test_events_lost_by_the_kernel_send_the_watch_back_to_the_folder(tmp_path, e
     watch.camera.event(tmp_path, "lost")                          # the kernel's queue overflowed
     assert watch.camera.ready(3.1) == []                          # found: it waits the quiet time
     assert watch.camera.ready(4.2) == [f]
+
+
+def test_a_write_whose_close_was_lost_waits_the_quiet_time(tmp_path, events):
+    watch, f = events(), tmp_path / "IMG_0006.JPG"
+    watch.camera.ready(0.0)
+    with f.open("wb") as fh:
+        fh.write(photo())
+        fh.flush()
+        watch.until(f.name, "writing")
+        assert watch.camera.ready(0.5) == []
+    watch.until(f.name, "closed")
+    watch.camera.event(tmp_path / "notes.txt", "writing")                     # not a photo's name: ignored
+    watch.camera.event(f, "writing")                    # as if the close were never seen
+    watch.camera.event(tmp_path, "lost")
+    assert watch.camera.ready(1.0) == [] and watch.camera.ready(1.5) == []
+    assert watch.camera.ready(2.1) == [f]
