@@ -112,7 +112,7 @@ class CameraFolder:
         self.mode = "events" if why is None else "poll"
         self.log(f"camera folder {self.folder}: " + ("file-system events (a file is read when the camera closes or "
                                                      "renames it)" if why is None else
-                                                     f"polling every scan, {self.settle_s:g} s quiet time: {why}"))
+                                                     f"polling (a file is read once unchanged for {self.settle_s:g} s): {why}"))
         return self.mode
 
     def _start_events(self) -> str | None:
