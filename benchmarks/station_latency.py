@@ -96,7 +96,7 @@ def _free_port() -> int:
 
 
 def screening_seconds(data: Path) -> list[float]:
-    """Each photo's own screening time (the session's ``timings_ms.total``: decode to overlay), from the station's store."""
+    """Each photo's own screening seconds (the session's ``timings_ms.total``: decode to overlay), from its store."""
     from drtrt.clinic.store import SessionStore
 
     with SessionStore(data / "session.db") as store:

@@ -90,7 +90,8 @@ class CameraFolder:
     file state that has stayed incomplete ``report_s`` seconds."""
 
     def __init__(self, folder: Path, settle_s: float, mode: str = "auto", *, log: Callable[[str], None] = _log.info,
-                 wake: Callable[[], None] = lambda: None, on_incomplete: Callable[[Path, str], None] = lambda p, w: None,
+                 wake: Callable[[], None] = lambda: None,
+                 on_incomplete: Callable[[Path, str], None] = lambda path, why: None,
                  rescan_s: float = 5.0, report_s: float = 10.0) -> None:
         if mode not in WATCH_MODES:
             raise ConfigError(f"--watch must be one of {', '.join(WATCH_MODES)}, found {mode!r}")
@@ -110,9 +111,9 @@ class CameraFolder:
         """Start watching; returns the mode in use ("events" or "poll") and logs it, with why for polling."""
         why = self._start_events() if self.requested != "poll" else "as asked (--watch poll)"
         self.mode = "events" if why is None else "poll"
-        self.log(f"camera folder {self.folder}: " + ("file-system events (a file is read when the camera closes or "
-                                                     "renames it)" if why is None else
-                                                     f"polling (a file is read once unchanged for {self.settle_s:g} s): {why}"))
+        how = ("file-system events (a file is read when the camera closes or renames it)" if why is None
+               else f"polling (a file is read once unchanged for {self.settle_s:g} s): {why}")
+        self.log(f"camera folder {self.folder}: {how}")
         return self.mode
 
     def _start_events(self) -> str | None:
