@@ -25,6 +25,8 @@ ValidationOpt = Annotated[Optional[Path], Opt("The model's clinical validation r
 ValidationKeyOpt = Annotated[Optional[Path], Opt("The programme's public key (PEM, from drtrt validate keygen): a "
                                                   "validation record counts only when signed by it.", "PUB",
                                                   envvar="DRTRT_VALIDATION_KEY")]
+WatchOpt = Annotated[str, Opt("How the camera folder is watched: auto (file-system events where they work, else "
+                               "polling) | events | poll (network shares).", "MODE")]
 PathwayOpt = Annotated[Optional[str], Opt("Referral pathway for the verdict words: icdr | nhs | a YAML file; the "
                                           "session keeps it [default: the session's, icdr].", "PATHWAY")]
 
@@ -115,8 +117,12 @@ def watch(folder: Annotated[Path, typer.Argument(help="Folder the fundus camera 
           patients: Annotated[Optional[Path], Opt("CSV file, patient, eye; re-read when it changes.", "CSV")] = None,
           backend: BackendOpt = "auto",
           providers: ProvidersOpt = None,
-          poll: Annotated[float, Opt("Seconds between folder scans.", "SECONDS")] = 0.5,
-          settle: Annotated[float, Opt("Seconds a file must stop growing before it is read.", "SECONDS")] = 1.0,
+          poll: Annotated[float, Opt("Seconds between folder scans (polling).", "SECONDS")] = 0.5,
+          settle: Annotated[float, Opt("Seconds a file no event announced must stay unchanged before it is read.",
+                                       "SECONDS")] = 1.0,
+          watch_mode: Annotated[str, Opt("How the folder is watched: auto (file-system events where they work, "
+                                         "else polling) | events | poll (network shares).", "MODE",
+                                         "--watch")] = "auto",
           pathway: PathwayOpt = None,
           validation: ValidationOpt = None,
           validation_key: ValidationKeyOpt = None,
@@ -126,7 +132,7 @@ def watch(folder: Annotated[Path, typer.Argument(help="Folder the fundus camera 
     from drtrt.clinic.session import SessionConfig
     from drtrt.clinic.watch import WatchConfig, watch_folder
 
-    cfg = WatchConfig(poll_s=poll, settle_s=settle, patients=patients,
+    cfg = WatchConfig(poll_s=poll, settle_s=settle, patients=patients, watch=watch_mode,
                       default=Assignment(validate_patient_id(patient), normalise_eye(eye)),
                       session=SessionConfig(backend=backend, batch_size=1, pathway=pathway,
                                             providers=tuple(providers.split(",")) if providers else None,

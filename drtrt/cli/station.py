@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 from drtrt.cli.common import AllowUncheckedOpt, Opt, command, console
 from drtrt.cli.screening import (BackendOpt, ModelOpt, PathwayOpt, ProvidersOpt, ValidationKeyOpt,
-                                ValidationOpt)
+                                ValidationOpt, WatchOpt)
 
 
 @command()
@@ -37,9 +37,10 @@ def station(model: ModelOpt,
             pathway: PathwayOpt = None,
             validation: ValidationOpt = None,
             validation_key: ValidationKeyOpt = None,
-            poll: Annotated[float, Opt("Seconds between camera-folder scans.", "SECONDS")] = 0.5,
-            settle: Annotated[float, Opt("Seconds a camera file must stop growing before it is read.",
-                                         "SECONDS")] = 1.0,
+            poll: Annotated[float, Opt("Seconds between camera-folder scans (polling).", "SECONDS")] = 0.5,
+            settle: Annotated[float, Opt("Seconds a camera file no event announced must stay unchanged before it "
+                                         "is read.", "SECONDS")] = 1.0,
+            watch: WatchOpt = "auto",
             allow_unchecked_model: AllowUncheckedOpt = False) -> None:
     """Serve the screening station: patients, the photos each visit needs, results within seconds, reports."""
     from drtrt.clinic.accounts import Accounts
@@ -61,7 +62,7 @@ def station(model: ModelOpt,
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be 1-65535, found {port}")
     worker_cfg = WorkerConfig(model=model, data_dir=data_dir, camera_dir=camera_dir, protocol=Protocol(fields),
-                              poll_s=poll, settle_s=settle,
+                              poll_s=poll, settle_s=settle, watch=watch,
                               session=SessionConfig(backend=backend, batch_size=1, pathway=pathway,
                                                     providers=tuple(providers.split(",")) if providers else None,
                                                     validation=str(validation) if validation else None,

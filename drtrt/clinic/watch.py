@@ -1,13 +1,14 @@
 """Watch mode: screen images as the fundus camera writes them into a folder.
 
-Polls the folder (no inotify dependency, works on any file system, including network and
-USB mounts). A file is taken once its size and modification time have not changed for
-``settle_s`` seconds, so a half-written JPEG is never read; hidden files, editor/browser temp
-files and non-image suffixes are ignored, except that a file without a suffix, or with a
-numeric one (cameras name DICOM files ``IM0001`` or by their UID), is taken when it is DICOM.
-Everything goes through the crash-safe session store, so a restart (or a power cut) picks up
-exactly where it stopped. Ctrl-C or SIGTERM finishes the image in hand, writes the reports and
-exits cleanly.
+Which files are finished is :mod:`drtrt.clinic.camera_folder`'s to say: by file-system events where
+watchdog and inotify are there (a file is read when the camera closes or renames it), else by polling
+(a file is taken once its size and modification time have not changed for ``settle_s`` seconds); in
+both, a file is read only when whole (the same size before and after the read, its format's end
+present), so a half-written JPEG is never read. Hidden files, editor/browser temp files and non-image
+suffixes are ignored, except that a file without a suffix, or with a numeric one (cameras name DICOM
+files ``IM0001`` or by their UID), is taken when it is DICOM. Everything goes through the crash-safe
+session store, so a restart (or a power cut) picks up exactly where it stopped. Ctrl-C or SIGTERM
+finishes the image in hand, writes the reports and exits cleanly.
 """
 
 from __future__ import annotations
@@ -21,19 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drtrt.errors import ConfigError, DataError
-from drtrt.preprocess.dicom import is_dicom
+from drtrt.clinic.camera_folder import WATCH_MODES, CameraFolder, is_candidate, maybe_dicom  # noqa: F401 - re-exported
 from drtrt.clinic.patients import Assignment, read_patient_list
-from drtrt.runtime.photos import IMAGE_SUFFIXES
 from drtrt.clinic.session import ScreeningSession, SessionConfig
 from drtrt.clinic.store import SessionRow
-
-TEMP_SUFFIXES = {".tmp", ".temp", ".part", ".partial", ".crdownload", ".download", ".filepart", ".swp", ".lock"}
 
 
 @dataclass(frozen=True)
 class WatchConfig:
-    """poll_s: seconds between folder scans. settle_s: seconds a file must stay unchanged before
-    it is read. patients: CSV (file, patient, eye) re-read whenever it changes. default: the
+    """poll_s: seconds between folder scans (polling) or looks at files waiting (events). settle_s: seconds a
+    file no event announced must stay unchanged before it is read. watch: auto, events or poll
+    (:mod:`~drtrt.clinic.camera_folder`). patients: CSV (file, patient, eye) re-read whenever it changes. default: the
     Assignment of files the list does not name. session: how images are screened."""
 
     poll_s: float = 0.5
@@ -41,72 +40,14 @@ class WatchConfig:
     patients: Path | None = None
     default: Assignment = Assignment()
     session: SessionConfig = field(default_factory=lambda: SessionConfig(batch_size=1))
+    watch: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.watch not in WATCH_MODES:
+            raise ConfigError(f"--watch must be one of {', '.join(WATCH_MODES)}, found {self.watch!r}")
         if not self.poll_s > 0 or not self.settle_s >= 0:
             raise ConfigError(f"--poll must be above 0 and --settle at least 0 seconds, found {self.poll_s:g} and "
                               f"{self.settle_s:g}")
-
-
-def is_candidate(path: Path) -> bool:
-    """An image the camera has finished naming: not hidden, not a temp/partial file, image suffix."""
-    name = path.name
-    if name.startswith((".", "~", "#")) or name.endswith("~"):
-        return False
-    suffixes = {s.lower() for s in path.suffixes}
-    return not (suffixes & TEMP_SUFFIXES) and path.suffix.lower() in IMAGE_SUFFIXES
-
-
-def maybe_dicom(path: Path) -> bool:
-    """A name a camera gives DICOM files without ``.dcm`` (``IM0001``, ``1.2.840.….7``): taken only if
-    its content is DICOM, once it has settled."""
-    name, suffix = path.name, path.suffix
-    if name.startswith((".", "~", "#")) or name.endswith("~") or {s.lower() for s in path.suffixes} & TEMP_SUFFIXES:
-        return False
-    return suffix == "" or suffix[1:].isdigit()
-
-
-class SettleTracker:
-    """Remembers each candidate's (size, mtime) and since when it has been unchanged."""
-
-    def __init__(self, settle_s: float) -> None:
-        self.settle_s = settle_s
-        self._seen: dict[Path, tuple[tuple[int, int], float]] = {}
-        self.done: dict[Path, tuple[int, int]] = {}
-
-    def ready(self, folder: Path, clock: float) -> list[Path]:
-        """Files that have settled and were not handed out in their current state, oldest first."""
-        found = []
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            return []
-        for entry in entries:
-            path = Path(entry.path)
-            if not (is_candidate(path) or maybe_dicom(path)):
-                continue
-            try:
-                st = entry.stat()
-            except OSError:        # vanished between listing and stat
-                continue
-            if not entry.is_file():
-                continue
-            state = (st.st_size, st.st_mtime_ns)
-            if self.done.get(path) == state:
-                continue
-            previous = self._seen.get(path)
-            if previous is None or previous[0] != state:
-                self._seen[path] = (state, clock)
-            elif clock - previous[1] >= self.settle_s:
-                if not is_candidate(path) and not is_dicom(path):
-                    self.done[path] = state                 # no suffix and not DICOM: not an image
-                    self._seen.pop(path, None)
-                    continue
-                found.append((st.st_mtime_ns, path.name, path, state))
-        for _, _, path, state in sorted(found):
-            self.done[path] = state
-            self._seen.pop(path, None)
-        return [path for _, _, path, _ in sorted(found)]
 
 
 def log_line(row: SessionRow) -> str:
@@ -160,13 +101,15 @@ def watch_folder(folder: str | os.PathLike, model: str | os.PathLike, out: str |
     stop = stop or threading.Event()
     restore = install_stop_handlers(stop)
     run_log = RunLog(log)
-    tracker = SettleTracker(cfg.settle_s)
+    wake = threading.Event()
+    camera = CameraFolder(folder, cfg.settle_s, cfg.watch, log=log, wake=wake.set, on_incomplete=lambda path, why: log(
+        f"{path.name}: not read: {why}; waiting for the camera to finish writing it (copy it again if it has stopped)"))
     list_state: tuple[int, int] | None = None
     assignments: dict[Path, Assignment] = {}
     session = ScreeningSession(model, out, cfg.session, command=f"watch {folder}", on_row=run_log)
     run_log.run_id = session.run_id
     try:
-        with session:
+        with session, camera:
             log(f"watching {folder} → {out} (Ctrl-C to stop)")
             if cfg.patients is not None and not cfg.patients.is_file():
                 log(f"patient list {cfg.patients} does not exist yet: images get "
@@ -175,8 +118,9 @@ def watch_folder(folder: str | os.PathLike, model: str | os.PathLike, out: str |
             while not stop.is_set():
                 if cfg.patients is not None and _stat(cfg.patients) not in (list_state, None):
                     assignments, list_state = read_patient_list(cfg.patients), _stat(cfg.patients)
-                    tracker.done.clear()       # re-offer known files: their patient/eye may have changed
-                ready = tracker.ready(folder, time.monotonic())
+                    camera.forget()            # re-offer known files: their patient/eye may have changed
+                wake.clear()
+                ready = camera.ready(time.monotonic())
                 for path in ready:
                     if stop.is_set():
                         break
@@ -185,7 +129,7 @@ def watch_folder(folder: str | os.PathLike, model: str | os.PathLike, out: str |
                 if ready:
                     session.write_reports(session.touched_visits)
                     session.touched_visits.clear()
-                stop.wait(cfg.poll_s)
+                wake.wait(cfg.poll_s)
             session.flush()
             session.write_reports()
     finally:

@@ -101,9 +101,10 @@ def runtime_messages() -> list[str]:
     from drtrt.clinic import verdicts as V
     from drtrt.clinic.failsafe import CLOSED_UNREAD, NEED_WORDS, OUTCOME_WORDS
     from drtrt.clinic.pathways import BUILT_IN
+    from drtrt.preprocess.complete import REASONS as INCOMPLETE_REASONS
     from drtrt.runtime.quality import ADVICE
     from drtrt.task import TaskSpec
-    from drtrt.validation_record import REASONS
+    from drtrt.validation_record import REASONS as VALIDATION_REASONS
 
     verdicts = [V.LABELS[v] for v in (*V.VERDICTS, V.NOT_PHOTOGRAPHED, V.SCREENING)]
     verdicts += [V.PROVISIONAL, V.NO_DR_SEEN, V.NO_REFERABLE_DR_SEEN]     # an unvalidated model's words
@@ -112,7 +113,7 @@ def runtime_messages() -> list[str]:
     names = [*task.grade_names, *task.lesion_long_names]
     failsafe = [*NEED_WORDS.values(), *OUTCOME_WORDS.values(), CLOSED_UNREAD]
     return list(dict.fromkeys([*verdicts, *words, *failsafe, *ADVICE.values(), *OPERATOR_ERRORS, *names, *VALUE_WORDS,
-                               *REASONS]))
+                               *VALIDATION_REASONS, *INCOMPLETE_REASONS]))
 
 
 VALUE_WORDS = ("right", "left", "disc", "macula", *(f"{eye}/{field}" for eye in ("right", "left")

@@ -21,7 +21,7 @@ def serve(cfg: WorkerConfig, host: str = "127.0.0.1", port: int = 8080, pin: str
     from drtrt.station.app import StationConfig, create_app
 
     with _listen(host, port) as sock:
-        worker = StationWorker(cfg)
+        worker = StationWorker(cfg, log=log)
         forwarder = None
         try:
             if sync is not None:

@@ -24,6 +24,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,11 +37,12 @@ from drtrt.clinic.patients import Assignment
 from drtrt.clinic.session import MAX_FILE_BYTES, ScreeningSession, SessionConfig
 from drtrt.clinic.store import SessionRow
 from drtrt.clinic.visits import Protocol, VisitBook
-from drtrt.clinic.watch import SettleTracker, is_candidate, maybe_dicom
+from drtrt.clinic.camera_folder import WATCH_MODES, CameraFolder, is_candidate, maybe_dicom
 from drtrt.station.security import image_kind
 
 _log = logging.getLogger("drtrt.station")
 UNKNOWN = Actor("unknown (nobody put the visit at the camera)", "unknown")
+_WAKE = ("", Assignment())              # queued to wake the loop: not a photo
 
 
 @dataclass(frozen=True)
@@ -69,13 +71,19 @@ class WorkerConfig:
     poll_s: float = 0.5
     settle_s: float = 1.0
     session: SessionConfig = SessionConfig(batch_size=1)
+    watch: str = "auto"                 # how the camera folder is watched: auto, events, poll (camera_folder)
+    incomplete_report_s: float = 10.0   # a camera file incomplete this long gets a notice (it still waits)
+
+    def __post_init__(self) -> None:
+        if self.watch not in WATCH_MODES:
+            raise ConfigError(f"--watch must be one of {', '.join(WATCH_MODES)}, found {self.watch!r}")
 
 
 class StationWorker:
     """Screens what the camera writes and what the operator uploads into the open visit."""
 
-    def __init__(self, cfg: WorkerConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: WorkerConfig, log: Callable[[str], None] = _log.info) -> None:
+        self.cfg, self.log = cfg, log
         if cfg.camera_dir is not None and not cfg.camera_dir.is_dir():
             raise DataError(f"no such camera folder: {cfg.camera_dir}")
         self.session = ScreeningSession(cfg.model, cfg.data_dir, cfg.session, command="station",
@@ -92,10 +100,17 @@ class StationWorker:
         self._before: set[tuple[str, int, int]] = set()  # (name, size, mtime_ns) in the folder at start
         self._waiting_lock = threading.Lock()
         self.failed: str | None = None
+        self.camera: CameraFolder | None = None
+        self._woken = threading.Event()                 # a wake-up is in the queue (at most one)
         self._thread = threading.Thread(target=self._run, name="drtrt-station-worker", daemon=True)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
+        if self.cfg.camera_dir is not None:
+            self.camera = CameraFolder(self.cfg.camera_dir, self.cfg.settle_s, self.cfg.watch, log=self.log,
+                                       wake=self._wake, on_incomplete=self._incomplete,
+                                       report_s=self.cfg.incomplete_report_s)
+            self.camera.start()
         self._before = self._camera_snapshot()
         for path, patient, eye, visit in self.book.unscreened():     # a power cut between capture and result
             self._todo.put((path, Assignment(patient, eye, visit)))
@@ -106,8 +121,11 @@ class StationWorker:
         if self._stop.is_set():
             return
         self._stop.set()
+        self._wake()
         if self._thread.is_alive():
             self._thread.join(timeout=60)
+        if self.camera is not None:
+            self.camera.close()
         self.session.close()
 
     @property
@@ -127,7 +145,13 @@ class StationWorker:
 
     @property
     def pending(self) -> int:
-        return self._todo.qsize()
+        return max(0, self._todo.qsize() - self._woken.is_set())
+
+    def _wake(self) -> None:
+        """Wake the loop now (a camera file was closed or renamed in): one wake-up queued at most."""
+        if not self._woken.is_set():
+            self._woken.set()
+            self._todo.put(_WAKE)
 
     # -- the visit at the camera ------------------------------------------------------------------
     def active_visit(self) -> int | None:
@@ -184,17 +208,18 @@ class StationWorker:
                 found.add((path.name, stat.st_size, stat.st_mtime_ns))
         return found
 
-    def _scan_camera(self, tracker: SettleTracker) -> None:
-        """Take the camera's settled files into the visit at the camera; the others wait, asked about."""
-        folder = self.cfg.camera_dir
-        if folder is None:
+    def _scan_camera(self) -> None:
+        """Take the camera's finished files into the visit at the camera; the others wait, asked about."""
+        if self.camera is None:
             return
-        for path in tracker.ready(folder, time.monotonic()):
+        for path in self.camera.ready(time.monotonic()):
             try:
                 stat = path.stat()
                 if self.book.camera_file_taken(path.name, stat.st_size, stat.st_mtime_ns):
                     continue
                 data = path.read_bytes()
+                if self.camera.done.get(path) != (stat.st_size, stat.st_mtime_ns) or len(data) != stat.st_size:
+                    continue                     # changed since it was found whole: offered again once it is
             except OSError as exc:
                 self._notice(path.name, message("cannot read the camera's file (%(why)s)", why=exc.strerror or str(exc)))
                 continue
@@ -279,15 +304,22 @@ class StationWorker:
                 if visit == visit_id and now - stamp < within_s]
 
     # -- the loop ---------------------------------------------------------------------------------
+    def _incomplete(self, path: Path, why: str) -> None:
+        self._notice(path.name, message("not read: %(why)s; waiting for the camera to finish writing it (copy it "
+                                        "again if the camera has stopped)", why=why), self.active_visit())
+
     def _run(self) -> None:
-        tracker = SettleTracker(self.cfg.settle_s)
         try:
             while not self._stop.is_set():
-                self._scan_camera(tracker)
+                self._scan_camera()
                 try:
-                    path, assignment = self._todo.get(timeout=self.cfg.poll_s)
+                    item = self._todo.get(timeout=self.cfg.poll_s)
                 except queue.Empty:
                     continue
+                if item is _WAKE:
+                    self._woken.clear()
+                    continue
+                path, assignment = item
                 self.session.submit(Path(path), assignment)
                 self.session.flush()
                 self.changed()

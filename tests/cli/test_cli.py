@@ -3,11 +3,13 @@
 import json
 import os
 import re
+import signal
 
 import subprocess
 import sys
 
 import pytest
+from processes import track
 from typer.testing import CliRunner
 
 from drtrt.cli import app
@@ -208,6 +210,30 @@ def test_watch_errors_are_one_line(tiny_onnx, tmp_path):
     assert "object at 0x" not in proc.stderr and "PosixPath(" not in proc.stderr
     busy = drtrt("watch", tmp_path / "camera", "--model", tiny_onnx, "--out", tmp_path / "s", "--poll", "-1")
     assert_one_line_error(busy, "--poll must be above 0", ExitCode.USAGE)
+    mode = drtrt("watch", tmp_path / "camera", "--model", tiny_onnx, "--out", tmp_path / "s", "--watch", "inotify")
+    assert_one_line_error(mode, "--watch must be one of auto, events, poll, found 'inotify'", ExitCode.USAGE)
+    mode = drtrt("station", "--model", tiny_onnx, "--data-dir", tmp_path / "st", "--watch", "inotify")
+    assert_one_line_error(mode, "--watch must be one of auto, events, poll", ExitCode.USAGE)
+
+
+def test_watch_events_without_watchdog_is_one_line_and_auto_polls_saying_why(tiny_onnx, tmp_path):
+    blocker = tmp_path / "no-watchdog" / "watchdog"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError(\"No module named 'watchdog'\", name='watchdog')\n")
+    (tmp_path / "camera").mkdir()
+    env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(blocker.parent)}
+    args = [sys.executable, "-m", "drtrt.cli", "watch", str(tmp_path / "camera"), "--model", str(tiny_onnx)]
+    proc = subprocess.run([*args, "--out", str(tmp_path / "s1"), "--watch", "events"], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert_one_line_error(proc, "--watch events: watchdog is not installed (", ExitCode.USAGE)
+    assert "[station]'); use --watch poll" in proc.stderr          # the install advice, as fits this install
+    watcher = subprocess.Popen([*args, "--out", str(tmp_path / "s2")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
+    track(watcher)
+    first = next((line for line in watcher.stdout if "camera folder" in line or "watching" in line), "")
+    watcher.send_signal(signal.SIGINT)
+    watcher.communicate(timeout=120)
+    assert "polling" in first and "watchdog is not installed" in first, first
 
 
 def test_json_piped_into_a_reader_that_stops_early_is_not_an_error():

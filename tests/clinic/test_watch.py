@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import shutil
 import signal
@@ -15,7 +16,7 @@ import pytest
 from processes import track
 
 from drtrt.clinic.store import SessionStore
-from drtrt.clinic.watch import SettleTracker, is_candidate
+from drtrt.clinic.watch import is_candidate
 
 
 def images(photo_root: Path) -> list[Path]:
@@ -28,22 +29,6 @@ def images(photo_root: Path) -> list[Path]:
                                       ("x.jpg~", False)])
 def test_candidates(name, ok):
     assert is_candidate(Path(name)) is ok
-
-
-def test_settle_tracker_waits_for_a_file_to_stop_growing(tmp_path):
-    tracker = SettleTracker(settle_s=1.0)
-    f = tmp_path / "a.jpg"
-    f.write_bytes(b"x" * 10)
-    assert tracker.ready(tmp_path, 0.0) == []
-    assert tracker.ready(tmp_path, 0.9) == []
-    with f.open("ab") as fh:
-        fh.write(b"y" * 10)                                     # still being written
-    assert tracker.ready(tmp_path, 1.5) == []                   # changed: the clock starts again
-    assert tracker.ready(tmp_path, 2.0) == []
-    assert tracker.ready(tmp_path, 2.6) == [f]
-    assert tracker.ready(tmp_path, 9.0) == []                   # handed out once
-
-
 
 
 class Watcher:
@@ -118,3 +103,38 @@ def test_watch_picks_up_camera_files_and_resumes_after_restart(tiny_onnx, photo_
         assert sorted(r.name for r in rows) == ["after restart.jpg", "quick.jpg", "slow write.jpg"]
         assert {r.status for r in rows} == {"graded"} and store.integrity_check() == "ok"
     assert next((out / "reports").glob("patient-W-7-visit-*.html")).is_file() and (out / "summary.html").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["events", "poll"])
+def test_watch_never_reads_a_photo_half_way(tiny_onnx, photo_root, tmp_path, mode):
+    """Writers that stop mid-file for longer than --settle (open, or closed and re-opened later), and one that
+    writes a temp name and renames it: each photo is read once, whole, and graded."""
+    pytest.importorskip("watchdog", reason="watchdog (the station extra) is not installed")
+    camera, out = tmp_path / "camera", tmp_path / "session"
+    camera.mkdir()
+    sources = images(photo_root)
+    watcher = Watcher(camera, tiny_onnx, out, "--watch", mode)
+    assert ("file-system events" if mode == "events" else "polling") in watcher.expect(f"camera folder {camera}")
+    watcher.expect("watching")
+    data = sources[0].read_bytes()
+    with (camera / "paused.jpg").open("wb") as fh:                      # open throughout, a pause > --settle
+        fh.write(data[:len(data) // 2])
+        fh.flush()
+        time.sleep(1.5)
+        fh.write(data[len(data) // 2:])
+    data = sources[1].read_bytes()
+    (camera / "closed half.jpg").write_bytes(data[:len(data) // 2])     # closed after half, appended later
+    time.sleep(1.5)
+    with (camera / "closed half.jpg").open("ab") as fh:
+        fh.write(data[len(data) // 2:])
+    (camera / ".renamed.jpg.part").write_bytes(sources[2].read_bytes())
+    os.replace(camera / ".renamed.jpg.part", camera / "renamed.jpg")
+    for name in ("paused.jpg", "closed half.jpg", "renamed.jpg"):
+        assert "graded" in watcher.expect(name)
+    code, rest = watcher.stop()
+    assert code == 130 and any("stopped; 3 image(s)" in line for line in rest), rest
+    with SessionStore(out / "session.db") as store:
+        rows = store.rows()
+    assert sorted(r.name for r in rows) == ["closed half.jpg", "paused.jpg", "renamed.jpg"]
+    assert {r.status for r in rows} == {"graded"}

@@ -17,7 +17,7 @@ from dicom_files import SC, bad_variants, dciodvfy_errors, encode, op_image, sc_
 from drtrt.errors import ImageError  # noqa: E402
 from drtrt.preprocess import decode_image  # noqa: E402
 from drtrt.preprocess.dicom import DicomInfo, dicom_info, is_dicom, read_dicom_info, read_patient_and_eye  # noqa: E402
-from drtrt.clinic.watch import SettleTracker  # noqa: E402
+from drtrt.clinic.camera_folder import CameraFolder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -157,11 +157,11 @@ def test_watch_takes_dicom_files_without_a_suffix(rgb, tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     write(tmp_path / ".IM0002", op_image(rgb))                      # hidden: still being copied
     write(tmp_path / "IM0003.part", op_image(rgb))
-    tracker = SettleTracker(settle_s=0.0)
-    assert tracker.ready(tmp_path, 0.0) == []
-    ready = {p.name for p in tracker.ready(tmp_path, 1.0)}
+    tracker = CameraFolder(tmp_path, settle_s=0.0, mode="poll")
+    assert tracker.ready(0.0) == []
+    ready = {p.name for p in tracker.ready(1.0)}
     assert ready == {"IM0001", "1.2.826.0.1.3680043.8.498.1", "photo.dcm", "photo.DICOM"}
-    assert tracker.ready(tmp_path, 2.0) == []
+    assert tracker.ready(2.0) == []
 
 
 @pytest.mark.realdata

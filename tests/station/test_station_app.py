@@ -73,7 +73,7 @@ def test_refused_photos_and_the_ungradable_verdict(station, fundus_photos, tmp_p
     client, worker, camera = station()
     damaged = tmp_path / "damaged.jpg"
     data = fundus_photos["good2"].read_bytes()
-    damaged.write_bytes(data[: len(data) // 2])                                 # a truncated camera file
+    damaged.write_bytes(data[: len(data) // 2] + b"\xff\xd9")             # damaged: scan data cut, yet an end
     shutil.copy(damaged, camera / "IMG_0009.JPG")
     wait_for(lambda: [w.name for w in worker.waiting] == ["IMG_0009.JPG"], what="the photo waiting for a visit")
     assert "IMG_0009.JPG" in client.get("/").text
@@ -89,6 +89,22 @@ def test_refused_photos_and_the_ungradable_verdict(station, fundus_photos, tmp_p
     state = client.get(f"/api/visits/{visit_id}").json()
     assert state["closed_verdict"] == UNGRADABLE and state["eyes"]["left"] == NOT_PHOTOGRAPHED
     assert state["closed_words"] == "ungradable — retake or refer"
+
+
+def test_a_camera_file_without_its_end_waits_and_is_never_screened_half(station, fundus_photos):
+    client, worker, camera = station(incomplete_report_s=0.3)
+    visit_id, _ = _open_visit(client, patient="P-003")
+    data = fundus_photos["good0"].read_bytes()
+    (camera / "IMG_0010.JPG").write_bytes(data[: len(data) // 2])           # the camera closed it half-written
+    notice = wait_for(lambda: worker.visit_notices(visit_id), what="the notice about the incomplete file")
+    assert notice[0][0] == "IMG_0010.JPG" and "not read: a JPEG without its end marker" in notice[0][1]
+    assert "IMG_0010.JPG" in client.get(f"/visits/{visit_id}/panel").text and "IMG_0010.JPG" in client.get("/").text
+    assert _state(client, visit_id, "right/any")["state"] != "graded" and worker.waiting == []
+    assert not list((worker.cfg.data_dir / "photos").glob("*"))             # never taken in
+    with (camera / "IMG_0010.JPG").open("ab") as fh:                        # the camera finishes it
+        fh.write(data[len(data) // 2:])
+    wait_for(lambda: _state(client, visit_id, "right/any")["state"] == "graded", what="the whole photo")
+    assert _state(client, visit_id, "right/any")["replaced"] == 0
 
 
 def test_two_fields_per_eye_and_the_day(station, fundus_photos):
