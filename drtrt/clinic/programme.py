@@ -36,9 +36,20 @@ from drtrt.clinic.slots import REFUSED
 from drtrt.clinic.verdicts import LABELS, REFER, REFER_URGENT
 from drtrt.clinic.visit_export import visit_ids, visit_operator
 from drtrt.clinic.visits import VisitBook
-from drtrt.messages import message
+from drtrt.messages import Message, message
 
 REFERRALS = (REFER_URGENT, REFER)
+DEFINITIONS = (
+    message("Screened: a visit with a final verdict (closed, or screened by a command); a visit still open is "
+            "counted as a visit only."),
+    message("Referral rate: visits referred (refer urgently or refer) out of visits screened."),
+    message("Pathway grade: the worst grade of a visit's gradable eyes; no grade when no eye was gradable."),
+    message("Imageable patient: in at least one visit every photographed eye had a gradable photo."),
+    message("Camera: how the photo came in (camera folder, upload, command); the kit does not know camera models. "
+            "Operator: not recorded while the station has one PIN for everyone."),
+    message("Time to outcome: days from the day the referred visit opened to the outcome that closed the referral "
+            "(attended, treated, or did not attend then discharge), against the pathway's timescale."),
+)
 NOT_RECORDED = message("not recorded")
 NO_GRADE = message("no grade")
 NO_READS = message("no reads")
@@ -207,7 +218,7 @@ def programme(books: Sequence[tuple[str, VisitBook]], start: dt.date, end: dt.da
         days = (f.outcome[1] - f.opened).days if f.outcome else ""
         within = (message("within timescale") if days <= due else message("late")) if f.outcome \
             else message("no outcome yet")
-        timing.append((f.label, f.patient, f.verdict, f.opened.isoformat(), f.outcome[0] if f.outcome else "",
+        timing.append((f.label, f.patient, Message(LABELS[f.verdict]), f.opened.isoformat(), f.outcome[0] if f.outcome else "",
                        days, due, within))
     buckets = Counter(row[-1] for row in timing)
     results = (message("within timescale"), message("late"), message("no outcome yet"))
@@ -246,7 +257,7 @@ def programme(books: Sequence[tuple[str, VisitBook]], start: dt.date, end: dt.da
               _bars(message("referrals"), {r: buckets[r] for r in results})),
         Table("overdue_referrals", message("Overdue referrals"),
               (message("visit"), message("patient"), message("referral"), message("due"), message("days overdue")),
-              tuple((label, a.patient, a.need, a.due.isoformat(), (now.date() - a.due).days) for label, a in overdue),
+              tuple((label, a.patient, Message(LABELS[a.need]), a.due.isoformat(), (now.date() - a.due).days) for label, a in overdue),
               _bars(message("overdue referrals"), {LABELS[n]: needs[n] for n in REFERRALS})),
         Table("reader_agreement", message("Reader agreement"), (message("measure"), message("value")),
               ((message("reads"), NO_READS),), note=message("no reads: the kit keeps no human reads yet")),
