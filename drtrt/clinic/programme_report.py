@@ -30,6 +30,8 @@ from drtrt.messages import Message, message
 # Okabe–Ito: told apart by people with colour-vision deficiency, and in grey on paper.
 COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00")
 Translate = Callable[[str], str]
+NONE_IN_RANGE = message("none in this range")
+DEFINITIONS_TITLE = message("Definitions")
 
 
 def _english(text: str) -> str:
@@ -107,7 +109,7 @@ def chart_img(table: Table, tr: Translate = _english) -> str:
 def table_html(table: Table, tr: Translate = _english) -> str:
     head = "".join(f'<th scope="col">{html.escape(tr(c))}</th>' for c in table.columns)
     if not table.rows:
-        body = f'<tr><td colspan="{len(table.columns)}">{html.escape(tr(message("none in this range")))}</td></tr>'
+        body = f'<tr><td colspan="{len(table.columns)}">{html.escape(tr(NONE_IN_RANGE))}</td></tr>'
     else:
         body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v, tr))}</td>" for v in row) + "</tr>"
                        for row in table.rows)
@@ -126,7 +128,7 @@ def report_body(prog: Programme, tr: Translate = _english) -> str:
             parts.append(f"<p>{html.escape(tr(table.note))}</p>")
         parts.append("</section>")
     items = "".join(f"<li>{html.escape(tr(d))}</li>" for d in DEFINITIONS)
-    parts.append(f'<section class="card programme" id="definitions"><h2>{html.escape(tr(message("Definitions")))}'
+    parts.append(f'<section class="card programme" id="definitions"><h2>{html.escape(tr(DEFINITIONS_TITLE))}'
                  f"</h2><ul>{items}</ul></section>")
     return "\n".join(parts)
 

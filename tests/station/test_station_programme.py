@@ -61,4 +61,4 @@ def test_the_programme_page_in_spanish(clinic_station):
     html = client.get("/programme?from=2026-02-16&to=2026-03-08").text
     assert "Informe del programa de cribado, 2026-02-16 a 2026-03-08" in html
     assert "Visitas por semana" in html and "<td>visitas</td><td>5</td>" in section(html, "summary")
-    assert "remitir urgentemente" in section(html, "overdue_referrals") and "sin lecturas" in html
+    assert "remitir con urgencia" in section(html, "overdue_referrals") and "sin lecturas" in html
