@@ -116,12 +116,13 @@ def table_html(table: Table, tr: Translate = _english) -> str:
     return f'<table class="list numbers"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def report_body(prog: Programme, tr: Translate = _english) -> str:
-    """The report's sections (HTML, no script, no style attribute): heading, chart, table, note."""
+def report_body(prog: Programme, tr: Translate = _english, charts: bool = True) -> str:
+    """The report's sections (HTML, no script, no style attribute): heading, chart, table, note;
+    ``charts`` False: the tables only (where matplotlib is not installed)."""
     parts = []
     for table in prog.tables:
         parts.append(f'<section class="card programme" id="{table.key}"><h2>{html.escape(tr(table.title))}</h2>')
-        if table.chart is not None:
+        if table.chart is not None and charts:
             parts.append(f"<figure>{chart_img(table, tr)}</figure>")
         parts.append(table_html(table, tr))
         if table.note:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import importlib.util
 
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
@@ -25,6 +26,7 @@ from drtrt.station.handlers import Page
 from drtrt.station.state import now_of
 
 DEFAULT_DAYS = 90                              # the page's default range: the last 13 weeks, today included
+NO_CHARTS = "the charts need matplotlib, which is not installed (pip install 'drtrt[report]'): the tables only"
 
 
 def _range(request: Request) -> tuple[dt.date, dt.date]:
@@ -53,5 +55,7 @@ async def programme_page(request: Request) -> Response:
         return page.render("programme.html", status=400, error=page._(str(exc)), start=None, end=None, body="")
     prog = programme([("station", page.station.worker.book)], start, end, now_of(request))
     tr = functools.partial(i18n.translate, page.t)
-    body = await run_in_threadpool(report_body, prog, tr)
-    return page.render("programme.html", error=None, start=start, end=end, body=Markup(body))
+    charts = importlib.util.find_spec("matplotlib") is not None
+    body = await run_in_threadpool(report_body, prog, tr, charts)
+    return page.render("programme.html", error=None if charts else page._(NO_CHARTS), start=start, end=end,
+                       body=Markup(body))

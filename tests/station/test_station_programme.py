@@ -62,3 +62,14 @@ def test_the_programme_page_in_spanish(clinic_station):
     assert "Informe del programa de cribado, 2026-02-16 a 2026-03-08" in html
     assert "Visitas por semana" in html and "<td>visitas</td><td>5</td>" in section(html, "summary")
     assert "remitir con urgencia" in section(html, "overdue_referrals") and "sin lecturas" in html
+
+
+def test_without_matplotlib_the_page_shows_the_tables_and_says_why(clinic_station, monkeypatch):
+    import importlib.util
+
+    client, *_ = clinic_station
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    html = client.get("/programme?from=2026-02-16&to=2026-03-08").text
+    assert "the charts need matplotlib" in html and "data:image" not in html
+    assert "<td>visits</td><td>5</td>" in section(html, "summary")
