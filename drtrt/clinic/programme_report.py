@@ -49,7 +49,8 @@ def chart_svg(chart: Chart, tr: Translate = _english) -> bytes:
     from matplotlib import rc_context
     from matplotlib.figure import Figure
 
-    with rc_context({"svg.hashsalt": "drtrt", "svg.fonttype": "path", "font.size": 9}):
+    with rc_context({"svg.hashsalt": "drtrt", "svg.fonttype": "path", "font.size": 9,
+                     "text.parse_math": False}):
         labels = [tr(label) if isinstance(label, Message) else label for label in chart.labels]
         horizontal = chart.kind == "bar" and len(chart.series) == 1
         height = max(2.4, 0.35 * len(labels) + 1.2) if horizontal else 2.8

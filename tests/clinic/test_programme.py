@@ -104,3 +104,19 @@ def test_an_empty_range_and_a_backwards_one(book):
     assert dict(rows(prog, "summary"))["visits"] == "0" and dict(rows(prog, "summary"))["referral rate (%)"] == ""
     with pytest.raises(ConfigError, match="before --from"):
         programme([("clinic", book)], D("2026-03-08"), D("2026-02-16"), NOW)
+
+
+def test_a_chart_is_the_same_svg_every_time_and_takes_any_label():
+    pytest.importorskip("matplotlib", reason="the charts need matplotlib (report extra)")
+    import xml.etree.ElementTree as ET
+
+    from drtrt.clinic.programme import Chart
+    from drtrt.clinic.programme_report import chart_svg, chart_words
+
+    bars = Chart("bar", ("Dr $x$ <b>", "blurred"), (("photos refused", (2.0, 1.0)),))   # no mathtext, no markup
+    svg = chart_svg(bars)
+    assert svg == chart_svg(bars) and b"<script" not in svg and b'href="http' not in svg   # nothing to fetch
+    ET.fromstring(svg)                                                 # well-formed
+    line = Chart("line", ("2026-03-02", "2026-03-09"), (("referral rate (%)", (50.0, math.nan)),))
+    ET.fromstring(chart_svg(line))
+    assert chart_words(line) == "referral rate (%): 2026-03-02 50, 2026-03-09 –"
