@@ -1,6 +1,6 @@
 """``drtrt actions``, ``drtrt recall``, ``drtrt export-visits``, ``drtrt programme-report``: who still needs
-something, who is due for rescreening, every visit of a date range, and the programme's numbers — read from a session folder's store (not while the station
-or ``drtrt watch`` uses it)."""
+something, who is due for rescreening, every visit of a date range, and the programme's numbers — read from
+a session folder's store (not while the station or ``drtrt watch`` uses it)."""
 
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def export_visits(session: SessionArg,
 
 @command("programme-report")
 def programme_report(sessions: Annotated[list[Path], typer.Argument(
-                         help="Session folders (made by screen --out, watch or the station); their numbers are added up.",
+                         help="Session folders (made by screen --out, watch or the station), added up.",
                          metavar="SESSION...", show_default=False)],
                      from_: Annotated[str, Opt("First day the visits opened (YYYY-MM-DD, UTC).", "DATE", "--from")],
                      to: Annotated[str, Opt("Last day (YYYY-MM-DD, UTC), inclusive.", "DATE", "--to")],

@@ -31,11 +31,12 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from drtrt.clinic.failsafe import open_actions, outcomes, utc_now
-from drtrt.clinic.pathways import stored_pathway
+from drtrt.clinic.pathways import Pathway, stored_pathway
 from drtrt.clinic.slots import REFUSED
 from drtrt.clinic.verdicts import LABELS, REFER, REFER_URGENT
 from drtrt.clinic.visit_export import visit_ids, visit_operator
 from drtrt.clinic.visits import VisitBook
+from drtrt.errors import ConfigError
 from drtrt.messages import Message, message
 
 REFERRALS = (REFER_URGENT, REFER)
@@ -53,6 +54,7 @@ DEFINITIONS = (
 NOT_RECORDED = message("not recorded")
 NO_GRADE = message("no grade")
 NO_READS = message("no reads")
+WITHIN, LATE, NO_OUTCOME = message("within timescale"), message("late"), message("no outcome yet")
 
 
 @dataclass(frozen=True)
@@ -170,74 +172,88 @@ def _counted(key: str, title: str, what: str, counts: Counter) -> Table:
     return Table(key, title, (what, message("photos refused")), rows, _bars(message("photos refused"), dict(rows)))
 
 
-def programme(books: Sequence[tuple[str, VisitBook]], start: dt.date, end: dt.date,
-              now: dt.datetime | None = None) -> Programme:
-    """The numbers of the visits opened from ``start`` to ``end`` in ``books`` ((session name, book) pairs)."""
-    now = now or utc_now()
+def _gather(books: Sequence[tuple[str, VisitBook]], start: dt.date, end: dt.date, now: dt.datetime):
+    """The range's visit facts, its overdue referrals ((label, action)) and the pathway (the first session's)."""
     facts, overdue, pathway = [], [], None
+    several = len(books) > 1
     for session, book in books:
         pathway = pathway or stored_pathway(book.store.meta())
-        several = len(books) > 1
         for f in visit_facts(book, session, start, end):
             facts.append(VisitFacts(**{**f.__dict__, "label": f"{session}/{f.visit}" if several else str(f.visit)}))
         ids = set(visit_ids(book, start, end))
         overdue += [(f"{session}/{a.visit}" if several else str(a.visit), a)
                     for a in open_actions(book, now, overdue_only=True) if a.need in REFERRALS and a.visit in ids]
-    pathway = pathway or stored_pathway({})
-    screened = [f for f in facts if f.verdict is not None]
-    referred = [f for f in screened if f.referred]
-    patients = sorted({f.patient for f in facts})
-    imageable = {p for p in patients if any(f.imageable for f in facts if f.patient == p)}
+    return facts, overdue, pathway or stored_pathway({})
 
+
+def _weekly(facts: list[VisitFacts], start: dt.date, end: dt.date) -> list[tuple]:
+    """Per week (Monday): visits, screened, referred, referral rate (empty when nothing was screened)."""
     weeks = []
     for monday in _weeks(start, end):
         inside = [f for f in facts if monday <= f.opened < monday + dt.timedelta(weeks=1)]
         done = [f for f in inside if f.verdict is not None]
         refs = sum(f.referred for f in done)
         weeks.append((monday.isoformat(), len(inside), len(done), refs, _pct(refs, len(done))))
-    week_cols = (message("week (Monday)"), message("visits"), message("screened"), message("referred"),
-                 message("referral rate (%%)"))
+    return weeks
 
-    def grade_name(grade: int | None) -> str:
-        if grade is None:
-            return NO_GRADE
-        try:
-            return pathway.rule(grade).code or f"ICDR {grade}"
-        except Exception:                      # a grade the pathway does not name
-            return f"ICDR {grade}"
 
-    by_grade: dict[str, list[VisitFacts]] = {}
+def _grade_name(grade: int | None, pathway: Pathway) -> str:
+    if grade is None:
+        return NO_GRADE
+    try:
+        return pathway.rule(grade).code or f"ICDR {grade}"
+    except ConfigError:                        # a grade the pathway does not name
+        return f"ICDR {grade}"
+
+
+def _by_grade(screened: list[VisitFacts], pathway: Pathway) -> tuple[tuple, ...]:
+    """Per pathway grade (worst gradable eye; no grade last): screened, referred, referral rate."""
+    groups: dict[str, list[VisitFacts]] = {}
     for f in sorted(screened, key=lambda f: (f.worst_grade is None, f.worst_grade or 0)):
-        by_grade.setdefault(grade_name(f.worst_grade), []).append(f)
-    grades = tuple((name, len(fs), sum(f.referred for f in fs), _pct(sum(f.referred for f in fs), len(fs)))
-                   for name, fs in by_grade.items())
+        groups.setdefault(_grade_name(f.worst_grade, pathway), []).append(f)
+    return tuple((name, len(fs), sum(f.referred for f in fs), _pct(sum(f.referred for f in fs), len(fs)))
+                 for name, fs in groups.items())
 
-    timing = []
+
+def _timing(referred: list[VisitFacts], pathway: Pathway) -> tuple[tuple, ...]:
+    """Each referral: its outcome and the days to it against the pathway's timescale, or no outcome yet."""
+    rows = []
     for f in referred:
         due = pathway.due_in(f.verdict)
         days = (f.outcome[1] - f.opened).days if f.outcome else ""
-        within = (message("within timescale") if days <= due else message("late")) if f.outcome \
-            else message("no outcome yet")
-        timing.append((f.label, f.patient, Message(LABELS[f.verdict]), f.opened.isoformat(), f.outcome[0] if f.outcome else "",
-                       days, due, within))
-    buckets = Counter(row[-1] for row in timing)
-    results = (message("within timescale"), message("late"), message("no outcome yet"))
-    needs = Counter(a.need for _, a in overdue)
+        result = (WITHIN if days <= due else LATE) if f.outcome else NO_OUTCOME
+        rows.append((f.label, f.patient, Message(LABELS[f.verdict]), f.opened.isoformat(),
+                     f.outcome[0] if f.outcome else "", days, due, result))
+    return tuple(rows)
 
+
+def programme(books: Sequence[tuple[str, VisitBook]], start: dt.date, end: dt.date,
+              now: dt.datetime | None = None) -> Programme:
+    """The numbers of the visits opened from ``start`` to ``end`` in ``books`` ((session name, book) pairs)."""
+    now = now or utc_now()
+    facts, overdue, pathway = _gather(books, start, end, now)
+    screened = [f for f in facts if f.verdict is not None]
+    referred = [f for f in screened if f.referred]
+    patients = sorted({f.patient for f in facts})
+    imageable = {p for p in patients if any(f.imageable for f in facts if f.patient == p)}
+    weeks, grades, timing = _weekly(facts, start, end), _by_grade(screened, pathway), _timing(referred, pathway)
+    results, needs = Counter(row[-1] for row in timing), Counter(a.need for _, a in overdue)
+    rate = message("referral rate (%%)")
+    week_cols = (message("week (Monday)"), message("visits"), message("screened"), message("referred"), rate)
     summary = ((message("visits"), len(facts)), (message("screened"), len(screened)),
                (message("patients"), len(patients)), (message("imageable patients"), len(imageable)),
                (message("imageable patients (%%)"), _pct(len(imageable), len(patients))),
                (message("photos refused"), sum(len(f.refusals) for f in facts)),
-               (message("referred"), len(referred)), (message("referral rate (%%)"), _pct(len(referred), len(screened))),
+               (message("referred"), len(referred)), (rate, _pct(len(referred), len(screened))),
                (message("overdue referrals"), len(overdue)), (message("reader agreement"), NO_READS))
     tables = (
         Table("summary", message("The programme at a glance"), (message("measure"), message("value")), summary),
         Table("visits_by_week", message("Visits per week"), week_cols, tuple(weeks),
               _columns(weeks, 0, (message("visits"), 1), (message("screened"), 2))),
         Table("referral_rate_by_week", message("Referral rate by week"), week_cols, tuple(weeks),
-              _columns(weeks, 0, (message("referral rate (%%)"), 4))),
+              _columns(weeks, 0, (rate, 4))),
         Table("referral_by_grade", message("Referrals by pathway grade"),
-              (message("pathway grade"), message("screened"), message("referred"), message("referral rate (%%)")),
+              (message("pathway grade"), message("screened"), message("referred"), rate),
               grades, _columns(grades, 0, (message("screened"), 1), (message("referred"), 2), kind="bar")),
         Table("imageability", message("Per-patient imageability"),
               (message("patient"), message("visits"), message("imageable")),
@@ -253,11 +269,12 @@ def programme(books: Sequence[tuple[str, VisitBook]], start: dt.date, end: dt.da
                  Counter(f.operator for f in facts for _ in f.refusals)),
         Table("time_to_outcome", message("Time from photo to referral outcome"),
               (message("visit"), message("patient"), message("referral"), message("opened"), message("outcome"),
-               message("days"), message("timescale (days)"), message("result")), tuple(timing),
-              _bars(message("referrals"), {r: buckets[r] for r in results})),
+               message("days"), message("timescale (days)"), message("result")), timing,
+              _bars(message("referrals"), {r: results[r] for r in (WITHIN, LATE, NO_OUTCOME)})),
         Table("overdue_referrals", message("Overdue referrals"),
               (message("visit"), message("patient"), message("referral"), message("due"), message("days overdue")),
-              tuple((label, a.patient, Message(LABELS[a.need]), a.due.isoformat(), (now.date() - a.due).days) for label, a in overdue),
+              tuple((label, a.patient, Message(LABELS[a.need]), a.due.isoformat(), (now.date() - a.due).days)
+                    for label, a in overdue),
               _bars(message("overdue referrals"), {LABELS[n]: needs[n] for n in REFERRALS})),
         Table("reader_agreement", message("Reader agreement"), (message("measure"), message("value")),
               ((message("reads"), NO_READS),), note=message("no reads: the kit keeps no human reads yet")),

@@ -78,7 +78,8 @@ def chart_svg(chart: Chart, tr: Translate = _english) -> bytes:
             axes.set_xticks(positions, labels, rotation=30 if len(labels) > 6 else 0, ha="right" if len(labels) > 6
                             else "center")
             axes.yaxis.get_major_locator().set_params(integer=True)
-            axes.set_ylim(bottom=0, top=max([v for _, vs in chart.series for v in vs if not math.isnan(v)] + [1]) * 1.15)
+            highest = max([v for _, vs in chart.series for v in vs if not math.isnan(v)] + [1])
+            axes.set_ylim(bottom=0, top=highest * 1.15)
             if len(chart.series) > 1:
                 axes.legend(frameon=False, loc="upper left", fontsize=8, ncols=len(chart.series))
             else:

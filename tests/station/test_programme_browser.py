@@ -64,7 +64,8 @@ def test_the_report_file_opens_offline_draws_its_charts_and_prints(tmp_path):
         pdf = page.pdf(format="A4")
         assert pdf.startswith(b"%PDF") and len(pdf) > 20_000
         with page.expect_event("requestfailed") as failed:        # the watch sees, and stops, a request out
-            page.evaluate("document.body.insertAdjacentHTML('beforeend', '<img src=\"https://cdn.example.org/c.png\">')")
+            page.evaluate("document.body.insertAdjacentHTML('beforeend', "
+                          "'<img src=\"https://cdn.example.org/c.png\">')")
         assert failed.value.url == requests[-1] == "https://cdn.example.org/c.png"
         browser.close()
 
