@@ -3,8 +3,9 @@
 ``drtrt programme-report``). Read-only, behind the login like every page; in the operator's language.
 
 Each chart is an SVG picture inside the page (a ``data:`` image, which the content-security policy
-allows): no script, nothing fetched. Drawing takes about a second, in a worker thread so the station
-keeps answering.
+allows): no script, nothing fetched. Counting and drawing take seconds for a busy quarter (about 3.6 s
+for 1,000 visits on this project's loaded 2-core machine), in a worker thread so the station keeps
+answering meanwhile.
 """
 
 from __future__ import annotations
@@ -53,9 +54,13 @@ async def programme_page(request: Request) -> Response:
         start, end = _range(request)
     except ConfigError as exc:
         return page.render("programme.html", status=400, error=page._(str(exc)), start=None, end=None, body="")
-    prog = programme([("station", page.station.worker.book)], start, end, now_of(request))
     tr = functools.partial(i18n.translate, page.t)
     charts = importlib.util.find_spec("matplotlib") is not None
-    body = await run_in_threadpool(report_body, prog, tr, charts)
+
+    def draw() -> str:
+        return report_body(programme([("station", page.station.worker.book)], start, end, now_of(request)), tr,
+                           charts)
+
+    body = await run_in_threadpool(draw)
     return page.render("programme.html", error=None if charts else page._(NO_CHARTS), start=start, end=end,
                        body=Markup(body))
