@@ -5,13 +5,14 @@ page makes is intercepted and must be file:, data: or the station's own localhos
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 
 import pytest
 from station_helpers import station  # noqa: F401  (the fixture)
 from station_helpers import wait_for
-from test_station_browser import CHROMIUM, assert_accessible, sync_api
+from test_station_browser import CHROMIUM, DOCS, assert_accessible, sync_api
 from visit_fixture import at, clinic
 
 from drtrt.clinic.programme import programme
@@ -109,6 +110,9 @@ def test_the_programme_page_in_a_browser_is_accessible_and_stays_on_the_machine(
         assert len(widths) == 9 and all(w > 300 for w in widths), widths
         assert "Referral rate by week" in page.locator("main").inner_text()
         assert_accessible(page, "the Programme page")
+        if os.environ.get("DRTRT_UPDATE_SCREENSHOTS") == "1":        # the top of the page, for docs/station.md
+            page.set_viewport_size({"width": 1000, "height": 1500})
+            page.screenshot(path=str(DOCS / "programme.png"))
         page.goto(served + "/lang/es?next=/programme")
         assert "Visitas por semana" in page.locator("main").inner_text()
         assert_accessible(page, "the Programme page in Spanish")
