@@ -143,12 +143,14 @@ def visit_facts(book: VisitBook, session: str, start: dt.date, end: dt.date) -> 
     found = []
     for visit_id in visit_ids(book, start, end):
         visit = book.visit(visit_id)
-        sources = {int(r["id"]): r["source"] for r in
-                   book.store.execute("SELECT id, source FROM captures WHERE visit=?", (visit_id,))}
-        photos = [(s.row, s.capture_id) for s in visit.slots if s.row is not None]
-        photos += [(r["row"], r["capture"]) for s in visit.slots for r in s.replaced if r["row"] is not None]
-        refusals = tuple(((row.record or {}).get("code") or NOT_RECORDED, _camera(sources.get(capture)))
-                         for row, capture in photos if row.status in REFUSED)
+        captures = book.store.execute("SELECT path, source FROM captures WHERE visit=? ORDER BY id", (visit_id,))
+        if captures:                           # every photo taken in the visit, retaken ones included
+            results = {r.path: r for r in book.store.rows([c["path"] for c in captures])}
+            photos = [(results.get(c["path"]), c["source"]) for c in captures]
+        else:                                  # a command's visit: its photos, no capture rows
+            photos = [(s.row, None) for s in visit.slots if s.row is not None]
+        refusals = tuple(((row.record or {}).get("code") or NOT_RECORDED, _camera(source))
+                         for row, source in photos if row is not None and row.status in REFUSED)
         eyes = tuple((e.grade, e.gradable > 0) for e in visit.eyes.values() if e.images or e.replaced)
         verdict = visit.closed_verdict if visit.closed else (visit.verdict if kinds[visit_id] != "station" else None)
         closing = [o for o in outcomes(book.store, visit_id) if o.closes and o.need in REFERRALS]

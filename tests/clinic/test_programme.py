@@ -15,7 +15,7 @@ from visit_fixture import at, clinic, make_visit
 
 from drtrt.clinic.failsafe import record_outcome
 from drtrt.clinic.programme import programme
-from drtrt.clinic.store import SessionStore
+from drtrt.clinic.store import FileEntry, SessionStore
 from drtrt.clinic.visits import VisitBook
 from drtrt.errors import ConfigError
 
@@ -28,6 +28,18 @@ def book(tmp_path):
     store = SessionStore(tmp_path / "session.db")
     yield VisitBook(store)
     store.close()
+
+
+def photograph(book, visit: int, patient: str, eye: str, result, source: str) -> None:
+    """One more photo of ``eye`` in ``visit`` (replacing the one in its slot): a grade, or a refusal code."""
+    sha = f"{patient}-{visit}-{eye}-{source}".encode().hex().ljust(64, "0")[:64]
+    path = f"/photos/{sha}.jpg"
+    book.add_capture(visit, path, sha, source, slot=f"{eye}/any")
+    graded = isinstance(result, int)
+    record = {"status": "graded" if graded else "ungradable", "grade": result if graded else None,
+              "referable": result >= 2 if graded else None, "lesions": {}, "code": None if graded else result,
+              "reason": None if graded else "refused"}
+    book.store.record_image(sha, record, FileEntry(path, sha, 1, 1, patient, eye, "screened", visit=visit), run_id=1)
 
 
 def rows(prog, key):
@@ -120,3 +132,16 @@ def test_a_chart_is_the_same_svg_every_time_and_takes_any_label():
     line = Chart("line", ("2026-03-02", "2026-03-09"), (("referral rate (%)", (50.0, math.nan)),))
     ET.fromstring(chart_svg(line))
     assert chart_words(line) == "referral rate (%): 2026-03-02 50, 2026-03-09 –"
+
+
+def test_retaken_photos_count_as_refusals_by_their_code_and_camera(book):
+    clinic(book)
+    visit = make_visit(book, "G2", "2026-03-02T09:00", {"right": "ungradable", "left": 0}, close=False)
+    photograph(book, visit, "G2", "right", "too_dark", "camera:IMG_0001.JPG")       # refused again, from the camera
+    photograph(book, visit, "G2", "right", 1, "camera:IMG_0002.JPG")                # then graded
+    book.close_visit(visit)
+    prog = programme([("clinic", book)], D("2026-02-16"), D("2026-03-08"), NOW)
+    assert rows(prog, "refusals_by_reason") == [("blurred", "3"), ("too_dark", "1")]   # G1's two, G2's first
+    assert rows(prog, "refusals_by_camera") == [("upload at the station", "3"), ("camera folder", "1")]
+    assert ("G2", "1", "yes") in rows(prog, "imageability")          # the retake made the eye gradable
+    assert dict(rows(prog, "summary"))["photos refused"] == "4"
