@@ -54,6 +54,11 @@ DEFINITIONS = (
 NOT_RECORDED = message("not recorded")
 NO_GRADE = message("no grade")
 NO_READS = message("no reads")
+# The quality gate's refusal codes (drtrt.runtime.quality.CODES) in a few words; an unknown code shows as itself.
+REASON_WORDS = {"file_damaged": message("file damaged or unreadable"),
+                "no_field_of_view": message("no field of view"), "too_small": message("too small"), "too_dark": message("too dark"), "overexposed": message("overexposed"),
+                "greyscale": message("greyscale"), "not_a_fundus": message("not a fundus photo"),
+                "blurred": message("blurred"), "low_contrast": message("low contrast")}
 WITHIN, LATE, NO_OUTCOME = message("within timescale"), message("late"), message("no outcome yet")
 
 
@@ -87,7 +92,9 @@ def _columns(rows, labels_at: int, *series: tuple[str, int], kind: str = "line")
 
 
 def _bars(name: str, counts: dict) -> Chart:
-    return Chart("bar", tuple(str(k) for k in counts), ((name, tuple(float(v) for v in counts.values())),))
+    """One series of counts by label (a label that is a :class:`Message` stays one, to be translated)."""
+    return Chart("bar", tuple(k if isinstance(k, str) else str(k) for k in counts),
+                 ((name, tuple(float(v) for v in counts.values())),))
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,10 @@ class Programme:
         return next(t for t in self.tables if t.key == key)
 
 
+def _reason(code: str | None) -> str:
+    return REASON_WORDS.get(code, code) if code else NOT_RECORDED
+
+
 def _camera(source: str | None) -> str:
     if source is None:
         return message("command (drtrt screen / watch / receive)")
@@ -149,7 +160,7 @@ def visit_facts(book: VisitBook, session: str, start: dt.date, end: dt.date) -> 
             photos = [(results.get(c["path"]), c["source"]) for c in captures]
         else:                                  # a command's visit: its photos, no capture rows
             photos = [(s.row, None) for s in visit.slots if s.row is not None]
-        refusals = tuple(((row.record or {}).get("code") or NOT_RECORDED, _camera(source))
+        refusals = tuple((_reason((row.record or {}).get("code")), _camera(source))
                          for row, source in photos if row is not None and row.status in REFUSED)
         eyes = tuple((e.grade, e.gradable > 0) for e in visit.eyes.values() if e.images or e.replaced)
         verdict = visit.closed_verdict if visit.closed else (visit.verdict if kinds[visit_id] != "station" else None)
@@ -277,7 +288,7 @@ def programme(books: Sequence[tuple[str, VisitBook]], start: dt.date, end: dt.da
               (message("visit"), message("patient"), message("referral"), message("due"), message("days overdue")),
               tuple((label, a.patient, Message(LABELS[a.need]), a.due.isoformat(), (now.date() - a.due).days)
                     for label, a in overdue),
-              _bars(message("overdue referrals"), {LABELS[n]: needs[n] for n in REFERRALS})),
+              _bars(message("overdue referrals"), {Message(LABELS[n]): needs[n] for n in REFERRALS})),
         Table("reader_agreement", message("Reader agreement"), (message("measure"), message("value")),
               ((message("reads"), NO_READS),), note=message("no reads: the kit keeps no human reads yet")),
     )

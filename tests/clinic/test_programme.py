@@ -141,7 +141,14 @@ def test_retaken_photos_count_as_refusals_by_their_code_and_camera(book):
     photograph(book, visit, "G2", "right", 1, "camera:IMG_0002.JPG")                # then graded
     book.close_visit(visit)
     prog = programme([("clinic", book)], D("2026-02-16"), D("2026-03-08"), NOW)
-    assert rows(prog, "refusals_by_reason") == [("blurred", "3"), ("too_dark", "1")]   # G1's two, G2's first
+    assert rows(prog, "refusals_by_reason") == [("blurred", "3"), ("too dark", "1")]   # G1's two, G2's first
     assert rows(prog, "refusals_by_camera") == [("upload at the station", "3"), ("camera folder", "1")]
     assert ("G2", "1", "yes") in rows(prog, "imageability")          # the retake made the eye gradable
     assert dict(rows(prog, "summary"))["photos refused"] == "4"
+
+
+def test_every_refusal_code_has_words():
+    from drtrt.clinic.programme import REASON_WORDS
+    from drtrt.runtime.quality import CODES
+
+    assert set(REASON_WORDS) == set(CODES)
