@@ -90,3 +90,13 @@ def test_bad_input_is_one_line(session, args, code, fragment):
 def test_a_session_in_use_is_one_line(session):
     with SessionStore(session / "session.db"):
         assert_one_line_error(invoke("actions", session), "in use by another drtrt process", 2)
+
+
+def test_programme_report_without_matplotlib_is_one_line_naming_the_extra(session, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)          # as if not installed
+    out = tmp_path / "report"
+    assert_one_line_error(invoke("programme-report", session, "--from", "2026-02-16", "--to", "2026-03-08",
+                                 "--out", out), "[report]'", 1)
+    assert not out.exists()                                        # nothing half-written
