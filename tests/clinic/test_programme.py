@@ -152,3 +152,14 @@ def test_every_refusal_code_has_words():
     from drtrt.runtime.quality import CODES
 
     assert set(REASON_WORDS) == set(CODES)
+
+
+def test_grades_in_the_sessions_pathway_words(book):
+    from drtrt.clinic.pathways import keep_pathway, load_pathway
+
+    keep_pathway(book.store, load_pathway("nhs"))
+    clinic(book)
+    prog = programme([("clinic", book)], D("2026-02-16"), D("2026-03-08"), NOW)
+    # NHS codes: ICDR 0 → R0, 2 → R2, 4 → R3 (tests/clinic/test_pathways.py holds the mapping)
+    assert [r[:3] for r in rows(prog, "referral_by_grade")] == [("R0", "1", "0"), ("R2", "1", "1"), ("R3", "1", "1"),
+                                                                ("no grade", "1", "0")]
