@@ -28,7 +28,8 @@ def make_visit(book: VisitBook, patient: str, opened: str, eyes: dict[str, int |
         graded = grade != "ungradable"
         record = {"status": "graded" if graded else "ungradable", "grade": grade if graded else None,
                   "referable": (grade >= 2) if graded else None, "lesions": {},
-                  "reason": None if graded else "blurred — refocus, hold still and retake", **(extra or {})}
+                  "reason": None if graded else "blurred — refocus, hold still and retake",
+                  "code": None if graded else "blurred", **(extra or {})}
         book.store.record_image(sha, record, FileEntry(path, sha, 1, 1, patient, eye, "screened", visit=visit),
                                 run_id=1)
     if close:

@@ -85,7 +85,7 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 
 # Top-level module → the extra that installs it (a missing one is a one-line error, not a traceback).
-EXTRAS = {"torch": "train", "torchvision": "train", "sklearn": "train", "yaml": "train", "matplotlib": "train",
+EXTRAS = {"torch": "train", "torchvision": "train", "sklearn": "train", "yaml": "train", "matplotlib": "report",
           "onnx": "convert", "onnxslim": "export", "starlette": "station", "uvicorn": "station", "jinja2": "station",
           "babel": "station", "multipart": "station", "python_multipart": "station", "itsdangerous": "station",
           "pydicom": "integration", "pynetdicom": "integration", "highdicom": "integration",

@@ -1,6 +1,6 @@
-"""``drtrt actions``, ``drtrt recall``, ``drtrt export-visits``: who still needs something, who is due for
-rescreening, and every visit of a date range — read from a session folder's store (not while the station
-or ``drtrt watch`` uses it)."""
+"""``drtrt actions``, ``drtrt recall``, ``drtrt export-visits``, ``drtrt programme-report``: who still needs
+something, who is due for rescreening, every visit of a date range, and the programme's numbers — read from
+a session folder's store (not while the station or ``drtrt watch`` uses it)."""
 
 from __future__ import annotations
 
@@ -146,3 +146,35 @@ def letter(session: SessionArg,
     kind = "urgent" if referral.urgent else "routine"
     console.print(f"{kind} referral of {patient} (visit {referral.visit}) to {referral.destination}, due "
                   f"{referral.due.isoformat()}: letter written to {out}", highlight=False, soft_wrap=True)
+
+
+@command("programme-report")
+def programme_report(sessions: Annotated[list[Path], typer.Argument(
+                         help="Session folders (made by screen --out, watch or the station), added up.",
+                         metavar="SESSION...", show_default=False)],
+                     from_: Annotated[str, Opt("First day the visits opened (YYYY-MM-DD, UTC).", "DATE", "--from")],
+                     to: Annotated[str, Opt("Last day (YYYY-MM-DD, UTC), inclusive.", "DATE", "--to")],
+                     out: Annotated[Path, Opt("The folder to write programme.html and one CSV per table to.", "DIR",
+                                              "--out")]) -> None:
+    """The programme's numbers for a date range, as charts with their tables (one HTML file that prints and
+    needs no network) and CSV: visits, patients, imageability, refusals by reason, camera and operator,
+    referral rate by week and by grade, time from photo to referral outcome, overdue referrals."""
+    import contextlib
+
+    from drtrt.clinic.programme import programme
+    from drtrt.clinic.programme_report import write_report
+
+    start, end = _day(from_, "--from"), _day(to, "--to")
+    names = [s.name or str(s) for s in sessions]
+    names = names if len(set(names)) == len(names) else [str(s) for s in sessions]
+    with contextlib.ExitStack() as stack:
+        books = []
+        for name, session in zip(names, sessions):
+            store, book = _book(session)
+            stack.enter_context(store)
+            books.append((name, book))
+        prog = programme(books, start, end)
+    written = write_report(prog, out)
+    visits = prog.table("summary").rows[0][1]
+    console.print(f"{visits} visit(s) from {start} to {end}: {written[0]} and {len(written) - 1} CSV file(s) "
+                  f"in {out}", highlight=False, soft_wrap=True)

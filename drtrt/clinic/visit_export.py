@@ -2,7 +2,7 @@
 
 Columns (:data:`COLUMNS`): the visit, its patient and kind (``station``, or ``session`` for a command's
 photos), when it opened and closed (UTC), the operator (empty until the station keeps who opened a
-visit: :func:`visit_operator`), the verdict (id and words) and per eye the verdict, grade, R and M,
+visit: :func:`visit_operator`, from the audit trail), the verdict (id and words) and per eye the verdict, grade, R and M,
 the photos refused (ungradable or unreadable, retaken ones too), the retakes, the reader (empty until
 human reads exist), the latest failsafe outcome (:mod:`.failsafe`) with who recorded it and when, and
 whether the results are provisional. A visit belongs to the range by the day it opened (UTC).
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from drtrt.clinic import audit
 from drtrt.clinic.failsafe import outcomes
 from drtrt.clinic.slots import REFUSED, Visit
 from drtrt.clinic.visits import VisitBook
@@ -26,10 +27,15 @@ COLUMNS = ("visit", "patient", "kind", "opened", "closed", "operator", "verdict"
            "refused_photos", "retakes", "reader", "outcome", "outcome_by", "outcome_at", "provisional")
 
 
-def visit_operator(visit: Visit) -> str:
-    """Who screened the visit, as the station knows it: nobody yet (one PIN for every operator), so empty.
-    The one place to name them once the station keeps accounts."""
-    return ""
+OPERATOR_ACTIONS = ("open_visit", "to_camera", "capture", "retake_chosen", "move", "close", "finish_anyway")
+
+
+def visit_operator(book: VisitBook, visit: Visit) -> str:
+    """Who screened the visit, as its audit trail names them (the people who opened it, took, retook or moved its
+    photos, or finished it), in the order they first acted, ``; `` between; "shared PIN" where the station had
+    one PIN for everyone. Empty for a visit with no such entry (a command's visit, or one from before the trail)."""
+    people = [e.person for e in audit.entries(book.store, visit.id) if e.action in OPERATOR_ACTIONS]
+    return "; ".join(dict.fromkeys(people))
 
 
 def visit_ids(book: VisitBook, start: dt.date, end: dt.date) -> list[int]:
@@ -52,7 +58,7 @@ def visit_row(book: VisitBook, visit: Visit, kind: str) -> list:
         eyes += [eye.verdict if eye else "", "" if eye is None or eye.grade is None else eye.grade,
                  (eye.r or "") if gradable else "", (eye.m or "not assessed") if gradable else ""]
     last = (outcomes(book.store, visit.id) or [None])[-1]
-    return [visit.id, visit.patient.id, kind, visit.opened, visit.closed or "", visit_operator(visit),
+    return [visit.id, visit.patient.id, kind, visit.opened, visit.closed or "", visit_operator(book, visit),
             visit.closed_verdict or visit.verdict, visit.closed_words or visit.words, *eyes,
             sum(status in REFUSED for status in photos), sum(len(s.replaced) for s in visit.slots), "",
             last.words if last else "", last.person if last else "", last.recorded if last else "",

@@ -2,8 +2,9 @@
 
 Pages: the day (dashboard), a new patient, the visit at the camera (a checklist of the photos the
 protocol asks for, each with its result; the camera photos waiting for a person to say whose they
-are), the printable report and referral letter (:mod:`.letters`), and the lists that span days (:mod:`.worklists`): open actions with
-their outcomes, and who is due for rescreening. Pages update live by long-polling
+are), the printable report and referral letter (:mod:`.letters`), and the lists that span days
+(:mod:`.worklists`): open actions with their outcomes, and who is due for rescreening; the programme's
+numbers in charts (:mod:`.programme`). Pages update live by long-polling
 ``/api/version`` and re-fetching their panel. Every script, style and picture comes from the app
 itself (a Content-Security-Policy of 'self' enforces it): nothing leaves the machine.
 
@@ -29,7 +30,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from drtrt.station import handlers, letters, people, worklists
+from drtrt.station import handlers, letters, people, programme, worklists
 from drtrt.station.dashboard import read_parity
 from drtrt.station.forward import Forwarder
 from drtrt.station.middleware import LOGIN_PATH, OperatorGuard, SecurityHeaders, http_error_page
@@ -55,6 +56,7 @@ ROUTES = [
     Route("/actions", worklists.actions_page),
     Route("/actions/{visit_id:int}/outcome", worklists.outcome, methods=["POST"]),
     Route("/recall", worklists.recall_page), Route("/recall.csv", worklists.recall_download),
+    Route("/programme", programme.programme_page),
     Route("/api/version", handlers.api_version), Route("/api/visits/{visit_id:int}", handlers.api_visit),
     Route("/lang/{code:str}", handlers.set_language), Route(LOGIN_PATH, people.login, methods=["GET", "POST"]),
     Route("/logout", people.logout, methods=["POST"]), Route("/health", handlers.health),

@@ -152,5 +152,7 @@ OPERATOR_ERRORS = (
     "a discharge needs its reason (at most 200 characters)",
     "this visit needs nothing now: there is no outcome to record",
     "a date is YYYY-MM-DD",
+    "the last day is before the first",
+    "the charts need matplotlib, which is not installed (pip install 'drtrt[report]'): the tables only",
 )
 """What the operator may be told after an action, by the runtime's or the app's own (English) words."""

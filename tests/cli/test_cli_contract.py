@@ -73,6 +73,8 @@ MISSING_PATH = {
     ("export-visits",): (["{missing}", "--from", "2026-01-01", "--to", "2026-01-31", "--out", "{tmp}/v.csv"],
                          "not a session folder"),
     ("letter",): (["{missing}", "--patient", "P", "--out", "{tmp}/l.html"], "not a session folder"),
+    ("programme-report",): (["{missing}", "--from", "2026-01-01", "--to", "2026-01-31", "--out", "{tmp}/report"],
+                            "not a session folder"),
     ("evaluate",): (["--model", "{missing}.onnx", "--data", "{data}"], "not found"),
     ("parity",): (["--reference", "{missing}.pt", "--candidate", "{model}", "--data", "{data}"], "not found"),
     ("bench",): (["--model", "{missing}.onnx"], "not found"),

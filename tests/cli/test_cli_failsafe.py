@@ -55,6 +55,19 @@ def test_export_visits_writes_the_range(session, tmp_path):
     assert [r["patient"] for r in csv.DictReader(out.open())] == ["R1", "G1", "U1", "N1", "O1"]
 
 
+def test_programme_report_writes_the_html_and_the_csvs(session, tmp_path):
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["programme-report", str(session), "--from", "2026-02-16", "--to", "2026-03-08",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "5 visit(s) from 2026-02-16 to 2026-03-08" in result.stdout
+    html = (out / "programme.html").read_text()
+    assert html.count('<img class="chart" src="data:image/svg+xml;base64,') == 9 and "<script" not in html
+    summary = {r["measure"]: r["value"] for r in csv.DictReader((out / "summary.csv").open())}
+    assert (summary["visits"], summary["referred"], summary["reader agreement"]) == ("5", "2", "no reads")
+    assert [r["patient"] for r in csv.DictReader((out / "imageability.csv").open())] == ["G1", "N1", "O1", "R1", "U1"]
+
+
 @pytest.mark.parametrize("args, code, fragment", [
     (["recall", "{s}", "--from", "March"], 2, "--from must be a date (YYYY-MM-DD), found 'March'"),
     (["recall", "{s}", "--from", "2026-03-01", "--to", "2026-02-01"], 2, "--to 2026-02-01 is before --from"),
@@ -68,6 +81,13 @@ def test_export_visits_writes_the_range(session, tmp_path):
     (["letter", "{s}", "--patient", "U1", "--lang", "fr", "--out", "{s}/l.html"], 2, "--lang must be one of en, es"),
     (["letter", "{s}", "--patient", "U1", "--out", "{s}/l.docx"], 2, "--out must end in .html or .pdf"),
     (["letter", "{s}", "--patient", "U1", "--out", "{s}/session.db/l.html"], 1, "cannot write"),
+    (["programme-report", "{s}", "--from", "2026-01-01", "--to", "2026-1-5", "--out", "{s}/r"], 2, "--to must be a date"),
+    (["programme-report", "{s}", "--from", "2026-03-01", "--to", "2026-02-01", "--out", "{s}/r"], 2,
+     "--to 2026-02-01 is before --from"),
+    (["programme-report", "{s}", "--from", "2026-01-01", "--to", "2026-01-02", "--out", "{s}/session.db/r"], 1,
+     "cannot write the report"),
+    (["programme-report", "{s}", "{s}/nowhere", "--from", "2026-01-01", "--to", "2026-01-02", "--out", "{s}/r"], 1,
+     "not a session folder"),
 ])
 def test_bad_input_is_one_line(session, args, code, fragment):
     assert_one_line_error(invoke(*[a.replace("{s}", str(session)) for a in args]), fragment, code)
@@ -94,3 +114,13 @@ def test_letter_without_a_pdf_renderer_is_one_line(session, tmp_path, monkeypatc
     assert_one_line_error(invoke("letter", session, "--patient", "U1", "--out", tmp_path / "l.pdf"),
                           "no PDF renderer here", 1)
     assert not (tmp_path / "l.pdf").exists()
+
+
+def test_programme_report_without_matplotlib_is_one_line_naming_the_extra(session, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)          # as if not installed
+    out = tmp_path / "report"
+    assert_one_line_error(invoke("programme-report", session, "--from", "2026-02-16", "--to", "2026-03-08",
+                                 "--out", out), "[report]'", 1)
+    assert not out.exists()                                        # nothing half-written

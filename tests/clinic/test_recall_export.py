@@ -9,6 +9,8 @@ import io
 import pytest
 from visit_fixture import at, clinic, make_visit
 
+from drtrt.clinic import audit
+from drtrt.clinic.accounts import SHARED_PIN, Actor
 from drtrt.clinic.failsafe import record_outcome
 from drtrt.clinic.recall import add_months, recall_list
 from drtrt.clinic.store import SessionStore
@@ -63,6 +65,18 @@ def test_the_visit_csv_columns_against_the_fixture(book):
     g1, o1 = rows[0], rows[3]
     assert (g1["verdict"], g1["refused_photos"], g1["right_grade"]) == ("ungradable", "2", "")
     assert (o1["closed"], o1["verdict"], o1["left_verdict"]) == ("", "incomplete", "not_photographed")
+
+
+def test_the_operator_is_who_the_audit_trail_names_for_the_visit(book):
+    visits = clinic(book)
+    ana, ben = Actor("Ana", "screener"), Actor("Ben", "lead")
+    for actor, action in ((ana, "open_visit"), (ana, "capture"), (ben, "print"), (ben, "retake_chosen"),
+                          (ana, "close")):
+        audit.append(book.store, actor, action, visit=visits["U1"])
+    audit.append(book.store, SHARED_PIN, "open_visit", visit=visits["G1"])
+    rows = {r["patient"]: r for r in csv.DictReader(io.StringIO(visits_csv(book, D("2026-02-27"), D("2026-03-01"))))}
+    assert rows["U1"]["operator"] == "Ana; Ben"               # in order of first action; printing is not screening
+    assert rows["G1"]["operator"] == "shared PIN" and rows["N1"]["operator"] == ""
 
 
 def test_a_cell_a_spreadsheet_would_run_is_written_as_text(book):
