@@ -1,8 +1,8 @@
 """The visits of a date range as one CSV a programme manager can open: one row per visit.
 
 Columns (:data:`COLUMNS`): the visit, its patient and kind (``station``, or ``session`` for a command's
-photos), when it opened and closed (UTC), the operator (empty until the station keeps who opened a
-visit: :func:`visit_operator`, from the audit trail), the verdict (id and words) and per eye the verdict, grade, R and M,
+photos), when it opened and closed (UTC), the operator (the people its audit trail names:
+:func:`visit_operator`), the verdict (id and words) and per eye the verdict, grade, R and M,
 the photos refused (ungradable or unreadable, retaken ones too), the retakes, the reader (empty until
 human reads exist), the latest failsafe outcome (:mod:`.failsafe`) with who recorded it and when, and
 whether the results are provisional. A visit belongs to the range by the day it opened (UTC).
