@@ -25,6 +25,7 @@ from drtrt.errors import ConfigError
 from drtrt.station import i18n
 from drtrt.station.handlers import Page
 from drtrt.station.state import now_of
+from drtrt.station.worklists import query_days
 
 DEFAULT_DAYS = 90                              # the page's default range: the last 13 weeks, today included
 NO_CHARTS = "the charts need matplotlib, which is not installed (pip install 'drtrt[report]'): the tables only"
@@ -33,15 +34,9 @@ NO_CHARTS = "the charts need matplotlib, which is not installed (pip install 'dr
 def _range(request: Request) -> tuple[dt.date, dt.date]:
     """(from, to) of the query; a value that is not a date, or a range backwards, raises ConfigError."""
     today = now_of(request).astimezone(dt.timezone.utc).date()
-    days = []
-    for name in ("from", "to"):
-        value = request.query_params.get(name, "").strip()[:10]
-        try:
-            days.append(dt.date.fromisoformat(value) if value else None)
-        except ValueError:
-            raise ConfigError("a date is YYYY-MM-DD") from None
-    end = days[1] or today
-    start = days[0] or end - dt.timedelta(days=DEFAULT_DAYS)
+    first, last = query_days(request)
+    end = last or today
+    start = first or end - dt.timedelta(days=DEFAULT_DAYS)
     if end < start:
         raise ConfigError("the last day is before the first")
     return start, end

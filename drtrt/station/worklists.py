@@ -62,10 +62,9 @@ async def outcome(request: Request) -> Response:
     return RedirectResponse("/actions", status_code=303)
 
 
-def _range(request: Request) -> tuple[dt.date | None, dt.date | None, bool]:
-    """The recall page's (from, to, overdue) from its query; a date that is not one raises ConfigError."""
-    overdue = request.query_params.get("overdue") == "1"
-    today = now_of(request).astimezone(dt.timezone.utc).date()
+def query_days(request: Request) -> tuple[dt.date | None, dt.date | None]:
+    """The ``from`` and ``to`` days of a page's query (None where not given); one that is not a date raises
+    ConfigError."""
     days = []
     for name in ("from", "to"):
         value = request.query_params.get(name, "").strip()[:10]
@@ -73,7 +72,14 @@ def _range(request: Request) -> tuple[dt.date | None, dt.date | None, bool]:
             days.append(dt.date.fromisoformat(value) if value else None)
         except ValueError:
             raise ConfigError("a date is YYYY-MM-DD") from None
-    start, end = days
+    return days[0], days[1]
+
+
+def _range(request: Request) -> tuple[dt.date | None, dt.date | None, bool]:
+    """The recall page's (from, to, overdue) from its query; a date that is not one raises ConfigError."""
+    overdue = request.query_params.get("overdue") == "1"
+    today = now_of(request).astimezone(dt.timezone.utc).date()
+    start, end = query_days(request)
     if not overdue:
         start = start or today
         end = end or start + dt.timedelta(days=RECALL_DAYS)

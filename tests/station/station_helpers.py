@@ -60,3 +60,15 @@ def station(tmp_path, tiny_onnx):
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def clinic_station(station):
+    """The station over the failsafe's hand-built clinic (tests/visit_fixture.py), its clock at 2026-03-16 09:00
+    UTC (U1's two weeks are over): (client, worker, {patient: visit id})."""
+    from visit_fixture import at, clinic
+
+    client, worker, _ = station()
+    visits = clinic(worker.book)
+    client.app.state.clock = lambda: at("2026-03-16T09:00")
+    return client, worker, visits

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pytest
 from station_helpers import csrf_of
-from station_helpers import station  # noqa: F401  (the fixture)
-from visit_fixture import at, clinic
+from station_helpers import clinic_station, station  # noqa: F401  (the fixtures)
 
 from drtrt.clinic.failsafe import outcomes
 from drtrt.clinic.letter_pdf import chromium_path
@@ -16,12 +15,6 @@ pytest.importorskip("starlette", reason="the station needs the station extra (pi
 pytest.importorskip("httpx", reason="Starlette's test client needs httpx (test extra)")
 
 
-@pytest.fixture
-def clinic_station(station):
-    client, worker, _ = station()
-    visits = clinic(worker.book)
-    client.app.state.clock = lambda: at("2026-03-16T09:00")
-    return client, worker, visits
 
 
 def test_open_actions_link_each_referral_to_its_letter(clinic_station):

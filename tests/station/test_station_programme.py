@@ -5,20 +5,13 @@ The page in a browser (axe, no request leaving) is in test_station_browser.py.""
 from __future__ import annotations
 
 import pytest
-from station_helpers import station  # noqa: F401  (the fixture)
-from visit_fixture import at, clinic
+from station_helpers import clinic_station, station  # noqa: F401  (the fixtures)
 
 pytest.importorskip("starlette", reason="the station needs the station extra (pip install 'drtrt[station]')")
 pytest.importorskip("httpx", reason="Starlette's test client needs httpx (test extra)")
 pytest.importorskip("matplotlib", reason="the charts need matplotlib (station extra)")
 
 
-@pytest.fixture
-def clinic_station(station):
-    client, worker, _ = station()
-    visits = clinic(worker.book)
-    client.app.state.clock = lambda: at("2026-03-16T09:00")
-    return client, worker, visits
 
 
 def section(html: str, key: str) -> str:

@@ -8,8 +8,7 @@ import io
 
 import pytest
 from station_helpers import csrf_of
-from station_helpers import station  # noqa: F401  (the fixture)
-from visit_fixture import at, clinic
+from station_helpers import clinic_station, station  # noqa: F401  (the fixtures)
 
 from drtrt.clinic.failsafe import outcomes
 
@@ -17,12 +16,6 @@ pytest.importorskip("starlette", reason="the station needs the station extra (pi
 pytest.importorskip("httpx", reason="Starlette's test client needs httpx (test extra)")
 
 
-@pytest.fixture
-def clinic_station(station):
-    client, worker, _ = station()
-    visits = clinic(worker.book)
-    client.app.state.clock = lambda: at("2026-03-16T09:00")        # U1's two weeks are over
-    return client, worker, visits
 
 
 def rows_of(html: str) -> list[str]:
