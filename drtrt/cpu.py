@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 SPIN_ENV = "DRTRT_CPU_SPIN"
@@ -116,3 +118,36 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, LARGE_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES))
+
+
+_opencv_lock = threading.Lock()
+_opencv_users: list[int] = []     # OpenCV's thread count before the first user, while any user holds it
+
+
+def single_threaded_opencv() -> Callable[[], None]:
+    """OpenCV's own thread pool off (one thread, the caller's) until the returned function is called.
+
+    For a process that already runs its image work beside a busy pool of its own, as a screening
+    session's helper threads run beside ONNX Runtime's intra-op threads: each OpenCV call there would
+    otherwise wake a pool as large as the machine, on cores the forward pass needs. Counted: OpenCV's
+    count is restored when the last holder releases it; releasing twice is harmless. ``cv2`` is imported
+    here, not at the top, so this module stays free of any image library.
+    """
+    import cv2
+
+    with _opencv_lock:
+        if not _opencv_users:
+            _opencv_users.append(cv2.getNumThreads())
+        _opencv_users.append(0)
+        cv2.setNumThreads(1)
+    released = threading.Event()
+
+    def release() -> None:
+        with _opencv_lock:
+            if released.is_set():
+                return
+            released.set()
+            _opencv_users.pop()
+            if len(_opencv_users) == 1:
+                cv2.setNumThreads(_opencv_users.pop())
+    return release

@@ -156,3 +156,23 @@ def test_freed_memory_is_reused_without_page_faults(defaults):
         assert float(faults) > 500
     else:
         assert float(faults) < 100
+
+
+def test_opencv_runs_single_threaded_while_held_and_is_restored_after_the_last_holder():
+    import cv2
+
+    from drtrt.cpu import single_threaded_opencv
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(3)
+    try:
+        first = single_threaded_opencv()
+        second = single_threaded_opencv()
+        assert cv2.getNumThreads() == 1
+        first()
+        first()                                   # twice: counted once
+        assert cv2.getNumThreads() == 1           # the second holder still runs
+        second()
+        assert cv2.getNumThreads() == 3
+    finally:
+        cv2.setNumThreads(before)
