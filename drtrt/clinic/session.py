@@ -34,8 +34,8 @@ from drtrt.clinic.patients import Assignment
 from drtrt.clinic.result_files import remove_stale_temp_files, write_result_files
 from drtrt.clinic.store import FileEntry, SessionRow, SessionStore
 from drtrt.clinic.verdicts import provisional
-from drtrt.cpu import single_threaded_opencv
 from drtrt.clinic.visits import VisitBook
+from drtrt.cpu import single_threaded_opencv
 from drtrt.errors import ConfigError, DrtrtError
 from drtrt.model_info import require_checked
 from drtrt.runtime.predictor import Predictor, ScreeningResult
