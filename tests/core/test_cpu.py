@@ -149,7 +149,8 @@ print(applied, (faults() - before) / 5)
 @pytest.mark.parametrize("defaults", [False, True])
 def test_freed_memory_is_reused_without_page_faults(defaults):
     """Two 20 MB arrays made and freed over and over: glibc's default gives the 40 MB back and faults it
-    in again every time (about 1,500 faults a round here: numpy asks for huge pages); after keep_freed_memory() the heap keeps it."""
+    in again every time (about 1,500 faults a round here: numpy asks for huge pages); after
+    keep_freed_memory() the heap keeps it."""
     import subprocess
     import sys
 
