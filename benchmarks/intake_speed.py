@@ -8,8 +8,9 @@ originals: decode at reduced scale → field of view, crop, resize, normalise �
 gate → optic disc, then the fovea (not in the intake's total, as in issue 26's figure); OpenCV limited to
 one thread, with the process's memory policy as the Predictor sets it (``drtrt.cpu.keep_freed_memory``,
 where the tree has it). Medians over R passes of the eight photos, after one unrecorded pass: wall and
-this thread's CPU time per step and in all, and the minor page faults per photo. ``PYTHONPATH=TREE`` measures another copy of the ``drtrt`` package (the code before
-a change, say): this checkout is only appended to the import path. Needs ../shared/data.
+this thread's CPU time per step and in all, and the minor page faults per photo. ``PYTHONPATH=TREE``
+measures another copy of the ``drtrt`` package (the code before a change, say): this checkout is only
+appended to the import path. Needs ../shared/data.
 """
 
 from __future__ import annotations
