@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from intake_variants import IDRID, Variant, everything  # noqa: E402
 
+from drtrt.cpu import keep_freed_memory  # noqa: E402
 from drtrt.errors import ImageError  # noqa: E402
 from drtrt.preprocess import PreprocessSpec, decode_image, locate_disc, preprocess_rgb  # noqa: E402
 from drtrt.runtime.quality import analysis_view, assess_quality, decode_side  # noqa: E402
@@ -129,6 +130,7 @@ def distributions(rows: list[dict]) -> dict:
 def speed(repeats: int) -> dict:
     """Median ms per 4288x2848 JPEG on one core: the intake path, and a naive full decode + resize."""
     cv2.setNumThreads(1)
+    keep_freed_memory()                    # the process's memory policy as the Predictor sets it (issue 26)
     files = sorted((IDRID / "A. Segmentation" / "1. Original Images").glob("*/*.jpg"))
     data = [f.read_bytes() for f in files]
     steps: dict[str, list[float]] = defaultdict(list)

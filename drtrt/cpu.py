@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 SPIN_ENV = "DRTRT_CPU_SPIN"
@@ -88,3 +90,64 @@ def quiet_openmp() -> None:
     """
     if not spin_wait():
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3          # glibc's mallopt() parameters (malloc.h)
+KEEP_FREED_BYTES = 256 * 2**20                       # free heap kept for reuse before any is returned
+LARGE_BYTES = 32 * 2**20                             # allocations below this come from the heap, not mmap
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc reuse freed memory instead of handing it back to the kernel after every large array.
+
+    By default an allocation above 128 KB-32 MB is a fresh ``mmap`` and its ``free`` unmaps it, and the
+    heap is trimmed whenever 128 KB lie free at its top: each decoded photo, mask and blur then costs
+    page faults on its first touch (about 1,700 a photo in the intake, 3-7 CPU-ms of 40 on a loaded
+    2-core VM; ``docs/benchmarks.md``), and the threads of a screening session fault each other's
+    freed pages back in. With this, arrays below 32 MB come from the heap and up to 256 MB of it stay
+    mapped: the process's resident size stays near its peak instead of falling back between photos.
+    Returns whether it applied (glibc only; elsewhere, or when ``DRTRT_MALLOC_DEFAULTS=1``, it does nothing).
+    """
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc" or os.environ.get("DRTRT_MALLOC_DEFAULTS", "") in ("1", "true", "yes"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, LARGE_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES))
+
+
+_opencv_lock = threading.Lock()
+_opencv_users: list[int] = []     # OpenCV's thread count before the first user, while any user holds it
+
+
+def single_threaded_opencv() -> Callable[[], None]:
+    """OpenCV's own thread pool off (one thread, the caller's) until the returned function is called.
+
+    For a process that already runs its image work beside a busy pool of its own, as a screening
+    session's helper threads run beside ONNX Runtime's intra-op threads: each OpenCV call there would
+    otherwise wake a pool as large as the machine, on cores the forward pass needs. Counted: OpenCV's
+    count is restored when the last holder releases it; releasing twice is harmless. ``cv2`` is imported
+    here, not at the top, so this module stays free of any image library.
+    """
+    import cv2
+
+    with _opencv_lock:
+        if not _opencv_users:
+            _opencv_users.append(cv2.getNumThreads())
+        _opencv_users.append(0)
+        cv2.setNumThreads(1)
+    released = threading.Event()
+
+    def release() -> None:
+        with _opencv_lock:
+            if released.is_set():
+                return
+            released.set()
+            _opencv_users.pop()
+            if len(_opencv_users) == 1:
+                cv2.setNumThreads(_opencv_users.pop())
+    return release

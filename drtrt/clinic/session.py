@@ -35,6 +35,7 @@ from drtrt.clinic.result_files import remove_stale_temp_files, write_result_file
 from drtrt.clinic.store import FileEntry, SessionRow, SessionStore
 from drtrt.clinic.verdicts import provisional
 from drtrt.clinic.visits import VisitBook
+from drtrt.cpu import single_threaded_opencv
 from drtrt.errors import ConfigError, DrtrtError
 from drtrt.model_info import require_checked
 from drtrt.runtime.predictor import Predictor, ScreeningResult
@@ -115,13 +116,13 @@ class ScreeningSession:
             self.predictor.close()
             self.store.close()
             raise
-        self.run_id = self.store.begin_run(command)
-        self.visits = VisitBook(self.store)
+        self.run_id, self.visits = self.store.begin_run(command), VisitBook(self.store)
         self._queue: list[tuple[FileEntry, bytes]] = []
         # the pipeline: batches being prepared (decode ...) → the model (caller's thread) → being written
         self._ahead: deque[tuple[list[FileEntry], Future]] = deque()
         self._writing: deque[tuple[list[FileEntry], list[FileEntry], Future]] = deque()
         self._in_flight: Counter[str] = Counter()        # SHA-256 of images handed on and not yet settled
+        self._release_opencv = single_threaded_opencv()    # no OpenCV pool beside the forward pass's (issue 26)
         self._preparer = ThreadPoolExecutor(cfg.workers, thread_name_prefix="drtrt-prepare")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="drtrt-write")
         # with workers > 1 the model runs on these threads, each request to the server in flight at once
@@ -164,6 +165,7 @@ class ScreeningSession:
         self._ahead.clear()
         self._writing.clear()
         self._in_flight.clear()
+        self._release_opencv()
 
     def screen(self, paths: Iterable[str | os.PathLike], assignments: Mapping[Path, Assignment] | None = None,
                default: Assignment = Assignment()) -> list[SessionRow]:

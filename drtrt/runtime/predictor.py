@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from drtrt.cpu import keep_freed_memory
 from drtrt.errors import ConfigError, DrtrtError, ImageError, ServerUnavailable
 from drtrt.messages import to_record
 from drtrt.model_info import grade_calibration
@@ -107,6 +108,7 @@ class Predictor:
                  batch_size: int = 1, quality: QualityConfig = QualityConfig(), **options) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, found {batch_size}")
+        keep_freed_memory()     # every photo's arrays reuse the last one's pages, not fresh ones (drtrt.cpu)
         self.runner = load_runner(model, backend, providers, **options)
         self.info = self.runner.info
         self.task = self.info.task

@@ -47,6 +47,7 @@ from drtrt.preprocess import Geometry, Preprocessed
 
 ANALYSIS_SIDE = 512   # every photo is judged on its field resampled to 512 x 512, whatever the model's side
 TILES = 8             # sharpness is the median over an 8 x 8 grid of tiles inside the field
+SIGMAS = (1.0, 1.5, 3.0, 4.0)   # the Gaussians the sharpness compares gradient energies after
 
 CODES = ("file_damaged", "no_field_of_view", "too_small", "too_dark", "overexposed", "greyscale", "not_a_fundus",
          "blurred", "low_contrast")
@@ -267,29 +268,51 @@ def sharpness(gray: np.ndarray, inside: np.ndarray) -> tuple[float, float]:
     full = _tile_means(weight) >= 0.9                                       # tiles wholly in the field
     if not full.any():
         return 0.0, 0.0
-    energy = {sigma: _tile_energies(gray, weight, sigma, full) for sigma in (1.0, 1.5, 3.0, 4.0)}
+    # only the rows and columns of tiles that hold a whole tile are filtered, with the reach of the widest
+    # Gaussian and of the Sobel around them (or the view's own edge): every value used is the same
+    tile, rows, cols = side // TILES, np.nonzero(full.any(axis=1))[0], np.nonzero(full.any(axis=0))[0]
+    r0, r1, c0, c1 = rows[0] * tile, (rows[-1] + 1) * tile, cols[0] * tile, (cols[-1] + 1) * tile
+    reach = _kernel_reach(max(SIGMAS)) + 1
+    y0, y1, x0, x1 = max(0, r0 - reach), min(side, r1 + reach), max(0, c0 - reach), min(side, c1 + reach)
+    region = (slice(r0 - y0, r1 - y0), slice(c0 - x0, c1 - x0))
+    full = full[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    gray, weight = gray[y0:y1, x0:x1], weight[y0:y1, x0:x1]
+    energy = {sigma: _tile_energies(gray, weight, sigma, full, region) for sigma in SIGMAS}
     worst = np.median(energy[1.5] / np.maximum(energy[4.0], 1e-9), axis=0)
     fine = np.median(energy[1.0] / np.maximum(energy[3.0], 1e-9), axis=0)
     return float(worst.min()), float(fine.min() / max(fine.max(), 1e-6))
 
 
-def _tile_means(image: np.ndarray) -> np.ndarray:
-    """Mean of each of the TILES x TILES tiles (an area resize: exact when the side divides by TILES)."""
-    return cv2.resize(image, (TILES, TILES), interpolation=cv2.INTER_AREA)
+def _tile_means(image: np.ndarray, tiles: tuple[int, int] = (TILES, TILES)) -> np.ndarray:
+    """Mean of each of the (rows, columns) ``tiles`` (an area resize: exact when the sides divide by them)."""
+    return cv2.resize(image, tiles[::-1], interpolation=cv2.INTER_AREA)
 
 
-def _tile_energies(gray: np.ndarray, weight: np.ndarray, sigma: float, full: np.ndarray) -> np.ndarray:
-    """Gradient energy per whole tile after a Gaussian of ``sigma``: tiles x (x, y, diagonal, antidiagonal).
-    The diagonal energies 0.5 (gx +- gy)^2 come from the tile sums of gx^2, gy^2 and gx gy."""
+def _kernel_reach(sigma: float) -> int:
+    """How far OpenCV's Gaussian of ``sigma`` reaches on a float image (half its kernel, 4 sigmas)."""
+    return (round(sigma * 8 + 1) | 1) // 2
+
+
+def _tile_energies(gray: np.ndarray, weight: np.ndarray, sigma: float, full: np.ndarray,
+                   region: tuple[slice, slice]) -> np.ndarray:
+    """Gradient energy per whole tile after a Gaussian of ``sigma``: tiles x (x, y, diagonal, antidiagonal),
+    over the tiles ``full`` of ``gray[region]``. The diagonal energies 0.5 (gx +- gy)^2 come from the tile
+    sums of gx^2, gy^2 and gx gy."""
     smooth = cv2.GaussianBlur(gray, (0, 0), sigma)
-    gx = cv2.multiply(cv2.Sobel(smooth, cv2.CV_32F, 1, 0), weight)
-    gy = cv2.multiply(cv2.Sobel(smooth, cv2.CV_32F, 0, 1), weight)
-    xx, yy, xy = (_tile_means(cv2.multiply(a, b))[full] for a, b in ((gx, gx), (gy, gy), (gx, gy)))
+    gx = cv2.multiply(cv2.Sobel(smooth, cv2.CV_32F, 1, 0)[region], weight[region])
+    gy = cv2.multiply(cv2.Sobel(smooth, cv2.CV_32F, 0, 1)[region], weight[region])
+    xx, yy, xy = (_tile_means(cv2.multiply(a, b), full.shape)[full] for a, b in ((gx, gx), (gy, gy), (gx, gy)))
     return np.stack([xx, yy, 0.5 * (xx + yy) + xy, 0.5 * (xx + yy) - xy], axis=1)
 
 
 def local_contrast(green: np.ndarray, inside: np.ndarray) -> float:
     """Standard deviation of the fine detail (the green channel minus a blur of sigma side/64) over the
     mean green level, inside the field: vessels and lesions against their background."""
-    detail = green - cv2.GaussianBlur(green, (0, 0), green.shape[0] / 64)
+    sigma = green.shape[0] / 64
+    x, y, w, h = cv2.boundingRect(inside.astype(np.uint8))
+    if w and h:   # blurred only around the field, with the Gaussian's reach (or to the view's edge): the same values
+        reach = _kernel_reach(sigma)
+        y0, x0 = max(0, y - reach), max(0, x - reach)
+        green, inside = green[y0:y + h + reach, x0:x + w + reach], inside[y0:y + h + reach, x0:x + w + reach]
+    detail = green - cv2.GaussianBlur(green, (0, 0), sigma)
     return float(detail[inside].std() / max(float(green[inside].mean()), 1.0))

@@ -262,3 +262,19 @@ def test_prepare_then_infer_is_screen_batch(tiny_onnx, photo_root):
     assert [r.status for r in apart] == [r.status for r in whole] == ["graded"] * 3 + ["error"] * 2
     for a, b in zip(whole, apart):
         assert a.grade == b.grade and a.probabilities == b.probabilities and a.code == b.code
+
+
+def test_a_session_keeps_opencv_to_its_own_threads_and_gives_the_pool_back(tiny_onnx, photo_root, tmp_path):
+    """Issue 26: while a session runs, OpenCV's calls in its helper threads start no pool of their own
+    beside ONNX Runtime's; closed, the process has OpenCV's thread count as before."""
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        seen = []
+        with ScreeningSession(tiny_onnx, tmp_path / "s", SessionConfig(batch_size=2),
+                              on_row=lambda row: seen.append(cv2.getNumThreads())) as session:
+            session.screen(grading_images(photo_root)[:3])
+        assert seen == [1, 1, 1]
+        assert cv2.getNumThreads() == 2
+    finally:
+        cv2.setNumThreads(before)

@@ -120,3 +120,76 @@ def test_every_module_importing_torch_sits_in_a_package_that_quiets_openmp_first
     assert offenders == []
     assert _imports_torch_at_top("import numpy\nimport torch.nn as nn\n")
     assert not _imports_torch_at_top("def f():\n    import torch\n")
+
+
+FAULTS = """
+import resource, sys
+import numpy as np
+from drtrt.cpu import keep_freed_memory
+if len(sys.argv) > 1:                    # a model: the Predictor sets it
+    from drtrt.runtime.predictor import Predictor
+    Predictor(sys.argv[1]).close()
+    applied = True
+else:
+    applied = keep_freed_memory()
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(2):                       # glibc has raised its thresholds to these sizes by now
+    a, b = np.ones(5 * 2**20, np.float32), np.ones(5 * 2**20, np.float32)
+    del a, b
+before = faults()
+for _ in range(5):                       # two 20 MB arrays freed together: 40 MB free at the heap's top
+    a, b = np.ones(5 * 2**20, np.float32), np.ones(5 * 2**20, np.float32)
+    del a, b
+print(applied, (faults() - before) / 5)
+"""
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+@pytest.mark.parametrize("defaults", [False, True])
+def test_freed_memory_is_reused_without_page_faults(defaults):
+    """Two 20 MB arrays made and freed over and over: glibc's default gives the 40 MB back and faults it
+    in again every time (about 1,500 faults a round here: numpy asks for huge pages); after
+    keep_freed_memory() the heap keeps it."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DRTRT_MALLOC_DEFAULTS": "1" if defaults else "0"}
+    applied, faults = subprocess.run([sys.executable, "-c", FAULTS], env=env, capture_output=True, text=True,
+                                     check=True).stdout.split()
+    assert applied == str(not defaults)
+    if defaults:
+        assert float(faults) > 500
+    else:
+        assert float(faults) < 100
+
+
+def test_opencv_runs_single_threaded_while_held_and_is_restored_after_the_last_holder():
+    import cv2
+
+    from drtrt.cpu import single_threaded_opencv
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(3)
+    try:
+        first = single_threaded_opencv()
+        second = single_threaded_opencv()
+        assert cv2.getNumThreads() == 1
+        first()
+        first()                                   # twice: counted once
+        assert cv2.getNumThreads() == 1           # the second holder still runs
+        second()
+        assert cv2.getNumThreads() == 3
+    finally:
+        cv2.setNumThreads(before)
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_a_predictor_keeps_freed_memory_for_the_next_photo(tiny_onnx):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DRTRT_MALLOC_DEFAULTS": "0"}
+    _, faults = subprocess.run([sys.executable, "-c", FAULTS, str(tiny_onnx)], env=env, capture_output=True,
+                               text=True, check=True).stdout.split()
+    assert float(faults) < 100
