@@ -1,0 +1,75 @@
+"""The clinician's pages at the station: the readers' queue (reader and lead only), the read page with the
+photos at full resolution and the previous visit, a read that overrules the model (the real app, worker, model)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from station_helpers import csrf_of
+from station_helpers import station  # noqa: F401  (the fixture)
+from test_station_people import login, with_accounts
+from visit_fixture import clinic, make_visit
+
+from drtrt.clinic import audit
+from drtrt.clinic.pathways import ICDR, Pathway, keep_pathway
+from drtrt.clinic.read_queue import sampled
+
+pytest.importorskip("starlette", reason="the station needs the station extra (pip install 'drtrt[station]')")
+pytest.importorskip("httpx", reason="Starlette's test client needs httpx (test extra)")
+
+
+def queue_ids(html: str) -> list[int]:
+    return [int(v) for v in re.findall(r'<tr id="queue-(\d+)"', html)]
+
+
+def test_a_reader_reads_from_the_queue_and_a_screener_is_refused(station, tmp_path):
+    with_accounts(tmp_path)
+    client, worker, _ = station()
+    keep_pathway(worker.store, Pathway.from_dict({**ICDR.to_dict(), "reads": {"second_read": "never",
+                                                                             "sample_rate": 0.0}}))
+    visits = clinic(worker.book)
+    again = make_visit(worker.book, "R1", "2026-03-20T09:00", {"right": 0, "left": 2})     # R1's second visit
+    assert login(client, "Ana", "4821").status_code == 303                          # a screener
+    assert client.get("/reads").status_code == 403 and client.get(f"/reads/{again}").status_code == 403
+    assert 'id="nav-reads"' not in client.get("/").text
+
+    reader = type(client)(client.app)
+    assert login(reader, "Cleo", "5555").status_code == 303
+    page = reader.get("/reads").text
+    assert 'id="nav-reads"' in page
+    assert queue_ids(page) == [visits["U1"], visits["R1"], again, visits["G1"]]   # urgent first; no negatives at 0 %
+    read = reader.get(f"/reads/{again}")
+    assert read.status_code == 200 and 'id="previous-visit"' in read.text and "/image/" in read.text
+    sha = next(s.sha256 for s in worker.book.visit(again).slots if s.sha256)
+    assert f"/image/{sha}/full.jpg" in read.text and 'name="right_icdr"' in read.text
+
+    token = csrf_of(read.text)
+    form = {"csrf": token, "right_icdr": "0", "left_icdr": "1"}
+    refused = reader.post(f"/reads/{again}/read", data=form)
+    assert 'id="read-error"' in refused.text and "give the reason" in refused.text
+    done = reader.post(f"/reads/{again}/read", data={**form, "reason": "a laser scar, not new disease"},
+                       follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == "/reads"
+    assert again not in queue_ids(reader.get("/reads").text)
+    seen = worker.book.visit(again)
+    assert (seen.closed_verdict, seen.model_verdict) == ("rescreen", "refer")
+    entry = audit.entries(worker.store, again)[-1]
+    assert (entry.person, entry.role, entry.action, entry.details["reason"]) == (
+        "Cleo", "reader", "override", "a laser scar, not new disease")
+    assert audit.verify_store(worker.store).ok
+
+
+def test_the_sample_of_negatives_is_stable_and_near_its_rate(station, tmp_path):
+    chosen = [v for v in range(1, 2001) if sampled(v, 0.1)]
+    assert chosen == [v for v in range(1, 2001) if sampled(v, 0.1)]              # the same after a restart
+    assert 150 <= len(chosen) <= 250 and not any(sampled(v, 0.0) for v in range(100))
+    with_accounts(tmp_path)
+    client, worker, _ = station()
+    keep_pathway(worker.store, Pathway.from_dict({**ICDR.to_dict(), "reads": {"sample_rate": 1.0}}))
+    visits = clinic(worker.book)
+    assert login(client, "Ben", "a long password").status_code == 303             # the lead reads too
+    page = client.get("/reads").text
+    order = queue_ids(page)
+    assert order[:3] == [visits["U1"], visits["R1"], visits["G1"]] and set(order[3:]) == {visits["N1"], visits["N2"]}
+    assert "quality sample of negatives" in page
