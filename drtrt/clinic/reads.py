@@ -35,6 +35,7 @@ from drtrt.clinic.patients import EYES
 from drtrt.clinic.store import SessionStore, now
 from drtrt.clinic.verdicts import LABELS, REFER, REFER_URGENT, RESCREEN, UNGRADABLE, VERDICTS
 from drtrt.errors import ConfigError
+from drtrt.messages import message
 
 STAGES = ("primary", "secondary", "arbitration")
 R_GRADES = ("R0", "R1", "R2", "R3", "R3a", "R3s")
@@ -42,7 +43,6 @@ M_GRADES = ("M0", "M1")
 ICDR_GRADES = ("0", "1", "2", "3", "4")
 OVERRULABLE = (REFER_URGENT, REFER, RESCREEN, UNGRADABLE)   # model verdicts a read may agree with or overrule
 MAX_REASON = 200
-READ_BY = "read by %(reader)s"
 
 
 @dataclass(frozen=True)
@@ -90,11 +90,11 @@ def grade_string(form: str, eye_form: dict[str, str]) -> str:
     if form == "nhs":
         r, m = eye_form.get("r", ""), eye_form.get("m", "")
         if r not in R_GRADES or m not in M_GRADES:
-            raise ConfigError("grade each eye: R0, R1, R2, R3a or R3s with M0 or M1, or U (ungradable)")
+            raise ConfigError(message("grade each eye: R0, R1, R2, R3a or R3s with M0 or M1, or U (ungradable)"))
         return f"{r}{m}"
     grade = eye_form.get("icdr", "")
     if grade not in ICDR_GRADES:
-        raise ConfigError("grade each eye: ICDR 0 to 4, with or without DME, or U (ungradable)")
+        raise ConfigError(message("grade each eye: ICDR 0 to 4, with or without DME, or U (ungradable)"))
     return f"ICDR{grade}{'+DME' if eye_form.get('dme') else ''}"
 
 
@@ -160,31 +160,32 @@ def record_read(book, visit_id: int, grades: dict[str, str], actor: Actor, reaso
     ``grades`` eye → grade string (:func:`grade_string`), one for each eye. The stage is the one the visit
     waits for; a reason is needed when the read overrules the model. Audited as ``read`` or ``override``."""
     if not may(actor.role, "read"):
-        raise ConfigError("only a reader or the programme lead may read a visit")
+        raise ConfigError(message("only a reader or the programme lead may read a visit"))
     if sorted(grades) != sorted(EYES):
-        raise ConfigError("grade both eyes (U for an eye that cannot be graded)")
+        raise ConfigError(message("grade both eyes (U for an eye that cannot be graded)"))
     visit = book.visit(visit_id)
     pathway = pathway or stored_pathway(book.store.meta())
     for grade in grades.values():
         if grade != "U" and not (grade.startswith("ICDR") if pathway.read_form == "icdr" else grade.startswith("R")):
-            raise ConfigError(f"grade {grade!r} is not in this pathway's form ({pathway.read_form})")
+            raise ConfigError(message("grade %(grade)s is not in this pathway's form (%(form)s)", grade=grade,
+                                      form=pathway.read_form))
     model = visit.model_verdict
     if model not in VERDICTS:
-        raise ConfigError("this visit is still being screened: read it when its results are in")
+        raise ConfigError(message("this visit is still being screened: read it when its results are in"))
     verdict = read_verdict(grades, pathway)
     overrules = model in OVERRULABLE and verdict != model
     reason = " ".join((reason or "").split()) or None
     if overrules and (reason is None or len(reason) > MAX_REASON or not reason.isprintable()):
-        raise ConfigError(f"this read overrules the model ({model} → {verdict}): give the reason "
-                          f"(at most {MAX_REASON} characters)")
+        raise ConfigError(message("this read overrules the model (%(model)s → %(verdict)s): give the reason (at "
+                                  "most %(most)d characters)", model=model, verdict=verdict, most=MAX_REASON))
     with book.store.transaction():
         earlier = reads_of(book.store, visit_id)
         stage = state_of(earlier, pathway).next_stage
         if stage is None:
-            raise ConfigError("this visit's reading is complete: its result is final")
+            raise ConfigError(message("this visit's reading is complete: its result is final"))
         if any(r.reader == actor.name for r in earlier):
-            raise ConfigError(f"the {stage} read must be by another person than the earlier read(s); a one-person "
-                              "clinic sets the pathway's reads second_read: never")
+            raise ConfigError(message("the %(stage)s read must be by another person than the earlier read(s); a "
+                                      "one-person clinic sets the pathway's reads second_read: never", stage=stage))
         book.store.execute("INSERT INTO reads(visit, patient, stage, reader, role, grades, verdict, model_verdict, "
                            "overrules, reason, recorded) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            (int(visit_id), visit.patient.id, stage, actor.name, actor.role,

@@ -21,6 +21,7 @@ from drtrt.clinic.patients import EYES
 from drtrt.clinic.read_queue import previous_visit, read_queue
 from drtrt.clinic.reads import ICDR_GRADES, M_GRADES, R_GRADES, grade_string, record_read
 from drtrt.errors import ConfigError
+from drtrt.station import i18n
 from drtrt.station.handlers import Page, _requested_visit
 from drtrt.station.images import lesion_colours
 from drtrt.station.state import actor_of, station_of
@@ -60,7 +61,8 @@ async def read_submit(request: Request) -> Response:
                   for eye in EYES}
         record_read(book, visit.id, grades, actor_of(request), reason=str(form.get("reason") or "") or None)
     except ConfigError as exc:
-        return RedirectResponse(f"/reads/{visit.id}?error={quote(Page(request)._(str(exc)))}", status_code=303)
+        said = i18n.translate(Page(request).t, exc.args[0] if exc.args else str(exc))
+        return RedirectResponse(f"/reads/{visit.id}?error={quote(said)}", status_code=303)
     if station.forwarder is not None:                         # the read result goes out (again) soon
         station.forwarder.now()
     station.worker.changed()
