@@ -233,6 +233,8 @@ META_KEYS = {key.name: key for key in (
     MetaKey("station_active_visit", "the visit at the station's camera"),
     MetaKey("station_retake_reasons", "per open visit, the slot chosen for a retake and why (for its next photo)",
             json=True),
+    MetaKey("organisation", "the screening programme or clinic that verifies clinicians' reads (the SR's verifying "
+                            "organisation, the FHIR report's performer); set by drtrt station --organisation"),
     MetaKey("audit_head", "the audit trail's last entry: seq and hash (drtrt.clinic.audit), so removing the newest "
                           "entries is found too", json=True),
 )}
