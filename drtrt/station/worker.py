@@ -69,6 +69,7 @@ class WorkerConfig:
     poll_s: float = 0.5
     settle_s: float = 1.0
     session: SessionConfig = SessionConfig(batch_size=1)
+    organisation: str | None = None        # who verifies clinicians' reads (kept as the session's ``organisation``)
 
 
 class StationWorker:
@@ -82,6 +83,8 @@ class StationWorker:
                                         on_row=self._on_row)
         self.store = self.session.store
         self.book = VisitBook(self.store)
+        if cfg.organisation:
+            self.store.set_meta("organisation", " ".join(cfg.organisation.split())[:64])
         self.photos = cfg.data_dir / "photos"
         self._todo: queue.Queue[tuple[str, Assignment]] = queue.Queue()
         self._stop = threading.Event()

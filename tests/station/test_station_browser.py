@@ -474,7 +474,7 @@ def test_a_clinician_reads_a_sampled_negative_with_zoom_and_layers(tiny_onnx, tm
                         str(data)], input=secret + "\n", text=True, check=True, capture_output=True, timeout=120)
     pathway = tmp_path / "pathway.yaml"
     pathway.write_text(json.dumps({**NHS.to_dict(), "reads": {"second_read": "never", "sample_rate": 1.0}}))
-    station = Server(tiny_onnx, data, camera, tmp_path / "station.log", extra=("--pathway", str(pathway)))
+    station = Server(tiny_onnx, data, camera, tmp_path / "station.log", extra=("--pathway", str(pathway), "--organisation", "Clínica Norte"))
     station.start()
     try:
         with sync_api.sync_playwright() as playwright:
