@@ -321,6 +321,8 @@ class VisitBook:
         if visit.closed:
             visit.closed_verdict, visit.closed_words = shown, words
         visit.verdict, visit.words = shown, words
+        if visit.reading.final is not None:    # a clinician's result: no longer the unvalidated model's alone
+            visit.provisional = False
         return visit
 
     @staticmethod

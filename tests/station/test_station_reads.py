@@ -54,6 +54,9 @@ def test_a_reader_reads_from_the_queue_and_a_screener_is_refused(station, tmp_pa
     assert again not in queue_ids(reader.get("/reads").text)
     seen = worker.book.visit(again)
     assert (seen.closed_verdict, seen.model_verdict) == ("rescreen", "refer")
+    visit_page = reader.get(f"/visits/{again}").text
+    assert 'id="read-by"' in visit_page and "Read by Cleo; the model said: refer" in visit_page
+    assert 'id="provisional"' not in visit_page
     entry = audit.entries(worker.store, again)[-1]
     assert (entry.person, entry.role, entry.action, entry.details["reason"]) == (
         "Cleo", "reader", "override", "a laser scar, not new disease")
