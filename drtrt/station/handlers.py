@@ -23,7 +23,7 @@ from drtrt.runtime.quality import ADVICE
 from drtrt.clinic.reports import model_banner, unchecked_model
 from drtrt.clinic.visits import RETAKE_REASONS, PatientConflict, Protocol, Visit, retake_reason
 from drtrt.station import i18n
-from drtrt.station.dashboard import day_summary, disk_space, forward_state, model_state
+from drtrt.station.dashboard import day_summary, disk_space, forward_state, model_state, reader_agreement
 from drtrt.station.images import LAYER, SHA, full_jpeg, lesion_colours, lesion_layer, photo_path, view_jpeg
 from drtrt.station.security import csrf_token, image_kind
 from drtrt.clinic import audit
@@ -92,7 +92,7 @@ async def dashboard(request: Request) -> Response:
                        model_state=model_state(worker, station.info, station.parity),
                        disk=disk_space(station.cfg.data_dir), forward=forward_state(worker, station.forwarder),
                        camera=worker.cfg.camera_dir, waiting=worker.waiting, notices=list(worker.notices)[:5],
-                       error=request.query_params.get("error"))
+                       error=request.query_params.get("error"), agreement=reader_agreement(worker))
 
 
 async def dashboard_panel(request: Request) -> Response:

@@ -76,3 +76,30 @@ def test_the_sample_of_negatives_is_stable_and_near_its_rate(station, tmp_path):
     order = queue_ids(page)
     assert order[:3] == [visits["U1"], visits["R1"], visits["G1"]] and set(order[3:]) == {visits["N1"], visits["N2"]}
     assert "quality sample of negatives" in page
+
+
+def test_the_dashboard_alerts_when_the_readers_find_what_the_model_missed(station, tmp_path):
+    from study_helpers import programme_keys, signed_record
+
+    from drtrt.clinic.accounts import Actor
+    from drtrt.clinic.reads import record_read
+
+    def read(patient, model_grade, grades):
+        visit = make_visit(worker.book, patient, "2026-03-02T10:00", {"right": model_grade, "left": 0})
+        record_read(worker.book, visit, grades, Actor("Dr Ana", "reader"), reason="the reader's own grade")
+
+    client, worker, _ = station()
+    keep_pathway(worker.store, Pathway.from_dict({**ICDR.to_dict(), "reads": {"second_read": "never",
+                                                                             "sample_rate": 0.1,
+                                                                             "grading": "nhs"}}))
+    assert 'id="agreement-none"' in client.get("/").text                       # no read yet
+    record = signed_record(worker.store.meta()["model_sha256"], programme_keys()[0])    # sensitivity from 84 %
+    worker.store.set_meta("validation", record.to_json())
+    worker.store.set_meta("validation_key", record.signature.public_key)
+    referable = {"right": "R2M0", "left": "R0M0"}
+    for n in range(4):
+        read(f"M{n}", 2, referable)
+    read("N0", 0, referable)                                                  # a sampled negative: referable
+    page = client.get("/").text
+    assert 'id="agreement-alert"' in page and 'id="agreement"' in page
+    assert "sensitivity on the readers' sample 29% is below the validation record's lower bound 84%" in page
