@@ -10,7 +10,8 @@ What a grade asks for (:func:`eye_verdict_of`): U → ungradable; R3/R3a, or ICD
 urgent action; R2, R3s, ICDR 2 → refer; M1 or DME → the pathway's maculopathy action; otherwise
 rescreen. The visit's read verdict is the most urgent of its eyes. A read that comes to another
 verdict than the model's (refer ↔ rescreen, either way, or ungradable) **overrules** it and needs a
-reason; a read that agrees needs none.
+reason; a read that agrees needs none. An eye nobody photographed can only be graded U: a read never
+answers a missing photo.
 
 Who reads, as the pathway's ``reads.second_read`` says: ``never`` — one read is final;
 ``always`` — a second reader, another person, reads every visit; ``disagreement`` (default) — a
@@ -33,7 +34,7 @@ from drtrt.clinic.accounts import Actor, may
 from drtrt.clinic.pathways import Pathway, stored_pathway
 from drtrt.clinic.patients import EYES
 from drtrt.clinic.store import SessionStore, now
-from drtrt.clinic.verdicts import LABELS, REFER, REFER_URGENT, RESCREEN, UNGRADABLE, VERDICTS
+from drtrt.clinic.verdicts import LABELS, NOT_PHOTOGRAPHED, REFER, REFER_URGENT, RESCREEN, UNGRADABLE, VERDICTS
 from drtrt.errors import ConfigError
 from drtrt.messages import message
 
@@ -169,6 +170,9 @@ def record_read(book, visit_id: int, grades: dict[str, str], actor: Actor, reaso
         if grade != "U" and not (grade.startswith("ICDR") if pathway.read_form == "icdr" else grade.startswith("R")):
             raise ConfigError(message("grade %(grade)s is not in this pathway's form (%(form)s)", grade=grade,
                                       form=pathway.read_form))
+    unseen = [eye for eye, judged in visit.eyes.items() if judged.verdict == NOT_PHOTOGRAPHED and grades.get(eye) != "U"]
+    if unseen:          # a grade for an eye nobody photographed would answer the visit's "incomplete"
+        raise ConfigError(message("the %(eye)s eye was not photographed: grade it U", eye=unseen[0]))
     model = visit.model_verdict
     if model not in VERDICTS:
         raise ConfigError(message("this visit is still being screened: read it when its results are in"))

@@ -130,6 +130,16 @@ def test_a_read_is_refused_with_one_line(book, grades, role, message):
         record_read(book, visit, grades, role)
 
 
+def test_an_eye_nobody_photographed_can_only_be_graded_u(book):
+    with_reads(book, second_read="never")
+    visit = make_visit(book, "P9", "2026-03-01T10:00", {"right": 0})                 # the left eye not taken
+    assert book.visit(visit).model_verdict == "incomplete"
+    with pytest.raises(ConfigError, match="the left eye was not photographed: grade it U"):
+        record_read(book, visit, {"right": "R0M0", "left": "R0M0"}, ANA)
+    read = record_read(book, visit, {"right": "R0M0", "left": "U"}, ANA)
+    assert read.verdict == "ungradable" and needs(book, visit) == ["ungradable"]     # still needs a person
+
+
 def test_the_grade_form_gives_the_studys_grade_strings():
     assert grade_string("nhs", {"r": "R3a", "m": "M1"}) == "R3aM1"
     assert grade_string("nhs", {"u": "1", "r": "R0"}) == "U"
