@@ -103,3 +103,22 @@ def test_the_dashboard_alerts_when_the_readers_find_what_the_model_missed(statio
     page = client.get("/").text
     assert 'id="agreement-alert"' in page and 'id="agreement"' in page
     assert "sensitivity on the readers' sample 29% is below the validation record's lower bound 84%" in page
+
+
+def test_a_second_reader_reads_blind_and_the_arbitrator_sees_both_reads(station, tmp_path):
+    from drtrt.clinic.accounts import Actor
+    from drtrt.clinic.reads import record_read
+
+    with_accounts(tmp_path)
+    client, worker, _ = station()
+    keep_pathway(worker.store, Pathway.from_dict({**ICDR.to_dict(), "reads": {"second_read": "always"}}))
+    visit = make_visit(worker.book, "B1", "2026-03-02T10:00", {"right": 2, "left": 0})
+    record_read(worker.book, visit, {"right": "ICDR2", "left": "ICDR0"}, Actor("Dr First", "reader"))
+    assert login(client, "Ben", "a long password").status_code == 303
+    page = client.get(f"/reads/{visit}").text
+    assert 'id="reads-so-far"' not in page and "Dr First" not in page              # blind: no anchoring
+    assert "a second read" in client.get("/reads").text
+    record_read(worker.book, visit, {"right": "ICDR1", "left": "ICDR0"}, Actor("Dr Second", "reader"),
+                reason="a single haemorrhage")
+    page = client.get(f"/reads/{visit}").text
+    assert 'id="reads-so-far"' in page and "Dr First" in page and "Dr Second" in page   # arbitration
