@@ -35,6 +35,9 @@ def station(model: ModelOpt,
             called_ae: Annotated[str, Opt("The PACS's AE title (C-STORE).", "AET")] = "ANY-SCP",
             sync_every: Annotated[float, Opt("Seconds between tries to send what is pending.", "SECONDS")] = 60.0,
             pathway: PathwayOpt = None,
+            organisation: Annotated[Optional[str], Opt("The programme or clinic that verifies clinicians' reads: the "
+                                                       "SR's verifying organisation, the FHIR report's performer.",
+                                                       "NAME")] = None,
             validation: ValidationOpt = None,
             validation_key: ValidationKeyOpt = None,
             poll: Annotated[float, Opt("Seconds between camera-folder scans (polling).", "SECONDS")] = 0.5,
@@ -62,7 +65,7 @@ def station(model: ModelOpt,
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be 1-65535, found {port}")
     worker_cfg = WorkerConfig(model=model, data_dir=data_dir, camera_dir=camera_dir, protocol=Protocol(fields),
-                              poll_s=poll, settle_s=settle, watch=watch,
+                              poll_s=poll, settle_s=settle, watch=watch, organisation=organisation,
                               session=SessionConfig(backend=backend, batch_size=1, pathway=pathway,
                                                     providers=tuple(providers.split(",")) if providers else None,
                                                     validation=str(validation) if validation else None,

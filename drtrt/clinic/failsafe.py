@@ -3,7 +3,8 @@
 A visit needs something (:data:`~drtrt.clinic.pathways.NEEDS`, most urgent first) when it closed as
 *refer urgently*, *refer*, *needs a human read*, *ungradable* or *incomplete*, when it is still open at
 the station (*not closed*), or — for a visit a command screened (never closed) — when its verdict is
-one of those. A visit that closed with a verdict the kit does not know, or while a photo was still being
+one of those. A clinician's read (:mod:`.reads`) is taken over the model's verdict: a read answers "needs
+a human read", and what it asks for is what the visit needs. A visit that closed with a verdict the kit does not know, or while a photo was still being
 screened, needs a human read: a person looks. Each item is due within the pathway's timescale from the
 day the visit opened (UTC) and is overdue the day after. An open visit is ranked by the worse of
 "not closed" and what its photos say so far, so an urgent referral waiting to be closed comes first.
@@ -125,10 +126,15 @@ def open_actions(book: VisitBook, now: dt.datetime | None = None, overdue_only: 
     recorded: dict[int, list[Outcome]] = {}
     for outcome in outcomes(store):
         recorded.setdefault(outcome.visit, []).append(outcome)
+    read_visits = {r["visit"] for r in store.execute("SELECT DISTINCT visit FROM reads")}
     found = []
     for row in store.execute("SELECT v.id, v.kind, v.opened, v.closed, v.verdict, v.patient, p.name FROM visits v "
                              "LEFT JOIN patients p ON p.id = v.patient ORDER BY v.id"):
-        if row["closed"] is not None:          # what it closed with (no photo can change it)
+        if row["closed"] is not None and row["id"] in read_visits:    # a clinician's read decides (clinic.reads)
+            visit = book.visit(row["id"])
+            need = _need_of(row["closed"], visit.closed_verdict or "", row["kind"])
+            verdict, words = visit.closed_verdict, visit.closed_words
+        elif row["closed"] is not None:        # what it closed with (no photo can change it)
             kept = json.loads(row["verdict"]) if row["verdict"] else {"verdict": None, "words": None}
             need = _need_of(row["closed"], kept["verdict"] or "", row["kind"])
             verdict, words = kept["verdict"], kept["words"]

@@ -22,6 +22,13 @@ incomplete, a visit not closed) is due within the pathway's ``timescales`` (days
 ``destinations`` (who acts on it); a file without them gets :data:`DUE_DAYS` and :data:`DESTINATIONS`
 (urgent 2 weeks and routine 13 weeks, as the NHS programme's failsafe). :mod:`.failsafe` lists them.
 
+Clinicians' reads (:mod:`.reads`) follow the pathway's ``reads`` settings: ``second_read`` —
+``disagreement`` (default: a second reader when the first read overrules the model), ``always`` or
+``never`` (a one-person clinic) — with arbitration when two reads disagree; ``sample_rate`` (default
+0.1), the share of negative visits put in the readers' queue as a quality sample; ``grading`` —
+``nhs`` (R0–R3a/R3s, M0/M1, U) or ``icdr`` (ICDR 0–4 with DME, U), by default ``nhs`` when the
+pathway's grades carry R codes. A file without ``reads`` gets the defaults.
+
 A pathway file (YAML, the same shape as :meth:`Pathway.to_dict`) gives a programme its own. The
 session keeps the pathway it was screened under (store meta ``pathway``), so its reports keep the
 same words whoever writes them.
@@ -48,6 +55,9 @@ DESTINATIONS = {"refer_urgent": "hospital eye service — urgent clinic", "refer
                 "human_read": "a grader of the programme", "ungradable": "slit-lamp clinic or hospital eye service",
                 "incomplete": "this screening clinic — photograph the missing eye",
                 "not_closed": "this screening clinic — finish the visit"}
+SECOND_READ = ("disagreement", "always", "never")
+GRADING = ("nhs", "icdr")
+SAMPLE_RATE = 0.1                              # negatives sampled into the readers' queue
 _TIMESCALE = re.compile(r"(\d+)\s*(days?|weeks?)")
 _M_WORDS = {"M1": "maculopathy: exudate within 1 disc diameter of the fovea — refer",
             "M0": "no maculopathy seen by the model", "not_assessed": "maculopathy not assessed — the fovea was not found"}
@@ -75,6 +85,14 @@ class Pathway:
     escalation: str = _ESCALATION          # %(tries)d: the number of tries
     due_days: tuple[tuple[str, int], ...] = tuple(DUE_DAYS.items())          # NEEDS → days to act
     destinations: tuple[tuple[str, str], ...] = tuple(DESTINATIONS.items())  # NEEDS → who acts
+    second_read: str = "disagreement"      # SECOND_READ: when a second clinician reads a visit
+    sample_rate: float = SAMPLE_RATE       # share of negatives sampled into the readers' queue
+    grading: str | None = None             # GRADING; None: nhs when the grades carry R codes, else icdr
+
+    @property
+    def read_form(self) -> str:
+        """How a clinician grades under this pathway: nhs (R/M/U) or icdr (0-4, DME, U)."""
+        return self.grading or ("nhs" if any((r.code or "").startswith("R") for r in self.grades) else "icdr")
 
     def due_in(self, need: str) -> int:
         """Days from the visit within which ``need`` (one of :data:`NEEDS`) is to be acted on."""
@@ -109,7 +127,9 @@ class Pathway:
                 "maculopathy": {"action": self.m1_action, **dict(self.maculopathy)},
                 "escalation": {"after": self.escalate_after, "words": self.escalation},
                 "timescales": {k: _timescale(d) for k, d in self.due_days},
-                "destinations": dict(self.destinations)}
+                "destinations": dict(self.destinations),
+                "reads": {"second_read": self.second_read, "sample_rate": self.sample_rate,
+                          **({"grading": self.grading} if self.grading else {})}}
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "pathway") -> Pathway:
@@ -139,6 +159,9 @@ class Pathway:
             due_days = tuple((key, _days(due[key], f"{source}: timescale of {key}")) for key in NEEDS)
             places = {**DESTINATIONS, **(data.get("destinations") or {})}
             destinations = tuple((key, str(places[key]).strip()) for key in NEEDS)
+            reads = {"second_read": "disagreement", "sample_rate": SAMPLE_RATE, "grading": None,
+                     **(data.get("reads") or {})}                                  # older files: defaults
+            second_read, sample_rate, grading = str(reads["second_read"]), float(reads["sample_rate"]), reads["grading"]
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{source}: not a pathway ({type(exc).__name__}: {exc}); see drtrt/clinic/pathways.py "
                               "for the shape") from None
@@ -151,8 +174,14 @@ class Pathway:
             raise ConfigError(f"{source}: maculopathy's action must be refer or refer_urgent, found {m1_action!r}")
         if not 1 <= escalate_after <= 10:
             raise ConfigError(f"{source}: escalation after must be 1-10 tries, found {escalate_after}")
+        if second_read not in SECOND_READ:
+            raise ConfigError(f"{source}: reads second_read must be one of {', '.join(SECOND_READ)}, found {second_read!r}")
+        if not 0 <= sample_rate <= 1:
+            raise ConfigError(f"{source}: reads sample_rate must be 0-1, found {sample_rate}")
+        if grading is not None and grading not in GRADING:
+            raise ConfigError(f"{source}: reads grading must be one of {', '.join(GRADING)}, found {grading!r}")
         return cls(name, tuple(sorted(rules, key=lambda r: r.grade)), words, m_words, m1_action, escalate_after,
-                   escalation_words, due_days, destinations)
+                   escalation_words, due_days, destinations, second_read, sample_rate, grading)
 
 
 def _timescale(days: int) -> str:

@@ -16,6 +16,7 @@ Four parts, each with its own version so one can change without touching the oth
   something — letter sent, appointment booked, attended, treated, did not attend and then what;
   :mod:`.failsafe`). Rows are only added, never changed.
 - ``audit``: ``audit``, the hash-chained trail of who did what (:mod:`drtrt.clinic.audit`), append-only.
+- ``reads``: ``reads``, each clinician's structured grade of a visit (:mod:`drtrt.clinic.reads`), append-only.
 
 A part's version is the number of its migrations applied (:data:`PARTS`); versions live in
 ``meta`` as ``schema.<part>``, and SQLite's ``user_version`` says how versions are kept
@@ -160,6 +161,25 @@ def _audit_trail(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+# reads 1: clinicians' reads (drtrt.clinic.reads); append-only like the audit, the triggers refuse any change
+_READS_V1 = (
+    "CREATE TABLE IF NOT EXISTS reads(id INTEGER PRIMARY KEY AUTOINCREMENT, visit INTEGER NOT NULL, "
+    "patient TEXT NOT NULL, stage TEXT NOT NULL, reader TEXT NOT NULL, role TEXT NOT NULL, grades TEXT NOT NULL, "
+    "verdict TEXT NOT NULL, model_verdict TEXT, overrules INTEGER NOT NULL, reason TEXT, recorded TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS reads_visit ON reads(visit, id)",
+    "CREATE TRIGGER IF NOT EXISTS reads_no_update BEFORE UPDATE ON reads "
+    "BEGIN SELECT RAISE(ABORT, 'reads are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS reads_no_delete BEFORE DELETE ON reads "
+    "BEGIN SELECT RAISE(ABORT, 'reads are append-only'); END",
+)
+
+
+def _reads_table(db: sqlite3.Connection) -> None:
+    """reads 1: the table and its triggers (statements one by one: a trigger's body holds a ';')."""
+    for statement in _READS_V1:
+        db.execute(statement)
+
+
 # part → its migrations, oldest first; a part's version is how many have run. Add, never edit.
 # A migration may fill a column of another part's table from its own (visits 3 fills files.visit): parts
 # run in this order, so the record part's columns exist by then.
@@ -169,9 +189,11 @@ PARTS: dict[str, tuple[Migration, ...]] = {
     "outbox": (_script(_OUTBOX_V1), _script(_OUTBOX_V2)),
     "failsafe": (_script(_FAILSAFE_V1),),
     "audit": (_audit_trail,),
+    "reads": (_reads_table,),
 }
 TABLES = {"record": ("meta", "runs", "images", "files"), "visits": ("patients", "visits", "captures", "camera_files"),
-          "outbox": ("exported", "outbox"), "failsafe": ("action_outcomes",), "audit": ("audit",)}
+          "outbox": ("exported", "outbox"), "failsafe": ("action_outcomes",), "audit": ("audit",),
+          "reads": ("reads",)}
 
 
 @dataclass(frozen=True)
@@ -211,6 +233,8 @@ META_KEYS = {key.name: key for key in (
     MetaKey("station_active_visit", "the visit at the station's camera"),
     MetaKey("station_retake_reasons", "per open visit, the slot chosen for a retake and why (for its next photo)",
             json=True),
+    MetaKey("organisation", "the screening programme or clinic that verifies clinicians' reads (the SR's verifying "
+                            "organisation, the FHIR report's performer); set by drtrt station --organisation"),
     MetaKey("audit_head", "the audit trail's last entry: seq and hash (drtrt.clinic.audit), so removing the newest "
                           "entries is found too", json=True),
 )}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from drtrt.clinic.patients import EYES, Patient
 from drtrt.clinic.store import SessionRow
@@ -102,6 +103,9 @@ class Visit:
     words: str = ""                            # the verdict in the pathway's words
     closed_words: str | None = None
     provisional: bool = True                   # the model has no validation record: every verdict is provisional
+    model_verdict: str | None = None           # the model's verdict (closed, else so far), kept beside a read's
+    model_words: str | None = None
+    reading: Any = None                        # a drtrt.clinic.reads.ReadState: the clinicians' reads (None: none)
 
     @property
     def complete(self) -> bool:

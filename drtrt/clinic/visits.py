@@ -30,7 +30,7 @@ import json
 import time
 from dataclasses import replace
 
-from drtrt.clinic import audit
+from drtrt.clinic import audit, reads
 from drtrt.clinic.accounts import Actor
 from drtrt.clinic.pathways import stored_pathway
 from drtrt.clinic.patients import EYES, MAX_PATIENT_ID, Patient, validate_birth_date, validate_name, validate_patient_id
@@ -143,8 +143,10 @@ class VisitBook:
                     open_slots = [s.name for s in visit.slots if s.state != "graded"]
                     audit.append(self.store, by, "finish_anyway" if open_slots else "close", visit=visit_id,
                                  patient=visit.patient.id, details={"verdict": visit.verdict, "not_graded": open_slots})
+                # the model's verdict is what a visit closes with; a clinician's read is taken over it when shown
                 self.store.execute("UPDATE visits SET closed=?, verdict=? WHERE id=?",
-                                   (now(), json.dumps({"verdict": visit.verdict, "words": visit.words}), visit_id))
+                                   (now(), json.dumps({"verdict": visit.model_verdict, "words": visit.model_words}),
+                                    visit_id))
                 self._keep_reason(visit_id, None)        # a retake chosen, never taken: nothing waits for it
         return self.visit(visit_id)
 
@@ -301,8 +303,27 @@ class VisitBook:
         verdict, words = visit_verdict(eyes, any(s.state == "screening" for s in slots), pathway)
         target = v["target"] or next((s.name for s in slots if s.state in ("missing", "retake")), None)
         closed = json.loads(v["verdict"]) if v["verdict"] else {"verdict": None, "words": None}
-        return Visit(v["id"], self.patient(v["patient"]), protocol, v["opened"], v["closed"], slots, eyes, verdict,
-                     closed["verdict"], None if v["closed"] else target, words, closed["words"], unvalidated)
+        found = Visit(v["id"], self.patient(v["patient"]), protocol, v["opened"], v["closed"], slots, eyes, verdict,
+                      closed["verdict"], None if v["closed"] else target, words, closed["words"], unvalidated)
+        return self._with_reads(found, pathway)
+
+    def _with_reads(self, visit: Visit, pathway) -> Visit:
+        """The visit with its clinicians' reads taken over the model's result (:mod:`.reads`): a final read
+        is the visit's verdict, a pending one shows the most urgent; the model's is kept beside."""
+        model, model_words = (visit.closed_verdict, visit.closed_words) if visit.closed else (visit.verdict, visit.words)
+        visit.model_verdict, visit.model_words = model, model_words
+        kept = reads.reads_of(self.store, visit.id)
+        if not kept or model is None:
+            return visit
+        visit.reading = reads.state_of(kept, pathway)
+        shown = visit.reading.shown_verdict(model)
+        words = model_words if shown == model and visit.reading.final is None else reads.words_of(shown, pathway)
+        if visit.closed:
+            visit.closed_verdict, visit.closed_words = shown, words
+        visit.verdict, visit.words = shown, words
+        if visit.reading.final is not None:    # a clinician's result: no longer the unvalidated model's alone
+            visit.provisional = False
+        return visit
 
     @staticmethod
     def _slot(name: str, captures: list, results: dict[str, SessionRow], every: list) -> Slot:

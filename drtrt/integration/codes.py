@@ -65,6 +65,7 @@ LOCAL = {
     "dr-severity": "Diabetic retinopathy severity level, eye not recorded",
     "referable-dr": "Referable diabetic retinopathy",
     "verdict": "Screening verdict",
+    "clinician-read": "Clinician's read (the final result)",
     "retinopathy": "Retinopathy grade (R), in the pathway's words",
     "maculopathy": "Maculopathy (M)",
     "eye-result": "Eye result",

@@ -32,9 +32,12 @@ Comprehensive SR (its own series), content tree (codes: :mod:`.codes`)::
           CONTAINS TEXT   Warning (each)
           CONTAINS IMAGE  Lesion overlay (the SC instance); Source image (the camera's instance, DICOM input)
 
-The document is COMPLETE and UNVERIFIED, and PRELIMINARY unless the model is validated. When the results
-of a patient change (another photo screened, an eye corrected), a new SR with a new UID is written whose
-Predecessor Documents Sequence names the one before it.
+The document is COMPLETE and UNVERIFIED, and PRELIMINARY unless the model is validated. Once a clinician's
+read is the visit's final result (:mod:`drtrt.clinic.reads`) it is FINAL and VERIFIED, the reader its
+Verifying Observer (organisation: the session's ``organisation``), the read stated beside the model's
+findings. When the results of a patient change (another photo screened, an eye corrected, a read), a
+new SR with a new UID is written in the same series whose Predecessor Documents Sequence names the one
+before it.
 """
 
 from __future__ import annotations
@@ -258,6 +261,10 @@ def _content(p: PatientResult, pictures: dict[str, str]) -> hd.sr.ContainerConte
     items += [_text("model-name", p.model.name), _text("model-sha256", p.model.sha256),
               _text("software-version", f"drtrt {p.model.software}"), _text("validation", p.model.statement),
               _text("verdict", verdict_text(p))]
+    if p.read is not None:
+        grades = ", ".join(f"{eye} {grade}" for eye, grade in p.read.grades)
+        items.append(_text("clinician-read", f"{p.read.words} ({grades}); read by {p.read.reader} "
+                                             f"({p.read.role}, {p.read.stage} read) at {p.read.recorded}"))
     if p.referable is not None:
         items.append(hd.sr.CodeContentItem(local("referable-dr"), _yes_no(p.referable), relationship_type="CONTAINS"))
     items += [_eye_items(p, eye, pictures) for eye in p.verdict.eyes]
@@ -279,7 +286,9 @@ def report_facts(p: PatientResult, pictures: dict[str, str]) -> dict:
             "images": [[i.eye, i.row.path, i.row.sha256, i.row.status, i.row.reason, i.record.get("grade"),
                         i.record.get("referable"), i.record.get("lesions"), i.row.warnings, pictures.get(i.row.path),
                         i.source] for i in p.images],
-            "last_seen": p.last_seen}
+            "last_seen": p.last_seen,
+            **({"read": [p.read.reader, p.read.role, p.read.stage, p.read.verdict, p.read.grades, p.read.recorded,
+                         p.read.organisation]} if p.read is not None else {})}
 
 
 def _header(p: PatientResult) -> Dataset:
@@ -340,7 +349,9 @@ def build_report(p: PatientResult, previous: Dataset | None = None) -> DicomObje
         evidence=[header, *_evidence(p)], content=_content(p, by_path),
         series_instance_uid=derive_uid(p.session, "series", "sr", *p.key, p.study.uid),
         series_number=SR_SERIES_NUMBER, sop_instance_uid=uid, instance_number=1, manufacturer="drtrt",
-        is_complete=True, is_final=p.model.validated, is_verified=False,
+        is_complete=True, is_final=p.model.validated or p.read is not None, is_verified=p.read is not None,
+        verifying_observer_name=f"{p.read.reader}^" if p.read is not None else None,   # the name as one component
+        verifying_organization=p.read.organisation if p.read is not None else None,
         previous_versions=[previous] if previous is not None else None,
         series_description="drtrt DR screening report", coding_schemes=_CODING_SCHEMES, **_equipment(p), **_dates(p))
     _drop_header(sr, header.SOPInstanceUID)

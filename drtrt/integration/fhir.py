@@ -28,6 +28,8 @@ name, type and cardinality in R4 4.0.1 as in R4B 4.3.0, so the Bundle is R4 as t
   referral no more keeps its ServiceRequest, revoked, under the same id.
 
 Status ``preliminary`` (a model result no clinician has read) unless the model is validated (``final``).
+A clinician's final read (:mod:`drtrt.clinic.reads`) makes the DiagnosticReport ``final`` with the reader as
+``performer``, or ``amended`` when the read changed the model's verdict; the same id, so the server updates it.
 Every id is derived from the session and the patient (:mod:`.uids`): a resend updates, never duplicates.
 """
 
@@ -164,6 +166,7 @@ def patient_bundle(p: PatientResult, sr_uid: str | None, patient_system: str = C
     a ServiceRequest when the visit is a ``referral``, or the earlier one revoked when the visit's ``previous``
     Bundle carried one and it is a referral no more."""
     status = "final" if p.model.validated else "preliminary"
+    report_status = status if p.read is None else "amended" if p.read.changed else "final"
     ids = {"bundle": fhir_id(p.session, "fhir-bundle", *p.key), "patient": fhir_id(p.session, "patient", p.patient),
            "device": fhir_id("device", p.model.sha256), "report": fhir_id(p.session, "report", *p.key),
            "referral": fhir_id(p.session, "referral", *p.key)}
@@ -201,12 +204,15 @@ def patient_bundle(p: PatientResult, sr_uid: str | None, patient_system: str = C
                                "value": f"urn:oid:{sr_uid}"})
     conclusion = f"{verdict_text(p)}. {p.model.statement}"
     report = {
-        "resourceType": "DiagnosticReport", "id": ids["report"], "status": status, "identifier": identifiers,
+        "resourceType": "DiagnosticReport", "id": ids["report"], "status": report_status, "identifier": identifiers,
         "code": _concept(_coding(C.LOINC, C.REPORT_CODE), text="Diabetic retinopathy screening"),
         "subject": {"reference": ids["patient-ref"]}, "effectiveDateTime": _instant(p.last_seen),
         "issued": _instant(p.last_seen),
         "result": [{"reference": f"urn:uuid:{o['id']}"} for o in observations], "conclusion": conclusion,
     }
+    if p.read is not None:                     # the clinician whose read is the result
+        report["performer"] = [{"display": f"{p.read.reader} ({p.read.organisation})"}]
+        report["issued"] = _instant(p.read.recorded)
     if p.referable is not None:
         report["conclusionCode"] = [_concept(_local("referable-dr"),
                                              text="referable DR" if p.referable else "no referable DR")]

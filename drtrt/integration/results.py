@@ -24,7 +24,8 @@ from pathlib import Path
 from drtrt import __version__
 from drtrt.fileio import sha256_file
 from drtrt.clinic.pathways import stored_pathway
-from drtrt.clinic.verdicts import PROVISIONAL, PatientVerdict
+from drtrt.clinic.reads import reads_of, state_of, words_of
+from drtrt.clinic.verdicts import PROVISIONAL, REFER, REFER_URGENT, RESCREEN, PatientVerdict
 from drtrt.clinic.reports import model_banner, visit_verdicts
 from drtrt.clinic.store import SessionRow, SessionStore
 from drtrt.task import TaskSpec
@@ -96,6 +97,49 @@ class ModelIdentity:
         return (f"{banner} · " if banner else "") + self.validation.statement
 
 
+@dataclass(frozen=True)
+class ClinicianRead:
+    """The clinician's read that is a visit's final result (:mod:`drtrt.clinic.reads`): the SR is VERIFIED
+    by them, the FHIR report ``final`` with them as performer, or ``amended`` when the read changed the
+    model's verdict."""
+
+    reader: str
+    role: str
+    stage: str
+    verdict: str                               # the read's verdict id
+    words: str                                 # in the pathway's words
+    grades: tuple[tuple[str, str], ...]        # (eye, grade string)
+    recorded: str                              # UTC stamp
+    model_verdict: str | None
+    organisation: str                          # the verifying organisation (session meta ``organisation``)
+
+    @property
+    def changed(self) -> bool:
+        """The read's verdict differs from the model's: a corrected result."""
+        return self.verdict != self.model_verdict
+
+
+NO_ORGANISATION = "organisation not configured"
+
+
+def final_reads(store: SessionStore) -> dict[int, ClinicianRead]:
+    """visit → its final clinician's read, for every visit whose reading is complete."""
+    meta = store.meta()
+    pathway = stored_pathway(meta)
+    by_visit: dict[int, list] = {}
+    for read in reads_of(store):
+        by_visit.setdefault(read.visit, []).append(read)
+    found = {}
+    for visit, kept in by_visit.items():
+        final = state_of(kept, pathway).final
+        if final is not None:
+            found[visit] = ClinicianRead(final.reader, final.role, final.stage, final.verdict,
+                                         words_of(final.verdict, pathway), tuple(sorted(final.grades.items())),
+                                         final.recorded, kept[0].model_verdict,
+                                         meta.get("organisation") or NO_ORGANISATION)
+    return found
+
+
 @dataclass
 class ImageResult:
     row: SessionRow
@@ -146,6 +190,7 @@ class PatientResult:
     first_seen: str                            # when the patient's first and last photo were screened
     last_seen: str
     eyes: dict[str, list[ImageResult]] = field(default_factory=dict)
+    read: ClinicianRead | None = None          # the clinician's final read (None: the model's result only)
 
     @property
     def visit(self) -> int | None:
@@ -164,7 +209,11 @@ class PatientResult:
 
     @property
     def referable(self) -> bool | None:
-        """Referable DR for the patient, as the verdict says (:attr:`PatientVerdict.referable`)."""
+        """Referable DR for the patient: as the clinician's final read says, else as the verdict says
+        (:attr:`PatientVerdict.referable`)."""
+        if self.read is not None:
+            return True if self.read.verdict in (REFER, REFER_URGENT) else False if self.read.verdict == RESCREEN \
+                else None
         return self.verdict.referable
 
 
@@ -186,7 +235,7 @@ def patient_results(store: SessionStore, folder: Path) -> list[PatientResult]:
     rows = store.rows()
     # when each image was screened: unlike a file's seen_at, it does not move when a later run sees the file again
     screened_at = {r[0]: r[1] for r in store.execute("SELECT sha256, screened_at FROM images")}
-    results = []
+    results, reads = [], final_reads(store)
     for verdict in visit_verdicts(rows, store.meta()):   # in the session's pathway's words
         images = []
         for eye, eye_verdict in verdict.eyes.items():
@@ -203,7 +252,8 @@ def patient_results(store: SessionStore, folder: Path) -> list[PatientResult]:
         seen = sorted(i.when for i in images)
         study = _study(session, verdict.patient, verdict.visit, images, seen[0])
         results.append(PatientResult(verdict.patient, verdict, images, study, model, session, seen[0], seen[-1],
-                                     {e: [i for i in images if i.eye == e] for e in verdict.eyes}))
+                                     {e: [i for i in images if i.eye == e] for e in verdict.eyes},
+                                     reads.get(verdict.visit) if verdict.visit is not None else None))
     return results
 
 
@@ -239,6 +289,10 @@ def accession_number(session: str, visit: int) -> str:
 
 def verdict_text(p: PatientResult) -> str:
     """The visit's verdict as the SR and the FHIR report state it: its words, the note, and — while the
-    model has no validation record — that it is provisional, next to it."""
+    model has no validation record — that it is provisional, next to it. A clinician's final read is the
+    result: its words, who read it, and what the model said."""
+    if p.read is not None:
+        model = p.verdict.words + (f" ({PROVISIONAL})" if p.verdict.provisional else "")
+        return f"{p.read.words} — read by {p.read.reader}; the model said: {model}"
     text = p.verdict.words + (f" — {p.verdict.note}" if p.verdict.note else "")
     return f"{text} ({PROVISIONAL})" if p.verdict.provisional else text

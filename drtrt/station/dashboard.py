@@ -94,3 +94,14 @@ def disk_space(folder: Path) -> dict:
     """Free and total space where the photos go, flagged low before a full disk stops the day."""
     usage = shutil.disk_usage(folder)
     return {"free_gb": usage.free / 2**30, "total_gb": usage.total / 2**30, "low": usage.free < LOW_DISK_BYTES}
+
+
+def reader_agreement(worker: StationWorker, weeks: int = 8) -> dict:
+    """The model's agreement with the clinicians' reads, the last ``weeks`` ISO weeks
+    (:func:`drtrt.verify.study.agreement.weekly_agreement`); ``missing``: the library it needs, when absent."""
+    try:
+        from drtrt.verify.study.agreement import weekly_agreement
+        found = weekly_agreement(worker.store)[-weeks:]
+    except ImportError:
+        return {"weeks": [], "missing": "scikit-learn"}
+    return {"weeks": found, "missing": None}

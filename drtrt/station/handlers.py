@@ -23,8 +23,8 @@ from drtrt.runtime.quality import ADVICE
 from drtrt.clinic.reports import model_banner, unchecked_model
 from drtrt.clinic.visits import RETAKE_REASONS, PatientConflict, Protocol, Visit, retake_reason
 from drtrt.station import i18n
-from drtrt.station.dashboard import day_summary, disk_space, forward_state, model_state
-from drtrt.station.images import LAYER, SHA, lesion_colours, lesion_layer, photo_path, view_jpeg
+from drtrt.station.dashboard import day_summary, disk_space, forward_state, model_state, reader_agreement
+from drtrt.station.images import LAYER, SHA, full_jpeg, lesion_colours, lesion_layer, photo_path, view_jpeg
 from drtrt.station.security import csrf_token, image_kind
 from drtrt.clinic import audit
 from drtrt.clinic.accounts import Actor, may
@@ -92,7 +92,7 @@ async def dashboard(request: Request) -> Response:
                        model_state=model_state(worker, station.info, station.parity),
                        disk=disk_space(station.cfg.data_dir), forward=forward_state(worker, station.forwarder),
                        camera=worker.cfg.camera_dir, waiting=worker.waiting, notices=list(worker.notices)[:5],
-                       error=request.query_params.get("error"))
+                       error=request.query_params.get("error"), agreement=reader_agreement(worker))
 
 
 async def dashboard_panel(request: Request) -> Response:
@@ -266,8 +266,9 @@ async def image(request: Request) -> Response:
         raise HTTPException(404)
     data_dir, task = station.cfg.data_dir, station.info.task
     photo = photo_path(data_dir, sha)
-    if kind == "view.jpg":
-        return FileResponse(view_jpeg(data_dir, sha, photo), media_type="image/jpeg")
+    if kind in ("view.jpg", "full.jpg"):
+        made = view_jpeg if kind == "view.jpg" else full_jpeg
+        return FileResponse(made(data_dir, sha, photo), media_type="image/jpeg")
     match = LAYER.fullmatch(kind)
     if match and match[1] in task.lesion_codes:
         layer = lesion_layer(station.worker, data_dir, sha, photo, task.label(match[1]))

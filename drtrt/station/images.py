@@ -61,6 +61,19 @@ def view_jpeg(data_dir: Path, sha: str, photo: Path) -> Path:
     return target
 
 
+def full_jpeg(data_dir: Path, sha: str, photo: Path) -> Path:
+    """The photo at its full resolution as JPEG (quality 95, made once, kept in cache/): what a clinician
+    reads, zoomed; DICOM, TIFF and PNG photos alike."""
+    target = data_dir / "cache" / f"{sha}-full.jpg"
+    if not target.exists():
+        picture = cv2.imread(str(photo), cv2.IMREAD_COLOR)
+        if picture is None:
+            raise HTTPException(404, "this file is not a picture")
+        ok, jpg = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        atomic_write(target, jpg.tobytes())
+    return target
+
+
 def layer_bgra(mask: np.ndarray, label: int) -> np.ndarray:
     """Label ``label`` of a label map as a BGRA layer: a light tint over the lesion (it stays visible
     under it), an opaque outline in its colour just outside it, transparent elsewhere."""

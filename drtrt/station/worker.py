@@ -73,6 +73,7 @@ class WorkerConfig:
     session: SessionConfig = SessionConfig(batch_size=1)
     watch: str = "auto"                 # how the camera folder is watched: auto, events, poll (camera_folder)
     incomplete_report_s: float = 10.0   # a camera file incomplete this long gets a notice (it still waits)
+    organisation: str | None = None     # who verifies clinicians' reads (kept as the session's ``organisation``)
 
     def __post_init__(self) -> None:
         if self.watch not in WATCH_MODES:
@@ -90,6 +91,8 @@ class StationWorker:
                                         on_row=self._on_row)
         self.store = self.session.store
         self.book = VisitBook(self.store)
+        if cfg.organisation:
+            self.store.set_meta("organisation", " ".join(cfg.organisation.split())[:64])
         self.photos = cfg.data_dir / "photos"
         self._todo: queue.Queue[tuple[str, Assignment]] = queue.Queue()
         self._stop = threading.Event()

@@ -57,7 +57,7 @@ def test_a_35c20eb_session_opens_migrates_and_keeps_every_row_result_and_outbox_
 
     before = dump(legacy / "session.db")
     with SessionStore(legacy / "session.db") as store:
-        assert store.migrated_from == {"record": 1, "visits": 1, "outbox": 1, "failsafe": 0, "audit": 0}
+        assert store.migrated_from == {"record": 1, "visits": 1, "outbox": 1, "failsafe": 0, "audit": 0, "reads": 0}
         rows = store.rows()
         verdicts = {v.patient: v.verdict for v in patient_verdicts(rows)}
         visit = VisitBook(store).visit(1)
@@ -153,7 +153,7 @@ def test_an_upgrade_cut_short_leaves_the_old_layout_whole(legacy, monkeypatch):
     db.close()
     monkeypatch.undo()
     with SessionStore(legacy / "session.db") as store:                    # and the real upgrade still runs
-        assert store.migrated_from == {"record": 1, "visits": 1, "outbox": 1, "failsafe": 0, "audit": 0}
+        assert store.migrated_from == {"record": 1, "visits": 1, "outbox": 1, "failsafe": 0, "audit": 0, "reads": 0}
 
 
 def test_a_file_that_is_not_a_database_is_one_data_error(tmp_path):

@@ -47,8 +47,9 @@ def _free_port() -> int:
 class Server:
     """`drtrt station` as a clinic starts it, on a free localhost port."""
 
-    def __init__(self, model: Path, data: Path, camera: Path, log: Path, pin: str | None = None) -> None:
-        self.model, self.data, self.camera, self.log, self.pin = model, data, camera, log, pin
+    def __init__(self, model: Path, data: Path, camera: Path, log: Path, pin: str | None = None,
+                 extra: tuple[str, ...] = ()) -> None:
+        self.model, self.data, self.camera, self.log, self.pin, self.extra = model, data, camera, log, pin, extra
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -56,7 +57,7 @@ class Server:
     def start(self) -> None:
         command = [sys.executable, "-m", "drtrt.cli", "station", "--model", str(self.model), "--data-dir",
                    str(self.data), "--camera-dir", str(self.camera), "--port", str(self.port), "--poll", "0.1",
-                   "--settle", "0.3", *(["--pin", self.pin] if self.pin else [])]
+                   "--settle", "0.3", *(["--pin", self.pin] if self.pin else []), *self.extra]
         self.process = subprocess.Popen(command, stdout=self.log.open("a"), stderr=subprocess.STDOUT)
         wait_for(self._up, timeout=90, what=f"the station on {self.url} (log: {self.log})")
 
@@ -454,6 +455,72 @@ def test_people_log_in_by_name_and_the_lead_reads_the_audit_trail(tiny_onnx, tmp
             response = screener.goto(visit_url + "/audit")
             assert response.status == 403 and "your role may not open this page" in screener.content()
             assert_accessible(screener, "the audit page refused to a screener")
+            browser.close()
+    finally:
+        station.stop()
+
+
+def test_a_clinician_reads_a_sampled_negative_with_zoom_and_layers(tiny_onnx, tmp_path, fundus_photos):
+    """Issue 24 item 3: a reader's queue (every negative sampled here) and read page — full-resolution photos that
+    zoom, the grade form — each passing axe; the read is saved, the queue empties, a screener is refused."""
+    import json
+
+    from drtrt.clinic.pathways import NHS
+
+    camera, data = tmp_path / "camera", tmp_path / "station"
+    camera.mkdir()
+    for name, role, secret in (("Ana", "screener", "4821"), ("Cleo Ruiz", "reader", "5555")):
+        subprocess.run([sys.executable, "-m", "drtrt.cli", "accounts", "add", name, "--role", role, "--data-dir",
+                        str(data)], input=secret + "\n", text=True, check=True, capture_output=True, timeout=120)
+    pathway = tmp_path / "pathway.yaml"
+    pathway.write_text(json.dumps({**NHS.to_dict(), "reads": {"second_read": "never", "sample_rate": 1.0}}))
+    station = Server(tiny_onnx, data, camera, tmp_path / "station.log", extra=("--pathway", str(pathway), "--organisation", "Clínica Norte"))
+    station.start()
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
+
+            def log_in(name: str, secret: str):
+                page = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB").new_page()
+                page.goto(station.url + "/login")
+                page.fill("input[name=name]", name)
+                page.fill("input[name=pin]", secret)
+                page.click("button[type=submit]")
+                page.wait_for_url(station.url + "/")
+                return page
+
+            screener = log_in("Ana", "4821")
+            new_visit(screener, station.url, "P-READ")
+            shutil.copy(fundus_photos["good0"], camera / "IMG_0500.JPG")
+            screener.wait_for_selector("#slot-right-any[data-state=graded]", timeout=60_000)
+            shutil.copy(fundus_photos["left"], camera / "IMG_0501.JPG")
+            screener.wait_for_selector("#slot-left-any[data-state=graded]", timeout=60_000)
+            screener.click("#close button[type=submit]")
+            screener.wait_for_url("**/report")
+            assert screener.locator("#nav-reads").count() == 0
+            assert screener.goto(station.url + "/reads").status == 403
+
+            reader = log_in("Cleo Ruiz", "5555")
+            errors = []
+            reader.on("pageerror", lambda exc: errors.append(str(exc)))
+            reader.click("#nav-reads")
+            reader.wait_for_url("**/reads")
+            assert "quality sample of negatives" in reader.locator("#read-queue").inner_text()
+            assert_accessible(reader, "the readers' queue")
+            reader.locator("#read-queue a").first.click()
+            reader.wait_for_selector("#read-form")
+            inner = reader.locator("#read-right-any .zoom-inner")
+            assert "/full.jpg" in reader.locator("#read-right-any img.base").get_attribute("src")
+            before = inner.bounding_box()["width"]
+            reader.click("#read-right-any button[data-zoom=in]")
+            assert inner.bounding_box()["width"] > 1.4 * before                      # zoomed, scrolling in its frame
+            assert_accessible(reader, "the read page")
+            screenshot(reader, "read.png")
+            reader.select_option("select[name=right_r]", "R1")
+            reader.click("#read-submit")
+            reader.wait_for_url("**/reads")
+            assert reader.locator("#no-reads").count() == 1
+            assert errors == []
             browser.close()
     finally:
         station.stop()

@@ -37,6 +37,19 @@ function bindToggles(root) {
   });
 }
 
+// The read page's zoom: the photo (full resolution) grows inside its scrolling frame, layers with it.
+function bindZoom(root) {
+  root.querySelectorAll("button[data-zoom]").forEach(function (button) {
+    var inner = button.closest(".slot").querySelector(".zoom-inner");
+    button.addEventListener("click", function () {
+      var zoom = parseFloat(inner.dataset.zoom || "1") * (button.dataset.zoom === "in" ? 1.5 : 1 / 1.5);
+      zoom = Math.min(8, Math.max(1, zoom));
+      inner.dataset.zoom = String(zoom);
+      inner.style.width = (100 * zoom) + "%";
+    });
+  });
+}
+
 function refreshPanels() {
   var panels = document.querySelectorAll("[data-live]");
   return Promise.all(Array.prototype.map.call(panels, function (panel) {
@@ -68,6 +81,7 @@ document.addEventListener("DOMContentLoaded", function () {
   forgetOtherVisitsLayers();
   paintSwatches(document);
   bindToggles(document);
+  bindZoom(document);
   document.querySelectorAll("[data-print]").forEach(function (button) {
     button.addEventListener("click", function () { window.print(); });
   });

@@ -10,7 +10,8 @@ programme exports, checked strictly (every fault is one line naming the row and 
 ``role``: primary | secondary | arbitration. ``eye``: right | left. ``grade``: the NHS form ``R0M0``
 … ``R3aM1`` (R0, R1, R2, R3, R3a, R3s; M0, M1), ``U`` (ungradable), or ICDR ``ICDR0`` … ``ICDR4``
 with ``+DME`` when macular oedema is present. Referable: R2 or worse, or M1; ICDR 2 or worse, or
-DME. The reader page will hand :func:`reference` the same :class:`Read` objects.
+DME. The station's reader page keeps reads in the same grade strings (:mod:`drtrt.clinic.reads`);
+:func:`station_reads` hands them to :func:`reference` as the same :class:`Read` objects.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from drtrt.clinic.reads import reads_of
 from drtrt.errors import ConfigError, DataError
 
 COLUMNS = ("patient_id", "visit_date", "reader", "role", "eye", "grade")
@@ -96,6 +98,14 @@ def read_reads(path: str | Path) -> list[Read]:
         reads.append(Read(value["patient_id"], value["visit_date"], value["reader"], value["role"], value["eye"],
                           value["grade"], referable))
     return reads
+
+
+def station_reads(store) -> list[Read]:
+    """Every clinician's read kept in a session store (``store``: a :class:`~drtrt.clinic.store.SessionStore`),
+    one :class:`Read` per eye: the visit's opening day as its date, the read's stage as its role."""
+    opened = {r["id"]: r["opened"][:10] for r in store.execute("SELECT id, opened FROM visits")}
+    return [Read(read.patient, opened[read.visit], read.reader, read.stage, eye, grade, referable_of(grade))
+            for read in reads_of(store) for eye, grade in sorted(read.grades.items())]
 
 
 @dataclass(frozen=True)

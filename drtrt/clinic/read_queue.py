@@ -1,0 +1,70 @@
+"""The readers' queue: the visits a clinician is to read, most urgent first.
+
+In the queue (:func:`read_queue`): every visit whose model result is *refer urgently*, *refer*, *needs
+a human read* or *ungradable*, and a sample of the negatives (*rescreen*) at the pathway's
+``reads.sample_rate`` — the quality sample of a screening programme. Whether a negative is sampled
+depends only on its visit id (:func:`sampled`: the SHA-256 of the id as a number in [0, 1) below the
+rate), so the sample is the same after a restart and on every page. A visit leaves the queue when
+its reading is final (:mod:`.reads`); one waiting for a second read or arbitration stays, marked so.
+A visit still at the camera (open at the station) or still being screened is not read yet.
+
+Order: the model's verdict (refer urgently, refer, a human read, ungradable, sampled negatives),
+then the oldest visit first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from drtrt.clinic.pathways import Pathway, stored_pathway
+from drtrt.clinic.reads import ReadState
+from drtrt.clinic.verdicts import HUMAN_READ, REFER, REFER_URGENT, RESCREEN, UNGRADABLE
+
+QUEUED = (REFER_URGENT, REFER, HUMAN_READ, UNGRADABLE, RESCREEN)       # in this order; rescreen: sampled only
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    visit: int
+    patient: str
+    name: str | None
+    opened: str
+    model_verdict: str                         # the model's verdict (one of QUEUED)
+    model_words: str
+    sampled: bool                              # a negative in the quality sample
+    next_stage: str                            # primary | secondary | arbitration
+    readers: tuple[str, ...]                   # who has read it so far
+
+
+def sampled(visit_id: int, rate: float) -> bool:
+    """Whether negative visit ``visit_id`` is in the quality sample at ``rate`` (stable: from the id's hash)."""
+    digest = hashlib.sha256(f"drtrt-read-sample:{int(visit_id)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < rate
+
+
+def read_queue(book, pathway: Pathway | None = None) -> list[QueueItem]:
+    """The visits waiting for a read (``book``: a :class:`~drtrt.clinic.visits.VisitBook`), in the module's order."""
+    pathway = pathway or stored_pathway(book.store.meta())
+    rows = book.store.execute("SELECT id FROM visits WHERE closed IS NOT NULL OR kind != 'station' ORDER BY opened, id")
+    found = []
+    for row in rows:
+        visit = book.visit(row["id"])
+        model = visit.model_verdict
+        if model not in QUEUED or (model == RESCREEN and not sampled(visit.id, pathway.sample_rate)):
+            continue
+        reading: ReadState | None = visit.reading
+        if reading is not None and reading.next_stage is None:
+            continue
+        found.append(QueueItem(visit.id, visit.patient.id, visit.patient.name, visit.opened, model,
+                               visit.model_words or "", model == RESCREEN,
+                               reading.next_stage if reading is not None else "primary",
+                               tuple(r.reader for r in reading.reads) if reading is not None else ()))
+    return sorted(found, key=lambda item: (QUEUED.index(item.model_verdict), item.opened, item.visit))
+
+
+def previous_visit(book, visit_id: int) -> int | None:
+    """The same patient's visit before ``visit_id``, if there is one."""
+    rows = book.store.execute("SELECT v.id FROM visits v JOIN visits this ON this.id=? WHERE v.patient=this.patient "
+                              "AND v.id < this.id ORDER BY v.id DESC LIMIT 1", (int(visit_id),))
+    return rows[0]["id"] if rows else None
