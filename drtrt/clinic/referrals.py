@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from drtrt.clinic.failsafe import outcomes
 from drtrt.clinic.pathways import Pathway, stored_pathway
+from drtrt.clinic.reads import reads_of, state_of, words_of
 from drtrt.clinic.reports import visit_date, visit_verdicts
 from drtrt.clinic.store import SessionStore
 from drtrt.clinic.verdicts import REFER, REFER_URGENT, PatientVerdict
@@ -29,7 +30,7 @@ URGENCIES = (REFER_URGENT, REFER)
 
 @dataclass(frozen=True)
 class Reader:
-    """A person who read the visit's photos (none are kept yet: the field is there for when they are)."""
+    """A clinician who read the visit's photos (:mod:`.reads`): their name, when, and what their read asks for."""
 
     name: str
     read_at: str
@@ -45,10 +46,11 @@ class Referral:
     days: int                                 # the pathway's timescale
     due: dt.date
     readers: tuple[Reader, ...] = ()
+    urgency: str = ""                         # refer_urgent | refer: the clinicians' reads' where they decide
 
     @property
     def urgent(self) -> bool:
-        return self.verdict.verdict == REFER_URGENT
+        return (self.urgency or self.verdict.verdict) == REFER_URGENT
 
     @property
     def patient(self) -> str:
@@ -61,10 +63,13 @@ class Referral:
 
 def referral_of(store: SessionStore, verdict: PatientVerdict, pathway: Pathway | None = None) -> Referral | None:
     """``verdict``'s referral (None when the visit is not one: not refer / refer urgently, or still open at
-    the station)."""
-    if verdict.verdict not in URGENCIES:
-        return None
+    the station). Clinicians' reads decide over the model (:mod:`.reads`): a read that refers makes a referral of
+    a visit the model would rescreen, one that does not ends it; while reads disagree, the most urgent stands."""
     pathway = pathway or stored_pathway(store.meta())
+    kept = reads_of(store, verdict.visit) if verdict.visit is not None else []
+    urgency = state_of(kept, pathway).shown_verdict(verdict.verdict) if kept else verdict.verdict
+    if urgency not in URGENCIES:
+        return None
     row = None
     if verdict.visit is not None:
         found = store.execute("SELECT v.opened, v.closed, v.kind, v.verdict, p.name FROM visits v LEFT JOIN patients p "
@@ -72,18 +77,19 @@ def referral_of(store: SessionStore, verdict: PatientVerdict, pathway: Pathway |
         row = found[0] if found else None
     if row is not None and row["kind"] == "station" and row["closed"] is None:
         return None                          # open: the next photo may change it
-    if row is not None and row["closed"] is not None and \
+    if not kept and row is not None and row["closed"] is not None and \
             json.loads(row["verdict"] or "{}").get("verdict") != verdict.verdict:
         return None                          # closed with another verdict (a result came in after): a person reads it
     opened = row["opened"] if row is not None else visit_date(verdict)
     start = dt.date.fromisoformat(opened[:10])
     if verdict.visit is not None:            # did not attend → rebook: the timescale starts again that day
         for o in outcomes(store, verdict.visit):
-            if o.need == verdict.verdict and o.outcome == "did_not_attend" and o.then == "rebook":
+            if o.need == urgency and o.outcome == "did_not_attend" and o.then == "rebook":
                 start = dt.date.fromisoformat(o.recorded[:10])
-    days = pathway.due_in(verdict.verdict)
-    return Referral(verdict, row["name"] if row is not None else None, opened, pathway.destination(verdict.verdict),
-                    days, start + dt.timedelta(days=days))
+    days = pathway.due_in(urgency)
+    readers = tuple(Reader(r.reader, r.recorded, words_of(r.verdict, pathway)) for r in kept)
+    return Referral(verdict, row["name"] if row is not None else None, opened, pathway.destination(urgency),
+                    days, start + dt.timedelta(days=days), readers, urgency)
 
 
 def find_referral(store: SessionStore, patient: str, visit: int | None = None) -> Referral:
@@ -102,6 +108,12 @@ def find_referral(store: SessionStore, patient: str, visit: int | None = None) -
     found = referral_of(store, chosen)
     if found is None:
         where = "" if chosen.visit is None else f"visit {chosen.visit} of "
+        kept = reads_of(store, chosen.visit) if chosen.visit is not None else []
+        if kept:
+            pathway = stored_pathway(store.meta())
+            shown = state_of(kept, pathway).shown_verdict(chosen.verdict)
+            raise ConfigError(f"{where}patient {patient!r} is not a referral: a clinician's read says "
+                              f"{words_of(shown, pathway)}")
         if chosen.verdict in URGENCIES:
             raise ConfigError(f"{where}patient {patient!r} is open at the station, or closed with another verdict "
                               "than its photos now give: close it, or have a person read it, before a letter")

@@ -3,8 +3,8 @@
 Columns (:data:`COLUMNS`): the visit, its patient and kind (``station``, or ``session`` for a command's
 photos), when it opened and closed (UTC), the operator (the people its audit trail names:
 :func:`visit_operator`), the verdict (id and words) and per eye the verdict, grade, R and M,
-the photos refused (ungradable or unreadable, retaken ones too), the retakes, the reader (empty until
-human reads exist), the latest failsafe outcome (:mod:`.failsafe`) with who recorded it and when, and
+the photos refused (ungradable or unreadable, retaken ones too), the retakes, the clinicians who read it
+(:mod:`.reads`), the latest failsafe outcome (:mod:`.failsafe`) with who recorded it and when, and
 whether the results are provisional. A visit belongs to the range by the day it opened (UTC).
 
 Cells that a spreadsheet would run as a formula (starting ``=``, ``+``, ``-``, ``@``) are written with a
@@ -17,6 +17,7 @@ import datetime as dt
 
 from drtrt.clinic import audit
 from drtrt.clinic.failsafe import outcomes
+from drtrt.clinic.reads import reads_of
 from drtrt.clinic.slots import REFUSED, Visit
 from drtrt.clinic.visits import VisitBook
 from drtrt.errors import ConfigError
@@ -60,7 +61,8 @@ def visit_row(book: VisitBook, visit: Visit, kind: str) -> list:
     last = (outcomes(book.store, visit.id) or [None])[-1]
     return [visit.id, visit.patient.id, kind, visit.opened, visit.closed or "", visit_operator(book, visit),
             visit.closed_verdict or visit.verdict, visit.closed_words or visit.words, *eyes,
-            sum(status in REFUSED for status in photos), sum(len(s.replaced) for s in visit.slots), "",
+            sum(status in REFUSED for status in photos), sum(len(s.replaced) for s in visit.slots),
+            "; ".join(dict.fromkeys(r.reader for r in reads_of(book.store, visit.id))),
             last.words if last else "", last.person if last else "", last.recorded if last else "",
             int(visit.provisional)]
 

@@ -11,7 +11,8 @@ from drtrt.clinic import audit
 from drtrt.clinic.accounts import Actor
 from drtrt.clinic.failsafe import open_actions
 from drtrt.clinic.pathways import NHS, Pathway, keep_pathway, load_pathway
-from drtrt.clinic.reads import grade_string, reads_of, record_read
+from drtrt.clinic.reads import grade_string, reads_of, record_read, words_of
+from drtrt.clinic.referrals import find_referral
 from drtrt.clinic.store import SessionStore
 from drtrt.clinic.visits import VisitBook
 from drtrt.errors import ConfigError
@@ -178,3 +179,20 @@ def test_the_study_takes_the_stations_reads_as_its_reference(book):
         ("S1", "2026-03-01", "Dr Ana", "primary", "right", "R2M0", True)]
     found = reference(study)
     assert {k: v.referable for k, v in found.items()} == {("S1", "2026-03-01"): True, ("S2", "2026-03-02"): False}
+
+
+def test_the_referral_follows_the_reads_both_ways(book):
+    """The letter and the FHIR ServiceRequest (both from clinic.referrals) go where the clinicians' reads say."""
+    with_reads(book, second_read="never")
+    negative = make_visit(book, "P4", "2026-03-01T10:00", {"right": 0, "left": 0})
+    referred = make_visit(book, "P5", "2026-03-01T10:00", {"right": 2, "left": 0})
+    with pytest.raises(ConfigError, match="is not a referral"):
+        find_referral(book.store, "P4")
+    record_read(book, negative, {"right": "R3aM0", "left": "R0M0"}, ANA, reason="new vessels at the disc")
+    found = find_referral(book.store, "P4")
+    assert found.urgent and found.urgency == "refer_urgent" and found.days == NHS.due_in("refer_urgent")
+    assert [(r.name, r.words) for r in found.readers] == [("Dr Ana", words_of("refer_urgent", NHS))]
+    assert find_referral(book.store, "P5").urgency == "refer"
+    record_read(book, referred, {"right": "R1M0", "left": "R0M0"}, ANA, reason="dust on the lens, not a bleed")
+    with pytest.raises(ConfigError, match="is not a referral"):
+        find_referral(book.store, "P5")                       # a named clinician ended it: no letter, request revoked

@@ -12,6 +12,7 @@ from visit_fixture import at, clinic, make_visit
 from drtrt.clinic import audit
 from drtrt.clinic.accounts import SHARED_PIN, Actor
 from drtrt.clinic.failsafe import record_outcome
+from drtrt.clinic.reads import record_read
 from drtrt.clinic.recall import add_months, recall_list
 from drtrt.clinic.store import SessionStore
 from drtrt.clinic.visit_export import COLUMNS, visits_csv
@@ -77,6 +78,14 @@ def test_the_operator_is_who_the_audit_trail_names_for_the_visit(book):
     rows = {r["patient"]: r for r in csv.DictReader(io.StringIO(visits_csv(book, D("2026-02-27"), D("2026-03-01"))))}
     assert rows["U1"]["operator"] == "Ana; Ben"               # in order of first action; printing is not screening
     assert rows["G1"]["operator"] == "shared PIN" and rows["N1"]["operator"] == ""
+    assert rows["U1"]["reader"] == ""
+
+
+def test_the_reader_is_who_read_the_visit(book):
+    visits = clinic(book)
+    record_read(book, visits["U1"], {"right": "ICDR4", "left": "ICDR0"}, Actor("Dr Ruiz", "reader"))
+    rows = {r["patient"]: r for r in csv.DictReader(io.StringIO(visits_csv(book, D("2026-02-27"), D("2026-03-01"))))}
+    assert rows["U1"]["reader"] == "Dr Ruiz" and rows["N1"]["reader"] == ""
 
 
 def test_a_cell_a_spreadsheet_would_run_is_written_as_text(book):
