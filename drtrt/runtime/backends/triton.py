@@ -34,6 +34,7 @@ import numpy as np
 from drtrt.errors import ArtefactError, BackendUnavailable, ConfigError, DrtrtError, ServerUnavailable
 from drtrt.model_info import ModelInfo
 from drtrt.runtime.backends.dtypes import from_numpy, to_numpy
+from drtrt.runtime.backends.triton_shm import Regions, load_module, server_supports, shm_mode
 from drtrt.runtime.base import Runner, Signature, TensorSpec
 from drtrt.runtime.registry import is_model_url, model_reference
 
@@ -57,6 +58,7 @@ class TritonAddress:
     model: str
     version: str = ""
     tls: bool = False
+    shm: str = "auto"           # system shared memory with a server on this host: auto | on | off
 
     @classmethod
     def parse(cls, model: object) -> TritonAddress:
@@ -73,7 +75,7 @@ class TritonAddress:
         if not parts.hostname or not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
             raise ConfigError(f"{url}: expected triton://HOST:PORT/MODEL or triton://HOST:PORT/MODEL/VERSION")
         return cls(protocol, parts.hostname, port, path[0], path[1] if len(path) == 2 else "",
-                   tls=parts.scheme == "tritons")
+                   tls=parts.scheme == "tritons", shm=shm_mode(parts.query, url))
 
     @property
     def endpoint(self) -> str:
@@ -83,7 +85,8 @@ class TritonAddress:
     @property
     def url(self) -> str:
         scheme = "tritons" if self.tls else "triton" if self.protocol == "grpc" else "triton+http"
-        return f"{scheme}://{self.endpoint}/{self.model}" + (f"/{self.version}" if self.version else "")
+        return (f"{scheme}://{self.endpoint}/{self.model}" + (f"/{self.version}" if self.version else "")
+                + (f"?shm={self.shm}" if self.shm != "auto" else ""))
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,9 @@ class TritonRunner(Runner):
         self._lock = threading.Lock()
         self._module: Any = None
         self._sha256 = ""
+        self._shm: Any = None                    # tritonclient's shared-memory helpers while they are used
+        self._regions: list[Regions] = []
+        self._output_specs: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
         self.notes: list[str] = []               # what a user should know (the predictor shows them)
 
     @property
@@ -157,6 +163,7 @@ class TritonRunner(Runner):
         self._module = module
         config = self._call(self._load_config, "read the model's configuration")
         signature = self._signature_from(config)
+        self._shm = self._call(self._shared_memory, "ask the server about shared memory")
         if not self.address.tls and not _loopback(self.address.host):
             self.notes.append(f"images go to {self.address.host} unencrypted ({self.address.url}); on a network "
                               "that is not the reading centre's own, use tritons:// with client certificates "
@@ -217,12 +224,86 @@ class TritonRunner(Runner):
             dtype = to_numpy(tensor.get("data_type", ""), "triton", f"{source}: input '{tensor.get('name')}'")
             inputs.append(TensorSpec(tensor["name"], lead + tuple(int(d) for d in tensor.get("dims", [])), dtype))
         outputs = tuple(tensor["name"] for tensor in config.get("output", []))
+        self._output_specs = {}
+        for tensor in config.get("output", []):
+            dims = tuple(int(d) for d in tensor.get("dims", []))
+            dtype = to_numpy(tensor.get("data_type", ""), "triton", f"{source}: output '{tensor.get('name')}'")
+            self._output_specs[tensor["name"]] = (dims, np.dtype(dtype))
         return Signature(info, tuple(inputs), outputs, 1, max_batch or None)
+
+    # -- shared memory ---------------------------------------------------------------------------------
+    def _shared_memory(self, client: Any) -> Any:
+        """tritonclient's shared-memory helpers where requests should go through system shared memory
+        (``?shm=on``; ``auto``: a server on this host that lists the extension), else None (the wire)."""
+        mode = self.address.shm
+        if mode == "off" or (mode == "auto" and not _loopback(self.address.host)):
+            return None
+        if any(d < 0 for dims, _ in self._output_specs.values() for d in dims):
+            return self._no_shm("the model's outputs have dynamic dimensions")
+        try:
+            module = load_module()
+        except (ImportError, OSError) as exc:
+            return self._no_shm(f"tritonclient's shared-memory library cannot load ({exc})")
+        try:
+            supported = server_supports(client, self.address.protocol == "grpc")
+        except Exception as exc:  # noqa: BLE001 - an old server or a proxy that does not answer metadata
+            if isinstance(exc, (_Transient, OSError)) or _is_transient(exc, _status(exc)):
+                raise
+            supported = False
+        return module if supported else self._no_shm("the server does not list system shared memory")
+
+    def _no_shm(self, reason: str) -> None:
+        if self.address.shm == "on":
+            raise ConfigError(f"{self.address.url}: shared memory was asked for (?shm=on) but {reason}; "
+                              "use ?shm=off or leave it out")
+        _log.warning(f"{self.address.url}: requests go over the wire, not shared memory: {reason}")
+        return None
+
+    def _thread_regions(self, client: Any) -> Regions | None:
+        """This thread's regions, registered through its connection on first use; a server that refuses
+        them (in another container, /dev/shm not shared) sends every later request over the wire."""
+        regions = getattr(self._local, "regions", None)
+        if regions is None and self._shm is not None:
+            regions = Regions(self._shm, client)
+            self._local.regions = regions
+            with self._lock:
+                self._regions.append(regions)
+        return regions
+
+    def _shm_request(self, client: Any, regions: Regions, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        module = self._module
+        wire = {name: from_numpy(np.dtype(a.dtype).name, "wire", f"input '{name}'") for name, a in feeds.items()}
+        lead = (len(next(iter(feeds.values()))),) if self.max_batch else ()
+        specs = [(name, lead + self._output_specs[name][0], self._output_specs[name][1]) for name in self.output_names]
+        try:
+            inputs, wanted, where = regions.request(module, feeds, wire, specs)
+        except Exception as exc:  # noqa: BLE001 - tritonclient's InferenceServerException, SharedMemoryException
+            if _is_transient(exc, _status(exc)) or self.address.shm == "on":
+                raise
+            self._shm = None
+            self._forget_regions(regions)
+            self._no_shm(f"it refused this client's region ({_first_line(exc)})")
+            return self._request(client, feeds)
+        result = client.infer(self.address.model, inputs, model_version=self.address.version, outputs=wanted,
+                              **self._timeout())
+        return {name: regions.read(name, _output_shape(result, name), dtype, offset) for name, offset, dtype in where}
+
+    def _forget_regions(self, regions: Regions | None) -> None:
+        if regions is None:
+            return
+        self._local.regions = None
+        with self._lock:
+            if regions in self._regions:
+                self._regions.remove(regions)
+        regions.close()
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._call(lambda client: self._request(client, feeds), "run the model")
 
     def _request(self, client: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        regions = self._thread_regions(client)
+        if regions is not None:
+            return self._shm_request(client, regions, feeds)
         module = self._module
         inputs = []
         for name, array in feeds.items():
@@ -250,6 +331,9 @@ class TritonRunner(Runner):
     def _deactivate(self) -> None:
         with self._lock:
             clients, self._clients = self._clients, []
+            regions, self._regions = self._regions, []
+        for one in regions:                       # unregistered and unlinked before the connections close
+            one.close()
         for client in clients:
             try:
                 client.close()
@@ -294,6 +378,7 @@ class TritonRunner(Runner):
         """Forget this thread's connection after a failure: the next try opens a fresh one."""
         client = getattr(self._local, "client", None)
         self._local.client = None
+        self._forget_regions(getattr(self._local, "regions", None))
         if client is not None:
             with self._lock:
                 if client in self._clients:
@@ -372,6 +457,15 @@ def server_reason(reason: str) -> str:
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:240] if text else type(exc).__name__
+
+
+def _output_shape(result: Any, name: str) -> list[int]:
+    """An output's shape as the response gives it (an output in shared memory has no data of its own):
+    gRPC's protobuf message (its ``as_json=True`` returns None in tritonclient 2.x), HTTP's dict."""
+    output = result.get_output(name)
+    if output is None:
+        raise DrtrtError(f"the server's answer has no output '{name}'")
+    return [int(d) for d in (output.get("shape", []) if isinstance(output, dict) else output.shape)]
 
 
 def _declared_size(result: Any, name: str) -> bool:

@@ -1,0 +1,128 @@
+"""System shared memory between a ``triton://`` client and a server on the same host.
+
+Over the wire every request serialises the input (a 512² image: 3 MB of float32) and every answer the
+outputs (the 5×512² lesion map: 5 MB) into protobuf or HTTP bodies and out again. With system shared
+memory the client writes the batch into a POSIX shared-memory region the server has registered and
+reads the outputs from another; the request carries only the regions' names and offsets.
+
+One :class:`Regions` per client thread (its input region and its output region), registered through
+that thread's connection, grown when a larger batch needs it, unregistered and unlinked when the
+connection is dropped or the runner closes. :func:`shm_mode` reads the URL's ``?shm=auto|on|off``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from drtrt.errors import ConfigError
+
+MODES = ("auto", "on", "off")
+EXTENSION = "system_shared_memory"           # what the server lists in its metadata when it supports it
+_ALIGN = 64
+_serial = itertools.count()
+
+
+def shm_mode(query: str, url: str) -> str:
+    """``auto`` (shared memory where the server is on this host and supports it), ``on`` or ``off``, from a
+    URL's query (``?shm=off``); anything else in the query is an error."""
+    mode = "auto"
+    for item in filter(None, query.split("&")):
+        key, _, value = item.partition("=")
+        if key != "shm" or value not in MODES:
+            raise ConfigError(f"{url}: unknown option '{item}' (the only one is shm=auto|on|off)")
+        mode = value
+    return mode
+
+
+def server_supports(client: Any, grpc: bool) -> bool:
+    """Whether the server lists system shared memory among its extensions."""
+    metadata = client.get_server_metadata(as_json=True) if grpc else client.get_server_metadata()
+    return EXTENSION in (metadata or {}).get("extensions", [])
+
+
+def load_module() -> Any:
+    """tritonclient's shared-memory helpers (a C library: Linux only), or ImportError/OSError."""
+    import tritonclient.utils.shared_memory as shm
+
+    return shm
+
+
+def _aligned(size: int) -> int:
+    return -(-size // _ALIGN) * _ALIGN
+
+
+class _Region:
+    """One registered region: its server-side name, POSIX key, handle and size."""
+
+    def __init__(self, shm: Any, client: Any, size: int) -> None:
+        tag = f"drtrt_{os.getpid()}_{next(_serial)}_{uuid.uuid4().hex[:8]}"
+        self.name, self.key, self.size = tag, f"/{tag}", size
+        self.handle = shm.create_shared_memory_region(self.name, self.key, size)
+        try:
+            client.register_system_shared_memory(self.name, self.key, size)
+        except Exception:
+            shm.destroy_shared_memory_region(self.handle)
+            raise
+
+    def close(self, shm: Any, client: Any) -> None:
+        try:
+            client.unregister_system_shared_memory(self.name)
+        except Exception:  # noqa: BLE001 - a server that went away forgot it anyway
+            pass
+        shm.destroy_shared_memory_region(self.handle)        # unlinks the key
+
+
+class Regions:
+    """One client thread's input and output regions."""
+
+    def __init__(self, shm: Any, client: Any) -> None:
+        self.shm, self.client = shm, client
+        self.inputs: _Region | None = None
+        self.outputs: _Region | None = None
+
+    def _fit(self, region: _Region | None, size: int) -> _Region:
+        if region is not None and region.size >= size:
+            return region
+        if region is not None:
+            region.close(self.shm, self.client)
+        return _Region(self.shm, self.client, max(_ALIGN, size))
+
+    def request(self, module: Any, feeds: Mapping[str, np.ndarray], wire: Mapping[str, str],
+                outputs: Sequence[tuple[str, tuple[int, ...], np.dtype]]) -> tuple[list, list, list]:
+        """Inputs written into this thread's input region, outputs placed in its output region: the
+        request's InferInputs, InferRequestedOutputs and where each output lies (name, offset, dtype)."""
+        arrays = [np.ascontiguousarray(array) for array in feeds.values()]
+        offsets = list(itertools.accumulate((_aligned(a.nbytes) for a in arrays), initial=0))
+        self.inputs = self._fit(self.inputs, offsets[-1])
+        sizes = [_aligned(int(np.prod(shape)) * dtype.itemsize) for _, shape, dtype in outputs]
+        places = list(itertools.accumulate(sizes, initial=0))
+        self.outputs = self._fit(self.outputs, places[-1])
+        tensors = []
+        for (name, array), offset in zip(zip(feeds, arrays), offsets):
+            self.shm.set_shared_memory_region(self.inputs.handle, [array], offset=offset)
+            tensor = module.InferInput(name, list(array.shape), wire[name])
+            tensor.set_shared_memory(self.inputs.name, array.nbytes, offset)
+            tensors.append(tensor)
+        wanted, where = [], []
+        for (name, _, dtype), offset, size in zip(outputs, places, sizes):
+            tensor = module.InferRequestedOutput(name)
+            tensor.set_shared_memory(self.outputs.name, size, offset)
+            wanted.append(tensor)
+            where.append((name, offset, dtype))
+        return tensors, wanted, where
+
+    def read(self, name: str, shape: Sequence[int], dtype: np.dtype, offset: int) -> np.ndarray:
+        """An output's values, copied out of the region (the next request reuses it)."""
+        return np.array(self.shm.get_contents_as_numpy(self.outputs.handle, dtype, list(shape), offset))
+
+    def close(self) -> None:
+        for region in (self.inputs, self.outputs):
+            if region is not None:
+                region.close(self.shm, self.client)
+        self.inputs = self.outputs = None
