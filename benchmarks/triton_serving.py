@@ -96,6 +96,24 @@ def server_statistics(port: int, model: str) -> dict:
     return {"inferences": int(entry.get("inference_count", 0)), "executions": int(entry.get("execution_count", 0))}
 
 
+STAGES = ("queue", "compute_input", "compute_infer", "compute_output", "success")
+
+
+def server_stages(port: int, model: str) -> dict:
+    """Triton's cumulative time per stage (ns) and request count: deltas give ms per request."""
+    import tritonclient.grpc as grpc
+
+    stats = grpc.InferenceServerClient(f"127.0.0.1:{port}").get_inference_statistics(model, as_json=True)
+    entry = stats["model_stats"][0]["inference_stats"]
+    return {k: (int(entry.get(k, {}).get("count", 0)), int(entry.get(k, {}).get("ns", 0))) for k in STAGES}
+
+
+def per_request_ms(before: dict, after: dict) -> dict:
+    """Milliseconds per request in each of Triton's stages between two :func:`server_stages` readings."""
+    count = after["success"][0] - before["success"][0]
+    return {k: (after[k][1] - before[k][1]) / 1e6 / max(1, count) for k in STAGES}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(MODELS), default="demo")
@@ -138,7 +156,11 @@ def main() -> None:
     try:
         local = OrtRunner(onnx)
         local.activate()
-        remote = {name: TritonRunner(server.model_url()) for name, server in servers.items()}
+        # every server variant over the wire (as before issue 26); the default one also through system shared
+        # memory, the runner's default with a server on this host
+        remote = {name: TritonRunner(server.model_url() + "?shm=off") for name, server in servers.items()}
+        if "triton" in servers:
+            remote["triton, shared memory"] = TritonRunner(servers["triton"].model_url() + "?shm=on")
         for runner in remote.values():
             runner.activate()
         size = local.info.preprocess.size
@@ -149,7 +171,11 @@ def main() -> None:
         for repeat in range(args.repeats):
             for clients in clients_list:
                 for name, runner in runners.items():
+                    port = servers["triton"].grpc_port if name in ("triton", "triton, shared memory") else None
+                    before = server_stages(port, "drtrt") if port else None
                     row = run_clients(lambda f, r=runner: r.infer(f, validate=False), feeds, clients, args.seconds)
+                    if port:
+                        row["server_ms"] = per_request_ms(before, server_stages(port, "drtrt"))
                     results[name][clients].append(row)
                     print(f"repeat {repeat + 1} · {name} · {clients} client(s): {row['images_per_s']:.1f} images/s, "
                           f"p50 {row['p50_ms']:.1f} ms, p95 {row['p95_ms']:.1f} ms", flush=True)
@@ -171,15 +197,29 @@ def main() -> None:
             summary[f"{name} / {clients}"] = {k: median(name, clients, k) for k in ("images_per_s", "p50_ms", "p95_ms")}
             table.append(f"| {name} | {clients} | {ips:.3g} | {median(name, clients, 'p50_ms'):.1f} | "
                          f"{median(name, clients, 'p95_ms'):.1f} | {ips / base:.2f} |")
-    overhead = median("triton", 1, "p50_ms") / median("local ONNX Runtime", 1, "p50_ms") - 1
+    overheads = {name: median(name, 1, "p50_ms") / median("local ONNX Runtime", 1, "p50_ms") - 1
+                 for name in runners if name.startswith("triton") and 1 in clients_list}
+    overhead = overheads.get("triton")
+    stages = {}
+    for name in runners:
+        for clients in clients_list:
+            rows = [r["server_ms"] for r in results[name][clients] if "server_ms" in r]
+            if rows:
+                stages[f"{name} / {clients}"] = {k: statistics.median(r[k] for r in rows) for k in STAGES}
+                stages[f"{name} / {clients}"]["client_and_transport"] = \
+                    median(name, clients, "p50_ms") - stages[f"{name} / {clients}"]["success"]
     text = "\n".join(table)
     print(text)
-    print(f"server path at 1 client: {100 * overhead:+.1f} % p50 latency over local; executions/inferences: "
-          + ", ".join(f"{k} {v['executions']}/{v['inferences']}" for k, v in batching.items()))
+    for name, value in overheads.items():
+        print(f"{name} at 1 client: {100 * value:+.1f} % p50 latency over local")
+    for key, value in stages.items():
+        print(f"{key}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in value.items()))
+    print("executions/inferences: " + ", ".join(f"{k} {v['executions']}/{v['inferences']}" for k, v in batching.items()))
     record = {"date": time.strftime("%Y-%m-%d %H:%M"), "host": platform.node(), "cpus": os.cpu_count(),
               "model": {"name": args.model, "width": MODELS[args.model][0], "size": MODELS[args.model][1]},
               "seconds": args.seconds, "repeats": args.repeats, "loadavg": [load_start, load_end],
-              "server_batching": batching, "overhead_1_client_p50": overhead, "medians": summary,
+              "server_batching": batching, "overhead_1_client_p50": overhead,
+              "overheads_1_client_p50": overheads, "server_stages_ms": stages, "medians": summary,
               "runs": {name: {str(c): rows for c, rows in by.items()} for name, by in results.items()},
               "table": text}
     args.json.write_text(json.dumps(record, indent=1) + "\n")
