@@ -241,16 +241,17 @@ class TritonRunner(Runner):
         if any(d < 0 for dims, _ in self._output_specs.values() for d in dims):
             return self._no_shm("the model's outputs have dynamic dimensions")
         try:
-            module = load_module()
-        except (ImportError, OSError) as exc:
-            return self._no_shm(f"tritonclient's shared-memory library cannot load ({exc})")
-        try:
             supported = server_supports(client, self.address.protocol == "grpc")
         except Exception as exc:  # noqa: BLE001 - an old server or a proxy that does not answer metadata
             if isinstance(exc, (_Transient, OSError)) or _is_transient(exc, _status(exc)):
                 raise
             supported = False
-        return module if supported else self._no_shm("the server does not list system shared memory")
+        if not supported:
+            return self._no_shm("the server does not list system shared memory")
+        try:
+            return load_module()
+        except (ImportError, OSError) as exc:
+            return self._no_shm(f"tritonclient's shared-memory library cannot load ({exc})")
 
     def _no_shm(self, reason: str) -> None:
         if self.address.shm == "on":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -71,10 +72,16 @@ class _Region:
             raise
 
     def close(self, shm: Any, client: Any) -> None:
-        try:
-            client.unregister_system_shared_memory(self.name)
-        except Exception:  # noqa: BLE001 - a server that went away forgot it anyway
-            pass
+        """Unregistered, then unlinked. Triton releases a request a moment after it answers it, and until
+        then refuses to unregister the input region ("currently in use"): asked again, up to ~2 s."""
+        for wait in (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, None):
+            try:
+                client.unregister_system_shared_memory(self.name)
+                break
+            except Exception as exc:  # noqa: BLE001 - a server that went away forgot it anyway
+                if wait is None or "in use" not in str(exc):
+                    break
+                time.sleep(wait)
         shm.destroy_shared_memory_region(self.handle)        # unlinks the key
 
 
