@@ -84,6 +84,7 @@ def run_clients(infer, feeds: dict, clients: int, seconds: float) -> dict:
     wall = time.perf_counter() - t0
     every = sorted(x for lat in latencies for x in lat)
     return {"images_per_s": len(every) / wall, "p50_ms": 1e3 * every[len(every) // 2],
+            "mean_ms": 1e3 * statistics.fmean(every),
             "p95_ms": 1e3 * every[min(len(every) - 1, int(0.95 * len(every)))], "requests": len(every)}
 
 
@@ -153,6 +154,7 @@ def main() -> None:
         server = TritonServer(server_dir, spec.out, args.work / f"{spec.out.name}.log")
         server.start(tracked=False)
         servers[name] = server
+    remote: dict = {}
     try:
         local = OrtRunner(onnx)
         local.activate()
@@ -181,6 +183,8 @@ def main() -> None:
                           f"p50 {row['p50_ms']:.1f} ms, p95 {row['p95_ms']:.1f} ms", flush=True)
         batching = {name: server_statistics(server.grpc_port, "drtrt") for name, server in servers.items()}
     finally:
+        for runner in remote.values():            # shared-memory regions unregistered and unlinked
+            runner.deactivate()
         for server in servers.values():
             server.stop()
     load_end = os.getloadavg()
@@ -206,8 +210,11 @@ def main() -> None:
             rows = [r["server_ms"] for r in results[name][clients] if "server_ms" in r]
             if rows:
                 stages[f"{name} / {clients}"] = {k: statistics.median(r[k] for r in rows) for k in STAGES}
-                stages[f"{name} / {clients}"]["client_and_transport"] = \
-                    median(name, clients, "p50_ms") - stages[f"{name} / {clients}"]["success"]
+                # what the request costs beyond the model's own execution, and beyond the server's time
+                stages[f"{name} / {clients}"]["beyond_compute_infer"] = statistics.median(
+                    r["mean_ms"] - r["server_ms"]["compute_infer"] for r in results[name][clients])
+                stages[f"{name} / {clients}"]["client_and_transport"] = statistics.median(
+                    r["mean_ms"] - r["server_ms"]["success"] for r in results[name][clients])
     text = "\n".join(table)
     print(text)
     for name, value in overheads.items():

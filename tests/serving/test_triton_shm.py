@@ -70,8 +70,9 @@ def test_every_client_thread_has_its_own_regions(triton):
         expected = [runner.infer(f) for f in feeds]
         with ThreadPoolExecutor(3) as pool:
             answers = list(pool.map(runner.infer, feeds))
-        for a, b in zip(expected, answers):
-            assert all(np.array_equal(a[k], b[k]) for k in a)
+        for a, b in zip(expected, answers):        # Triton may batch them: ONNX Runtime's sums then differ in
+            for k in a:                            # the last bits; another request's image would differ wholly
+                assert np.abs(a[k] - b[k]).max() < 1e-4, (k, np.abs(a[k] - b[k]).max())
         assert len(registered(triton)) == 2 * len(runner._regions) >= 4
     finally:
         runner.deactivate()
@@ -109,7 +110,8 @@ def test_forcing_shared_memory_on_such_a_server_is_one_line(double_server, tmp_p
     result = CliRunner().invoke(app, ["bench", "--model", double_server.model_url() + "?shm=on", "--batch", "1"])
     assert result.exit_code != 0
     assert "shared memory was asked for (?shm=on) but the server does not list" in result.output
-    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert "Traceback" not in result.output                    # one line (after the progress bar's)
+    assert [line for line in result.output.splitlines() if "shm" in line] == [result.output.splitlines()[-1]]
 
 
 @pytest.mark.parametrize("query", ["shm=yes", "tls=1", "shm=on&x"])
