@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from drtrt.cli import app
-from drtrt.errors import ConfigError
+from drtrt.errors import ConfigError, DrtrtError
 from drtrt.runtime.backends.triton import TritonAddress, TritonRunner
 
 OURS = f"drtrt_{os.getpid()}_"                 # the prefix of this process's region names and keys
@@ -77,6 +77,31 @@ def test_every_client_thread_has_its_own_regions(triton):
     finally:
         runner.deactivate()
     assert our_files() == [] and registered(triton) == []
+
+
+def test_an_output_the_server_did_not_put_in_this_client_s_region_is_never_read(triton, monkeypatch):
+    """The region still holds the previous answer: an output the server sent in the body instead must stop
+    the request, not hand back the previous image's result."""
+    from drtrt.runtime.backends import triton_shm
+
+    runner = TritonRunner(triton.model_url())
+    runner.activate()
+    try:
+        feeds = batch(runner.input_specs[0].shape[-1], 1, 0)
+        runner.infer(feeds)
+        original = triton_shm.Regions.request
+
+        def outputs_in_the_body(self, module, feeds, wire, outputs):
+            inputs, _, where = original(self, module, feeds, wire, outputs)
+            return inputs, [module.InferRequestedOutput(name) for name, _, _ in outputs], where
+
+        monkeypatch.setattr(triton_shm.Regions, "request", outputs_in_the_body)
+        first = runner.output_names[0]
+        with pytest.raises(DrtrtError, match=f"did not put output '{first}' in this client's shared memory"):
+            runner.infer(feeds)
+    finally:
+        runner.deactivate()
+    assert our_files() == []
 
 
 @pytest.fixture

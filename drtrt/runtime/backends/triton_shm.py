@@ -64,7 +64,7 @@ class _Region:
     def __init__(self, shm: Any, client: Any, size: int) -> None:
         tag = f"drtrt_{os.getpid()}_{next(_serial)}_{uuid.uuid4().hex[:8]}"
         self.name, self.key, self.size = tag, f"/{tag}", size
-        self.handle = shm.create_shared_memory_region(self.name, self.key, size)
+        self.handle = shm.create_shared_memory_region(self.name, self.key, size, create_only=True)   # mode 0600
         try:
             client.register_system_shared_memory(self.name, self.key, size)
         except Exception:
