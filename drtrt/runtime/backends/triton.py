@@ -288,11 +288,11 @@ class TritonRunner(Runner):
         result = client.infer(self.address.model, inputs, model_version=self.address.version, outputs=wanted,
                               **self._timeout())
         outputs = {}
-        for name, offset, dtype in where:
-            shape, region = _output_place(result, name)
-            if region != regions.outputs.name:     # never read what an earlier request left in the region
-                raise DrtrtError(f"{self.address.url} did not put output '{name}' in this client's shared memory "
-                                 f"(it answered {region or 'with the data itself'}); use ?shm=off")
+        for name, offset, dtype, expected in where:
+            shape = _output_shape(result, name)
+            if tuple(shape) != tuple(expected) or not regions.written(name):   # never what an earlier answer left
+                raise DrtrtError(f"{self.address.url} did not write output '{name}' {tuple(expected)} into this "
+                                 f"client's shared memory (it answered {tuple(shape)}); use ?shm=off")
             outputs[name] = regions.read(name, shape, dtype, offset)
         return outputs
 
@@ -467,19 +467,13 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0][:240] if text else type(exc).__name__
 
 
-def _output_place(result: Any, name: str) -> tuple[list[int], str]:
-    """An output's shape as the response gives it, and the shared-memory region the server says it wrote
-    it to ("" if none): gRPC's protobuf message (its ``as_json=True`` returns None in tritonclient 2.x),
-    HTTP's dict."""
+def _output_shape(result: Any, name: str) -> list[int]:
+    """An output's shape as the response gives it (an output in shared memory has no data of its own):
+    gRPC's protobuf message (its ``as_json=True`` returns None in tritonclient 2.x), HTTP's dict."""
     output = result.get_output(name)
     if output is None:
         raise DrtrtError(f"the server's answer has no output '{name}'")
-    if isinstance(output, dict):
-        region = (output.get("parameters") or {}).get("shared_memory_region", "")
-        return [int(d) for d in output.get("shape", [])], str(region)
-    region = output.parameters["shared_memory_region"].string_param if "shared_memory_region" in output.parameters \
-        else ""
-    return [int(d) for d in output.shape], region
+    return [int(d) for d in (output.get("shape", []) if isinstance(output, dict) else output.shape)]
 
 
 def _declared_size(result: Any, name: str) -> bool:

@@ -26,6 +26,7 @@ from drtrt.errors import ConfigError
 MODES = ("auto", "on", "off")
 EXTENSION = "system_shared_memory"           # what the server lists in its metadata when it supports it
 _ALIGN = 64
+_CANARY = 16                                 # random bytes at each end of an output's place
 _serial = itertools.count()
 
 
@@ -92,6 +93,7 @@ class Regions:
         self.shm, self.client = shm, client
         self.inputs: _Region | None = None
         self.outputs: _Region | None = None
+        self.canaries: dict[str, list[tuple[int, np.ndarray]]] = {}
 
     def _fit(self, region: _Region | None, size: int) -> _Region:
         if region is not None and region.size >= size:
@@ -103,7 +105,9 @@ class Regions:
     def request(self, module: Any, feeds: Mapping[str, np.ndarray], wire: Mapping[str, str],
                 outputs: Sequence[tuple[str, tuple[int, ...], np.dtype]]) -> tuple[list, list, list]:
         """Inputs written into this thread's input region, outputs placed in its output region: the
-        request's InferInputs, InferRequestedOutputs and where each output lies (name, offset, dtype)."""
+        request's InferInputs, InferRequestedOutputs and where each output lies (name, offset, dtype, shape).
+        Each output's place starts and ends with fresh random bytes (a canary) that the server's answer must
+        overwrite: Triton's answer does not say where it wrote, and the region holds the previous answer."""
         arrays = [np.ascontiguousarray(array) for array in feeds.values()]
         offsets = list(itertools.accumulate((_aligned(a.nbytes) for a in arrays), initial=0))
         self.inputs = self._fit(self.inputs, offsets[-1])
@@ -117,12 +121,24 @@ class Regions:
             tensor.set_shared_memory(self.inputs.name, array.nbytes, offset)
             tensors.append(tensor)
         wanted, where = [], []
-        for (name, _, dtype), offset, size in zip(outputs, places, sizes):
+        self.canaries = {}
+        for (name, shape, dtype), offset, size in zip(outputs, places, sizes):
             tensor = module.InferRequestedOutput(name)
             tensor.set_shared_memory(self.outputs.name, size, offset)
             wanted.append(tensor)
-            where.append((name, offset, dtype))
+            where.append((name, offset, dtype, shape))
+            nbytes = int(np.prod(shape)) * dtype.itemsize
+            self.canaries[name] = [(offset + at, np.frombuffer(os.urandom(min(_CANARY, nbytes)), np.uint8))
+                                   for at in sorted({0, max(0, nbytes - _CANARY)})]
+            for at, canary in self.canaries[name]:
+                self.shm.set_shared_memory_region(self.outputs.handle, [canary], offset=at)
         return tensors, wanted, where
+
+    def written(self, name: str) -> bool:
+        """Whether the server overwrote output ``name``'s canaries (a model that really produced those 2×16
+        random bytes is refused too: safe, and about as likely as guessing a 256-bit key)."""
+        return not all(np.array_equal(self.shm.get_contents_as_numpy(self.outputs.handle, np.uint8, [len(c)], at), c)
+                       for at, c in self.canaries.get(name, []))
 
     def read(self, name: str, shape: Sequence[int], dtype: np.dtype, offset: int) -> np.ndarray:
         """An output's values, copied out of the region (the next request reuses it)."""
