@@ -13,15 +13,19 @@ connection is dropped or the runner closes. :func:`shm_mode` reads the URL's ``?
 from __future__ import annotations
 
 import itertools
+import logging
 import os
+import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from drtrt.errors import ConfigError
+from drtrt.errors import ConfigError, DrtrtError
+
+_log = logging.getLogger("drtrt.triton")     # the CLI prints its warnings on stderr
 
 MODES = ("auto", "on", "off")
 EXTENSION = "system_shared_memory"           # what the server lists in its metadata when it supports it
@@ -42,17 +46,48 @@ def shm_mode(query: str, url: str) -> str:
     return mode
 
 
-def server_supports(client: Any, grpc: bool) -> bool:
-    """Whether the server lists system shared memory among its extensions."""
-    metadata = client.get_server_metadata(as_json=True) if grpc else client.get_server_metadata()
-    return EXTENSION in (metadata or {}).get("extensions", [])
-
-
-def load_module() -> Any:
-    """tritonclient's shared-memory helpers (a C library: Linux only), or ImportError/OSError."""
-    import tritonclient.utils.shared_memory as shm
-
+def choose(address: Any, local: bool, client: Any, output_specs: Mapping[str, tuple[tuple[int, ...], np.dtype]],
+           transient: Callable[[Exception], bool]) -> Any:
+    """tritonclient's shared-memory helpers where requests should go through system shared memory
+    (``?shm=on``; ``auto``: a server on this host, ``local``, that lists the extension), else None (the
+    wire, with one log line saying why). ``transient(exc)``: a failure the caller retries."""
+    if address.shm == "off" or (address.shm == "auto" and not local):
+        return None
+    if any(d < 0 for dims, _ in output_specs.values() for d in dims):
+        return no_shm(address, "the model's outputs have dynamic dimensions")
+    try:
+        grpc = address.protocol == "grpc"
+        metadata = client.get_server_metadata(as_json=True) if grpc else client.get_server_metadata()
+        supported = EXTENSION in (metadata or {}).get("extensions", [])
+    except Exception as exc:  # noqa: BLE001 - an old server or a proxy that does not answer metadata
+        if transient(exc):
+            raise
+        supported = False
+    if not supported:
+        return no_shm(address, "the server does not list system shared memory")
+    try:
+        import tritonclient.utils.shared_memory as shm           # a C library: Linux only
+    except (ImportError, OSError) as exc:
+        return no_shm(address, f"tritonclient's shared-memory library cannot load ({exc})")
     return shm
+
+
+def no_shm(address: Any, reason: str) -> None:
+    """The wire instead, said in one log line; with ``?shm=on`` one-line error instead."""
+    if address.shm == "on":
+        raise ConfigError(f"{address.url}: shared memory was asked for (?shm=on) but {reason}; "
+                          "use ?shm=off or leave it out")
+    _log.warning(f"{address.url}: requests go over the wire, not shared memory: {reason}")
+    return None
+
+
+def _output_shape(result: Any, name: str) -> list[int]:
+    """An output's shape as the response gives it (an output in shared memory has no data of its own):
+    gRPC's protobuf message (its ``as_json=True`` returns None in tritonclient 2.x), HTTP's dict."""
+    output = result.get_output(name)
+    if output is None:
+        raise DrtrtError(f"the server's answer has no output '{name}'")
+    return [int(d) for d in (output.get("shape", []) if isinstance(output, dict) else output.shape)]
 
 
 def _aligned(size: int) -> int:
@@ -128,24 +163,75 @@ class Regions:
             wanted.append(tensor)
             where.append((name, offset, dtype, shape))
             nbytes = int(np.prod(shape)) * dtype.itemsize
-            self.canaries[name] = [(offset + at, np.frombuffer(os.urandom(min(_CANARY, nbytes)), np.uint8))
-                                   for at in sorted({0, max(0, nbytes - _CANARY)})]
+            ends = [(0, nbytes)] if nbytes <= 2 * _CANARY else [(0, _CANARY), (nbytes - _CANARY, _CANARY)]
+            self.canaries[name] = [(offset + at, np.frombuffer(os.urandom(n), np.uint8)) for at, n in ends]
             for at, canary in self.canaries[name]:
                 self.shm.set_shared_memory_region(self.outputs.handle, [canary], offset=at)
         return tensors, wanted, where
 
     def written(self, name: str) -> bool:
-        """Whether the server overwrote output ``name``'s canaries (a model that really produced those 2×16
-        random bytes is refused too: safe, and about as likely as guessing a 256-bit key)."""
-        return not all(np.array_equal(self.shm.get_contents_as_numpy(self.outputs.handle, np.uint8, [len(c)], at), c)
+        """Whether the server overwrote each of output ``name``'s canaries (a model that really produced
+        those random bytes is refused too: the safe side, and about as likely as guessing a key)."""
+        return not any(np.array_equal(self.shm.get_contents_as_numpy(self.outputs.handle, np.uint8, [len(c)], at), c)
                        for at, c in self.canaries.get(name, []))
 
-    def read(self, name: str, shape: Sequence[int], dtype: np.dtype, offset: int) -> np.ndarray:
-        """An output's values, copied out of the region (the next request reuses it)."""
-        return np.array(self.shm.get_contents_as_numpy(self.outputs.handle, dtype, list(shape), offset))
+    def outputs_of(self, result: Any, where: Sequence[tuple], url: str) -> dict[str, np.ndarray]:
+        """The answer's outputs, copied out of the region (the next request reuses it); an output whose
+        canaries the server left, or whose shape is not the one asked for, stops the request."""
+        outputs = {}
+        for name, offset, dtype, expected in where:
+            shape = _output_shape(result, name)
+            if tuple(shape) != tuple(expected) or not self.written(name):   # never what an earlier answer left
+                raise DrtrtError(f"{url} did not write output '{name}' {tuple(expected)} into this client's shared "
+                                 f"memory (it answered {tuple(shape)}); use ?shm=off")
+            outputs[name] = np.array(self.shm.get_contents_as_numpy(self.outputs.handle, dtype, list(shape), offset))
+        return outputs
 
     def close(self) -> None:
         for region in (self.inputs, self.outputs):
             if region is not None:
                 region.close(self.shm, self.client)
         self.inputs = self.outputs = None
+
+
+class PerThread:
+    """Each client thread's :class:`Regions`, made on its first request through its connection."""
+
+    def __init__(self, shm: Any) -> None:
+        self.shm, self.disabled = shm, False
+        self._local = threading.local()
+        self._all: list[Regions] = []
+        self._lock = threading.Lock()
+
+    def regions(self, client: Any) -> Regions | None:
+        """This thread's regions (None once the server refused them)."""
+        if self.disabled:
+            return None
+        regions = getattr(self._local, "regions", None)
+        if regions is None:
+            regions = self._local.regions = Regions(self.shm, client)
+            with self._lock:
+                self._all.append(regions)
+        return regions
+
+    def refused(self) -> None:
+        """The server refused a region: this thread's are closed, and no thread makes new ones."""
+        self.disabled = True
+        self.forget()
+
+    def forget(self) -> None:
+        """This thread's regions unregistered and unlinked (its connection is being dropped)."""
+        regions = getattr(self._local, "regions", None)
+        self._local.regions = None
+        if regions is not None:
+            with self._lock:
+                if regions in self._all:
+                    self._all.remove(regions)
+            regions.close()
+
+    def close(self) -> None:
+        with self._lock:
+            every, self._all = self._all, []
+        for regions in every:
+            regions.close()
+        self._local = threading.local()
