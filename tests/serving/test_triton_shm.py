@@ -73,7 +73,8 @@ def test_every_client_thread_has_its_own_regions(triton):
         for a, b in zip(expected, answers):        # Triton may batch them: ONNX Runtime's sums then differ in
             for k in a:                            # the last bits; another request's image would differ wholly
                 assert np.abs(a[k] - b[k]).max() < 1e-4, (k, np.abs(a[k] - b[k]).max())
-        assert len(registered(triton)) == 2 * len(runner._regions) >= 4
+        threads = len(registered(triton)) // 2           # one input and one output region per client thread
+        assert registered(triton) == our_files() and len(our_files()) == 2 * threads and threads >= 2
     finally:
         runner.deactivate()
     assert our_files() == [] and registered(triton) == []

@@ -12,8 +12,8 @@ TLS (the server's certificate checked against ``DRTRT_TRITON_CA``; with ``DRTRT_
 ``DRTRT_TRITON_KEY`` the station shows its own, for a server that requires client certificates),
 ``triton+http://`` HTTP/REST (default port 8000), for a server on the same machine or network.
 With a server on this host the batch and the outputs go through system shared memory
-(``triton_shm.py``; ``?shm=off`` for the wire, ``?shm=on`` to insist). A server that cannot be reached, a model that is not ready and a request the server drops are
-retried with backoff (:class:`RetryPolicy`); then :class:`~drtrt.errors.ServerUnavailable` stops
+(``triton_shm.py``; ``?shm=off`` for the wire, ``?shm=on`` to insist). A server that cannot be
+reached, a model that is not ready and a request the server drops are retried with backoff (:class:`RetryPolicy`); then :class:`~drtrt.errors.ServerUnavailable` stops
 the run with one line, and a session keeps what it had committed (the same command resumes it).
 """
 
