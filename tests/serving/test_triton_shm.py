@@ -105,6 +105,57 @@ def test_an_output_the_server_did_not_put_in_this_client_s_region_is_never_read(
     assert our_files() == []
 
 
+def own_shm_server(triton_root: Path, folder: Path) -> Path:
+    """The wheel's server started with a /dev/shm of its own (a fresh mount namespace with a tmpfs there),
+    as in a container run without the host's IPC: it lists system shared memory, but cannot open a region
+    this process makes. Skips where this machine cannot make the namespace."""
+    import shutil
+    import subprocess
+
+    probe = ["unshare", "--mount", "--propagation", "private", "sh", "-c", "mount -t tmpfs tmpfs /dev/shm"]
+    if shutil.which("unshare") is None or subprocess.run(probe, capture_output=True).returncode != 0:
+        pytest.skip("needs unshare and the right to mount a tmpfs in a new mount namespace (root)")
+    (folder / "bin").mkdir(parents=True)
+    for name in ("backends", "caches", "python"):
+        (folder / name).symlink_to(triton_root / name)
+    wrapper = folder / "bin" / "tritonserver"
+    wrapper.write_text("#!/bin/sh\nexec unshare --mount --propagation private sh -c "
+                       "'mount -t tmpfs tmpfs /dev/shm && exec \"$0\" \"$@\"' "
+                       f"{triton_root / 'bin' / 'tritonserver'} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return folder
+
+
+def test_a_server_that_cannot_open_the_regions_gets_the_wire_and_one_log_line(triton_root, served_repo, triton,
+                                                                              tmp_path, caplog):
+    from triton_helpers import TritonServer
+
+    server = TritonServer(own_shm_server(triton_root, tmp_path / "server"), served_repo, tmp_path / "log")
+    server.start()
+    caplog.set_level(logging.WARNING, logger="drtrt.triton")
+    elsewhere, here = TritonRunner(server.model_url()), TritonRunner(triton.model_url() + "?shm=off")
+    elsewhere.activate()
+    here.activate()
+    try:
+        feeds = batch(here.input_specs[0].shape[-1], 2, 0)
+        for _ in range(2):                                  # refused once, then the wire without asking again
+            a, b = elsewhere.infer(feeds), here.infer(feeds)
+            assert all(np.array_equal(a[k], b[k]) for k in a)
+        assert our_files() == []
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 1 and "over the wire, not shared memory: it refused this client's region" in lines[0]
+        forced = TritonRunner(server.model_url() + "?shm=on")
+        forced.activate()
+        with pytest.raises(DrtrtError, match="could not run the model"):
+            forced.infer(feeds)
+        forced.deactivate()
+    finally:
+        elsewhere.deactivate()
+        here.deactivate()
+        server.stop()
+    assert our_files() == []
+
+
 @pytest.fixture
 def double_server(monkeypatch, tiny_onnx):
     from fake_tritonclient import install

@@ -130,12 +130,17 @@ class Regions:
         self.outputs: _Region | None = None
         self.canaries: dict[str, list[tuple[int, np.ndarray]]] = {}
 
-    def _fit(self, region: _Region | None, size: int) -> _Region:
+    def _fit(self, which: str, size: int) -> _Region:
+        """``which`` region (inputs | outputs), replaced by a larger one where ``size`` bytes do not fit."""
+        region = getattr(self, which)
         if region is not None and region.size >= size:
             return region
+        setattr(self, which, None)                 # never left naming a region that is gone
         if region is not None:
             region.close(self.shm, self.client)
-        return _Region(self.shm, self.client, max(_ALIGN, size))
+        region = _Region(self.shm, self.client, max(_ALIGN, size))
+        setattr(self, which, region)
+        return region
 
     def request(self, module: Any, feeds: Mapping[str, np.ndarray], wire: Mapping[str, str],
                 outputs: Sequence[tuple[str, tuple[int, ...], np.dtype]]) -> tuple[list, list, list]:
@@ -145,10 +150,10 @@ class Regions:
         overwrite: Triton's answer does not say where it wrote, and the region holds the previous answer."""
         arrays = [np.ascontiguousarray(array) for array in feeds.values()]
         offsets = list(itertools.accumulate((_aligned(a.nbytes) for a in arrays), initial=0))
-        self.inputs = self._fit(self.inputs, offsets[-1])
+        self._fit("inputs", offsets[-1])
         sizes = [_aligned(int(np.prod(shape)) * dtype.itemsize) for _, shape, dtype in outputs]
         places = list(itertools.accumulate(sizes, initial=0))
-        self.outputs = self._fit(self.outputs, places[-1])
+        self._fit("outputs", places[-1])
         tensors = []
         for (name, array), offset in zip(zip(feeds, arrays), offsets):
             self.shm.set_shared_memory_region(self.inputs.handle, [array], offset=offset)
