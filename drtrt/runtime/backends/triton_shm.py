@@ -188,7 +188,9 @@ class Regions:
             shape = _output_shape(result, name)
             if tuple(shape) != tuple(expected) or not self.written(name):   # never what an earlier answer left
                 raise DrtrtError(f"{url} did not write output '{name}' {tuple(expected)} into this client's shared "
-                                 f"memory (it answered {tuple(shape)}); use ?shm=off")
+                                 f"memory (it answered {tuple(shape)}): where Triton's Python backend stub (built "
+                                 "against NumPy 1) runs under NumPy 2, install numpy<2 in the server's Python "
+                                 "(deploy/serving.md); else use ?shm=off")
             outputs[name] = np.array(self.shm.get_contents_as_numpy(self.outputs.handle, dtype, list(shape), offset))
         return outputs
 
