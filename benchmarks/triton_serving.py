@@ -1,7 +1,7 @@
 """Triton against local ONNX Runtime on the same CPU, in the same run: 1, 4 and 8 concurrent clients.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/triton_serving.py [--model demo|full] [--seconds 6]
-                                                               [--repeats 3] [--work DIR] [--json OUT]
+    PYTHONPATH=. .venv/bin/python benchmarks/triton_serving.py [--model demo|demo512|full] [--seconds 6]
+                                         [--repeats 3] [--paired ROUNDS] [--work DIR] [--json OUT]
 
 What a ``triton://`` model adds over a local one is the request path: serialising the batch, gRPC
 to the server on this machine, Triton's scheduler, its Python backend (shared memory to the stub)
@@ -17,6 +17,9 @@ and back. Preprocessing is the client's in both cases, so the benchmark times th
   same threads; the wheel has no ONNX Runtime or TensorRT backend), dynamic batching as
   export-triton writes it by default (no preferred sizes, no queue delay: what queued while the
   model was busy is batched);
+* ``triton, shared memory`` (issue 26): the ``triton`` server again, the batch and the outputs through
+  system shared memory (``?shm=on``; every other ``triton`` row goes over the wire, ``?shm=off``), with
+  Triton's own time per request in each stage (queue, input, execution, output) for both;
 * ``triton, 2 ms delay``: the same with preferred sizes 4 and 8 and a 2 ms queue delay;
 * ``triton, no batching``: the same with ``--max-batch 1``, to show what dynamic batching adds;
 * ``triton, 2 instances``: dynamic batching and ``--instances 2`` (each instance's ONNX Runtime
@@ -24,6 +27,9 @@ and back. Preprocessing is the client's in both cases, so the benchmark times th
 
 Configurations are interleaved, every repeat of all of them before the next; medians over the
 repeats. The load average is recorded before and after. Prints a markdown table, writes JSON.
+``--paired N`` adds N rounds of one client calling every path in turn (the order rotating), the
+comparison least moved by other work on a shared machine. ``demo512`` is the demo-size network at
+the full model's 512² input (a 3 MB input and a 5 MB lesion map per image).
 
 ``--photos`` measures whole photos instead (``--clients 1,2,4`` suits it): a synthetic
 4288x2848 fundus JPEG (IDRiD's size) as the camera wrote it, screened locally by
@@ -54,7 +60,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "serving")]
 from screening_e2e import random_model  # noqa: E402 - the same random networks as the e2e benchmark
 from triton_helpers import TritonServer, server_folder  # noqa: E402 - the tests' server, started the same way
 
-MODELS = {"demo": (0.125, 256), "full": (1.0, 512)}
+MODELS = {"demo": (0.125, 256), "demo512": (0.125, 512), "full": (1.0, 512)}
 
 
 def run_clients(infer, feeds: dict, clients: int, seconds: float) -> dict:
@@ -84,7 +90,26 @@ def run_clients(infer, feeds: dict, clients: int, seconds: float) -> dict:
     wall = time.perf_counter() - t0
     every = sorted(x for lat in latencies for x in lat)
     return {"images_per_s": len(every) / wall, "p50_ms": 1e3 * every[len(every) // 2],
+            "mean_ms": 1e3 * statistics.fmean(every),
             "p95_ms": 1e3 * every[min(len(every) - 1, int(0.95 * len(every)))], "requests": len(every)}
+
+
+def paired(runners: dict, feeds: dict, rounds: int) -> dict:
+    """One client calling each runner in turn, ``rounds`` times (after 5 warm-up rounds): on a shared
+    machine the load drifts, and turn by turn every path meets the same drift. Median latency per path,
+    and the median of the per-round difference from the first path (local)."""
+    names = list(runners)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(rounds + 5):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:     # rotate who goes first
+            tick = time.perf_counter()
+            runners[name].infer(feeds, validate=False)
+            if round_ >= 5:
+                times[name].append(1e3 * (time.perf_counter() - tick))
+    base = times[names[0]]
+    return {name: {"p50_ms": statistics.median(t), "minus_local_p50_ms": statistics.median(
+        a - b for a, b in zip(t, base)), "vs_local_p50": statistics.median(t) / statistics.median(base) - 1}
+        for name, t in times.items()}
 
 
 def server_statistics(port: int, model: str) -> dict:
@@ -96,6 +121,24 @@ def server_statistics(port: int, model: str) -> dict:
     return {"inferences": int(entry.get("inference_count", 0)), "executions": int(entry.get("execution_count", 0))}
 
 
+STAGES = ("queue", "compute_input", "compute_infer", "compute_output", "success")
+
+
+def server_stages(port: int, model: str) -> dict:
+    """Triton's cumulative time per stage (ns) and request count: deltas give ms per request."""
+    import tritonclient.grpc as grpc
+
+    stats = grpc.InferenceServerClient(f"127.0.0.1:{port}").get_inference_statistics(model, as_json=True)
+    entry = stats["model_stats"][0]["inference_stats"]
+    return {k: (int(entry.get(k, {}).get("count", 0)), int(entry.get(k, {}).get("ns", 0))) for k in STAGES}
+
+
+def per_request_ms(before: dict, after: dict) -> dict:
+    """Milliseconds per request in each of Triton's stages between two :func:`server_stages` readings."""
+    count = after["success"][0] - before["success"][0]
+    return {k: (after[k][1] - before[k][1]) / 1e6 / max(1, count) for k in STAGES}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(MODELS), default="demo")
@@ -105,6 +148,7 @@ def main() -> None:
     parser.add_argument("--variants", default="all", help="server variants besides local, e.g. triton (default all)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "drtrt-bench-triton")
     parser.add_argument("--json", type=Path, default=None, help="default: benchmarks/triton_serving[_photos]_cpu.json")
+    parser.add_argument("--paired", type=int, default=0, help="also N rounds of one client calling each path in turn")
     parser.add_argument("--photos", action="store_true", help="whole photos: local screening vs the photo ensemble")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -135,10 +179,15 @@ def main() -> None:
         server = TritonServer(server_dir, spec.out, args.work / f"{spec.out.name}.log")
         server.start(tracked=False)
         servers[name] = server
+    remote: dict = {}
     try:
         local = OrtRunner(onnx)
         local.activate()
-        remote = {name: TritonRunner(server.model_url()) for name, server in servers.items()}
+        # every server variant over the wire (as before issue 26); the default one also through system shared
+        # memory, the runner's default with a server on this host
+        remote = {name: TritonRunner(server.model_url() + "?shm=off") for name, server in servers.items()}
+        if "triton" in servers:
+            remote["triton, shared memory"] = TritonRunner(servers["triton"].model_url() + "?shm=on")
         for runner in remote.values():
             runner.activate()
         size = local.info.preprocess.size
@@ -149,12 +198,22 @@ def main() -> None:
         for repeat in range(args.repeats):
             for clients in clients_list:
                 for name, runner in runners.items():
+                    port = servers["triton"].grpc_port if name in ("triton", "triton, shared memory") else None
+                    before = server_stages(port, "drtrt") if port else None
                     row = run_clients(lambda f, r=runner: r.infer(f, validate=False), feeds, clients, args.seconds)
+                    if port:
+                        row["server_ms"] = per_request_ms(before, server_stages(port, "drtrt"))
                     results[name][clients].append(row)
                     print(f"repeat {repeat + 1} · {name} · {clients} client(s): {row['images_per_s']:.1f} images/s, "
                           f"p50 {row['p50_ms']:.1f} ms, p95 {row['p95_ms']:.1f} ms", flush=True)
+        turns = paired(runners, feeds, args.paired) if args.paired else {}
+        for name, row in turns.items():
+            print(f"paired · {name}: p50 {row['p50_ms']:.1f} ms, {100 * row['vs_local_p50']:+.1f} % vs local, "
+                  f"per-round difference from local {row['minus_local_p50_ms']:+.1f} ms", flush=True)
         batching = {name: server_statistics(server.grpc_port, "drtrt") for name, server in servers.items()}
     finally:
+        for runner in remote.values():            # shared-memory regions unregistered and unlinked
+            runner.deactivate()
         for server in servers.values():
             server.stop()
     load_end = os.getloadavg()
@@ -171,15 +230,33 @@ def main() -> None:
             summary[f"{name} / {clients}"] = {k: median(name, clients, k) for k in ("images_per_s", "p50_ms", "p95_ms")}
             table.append(f"| {name} | {clients} | {ips:.3g} | {median(name, clients, 'p50_ms'):.1f} | "
                          f"{median(name, clients, 'p95_ms'):.1f} | {ips / base:.2f} |")
-    overhead = median("triton", 1, "p50_ms") / median("local ONNX Runtime", 1, "p50_ms") - 1
+    overheads = {name: median(name, 1, "p50_ms") / median("local ONNX Runtime", 1, "p50_ms") - 1
+                 for name in runners if name.startswith("triton") and 1 in clients_list}
+    overhead = overheads.get("triton")
+    stages = {}
+    for name in runners:
+        for clients in clients_list:
+            rows = [r["server_ms"] for r in results[name][clients] if "server_ms" in r]
+            if rows:
+                stages[f"{name} / {clients}"] = {k: statistics.median(r[k] for r in rows) for k in STAGES}
+                # what the request costs beyond the model's own execution, and beyond the server's time
+                stages[f"{name} / {clients}"]["beyond_compute_infer"] = statistics.median(
+                    r["mean_ms"] - r["server_ms"]["compute_infer"] for r in results[name][clients])
+                stages[f"{name} / {clients}"]["client_and_transport"] = statistics.median(
+                    r["mean_ms"] - r["server_ms"]["success"] for r in results[name][clients])
     text = "\n".join(table)
     print(text)
-    print(f"server path at 1 client: {100 * overhead:+.1f} % p50 latency over local; executions/inferences: "
-          + ", ".join(f"{k} {v['executions']}/{v['inferences']}" for k, v in batching.items()))
+    for name, value in overheads.items():
+        print(f"{name} at 1 client: {100 * value:+.1f} % p50 latency over local")
+    for key, value in stages.items():
+        print(f"{key}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in value.items()))
+    print("executions/inferences: " + ", ".join(f"{k} {v['executions']}/{v['inferences']}" for k, v in batching.items()))
     record = {"date": time.strftime("%Y-%m-%d %H:%M"), "host": platform.node(), "cpus": os.cpu_count(),
               "model": {"name": args.model, "width": MODELS[args.model][0], "size": MODELS[args.model][1]},
               "seconds": args.seconds, "repeats": args.repeats, "loadavg": [load_start, load_end],
-              "server_batching": batching, "overhead_1_client_p50": overhead, "medians": summary,
+              "server_batching": batching, "overhead_1_client_p50": overhead,
+              "overheads_1_client_p50": overheads, "server_stages_ms": stages, "paired": turns,
+              "paired_rounds": args.paired, "medians": summary,
               "runs": {name: {str(c): rows for c, rows in by.items()} for name, by in results.items()},
               "table": text}
     args.json.write_text(json.dumps(record, indent=1) + "\n")

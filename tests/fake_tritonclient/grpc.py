@@ -84,6 +84,11 @@ class InferenceServerClient:
         return all(model.ready() for model in server.models.values())
 
     @_rpc
+    def get_server_metadata(self, server, headers=None, as_json=False, client_timeout=None):
+        meta = server.metadata()
+        return meta if as_json else types.SimpleNamespace(**meta)
+
+    @_rpc
     def is_model_ready(self, server, model_name, model_version="", headers=None, client_timeout=None):
         model = server.models.get(model_name)
         return model is not None and model.ready(model_version)

@@ -59,6 +59,10 @@ class InferenceServerClient:
         return all(model.ready() for model in server.models.values())
 
     @_request
+    def get_server_metadata(self, server, headers=None, query_params=None):
+        return server.metadata()
+
+    @_request
     def is_model_ready(self, server, model_name, model_version="", headers=None, query_params=None):
         model = server.models.get(model_name)
         return model is not None and model.ready(model_version)

@@ -189,6 +189,11 @@ class FakeServer(LocalTritonUrls):
         self.live = False
 
     # -- what the client modules call -------------------------------------------------------------
+    def metadata(self) -> dict:
+        """The server's metadata: the double has no shared memory, so it does not list it (the real one does)."""
+        return {"name": "triton", "version": "2.51.0",
+                "extensions": ["classification", "model_repository", "model_configuration", "statistics"]}
+
     def model(self, name: str, version: str = "") -> FakeModel:
         """The model a request names, or Triton's NOT_FOUND for it."""
         model = self.models.get(name)

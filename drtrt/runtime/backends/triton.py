@@ -11,105 +11,36 @@ URLs: ``triton://`` and ``triton+grpc://`` speak gRPC (default port 8001), ``tri
 TLS (the server's certificate checked against ``DRTRT_TRITON_CA``; with ``DRTRT_TRITON_CERT`` and
 ``DRTRT_TRITON_KEY`` the station shows its own, for a server that requires client certificates),
 ``triton+http://`` HTTP/REST (default port 8000), for a server on the same machine or network.
-A server that cannot be reached, a model that is not ready and a request the server drops are
-retried with backoff (:class:`RetryPolicy`); then :class:`~drtrt.errors.ServerUnavailable` stops
+With a server on this host the batch and the outputs go through system shared memory
+(``triton_shm.py``; ``?shm=off`` for the wire, ``?shm=on`` to insist). A server that cannot be
+reached, a model that is not ready and a request the server drops are retried with backoff (:class:`RetryPolicy`); then :class:`~drtrt.errors.ServerUnavailable` stops
 the run with one line, and a session keeps what it had committed (the same command resumes it).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 
 from drtrt.errors import ArtefactError, BackendUnavailable, ConfigError, DrtrtError, ServerUnavailable
 from drtrt.model_info import ModelInfo
 from drtrt.runtime.backends.dtypes import from_numpy, to_numpy
+from drtrt.runtime.backends.triton_address import TLS_FILES, RetryPolicy, TritonAddress
+from drtrt.runtime.backends.triton_address import loopback as _loopback
+from drtrt.runtime.backends.triton_shm import PerThread, choose, no_shm
 from drtrt.runtime.base import Runner, Signature, TensorSpec
-from drtrt.runtime.registry import is_model_url, model_reference
 
 _log = logging.getLogger("drtrt.triton")     # the CLI prints its warnings on stderr
-SCHEMES = {"triton": "grpc", "triton+grpc": "grpc", "tritons": "grpc", "triton+http": "http"}
-TLS_FILES = {"root_certificates": "DRTRT_TRITON_CA", "certificate_chain": "DRTRT_TRITON_CERT",
-             "private_key": "DRTRT_TRITON_KEY"}
-DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 # config.pbtxt parameters beside the drtrt.* metadata (outside it: they are not the model's own metadata)
 SHA256_PARAMETER = "model_file_sha256"       # the served model file's sha256
 FILE_PARAMETER = "model_file"                # and its name
-
-
-@dataclass(frozen=True)
-class TritonAddress:
-    """Where a model is served: protocol (grpc | http), host, port, model name, version ('' = latest), TLS."""
-
-    protocol: str
-    host: str
-    port: int
-    model: str
-    version: str = ""
-    tls: bool = False
-
-    @classmethod
-    def parse(cls, model: object) -> TritonAddress:
-        if not is_model_url(model):
-            raise ConfigError(f"not a Triton URL: {model} (expected triton://HOST:PORT/MODEL)")
-        url = str(model_reference(model))
-        parts = urlsplit(url)
-        protocol = SCHEMES[parts.scheme]
-        path = [p for p in parts.path.split("/") if p]
-        try:
-            port = parts.port or DEFAULT_PORTS[protocol]
-        except ValueError:
-            raise ConfigError(f"{url}: the port must be a number") from None
-        if not parts.hostname or not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
-            raise ConfigError(f"{url}: expected triton://HOST:PORT/MODEL or triton://HOST:PORT/MODEL/VERSION")
-        return cls(protocol, parts.hostname, port, path[0], path[1] if len(path) == 2 else "",
-                   tls=parts.scheme == "tritons")
-
-    @property
-    def endpoint(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        scheme = "tritons" if self.tls else "triton" if self.protocol == "grpc" else "triton+http"
-        return f"{scheme}://{self.endpoint}/{self.model}" + (f"/{self.version}" if self.version else "")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How long to keep trying a server that does not answer: ``attempts`` tries, waiting
-    ``backoff_s`` × 2^n (at most ``max_wait_s``) between them (6 tries: 15.5 s, long enough for a
-    restarted server to load its models); ``timeout_s`` per request."""
-
-    attempts: int = 6
-    backoff_s: float = 0.5
-    max_wait_s: float = 8.0
-    timeout_s: float = 120.0
-
-    @classmethod
-    def from_env(cls) -> RetryPolicy:
-        """The default, with ``DRTRT_TRITON_RETRIES`` tries (1 = no retry) when it is set."""
-        value = os.environ.get("DRTRT_TRITON_RETRIES", "")
-        if not value:
-            return cls()
-        if not value.isdigit() or int(value) < 1:
-            raise ConfigError(f"DRTRT_TRITON_RETRIES must be a whole number of tries (1 or more), found {value!r}")
-        return cls(attempts=int(value))
-
-    def waits(self):
-        for n in range(self.attempts - 1):
-            yield min(self.max_wait_s, self.backoff_s * 2 ** n)
 
 
 class _Transient(Exception):
@@ -135,6 +66,8 @@ class TritonRunner(Runner):
         self._lock = threading.Lock()
         self._module: Any = None
         self._sha256 = ""
+        self._shm: PerThread | None = None       # each client thread's shared-memory regions, while used
+        self._output_specs: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
         self.notes: list[str] = []               # what a user should know (the predictor shows them)
 
     @property
@@ -157,6 +90,8 @@ class TritonRunner(Runner):
         self._module = module
         config = self._call(self._load_config, "read the model's configuration")
         signature = self._signature_from(config)
+        shm = self._call(self._shared_memory, "ask the server about shared memory")
+        self._shm = PerThread(shm) if shm is not None else None
         if not self.address.tls and not _loopback(self.address.host):
             self.notes.append(f"images go to {self.address.host} unencrypted ({self.address.url}); on a network "
                               "that is not the reading centre's own, use tritons:// with client certificates "
@@ -217,12 +152,46 @@ class TritonRunner(Runner):
             dtype = to_numpy(tensor.get("data_type", ""), "triton", f"{source}: input '{tensor.get('name')}'")
             inputs.append(TensorSpec(tensor["name"], lead + tuple(int(d) for d in tensor.get("dims", [])), dtype))
         outputs = tuple(tensor["name"] for tensor in config.get("output", []))
+        self._output_specs = {}
+        for tensor in config.get("output", []):
+            dims = tuple(int(d) for d in tensor.get("dims", []))
+            dtype = to_numpy(tensor.get("data_type", ""), "triton", f"{source}: output '{tensor.get('name')}'")
+            self._output_specs[tensor["name"]] = (dims, np.dtype(dtype))
         return Signature(info, tuple(inputs), outputs, 1, max_batch or None)
+
+    # -- shared memory ---------------------------------------------------------------------------------
+    def _shared_memory(self, client: Any) -> Any:
+        return choose(self.address, _loopback(self.address.host), client, self._output_specs,
+                      lambda exc: isinstance(exc, (_Transient, OSError)) or _is_transient(exc, _status(exc)))
+
+    def _shm_request(self, client: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        """The request through this thread's regions, or None where the server refused them (auto: the wire
+        from now on, said once)."""
+        wire = {name: from_numpy(np.dtype(a.dtype).name, "wire", f"input '{name}'") for name, a in feeds.items()}
+        lead = (len(next(iter(feeds.values()))),) if self.max_batch else ()
+        specs = [(name, lead + self._output_specs[name][0], self._output_specs[name][1]) for name in self.output_names]
+        try:
+            regions = self._shm.regions(client)
+            inputs, wanted, where = regions.request(self._module, feeds, wire, specs) if regions else ([], [], [])
+        except Exception as exc:  # noqa: BLE001 - tritonclient's InferenceServerException, SharedMemoryException
+            if _is_transient(exc, _status(exc)) or self.address.shm == "on":
+                raise
+            self._shm.refused()
+            no_shm(self.address, f"it refused this client's region ({_first_line(exc)})")
+            return None
+        if regions is None:
+            return None
+        result = client.infer(self.address.model, inputs, model_version=self.address.version, outputs=wanted,
+                              **self._timeout())
+        return regions.outputs_of(result, where, self.address.url)
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._call(lambda client: self._request(client, feeds), "run the model")
 
     def _request(self, client: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        answer = self._shm_request(client, feeds) if self._shm is not None else None
+        if answer is not None:
+            return answer
         module = self._module
         inputs = []
         for name, array in feeds.items():
@@ -250,6 +219,8 @@ class TritonRunner(Runner):
     def _deactivate(self) -> None:
         with self._lock:
             clients, self._clients = self._clients, []
+        if self._shm is not None:                 # unregistered and unlinked before the connections close
+            self._shm.close()
         for client in clients:
             try:
                 client.close()
@@ -294,6 +265,8 @@ class TritonRunner(Runner):
         """Forget this thread's connection after a failure: the next try opens a fresh one."""
         client = getattr(self._local, "client", None)
         self._local.client = None
+        if self._shm is not None:
+            self._shm.forget()
         if client is not None:
             with self._lock:
                 if client in self._clients:
@@ -330,15 +303,6 @@ class TritonRunner(Runner):
                 _log.warning(f"waiting for {self.address.url} ({reason}): trying again for up to "
                              f"{sum(self.retry.waits()):g} s (DRTRT_TRITON_RETRIES sets the tries)")
             self._sleep(wait)
-
-
-def _loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _status(exc: Exception) -> str:
