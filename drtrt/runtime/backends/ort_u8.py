@@ -33,13 +33,13 @@ def unsigned_activations(path: str | Path) -> bytes | None:
     """The serialised model at ``path`` with its activation zero points shifted to UINT8 128, or None
     when there is nothing to shift (an FP32/FP16 model) or ``onnx`` is not installed or cannot read it."""
     try:
-        import onnx
-    except ImportError:
-        return None
-    try:
         with open(path, "rb") as f:
             if b"QuantizeLinear" not in f.read(HEAD_BYTES):
                 return None
+        import onnx
+    except (OSError, ImportError):
+        return None
+    try:
         proto = onnx.load(str(path))
     except Exception:  # noqa: BLE001 - the session that follows reports an unreadable file in one line
         return None
