@@ -97,3 +97,15 @@ def test_only_zero_points_of_activation_pairs_are_shifted():
                               [helper.make_tensor_value_info("yq", TensorProto.INT8, [1, 2, 4, 4]),
                                helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 2, 4, 4])], init)
     assert shiftable_zero_points(graph) == {"act_zp"}
+
+
+def test_without_onnx_the_int8_model_runs_as_written(tiny_int8, monkeypatch):
+    """A runtime-only install (no ``onnx``) runs the file as written: the same Q/DQ model, fewer fused
+    nodes; never a half-rewritten graph."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    assert unsigned_activations(tiny_int8.path) is None
+    x = np.zeros((1, 3, 64, 64), np.float32)
+    with OrtRunner(tiny_int8.path, threads=1) as runner:
+        assert not runner.unsigned and np.isfinite(runner.infer({"image": x})["grade_logits"]).all()
