@@ -127,6 +127,20 @@ def time_interleaved(paths: dict, x: np.ndarray, warmup: int, runs: int) -> tupl
     return wall, cpu
 
 
+def fp32_gemm(threads: int, repeats: int = 10, n: int = 2048) -> float:
+    """GFLOP per CPU second of ONNX Runtime's FP32 MatMul (MLAS), n³: the FP32 side of the ratio."""
+    from onnx import TensorProto, helper
+
+    spec = [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "abc"]
+    model = helper.make_model(helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "g", spec[:2],
+                                                spec[2:]), opset_imports=[helper.make_opsetid("", 17)])
+    s = open_session(model.SerializeToString(), threads=threads)
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    run = lambda: s.run(None, {"a": a, "b": a})  # noqa: E731
+    run()
+    return 2 * n**3 / min(_seconds(run) for _ in range(repeats)) / 1e9
+
+
 def _seconds(run) -> float:
     """Process CPU seconds of one call (one thread: the work, not the wait for a core)."""
     tick = time.process_time()
@@ -183,6 +197,7 @@ def main() -> None:
         profiles = {"before": profile(int8, args.threads, x, args.profile_runs, work, "before"),
                     "after": profile(unsigned_activations(int8), args.threads, x, args.profile_runs, work, "after")}
         ceiling = int8_ceiling(args.threads)
+        fp32_peak = fp32_gemm(args.threads)
         load.append(os.getloadavg())
         gflop = count_gflop(_model_config(args.width), args.size)
 
@@ -193,7 +208,9 @@ def main() -> None:
           f"{ort.__version__}, torch {torch.__version__}; threads {args.threads}; load average (1/5/15 min) "
           f"before timing {_load(load[0])}, after timing {_load(load[1])}, after the ceiling {_load(load[2])}")
     print(f"command: {' '.join(sys.argv)}; model {gflop:.1f} GFLOP per image; INT8 ceiling "
-          + ", ".join(f"{k} {v:,.0f} GOP/s" for k, v in ceiling.items()) + f"; before/after max |Δ| {gap}\n")
+          + ", ".join(f"{k} {v:,.0f} GOP/s" for k, v in ceiling.items())
+          + f"; FP32 MatMul 2048³ {fp32_peak:,.0f} GFLOP/s (INT8 ceiling ÷ FP32 = {peak / fp32_peak:.2f}); "
+          f"before/after max |Δ| {gap}\n")
     print("| path | median ms | min–max ms | × PyTorch FP32 | CPU ms, median | × PyTorch FP32, CPU | "
           "GFLOP/s-equivalent (per CPU second) | % of INT8 ceiling |")
     print("|---|---|---|---|---|---|---|---|")
@@ -207,7 +224,7 @@ def main() -> None:
               + ", ".join(f"{k} {v}" for k, v in prof["nodes"].items() if v and k in _SHOWN))
         print(" | ".join(f"{k} {v:,.0f} ms ({100 * v / total:.0f} %)" for k, v in list(prof["kernel_ms"].items())[:12]))
     if args.json:
-        args.json.write_text(json.dumps({"times_ms": times, "cpu_ms": cpu_ms, "profiles": profiles, "ceiling_gops": ceiling,
+        args.json.write_text(json.dumps({"times_ms": times, "cpu_ms": cpu_ms, "profiles": profiles, "ceiling_gops": ceiling, "fp32_gemm_gflops": fp32_peak,
                                          "gflop": gflop, "load": load, "machine": machine(), "gap": gap,
                                          "threads": args.threads}, indent=2))
 
