@@ -183,10 +183,12 @@ def main() -> None:
         assert after.unsigned, "OrtRunner did not shift the INT8 model's activations"
         paths = {f"PyTorch eager FP32, {args.threads} thread(s)": torch_fp32,
                  "ONNX Runtime FP32": lambda x: ort_fp32.run(None, {"image": x}),
-                 "ONNX Runtime INT8, before (file as written, signed activations)": lambda x: before.run(None, {"image": x}),
+                 "ONNX Runtime INT8, before (file as written, signed activations)":
+                     lambda x: before.run(None, {"image": x}),
                  "ONNX Runtime INT8, after (OrtRunner: unsigned activations)": lambda x: after.infer({"image": x})}
         x = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size)).astype(np.float32)
-        gap = [float(np.abs(p - q).max()) for p, q in zip(before.run(None, {"image": x}), after.infer({"image": x}).values())]
+        gap = [float(np.abs(p - q).max())
+               for p, q in zip(before.run(None, {"image": x}), after.infer({"image": x}).values())]
         load = [os.getloadavg()]
         log(f"timing {len(paths)} paths: {args.warmup} warm-up + {args.runs} interleaved runs each")
         times, cpu_ms = time_interleaved(paths, x, args.warmup, args.runs)
@@ -224,7 +226,8 @@ def main() -> None:
               + ", ".join(f"{k} {v}" for k, v in prof["nodes"].items() if v and k in _SHOWN))
         print(" | ".join(f"{k} {v:,.0f} ms ({100 * v / total:.0f} %)" for k, v in list(prof["kernel_ms"].items())[:12]))
     if args.json:
-        args.json.write_text(json.dumps({"times_ms": times, "cpu_ms": cpu_ms, "profiles": profiles, "ceiling_gops": ceiling, "fp32_gemm_gflops": fp32_peak,
+        args.json.write_text(json.dumps({"times_ms": times, "cpu_ms": cpu_ms, "profiles": profiles,
+                                         "ceiling_gops": ceiling, "fp32_gemm_gflops": fp32_peak,
                                          "gflop": gflop, "load": load, "machine": machine(), "gap": gap,
                                          "threads": args.threads}, indent=2))
 

@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from drtrt.calibration.graph import load_onnx, read_info  # noqa: E402
-from drtrt.calibration.quantize import (DEFAULT_EXCLUDE, QUANT_OPTIONS, collect_ranges, op_types_to_quantize,  # noqa: E402
-                                        ort_method, prepare_graph, resolve_exclude)
+from drtrt.calibration.quantize import (DEFAULT_EXCLUDE, QUANT_OPTIONS, collect_ranges,  # noqa: E402
+                                        op_types_to_quantize, ort_method, prepare_graph, resolve_exclude)
 from drtrt.calibration.source import calibration_set  # noqa: E402
 from drtrt.runtime.backends.ort import open_session  # noqa: E402
 from drtrt.runtime.backends.ort_u8 import unsigned_activations  # noqa: E402

@@ -88,13 +88,14 @@ def shiftable_zero_points(graph) -> set[str]:
 def shift(graph, names: set[str]) -> None:
     """Make each zero point in ``names`` UINT8 128 and drop the now stale INT8 types recorded for the
     tensors their QuantizeLinears produce (ONNX Runtime infers them again)."""
-    from onnx import numpy_helper
     import numpy as np
+    from onnx import numpy_helper
 
     for i, init in enumerate(graph.initializer):
         if init.name in names:
             graph.initializer[i].CopyFrom(numpy_helper.from_array(np.array(128, np.uint8), init.name))
-    shifted = {n.output[0] for n in graph.node if n.op_type == "QuantizeLinear" and n.input[2:3] and n.input[2] in names}
+    shifted = {n.output[0] for n in graph.node
+               if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in names}
     keep = [v for v in graph.value_info if v.name not in shifted]
     del graph.value_info[:]
     graph.value_info.extend(keep)
