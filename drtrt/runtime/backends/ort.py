@@ -125,6 +125,9 @@ class OrtRunner(Runner):
 
     ``threads``: intra-op threads (default: the CPUs this process may use); ``spin``: let idle
     threads spin-wait (default: only with ``DRTRT_CPU_SPIN=1``); see :func:`session_options`.
+    On the CPU provider alone, an INT8 Q/DQ model runs with its activations shifted to unsigned
+    (:func:`~drtrt.runtime.backends.ort_u8.unsigned_activations`: the same function, on ONNX
+    Runtime's integer kernels end to end); ``self.unsigned`` says whether it was.
     """
 
     backend = "ort"
@@ -136,9 +139,16 @@ class OrtRunner(Runner):
         self.threads = threads
         self.spin = spin
         self._session = None
+        self.unsigned = False
 
     def _activate(self) -> Signature:
-        self._session = open_session(self.path, self.providers, self.threads, self.spin)
+        model: Path | bytes = self.path
+        if self.providers == ["CPUExecutionProvider"]:
+            from drtrt.runtime.backends.ort_u8 import unsigned_activations
+
+            model = unsigned_activations(self.path) or self.path
+        self.unsigned = isinstance(model, bytes)
+        self._session = open_session(model, self.providers, self.threads, self.spin)
         info = ModelInfo.from_metadata(self._session.get_modelmeta().custom_metadata_map, source=str(self.path))
         return Signature(info, tensor_specs(self._session.get_inputs()),
                          tuple(o.name for o in self._session.get_outputs()))
