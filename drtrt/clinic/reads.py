@@ -165,6 +165,9 @@ def record_read(book, visit_id: int, grades: dict[str, str], actor: Actor, reaso
     if sorted(grades) != sorted(EYES):
         raise ConfigError(message("grade both eyes (U for an eye that cannot be graded)"))
     visit = book.visit(visit_id)
+    if book.store.execute("SELECT 1 FROM visits WHERE id=? AND closed IS NULL AND kind='station'", (int(visit_id),)):
+        # the next photo may change its result, and a read already given would hide what that photo shows
+        raise ConfigError(message("this visit is still open at the camera: finish it, then read it"))
     pathway = pathway or stored_pathway(book.store.meta())
     for grade in grades.values():
         if grade != "U" and not (grade.startswith("ICDR") if pathway.read_form == "icdr" else grade.startswith("R")):

@@ -196,3 +196,13 @@ def test_the_referral_follows_the_reads_both_ways(book):
     record_read(book, referred, {"right": "R1M0", "left": "R0M0"}, ANA, reason="dust on the lens, not a bleed")
     with pytest.raises(ConfigError, match="is not a referral"):
         find_referral(book.store, "P5")                       # a named clinician ended it: no letter, request revoked
+
+
+def test_a_visit_still_open_at_the_camera_is_not_read(book):
+    """A read given while photos may still come would stand over what the next photo shows."""
+    with_reads(book, second_read="never")
+    visit = make_visit(book, "P6", "2026-03-01T10:00", {"right": 0, "left": 0}, close=False)
+    with pytest.raises(ConfigError, match="still open at the camera"):
+        record_read(book, visit, {"right": "R0M0", "left": "R0M0"}, ANA)
+    assert reads_of(book.store, visit) == []
+    assert not [e for e in audit.entries(book.store, visit) if e.action in ("read", "override")]
