@@ -1,0 +1,279 @@
+"""A reading centre (issue 24 item 3): clinicians read what the stations already sent to the PACS, and their
+reads go back to the same PACS.
+
+``pull`` asks the PACS over DICOMweb (QIDO-RS ``/studies``, ``/studies/{study}/instances``; WADO-RS for
+each instance) for the drtrt screening reports (Comprehensive SR, Manufacturer ``drtrt``) and the drtrt
+pictures (Secondary Capture) of every study, and keeps them as the station sent them, one folder per
+visit (= study): ``SESSION/visits/<StudyInstanceUID>/`` with ``sr-<UID>.dcm``, ``sc-<UID>.dcm`` and
+``visit.json`` (patient, study, the current SR, its verdict and per-eye results, the model's name and
+SHA-256, UNVERIFIED or VERIFIED). Files are named by SOP Instance UID: pulling again fetches and adds
+nothing already kept. The current SR is the one no other SR of the study names as its predecessor.
+
+``record_read`` keeps a reader's grades of a visit (``read.json``); ``push`` writes, for each read visit,
+the station's SR again as a new instance of the same series: VERIFIED and FINAL, the reader its Verifying
+Observer, the station's SR its predecessor, the read stated beside the model's findings; it is sent by
+STOW-RS (the sync's :class:`~.senders.DicomWebSender`, confirmed per instance) and marked pushed in
+``visit.json`` only once the PACS confirmed it, so a second push sends nothing.
+
+Not done here: the FHIR DiagnosticReport of a centre read, the reads' audit trail and second reads.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.error import HTTPError, URLError
+from urllib.parse import quote
+from urllib.request import Request, urlopen
+
+import highdicom as hd
+from pydicom import Dataset, dcmread
+from pydicom.uid import ComprehensiveSRStorage, SecondaryCaptureImageStorage
+
+from drtrt.clinic.pathways import ICDR, NHS
+from drtrt.clinic.reads import MAX_REASON, read_verdict, words_of
+from drtrt.clinic.store import now
+from drtrt.errors import ConfigError, DataError
+from drtrt.fileio import atomic_write
+from drtrt.integration import codes as C
+from drtrt.integration.dicom_out import local
+from drtrt.integration.senders import DicomWebSender, Unreachable, _reason, split_credentials
+from drtrt.integration.uids import derive_uid, digest
+
+KINDS = {ComprehensiveSRStorage: "sr", SecondaryCaptureImageStorage: "sc"}
+_EYES = {C.EYE_SITE["right"][0]: "right", C.EYE_SITE["left"][0]: "left"}
+
+
+@dataclass
+class PullReport:
+    studies: int = 0                                   # studies the PACS holds
+    visits: int = 0                                    # of them with a drtrt report
+    added: list[str] = field(default_factory=list)     # files kept by this pull
+
+
+class Pacs:
+    """GETs to one DICOMweb server (``http://user:pw@host/…`` sends Basic authentication, as the sync does)."""
+
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        self.url, self.headers = split_credentials(url, "--dicomweb")
+        self.timeout = timeout
+
+    def get(self, path: str, accept: str) -> tuple[str, bytes]:
+        url = f"{self.url}{path}"
+        try:
+            with urlopen(Request(url, headers={**self.headers, "Accept": accept}), timeout=self.timeout) as answer:
+                return answer.headers.get("Content-Type", ""), answer.read()
+        except HTTPError as exc:
+            raise DataError(f"the DICOMweb server at {self.url} answered HTTP {exc.code} to GET {path}") from None
+        except (URLError, OSError, TimeoutError) as exc:
+            raise Unreachable(f"cannot reach the DICOMweb server at {self.url} ({_reason(exc)})") from None
+
+    def qido(self, path: str) -> list[dict]:
+        _, body = self.get(path, "application/dicom+json")
+        try:
+            found = json.loads(body or b"[]")
+        except ValueError:
+            raise DataError(f"the DICOMweb server at {self.url} answered {path} with something not DICOM JSON") from None
+        return found if isinstance(found, list) else []
+
+    def instance(self, study: str, series: str, sop: str) -> bytes:
+        """WADO-RS: one instance, as its Part 10 file."""
+        kind, body = self.get(f"/studies/{quote(study)}/series/{quote(series)}/instances/{quote(sop)}",
+                              'multipart/related; type="application/dicom"')
+        parts = multipart(kind, body)
+        if len(parts) != 1:
+            raise DataError(f"the DICOMweb server at {self.url} gave {len(parts)} parts for instance {sop}, not 1")
+        return parts[0]
+
+
+def multipart(content_type: str, body: bytes) -> list[bytes]:
+    """The bodies of a ``multipart/related`` answer."""
+    boundary = next((p.split("=", 1)[1].strip().strip('"') for p in content_type.split(";")
+                     if p.strip().lower().startswith("boundary=")), None)
+    if not boundary:
+        raise DataError(f"a WADO-RS answer without a multipart boundary ({content_type or 'no Content-Type'})")
+    out = []
+    for chunk in body.split(b"--" + boundary.encode())[1:]:
+        if chunk.startswith(b"--"):
+            break
+        head, sep, data = chunk.partition(b"\r\n\r\n")
+        if sep:
+            out.append(data[:-2] if data.endswith(b"\r\n") else data)
+    return out
+
+
+def _value(item: dict, tag: str) -> str:
+    values = (item.get(tag) or {}).get("Value") or [""]
+    return str(values[0])
+
+
+def visit_dir(session: Path, study: str) -> Path:
+    if not study or not all(c.isdigit() or c == "." for c in study):
+        raise DataError(f"the PACS gave a study UID that is not a DICOM UID: {study!r}")
+    return session / "visits" / study
+
+
+def pull(url: str, session: str | Path, timeout: float = 30.0) -> PullReport:
+    """Keep every drtrt report and picture the PACS holds that this session does not (module docstring)."""
+    pacs, session, report = Pacs(url, timeout), Path(session), PullReport()
+    for study_item in pacs.qido("/studies"):
+        report.studies += 1
+        study = _value(study_item, "0020000D")
+        wanted = [i for i in pacs.qido(f"/studies/{quote(study)}/instances")
+                  if _value(i, "00080016") in KINDS]
+        folder = visit_dir(session, study)
+        for item in wanted:
+            kind, sop = KINDS[_value(item, "00080016")], _value(item, "00080018")
+            path = folder / f"{kind}-{sop}.dcm"
+            if path.is_file() or not sop.replace(".", "").isdigit():
+                continue
+            data = pacs.instance(study, _value(item, "0020000E"), sop)
+            ds = dcmread(io.BytesIO(data), stop_before_pixels=True)
+            if ds.get("Manufacturer") != "drtrt" or ds.SOPInstanceUID != sop:
+                continue                                          # not a drtrt station's object
+            atomic_write(path, data)
+            report.added.append(str(path.relative_to(session)))
+        if folder.is_dir() and any(folder.glob("sr-*.dcm")):
+            report.visits += 1
+            _write_summary(folder)
+    return report
+
+
+def _write_summary(folder: Path) -> None:
+    srs = {p: dcmread(p) for p in sorted(folder.glob("sr-*.dcm"))}
+    replaced = {ref.ReferencedSOPInstanceUID for ds in srs.values()
+                for study in ds.get("PredecessorDocumentsSequence", [])
+                for series in study.ReferencedSeriesSequence for ref in series.ReferencedSOPSequence}
+    current = [ds for ds in srs.values() if ds.SOPInstanceUID not in replaced]
+    if len(current) != 1:
+        raise DataError(f"{folder}: {len(current)} current drtrt reports in one study; read it at the PACS")
+    summary = summarise(current[0])
+    old = load(folder)
+    summary["pushed"] = old.get("pushed", [])
+    summary["photos"] = sorted(p.name for p in folder.glob("sc-*.dcm"))
+    if summary != old:
+        atomic_write(folder / "visit.json", json.dumps(summary, indent=1, ensure_ascii=False).encode())
+
+
+def load(folder: Path) -> dict:
+    try:
+        return json.loads((folder / "visit.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def summarise(sr: Dataset) -> dict:
+    """What a reader needs from a station's SR: who, which study, the verdict, per-eye results, the model."""
+    top = {_name(item): item for item in sr.ContentSequence}
+    eyes = {}
+    for item in sr.ContentSequence:
+        if item.ValueType != "CONTAINER" or _code(item) != "eye-result":
+            continue
+        found = {}
+        for sub in item.ContentSequence:
+            if sub.ValueType == "CODE" and sub.RelationshipType == "HAS CONCEPT MOD":
+                found["eye"] = _EYES.get(sub.ConceptCodeSequence[0].CodeValue, "unspecified")
+            elif sub.ValueType == "TEXT":
+                found[_name(sub)] = sub.TextValue
+            elif sub.ValueType == "CODE":
+                found[_name(sub)] = sub.ConceptCodeSequence[0].CodeMeaning
+        eyes[found.pop("eye", "unspecified")] = found
+    observer = sr.get("VerifyingObserverSequence")
+    return {"study": sr.StudyInstanceUID, "series": sr.SeriesInstanceUID, "sr": sr.SOPInstanceUID,
+            "patient": str(sr.PatientID), "name": str(sr.get("PatientName", "")),
+            "accession": str(sr.get("AccessionNumber", "")), "verification": sr.VerificationFlag,
+            "verified_by": str(observer[0].VerifyingObserverName) if observer else None,
+            "verdict": _text(top.get("Screening verdict")), "model": _text(top.get("Model name")),
+            "model_sha256": _text(top.get("Model SHA-256")), "eyes": eyes}
+
+
+def _name(item: Dataset) -> str:
+    return item.ConceptNameCodeSequence[0].CodeMeaning
+
+
+def _code(item: Dataset) -> str:
+    return item.ConceptNameCodeSequence[0].CodeValue
+
+
+def _text(item: Dataset | None) -> str:
+    return item.TextValue if item is not None and "TextValue" in item else ""
+
+
+def record_read(session: str | Path, study: str, grades: dict[str, str], reader: str, organisation: str,
+                reason: str | None = None) -> dict:
+    """Keep ``reader``'s grades (eye → R0M0 … or ICDR2+DME …, U) of a pulled visit; one read per visit."""
+    folder = visit_dir(Path(session), study)
+    visit = load(folder)
+    if not visit:
+        raise DataError(f"no pulled visit of study {study} in {session}: run drtrt centre pull first")
+    if visit["verification"] == "VERIFIED" or (folder / "read.json").is_file():
+        raise ConfigError(f"study {study} is already read (its result is final); a correction is read at the PACS")
+    if sorted(grades) != ["left", "right"]:
+        raise ConfigError("grade both eyes (U for an eye that cannot be graded)")
+    pathway = ICDR if any(g.startswith("ICDR") for g in grades.values()) else NHS
+    verdict = read_verdict(grades, pathway)
+    words = words_of(verdict, pathway)
+    overrules = not visit["verdict"].startswith(words)
+    reason = " ".join((reason or "").split()) or None
+    if overrules and (reason is None or len(reason) > MAX_REASON or not reason.isprintable()):
+        raise ConfigError(f"this read overrules the model ({visit['verdict']} → {words}): give the reason "
+                          f"(at most {MAX_REASON} characters)")
+    read = {"sr": visit["sr"], "reader": reader, "organisation": organisation, "grades": dict(sorted(grades.items())),
+            "verdict": verdict, "words": words, "overrules": overrules, "reason": reason, "recorded": now()}
+    atomic_write(folder / "read.json", json.dumps(read, indent=1, ensure_ascii=False).encode())
+    return read
+
+
+def verified_report(station: Dataset, read: dict) -> Dataset:
+    """The station's SR again, as a new instance of its series: VERIFIED, FINAL, the reader its Verifying
+    Observer, the station's SR its predecessor, the read stated beside the model's findings."""
+    ds = copy.deepcopy(station)
+    uid = derive_uid("centre-read", station.SOPInstanceUID, digest(read))
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
+    ds.InstanceNumber = int(station.get("InstanceNumber") or 1) + 1
+    date, time = read["recorded"][:10].replace("-", ""), read["recorded"][11:19].replace(":", "")
+    ds.ContentDate, ds.ContentTime, ds.InstanceCreationDate, ds.InstanceCreationTime = date, time, date, time
+    ds.CompletionFlag, ds.VerificationFlag, ds.PreliminaryFlag = "COMPLETE", "VERIFIED", "FINAL"
+    observer = Dataset()
+    observer.VerifyingObserverName = f"{read['reader']}^"
+    observer.VerifyingOrganization = read["organisation"]
+    observer.VerificationDateTime = date + time
+    observer.VerifyingObserverIdentificationCodeSequence = []
+    ds.VerifyingObserverSequence = [observer]
+    ref, series, study = Dataset(), Dataset(), Dataset()
+    ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = station.SOPClassUID, station.SOPInstanceUID
+    series.SeriesInstanceUID, series.ReferencedSOPSequence = station.SeriesInstanceUID, [ref]
+    study.StudyInstanceUID, study.ReferencedSeriesSequence = station.StudyInstanceUID, [series]
+    ds.PredecessorDocumentsSequence = [study]
+    grades = ", ".join(f"{eye} {grade}" for eye, grade in read["grades"].items())
+    said = (f"{read['words']} ({grades}); read by {read['reader']} ({read['organisation']}) at {read['recorded']}"
+            + (f"; overrules the model: {read['reason']}" if read["overrules"] else ""))
+    ds.ContentSequence.append(hd.sr.TextContentItem(local("clinician-read"), said, relationship_type="CONTAINS"))
+    return ds
+
+
+def push(url: str, session: str | Path, timeout: float = 30.0) -> list[str]:
+    """Send each read visit's VERIFIED SR not yet confirmed by the PACS; returns the SOP UIDs sent."""
+    sender, sent = DicomWebSender(url, timeout), []
+    for folder in sorted((Path(session) / "visits").glob("*")):
+        visit = load(folder)
+        if not visit or not (folder / "read.json").is_file():
+            continue
+        read = json.loads((folder / "read.json").read_text(encoding="utf-8"))
+        report = verified_report(dcmread(folder / f"sr-{read['sr']}.dcm"), read)
+        uid = report.SOPInstanceUID
+        if uid in visit["pushed"]:
+            continue
+        path = folder / f"sr-{uid}.dcm"
+        if not path.is_file():
+            buffer = io.BytesIO()
+            report.save_as(buffer, enforce_file_format=True)
+            atomic_write(path, buffer.getvalue())
+        sender.send(path, uid)                      # Unreachable / Rejected: not marked, the next push tries again
+        visit["pushed"].append(uid)
+        atomic_write(folder / "visit.json", json.dumps(visit, indent=1, ensure_ascii=False).encode())
+        sent.append(uid)
+    return sent
