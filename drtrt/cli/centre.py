@@ -1,0 +1,81 @@
+"""``drtrt centre``: a reading centre reads what the stations sent to the PACS, and sends its reads back there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from drtrt.cli.common import Opt, _Command, app, cli_errors, console
+
+centre_app = typer.Typer(name="centre", rich_markup_mode=None, add_completion=False, no_args_is_help=True,
+                         help="A reading centre: pull the drtrt reports and pictures the stations sent to a PACS "
+                              "(DICOMweb), read a visit, push the VERIFIED report back to the same PACS.")
+app.add_typer(centre_app)
+
+UrlOpt = Annotated[str, Opt("DICOMweb base URL of the PACS the stations send to, e.g. http://pacs:8042/dicom-web "
+                            "(http://user:password@… for Basic authentication).", "URL", show_default=False)]
+SessionArg = Annotated[Path, typer.Argument(help="The centre's session folder (made by centre pull).",
+                                            metavar="SESSION", show_default=False)]
+TimeoutOpt = Annotated[float, Opt("Seconds to wait for the PACS's answer.", "SECONDS")]
+
+
+def _send(call):
+    """Run ``call``; a PACS that cannot be reached or refuses becomes one line (exit 1)."""
+    from drtrt.errors import SendError
+    from drtrt.integration.senders import Rejected, Unreachable
+
+    try:
+        return call()
+    except (Unreachable, Rejected) as exc:
+        raise SendError(f"{exc}; nothing was marked sent: run it again when the PACS answers") from None
+
+
+@centre_app.command("pull", cls=_Command)
+@cli_errors
+def centre_pull(dicomweb: UrlOpt, out: Annotated[Path, Opt("The centre's session folder (made when missing).",
+                                                          "SESSION", show_default=False)],
+                timeout: TimeoutOpt = 30.0) -> None:
+    """Keep every drtrt report (SR) and picture (Secondary Capture) the PACS holds, one folder per visit; what
+    is already kept is not fetched again."""
+    from drtrt.integration.centre import Pacs, pull
+
+    Pacs(dicomweb)                                        # a malformed URL: a usage error, before anything
+    report = _send(lambda: pull(dicomweb, out, timeout))
+    console.print(f"{report.studies} stud{'y' if report.studies == 1 else 'ies'} at the PACS, {report.visits} with a "
+                  f"drtrt report; {len(report.added)} file(s) added to {out}", highlight=False, soft_wrap=True,
+                  markup=False)
+
+
+@centre_app.command("read", cls=_Command)
+@cli_errors
+def centre_read(session: SessionArg,
+                study: Annotated[str, Opt("The visit's StudyInstanceUID (its folder under SESSION/visits).", "UID",
+                                          show_default=False)],
+                right: Annotated[str, Opt("The right eye's grade: R0M0 … R3aM1, ICDR0 … ICDR4+DME, or U.", "GRADE",
+                                          show_default=False)],
+                left: Annotated[str, Opt("The left eye's grade.", "GRADE", show_default=False)],
+                reader: Annotated[str, Opt("Who read it (the Verifying Observer).", "NAME", show_default=False)],
+                organisation: Annotated[str, Opt("The reading centre (the Verifying Organization).", "NAME",
+                                                 show_default=False)],
+                reason: Annotated[Optional[str], Opt("Why the read overrules the model (needed then).",
+                                                     "TEXT")] = None) -> None:
+    """Keep a clinician's read of a pulled visit; `centre push` sends it to the PACS."""
+    from drtrt.integration.centre import record_read
+
+    read = record_read(session, study, {"right": right, "left": left}, reader, organisation, reason)
+    console.print(f"{study}: {read['words']}, read by {reader}" + (" (overrules the model)" if read["overrules"] else ""),
+                  highlight=False, soft_wrap=True, markup=False)
+
+
+@centre_app.command("push", cls=_Command)
+@cli_errors
+def centre_push(session: SessionArg, dicomweb: UrlOpt, timeout: TimeoutOpt = 30.0) -> None:
+    """Send each read visit's VERIFIED report (a new SR in the station's series naming the station's) to the PACS;
+    what the PACS confirmed before is not sent again."""
+    from drtrt.integration.centre import Pacs, push
+
+    Pacs(dicomweb)
+    sent = _send(lambda: push(dicomweb, session, timeout))
+    console.print(f"{len(sent)} verified report(s) sent", highlight=False, soft_wrap=True, markup=False)

@@ -1,0 +1,109 @@
+"""A reading centre (issue 24 item 3) reads what a station sent to a real Orthanc over DICOMweb and sends its
+read back there: pulled once (photos + the model's SR), pulled again adds nothing, a read that overrules the
+model goes back as one VERIFIED SR in the station's series naming the station's SR, pushed twice: no duplicate."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+pytest.importorskip("highdicom", reason="the centre needs the integration extra")
+from orthanc_helpers import Orthanc, free_port  # noqa: E402
+from pydicom import dcmread  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+from visit_fixture import make_visit  # noqa: E402
+
+from drtrt.cli import app  # noqa: E402
+from drtrt.clinic.pathways import NHS, Pathway, keep_pathway  # noqa: E402
+from drtrt.clinic.store import SessionStore  # noqa: E402
+from drtrt.clinic.visits import VisitBook  # noqa: E402
+from drtrt.errors import ConfigError  # noqa: E402
+from drtrt.integration.centre import pull, push, record_read  # noqa: E402
+from drtrt.integration.sync import SyncConfig, sync_session  # noqa: E402
+from drtrt.task import TaskSpec  # noqa: E402
+
+
+@pytest.fixture
+def orthanc(tmp_path):
+    server = Orthanc(tmp_path / "orthanc")
+    server.start()
+    yield server
+    server.stop()
+
+
+def station_sends(tmp_path, orthanc) -> str:
+    """A station's closed visit (right eye R2 by the model), synced to Orthanc; returns the visit's SR UID."""
+    folder = tmp_path / "station"
+    folder.mkdir()
+    with SessionStore(folder / "session.db") as store:
+        store.bind_model("b" * 64, "test.onnx", TaskSpec())
+        store.set_meta("organisation", "Clínica Norte")
+        keep_pathway(store, Pathway.from_dict({**NHS.to_dict(), "reads": {"second_read": "never"}}))
+        make_visit(VisitBook(store), "P-900", "2026-03-01T10:00", {"right": 2, "left": 0})
+        report = sync_session(store, folder, SyncConfig(dicomweb=orthanc.dicomweb, retry_base=0.01))
+    assert report.pending == 0
+    [sr] = [d for d in srs(orthanc)]
+    return sr.SOPInstanceUID
+
+
+def srs(orthanc):
+    found = [dcmread(io.BytesIO(orthanc.get_bytes(f"/instances/{i}/file"))) for i in orthanc.instances()]
+    return sorted((d for d in found if d.Modality == "SR"), key=lambda d: "PredecessorDocumentsSequence" in d)
+
+
+def files(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def test_the_centre_reads_what_the_station_sent_and_its_read_goes_back_once(tmp_path, orthanc):
+    station_sr = station_sends(tmp_path, orthanc)
+    sent_by_station = len(orthanc.instances())
+    centre = tmp_path / "centre"
+    first = pull(orthanc.dicomweb, centre)
+    [folder] = (centre / "visits").iterdir()
+    visit = json.loads((folder / "visit.json").read_text())
+    assert (first.studies, first.visits) == (1, 1) and len(first.added) == sent_by_station
+    assert visit["sr"] == station_sr and visit["patient"] == "P-900" and visit["verification"] == "UNVERIFIED"
+    assert visit["verdict"].startswith("R2 pre-proliferative") and visit["model_sha256"] == "b" * 64
+    assert visit["eyes"]["right"]["Screening verdict"].startswith("R2") and len(visit["photos"]) == sent_by_station - 1
+    before = files(centre)
+    assert pull(orthanc.dicomweb, centre).added == [] and files(centre) == before        # pulled twice: nothing new
+
+    with pytest.raises(ConfigError, match="overrules the model"):
+        record_read(centre, visit["study"], {"right": "R1M0", "left": "R0M0"}, "Dr Ana Ruiz", "Centro Sur")
+    record_read(centre, visit["study"], {"right": "R1M0", "left": "R0M0"}, "Dr Ana Ruiz", "Centro Sur",
+                reason="a dot haemorrhage only: R1")
+    down = CliRunner().invoke(app, ["centre", "push", str(centre), "--dicomweb", f"http://127.0.0.1:{free_port()}"])
+    assert down.exit_code == 1 and "cannot reach the DICOMweb server" in down.output and "Traceback" not in down.output
+    assert len(orthanc.instances()) == sent_by_station and json.loads((folder / "visit.json").read_text())["pushed"] == []
+    [uid] = push(orthanc.dicomweb, centre)
+    assert push(orthanc.dicomweb, centre) == []                                            # pushed twice: once
+    assert len(orthanc.instances()) == sent_by_station + 1
+    old, new = srs(orthanc)
+    assert old.SOPInstanceUID == station_sr and new.SOPInstanceUID == uid
+    assert new.SeriesInstanceUID == old.SeriesInstanceUID and new.StudyInstanceUID == old.StudyInstanceUID
+    assert (new.VerificationFlag, new.PreliminaryFlag) == ("VERIFIED", "FINAL")
+    observer = new.VerifyingObserverSequence[0]
+    assert (observer.VerifyingObserverName.family_name, observer.VerifyingOrganization) == ("Dr Ana Ruiz", "Centro Sur")
+    predecessor = new.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert predecessor.ReferencedSOPInstanceUID == station_sr
+    said = [item.TextValue for item in new.ContentSequence if "TextValue" in item]
+    assert any(t.startswith("R0 no retinopathy") and "read by Dr Ana Ruiz" in t and "dot haemorrhage" in t
+               for t in said)
+
+    pull(orthanc.dicomweb, centre)                      # the centre's own SR comes back: now the visit's result
+    visit = json.loads((folder / "visit.json").read_text())
+    assert (visit["sr"], visit["verification"], visit["verified_by"]) == (uid, "VERIFIED", "Dr Ana Ruiz^")
+    assert push(orthanc.dicomweb, centre) == [] and len(orthanc.instances()) == sent_by_station + 1
+    with pytest.raises(ConfigError, match="already read"):
+        record_read(centre, visit["study"], {"right": "R2M0", "left": "R0M0"}, "Dr Ben", "Centro Sur")
+
+
+def test_an_unreachable_or_malformed_pacs_is_one_line(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}/dicom-web"
+    for given, code, said in ((url, 1, "cannot reach the DICOMweb server at"), ("pacs:8042", 2, "--dicomweb needs")):
+        result = CliRunner().invoke(app, ["centre", "pull", "--dicomweb", given, "--out", str(tmp_path / "c")])
+        assert result.exit_code == code and said in result.output, result.output
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
