@@ -18,7 +18,8 @@ UrlOpt = Annotated[str, Opt("DICOMweb base URL of the PACS the stations send to,
                             "(http://user:password@… for Basic authentication).", "URL", show_default=False)]
 SessionArg = Annotated[Path, typer.Argument(help="The centre's session folder (made by centre pull).",
                                             metavar="SESSION", show_default=False)]
-TimeoutOpt = Annotated[float, Opt("Seconds to wait for the PACS's answer.", "SECONDS")]
+FhirOpt = Annotated[Optional[str], Opt("FHIR R4 base URL the stations send their DiagnosticReports to.", "URL")]
+TimeoutOpt = Annotated[float, Opt("Seconds to wait for a server's answer.", "SECONDS")]
 
 
 def _send(call):
@@ -36,16 +37,18 @@ def _send(call):
 @cli_errors
 def centre_pull(dicomweb: UrlOpt, out: Annotated[Path, Opt("The centre's session folder (made when missing).",
                                                           "SESSION", show_default=False)],
-                timeout: TimeoutOpt = 30.0) -> None:
-    """Keep every drtrt report (SR) and picture (Secondary Capture) the PACS holds, one folder per visit; what
-    is already kept is not fetched again."""
-    from drtrt.integration.centre import Pacs, pull
+                fhir: FhirOpt = None, timeout: TimeoutOpt = 30.0) -> None:
+    """Keep every drtrt report (SR) and picture (Secondary Capture) the PACS holds, one folder per visit, and
+    with --fhir each visit's DiagnosticReport; what is already kept is not fetched again."""
+    from drtrt.integration.centre import Pacs, Server, pull
 
     Pacs(dicomweb)                                        # a malformed URL: a usage error, before anything
-    report = _send(lambda: pull(dicomweb, out, timeout))
+    if fhir:
+        Server(fhir, "--fhir", "FHIR server")
+    report = _send(lambda: pull(dicomweb, out, timeout, fhir))
     console.print(f"{report.studies} stud{'y' if report.studies == 1 else 'ies'} at the PACS, {report.visits} with a "
-                  f"drtrt report; {len(report.added)} file(s) added to {out}", highlight=False, soft_wrap=True,
-                  markup=False)
+                  f"drtrt report" + (f", {report.reports} with a DiagnosticReport" if fhir else "")
+                  + f"; {len(report.added)} file(s) added to {out}", highlight=False, soft_wrap=True, markup=False)
 
 
 @centre_app.command("read", cls=_Command)
@@ -71,11 +74,18 @@ def centre_read(session: SessionArg,
 
 @centre_app.command("push", cls=_Command)
 @cli_errors
-def centre_push(session: SessionArg, dicomweb: UrlOpt, timeout: TimeoutOpt = 30.0) -> None:
-    """Send each read visit's VERIFIED report (a new SR in the station's series naming the station's) to the PACS;
-    what the PACS confirmed before is not sent again."""
-    from drtrt.integration.centre import Pacs, push
+def centre_push(session: SessionArg, dicomweb: UrlOpt, fhir: FhirOpt = None, timeout: TimeoutOpt = 30.0) -> None:
+    """Send each read visit's VERIFIED report (a new SR in the station's series naming the station's) to the PACS,
+    and with --fhir its DiagnosticReport corrected (same id); what a server confirmed before is not sent again."""
+    from drtrt.integration.centre import Pacs, Server, push
 
     Pacs(dicomweb)
-    sent = _send(lambda: push(dicomweb, session, timeout))
-    console.print(f"{len(sent)} verified report(s) sent", highlight=False, soft_wrap=True, markup=False)
+    if fhir:
+        Server(fhir, "--fhir", "FHIR server")
+    done = _send(lambda: push(dicomweb, session, timeout, fhir))
+    console.print(f"{len(done.sent)} verified report(s) sent" + (f", {len(done.reports)} DiagnosticReport(s) "
+                  "corrected" if fhir else ""), highlight=False, soft_wrap=True, markup=False)
+    if done.no_report:
+        console.print(f"{len(done.no_report)} read visit(s) have no DiagnosticReport pulled from the FHIR server "
+                      f"(first: study {done.no_report[0]}): run centre pull --fhir", highlight=False, soft_wrap=True,
+                      markup=False)

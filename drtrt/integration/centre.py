@@ -15,7 +15,11 @@ Observer, the station's SR its predecessor, the read stated beside the model's f
 STOW-RS (the sync's :class:`~.senders.DicomWebSender`, confirmed per instance) and marked pushed in
 ``visit.json`` only once the PACS confirmed it, so a second push sends nothing.
 
-Not done here: the FHIR DiagnosticReport of a centre read, the reads' audit trail and second reads.
+With a FHIR server, ``pull`` also keeps each visit's DiagnosticReport as the station sent it
+(``fhir-report.json``, found by its study identifier) and ``push`` PUTs it corrected by the read under the
+same id (:mod:`.centre_fhir`), marked in ``visit.json`` once the server confirmed the transaction.
+
+Not done here: the reads' audit trail, second reads and arbitration at the centre.
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ from drtrt.errors import ConfigError, DataError
 from drtrt.fileio import atomic_write
 from drtrt.integration import codes as C
 from drtrt.integration.dicom_out import local
-from drtrt.integration.senders import DicomWebSender, Unreachable, _reason, split_credentials
+from drtrt.integration.centre_fhir import corrected_bundle, find_report
+from drtrt.integration.fhir import bundle_bytes
+from drtrt.integration.senders import DicomWebSender, FhirSender, Unreachable, _reason, split_credentials
 from drtrt.integration.uids import derive_uid, digest
 
 KINDS = {ComprehensiveSRStorage: "sr", SecondaryCaptureImageStorage: "sc"}
@@ -51,15 +57,16 @@ _EYES = {C.EYE_SITE["right"][0]: "right", C.EYE_SITE["left"][0]: "left"}
 class PullReport:
     studies: int = 0                                   # studies the PACS holds
     visits: int = 0                                    # of them with a drtrt report
+    reports: int = 0                                   # of those with a DiagnosticReport at the FHIR server
     added: list[str] = field(default_factory=list)     # files kept by this pull
 
 
-class Pacs:
-    """GETs to one DICOMweb server (``http://user:pw@host/…`` sends Basic authentication, as the sync does)."""
+class Server:
+    """GETs to one server (``http://user:pw@host/…`` sends Basic authentication, as the sync does)."""
 
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
-        self.url, self.headers = split_credentials(url, "--dicomweb")
-        self.timeout = timeout
+    def __init__(self, url: str, option: str, what: str, timeout: float = 30.0) -> None:
+        self.url, self.headers = split_credentials(url, option)
+        self.what, self.timeout = what, timeout
 
     def get(self, path: str, accept: str) -> tuple[str, bytes]:
         url = f"{self.url}{path}"
@@ -67,9 +74,16 @@ class Pacs:
             with urlopen(Request(url, headers={**self.headers, "Accept": accept}), timeout=self.timeout) as answer:
                 return answer.headers.get("Content-Type", ""), answer.read()
         except HTTPError as exc:
-            raise DataError(f"the DICOMweb server at {self.url} answered HTTP {exc.code} to GET {path}") from None
+            raise DataError(f"the {self.what} at {self.url} answered HTTP {exc.code} to GET {path}") from None
         except (URLError, OSError, TimeoutError) as exc:
-            raise Unreachable(f"cannot reach the DICOMweb server at {self.url} ({_reason(exc)})") from None
+            raise Unreachable(f"cannot reach the {self.what} at {self.url} ({_reason(exc)})") from None
+
+
+class Pacs(Server):
+    """QIDO-RS and WADO-RS of one DICOMweb server."""
+
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        super().__init__(url, "--dicomweb", "DICOMweb server", timeout)
 
     def qido(self, path: str) -> list[dict]:
         _, body = self.get(path, "application/dicom+json")
@@ -116,9 +130,11 @@ def visit_dir(session: Path, study: str) -> Path:
     return session / "visits" / study
 
 
-def pull(url: str, session: str | Path, timeout: float = 30.0) -> PullReport:
-    """Keep every drtrt report and picture the PACS holds that this session does not (module docstring)."""
+def pull(url: str, session: str | Path, timeout: float = 30.0, fhir: str | None = None) -> PullReport:
+    """Keep every drtrt report and picture the PACS holds that this session does not (module docstring);
+    ``fhir``: also each visit's DiagnosticReport from that FHIR server (``fhir-report.json``)."""
     pacs, session, report = Pacs(url, timeout), Path(session), PullReport()
+    server = Server(fhir, "--fhir", "FHIR server", timeout) if fhir else None
     for study_item in pacs.qido("/studies"):
         report.studies += 1
         study = _value(study_item, "0020000D")
@@ -139,7 +155,17 @@ def pull(url: str, session: str | Path, timeout: float = 30.0) -> PullReport:
         if folder.is_dir() and any(folder.glob("sr-*.dcm")):
             report.visits += 1
             _write_summary(folder)
+            found = find_report(server, study) if server is not None else None
+            if found is not None:
+                report.reports += 1
+                _keep_json(folder / "fhir-report.json", found)
     return report
+
+
+def _keep_json(path: Path, doc: dict) -> None:
+    data = json.dumps(doc, indent=1, ensure_ascii=False, sort_keys=True).encode()
+    if not path.is_file() or path.read_bytes() != data:
+        atomic_write(path, data)
 
 
 def _write_summary(folder: Path) -> None:
@@ -152,10 +178,10 @@ def _write_summary(folder: Path) -> None:
         raise DataError(f"{folder}: {len(current)} current drtrt reports in one study; read it at the PACS")
     summary = summarise(current[0])
     old = load(folder)
-    summary["pushed"] = old.get("pushed", [])
+    summary["pushed"], summary["fhir_pushed"] = old.get("pushed", []), old.get("fhir_pushed", [])
     summary["photos"] = sorted(p.name for p in folder.glob("sc-*.dcm"))
     if summary != old:
-        atomic_write(folder / "visit.json", json.dumps(summary, indent=1, ensure_ascii=False).encode())
+        _keep_json(folder / "visit.json", summary)
 
 
 def load(folder: Path) -> dict:
@@ -187,7 +213,8 @@ def summarise(sr: Dataset) -> dict:
             "accession": str(sr.get("AccessionNumber", "")), "verification": sr.VerificationFlag,
             "verified_by": str(observer[0].VerifyingObserverName) if observer else None,
             "verdict": _text(top.get("Screening verdict")), "model": _text(top.get("Model name")),
-            "model_sha256": _text(top.get("Model SHA-256")), "eyes": eyes}
+            "model_sha256": _text(top.get("Model SHA-256")),
+            "validation": _text(top.get(C.LOCAL["validation"])), "eyes": eyes}
 
 
 def _name(item: Dataset) -> str:
@@ -255,9 +282,18 @@ def verified_report(station: Dataset, read: dict) -> Dataset:
     return ds
 
 
-def push(url: str, session: str | Path, timeout: float = 30.0) -> list[str]:
-    """Send each read visit's VERIFIED SR not yet confirmed by the PACS; returns the SOP UIDs sent."""
-    sender, sent = DicomWebSender(url, timeout), []
+@dataclass
+class PushReport:
+    sent: list[str] = field(default_factory=list)        # SR SOP Instance UIDs sent
+    reports: list[str] = field(default_factory=list)     # DiagnosticReports corrected at the FHIR server
+    no_report: list[str] = field(default_factory=list)   # read studies with no DiagnosticReport pulled (--fhir)
+
+
+def push(url: str, session: str | Path, timeout: float = 30.0, fhir: str | None = None) -> PushReport:
+    """Send each read visit's VERIFIED SR the PACS has not confirmed yet, and with ``fhir`` its corrected
+    DiagnosticReport (a visit whose report was pulled); a failure raises, with nothing marked that was not sent."""
+    sender, out = DicomWebSender(url, timeout), PushReport()
+    reporter = FhirSender(fhir, timeout) if fhir else None
     for folder in sorted((Path(session) / "visits").glob("*")):
         visit = load(folder)
         if not visit or not (folder / "read.json").is_file():
@@ -265,15 +301,27 @@ def push(url: str, session: str | Path, timeout: float = 30.0) -> list[str]:
         read = json.loads((folder / "read.json").read_text(encoding="utf-8"))
         report = verified_report(dcmread(folder / f"sr-{read['sr']}.dcm"), read)
         uid = report.SOPInstanceUID
-        if uid in visit["pushed"]:
+        if uid not in visit["pushed"]:
+            path = folder / f"sr-{uid}.dcm"
+            if not path.is_file():
+                buffer = io.BytesIO()
+                report.save_as(buffer, enforce_file_format=True)
+                atomic_write(path, buffer.getvalue())
+            sender.send(path, uid)                  # Unreachable / Rejected: not marked, the next push tries again
+            visit["pushed"].append(uid)
+            _keep_json(folder / "visit.json", visit)
+            out.sent.append(uid)
+        if reporter is None or uid in visit.get("fhir_pushed", []):
             continue
-        path = folder / f"sr-{uid}.dcm"
-        if not path.is_file():
-            buffer = io.BytesIO()
-            report.save_as(buffer, enforce_file_format=True)
-            atomic_write(path, buffer.getvalue())
-        sender.send(path, uid)                      # Unreachable / Rejected: not marked, the next push tries again
-        visit["pushed"].append(uid)
-        atomic_write(folder / "visit.json", json.dumps(visit, indent=1, ensure_ascii=False).encode())
-        sent.append(uid)
-    return sent
+        if not (folder / "fhir-report.json").is_file():
+            out.no_report.append(visit["study"])
+            continue
+        station = json.loads((folder / "fhir-report.json").read_text(encoding="utf-8"))
+        bundle = corrected_bundle(station, read, visit, uid)
+        path = folder / f"fhir-{bundle['id']}.json"
+        atomic_write(path, bundle_bytes(bundle))
+        reporter.send(path, bundle["id"])
+        visit.setdefault("fhir_pushed", []).append(uid)
+        _keep_json(folder / "visit.json", visit)
+        out.reports.append(station["id"])
+    return out

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+from http.server import ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 pytest.importorskip("highdicom", reason="the centre needs the integration extra")
 from orthanc_helpers import Orthanc, free_port  # noqa: E402
+from test_sync import FhirStandIn  # noqa: E402
 from pydicom import dcmread  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 from visit_fixture import make_visit  # noqa: E402
@@ -33,8 +37,35 @@ def orthanc(tmp_path):
     server.stop()
 
 
-def station_sends(tmp_path, orthanc) -> str:
-    """A station's closed visit (right eye R2 by the model), synced to Orthanc; returns the visit's SR UID."""
+class SearchableFhir(FhirStandIn):
+    """The sync tests' FHIR stand-in, which also answers ``GET DiagnosticReport?identifier=SYSTEM|VALUE``."""
+
+    def do_GET(self):
+        parts = urlsplit(self.path)
+        system, _, value = parse_qs(parts.query)["identifier"][0].partition("|")
+        found = [r for url, r in FhirStandIn.stored.items() if url.startswith("DiagnosticReport/")
+                 and any((i["system"], i["value"]) == (system, value) for i in r["identifier"])]
+        self._answer(200, {"resourceType": "Bundle", "type": "searchset", "total": len(found),
+                           "entry": [{"resource": r} for r in found]})
+
+
+@pytest.fixture
+def fhir_server():
+    FhirStandIn.received, FhirStandIn.stored, FhirStandIn.refuse = [], {}, False
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SearchableFhir)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/fhir"
+    server.shutdown()
+    server.server_close()
+
+
+def reports():
+    return [r for url, r in FhirStandIn.stored.items() if url.startswith("DiagnosticReport/")]
+
+
+def station_sends(tmp_path, orthanc, fhir_server) -> str:
+    """A station's closed visit (right eye R2 by the model), synced to Orthanc and the FHIR stand-in; returns the
+    visit's SR UID."""
     folder = tmp_path / "station"
     folder.mkdir()
     with SessionStore(folder / "session.db") as store:
@@ -42,7 +73,7 @@ def station_sends(tmp_path, orthanc) -> str:
         store.set_meta("organisation", "Clínica Norte")
         keep_pathway(store, Pathway.from_dict({**NHS.to_dict(), "reads": {"second_read": "never"}}))
         make_visit(VisitBook(store), "P-900", "2026-03-01T10:00", {"right": 2, "left": 0})
-        report = sync_session(store, folder, SyncConfig(dicomweb=orthanc.dicomweb, retry_base=0.01))
+        report = sync_session(store, folder, SyncConfig(dicomweb=orthanc.dicomweb, fhir=fhir_server, retry_base=0.01))
     assert report.pending == 0
     [sr] = [d for d in srs(orthanc)]
     return sr.SOPInstanceUID
@@ -57,19 +88,21 @@ def files(folder):
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
-def test_the_centre_reads_what_the_station_sent_and_its_read_goes_back_once(tmp_path, orthanc):
-    station_sr = station_sends(tmp_path, orthanc)
+def test_the_centre_reads_what_the_station_sent_and_its_read_goes_back_once(tmp_path, orthanc, fhir_server):
+    station_sr = station_sends(tmp_path, orthanc, fhir_server)
     sent_by_station = len(orthanc.instances())
+    [station_report] = reports()
     centre = tmp_path / "centre"
-    first = pull(orthanc.dicomweb, centre)
+    first = pull(orthanc.dicomweb, centre, fhir=fhir_server)
     [folder] = (centre / "visits").iterdir()
     visit = json.loads((folder / "visit.json").read_text())
-    assert (first.studies, first.visits) == (1, 1) and len(first.added) == sent_by_station
+    assert (first.studies, first.visits, first.reports) == (1, 1, 1)
+    assert json.loads((folder / "fhir-report.json").read_text()) == station_report and len(first.added) == sent_by_station
     assert visit["sr"] == station_sr and visit["patient"] == "P-900" and visit["verification"] == "UNVERIFIED"
     assert visit["verdict"].startswith("R2 pre-proliferative") and visit["model_sha256"] == "b" * 64
     assert visit["eyes"]["right"]["Screening verdict"].startswith("R2") and len(visit["photos"]) == sent_by_station - 1
     before = files(centre)
-    assert pull(orthanc.dicomweb, centre).added == [] and files(centre) == before        # pulled twice: nothing new
+    assert pull(orthanc.dicomweb, centre, fhir=fhir_server).added == [] and files(centre) == before        # pulled twice: nothing new
 
     with pytest.raises(ConfigError, match="overrules the model"):
         record_read(centre, visit["study"], {"right": "R1M0", "left": "R0M0"}, "Dr Ana Ruiz", "Centro Sur")
@@ -78,8 +111,11 @@ def test_the_centre_reads_what_the_station_sent_and_its_read_goes_back_once(tmp_
     down = CliRunner().invoke(app, ["centre", "push", str(centre), "--dicomweb", f"http://127.0.0.1:{free_port()}"])
     assert down.exit_code == 1 and "cannot reach the DICOMweb server" in down.output and "Traceback" not in down.output
     assert len(orthanc.instances()) == sent_by_station and json.loads((folder / "visit.json").read_text())["pushed"] == []
-    [uid] = push(orthanc.dicomweb, centre)
-    assert push(orthanc.dicomweb, centre) == []                                            # pushed twice: once
+    done = push(orthanc.dicomweb, centre, fhir=fhir_server)
+    [uid] = done.sent
+    assert done.reports == [station_report["id"]] and done.no_report == []
+    again = push(orthanc.dicomweb, centre, fhir=fhir_server)                               # pushed twice: once
+    assert (again.sent, again.reports, len(FhirStandIn.received)) == ([], [], 2)
     assert len(orthanc.instances()) == sent_by_station + 1
     old, new = srs(orthanc)
     assert old.SOPInstanceUID == station_sr and new.SOPInstanceUID == uid
@@ -93,10 +129,19 @@ def test_the_centre_reads_what_the_station_sent_and_its_read_goes_back_once(tmp_
     assert any(t.startswith("R0 no retinopathy") and "read by Dr Ana Ruiz" in t and "dot haemorrhage" in t
                for t in said)
 
+    [report] = reports()                                 # the same DiagnosticReport, corrected: amended, by the reader
+    assert report["id"] == station_report["id"] and station_report["status"] == "preliminary"
+    assert report["status"] == "amended" and report["performer"] == [{"display": "Dr Ana Ruiz (Centro Sur)"}]
+    assert report["conclusionCode"][0]["text"] == "no referable DR"
+    assert report["conclusion"].startswith("R0 no retinopathy — rescreen in 12 months — read by Dr Ana Ruiz; the "
+                                           "model said: R2 pre-proliferative") and "NOT FOR CLINICAL USE" in report["conclusion"]
+    assert report["identifier"][0]["value"] == f"urn:oid:{uid}" and report["subject"] == station_report["subject"]
+
     pull(orthanc.dicomweb, centre)                      # the centre's own SR comes back: now the visit's result
     visit = json.loads((folder / "visit.json").read_text())
     assert (visit["sr"], visit["verification"], visit["verified_by"]) == (uid, "VERIFIED", "Dr Ana Ruiz^")
-    assert push(orthanc.dicomweb, centre) == [] and len(orthanc.instances()) == sent_by_station + 1
+    assert push(orthanc.dicomweb, centre, fhir=fhir_server).sent == [] and len(orthanc.instances()) == sent_by_station + 1
+    assert len(FhirStandIn.received) == 2
     with pytest.raises(ConfigError, match="already read"):
         record_read(centre, visit["study"], {"right": "R2M0", "left": "R0M0"}, "Dr Ben", "Centro Sur")
 
@@ -107,3 +152,29 @@ def test_an_unreachable_or_malformed_pacs_is_one_line(tmp_path):
         result = CliRunner().invoke(app, ["centre", "pull", "--dicomweb", given, "--out", str(tmp_path / "c")])
         assert result.exit_code == code and said in result.output, result.output
         assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_centre_read_that_agrees_needs_no_reason_and_makes_the_report_final(tmp_path, orthanc, fhir_server):
+    station_sends(tmp_path, orthanc, fhir_server)
+    centre = tmp_path / "centre"
+    pull(orthanc.dicomweb, centre, fhir=fhir_server)
+    [folder] = (centre / "visits").iterdir()
+    read = record_read(centre, folder.name, {"right": "R2M0", "left": "R0M0"}, "Dr Ben", "Centro Sur")
+    assert read["overrules"] is False and read["reason"] is None
+    done = push(orthanc.dicomweb, centre, fhir=fhir_server)
+    [report] = reports()
+    assert len(done.sent) == 1 and report["status"] == "final" and report["conclusionCode"][0]["text"] == "referable DR"
+    assert report["performer"] == [{"display": "Dr Ben (Centro Sur)"}]
+
+
+def test_a_read_visit_whose_report_was_not_pulled_is_said_and_the_sr_still_goes(tmp_path, orthanc, fhir_server):
+    station_sends(tmp_path, orthanc, fhir_server)
+    centre = tmp_path / "centre"
+    pull(orthanc.dicomweb, centre)                                   # without --fhir: no DiagnosticReport kept
+    [folder] = (centre / "visits").iterdir()
+    record_read(centre, folder.name, {"right": "R2M0", "left": "R0M0"}, "Dr Ben", "Centro Sur")
+    result = CliRunner().invoke(app, ["centre", "push", str(centre), "--dicomweb", orthanc.dicomweb, "--fhir",
+                                      fhir_server])
+    assert result.exit_code == 0, result.output
+    assert "1 verified report(s) sent, 0 DiagnosticReport(s) corrected" in result.output
+    assert "have no DiagnosticReport pulled" in result.output and reports()[0]["status"] == "preliminary"
