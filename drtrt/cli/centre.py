@@ -68,7 +68,8 @@ def centre_read(session: SessionArg,
     from drtrt.integration.centre import record_read
 
     read = record_read(session, study, {"right": right, "left": left}, reader, organisation, reason)
-    console.print(f"{study}: {read['words']}, read by {reader}" + (" (overrules the model)" if read["overrules"] else ""),
+    overrules = " (overrules the model)" if read["overrules"] else ""
+    console.print(f"{study}: {read['words']}, read by {reader}{overrules}",
                   highlight=False, soft_wrap=True, markup=False)
 
 

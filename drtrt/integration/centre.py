@@ -29,9 +29,7 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.error import HTTPError, URLError
 from urllib.parse import quote
-from urllib.request import Request, urlopen
 
 import highdicom as hd
 from pydicom import Dataset, dcmread
@@ -43,10 +41,11 @@ from drtrt.clinic.store import now
 from drtrt.errors import ConfigError, DataError
 from drtrt.fileio import atomic_write
 from drtrt.integration import codes as C
-from drtrt.integration.dicom_out import local
 from drtrt.integration.centre_fhir import corrected_bundle, find_report
+from drtrt.integration.dicom_out import local
 from drtrt.integration.fhir import bundle_bytes
-from drtrt.integration.senders import DicomWebSender, FhirSender, Unreachable, _reason, split_credentials
+from drtrt.integration.pacs import Pacs, Server, value
+from drtrt.integration.senders import DicomWebSender, FhirSender
 from drtrt.integration.uids import derive_uid, digest
 
 KINDS = {ComprehensiveSRStorage: "sr", SecondaryCaptureImageStorage: "sc"}
@@ -59,69 +58,6 @@ class PullReport:
     visits: int = 0                                    # of them with a drtrt report
     reports: int = 0                                   # of those with a DiagnosticReport at the FHIR server
     added: list[str] = field(default_factory=list)     # files kept by this pull
-
-
-class Server:
-    """GETs to one server (``http://user:pw@host/…`` sends Basic authentication, as the sync does)."""
-
-    def __init__(self, url: str, option: str, what: str, timeout: float = 30.0) -> None:
-        self.url, self.headers = split_credentials(url, option)
-        self.what, self.timeout = what, timeout
-
-    def get(self, path: str, accept: str) -> tuple[str, bytes]:
-        url = f"{self.url}{path}"
-        try:
-            with urlopen(Request(url, headers={**self.headers, "Accept": accept}), timeout=self.timeout) as answer:
-                return answer.headers.get("Content-Type", ""), answer.read()
-        except HTTPError as exc:
-            raise DataError(f"the {self.what} at {self.url} answered HTTP {exc.code} to GET {path}") from None
-        except (URLError, OSError, TimeoutError) as exc:
-            raise Unreachable(f"cannot reach the {self.what} at {self.url} ({_reason(exc)})") from None
-
-
-class Pacs(Server):
-    """QIDO-RS and WADO-RS of one DICOMweb server."""
-
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
-        super().__init__(url, "--dicomweb", "DICOMweb server", timeout)
-
-    def qido(self, path: str) -> list[dict]:
-        _, body = self.get(path, "application/dicom+json")
-        try:
-            found = json.loads(body or b"[]")
-        except ValueError:
-            raise DataError(f"the DICOMweb server at {self.url} answered {path} with something not DICOM JSON") from None
-        return found if isinstance(found, list) else []
-
-    def instance(self, study: str, series: str, sop: str) -> bytes:
-        """WADO-RS: one instance, as its Part 10 file."""
-        kind, body = self.get(f"/studies/{quote(study)}/series/{quote(series)}/instances/{quote(sop)}",
-                              'multipart/related; type="application/dicom"')
-        parts = multipart(kind, body)
-        if len(parts) != 1:
-            raise DataError(f"the DICOMweb server at {self.url} gave {len(parts)} parts for instance {sop}, not 1")
-        return parts[0]
-
-
-def multipart(content_type: str, body: bytes) -> list[bytes]:
-    """The bodies of a ``multipart/related`` answer."""
-    boundary = next((p.split("=", 1)[1].strip().strip('"') for p in content_type.split(";")
-                     if p.strip().lower().startswith("boundary=")), None)
-    if not boundary:
-        raise DataError(f"a WADO-RS answer without a multipart boundary ({content_type or 'no Content-Type'})")
-    out = []
-    for chunk in body.split(b"--" + boundary.encode())[1:]:
-        if chunk.startswith(b"--"):
-            break
-        head, sep, data = chunk.partition(b"\r\n\r\n")
-        if sep:
-            out.append(data[:-2] if data.endswith(b"\r\n") else data)
-    return out
-
-
-def _value(item: dict, tag: str) -> str:
-    values = (item.get(tag) or {}).get("Value") or [""]
-    return str(values[0])
 
 
 def visit_dir(session: Path, study: str) -> Path:
@@ -137,16 +73,16 @@ def pull(url: str, session: str | Path, timeout: float = 30.0, fhir: str | None 
     server = Server(fhir, "--fhir", "FHIR server", timeout) if fhir else None
     for study_item in pacs.qido("/studies"):
         report.studies += 1
-        study = _value(study_item, "0020000D")
+        study = value(study_item, "0020000D")
         wanted = [i for i in pacs.qido(f"/studies/{quote(study)}/instances")
-                  if _value(i, "00080016") in KINDS]
+                  if value(i, "00080016") in KINDS]
         folder = visit_dir(session, study)
         for item in wanted:
-            kind, sop = KINDS[_value(item, "00080016")], _value(item, "00080018")
+            kind, sop = KINDS[value(item, "00080016")], value(item, "00080018")
             path = folder / f"{kind}-{sop}.dcm"
             if path.is_file() or not sop.replace(".", "").isdigit():
                 continue
-            data = pacs.instance(study, _value(item, "0020000E"), sop)
+            data = pacs.instance(study, value(item, "0020000E"), sop)
             ds = dcmread(io.BytesIO(data), stop_before_pixels=True)
             if ds.get("Manufacturer") != "drtrt" or ds.SOPInstanceUID != sop:
                 continue                                          # not a drtrt station's object

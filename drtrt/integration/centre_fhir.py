@@ -23,7 +23,7 @@ _SR = "DICOM SR SOP Instance UID"
 
 
 def find_report(server, study: str) -> dict | None:
-    """The DiagnosticReport of ``study`` at the FHIR server (``server``: a :class:`.centre.Server`); None: none.
+    """The DiagnosticReport of ``study`` at the FHIR server (``server``: a :class:`.pacs.Server`); None: none.
     More than one is refused: the centre would not know which one is the result."""
     _, body = server.get(f"/DiagnosticReport?{_identifier_query(C.DICOM_UID_SYSTEM, f'urn:oid:{study}')}",
                          "application/fhir+json")

@@ -97,12 +97,14 @@ def test_the_centre_reads_what_the_station_sent_and_its_read_goes_back_once(tmp_
     [folder] = (centre / "visits").iterdir()
     visit = json.loads((folder / "visit.json").read_text())
     assert (first.studies, first.visits, first.reports) == (1, 1, 1)
-    assert json.loads((folder / "fhir-report.json").read_text()) == station_report and len(first.added) == sent_by_station
+    assert json.loads((folder / "fhir-report.json").read_text()) == station_report
+    assert len(first.added) == sent_by_station
     assert visit["sr"] == station_sr and visit["patient"] == "P-900" and visit["verification"] == "UNVERIFIED"
     assert visit["verdict"].startswith("R2 pre-proliferative") and visit["model_sha256"] == "b" * 64
     assert visit["eyes"]["right"]["Screening verdict"].startswith("R2") and len(visit["photos"]) == sent_by_station - 1
     before = files(centre)
-    assert pull(orthanc.dicomweb, centre, fhir=fhir_server).added == [] and files(centre) == before        # pulled twice: nothing new
+    assert pull(orthanc.dicomweb, centre, fhir=fhir_server).added == []             # pulled twice: nothing new
+    assert files(centre) == before
 
     with pytest.raises(ConfigError, match="overrules the model"):
         record_read(centre, visit["study"], {"right": "R1M0", "left": "R0M0"}, "Dr Ana Ruiz", "Centro Sur")
@@ -110,7 +112,8 @@ def test_the_centre_reads_what_the_station_sent_and_its_read_goes_back_once(tmp_
                 reason="a dot haemorrhage only: R1")
     down = CliRunner().invoke(app, ["centre", "push", str(centre), "--dicomweb", f"http://127.0.0.1:{free_port()}"])
     assert down.exit_code == 1 and "cannot reach the DICOMweb server" in down.output and "Traceback" not in down.output
-    assert len(orthanc.instances()) == sent_by_station and json.loads((folder / "visit.json").read_text())["pushed"] == []
+    assert len(orthanc.instances()) == sent_by_station
+    assert json.loads((folder / "visit.json").read_text())["pushed"] == []
     done = push(orthanc.dicomweb, centre, fhir=fhir_server)
     [uid] = done.sent
     assert done.reports == [station_report["id"]] and done.no_report == []
@@ -134,13 +137,15 @@ def test_the_centre_reads_what_the_station_sent_and_its_read_goes_back_once(tmp_
     assert report["status"] == "amended" and report["performer"] == [{"display": "Dr Ana Ruiz (Centro Sur)"}]
     assert report["conclusionCode"][0]["text"] == "no referable DR"
     assert report["conclusion"].startswith("R0 no retinopathy — rescreen in 12 months — read by Dr Ana Ruiz; the "
-                                           "model said: R2 pre-proliferative") and "NOT FOR CLINICAL USE" in report["conclusion"]
+                                           "model said: R2 pre-proliferative")
+    assert "NOT FOR CLINICAL USE" in report["conclusion"]
     assert report["identifier"][0]["value"] == f"urn:oid:{uid}" and report["subject"] == station_report["subject"]
 
     pull(orthanc.dicomweb, centre)                      # the centre's own SR comes back: now the visit's result
     visit = json.loads((folder / "visit.json").read_text())
     assert (visit["sr"], visit["verification"], visit["verified_by"]) == (uid, "VERIFIED", "Dr Ana Ruiz^")
-    assert push(orthanc.dicomweb, centre, fhir=fhir_server).sent == [] and len(orthanc.instances()) == sent_by_station + 1
+    assert push(orthanc.dicomweb, centre, fhir=fhir_server).sent == []
+    assert len(orthanc.instances()) == sent_by_station + 1
     assert len(FhirStandIn.received) == 2
     with pytest.raises(ConfigError, match="already read"):
         record_read(centre, visit["study"], {"right": "R2M0", "left": "R0M0"}, "Dr Ben", "Centro Sur")
