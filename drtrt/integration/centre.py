@@ -60,6 +60,13 @@ class PullReport:
     added: list[str] = field(default_factory=list)     # files kept by this pull
 
 
+def centre_session(session: str | Path) -> Path:
+    """``session`` if it is a centre's session folder (made by :func:`pull`), else one line."""
+    if not (Path(session) / "visits").is_dir():
+        raise DataError(f"{session} is not a centre session folder (no visits/): make it with drtrt centre pull")
+    return Path(session)
+
+
 def visit_dir(session: Path, study: str) -> Path:
     if not study or not all(c.isdigit() or c == "." for c in study):
         raise DataError(f"the PACS gave a study UID that is not a DICOM UID: {study!r}")
@@ -71,7 +78,9 @@ def pull(url: str, session: str | Path, timeout: float = 30.0, fhir: str | None 
     ``fhir``: also each visit's DiagnosticReport from that FHIR server (``fhir-report.json``)."""
     pacs, session, report = Pacs(url, timeout), Path(session), PullReport()
     server = Server(fhir, "--fhir", "FHIR server", timeout) if fhir else None
-    for study_item in pacs.qido("/studies"):
+    studies = pacs.qido("/studies")
+    (session / "visits").mkdir(parents=True, exist_ok=True)
+    for study_item in studies:
         report.studies += 1
         study = value(study_item, "0020000D")
         wanted = [i for i in pacs.qido(f"/studies/{quote(study)}/instances")
@@ -168,7 +177,7 @@ def _text(item: Dataset | None) -> str:
 def record_read(session: str | Path, study: str, grades: dict[str, str], reader: str, organisation: str,
                 reason: str | None = None) -> dict:
     """Keep ``reader``'s grades (eye → R0M0 … or ICDR2+DME …, U) of a pulled visit; one read per visit."""
-    folder = visit_dir(Path(session), study)
+    folder = visit_dir(centre_session(session), study)
     visit = load(folder)
     if not visit:
         raise DataError(f"no pulled visit of study {study} in {session}: run drtrt centre pull first")
@@ -230,7 +239,7 @@ def push(url: str, session: str | Path, timeout: float = 30.0, fhir: str | None 
     DiagnosticReport (a visit whose report was pulled); a failure raises, with nothing marked that was not sent."""
     sender, out = DicomWebSender(url, timeout), PushReport()
     reporter = FhirSender(fhir, timeout) if fhir else None
-    for folder in sorted((Path(session) / "visits").glob("*")):
+    for folder in sorted((centre_session(session) / "visits").glob("*")):
         visit = load(folder)
         if not visit or not (folder / "read.json").is_file():
             continue
