@@ -4,7 +4,8 @@ reads go back to the same PACS.
 ``pull`` asks the PACS over DICOMweb (QIDO-RS ``/studies``, ``/studies/{study}/instances``; WADO-RS for
 each instance) for the drtrt screening reports (Comprehensive SR, Manufacturer ``drtrt``) and the drtrt
 pictures (Secondary Capture) of every study, and keeps them as the station sent them, one folder per
-visit (= study): ``SESSION/visits/<StudyInstanceUID>/`` with ``sr-<UID>.dcm``, ``sc-<UID>.dcm`` and
+visit (= study): ``SESSION/visits/<StudyInstanceUID>/`` with ``sr-<UID>.dcm``, ``sc-<UID>.dcm`` (and its
+pixels as ``sc-<UID>.png``, to look at) and
 ``visit.json`` (patient, study, the current SR, its verdict and per-eye results, the model's name and
 SHA-256, UNVERIFIED or VERIFIED). Files are named by SOP Instance UID: pulling again fetches and adds
 nothing already kept. The current SR is the one no other SR of the study names as its predecessor.
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+import cv2
 import highdicom as hd
 from pydicom import Dataset, dcmread
 from pydicom.uid import ComprehensiveSRStorage, SecondaryCaptureImageStorage
@@ -49,6 +51,7 @@ from drtrt.integration.senders import DicomWebSender, FhirSender
 from drtrt.integration.uids import derive_uid, digest
 
 KINDS = {ComprehensiveSRStorage: "sr", SecondaryCaptureImageStorage: "sc"}
+_LATERALITY = {"R": "right", "L": "left"}
 _EYES = {C.EYE_SITE["right"][0]: "right", C.EYE_SITE["left"][0]: "left"}
 
 
@@ -95,6 +98,8 @@ def pull(url: str, session: str | Path, timeout: float = 30.0, fhir: str | None 
             ds = dcmread(io.BytesIO(data), stop_before_pixels=True)
             if ds.get("Manufacturer") != "drtrt" or ds.SOPInstanceUID != sop:
                 continue                                          # not a drtrt station's object
+            if kind == "sc":                                    # the picture to look at, beside its DICOM file
+                report.added.append(_picture(dcmread(io.BytesIO(data)), folder / f"sc-{sop}.png", session))
             atomic_write(path, data)
             report.added.append(str(path.relative_to(session)))
         if folder.is_dir() and any(folder.glob("sr-*.dcm")):
@@ -105,6 +110,18 @@ def pull(url: str, session: str | Path, timeout: float = 30.0, fhir: str | None 
                 report.reports += 1
                 _keep_json(folder / "fhir-report.json", found)
     return report
+
+
+def _picture(ds: Dataset, path: Path, session: Path) -> str:
+    """The Secondary Capture's pixels as a PNG (lossless: the lesion outlines as drawn)."""
+    pixels = ds.pixel_array
+    if ds.get("PhotometricInterpretation") == "RGB" and pixels.ndim == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    ok, png = cv2.imencode(".png", pixels)
+    if not ok:
+        raise DataError(f"cannot make a PNG of {ds.SOPInstanceUID}")
+    atomic_write(path, png.tobytes())
+    return str(path.relative_to(session))
 
 
 def _keep_json(path: Path, doc: dict) -> None:
@@ -124,7 +141,9 @@ def _write_summary(folder: Path) -> None:
     summary = summarise(current[0])
     old = load(folder)
     summary["pushed"], summary["fhir_pushed"] = old.get("pushed", []), old.get("fhir_pushed", [])
-    summary["photos"] = sorted(p.name for p in folder.glob("sc-*.dcm"))
+    summary["photos"] = [{"dicom": p.name, "png": p.with_suffix(".png").name,
+                          "eye": _LATERALITY.get(dcmread(p, stop_before_pixels=True).get("Laterality"), "unspecified")}
+                         for p in sorted(folder.glob("sc-*.dcm"))]
     if summary != old:
         _keep_json(folder / "visit.json", summary)
 

@@ -10,6 +10,8 @@ import threading
 from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+import cv2
+import numpy as np
 import pytest
 
 pytest.importorskip("highdicom", reason="the centre needs the integration extra")
@@ -64,15 +66,18 @@ def reports():
 
 
 def station_sends(tmp_path, orthanc, fhir_server) -> str:
-    """A station's closed visit (right eye R2 by the model), synced to Orthanc and the FHIR stand-in; returns the
-    visit's SR UID."""
+    """A station's closed visit (right eye R2 by the model, each photo with its overlay picture), synced to Orthanc
+    and the FHIR stand-in; returns the visit's SR UID."""
     folder = tmp_path / "station"
-    folder.mkdir()
+    (folder / "overlays").mkdir(parents=True)
+    picture = np.arange(48 * 64 * 3, dtype=np.uint32).reshape(48, 64, 3) % 251
+    cv2.imwrite(str(folder / "overlays" / "overlay.png"), picture.astype(np.uint8))
     with SessionStore(folder / "session.db") as store:
         store.bind_model("b" * 64, "test.onnx", TaskSpec())
         store.set_meta("organisation", "Clínica Norte")
         keep_pathway(store, Pathway.from_dict({**NHS.to_dict(), "reads": {"second_read": "never"}}))
-        make_visit(VisitBook(store), "P-900", "2026-03-01T10:00", {"right": 2, "left": 0})
+        make_visit(VisitBook(store), "P-900", "2026-03-01T10:00", {"right": 2, "left": 0},
+                   extra={"overlay": "overlays/overlay.png"})
         report = sync_session(store, folder, SyncConfig(dicomweb=orthanc.dicomweb, fhir=fhir_server, retry_base=0.01))
     assert report.pending == 0
     [sr] = [d for d in srs(orthanc)]
@@ -98,10 +103,13 @@ def test_the_centre_reads_what_the_station_sent_and_its_read_goes_back_once(tmp_
     visit = json.loads((folder / "visit.json").read_text())
     assert (first.studies, first.visits, first.reports) == (1, 1, 1)
     assert json.loads((folder / "fhir-report.json").read_text()) == station_report
-    assert len(first.added) == sent_by_station
     assert visit["sr"] == station_sr and visit["patient"] == "P-900" and visit["verification"] == "UNVERIFIED"
     assert visit["verdict"].startswith("R2 pre-proliferative") and visit["model_sha256"] == "b" * 64
-    assert visit["eyes"]["right"]["Screening verdict"].startswith("R2") and len(visit["photos"]) == sent_by_station - 1
+    assert visit["eyes"]["right"]["Screening verdict"].startswith("R2")
+    assert sorted(p["eye"] for p in visit["photos"]) == ["left", "right"] and len(first.added) == 2 * sent_by_station - 1
+    for photo in visit["photos"]:                  # the picture to look at is the one the station sent, pixel for pixel
+        sent = dcmread(folder / photo["dicom"]).pixel_array
+        assert (cv2.cvtColor(cv2.imread(str(folder / photo["png"])), cv2.COLOR_BGR2RGB) == sent).all()
     before = files(centre)
     assert pull(orthanc.dicomweb, centre, fhir=fhir_server).added == []             # pulled twice: nothing new
     assert files(centre) == before
