@@ -51,6 +51,23 @@ def centre_pull(dicomweb: UrlOpt, out: Annotated[Path, Opt("The centre's session
                   + f"; {len(report.added)} file(s) added to {out}", highlight=False, soft_wrap=True, markup=False)
 
 
+@centre_app.command("list", cls=_Command)
+@cli_errors
+def centre_list(session: SessionArg) -> None:
+    """The pulled visits waiting for a read: those the model found referable first, then those it could not
+    grade, then the rest; each with its pictures (PNG) to look at before reading."""
+    from drtrt.integration.centre import queue
+
+    waiting = queue(session)
+    for visit in waiting:
+        console.print(f"{visit['study']}  {visit['patient']}  {visit.get('date') or '-'}  {visit['verdict']}",
+                      highlight=False, soft_wrap=True, markup=False)
+        for photo in visit["photos"]:
+            console.print(f"    {session / 'visits' / visit['study'] / photo['png']} ({photo['eye']})", highlight=False,
+                          soft_wrap=True, markup=False)
+    console.print(f"{len(waiting)} visit(s) waiting for a read", highlight=False, soft_wrap=True, markup=False)
+
+
 @centre_app.command("read", cls=_Command)
 @cli_errors
 def centre_read(session: SessionArg,

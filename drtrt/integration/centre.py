@@ -178,7 +178,8 @@ def summarise(sr: Dataset) -> dict:
             "verified_by": str(observer[0].VerifyingObserverName) if observer else None,
             "verdict": _text(top.get("Screening verdict")), "model": _text(top.get("Model name")),
             "model_sha256": _text(top.get("Model SHA-256")),
-            "validation": _text(top.get(C.LOCAL["validation"])), "eyes": eyes}
+            "validation": _text(top.get(C.LOCAL["validation"])), "referable": _meaning(top.get(C.LOCAL["referable-dr"])),
+            "date": str(sr.get("StudyDate", "")), "eyes": eyes}
 
 
 def _name(item: Dataset) -> str:
@@ -187,6 +188,21 @@ def _name(item: Dataset) -> str:
 
 def _code(item: Dataset) -> str:
     return item.ConceptNameCodeSequence[0].CodeValue
+
+
+def _meaning(item: Dataset | None) -> str | None:
+    """A CODE item's answer (Yes / No); None: absent (nothing gradable)."""
+    return item.ConceptCodeSequence[0].CodeMeaning if item is not None and "ConceptCodeSequence" in item else None
+
+
+def queue(session: str | Path) -> list[dict]:
+    """The pulled visits no one has read (not VERIFIED, no centre read), those the model found referable first,
+    then those it could not grade, then the rest; oldest first within each."""
+    rank = {"Yes": 0, None: 1, "No": 2}
+    found = [load(f) for f in sorted((centre_session(session) / "visits").glob("*"))
+             if not (f / "read.json").is_file()]
+    waiting = [v for v in found if v and v["verification"] != "VERIFIED"]
+    return sorted(waiting, key=lambda v: (rank.get(v.get("referable"), 1), v.get("date", ""), v["study"]))
 
 
 def _text(item: Dataset | None) -> str:

@@ -89,6 +89,7 @@ MISSING_PATH = {
     ("audit", "show"): (["{missing}"], "not a session folder"),
     ("centre", "read"): (["{missing}", "--study", "1.2.3", "--right", "R0M0", "--left", "R0M0", "--reader", "Ana",
                           "--organisation", "Centro"], "not a centre session folder"),
+    ("centre", "list"): (["{missing}"], "not a centre session folder"),
     ("centre", "push"): (["{missing}", "--dicomweb", "http://127.0.0.1:9/dicom-web"], "not a centre session folder"),
 }
 NO_INPUT_PATH = {("synth",): "writes a new folder", ("doctor",): "reads nothing", ("demo",): "makes its own data",

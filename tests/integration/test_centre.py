@@ -26,7 +26,7 @@ from drtrt.clinic.pathways import NHS, Pathway, keep_pathway  # noqa: E402
 from drtrt.clinic.store import SessionStore  # noqa: E402
 from drtrt.clinic.visits import VisitBook  # noqa: E402
 from drtrt.errors import ConfigError  # noqa: E402
-from drtrt.integration.centre import pull, push, record_read  # noqa: E402
+from drtrt.integration.centre import pull, push, queue, record_read  # noqa: E402
 from drtrt.integration.sync import SyncConfig, sync_session  # noqa: E402
 from drtrt.task import TaskSpec  # noqa: E402
 
@@ -65,7 +65,7 @@ def reports():
     return [r for url, r in FhirStandIn.stored.items() if url.startswith("DiagnosticReport/")]
 
 
-def station_sends(tmp_path, orthanc, fhir_server) -> str:
+def station_sends(tmp_path, orthanc, fhir_server, visits=(("P-900", {"right": 2, "left": 0}),)) -> str:
     """A station's closed visit (right eye R2 by the model, each photo with its overlay picture), synced to Orthanc
     and the FHIR stand-in; returns the visit's SR UID."""
     folder = tmp_path / "station"
@@ -76,12 +76,11 @@ def station_sends(tmp_path, orthanc, fhir_server) -> str:
         store.bind_model("b" * 64, "test.onnx", TaskSpec())
         store.set_meta("organisation", "Clínica Norte")
         keep_pathway(store, Pathway.from_dict({**NHS.to_dict(), "reads": {"second_read": "never"}}))
-        make_visit(VisitBook(store), "P-900", "2026-03-01T10:00", {"right": 2, "left": 0},
-                   extra={"overlay": "overlays/overlay.png"})
+        for patient, eyes in visits:
+            make_visit(VisitBook(store), patient, "2026-03-01T10:00", eyes, extra={"overlay": "overlays/overlay.png"})
         report = sync_session(store, folder, SyncConfig(dicomweb=orthanc.dicomweb, fhir=fhir_server, retry_base=0.01))
     assert report.pending == 0
-    [sr] = [d for d in srs(orthanc)]
-    return sr.SOPInstanceUID
+    return srs(orthanc)[0].SOPInstanceUID
 
 
 def srs(orthanc):
@@ -106,7 +105,8 @@ def test_the_centre_reads_what_the_station_sent_and_its_read_goes_back_once(tmp_
     assert visit["sr"] == station_sr and visit["patient"] == "P-900" and visit["verification"] == "UNVERIFIED"
     assert visit["verdict"].startswith("R2 pre-proliferative") and visit["model_sha256"] == "b" * 64
     assert visit["eyes"]["right"]["Screening verdict"].startswith("R2")
-    assert sorted(p["eye"] for p in visit["photos"]) == ["left", "right"] and len(first.added) == 2 * sent_by_station - 1
+    assert sorted(p["eye"] for p in visit["photos"]) == ["left", "right"] and visit["referable"] == "Yes"
+    assert len(first.added) == 2 * sent_by_station - 1
     for photo in visit["photos"]:                  # the picture to look at is the one the station sent, pixel for pixel
         sent = dcmread(folder / photo["dicom"]).pixel_array
         assert (cv2.cvtColor(cv2.imread(str(folder / photo["png"])), cv2.COLOR_BGR2RGB) == sent).all()
@@ -191,3 +191,20 @@ def test_a_read_visit_whose_report_was_not_pulled_is_said_and_the_sr_still_goes(
     assert result.exit_code == 0, result.output
     assert "1 verified report(s) sent, 0 DiagnosticReport(s) corrected" in result.output
     assert "have no DiagnosticReport pulled" in result.output and reports()[0]["status"] == "preliminary"
+
+
+def test_the_centre_queue_puts_what_the_model_refers_first_and_drops_what_is_read(tmp_path, orthanc, fhir_server):
+    station_sends(tmp_path, orthanc, fhir_server, (("P-1", {"right": 0, "left": 0}), ("P-2", {"right": 2, "left": 0}),
+                                                   ("P-3", {"right": "ungradable", "left": "ungradable"})))
+    centre = tmp_path / "centre"
+    pull(orthanc.dicomweb, centre)
+    assert [v["patient"] for v in queue(centre)] == ["P-2", "P-3", "P-1"]
+    listed = CliRunner().invoke(app, ["centre", "list", str(centre)])
+    assert listed.exit_code == 0, listed.output
+    assert [line.split()[1] for line in listed.output.splitlines() if line.startswith("2.25.")] == ["P-2", "P-3", "P-1"]
+    assert ".png (right)" in listed.output and "3 visit(s) waiting for a read" in listed.output
+    [p2] = [v for v in queue(centre) if v["patient"] == "P-2"]
+    read = CliRunner().invoke(app, ["centre", "read", str(centre), "--study", p2["study"], "--right", "R2M0",
+                                    "--left", "R0M0", "--reader", "Dr Ben", "--organisation", "Centro Sur"])
+    assert read.exit_code == 0 and "read by Dr Ben" in read.output, read.output
+    assert [v["patient"] for v in queue(centre)] == ["P-3", "P-1"]
