@@ -177,8 +177,8 @@ def summarise(sr: Dataset) -> dict:
             "accession": str(sr.get("AccessionNumber", "")), "verification": sr.VerificationFlag,
             "verified_by": str(observer[0].VerifyingObserverName) if observer else None,
             "verdict": _text(top.get("Screening verdict")), "model": _text(top.get("Model name")),
-            "model_sha256": _text(top.get("Model SHA-256")),
-            "validation": _text(top.get(C.LOCAL["validation"])), "referable": _meaning(top.get(C.LOCAL["referable-dr"])),
+            "model_sha256": _text(top.get("Model SHA-256")), "validation": _text(top.get(C.LOCAL["validation"])),
+            "referable": _meaning(top.get(C.LOCAL["referable-dr"])),
             "date": str(sr.get("StudyDate", "")), "eyes": eyes}
 
 
