@@ -42,8 +42,8 @@ from drtrt.clinic.reads import MAX_REASON, read_verdict, words_of
 from drtrt.clinic.store import now
 from drtrt.errors import ConfigError, DataError
 from drtrt.fileio import atomic_write
-from drtrt.integration import codes as C
 from drtrt.integration.centre_fhir import corrected_bundle, find_report
+from drtrt.integration.centre_sr import summarise
 from drtrt.integration.dicom_out import local
 from drtrt.integration.fhir import bundle_bytes
 from drtrt.integration.pacs import Pacs, Server, value
@@ -52,7 +52,6 @@ from drtrt.integration.uids import derive_uid, digest
 
 KINDS = {ComprehensiveSRStorage: "sr", SecondaryCaptureImageStorage: "sc"}
 _LATERALITY = {"R": "right", "L": "left"}
-_EYES = {C.EYE_SITE["right"][0]: "right", C.EYE_SITE["left"][0]: "left"}
 
 
 @dataclass
@@ -155,46 +154,6 @@ def load(folder: Path) -> dict:
         return {}
 
 
-def summarise(sr: Dataset) -> dict:
-    """What a reader needs from a station's SR: who, which study, the verdict, per-eye results, the model."""
-    top = {_name(item): item for item in sr.ContentSequence}
-    eyes = {}
-    for item in sr.ContentSequence:
-        if item.ValueType != "CONTAINER" or _code(item) != "eye-result":
-            continue
-        found = {}
-        for sub in item.ContentSequence:
-            if sub.ValueType == "CODE" and sub.RelationshipType == "HAS CONCEPT MOD":
-                found["eye"] = _EYES.get(sub.ConceptCodeSequence[0].CodeValue, "unspecified")
-            elif sub.ValueType == "TEXT":
-                found[_name(sub)] = sub.TextValue
-            elif sub.ValueType == "CODE":
-                found[_name(sub)] = sub.ConceptCodeSequence[0].CodeMeaning
-        eyes[found.pop("eye", "unspecified")] = found
-    observer = sr.get("VerifyingObserverSequence")
-    return {"study": sr.StudyInstanceUID, "series": sr.SeriesInstanceUID, "sr": sr.SOPInstanceUID,
-            "patient": str(sr.PatientID), "name": str(sr.get("PatientName", "")),
-            "accession": str(sr.get("AccessionNumber", "")), "verification": sr.VerificationFlag,
-            "verified_by": str(observer[0].VerifyingObserverName) if observer else None,
-            "verdict": _text(top.get("Screening verdict")), "model": _text(top.get("Model name")),
-            "model_sha256": _text(top.get("Model SHA-256")), "validation": _text(top.get(C.LOCAL["validation"])),
-            "referable": _meaning(top.get(C.LOCAL["referable-dr"])),
-            "date": str(sr.get("StudyDate", "")), "eyes": eyes}
-
-
-def _name(item: Dataset) -> str:
-    return item.ConceptNameCodeSequence[0].CodeMeaning
-
-
-def _code(item: Dataset) -> str:
-    return item.ConceptNameCodeSequence[0].CodeValue
-
-
-def _meaning(item: Dataset | None) -> str | None:
-    """A CODE item's answer (Yes / No); None: absent (nothing gradable)."""
-    return item.ConceptCodeSequence[0].CodeMeaning if item is not None and "ConceptCodeSequence" in item else None
-
-
 def queue(session: str | Path) -> list[dict]:
     """The pulled visits no one has read (not VERIFIED, no centre read), those the model found referable first,
     then those it could not grade, then the rest; oldest first within each."""
@@ -203,10 +162,6 @@ def queue(session: str | Path) -> list[dict]:
              if not (f / "read.json").is_file()]
     waiting = [v for v in found if v and v["verification"] != "VERIFIED"]
     return sorted(waiting, key=lambda v: (rank.get(v.get("referable"), 1), v.get("date", ""), v["study"]))
-
-
-def _text(item: Dataset | None) -> str:
-    return item.TextValue if item is not None and "TextValue" in item else ""
 
 
 def record_read(session: str | Path, study: str, grades: dict[str, str], reader: str, organisation: str,

@@ -152,6 +152,7 @@ def test_the_centre_reads_what_the_station_sent_and_its_read_goes_back_once(tmp_
     pull(orthanc.dicomweb, centre)                      # the centre's own SR comes back: now the visit's result
     visit = json.loads((folder / "visit.json").read_text())
     assert (visit["sr"], visit["verification"], visit["verified_by"]) == (uid, "VERIFIED", "Dr Ana Ruiz^")
+    assert visit["read"].startswith("R0 no retinopathy") and visit["verdict"].startswith("R2")   # the model's, beside
     assert push(orthanc.dicomweb, centre, fhir=fhir_server).sent == []
     assert len(orthanc.instances()) == sent_by_station + 1
     assert len(FhirStandIn.received) == 2
