@@ -38,8 +38,10 @@ from pydicom import Dataset, dcmread
 from pydicom.uid import ComprehensiveSRStorage, SecondaryCaptureImageStorage
 
 from drtrt.clinic.pathways import ICDR, NHS
-from drtrt.clinic.reads import MAX_REASON, read_verdict, words_of
-from drtrt.clinic.store import now
+from drtrt.clinic import audit
+from drtrt.clinic.accounts import NO_LOGIN, Actor
+from drtrt.clinic.reads import ICDR_GRADES, M_GRADES, MAX_REASON, R_GRADES, read_verdict, words_of
+from drtrt.clinic.store import SessionStore, now
 from drtrt.errors import ConfigError, DataError
 from drtrt.fileio import atomic_write
 from drtrt.integration.centre_fhir import corrected_bundle, find_report
@@ -167,15 +169,28 @@ def queue(session: str | Path) -> list[dict]:
 def record_read(session: str | Path, study: str, grades: dict[str, str], reader: str, organisation: str,
                 reason: str | None = None) -> dict:
     """Keep ``reader``'s grades (eye → R0M0 … or ICDR2+DME …, U) of a pulled visit; one read per visit."""
-    folder = visit_dir(centre_session(session), study)
-    visit = load(folder)
+    with SessionStore(centre_session(session) / "session.db") as store:    # one reader at a time, and the trail
+        return _record_read(store, visit_dir(Path(session), study), grades, reader, organisation, reason)
+
+
+_FORMS = {"nhs": {f"{r}{m}" for r in R_GRADES for m in M_GRADES} | {"U"},
+          "icdr": {f"ICDR{g}{d}" for g in ICDR_GRADES for d in ("", "+DME")} | {"U"}}
+
+
+def _record_read(store: SessionStore, folder: Path, grades: dict[str, str], reader: str, organisation: str,
+                 reason: str | None) -> dict:
+    study, visit = folder.name, load(folder)
     if not visit:
         raise DataError(f"no pulled visit of study {study} in {session}: run drtrt centre pull first")
     if visit["verification"] == "VERIFIED" or (folder / "read.json").is_file():
         raise ConfigError(f"study {study} is already read (its result is final); a correction is read at the PACS")
     if sorted(grades) != ["left", "right"]:
         raise ConfigError("grade both eyes (U for an eye that cannot be graded)")
-    pathway = ICDR if any(g.startswith("ICDR") for g in grades.values()) else NHS
+    form = "icdr" if any(g.startswith("ICDR") for g in grades.values()) else "nhs"
+    if not all(g in _FORMS[form] for g in grades.values()):
+        raise ConfigError(f"grade each eye in one form: R0, R1, R2, R3, R3a or R3s with M0 or M1 (R2M0), or ICDR0 to "
+                          f"ICDR4 with or without +DME, or U; found {grades['right']!r} and {grades['left']!r}")
+    pathway = ICDR if form == "icdr" else NHS
     verdict = read_verdict(grades, pathway)
     words = words_of(verdict, pathway)
     overrules = not visit["verdict"].startswith(words)
@@ -185,6 +200,9 @@ def record_read(session: str | Path, study: str, grades: dict[str, str], reader:
                           f"(at most {MAX_REASON} characters)")
     read = {"sr": visit["sr"], "reader": reader, "organisation": organisation, "grades": dict(sorted(grades.items())),
             "verdict": verdict, "words": words, "overrules": overrules, "reason": reason, "recorded": now()}
+    audit.append(store, Actor(reader, "reader"), "override" if overrules else "read", patient=visit["patient"],
+                 details={"study": study, "sr": visit["sr"], "grades": read["grades"], "verdict": verdict,
+                          "model_verdict": visit["verdict"], "reason": reason, "organisation": organisation})
     atomic_write(folder / "read.json", json.dumps(read, indent=1, ensure_ascii=False).encode())
     return read
 
@@ -229,34 +247,45 @@ def push(url: str, session: str | Path, timeout: float = 30.0, fhir: str | None 
     DiagnosticReport (a visit whose report was pulled); a failure raises, with nothing marked that was not sent."""
     sender, out = DicomWebSender(url, timeout), PushReport()
     reporter = FhirSender(fhir, timeout) if fhir else None
-    for folder in sorted((centre_session(session) / "visits").glob("*")):
-        visit = load(folder)
-        if not visit or not (folder / "read.json").is_file():
-            continue
-        read = json.loads((folder / "read.json").read_text(encoding="utf-8"))
-        report = verified_report(dcmread(folder / f"sr-{read['sr']}.dcm"), read)
-        uid = report.SOPInstanceUID
-        if uid not in visit["pushed"]:
-            path = folder / f"sr-{uid}.dcm"
-            if not path.is_file():
-                buffer = io.BytesIO()
-                report.save_as(buffer, enforce_file_format=True)
-                atomic_write(path, buffer.getvalue())
-            sender.send(path, uid)                  # Unreachable / Rejected: not marked, the next push tries again
-            visit["pushed"].append(uid)
-            _keep_json(folder / "visit.json", visit)
-            out.sent.append(uid)
-        if reporter is None or uid in visit.get("fhir_pushed", []):
-            continue
-        if not (folder / "fhir-report.json").is_file():
-            out.no_report.append(visit["study"])
-            continue
-        station = json.loads((folder / "fhir-report.json").read_text(encoding="utf-8"))
-        bundle = corrected_bundle(station, read, visit, uid)
-        path = folder / f"fhir-{bundle['id']}.json"
-        atomic_write(path, bundle_bytes(bundle))
-        reporter.send(path, bundle["id"])
-        visit.setdefault("fhir_pushed", []).append(uid)
-        _keep_json(folder / "visit.json", visit)
-        out.reports.append(station["id"])
+    with SessionStore(centre_session(session) / "session.db") as store:
+        for folder in sorted((Path(session) / "visits").glob("*")):
+            _push_visit(store, folder, sender, reporter, out)
     return out
+
+
+def _push_visit(store: SessionStore, folder: Path, sender: DicomWebSender, reporter: FhirSender | None,
+                out: PushReport) -> None:
+    """One visit's VERIFIED SR and corrected DiagnosticReport, each sent unless confirmed before; audited."""
+    visit = load(folder)
+    if not visit or not (folder / "read.json").is_file():
+        return
+    read = json.loads((folder / "read.json").read_text(encoding="utf-8"))
+    report = verified_report(dcmread(folder / f"sr-{read['sr']}.dcm"), read)
+    uid = report.SOPInstanceUID
+    if uid not in visit["pushed"]:
+        path = folder / f"sr-{uid}.dcm"
+        if not path.is_file():
+            buffer = io.BytesIO()
+            report.save_as(buffer, enforce_file_format=True)
+            atomic_write(path, buffer.getvalue())
+        sender.send(path, uid)                  # Unreachable / Rejected: not marked, the next push tries again
+        visit["pushed"].append(uid)
+        _keep_json(folder / "visit.json", visit)
+        out.sent.append(uid)
+        audit.append(store, NO_LOGIN, "send", patient=visit["patient"],
+                     details={"study": visit["study"], "sr": uid, "to": sender.destination})
+    if reporter is None or uid in visit.get("fhir_pushed", []):
+        return
+    if not (folder / "fhir-report.json").is_file():
+        out.no_report.append(visit["study"])
+        return
+    station = json.loads((folder / "fhir-report.json").read_text(encoding="utf-8"))
+    bundle = corrected_bundle(station, read, visit, uid)
+    path = folder / f"fhir-{bundle['id']}.json"
+    atomic_write(path, bundle_bytes(bundle))
+    reporter.send(path, bundle["id"])
+    visit.setdefault("fhir_pushed", []).append(uid)
+    _keep_json(folder / "visit.json", visit)
+    out.reports.append(station["id"])
+    audit.append(store, NO_LOGIN, "send", patient=visit["patient"],
+                 details={"study": visit["study"], "report": station["id"], "to": reporter.destination})

@@ -22,6 +22,7 @@ from typer.testing import CliRunner  # noqa: E402
 from visit_fixture import make_visit  # noqa: E402
 
 from drtrt.cli import app  # noqa: E402
+from drtrt.clinic.audit import entries  # noqa: E402
 from drtrt.clinic.pathways import NHS, Pathway, keep_pathway  # noqa: E402
 from drtrt.clinic.store import SessionStore  # noqa: E402
 from drtrt.clinic.visits import VisitBook  # noqa: E402
@@ -114,6 +115,8 @@ def test_the_centre_reads_what_the_station_sent_and_its_read_goes_back_once(tmp_
     assert pull(orthanc.dicomweb, centre, fhir=fhir_server).added == []             # pulled twice: nothing new
     assert files(centre) == before
 
+    with pytest.raises(ConfigError, match="grade each eye in one form"):         # never a typo read as R0
+        record_read(centre, visit["study"], {"right": "R9M0", "left": "R0M0"}, "Dr Ana Ruiz", "Centro Sur")
     with pytest.raises(ConfigError, match="overrules the model"):
         record_read(centre, visit["study"], {"right": "R1M0", "left": "R0M0"}, "Dr Ana Ruiz", "Centro Sur")
     record_read(centre, visit["study"], {"right": "R1M0", "left": "R0M0"}, "Dr Ana Ruiz", "Centro Sur",
@@ -158,6 +161,12 @@ def test_the_centre_reads_what_the_station_sent_and_its_read_goes_back_once(tmp_
     assert len(FhirStandIn.received) == 2
     with pytest.raises(ConfigError, match="already read"):
         record_read(centre, visit["study"], {"right": "R2M0", "left": "R0M0"}, "Dr Ben", "Centro Sur")
+    checked = CliRunner().invoke(app, ["audit", "verify", str(centre)])        # who read, who sent: in the trail
+    assert checked.exit_code == 0 and "3 entries, chain intact" in checked.output, checked.output
+    with SessionStore(centre / "session.db") as store:
+        trail = [(e.person, e.action, e.patient) for e in entries(store)]
+    assert trail == [("Dr Ana Ruiz", "override", "P-900"), ("no login (this machine)", "send", "P-900"),
+                     ("no login (this machine)", "send", "P-900")]
 
 
 def test_an_unreachable_or_malformed_pacs_is_one_line(tmp_path):
