@@ -103,6 +103,14 @@ def centre_push(session: SessionArg, dicomweb: UrlOpt, fhir: FhirOpt = None, tim
     done = _send(lambda: push(dicomweb, session, timeout, fhir))
     console.print(f"{len(done.sent)} verified report(s) sent" + (f", {len(done.reports)} DiagnosticReport(s) "
                   "corrected" if fhir else ""), highlight=False, soft_wrap=True, markup=False)
+    if done.final:
+        console.print(f"{len(done.final)} centre read(s) not sent: read and verified at the station since (first: "
+                      f"study {done.final[0]})", highlight=False, soft_wrap=True, markup=False)
+    if done.stale:
+        from drtrt.errors import SendError
+
+        raise SendError(f"{len(done.stale)} read visit(s) not sent: the station's report changed since the read "
+                        f"(first: study {done.stale[0]}); run drtrt centre list and read them again")
     if done.no_report:
         console.print(f"{len(done.no_report)} read visit(s) have no DiagnosticReport pulled from the FHIR server "
                       f"(first: study {done.no_report[0]}): run centre pull --fhir", highlight=False, soft_wrap=True,

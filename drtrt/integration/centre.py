@@ -157,12 +157,15 @@ def load(folder: Path) -> dict:
 
 
 def queue(session: str | Path) -> list[dict]:
-    """The pulled visits no one has read (not VERIFIED, no centre read), those the model found referable first,
-    then those it could not grade, then the rest; oldest first within each."""
+    """The pulled visits no one has read (not VERIFIED, no centre read of their current report): those the model
+    found referable first, then those it could not grade, then the rest; oldest first within each."""
     rank = {"Yes": 0, None: 1, "No": 2}
-    found = [load(f) for f in sorted((centre_session(session) / "visits").glob("*"))
-             if not (f / "read.json").is_file()]
-    waiting = [v for v in found if v and v["verification"] != "VERIFIED"]
+    waiting = []
+    for folder in sorted((centre_session(session) / "visits").glob("*")):
+        visit, read = load(folder), folder / "read.json"
+        if visit and visit["verification"] != "VERIFIED" and (
+                not read.is_file() or json.loads(read.read_text(encoding="utf-8"))["sr"] != visit["sr"]):
+            waiting.append(visit)                   # never read, or the report read was replaced since
     return sorted(waiting, key=lambda v: (rank.get(v.get("referable"), 1), v.get("date", ""), v["study"]))
 
 
@@ -182,7 +185,8 @@ def _record_read(store: SessionStore, folder: Path, grades: dict[str, str], read
     study, visit = folder.name, load(folder)
     if not visit:
         raise DataError(f"no pulled visit of study {study} in {session}: run drtrt centre pull first")
-    if visit["verification"] == "VERIFIED" or (folder / "read.json").is_file():
+    earlier = json.loads((folder / "read.json").read_text(encoding="utf-8")) if (folder / "read.json").is_file() else None
+    if visit["verification"] == "VERIFIED" or (earlier is not None and earlier["sr"] == visit["sr"]):
         raise ConfigError(f"study {study} is already read (its result is final); a correction is read at the PACS")
     if sorted(grades) != ["left", "right"]:
         raise ConfigError("grade both eyes (U for an eye that cannot be graded)")
@@ -240,6 +244,8 @@ class PushReport:
     sent: list[str] = field(default_factory=list)        # SR SOP Instance UIDs sent
     reports: list[str] = field(default_factory=list)     # DiagnosticReports corrected at the FHIR server
     no_report: list[str] = field(default_factory=list)   # read studies with no DiagnosticReport pulled (--fhir)
+    stale: list[str] = field(default_factory=list)       # read studies whose station report changed since the read
+    final: list[str] = field(default_factory=list)       # of them, those read and VERIFIED at the station since
 
 
 def push(url: str, session: str | Path, timeout: float = 30.0, fhir: str | None = None) -> PushReport:
@@ -260,6 +266,9 @@ def _push_visit(store: SessionStore, folder: Path, sender: DicomWebSender, repor
     if not visit or not (folder / "read.json").is_file():
         return
     read = json.loads((folder / "read.json").read_text(encoding="utf-8"))
+    if read["sr"] != visit["sr"] and visit["sr"] not in visit["pushed"]:
+        (out.final if visit["verification"] == "VERIFIED" else out.stale).append(visit["study"])
+        return                                      # the station replaced the report that was read: never sent
     report = verified_report(dcmread(folder / f"sr-{read['sr']}.dcm"), read)
     uid = report.SOPInstanceUID
     if uid not in visit["pushed"]:

@@ -22,8 +22,10 @@ from typer.testing import CliRunner  # noqa: E402
 from visit_fixture import make_visit  # noqa: E402
 
 from drtrt.cli import app  # noqa: E402
+from drtrt.clinic.accounts import Actor  # noqa: E402
 from drtrt.clinic.audit import entries  # noqa: E402
 from drtrt.clinic.pathways import NHS, Pathway, keep_pathway  # noqa: E402
+from drtrt.clinic.reads import record_read as station_read  # noqa: E402
 from drtrt.clinic.store import SessionStore  # noqa: E402
 from drtrt.clinic.visits import VisitBook  # noqa: E402
 from drtrt.errors import ConfigError  # noqa: E402
@@ -218,3 +220,23 @@ def test_the_centre_queue_puts_what_the_model_refers_first_and_drops_what_is_rea
                                     "--left", "R0M0", "--reader", "Dr Ben", "--organisation", "Centro Sur"])
     assert read.exit_code == 0 and "read by Dr Ben" in read.output, read.output
     assert [v["patient"] for v in queue(centre)] == ["P-3", "P-1"]
+
+
+def test_a_centre_read_of_a_report_the_station_replaced_is_never_sent(tmp_path, orthanc, fhir_server):
+    station_sends(tmp_path, orthanc, fhir_server)
+    centre = tmp_path / "centre"
+    pull(orthanc.dicomweb, centre)
+    [folder] = (centre / "visits").iterdir()
+    record_read(centre, folder.name, {"right": "R2M0", "left": "R0M0"}, "Dr Ben", "Centro Sur")
+    with SessionStore(tmp_path / "station" / "session.db") as store:       # meanwhile the station's reader reads it
+        book = VisitBook(store)
+        [visit] = [v["id"] for v in store.execute("SELECT id FROM visits")]
+        station_read(book, visit, {"right": "R1M0", "left": "R0M0"}, Actor("Dr Local", "reader"), reason="R1 only")
+        sync_session(store, tmp_path / "station", SyncConfig(dicomweb=orthanc.dicomweb, retry_base=0.01))
+    pull(orthanc.dicomweb, centre)
+    result = CliRunner().invoke(app, ["centre", "push", str(centre), "--dicomweb", orthanc.dicomweb])
+    assert result.exit_code == 0 and "0 verified report(s) sent" in result.output, result.output
+    assert "read and verified at the station since" in result.output
+    assert [d.VerifyingObserverSequence[0].VerifyingObserverName.family_name for d in srs(orthanc)
+            if "VerifyingObserverSequence" in d] == ["Dr Local"]                  # the centre's read did not go
+    assert queue(centre) == []
