@@ -156,15 +156,20 @@ def load(folder: Path) -> dict:
         return {}
 
 
+def load_read(folder: Path) -> dict | None:
+    """The centre's read of the visit in ``folder`` (None: not read)."""
+    path = folder / "read.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def queue(session: str | Path) -> list[dict]:
     """The pulled visits no one has read (not VERIFIED, no centre read of their current report): those the model
     found referable first, then those it could not grade, then the rest; oldest first within each."""
     rank = {"Yes": 0, None: 1, "No": 2}
     waiting = []
     for folder in sorted((centre_session(session) / "visits").glob("*")):
-        visit, read = load(folder), folder / "read.json"
-        if visit and visit["verification"] != "VERIFIED" and (
-                not read.is_file() or json.loads(read.read_text(encoding="utf-8"))["sr"] != visit["sr"]):
+        visit, read = load(folder), load_read(folder)
+        if visit and visit["verification"] != "VERIFIED" and (read is None or read["sr"] != visit["sr"]):
             waiting.append(visit)                   # never read, or the report read was replaced since
     return sorted(waiting, key=lambda v: (rank.get(v.get("referable"), 1), v.get("date", ""), v["study"]))
 
@@ -184,8 +189,8 @@ def _record_read(store: SessionStore, folder: Path, grades: dict[str, str], read
                  reason: str | None) -> dict:
     study, visit = folder.name, load(folder)
     if not visit:
-        raise DataError(f"no pulled visit of study {study} in {session}: run drtrt centre pull first")
-    earlier = json.loads((folder / "read.json").read_text(encoding="utf-8")) if (folder / "read.json").is_file() else None
+        raise DataError(f"no pulled visit of study {study} in {folder.parent.parent}: see drtrt centre list")
+    earlier = load_read(folder)
     if visit["verification"] == "VERIFIED" or (earlier is not None and earlier["sr"] == visit["sr"]):
         raise ConfigError(f"study {study} is already read (its result is final); a correction is read at the PACS")
     if sorted(grades) != ["left", "right"]:

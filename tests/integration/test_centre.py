@@ -220,6 +220,10 @@ def test_the_centre_queue_puts_what_the_model_refers_first_and_drops_what_is_rea
                                     "--left", "R0M0", "--reader", "Dr Ben", "--organisation", "Centro Sur"])
     assert read.exit_code == 0 and "read by Dr Ben" in read.output, read.output
     assert [v["patient"] for v in queue(centre)] == ["P-3", "P-1"]
+    unknown = CliRunner().invoke(app, ["centre", "read", str(centre), "--study", "1.2.3", "--right", "R0M0",
+                                       "--left", "R0M0", "--reader", "Dr Ben", "--organisation", "Centro Sur"])
+    assert unknown.exit_code == 1 and "no pulled visit of study 1.2.3" in unknown.output
+    assert len(unknown.output.strip().splitlines()) == 1
 
 
 def test_a_centre_read_of_a_report_the_station_replaced_is_never_sent(tmp_path, orthanc, fhir_server):
