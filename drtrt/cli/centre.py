@@ -37,15 +37,26 @@ def _send(call):
 @cli_errors
 def centre_pull(dicomweb: UrlOpt, out: Annotated[Path, Opt("The centre's session folder (made when missing).",
                                                           "SESSION", show_default=False)],
-                fhir: FhirOpt = None, timeout: TimeoutOpt = 30.0) -> None:
+                fhir: FhirOpt = None,
+                since: Annotated[Optional[str], Opt("Only studies of this date or later (YYYYMMDD).", "DATE")] = None,
+                timeout: TimeoutOpt = 30.0) -> None:
     """Keep every drtrt report (SR) and picture (Secondary Capture) the PACS holds, one folder per visit, and
     with --fhir each visit's DiagnosticReport; what is already kept is not fetched again."""
     from drtrt.integration.centre import Pacs, Server, pull
 
+    import datetime as dt
+
+    from drtrt.errors import ConfigError
+
     Pacs(dicomweb)                                        # a malformed URL: a usage error, before anything
     if fhir:
         Server(fhir, "--fhir", "FHIR server")
-    report = _send(lambda: pull(dicomweb, out, timeout, fhir))
+    if since is not None:
+        try:
+            dt.datetime.strptime(since, "%Y%m%d")
+        except ValueError:
+            raise ConfigError(f"--since needs a date as YYYYMMDD, found {since!r}") from None
+    report = _send(lambda: pull(dicomweb, out, timeout, fhir, since))
     console.print(f"{report.studies} stud{'y' if report.studies == 1 else 'ies'} at the PACS, {report.visits} with a "
                   f"drtrt report" + (f", {report.reports} with a DiagnosticReport" if fhir else "")
                   + f"; {len(report.added)} file(s) added to {out}", highlight=False, soft_wrap=True, markup=False)

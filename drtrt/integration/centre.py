@@ -77,32 +77,25 @@ def visit_dir(session: Path, study: str) -> Path:
     return session / "visits" / study
 
 
-def pull(url: str, session: str | Path, timeout: float = 30.0, fhir: str | None = None) -> PullReport:
+def pull(url: str, session: str | Path, timeout: float = 30.0, fhir: str | None = None,
+         since: str | None = None) -> PullReport:
     """Keep every drtrt report and picture the PACS holds that this session does not (module docstring);
-    ``fhir``: also each visit's DiagnosticReport from that FHIR server (``fhir-report.json``)."""
+    ``fhir``: also each visit's DiagnosticReport from that FHIR server (``fhir-report.json``); ``since``:
+    only studies of that date (YYYYMMDD) or later. Another maker's SR or SC is fetched once, its UID kept in
+    ``SESSION/foreign.txt`` so that it is not fetched again."""
     pacs, session, report = Pacs(url, timeout), Path(session), PullReport()
     server = Server(fhir, "--fhir", "FHIR server", timeout) if fhir else None
-    studies = pacs.qido("/studies")
+    studies = pacs.qido("/studies" + (f"?StudyDate={since}-" if since else ""))
     (session / "visits").mkdir(parents=True, exist_ok=True)
+    foreign_file = session / "foreign.txt"
+    foreign = set(foreign_file.read_text(encoding="ascii").split()) if foreign_file.is_file() else set()
     for study_item in studies:
         report.studies += 1
         study = value(study_item, "0020000D")
-        wanted = [i for i in pacs.qido(f"/studies/{quote(study)}/instances")
-                  if value(i, "00080016") in KINDS]
-        folder = visit_dir(session, study)
-        for item in wanted:
-            kind, sop = KINDS[value(item, "00080016")], value(item, "00080018")
-            path = folder / f"{kind}-{sop}.dcm"
-            if path.is_file() or not sop.replace(".", "").isdigit():
-                continue
-            data = pacs.instance(study, value(item, "0020000E"), sop)
-            ds = dcmread(io.BytesIO(data), stop_before_pixels=True)
-            if ds.get("Manufacturer") != "drtrt" or ds.SOPInstanceUID != sop:
-                continue                                          # not a drtrt station's object
-            if kind == "sc":                                    # the picture to look at, beside its DICOM file
-                report.added.append(_picture(dcmread(io.BytesIO(data)), folder / f"sc-{sop}.png", session))
-            atomic_write(path, data)
-            report.added.append(str(path.relative_to(session)))
+        folder, known = visit_dir(session, study), len(foreign)
+        _pull_study(pacs, session, study, folder, foreign, report)
+        if len(foreign) != known:
+            atomic_write(foreign_file, "".join(f"{uid}\n" for uid in sorted(foreign)))
         if folder.is_dir() and any(folder.glob("sr-*.dcm")):
             report.visits += 1
             _write_summary(folder)
@@ -111,6 +104,25 @@ def pull(url: str, session: str | Path, timeout: float = 30.0, fhir: str | None 
                 report.reports += 1
                 _keep_json(folder / "fhir-report.json", found)
     return report
+
+
+def _pull_study(pacs: Pacs, session: Path, study: str, folder: Path, foreign: set[str], report: PullReport) -> None:
+    for item in pacs.qido(f"/studies/{quote(study)}/instances"):
+        if value(item, "00080016") not in KINDS:
+            continue
+        kind, sop = KINDS[value(item, "00080016")], value(item, "00080018")
+        path = folder / f"{kind}-{sop}.dcm"
+        if path.is_file() or sop in foreign or not sop.replace(".", "").isdigit():
+            continue
+        data = pacs.instance(study, value(item, "0020000E"), sop)
+        ds = dcmread(io.BytesIO(data), stop_before_pixels=True)
+        if ds.get("Manufacturer") != "drtrt" or ds.SOPInstanceUID != sop:
+            foreign.add(sop)                                  # not a drtrt station's object
+            continue
+        if kind == "sc":                                      # the picture to look at, beside its DICOM file
+            report.added.append(_picture(dcmread(io.BytesIO(data)), folder / f"sc-{sop}.png", session))
+        atomic_write(path, data)
+        report.added.append(str(path.relative_to(session)))
 
 
 def _picture(ds: Dataset, path: Path, session: Path) -> str:

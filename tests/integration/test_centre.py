@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import urllib.request
 from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -244,3 +245,25 @@ def test_a_centre_read_of_a_report_the_station_replaced_is_never_sent(tmp_path, 
     assert [d.VerifyingObserverSequence[0].VerifyingObserverName.family_name for d in srs(orthanc)
             if "VerifyingObserverSequence" in d] == ["Dr Local"]                  # the centre's read did not go
     assert queue(centre) == []
+
+
+def test_another_makers_objects_are_left_and_since_limits_the_studies(tmp_path, orthanc, fhir_server):
+    station_sends(tmp_path, orthanc, fhir_server)
+    sc = next(d for d in (dcmread(io.BytesIO(orthanc.get_bytes(f"/instances/{i}/file"))) for i in orthanc.instances())
+              if d.Modality != "SR")
+    sc.Manufacturer, sc.SOPInstanceUID = "OtherCo", "1.2.826.0.1.3680043.8.498.1"       # a screenshot from another system
+    sc.file_meta.MediaStorageSOPInstanceUID = sc.SOPInstanceUID
+    buffer = io.BytesIO()
+    sc.save_as(buffer, enforce_file_format=True)
+    urllib.request.urlopen(urllib.request.Request(f"{orthanc.url}/instances", data=buffer.getvalue(), method="POST"))
+    centre = tmp_path / "centre"
+    first = pull(orthanc.dicomweb, centre)
+    assert (centre / "foreign.txt").read_text() == "1.2.826.0.1.3680043.8.498.1\n"
+    assert not any("1.2.826.0.1.3680043.8.498.1" in f for f in first.added) and len(first.added) == 5
+    later = CliRunner().invoke(app, ["centre", "pull", "--dicomweb", orthanc.dicomweb, "--out", str(centre),
+                                     "--since", "29991231"])
+    assert later.exit_code == 0 and "0 studies at the PACS" in later.output, later.output
+    bad = CliRunner().invoke(app, ["centre", "pull", "--dicomweb", orthanc.dicomweb, "--out", str(centre),
+                                   "--since", "2026-13-01"])
+    assert bad.exit_code == 2 and "--since needs a date as YYYYMMDD" in bad.output
+    assert pull(orthanc.dicomweb, centre, since="20000101").added == []
