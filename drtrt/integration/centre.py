@@ -25,7 +25,6 @@ Not done here: the reads' audit trail, second reads and arbitration at the centr
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 from dataclasses import dataclass, field
@@ -33,24 +32,21 @@ from pathlib import Path
 from urllib.parse import quote
 
 import cv2
-import highdicom as hd
 from pydicom import Dataset, dcmread
 from pydicom.uid import ComprehensiveSRStorage, SecondaryCaptureImageStorage
 
-from drtrt.clinic.pathways import ICDR, NHS
 from drtrt.clinic import audit
 from drtrt.clinic.accounts import NO_LOGIN, Actor
+from drtrt.clinic.pathways import ICDR, NHS
 from drtrt.clinic.reads import ICDR_GRADES, M_GRADES, MAX_REASON, R_GRADES, read_verdict, words_of
 from drtrt.clinic.store import SessionStore, now
 from drtrt.errors import ConfigError, DataError
 from drtrt.fileio import atomic_write
 from drtrt.integration.centre_fhir import corrected_bundle, find_report
-from drtrt.integration.centre_sr import summarise
-from drtrt.integration.dicom_out import local
+from drtrt.integration.centre_sr import summarise, verified_report
 from drtrt.integration.fhir import bundle_bytes
 from drtrt.integration.pacs import Pacs, Server, value
 from drtrt.integration.senders import DicomWebSender, FhirSender
-from drtrt.integration.uids import derive_uid, digest
 
 KINDS = {ComprehensiveSRStorage: "sr", SecondaryCaptureImageStorage: "sc"}
 _LATERALITY = {"R": "right", "L": "left"}
@@ -226,34 +222,6 @@ def _record_read(store: SessionStore, folder: Path, grades: dict[str, str], read
                           "model_verdict": visit["verdict"], "reason": reason, "organisation": organisation})
     atomic_write(folder / "read.json", json.dumps(read, indent=1, ensure_ascii=False).encode())
     return read
-
-
-def verified_report(station: Dataset, read: dict) -> Dataset:
-    """The station's SR again, as a new instance of its series: VERIFIED, FINAL, the reader its Verifying
-    Observer, the station's SR its predecessor, the read stated beside the model's findings."""
-    ds = copy.deepcopy(station)
-    uid = derive_uid("centre-read", station.SOPInstanceUID, digest(read))
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
-    ds.InstanceNumber = int(station.get("InstanceNumber") or 1) + 1
-    date, time = read["recorded"][:10].replace("-", ""), read["recorded"][11:19].replace(":", "")
-    ds.ContentDate, ds.ContentTime, ds.InstanceCreationDate, ds.InstanceCreationTime = date, time, date, time
-    ds.CompletionFlag, ds.VerificationFlag, ds.PreliminaryFlag = "COMPLETE", "VERIFIED", "FINAL"
-    observer = Dataset()
-    observer.VerifyingObserverName = f"{read['reader']}^"
-    observer.VerifyingOrganization = read["organisation"]
-    observer.VerificationDateTime = date + time
-    observer.VerifyingObserverIdentificationCodeSequence = []
-    ds.VerifyingObserverSequence = [observer]
-    ref, series, study = Dataset(), Dataset(), Dataset()
-    ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = station.SOPClassUID, station.SOPInstanceUID
-    series.SeriesInstanceUID, series.ReferencedSOPSequence = station.SeriesInstanceUID, [ref]
-    study.StudyInstanceUID, study.ReferencedSeriesSequence = station.StudyInstanceUID, [series]
-    ds.PredecessorDocumentsSequence = [study]
-    grades = ", ".join(f"{eye} {grade}" for eye, grade in read["grades"].items())
-    said = (f"{read['words']} ({grades}); read by {read['reader']} ({read['organisation']}) at {read['recorded']}"
-            + (f"; overrules the model: {read['reason']}" if read["overrules"] else ""))
-    ds.ContentSequence.append(hd.sr.TextContentItem(local("clinician-read"), said, relationship_type="CONTAINS"))
-    return ds
 
 
 @dataclass

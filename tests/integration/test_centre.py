@@ -251,7 +251,7 @@ def test_another_makers_objects_are_left_and_since_limits_the_studies(tmp_path, 
     station_sends(tmp_path, orthanc, fhir_server)
     sc = next(d for d in (dcmread(io.BytesIO(orthanc.get_bytes(f"/instances/{i}/file"))) for i in orthanc.instances())
               if d.Modality != "SR")
-    sc.Manufacturer, sc.SOPInstanceUID = "OtherCo", "1.2.826.0.1.3680043.8.498.1"       # a screenshot from another system
+    sc.Manufacturer, sc.SOPInstanceUID = "OtherCo", "1.2.826.0.1.3680043.8.498.1"    # another system's screenshot
     sc.file_meta.MediaStorageSOPInstanceUID = sc.SOPInstanceUID
     buffer = io.BytesIO()
     sc.save_as(buffer, enforce_file_format=True)
