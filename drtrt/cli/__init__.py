@@ -13,6 +13,7 @@ from drtrt.cli import screening  # noqa: F401
 from drtrt.cli import station  # noqa: F401
 from drtrt.cli import receive  # noqa: F401
 from drtrt.cli import sync  # noqa: F401
+from drtrt.cli import centre  # noqa: F401
 from drtrt.cli import failsafe  # noqa: F401
 from drtrt.cli import people  # noqa: F401
 from drtrt.cli import checks  # noqa: F401

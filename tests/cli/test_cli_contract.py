@@ -87,10 +87,15 @@ MISSING_PATH = {
     ("accounts", "passwd"): (["Ana", "--data-dir", "{missing}"], "no station folder"),
     ("audit", "verify"): (["{missing}"], "not a session folder"),
     ("audit", "show"): (["{missing}"], "not a session folder"),
+    ("centre", "read"): (["{missing}", "--study", "1.2.3", "--right", "R0M0", "--left", "R0M0", "--reader", "Ana",
+                          "--organisation", "Centro"], "not a centre session folder"),
+    ("centre", "list"): (["{missing}"], "not a centre session folder"),
+    ("centre", "push"): (["{missing}", "--dicomweb", "http://127.0.0.1:9/dicom-web"], "not a centre session folder"),
 }
 NO_INPUT_PATH = {("synth",): "writes a new folder", ("doctor",): "reads nothing", ("demo",): "makes its own data",
                  ("validate",): "a group of commands", ("validate", "keygen"): "writes a new key pair",
-                 ("accounts",): "a group", ("audit",): "a group", ("accounts", "add"): "makes the station folder"}
+                 ("accounts",): "a group", ("audit",): "a group", ("accounts", "add"): "makes the station folder",
+                 ("centre",): "a group", ("centre", "pull"): "makes the centre's folder"}
 
 # Each command that screens, serves or bundles a model, with a model whose accuracy check against its
 # reference failed ({model}): refused before anything is screened, served or written — one line, exit 4

@@ -1,0 +1,128 @@
+"""``drtrt centre``: a reading centre reads what the stations sent to the PACS, and sends its reads back there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from drtrt.cli.common import Opt, _Command, app, cli_errors, console
+
+centre_app = typer.Typer(name="centre", rich_markup_mode=None, add_completion=False, no_args_is_help=True,
+                         help="A reading centre: pull the drtrt reports and pictures the stations sent to a PACS "
+                              "(DICOMweb), read a visit, push the VERIFIED report back to the same PACS.")
+app.add_typer(centre_app)
+
+UrlOpt = Annotated[str, Opt("DICOMweb base URL of the PACS the stations send to, e.g. http://pacs:8042/dicom-web "
+                            "(http://user:password@… for Basic authentication).", "URL", show_default=False)]
+SessionArg = Annotated[Path, typer.Argument(help="The centre's session folder (made by centre pull).",
+                                            metavar="SESSION", show_default=False)]
+FhirOpt = Annotated[Optional[str], Opt("FHIR R4 base URL the stations send their DiagnosticReports to.", "URL")]
+TimeoutOpt = Annotated[float, Opt("Seconds to wait for a server's answer.", "SECONDS")]
+
+
+def _send(call):
+    """Run ``call``; a PACS that cannot be reached or refuses becomes one line (exit 1)."""
+    from drtrt.errors import SendError
+    from drtrt.integration.senders import Rejected, Unreachable
+
+    try:
+        return call()
+    except (Unreachable, Rejected) as exc:
+        raise SendError(f"{exc}; nothing was marked sent: run it again when the PACS answers") from None
+
+
+@centre_app.command("pull", cls=_Command)
+@cli_errors
+def centre_pull(dicomweb: UrlOpt, out: Annotated[Path, Opt("The centre's session folder (made when missing).",
+                                                          "SESSION", show_default=False)],
+                fhir: FhirOpt = None,
+                since: Annotated[Optional[str], Opt("Only studies of this date or later (YYYYMMDD).", "DATE")] = None,
+                timeout: TimeoutOpt = 30.0) -> None:
+    """Keep every drtrt report (SR) and picture (Secondary Capture) the PACS holds, one folder per visit, and
+    with --fhir each visit's DiagnosticReport; what is already kept is not fetched again."""
+    from drtrt.integration.centre import Pacs, Server, pull
+
+    import datetime as dt
+
+    from drtrt.errors import ConfigError
+
+    Pacs(dicomweb)                                        # a malformed URL: a usage error, before anything
+    if fhir:
+        Server(fhir, "--fhir", "FHIR server")
+    if since is not None:
+        try:
+            dt.datetime.strptime(since, "%Y%m%d")
+        except ValueError:
+            raise ConfigError(f"--since needs a date as YYYYMMDD, found {since!r}") from None
+    report = _send(lambda: pull(dicomweb, out, timeout, fhir, since))
+    console.print(f"{report.studies} stud{'y' if report.studies == 1 else 'ies'} at the PACS, {report.visits} with a "
+                  f"drtrt report" + (f", {report.reports} with a DiagnosticReport" if fhir else "")
+                  + f"; {len(report.added)} file(s) added to {out}", highlight=False, soft_wrap=True, markup=False)
+
+
+@centre_app.command("list", cls=_Command)
+@cli_errors
+def centre_list(session: SessionArg) -> None:
+    """The pulled visits waiting for a read: those the model found referable first, then those it could not
+    grade, then the rest; each with its pictures (PNG) to look at before reading."""
+    from drtrt.integration.centre import queue
+
+    waiting = queue(session)
+    for visit in waiting:
+        console.print(f"{visit['study']}  {visit['patient']}  {visit.get('date') or '-'}  {visit['verdict']}",
+                      highlight=False, soft_wrap=True, markup=False)
+        for photo in visit["photos"]:
+            console.print(f"    {session / 'visits' / visit['study'] / photo['png']} ({photo['eye']})", highlight=False,
+                          soft_wrap=True, markup=False)
+    console.print(f"{len(waiting)} visit(s) waiting for a read", highlight=False, soft_wrap=True, markup=False)
+
+
+@centre_app.command("read", cls=_Command)
+@cli_errors
+def centre_read(session: SessionArg,
+                study: Annotated[str, Opt("The visit's StudyInstanceUID (its folder under SESSION/visits).", "UID",
+                                          show_default=False)],
+                right: Annotated[str, Opt("The right eye's grade: R0M0 … R3aM1, ICDR0 … ICDR4+DME, or U.", "GRADE",
+                                          show_default=False)],
+                left: Annotated[str, Opt("The left eye's grade.", "GRADE", show_default=False)],
+                reader: Annotated[str, Opt("Who read it (the Verifying Observer).", "NAME", show_default=False)],
+                organisation: Annotated[str, Opt("The reading centre (the Verifying Organization).", "NAME",
+                                                 show_default=False)],
+                reason: Annotated[Optional[str], Opt("Why the read overrules the model (needed then).",
+                                                     "TEXT")] = None) -> None:
+    """Keep a clinician's read of a pulled visit; `centre push` sends it to the PACS."""
+    from drtrt.integration.centre import record_read
+
+    read = record_read(session, study, {"right": right, "left": left}, reader, organisation, reason)
+    overrules = " (overrules the model)" if read["overrules"] else ""
+    console.print(f"{study}: {read['words']}, read by {reader}{overrules}",
+                  highlight=False, soft_wrap=True, markup=False)
+
+
+@centre_app.command("push", cls=_Command)
+@cli_errors
+def centre_push(session: SessionArg, dicomweb: UrlOpt, fhir: FhirOpt = None, timeout: TimeoutOpt = 30.0) -> None:
+    """Send each read visit's VERIFIED report (a new SR in the station's series naming the station's) to the PACS,
+    and with --fhir its DiagnosticReport corrected (same id); what a server confirmed before is not sent again."""
+    from drtrt.integration.centre import Pacs, Server, push
+
+    Pacs(dicomweb)
+    if fhir:
+        Server(fhir, "--fhir", "FHIR server")
+    done = _send(lambda: push(dicomweb, session, timeout, fhir))
+    console.print(f"{len(done.sent)} verified report(s) sent" + (f", {len(done.reports)} DiagnosticReport(s) "
+                  "corrected" if fhir else ""), highlight=False, soft_wrap=True, markup=False)
+    if done.final:
+        console.print(f"{len(done.final)} centre read(s) not sent: read and verified at the station since (first: "
+                      f"study {done.final[0]})", highlight=False, soft_wrap=True, markup=False)
+    if done.stale:
+        from drtrt.errors import SendError
+
+        raise SendError(f"{len(done.stale)} read visit(s) not sent: the station's report changed since the read "
+                        f"(first: study {done.stale[0]}); run drtrt centre list and read them again")
+    if done.no_report:
+        console.print(f"{len(done.no_report)} read visit(s) have no DiagnosticReport pulled from the FHIR server "
+                      f"(first: study {done.no_report[0]}): run centre pull --fhir", highlight=False, soft_wrap=True,
+                      markup=False)
