@@ -120,3 +120,12 @@ class Orthanc:
     def sop_uids(self) -> list[str]:
         """The SOP Instance UID of every stored instance (a list: a duplicate would show twice)."""
         return [self.get(f"/instances/{i}")["MainDicomTags"]["SOPInstanceUID"] for i in self.instances()]
+
+
+@pytest.fixture
+def orthanc(tmp_path):
+    """A real Orthanc (with DICOMweb) on a free localhost port for one test, stopped after."""
+    server = Orthanc(tmp_path / "orthanc")
+    server.start()
+    yield server
+    server.stop()

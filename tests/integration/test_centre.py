@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("highdicom", reason="the centre needs the integration extra")
-from orthanc_helpers import Orthanc, free_port  # noqa: E402
+from orthanc_helpers import free_port, orthanc  # noqa: E402, F401  (orthanc: the fixture)
 from test_sync import FhirStandIn  # noqa: E402
 from pydicom import dcmread  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
@@ -34,13 +34,6 @@ from drtrt.integration.centre import pull, push, queue, record_read  # noqa: E40
 from drtrt.integration.sync import SyncConfig, sync_session  # noqa: E402
 from drtrt.task import TaskSpec  # noqa: E402
 
-
-@pytest.fixture
-def orthanc(tmp_path):
-    server = Orthanc(tmp_path / "orthanc")
-    server.start()
-    yield server
-    server.stop()
 
 
 class SearchableFhir(FhirStandIn):

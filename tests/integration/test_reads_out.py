@@ -9,7 +9,7 @@ import io
 import pytest
 
 pytest.importorskip("highdicom", reason="sync needs the integration extra")
-from orthanc_helpers import Orthanc  # noqa: E402
+from orthanc_helpers import orthanc  # noqa: E402, F401  (the fixture)
 from pydicom import dcmread  # noqa: E402
 from test_sync import FhirStandIn, fhir_server  # noqa: E402, F401  (the stand-in and its fixture)
 from visit_fixture import make_visit  # noqa: E402
@@ -23,13 +23,6 @@ from drtrt.integration.outputs import export_session  # noqa: E402
 from drtrt.integration.sync import SyncConfig, sync_session  # noqa: E402
 from drtrt.task import TaskSpec  # noqa: E402
 
-
-@pytest.fixture
-def orthanc(tmp_path):
-    server = Orthanc(tmp_path / "orthanc")
-    server.start()
-    yield server
-    server.stop()
 
 
 def srs(orthanc):

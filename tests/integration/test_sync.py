@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("highdicom", reason="sync needs the integration extra")
-from orthanc_helpers import Orthanc, free_port  # noqa: E402
+from orthanc_helpers import Orthanc, free_port, orthanc  # noqa: E402, F401  (orthanc: the fixture)
 from pydicom import dcmread  # noqa: E402
 from results_helpers import PATIENTS, screened_session_fixture, session_fixture  # noqa: E402, F401
 
@@ -27,13 +27,6 @@ from drtrt.integration.sync import SyncConfig, sync_session  # noqa: E402
 from drtrt.clinic.patients import safe_patient_id  # noqa: E402
 from drtrt.clinic.store import SessionStore  # noqa: E402
 
-
-@pytest.fixture
-def orthanc(tmp_path):
-    server = Orthanc(tmp_path / "orthanc")
-    server.start()
-    yield server
-    server.stop()
 
 
 def drtrt(*args, timeout=300):
