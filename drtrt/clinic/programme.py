@@ -15,11 +15,13 @@ Definitions (said on the report too):
 - *imageable patient*: in at least one visit of the range every photographed eye had a gradable photo.
 - *refusal*: a photo refused (ungradable or unreadable), retaken ones included, by the quality gate's
   code, by camera (the way the photo came in: the station's camera folder, an upload, or a command;
-  the kit does not know camera models) and by operator (not recorded: the station has one PIN for all).
+  the kit does not know camera models) and by operator (the first person the visit's audit trail names;
+  "shared PIN" or "no login" where the station could not tell who).
 - *time to outcome*: days from the day a referred visit opened (its photos) to the outcome that closed
   its referral (attended, treated, or did not attend then discharge), against the pathway's timescale.
 - *overdue referral*: a referral still open past its due date at ``now``.
-- *reader agreement*: model against a human reader, where reads exist — none are kept yet: "no reads".
+- *reader agreement*: the model's referral against the clinicians' final read (:mod:`.reads`), over the
+  visits read: the share where both refer or both do not, and the two ways they differ.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from drtrt.clinic.accounts import NO_LOGIN, SHARED_PIN
 from drtrt.clinic.failsafe import open_actions, outcomes, utc_now
 from drtrt.clinic.pathways import Pathway, stored_pathway
 from drtrt.clinic.slots import REFUSED
@@ -47,13 +50,14 @@ DEFINITIONS = (
     message("Pathway grade: the worst grade of a visit's gradable eyes; no grade when no eye was gradable."),
     message("Imageable patient: in at least one visit every photographed eye had a gradable photo."),
     message("Camera: how the photo came in (camera folder, upload, command); the kit does not know camera models. "
-            "Operator: not recorded while the station has one PIN for everyone."),
+            "Operator: the first person the visit's audit trail names."),
     message("Time to outcome: days from the day the referred visit opened to the outcome that closed the referral "
             "(attended, treated, or did not attend then discharge), against the pathway's timescale."),
 )
 NOT_RECORDED = message("not recorded")
 NO_GRADE = message("no grade")
 NO_READS = message("no reads")
+_SPECIAL = {SHARED_PIN.name: message("shared PIN"), NO_LOGIN.name: message("no login (this machine)")}
 # The quality gate's refusal codes (drtrt.runtime.quality.CODES) in a few words; an unknown code shows as itself.
 REASON_WORDS = {"file_damaged": message("file damaged or unreadable"),
                 "no_field_of_view": message("no field of view"), "too_small": message("too small"), "too_dark": message("too dark"), "overexposed": message("overexposed"),
@@ -99,7 +103,8 @@ def _bars(name: str, counts: dict) -> Chart:
 
 @dataclass(frozen=True)
 class VisitFacts:
-    """What the numbers need of one visit."""
+    """What the numbers need of one visit. ``read``: (the model's verdict, the clinicians' final read's) of a
+    read visit."""
 
     session: str
     visit: int
@@ -110,6 +115,7 @@ class VisitFacts:
     refusals: tuple[tuple[str, str], ...]      # (code, camera) of each refused photo
     operator: str
     outcome: tuple[str, dt.date] | None = None # the closing outcome's words and day (a referral)
+    read: tuple[str, str] | None = None
     label: str = ""                            # "session/visit", or the visit alone for one session
 
     @property
@@ -166,9 +172,29 @@ def visit_facts(book: VisitBook, session: str, start: dt.date, end: dt.date) -> 
         verdict = visit.closed_verdict if visit.closed else (visit.verdict if kinds[visit_id] != "station" else None)
         closing = [o for o in outcomes(book.store, visit_id) if o.closes and o.need in REFERRALS]
         outcome = (closing[0].words, dt.date.fromisoformat(closing[0].recorded[:10])) if closing else None
+        final = visit.reading.final if visit.reading is not None else None
+        read = (visit.model_verdict, final.verdict) if final is not None else None
         found.append(VisitFacts(session, visit_id, visit.patient.id, dt.date.fromisoformat(visit.opened[:10]),
-                                verdict, eyes, refusals, visit_operator(book, visit) or NOT_RECORDED, outcome))
+                                verdict, eyes, refusals, _operator(book, visit), outcome, read=read))
     return found
+
+
+def _operator(book: VisitBook, visit) -> str | Message:
+    """The first person the visit's audit trail names; the shared PIN and no login in the operator's words."""
+    first = (visit_operator(book, visit) or "").split("; ")[0]
+    return _SPECIAL.get(first, first) or NOT_RECORDED
+
+
+def _agreement(facts: list[VisitFacts]) -> tuple[tuple, tuple]:
+    """(summary value, table rows) of the model's referral against the clinicians' final reads."""
+    read = [(m in REFERRALS, r in REFERRALS) for f in facts if f.read for m, r in (f.read,)]
+    if not read:
+        return NO_READS, ((message("reads"), NO_READS),)
+    agree = sum(m == r for m, r in read)
+    return f"{_pct(agree, len(read))} % ({len(read)})", (
+        (message("visits read"), len(read)), (message("model and read agree (%%)"), _pct(agree, len(read))),
+        (message("read refers, the model did not"), sum(r and not m for m, r in read)),
+        (message("the model referred, the read did not"), sum(m and not r for m, r in read)))
 
 
 def _pct(part: int, whole: int) -> float | str:
@@ -252,13 +278,14 @@ def programme(books: Sequence[tuple[str, VisitBook]], start: dt.date, end: dt.da
     weeks, grades, timing = _weekly(facts, start, end), _by_grade(screened, pathway), _timing(referred, pathway)
     results, needs = Counter(row[-1] for row in timing), Counter(a.need for _, a in overdue)
     rate = message("referral rate (%%)")
+    agreement, agreement_rows = _agreement(facts)
     week_cols = (message("week (Monday)"), message("visits"), message("screened"), message("referred"), rate)
     summary = ((message("visits"), len(facts)), (message("screened"), len(screened)),
                (message("patients"), len(patients)), (message("imageable patients"), len(imageable)),
                (message("imageable patients (%%)"), _pct(len(imageable), len(patients))),
                (message("photos refused"), sum(len(f.refusals) for f in facts)),
                (message("referred"), len(referred)), (rate, _pct(len(referred), len(screened))),
-               (message("overdue referrals"), len(overdue)), (message("reader agreement"), NO_READS))
+               (message("overdue referrals"), len(overdue)), (message("reader agreement"), agreement))
     tables = (
         Table("summary", message("The programme at a glance"), (message("measure"), message("value")), summary),
         Table("visits_by_week", message("Visits per week"), week_cols, tuple(weeks),
@@ -290,6 +317,6 @@ def programme(books: Sequence[tuple[str, VisitBook]], start: dt.date, end: dt.da
                     for label, a in overdue),
               _bars(message("overdue referrals"), {Message(LABELS[n]): needs[n] for n in REFERRALS})),
         Table("reader_agreement", message("Reader agreement"), (message("measure"), message("value")),
-              ((message("reads"), NO_READS),), note=message("no reads: the kit keeps no human reads yet")),
+              agreement_rows, note=message("the model's referral against the clinicians' final reads")),
     )
     return Programme(start, end, now, tuple(s for s, _ in books), tables)

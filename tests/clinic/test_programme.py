@@ -13,7 +13,11 @@ import math
 import pytest
 from visit_fixture import at, clinic, make_visit
 
+from drtrt.clinic import audit
+from drtrt.clinic.accounts import SHARED_PIN, Actor
 from drtrt.clinic.failsafe import record_outcome
+from drtrt.clinic.pathways import ICDR, Pathway, keep_pathway
+from drtrt.clinic.reads import record_read
 from drtrt.clinic.programme import programme
 from drtrt.clinic.store import FileEntry, SessionStore
 from drtrt.clinic.visits import VisitBook
@@ -77,6 +81,7 @@ def test_the_numbers_of_a_range_by_hand(book):
     assert prog.table("time_to_outcome").chart.series[0][1] == (1.0, 0.0, 1.0)    # within, late, none yet
     assert rows(prog, "overdue_referrals") == [("1", "U1", "refer urgently", "2026-03-15", "1")]
     assert rows(prog, "reader_agreement") == [("reads", "no reads")]
+    assert dict(rows(prog, "summary"))["reader agreement"] == "no reads"
 
 
 def test_a_late_outcome_and_a_range_with_one_visit(book):
@@ -163,3 +168,19 @@ def test_grades_in_the_sessions_pathway_words(book):
     # NHS codes: ICDR 0 → R0, 2 → R2, 4 → R3 (tests/clinic/test_pathways.py holds the mapping)
     assert [r[:3] for r in rows(prog, "referral_by_grade")] == [("R0", "1", "0"), ("R2", "1", "1"), ("R3", "1", "1"),
                                                                 ("no grade", "1", "0")]
+
+
+def test_reader_agreement_and_the_operator_from_the_reads_and_the_audit_trail(book):
+    visits = clinic(book)
+    keep_pathway(book.store, Pathway.from_dict({**ICDR.to_dict(), "reads": {"second_read": "never"}}))
+    ruiz = Actor("Dr Ruiz", "reader")
+    record_read(book, visits["N1"], {"right": "ICDR3", "left": "ICDR0"}, ruiz, reason="IRMA nasal")  # model: rescreen
+    record_read(book, visits["U1"], {"right": "ICDR4", "left": "ICDR0"}, ruiz)                       # agrees
+    audit.append(book.store, SHARED_PIN, "open_visit", visit=visits["G1"])
+    audit.append(book.store, Actor("Ana", "screener"), "capture", visit=visits["G1"])
+    prog = programme([("clinic", book)], D("2026-02-16"), D("2026-03-08"), NOW)
+    assert rows(prog, "reader_agreement") == [("visits read", "2"), ("model and read agree (%)", "50.0"),
+                                              ("read refers, the model did not", "1"),
+                                              ("the model referred, the read did not", "0")]
+    assert dict(rows(prog, "summary"))["reader agreement"] == "50.0 % (2)"
+    assert rows(prog, "refusals_by_operator") == [("shared PIN", "2")]     # G1's first person, in words

@@ -438,21 +438,22 @@ def test_an_engines_validation_record_names_the_onnx_it_was_built_from(built, ph
     when it names the ONNX the manifest records, and not when it names the engine file itself."""
     import logging
 
+    from study_helpers import programme_keys, signed_record
+
+    from drtrt.clinic.session import SessionConfig, screen_images
     from drtrt.clinic.store import SessionStore
-    from drtrt.clinic.session import screen_images
     from drtrt.fileio import sha256_file
     from drtrt.validation_record import beside, validation_of
 
     engine, device = built
     install(monkeypatch, "10.3.0", device=device)
     image = next((photo_root / "B. Disease Grading" / "1. Original Images" / "b. Testing Set").glob("*.jpg"))
-    record = {"schema": "drtrt-validation/1", "population": "adults with diabetes", "date": "2026-10-31",
-              "study": "S", "n_patients": 10, "n_referable": 2,
-              **{k: {"value": 0.9, "ci95_low": 0.8} for k in ("sensitivity", "specificity", "imageability")}}
+    private, public = programme_keys()
+    keyed = SessionConfig(validation_key=str(public))            # the station's configured public key
     for name, sha in (("onnx", sha256_file(tiny_onnx)), ("engine", sha256_file(engine))):
-        beside(engine).write_text(json.dumps({**record, "model_sha256": sha}))
+        beside(engine).write_text(signed_record(sha, private).to_json())
         with caplog.at_level(logging.WARNING, logger="drtrt.validation"):
-            screen_images([image], engine, tmp_path / name)
+            screen_images([image], engine, tmp_path / name, cfg=keyed)
         with SessionStore(tmp_path / name / "session.db") as store:
             kept = validation_of(store.meta())
         assert (kept is not None) == (name == "onnx"), name
