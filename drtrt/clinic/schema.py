@@ -96,6 +96,16 @@ def _script(sql: str) -> Migration:
     return run
 
 
+def _statements(statements: tuple[str, ...]) -> Migration:
+    """A migration of SQL statements given one by one, for those :func:`_script` cannot split (a trigger's
+    body holds a ';')."""
+    def run(db: sqlite3.Connection) -> None:
+        for statement in statements:
+            db.execute(statement)
+
+    return run
+
+
 def _closed_verdicts_by_id(db: sqlite3.Connection) -> None:
     """visits 2: a closed visit keeps ``{"verdict": id, "words": …}``. Before, the verdict was a
     sentence, kept either as JSON with its words or (older) as the bare sentence; the words stay
@@ -155,12 +165,6 @@ _AUDIT_V1 = (
 )
 
 
-def _audit_trail(db: sqlite3.Connection) -> None:
-    """audit 1: the table and its triggers (statements one by one: a trigger's body holds a ';')."""
-    for statement in _AUDIT_V1:
-        db.execute(statement)
-
-
 # reads 1: clinicians' reads (drtrt.clinic.reads); append-only like the audit, the triggers refuse any change
 _READS_V1 = (
     "CREATE TABLE IF NOT EXISTS reads(id INTEGER PRIMARY KEY AUTOINCREMENT, visit INTEGER NOT NULL, "
@@ -174,12 +178,6 @@ _READS_V1 = (
 )
 
 
-def _reads_table(db: sqlite3.Connection) -> None:
-    """reads 1: the table and its triggers (statements one by one: a trigger's body holds a ';')."""
-    for statement in _READS_V1:
-        db.execute(statement)
-
-
 # part → its migrations, oldest first; a part's version is how many have run. Add, never edit.
 # A migration may fill a column of another part's table from its own (visits 3 fills files.visit): parts
 # run in this order, so the record part's columns exist by then.
@@ -188,8 +186,8 @@ PARTS: dict[str, tuple[Migration, ...]] = {
     "visits": (_script(_VISITS_V1), _closed_verdicts_by_id, _visits_for_every_photo),
     "outbox": (_script(_OUTBOX_V1), _script(_OUTBOX_V2)),
     "failsafe": (_script(_FAILSAFE_V1),),
-    "audit": (_audit_trail,),
-    "reads": (_reads_table,),
+    "audit": (_statements(_AUDIT_V1),),
+    "reads": (_statements(_READS_V1),),
 }
 TABLES = {"record": ("meta", "runs", "images", "files"), "visits": ("patients", "visits", "captures", "camera_files"),
           "outbox": ("exported", "outbox"), "failsafe": ("action_outcomes",), "audit": ("audit",),

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import urllib.request
-from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import cv2
@@ -17,7 +15,7 @@ import pytest
 
 pytest.importorskip("highdicom", reason="the centre needs the integration extra")
 from orthanc_helpers import free_port, orthanc  # noqa: E402, F401  (orthanc: the fixture)
-from test_sync import FhirStandIn  # noqa: E402
+from test_sync import FhirStandIn, serve_fhir  # noqa: E402
 from pydicom import dcmread  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 from visit_fixture import make_visit  # noqa: E402
@@ -50,12 +48,7 @@ class SearchableFhir(FhirStandIn):
 
 @pytest.fixture
 def fhir_server():
-    FhirStandIn.received, FhirStandIn.stored, FhirStandIn.refuse = [], {}, False
-    server = ThreadingHTTPServer(("127.0.0.1", 0), SearchableFhir)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/fhir"
-    server.shutdown()
-    server.server_close()
+    yield from serve_fhir(SearchableFhir)
 
 
 def reports():

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from http.server import ThreadingHTTPServer
 
 import pytest
 
 pytest.importorskip("fhir.resources", reason="FHIR needs the integration extra")
-from test_sync import FhirStandIn  # noqa: E402  (the FHIR endpoint the sync tests use)
+from test_sync import FhirStandIn, serve_fhir  # noqa: E402  (the FHIR endpoint the sync tests use)
 from visit_fixture import clinic  # noqa: E402
 
 from drtrt.clinic.store import FileEntry, SessionStore  # noqa: E402
@@ -33,12 +31,7 @@ def folder(tmp_path):
 
 @pytest.fixture
 def fhir_server():
-    FhirStandIn.received, FhirStandIn.stored, FhirStandIn.refuse = [], {}, False
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FhirStandIn)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/fhir"
-    server.shutdown()
-    server.server_close()
+    yield from serve_fhir()
 
 
 def bundles(folder) -> dict[str, dict]:

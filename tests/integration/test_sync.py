@@ -243,15 +243,20 @@ class FhirStandIn(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def fhir_server():
+def serve_fhir(handler=None):
+    """A FHIR stand-in (``handler``: FhirStandIn or a subclass) on a free localhost port, emptied first; yields
+    its base URL and stops it after (use as a fixture's body: ``yield from serve_fhir()``)."""
     FhirStandIn.received, FhirStandIn.stored, FhirStandIn.refuse = [], {}, False
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FhirStandIn)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler or FhirStandIn)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/fhir"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def fhir_server():
+    yield from serve_fhir()
 
 
 def test_fhir_bundles_are_posted_once_and_again_only_when_they_change(session, orthanc, fhir_server):
