@@ -41,7 +41,8 @@ def summarise(sr: Dataset) -> dict:
             "verdict": _text(top.get("Screening verdict")), "model": _text(top.get("Model name")),
             "model_sha256": _text(top.get("Model SHA-256")), "validation": _text(top.get(C.LOCAL["validation"])),
             "referable": _meaning(top.get(C.LOCAL["referable-dr"])), "read": _text(top.get(C.LOCAL["clinician-read"])),
-            "date": str(sr.get("StudyDate", "")), "eyes": eyes}
+            "date": str(sr.get("StudyDate", "")), "eyes": eyes,
+            "clinic": str(sr.get("InstitutionName") or sr.get("StationName") or "")}
 
 
 def _name(item: Dataset) -> str:
