@@ -32,6 +32,7 @@ from drtrt.clinic.store import SessionStore, now
 from drtrt.clinic.verdicts import HUMAN_READ, REFER, RESCREEN, UNGRADABLE
 from drtrt.errors import ConfigError, DataError
 from drtrt.fileio import atomic_write
+from drtrt.messages import message
 
 CENTRE_DEFAULT = Pathway.from_dict({**ICDR.to_dict(), "name": "centre (no pathway kept)",
                                     "reads": {"second_read": "never", "sample_rate": 1.0}}, "the centre's default")
@@ -164,7 +165,7 @@ def read_visit(store: SessionStore, session: Path, study: str, grades: dict[str,
                organisation: str, reason: str | None = None) -> dict:
     """:func:`record_read` in an open store (the centre's pages hold theirs); audited as read or override."""
     if not may(actor.role, "read"):
-        raise ConfigError("only a reader or the programme lead may read a visit")
+        raise ConfigError(message("only a reader or the programme lead may read a visit"))
     folder = visit_dir(session, study)
     visit = load(folder)
     if not visit:
@@ -173,9 +174,10 @@ def read_visit(store: SessionStore, session: Path, study: str, grades: dict[str,
     reads = load_reads(folder)
     reading = state(visit, reads, pathway)
     if reading.next_stage is None:
-        raise ConfigError(f"study {study} is already read (its result is final); a correction is read at the PACS")
+        raise ConfigError(message("study %(study)s is already read (its result is final); a correction is read at the "
+                                  "PACS", study=study))
     if any(r.reader.casefold() == actor.name.casefold() for r in reading.reads):
-        raise ConfigError(f"the {reading.next_stage} read must be by another person than the earlier read(s)")
+        raise ConfigError(message("the next read must be by another person than the earlier read(s)"))
     read = _graded(visit, grades, pathway, reason)
     read = {"sr": visit["sr"], "reader": actor.name, "role": actor.role, "organisation": organisation,
             "stage": reading.next_stage, **read}
@@ -190,7 +192,7 @@ def read_visit(store: SessionStore, session: Path, study: str, grades: dict[str,
 def _graded(visit: dict, grades: dict[str, str], pathway: Pathway, reason: str | None) -> dict:
     """The read's grades, verdict and words, and whether it overrules the model (then with its reason)."""
     if sorted(grades) != ["left", "right"]:
-        raise ConfigError("grade both eyes (U for an eye that cannot be graded)")
+        raise ConfigError(message("grade both eyes (U for an eye that cannot be graded)"))
     form = "icdr" if any(g.startswith("ICDR") for g in grades.values()) else "nhs"
     if not all(g in _FORMS[form] for g in grades.values()):
         raise ConfigError(f"grade each eye in one form: R0, R1, R2, R3, R3a or R3s with M0 or M1 (R2M0), or ICDR0 to "
@@ -201,8 +203,9 @@ def _graded(visit: dict, grades: dict[str, str], pathway: Pathway, reason: str |
     overrules = model in OVERRULABLE and verdict != model
     reason = " ".join((reason or "").split()) or None
     if overrules and (reason is None or len(reason) > MAX_REASON or not reason.isprintable()):
-        raise ConfigError(f"this read overrules the model ({visit['verdict']} → {words_of(verdict, graded_by)}): give "
-                          f"the reason (at most {MAX_REASON} characters)")
+        raise ConfigError(message("this read overrules the model (%(model)s → %(verdict)s): give the reason (at "
+                                  "most %(most)d characters)", model=visit["verdict"], verdict=words_of(verdict, graded_by),
+                                  most=MAX_REASON))
     return {"grades": dict(sorted(grades.items())), "verdict": verdict, "words": words_of(verdict, graded_by),
             "model_verdict": model, "overrules": overrules, "reason": reason, "recorded": now()}
 
