@@ -100,14 +100,13 @@ def create_centre_app(session: str | Path, organisation: str | None = None, path
     chosen = load_pathway(pathway) if pathway is not None else None
     store = SessionStore(session / "session.db")
     try:
-        if chosen is not None:
-            keep_pathway(store, chosen)
-        if organisation is not None and " ".join(organisation.split()):
-            store.set_meta("organisation", " ".join(organisation.split()))
-        name = store.meta().get("organisation")
+        name = " ".join((organisation or "").split()) or store.meta().get("organisation")
         if not name:
             raise ConfigError("give --organisation: the reading centre's name, the Verifying Organization its reads "
                               "are sent with (kept in the session for the next start)")
+        store.set_meta("organisation", name)
+        if chosen is not None:
+            keep_pathway(store, chosen)
     except BaseException:
         store.close()
         raise

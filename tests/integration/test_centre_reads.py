@@ -141,3 +141,9 @@ def test_serve_refuses_a_centre_without_accounts_or_a_folder_that_is_no_centre(p
         result = CliRunner().invoke(app, ["centre", "serve", str(folder), "--organisation", "Centro Sur"])
         assert result.exit_code == code and said in result.output, result.output
         assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    (centre / "accounts.json").write_text((pulled / "accounts.json").read_text())
+    for extra, said in ((["--pathway", str(tmp_path / "none.yaml")], "is neither icdr nor nhs nor a readable file"),
+                        ([], "give --organisation: the reading centre's name")):
+        result = CliRunner().invoke(app, ["centre", "serve", str(centre), *extra])
+        assert result.exit_code == 2 and said in result.output, result.output
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
