@@ -130,7 +130,12 @@ def serve_centre(session: str | Path, host: str = "127.0.0.1", port: int = 8090,
     app = create_centre_app(session, organisation, pathway)
     store = app.state.station.worker.store
     try:
-        with _listen(host, port) as sock:
+        sock = _listen(host, port)
+    except BaseException:
+        store.close()                                     # a busy port: one line, nothing served
+        raise
+    try:
+        with sock:
             where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
             log(f"reading centre serving {where} — session {session}, {app.state.station.organisation} (Ctrl-C to stop)")
             server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,

@@ -5,6 +5,7 @@ says (the station's own state machine), and push sending only the final read, on
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 
@@ -147,3 +148,12 @@ def test_serve_refuses_a_centre_without_accounts_or_a_folder_that_is_no_centre(p
         result = CliRunner().invoke(app, ["centre", "serve", str(centre), *extra])
         assert result.exit_code == 2 and said in result.output, result.output
         assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(app, ["centre", "serve", str(centre), "--organisation", "Centro Sur", "--port",
+                                          str(port)])
+    assert result.exit_code == 1 and f"port {port} is in use" in result.output and "serving" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert CliRunner().invoke(app, ["centre", "list", str(centre)]).exit_code == 0      # the store was let go
