@@ -13,7 +13,7 @@ when two reads disagree. Only the final read is ever pushed (:func:`final_read`)
 reads every pulled visit once, as before second reads (:data:`CENTRE_DEFAULT`).
 
 The queue (:func:`queue`): every visit the model refers urgently, refers, asks a person to read or could not
-grade, then the pathway's sample of its negatives (:func:`drtrt.clinic.read_queue.sampled` of the study UID),
+grade, or that the station closed with an eye missing, then the pathway's sample of its negatives (:func:`drtrt.clinic.read_queue.sampled` of the study UID),
 oldest first within each; what the model said is found from the SR's verdict words (:func:`model_verdict`).
 """
 
@@ -25,11 +25,11 @@ from pathlib import Path
 from drtrt.clinic import audit
 from drtrt.clinic.accounts import Accounts, Actor, may
 from drtrt.clinic.pathways import BUILT_IN, ICDR, NHS, Pathway, stored_pathway
-from drtrt.clinic.read_queue import QUEUED, sampled
+from drtrt.clinic.read_queue import sampled
 from drtrt.clinic.reads import (ICDR_GRADES, M_GRADES, MAX_REASON, OVERRULABLE, R_GRADES, ReadState, StoredRead,
                                 read_verdict, state_of, words_of)
 from drtrt.clinic.store import SessionStore, now
-from drtrt.clinic.verdicts import HUMAN_READ, REFER, RESCREEN, UNGRADABLE
+from drtrt.clinic.verdicts import HUMAN_READ, INCOMPLETE, REFER, REFER_URGENT, RESCREEN, UNGRADABLE
 from drtrt.errors import ConfigError, DataError
 from drtrt.fileio import atomic_write
 from drtrt.messages import message
@@ -39,6 +39,9 @@ CENTRE_DEFAULT = Pathway.from_dict({**ICDR.to_dict(), "name": "centre (no pathwa
 """A centre session that keeps no pathway: every pulled visit, one read each (as before second reads)."""
 _FORMS = {"nhs": {f"{r}{m}" for r in R_GRADES for m in M_GRADES} | {"U"},
           "icdr": {f"ICDR{g}{d}" for g in ICDR_GRADES for d in ("", "+DME")} | {"U"}}
+ORDER = (REFER_URGENT, REFER, HUMAN_READ, UNGRADABLE, INCOMPLETE, RESCREEN)
+"""The queue's order (the station's, :data:`drtrt.clinic.read_queue.QUEUED`; a visit the station closed with an eye
+missing is read here too, before the negatives: the centre may be the only person who sees it). Rescreen: sampled."""
 PUSHED_KEYS = ("sr", "reader", "organisation", "grades", "verdict", "words", "overrules", "reason", "recorded")
 """A read as the VERIFIED SR and the corrected report state it (its digest names the SR: kept as before)."""
 
@@ -86,7 +89,7 @@ def model_verdict(visit: dict, pathway: Pathway = CENTRE_DEFAULT) -> str:
     found: list[tuple[str, str]] = []
     for known in (pathway, *BUILT_IN.values()):
         found += [(rule.words, rule.action) for rule in known.grades]
-        found += [(known.outcome_words(key), key) for key in (UNGRADABLE, HUMAN_READ)]
+        found += [(known.outcome_words(key), key) for key in (UNGRADABLE, HUMAN_READ, INCOMPLETE)]
     matches = sorted(((len(words), action) for words, action in found if words and text.startswith(words)),
                      reverse=True)
     if matches:
@@ -128,7 +131,7 @@ def queue(session: str | Path, pathway: Pathway | None = None, reader: str | Non
             continue
         verdict = model_verdict(visit, pathway)
         hit = verdict == RESCREEN and sampled(visit["study"], pathway.sample_rate)
-        if verdict not in QUEUED or (verdict == RESCREEN and not hit):
+        if verdict not in ORDER or (verdict == RESCREEN and not hit):
             continue
         reading = state(visit, load_reads(folder), pathway)
         if reading.next_stage is None:
@@ -137,7 +140,7 @@ def queue(session: str | Path, pathway: Pathway | None = None, reader: str | Non
         mine = reader is not None and any(r.casefold() == reader.casefold() for r in readers)
         waiting.append({**visit, "model_verdict": verdict, "sampled": hit, "stage": reading.next_stage,
                         "readers": readers, "mine": mine})
-    return sorted(waiting, key=lambda v: (QUEUED.index(v["model_verdict"]), v.get("date", ""), v["study"]))
+    return sorted(waiting, key=lambda v: (ORDER.index(v["model_verdict"]), v.get("date", ""), v["study"]))
 
 
 def record_read(session: str | Path, study: str, grades: dict[str, str], reader: str | Actor, organisation: str,
@@ -197,6 +200,10 @@ def _graded(visit: dict, grades: dict[str, str], pathway: Pathway, reason: str |
     if not all(g in _FORMS[form] for g in grades.values()):
         raise ConfigError(f"grade each eye in one form: R0, R1, R2, R3, R3a or R3s with M0 or M1 (R2M0), or ICDR0 to "
                           f"ICDR4 with or without +DME, or U; found {grades['right']!r} and {grades['left']!r}")
+    seen = {photo["eye"] for photo in visit.get("photos", [])}
+    unseen = [eye for eye in ("right", "left") if seen & {"right", "left"} and eye not in seen and grades[eye] != "U"]
+    if unseen:          # a grade for an eye nobody photographed would answer the visit's "incomplete"
+        raise ConfigError(message("the %(eye)s eye was not photographed: grade it U", eye=unseen[0]))
     graded_by = pathway if pathway.read_form == form else ICDR if form == "icdr" else NHS
     verdict = read_verdict(grades, graded_by)
     model = model_verdict(visit, pathway)

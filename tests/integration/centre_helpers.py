@@ -23,7 +23,8 @@ VISITS = (("P-1", "2026-03-01T09:00", {"right": 0, "left": 0}),               # 
           ("P-2", "2025-03-01T10:00", {"right": 1, "left": 1}),               # P-2's visit a year before: a negative
           ("P-2", "2026-03-02T10:00", {"right": 2, "left": 0}),               # refer
           ("P-3", "2026-03-01T11:00", {"right": "ungradable", "left": "ungradable"}),
-          ("P-4", "2026-03-03T12:00", {"right": 4, "left": 0}))               # refer urgently
+          ("P-4", "2026-03-03T12:00", {"right": 4, "left": 0}),               # refer urgently
+          ("P-5", "2026-03-01T13:00", {"right": 0}))                          # the left eye missing: incomplete
 PEOPLE = (("Ana", "screener", "4821"), ("Cleo", "reader", "5555"), ("Dev", "reader", "6666"),
           ("Ben", "lead", "a long password"))
 

@@ -85,7 +85,8 @@ def test_a_reader_reads_from_the_queue_and_a_disagreement_is_arbitrated_then_pus
         assert login(cleo, "Cleo", "5555").status_code == 303
         page = cleo.get("/reads")
         assert page.status_code == 200 and 'id="nav-reads"' in page.text
-        assert queue_of(page.text) == [uid["P-4", "20260303"], study, uid["P-3", "20260301"]]   # urgent first
+        assert queue_of(page.text) == [uid["P-4", "20260303"], study, uid["P-3", "20260301"],   # urgent first
+                                       uid["P-5", "20260301"]]                                # an eye missing
         shown = cleo.get(f"/reads/{study}").text
         assert 'data-zoom="in"' in shown and 'name="right_r"' in shown and 'name="right_m"' in shown   # NHS form
         assert 'id="previous-visit"' in shown and "2025-03-01" in shown         # the patient's visit before

@@ -46,8 +46,8 @@ def test_the_queue_is_by_the_models_urgency_then_the_pathways_sample_of_negative
     verdicts = {key: model_verdict(load(centre / "visits" / study)) for key, study in uid.items()}
     assert verdicts == {("P-4", "20260303"): "refer_urgent", ("P-2", "20260302"): "refer",
                         ("P-3", "20260301"): "ungradable", ("P-1", "20260301"): "rescreen",
-                        ("P-2", "20250301"): "rescreen"}
-    urgent = [uid["P-4", "20260303"], uid["P-2", "20260302"], uid["P-3", "20260301"]]
+                        ("P-2", "20250301"): "rescreen", ("P-5", "20260301"): "incomplete"}
+    urgent = [uid["P-4", "20260303"], uid["P-2", "20260302"], uid["P-3", "20260301"], uid["P-5", "20260301"]]
     assert [v["study"] for v in queue(centre)] == urgent + [uid["P-2", "20250301"], uid["P-1", "20260301"]]  # all
     with_pathway(centre, second_read="disagreement", sample_rate=0.0)
     assert [v["study"] for v in queue(centre)] == urgent                        # no negative at 0 %
@@ -118,6 +118,15 @@ def test_a_read_kept_before_second_reads_is_the_primary_read(pulled, tmp_path):
     assert load_reads(folder) == [{"stage": "primary", "role": "reader", **old}]
     assert final_read(load(folder), load_reads(folder), _kept(centre)) == (old, None)   # the same SR UID as before
     assert study not in [v["study"] for v in queue(centre)]
+
+
+def test_an_eye_nobody_photographed_can_only_be_graded_u(pulled, tmp_path):
+    centre = copy_of(pulled, tmp_path)
+    study = studies(centre)["P-5", "20260301"]                                 # the left eye missing
+    with pytest.raises(ConfigError, match="the left eye was not photographed: grade it U"):
+        record_read(centre, study, {"right": "R0M0", "left": "R0M0"}, CLEO, "Centro Sur")
+    read = record_read(centre, study, {"right": "R0M0", "left": "U"}, CLEO, "Centro Sur")
+    assert (read["verdict"], read["overrules"]) == ("ungradable", False) and study not in [v["study"] for v in queue(centre)]
 
 
 def test_the_cli_read_names_an_account_where_the_centre_keeps_them(pulled, tmp_path):
