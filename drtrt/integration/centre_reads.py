@@ -43,7 +43,8 @@ ORDER = (REFER_URGENT, REFER, HUMAN_READ, UNGRADABLE, INCOMPLETE, RESCREEN)
 """The queue's order (the station's, :data:`drtrt.clinic.read_queue.QUEUED`; a visit the station closed with an eye
 missing is read here too, before the negatives: the centre may be the only person who sees it). Rescreen: sampled."""
 PUSHED_KEYS = ("sr", "reader", "organisation", "grades", "verdict", "words", "overrules", "reason", "recorded")
-"""A read as the VERIFIED SR and the corrected report state it (its digest names the SR: kept as before)."""
+"""A read as the VERIFIED SR and the corrected report state it (its digest names the SR: kept as before; a second
+read or an arbitration also says its stage)."""
 
 
 def centre_session(session: str | Path) -> Path:
@@ -226,4 +227,5 @@ def final_read(visit: dict, reads: list[dict], pathway: Pathway) -> tuple[dict |
     if reading.final is None:
         return None, reading.next_stage
     chosen = latest[reading.final.id]
-    return {key: chosen[key] for key in PUSHED_KEYS}, None
+    stage = {"stage": chosen["stage"]} if chosen["stage"] != "primary" else {}      # a first read: as before
+    return {**{key: chosen[key] for key in PUSHED_KEYS}, **stage}, None

@@ -86,7 +86,7 @@ def test_a_disagreement_goes_to_a_second_reader_then_to_arbitration_and_only_the
     with pytest.raises(ConfigError, match="already read"):
         record_read(centre, study, {"right": "R1M0", "left": "R0M0"}, Actor("Eve", "reader"), "Centro Sur")
     read, wanted = final_read(load(folder), load_reads(folder), pathway=_kept(centre))
-    assert read["reader"] == "Ben" and wanted is None and "stage" not in read   # pushed as the SR states it
+    assert (read["reader"], read["stage"], wanted) == ("Ben", "arbitration", None)   # pushed as the SR states it
     done = push(orthanc_once.dicomweb, centre)
     assert len(done.sent) == 1 and done.waiting == []
     assert push(orthanc_once.dicomweb, centre).sent == []                       # pushed twice: once
@@ -94,6 +94,8 @@ def test_a_disagreement_goes_to_a_second_reader_then_to_arbitration_and_only_the
     [new] = [d for d in srs(orthanc_once) if d.SOPInstanceUID == done.sent[0]]
     assert new.VerificationFlag == "VERIFIED"
     assert new.VerifyingObserverSequence[0].VerifyingObserverName.family_name == "Ben"
+    assert any("read by Ben (Centro Sur, arbitration read)" in item.TextValue for item in new.ContentSequence
+               if "TextValue" in item)
     with SessionStore(centre / "session.db") as store:
         trail = [(e.person, e.role, e.action, (e.details or {}).get("stage")) for e in entries(store)]
     assert trail[:3] == [("Cleo", "reader", "override", "primary"), ("Dev", "reader", "read", "secondary"),
