@@ -71,7 +71,8 @@ def centre_list(session: SessionArg) -> None:
 
     waiting = queue(session)
     for visit in waiting:
-        stage = "" if visit["stage"] == "primary" else f"  [{visit['stage']} read, read by {', '.join(visit['readers'])}]"
+        readers = ", ".join(visit["readers"])
+        stage = "" if visit["stage"] == "primary" else f"  [{visit['stage']} read, read by {readers}]"
         console.print(f"{visit['study']}  {visit['patient']}  {visit.get('date') or '-'}  {visit['verdict']}{stage}",
                       highlight=False, soft_wrap=True, markup=False)
         for photo in visit["photos"]:
@@ -138,7 +139,8 @@ def centre_push(session: SessionArg, dicomweb: UrlOpt, fhir: FhirOpt = None, tim
 @centre_app.command("serve", cls=_Command)
 @cli_errors
 def centre_serve(session: SessionArg,
-                 host: Annotated[str, Opt("Address to listen on (127.0.0.1: this machine only).", "HOST")] = "127.0.0.1",
+                 host: Annotated[str, Opt("Address to listen on (127.0.0.1: this machine only).",
+                                          "HOST")] = "127.0.0.1",
                  port: Annotated[int, Opt("Port to listen on.", "PORT")] = 8090,
                  pathway: Annotated[Optional[str], Opt("The centre's pathway: icdr, nhs or a YAML file (its reads: "
                                                        "block says second reads and the sample of negatives); kept in "

@@ -10,7 +10,8 @@ pixels as ``sc-<UID>.png``, to look at) and
 SHA-256, UNVERIFIED or VERIFIED). Files are named by SOP Instance UID: pulling again fetches and adds
 nothing already kept. The current SR is the one no other SR of the study names as its predecessor.
 
-``record_read`` keeps a reader's grades of a visit (``read.json``, :mod:`.centre_reads`); ``push`` writes, for each read visit,
+``record_read`` keeps a reader's grades of a visit (``read.json``, :mod:`.centre_reads`); ``push`` writes, for each
+read visit,
 the station's SR again as a new instance of the same series: VERIFIED and FINAL, the reader its Verifying
 Observer, the station's SR its predecessor, the read stated beside the model's findings; it is sent by
 STOW-RS (the sync's :class:`~.senders.DicomWebSender`, confirmed per instance) and marked pushed in
@@ -42,8 +43,8 @@ from drtrt.clinic.store import SessionStore
 from drtrt.errors import DataError
 from drtrt.fileio import atomic_write
 from drtrt.integration.centre_fhir import corrected_bundle, find_report
-from drtrt.integration.centre_reads import (centre_pathway, centre_session, final_read, load, load_reads, queue,  # noqa: F401
-                                            record_read, visit_dir)  # noqa: F401  (queue, record_read: the centre's API)
+from drtrt.integration.centre_reads import centre_pathway, centre_session, final_read, load, load_reads, visit_dir
+from drtrt.integration.centre_reads import queue, record_read  # noqa: F401  (the centre's API, as before)
 from drtrt.integration.centre_sr import summarise, verified_report
 from drtrt.integration.fhir import bundle_bytes
 from drtrt.integration.pacs import Pacs, Server, value

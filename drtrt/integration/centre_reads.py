@@ -13,8 +13,9 @@ when two reads disagree. Only the final read is ever pushed (:func:`final_read`)
 reads every pulled visit once, as before second reads (:data:`CENTRE_DEFAULT`).
 
 The queue (:func:`queue`): every visit the model refers urgently, refers, asks a person to read or could not
-grade, or that the station closed with an eye missing, then the pathway's sample of its negatives (:func:`drtrt.clinic.read_queue.sampled` of the study UID),
-oldest first within each; what the model said is found from the SR's verdict words (:func:`model_verdict`).
+grade, or that the station closed with an eye missing, then the pathway's sample of its negatives
+(:func:`drtrt.clinic.read_queue.sampled` of the study UID), oldest first within each; what the model said is
+found from the SR's verdict words (:func:`model_verdict`).
 """
 
 from __future__ import annotations
@@ -212,8 +213,8 @@ def _graded(visit: dict, grades: dict[str, str], pathway: Pathway, reason: str |
     reason = " ".join((reason or "").split()) or None
     if overrules and (reason is None or len(reason) > MAX_REASON or not reason.isprintable()):
         raise ConfigError(message("this read overrules the model (%(model)s → %(verdict)s): give the reason (at "
-                                  "most %(most)d characters)", model=visit["verdict"], verdict=words_of(verdict, graded_by),
-                                  most=MAX_REASON))
+                                  "most %(most)d characters)", model=visit["verdict"],
+                                  verdict=words_of(verdict, graded_by), most=MAX_REASON))
     return {"grades": dict(sorted(grades.items())), "verdict": verdict, "words": words_of(verdict, graded_by),
             "model_verdict": model, "overrules": overrules, "reason": reason, "recorded": now()}
 

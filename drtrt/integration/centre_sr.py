@@ -85,7 +85,8 @@ def verified_report(station: Dataset, read: dict) -> Dataset:
     ds.PredecessorDocumentsSequence = [study]
     grades = ", ".join(f"{eye} {grade}" for eye, grade in read["grades"].items())
     stage = f", {read['stage']} read" if read.get("stage") else ""
-    said = (f"{read['words']} ({grades}); read by {read['reader']} ({read['organisation']}{stage}) at {read['recorded']}"
+    said = (f"{read['words']} ({grades}); read by {read['reader']} ({read['organisation']}{stage}) at "
+            f"{read['recorded']}"
             + (f"; overrules the model: {read['reason']}" if read["overrules"] else ""))
     ds.ContentSequence.append(hd.sr.TextContentItem(local("clinician-read"), said, relationship_type="CONTAINS"))
     return ds

@@ -137,7 +137,8 @@ def serve_centre(session: str | Path, host: str = "127.0.0.1", port: int = 8090,
     try:
         with sock:
             where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
-            log(f"reading centre serving {where} — session {session}, {app.state.station.organisation} (Ctrl-C to stop)")
+            log(f"reading centre serving {where} — session {session}, {app.state.station.organisation} "
+                "(Ctrl-C to stop)")
             server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                                                    server_header=False, timeout_graceful_shutdown=5))
             server.run(sockets=[sock])
