@@ -11,7 +11,8 @@ in one line. Every page but the login is under ``/reads`` (the "read" permission
 refused them).
 
 The centre's session store is held while the pages are served (logins and reads are audited there):
-``drtrt centre read`` and ``centre push`` wait until the pages stop (one line says so).
+``drtrt centre list``, ``centre read`` and ``centre push`` wait until the pages stop (one line says so); ``centre
+pull`` works beside them.
 """
 
 from __future__ import annotations
