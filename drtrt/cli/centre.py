@@ -71,7 +71,9 @@ def centre_list(session: SessionArg) -> None:
 
     waiting = queue(session)
     for visit in waiting:
-        console.print(f"{visit['study']}  {visit['patient']}  {visit.get('date') or '-'}  {visit['verdict']}",
+        readers = ", ".join(visit["readers"])
+        stage = "" if visit["stage"] == "primary" else f"  [{visit['stage']} read, read by {readers}]"
+        console.print(f"{visit['study']}  {visit['patient']}  {visit.get('date') or '-'}  {visit['verdict']}{stage}",
                       highlight=False, soft_wrap=True, markup=False)
         for photo in visit["photos"]:
             console.print(f"    {session / 'visits' / visit['study'] / photo['png']} ({photo['eye']})", highlight=False,
@@ -92,12 +94,15 @@ def centre_read(session: SessionArg,
                                                  show_default=False)],
                 reason: Annotated[Optional[str], Opt("Why the read overrules the model (needed then).",
                                                      "TEXT")] = None) -> None:
-    """Keep a clinician's read of a pulled visit; `centre push` sends it to the PACS."""
+    """Keep a clinician's read of a pulled visit at the stage it waits for (a second read or arbitration as the
+    centre's pathway says); `centre push` sends the final read to the PACS. Where the centre keeps accounts,
+    READER is an enabled reader's account."""
     from drtrt.integration.centre import record_read
 
     read = record_read(session, study, {"right": right, "left": left}, reader, organisation, reason)
     overrules = " (overrules the model)" if read["overrules"] else ""
-    console.print(f"{study}: {read['words']}, read by {reader}{overrules}",
+    stage = "" if read["stage"] == "primary" else f" ({read['stage']} read)"
+    console.print(f"{study}: {read['words']}, read by {read['reader']}{stage}{overrules}",
                   highlight=False, soft_wrap=True, markup=False)
 
 
@@ -114,6 +119,9 @@ def centre_push(session: SessionArg, dicomweb: UrlOpt, fhir: FhirOpt = None, tim
     done = _send(lambda: push(dicomweb, session, timeout, fhir))
     console.print(f"{len(done.sent)} verified report(s) sent" + (f", {len(done.reports)} DiagnosticReport(s) "
                   "corrected" if fhir else ""), highlight=False, soft_wrap=True, markup=False)
+    if done.waiting:
+        console.print(f"{len(done.waiting)} read visit(s) not sent: waiting for a second read or arbitration (first: "
+                      f"study {done.waiting[0]})", highlight=False, soft_wrap=True, markup=False)
     if done.final:
         console.print(f"{len(done.final)} centre read(s) not sent: read and verified at the station since (first: "
                       f"study {done.final[0]})", highlight=False, soft_wrap=True, markup=False)
@@ -126,3 +134,23 @@ def centre_push(session: SessionArg, dicomweb: UrlOpt, fhir: FhirOpt = None, tim
         console.print(f"{len(done.no_report)} read visit(s) have no DiagnosticReport pulled from the FHIR server "
                       f"(first: study {done.no_report[0]}): run centre pull --fhir", highlight=False, soft_wrap=True,
                       markup=False)
+
+
+@centre_app.command("serve", cls=_Command)
+@cli_errors
+def centre_serve(session: SessionArg,
+                 host: Annotated[str, Opt("Address to listen on (127.0.0.1: this machine only).",
+                                          "HOST")] = "127.0.0.1",
+                 port: Annotated[int, Opt("Port to listen on.", "PORT")] = 8090,
+                 pathway: Annotated[Optional[str], Opt("The centre's pathway: icdr, nhs or a YAML file (its reads: "
+                                                       "block says second reads and the sample of negatives); kept in "
+                                                       "the session for later reads.", "YAML")] = None,
+                 organisation: Annotated[Optional[str], Opt("The reading centre's name (the Verifying Organization); "
+                                                            "kept in the session.", "NAME")] = None) -> None:
+    """The reading centre's pages in the browser: the queue by urgency, the read page (the station's pictures with
+    zoom, the previous visit, the grade form), second reads and arbitration. Readers log in with the accounts kept
+    in SESSION (drtrt accounts add NAME --role reader --data-dir SESSION)."""
+    from drtrt.station.centre_app import serve_centre
+
+    serve_centre(session, host=host, port=port, pathway=pathway, organisation=organisation,
+                 log=lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False))

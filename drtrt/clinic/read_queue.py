@@ -37,9 +37,11 @@ class QueueItem:
     readers: tuple[str, ...]                   # who has read it so far
 
 
-def sampled(visit_id: int, rate: float) -> bool:
-    """Whether negative visit ``visit_id`` is in the quality sample at ``rate`` (stable: from the id's hash)."""
-    digest = hashlib.sha256(f"drtrt-read-sample:{int(visit_id)}".encode()).digest()
+def sampled(visit_id: int | str, rate: float) -> bool:
+    """Whether negative visit ``visit_id`` (a station's visit id, or a reading centre's study UID) is in the quality
+    sample at ``rate`` (stable: from the id's hash)."""
+    key = visit_id if isinstance(visit_id, str) else int(visit_id)
+    digest = hashlib.sha256(f"drtrt-read-sample:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < rate
 
 

@@ -10,7 +10,8 @@ pixels as ``sc-<UID>.png``, to look at) and
 SHA-256, UNVERIFIED or VERIFIED). Files are named by SOP Instance UID: pulling again fetches and adds
 nothing already kept. The current SR is the one no other SR of the study names as its predecessor.
 
-``record_read`` keeps a reader's grades of a visit (``read.json``); ``push`` writes, for each read visit,
+``record_read`` keeps a reader's grades of a visit (``read.json``, :mod:`.centre_reads`); ``push`` writes, for each
+read visit,
 the station's SR again as a new instance of the same series: VERIFIED and FINAL, the reader its Verifying
 Observer, the station's SR its predecessor, the read stated beside the model's findings; it is sent by
 STOW-RS (the sync's :class:`~.senders.DicomWebSender`, confirmed per instance) and marked pushed in
@@ -20,7 +21,8 @@ With a FHIR server, ``pull`` also keeps each visit's DiagnosticReport as the sta
 (``fhir-report.json``, found by its study identifier) and ``push`` PUTs it corrected by the read under the
 same id (:mod:`.centre_fhir`), marked in ``visit.json`` once the server confirmed the transaction.
 
-Not done here: the reads' audit trail, second reads and arbitration at the centre.
+The reads themselves — who reads, second reads and arbitration as the centre's pathway says, the queue — are
+:mod:`.centre_reads`; only a visit's final read is pushed (one waiting for a second read or arbitration is not).
 """
 
 from __future__ import annotations
@@ -36,13 +38,13 @@ from pydicom import Dataset, dcmread
 from pydicom.uid import ComprehensiveSRStorage, SecondaryCaptureImageStorage
 
 from drtrt.clinic import audit
-from drtrt.clinic.accounts import NO_LOGIN, Actor
-from drtrt.clinic.pathways import ICDR, NHS
-from drtrt.clinic.reads import ICDR_GRADES, M_GRADES, MAX_REASON, R_GRADES, read_verdict, words_of
-from drtrt.clinic.store import SessionStore, now
-from drtrt.errors import ConfigError, DataError
+from drtrt.clinic.accounts import NO_LOGIN
+from drtrt.clinic.store import SessionStore
+from drtrt.errors import DataError
 from drtrt.fileio import atomic_write
 from drtrt.integration.centre_fhir import corrected_bundle, find_report
+from drtrt.integration.centre_reads import centre_pathway, centre_session, final_read, load, load_reads, visit_dir
+from drtrt.integration.centre_reads import queue, record_read  # noqa: F401  (the centre's API, as before)
 from drtrt.integration.centre_sr import summarise, verified_report
 from drtrt.integration.fhir import bundle_bytes
 from drtrt.integration.pacs import Pacs, Server, value
@@ -58,19 +60,6 @@ class PullReport:
     visits: int = 0                                    # of them with a drtrt report
     reports: int = 0                                   # of those with a DiagnosticReport at the FHIR server
     added: list[str] = field(default_factory=list)     # files kept by this pull
-
-
-def centre_session(session: str | Path) -> Path:
-    """``session`` if it is a centre's session folder (made by :func:`pull`), else one line."""
-    if not (Path(session) / "visits").is_dir():
-        raise DataError(f"{session} is not a centre session folder (no visits/): make it with drtrt centre pull")
-    return Path(session)
-
-
-def visit_dir(session: Path, study: str) -> Path:
-    if not study or not all(c.isdigit() or c == "." for c in study):
-        raise DataError(f"the PACS gave a study UID that is not a DICOM UID: {study!r}")
-    return session / "visits" / study
 
 
 def pull(url: str, session: str | Path, timeout: float = 30.0, fhir: str | None = None,
@@ -157,73 +146,6 @@ def _write_summary(folder: Path) -> None:
         _keep_json(folder / "visit.json", summary)
 
 
-def load(folder: Path) -> dict:
-    try:
-        return json.loads((folder / "visit.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def load_read(folder: Path) -> dict | None:
-    """The centre's read of the visit in ``folder`` (None: not read)."""
-    path = folder / "read.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def queue(session: str | Path) -> list[dict]:
-    """The pulled visits no one has read (not VERIFIED, no centre read of their current report): those the model
-    found referable first, then those it could not grade, then the rest; oldest first within each."""
-    rank = {"Yes": 0, None: 1, "No": 2}
-    waiting = []
-    for folder in sorted((centre_session(session) / "visits").glob("*")):
-        visit, read = load(folder), load_read(folder)
-        if visit and visit["verification"] != "VERIFIED" and (read is None or read["sr"] != visit["sr"]):
-            waiting.append(visit)                   # never read, or the report read was replaced since
-    return sorted(waiting, key=lambda v: (rank.get(v.get("referable"), 1), v.get("date", ""), v["study"]))
-
-
-def record_read(session: str | Path, study: str, grades: dict[str, str], reader: str, organisation: str,
-                reason: str | None = None) -> dict:
-    """Keep ``reader``'s grades (eye → R0M0 … or ICDR2+DME …, U) of a pulled visit; one read per visit."""
-    with SessionStore(centre_session(session) / "session.db") as store:    # one reader at a time, and the trail
-        return _record_read(store, visit_dir(Path(session), study), grades, reader, organisation, reason)
-
-
-_FORMS = {"nhs": {f"{r}{m}" for r in R_GRADES for m in M_GRADES} | {"U"},
-          "icdr": {f"ICDR{g}{d}" for g in ICDR_GRADES for d in ("", "+DME")} | {"U"}}
-
-
-def _record_read(store: SessionStore, folder: Path, grades: dict[str, str], reader: str, organisation: str,
-                 reason: str | None) -> dict:
-    study, visit = folder.name, load(folder)
-    if not visit:
-        raise DataError(f"no pulled visit of study {study} in {folder.parent.parent}: see drtrt centre list")
-    earlier = load_read(folder)
-    if visit["verification"] == "VERIFIED" or (earlier is not None and earlier["sr"] == visit["sr"]):
-        raise ConfigError(f"study {study} is already read (its result is final); a correction is read at the PACS")
-    if sorted(grades) != ["left", "right"]:
-        raise ConfigError("grade both eyes (U for an eye that cannot be graded)")
-    form = "icdr" if any(g.startswith("ICDR") for g in grades.values()) else "nhs"
-    if not all(g in _FORMS[form] for g in grades.values()):
-        raise ConfigError(f"grade each eye in one form: R0, R1, R2, R3, R3a or R3s with M0 or M1 (R2M0), or ICDR0 to "
-                          f"ICDR4 with or without +DME, or U; found {grades['right']!r} and {grades['left']!r}")
-    pathway = ICDR if form == "icdr" else NHS
-    verdict = read_verdict(grades, pathway)
-    words = words_of(verdict, pathway)
-    overrules = not visit["verdict"].startswith(words)
-    reason = " ".join((reason or "").split()) or None
-    if overrules and (reason is None or len(reason) > MAX_REASON or not reason.isprintable()):
-        raise ConfigError(f"this read overrules the model ({visit['verdict']} → {words}): give the reason "
-                          f"(at most {MAX_REASON} characters)")
-    read = {"sr": visit["sr"], "reader": reader, "organisation": organisation, "grades": dict(sorted(grades.items())),
-            "verdict": verdict, "words": words, "overrules": overrules, "reason": reason, "recorded": now()}
-    audit.append(store, Actor(reader, "reader"), "override" if overrules else "read", patient=visit["patient"],
-                 details={"study": study, "sr": visit["sr"], "grades": read["grades"], "verdict": verdict,
-                          "model_verdict": visit["verdict"], "reason": reason, "organisation": organisation})
-    atomic_write(folder / "read.json", json.dumps(read, indent=1, ensure_ascii=False).encode())
-    return read
-
-
 @dataclass
 class PushReport:
     sent: list[str] = field(default_factory=list)        # SR SOP Instance UIDs sent
@@ -231,6 +153,7 @@ class PushReport:
     no_report: list[str] = field(default_factory=list)   # read studies with no DiagnosticReport pulled (--fhir)
     stale: list[str] = field(default_factory=list)       # read studies whose station report changed since the read
     final: list[str] = field(default_factory=list)       # of them, those read and VERIFIED at the station since
+    waiting: list[str] = field(default_factory=list)     # read studies waiting for a second read or arbitration
 
 
 def push(url: str, session: str | Path, timeout: float = 30.0, fhir: str | None = None) -> PushReport:
@@ -239,21 +162,26 @@ def push(url: str, session: str | Path, timeout: float = 30.0, fhir: str | None 
     sender, out = DicomWebSender(url, timeout), PushReport()
     reporter = FhirSender(fhir, timeout) if fhir else None
     with SessionStore(centre_session(session) / "session.db") as store:
+        pathway = centre_pathway(store)
         for folder in sorted((Path(session) / "visits").glob("*")):
-            _push_visit(store, folder, sender, reporter, out)
+            _push_visit(store, folder, sender, reporter, out, pathway)
     return out
 
 
 def _push_visit(store: SessionStore, folder: Path, sender: DicomWebSender, reporter: FhirSender | None,
-                out: PushReport) -> None:
-    """One visit's VERIFIED SR and corrected DiagnosticReport, each sent unless confirmed before; audited."""
-    visit = load(folder)
-    if not visit or not (folder / "read.json").is_file():
+                out: PushReport, pathway) -> None:
+    """One visit's VERIFIED SR and corrected DiagnosticReport from its final read, each sent unless confirmed
+    before; audited. A visit whose reading is not final yet sends nothing."""
+    visit, reads = load(folder), load_reads(folder)
+    if not visit or not reads:
         return
-    read = json.loads((folder / "read.json").read_text(encoding="utf-8"))
-    if read["sr"] != visit["sr"] and visit["sr"] not in visit["pushed"]:
+    if reads[-1]["sr"] != visit["sr"] and visit["sr"] not in visit["pushed"]:
         (out.final if visit["verification"] == "VERIFIED" else out.stale).append(visit["study"])
         return                                      # the station replaced the report that was read: never sent
+    read, _ = final_read(visit, reads, pathway)
+    if read is None:
+        out.waiting.append(visit["study"])          # a second read or arbitration first: nothing is VERIFIED yet
+        return
     report = verified_report(dcmread(folder / f"sr-{read['sr']}.dcm"), read)
     uid = report.SOPInstanceUID
     if uid not in visit["pushed"]:

@@ -41,7 +41,8 @@ def summarise(sr: Dataset) -> dict:
             "verdict": _text(top.get("Screening verdict")), "model": _text(top.get("Model name")),
             "model_sha256": _text(top.get("Model SHA-256")), "validation": _text(top.get(C.LOCAL["validation"])),
             "referable": _meaning(top.get(C.LOCAL["referable-dr"])), "read": _text(top.get(C.LOCAL["clinician-read"])),
-            "date": str(sr.get("StudyDate", "")), "eyes": eyes}
+            "date": str(sr.get("StudyDate", "")), "eyes": eyes,
+            "clinic": str(sr.get("InstitutionName") or sr.get("StationName") or "")}
 
 
 def _name(item: Dataset) -> str:
@@ -83,7 +84,9 @@ def verified_report(station: Dataset, read: dict) -> Dataset:
     study.StudyInstanceUID, study.ReferencedSeriesSequence = station.StudyInstanceUID, [series]
     ds.PredecessorDocumentsSequence = [study]
     grades = ", ".join(f"{eye} {grade}" for eye, grade in read["grades"].items())
-    said = (f"{read['words']} ({grades}); read by {read['reader']} ({read['organisation']}) at {read['recorded']}"
+    stage = f", {read['stage']} read" if read.get("stage") else ""
+    said = (f"{read['words']} ({grades}); read by {read['reader']} ({read['organisation']}{stage}) at "
+            f"{read['recorded']}"
             + (f"; overrules the model: {read['reason']}" if read["overrules"] else ""))
     ds.ContentSequence.append(hd.sr.TextContentItem(local("clinician-read"), said, relationship_type="CONTAINS"))
     return ds

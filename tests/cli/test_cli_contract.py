@@ -91,6 +91,7 @@ MISSING_PATH = {
                           "--organisation", "Centro"], "not a centre session folder"),
     ("centre", "list"): (["{missing}"], "not a centre session folder"),
     ("centre", "push"): (["{missing}", "--dicomweb", "http://127.0.0.1:9/dicom-web"], "not a centre session folder"),
+    ("centre", "serve"): (["{missing}", "--organisation", "Centro"], "not a centre session folder"),
 }
 NO_INPUT_PATH = {("synth",): "writes a new folder", ("doctor",): "reads nothing", ("demo",): "makes its own data",
                  ("validate",): "a group of commands", ("validate", "keygen"): "writes a new key pair",
