@@ -65,6 +65,11 @@ def run_demo(out: str | Path, console: Console, progress_factory, epochs: int | 
     out = Path(out)
     data, run, model_path = out / "data", out / "run", out / "model.onnx"
     started = time.perf_counter()
+    stages: dict[str, float] = {}
+
+    def lap(stage: str) -> None:
+        stages[stage] = round(time.perf_counter() - started - sum(stages.values()), 1)
+
     console.rule("[bold]drtrt demo[/] — synthetic data, tiny model, not for clinical use")
 
     with progress_factory() as bars:
@@ -72,6 +77,7 @@ def run_demo(out: str | Path, console: Console, progress_factory, epochs: int | 
         write_synthetic_idrid(data, cfg.grading, cfg.segmentation, size=cfg.synth_size, seed=cfg.seed,
                               test_fraction=cfg.test_fraction,
                               progress=lambda done, total: bars.update(task, completed=done))
+    lap("synthesis")
 
     train_cfg = TrainConfig(
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, device="cpu",
@@ -86,10 +92,12 @@ def run_demo(out: str | Path, console: Console, progress_factory, epochs: int | 
                         completed=p["step"], total=p["steps"], info=f"loss {p['loss']:.3f}")
 
         train(train_cfg, data, run, on_progress=on_progress, log=lambda msg: None, cache_dir=out / "cache")
+    lap("training")
 
     with console.status("3/4 exporting ONNX and checking it against PyTorch"):
         exported = export_checkpoint(run / "best.pt", model_path)
     console.print(f"3/4 {exported.summary()}")
+    lap("export")
 
     index = read_idrid(data)
     test = index.select(split="test")
@@ -97,16 +105,19 @@ def run_demo(out: str | Path, console: Console, progress_factory, epochs: int | 
         console.print(f"3/4 {calibration_line(runner.info)}")
         task = bars.add_task("4/4 evaluating on held-out images", total=len(test), info="")
         metrics = evaluate_runner(runner, test, on_progress=lambda d, t: bars.update(task, completed=d))
-    metrics["seconds"] = round(time.perf_counter() - started, 1)
-    (out / "metrics.json").write_text(json.dumps(json_ready(metrics), indent=2))
-
+    lap("evaluation")
     to_screen = [s.image for s in index.select(subset="grading", split="test")][: cfg.screen_count]
     screened = screen_images(to_screen, model_path, out / "screening")
+    lap("screening")
+    metrics["seconds"] = round(time.perf_counter() - started, 1)
+    metrics["stage_seconds"] = stages
+    (out / "metrics.json").write_text(json.dumps(json_ready(metrics), indent=2))
     console.print(results_table(screened.rows, screened.task))
     console.print(
         f"held-out: grade accuracy {metrics.get('accuracy', float('nan')):.2f} "
         f"(majority class {metrics.get('majority_rate', float('nan')):.2f}), "
-        f"mean lesion Dice {metrics.get('mean_dice', float('nan')):.2f}; {metrics['seconds']:.0f} s in all")
+        f"mean lesion Dice {metrics.get('mean_dice', float('nan')):.2f}; {metrics['seconds']:.0f} s in all "
+        f"({', '.join(f'{stage} {seconds:.0f} s' for stage, seconds in stages.items())})")
     console.print(f"outputs: {run / 'best.pt'}, {model_path}, {out / 'screening'}, {out / 'metrics.json'}")
     return metrics
 

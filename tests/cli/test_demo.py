@@ -24,10 +24,13 @@ def test_demo_runs_every_stage(tmp_path):
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written.keys() == metrics.keys() and written["accuracy"] == metrics["accuracy"]
     assert {"accuracy", "majority_rate", "mean_dice"} <= set(metrics)
+    stages = metrics["stage_seconds"]                         # issue 26: where the demo's time goes
+    assert list(stages) == ["synthesis", "training", "export", "evaluation", "screening"]
+    assert all(s >= 0 for s in stages.values()) and abs(sum(stages.values()) - metrics["seconds"]) <= 0.3
     rows = (tmp_path / "screening" / "results.jsonl").read_text().splitlines()
     assert len(rows) == 2 and all(json.loads(r)["status"] == "graded" for r in rows)
     text = console.export_text()
-    assert "not for clinical use" in text.lower() and "held-out" in text
+    assert "not for clinical use" in text.lower() and "held-out" in text and "training" in text[text.index("held-out"):]
     assert "grade probabilities not calibrated" in text        # 2 graded validation images at this scale
 
 
