@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("highdicom", reason="the centre needs the integration extra")
 pytest.importorskip("starlette", reason="the centre's pages need the station extra")
 pytest.importorskip("httpx", reason="Starlette's test client needs httpx (test extra)")
-from centre_helpers import copy_of, pulled_centre, station_sends, studies  # noqa: E402
+from centre_helpers import copy_of, pulled_centre, station_sends, studies, with_pathway  # noqa: E402
 from orthanc_helpers import Orthanc, free_port  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 from test_centre import srs  # noqa: E402
@@ -42,6 +42,7 @@ def pulled(orthanc_once, tmp_path_factory):
 
 
 def live_app(centre, dicomweb):
+    with_pathway(centre, second_read="never", sample_rate=0.0)          # NHS grades, one read final
     return create_centre_app(centre, organisation="Centro Sur", link={"dicomweb": dicomweb, "every_s": 3600.0,
                                                                        "timeout": 10.0})
 
@@ -161,6 +162,7 @@ def test_an_unreachable_pacs_is_a_warning_and_the_read_goes_once_it_answers(pull
 
 def test_without_a_pacs_the_pages_say_reads_go_by_centre_push(pulled, tmp_path):
     centre = copy_of(pulled, tmp_path)
+    with_pathway(centre, second_read="never", sample_rate=0.0)
     app = create_centre_app(centre, organisation="Centro Sur")
     try:
         cleo = TestClient(app)
