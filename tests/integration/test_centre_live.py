@@ -131,7 +131,7 @@ def test_a_study_sent_after_the_start_appears_after_fetch(pulled, tmp_path, orth
 def test_an_unreachable_pacs_is_a_warning_and_the_read_goes_once_it_answers(pulled, tmp_path, orthanc_once):
     centre = copy_of(pulled, tmp_path)
     study = studies(centre)["P-4", "20260303"]                        # refer urgently
-    app = live_app(centre, orthanc_once.dicomweb)
+    app = live_app(centre, orthanc_once.dicomweb.replace("http://", "http://centre:s3cret@"))   # Basic auth
     link = app.state.station.link
     try:
         cleo = TestClient(app)
@@ -143,6 +143,7 @@ def test_an_unreachable_pacs_is_a_warning_and_the_read_goes_once_it_answers(pull
                 assert press(cleo, button).status_code == 303
                 page = cleo.get("/reads").text
                 assert 'id="link-problem"' in page and "cannot reach the" in page and "Traceback" not in page
+                assert orthanc_once.dicomweb in page and "s3cret" not in page             # never the password
                 assert "1 final read waiting to be sent." in page and "has not been reached" in page
             assert load(centre / "visits" / study)["pushed"] == []                # nothing marked that did not go
             assert not any(e.action == "send" for e in entries(app.state.station.worker.store))
