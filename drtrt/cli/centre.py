@@ -33,6 +33,18 @@ def _send(call):
         raise SendError(f"{exc}; nothing was marked sent: run it again when the PACS answers") from None
 
 
+def _check_since(since: str | None) -> None:
+    import datetime as dt
+
+    from drtrt.errors import ConfigError
+
+    if since is not None:
+        try:
+            dt.datetime.strptime(since, "%Y%m%d")
+        except ValueError:
+            raise ConfigError(f"--since needs a date as YYYYMMDD, found {since!r}") from None
+
+
 @centre_app.command("pull", cls=_Command)
 @cli_errors
 def centre_pull(dicomweb: UrlOpt, out: Annotated[Path, Opt("The centre's session folder (made when missing).",
@@ -44,18 +56,10 @@ def centre_pull(dicomweb: UrlOpt, out: Annotated[Path, Opt("The centre's session
     with --fhir each visit's DiagnosticReport; what is already kept is not fetched again."""
     from drtrt.integration.centre import Pacs, Server, pull
 
-    import datetime as dt
-
-    from drtrt.errors import ConfigError
-
     Pacs(dicomweb)                                        # a malformed URL: a usage error, before anything
     if fhir:
         Server(fhir, "--fhir", "FHIR server")
-    if since is not None:
-        try:
-            dt.datetime.strptime(since, "%Y%m%d")
-        except ValueError:
-            raise ConfigError(f"--since needs a date as YYYYMMDD, found {since!r}") from None
+    _check_since(since)
     report = _send(lambda: pull(dicomweb, out, timeout, fhir, since))
     console.print(f"{report.studies} stud{'y' if report.studies == 1 else 'ies'} at the PACS, {report.visits} with a "
                   f"drtrt report" + (f", {report.reports} with a DiagnosticReport" if fhir else "")
@@ -146,11 +150,30 @@ def centre_serve(session: SessionArg,
                                                        "block says second reads and the sample of negatives); kept in "
                                                        "the session for later reads.", "YAML")] = None,
                  organisation: Annotated[Optional[str], Opt("The reading centre's name (the Verifying Organization); "
-                                                            "kept in the session.", "NAME")] = None) -> None:
+                                                            "kept in the session.", "NAME")] = None,
+                 dicomweb: Annotated[Optional[str], Opt("The PACS (DICOMweb base URL, as centre pull and push take "
+                                                        "it): the server sends each final read there and fetches "
+                                                        "new studies from it while the pages run.", "URL")] = None,
+                 fhir: FhirOpt = None,
+                 every: Annotated[float, Opt("With --dicomweb: seconds between tries to send and fetch (the "
+                                             "queue page's buttons try at once).", "SECONDS")] = 60.0,
+                 since: Annotated[Optional[str], Opt("With --dicomweb: fetch only studies of this date or later "
+                                                     "(YYYYMMDD).", "DATE")] = None,
+                 timeout: TimeoutOpt = 30.0) -> None:
     """The reading centre's pages in the browser: the queue by urgency, the read page (the station's pictures with
     zoom, the previous visit, the grade form), second reads and arbitration. Readers log in with the accounts kept
-    in SESSION (drtrt accounts add NAME --role reader --data-dir SESSION)."""
+    in SESSION (drtrt accounts add NAME --role reader --data-dir SESSION). With --dicomweb (and --fhir) the server
+    sends each final read back and fetches new studies while the pages run; without it reads go out by centre push
+    once the pages stop."""
+    from drtrt.errors import ConfigError
     from drtrt.station.centre_app import serve_centre
 
-    serve_centre(session, host=host, port=port, pathway=pathway, organisation=organisation,
+    link = None
+    if dicomweb is not None:
+        _check_since(since)
+        link = {"dicomweb": dicomweb, "fhir": fhir, "every_s": every, "timeout": timeout, "since": since}
+    elif fhir is not None or since is not None:
+        raise ConfigError(f"{'--fhir' if fhir is not None else '--since'} needs --dicomweb: the PACS the pages fetch "
+                          "from and send the reads to")
+    serve_centre(session, host=host, port=port, pathway=pathway, organisation=organisation, link=link,
                  log=lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False))

@@ -38,13 +38,13 @@ from pydicom import Dataset, dcmread
 from pydicom.uid import ComprehensiveSRStorage, SecondaryCaptureImageStorage
 
 from drtrt.clinic import audit
-from drtrt.clinic.accounts import NO_LOGIN
+from drtrt.clinic.accounts import NO_LOGIN, Actor
 from drtrt.clinic.store import SessionStore
 from drtrt.errors import DataError
 from drtrt.fileio import atomic_write
 from drtrt.integration.centre_fhir import corrected_bundle, find_report
 from drtrt.integration.centre_reads import centre_pathway, centre_session, final_read, load, load_reads, visit_dir
-from drtrt.integration.centre_reads import queue, record_read  # noqa: F401  (the centre's API, as before)
+from drtrt.integration.centre_reads import queue, record_read, unsent  # noqa: F401  (the centre's API)
 from drtrt.integration.centre_sr import summarise, verified_report
 from drtrt.integration.fhir import bundle_bytes
 from drtrt.integration.pacs import Pacs, Server, value
@@ -156,20 +156,25 @@ class PushReport:
     waiting: list[str] = field(default_factory=list)     # read studies waiting for a second read or arbitration
 
 
-def push(url: str, session: str | Path, timeout: float = 30.0, fhir: str | None = None) -> PushReport:
+def push(url: str, session: str | Path, timeout: float = 30.0, fhir: str | None = None,
+         store: SessionStore | None = None, actor: Actor = NO_LOGIN) -> PushReport:
     """Send each read visit's VERIFIED SR the PACS has not confirmed yet, and with ``fhir`` its corrected
-    DiagnosticReport (a visit whose report was pulled); a failure raises, with nothing marked that was not sent."""
+    DiagnosticReport (a visit whose report was pulled); a failure raises, with nothing marked that was not sent.
+    ``store``: the centre's session store already open (the pages hold it), else it is opened (and locked) here;
+    ``actor``: who sends, in the audit trail (the person who pressed the pages' button; no login otherwise)."""
+    if store is None:
+        with SessionStore(centre_session(session) / "session.db") as opened:
+            return push(url, session, timeout, fhir, opened, actor)
     sender, out = DicomWebSender(url, timeout), PushReport()
     reporter = FhirSender(fhir, timeout) if fhir else None
-    with SessionStore(centre_session(session) / "session.db") as store:
-        pathway = centre_pathway(store)
-        for folder in sorted((Path(session) / "visits").glob("*")):
-            _push_visit(store, folder, sender, reporter, out, pathway)
+    pathway = centre_pathway(store)
+    for folder in sorted((centre_session(session) / "visits").glob("*")):
+        _push_visit(store, folder, sender, reporter, out, pathway, actor)
     return out
 
 
 def _push_visit(store: SessionStore, folder: Path, sender: DicomWebSender, reporter: FhirSender | None,
-                out: PushReport, pathway) -> None:
+                out: PushReport, pathway, actor: Actor = NO_LOGIN) -> None:
     """One visit's VERIFIED SR and corrected DiagnosticReport from its final read, each sent unless confirmed
     before; audited. A visit whose reading is not final yet sends nothing."""
     visit, reads = load(folder), load_reads(folder)
@@ -194,7 +199,7 @@ def _push_visit(store: SessionStore, folder: Path, sender: DicomWebSender, repor
         visit["pushed"].append(uid)
         _keep_json(folder / "visit.json", visit)
         out.sent.append(uid)
-        audit.append(store, NO_LOGIN, "send", patient=visit["patient"],
+        audit.append(store, actor, "send", patient=visit["patient"],
                      details={"study": visit["study"], "sr": uid, "to": sender.destination})
     if reporter is None or uid in visit.get("fhir_pushed", []):
         return
@@ -209,5 +214,5 @@ def _push_visit(store: SessionStore, folder: Path, sender: DicomWebSender, repor
     visit.setdefault("fhir_pushed", []).append(uid)
     _keep_json(folder / "visit.json", visit)
     out.reports.append(station["id"])
-    audit.append(store, NO_LOGIN, "send", patient=visit["patient"],
+    audit.append(store, actor, "send", patient=visit["patient"],
                  details={"study": visit["study"], "report": station["id"], "to": reporter.destination})

@@ -33,6 +33,7 @@ from drtrt.clinic.store import SessionStore, now
 from drtrt.clinic.verdicts import HUMAN_READ, INCOMPLETE, REFER, REFER_URGENT, RESCREEN, UNGRADABLE
 from drtrt.errors import ConfigError, DataError
 from drtrt.fileio import atomic_write
+from drtrt.integration.uids import derive_uid, digest
 from drtrt.messages import message
 
 CENTRE_DEFAULT = Pathway.from_dict({**ICDR.to_dict(), "name": "centre (no pathway kept)",
@@ -230,3 +231,27 @@ def final_read(visit: dict, reads: list[dict], pathway: Pathway) -> tuple[dict |
     chosen = latest[reading.final.id]
     stage = {"stage": chosen["stage"]} if chosen["stage"] != "primary" else {}      # a first read: as before
     return {**{key: chosen[key] for key in PUSHED_KEYS}, **stage}, None
+
+
+def verified_uid(read: dict) -> str:
+    """The SOP Instance UID of the VERIFIED SR that states ``read`` (its :data:`PUSHED_KEYS`): derived from the
+    station's SR it read and the read itself, so a resend of the same read is the same instance."""
+    return derive_uid("centre-read", read["sr"], digest(read))
+
+
+def unsent(session: str | Path, pathway: Pathway, fhir: bool = False) -> list[str]:
+    """The studies whose final read the PACS (with ``fhir``: or the FHIR server) has not confirmed yet: what the
+    next push sends (a read of a report the station replaced since is not among them: it is never sent)."""
+    waiting = []
+    for folder in sorted((centre_session(session) / "visits").glob("*")):
+        visit, reads = load(folder), load_reads(folder)
+        if not visit or not reads or (reads[-1]["sr"] != visit["sr"] and visit["sr"] not in visit["pushed"]):
+            continue
+        read, _ = final_read(visit, reads, pathway)
+        if read is None:
+            continue
+        uid = verified_uid(read)
+        if uid not in visit["pushed"] or (fhir and (folder / "fhir-report.json").is_file()
+                                          and uid not in visit.get("fhir_pushed", [])):
+            waiting.append(visit["study"])
+    return waiting

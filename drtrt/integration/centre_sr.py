@@ -12,7 +12,7 @@ from pydicom import Dataset
 
 from drtrt.integration import codes as C
 from drtrt.integration.dicom_out import local
-from drtrt.integration.uids import derive_uid, digest
+from drtrt.integration.centre_reads import verified_uid
 
 _EYES = {C.EYE_SITE["right"][0]: "right", C.EYE_SITE["left"][0]: "left"}
 
@@ -66,7 +66,7 @@ def verified_report(station: Dataset, read: dict) -> Dataset:
     """The station's SR again, as a new instance of its series: VERIFIED, FINAL, the reader its Verifying
     Observer, the station's SR its predecessor, the read stated beside the model's findings."""
     ds = copy.deepcopy(station)
-    uid = derive_uid("centre-read", station.SOPInstanceUID, digest(read))
+    uid = verified_uid({**read, "sr": station.SOPInstanceUID})
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
     ds.InstanceNumber = int(station.get("InstanceNumber") or 1) + 1
     date, time = read["recorded"][:10].replace("-", ""), read["recorded"][11:19].replace(":", "")

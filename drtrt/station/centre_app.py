@@ -12,14 +12,15 @@ refused them).
 
 The centre's session store is held while the pages are served (logins and reads are audited there):
 ``drtrt centre list``, ``centre read`` and ``centre push`` wait until the pages stop (one line says so); ``centre
-pull`` works beside them.
+pull`` works beside them. Given the PACS (``--dicomweb``, and ``--fhir``), the server itself sends each final read
+and fetches new studies (:mod:`.centre_link`: a loop, and two buttons on the queue page), with the store it holds.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -39,6 +40,9 @@ from drtrt.station.middleware import LOGIN_PATH, OperatorGuard, SecurityHeaders,
 from drtrt.station.security import MAX_UPLOAD_BYTES, AccountGuard, session_secret
 from drtrt.station.state import Templates
 
+if TYPE_CHECKING:
+    from drtrt.station.centre_link import CentreLink
+
 HERE = Path(__file__).parent
 
 
@@ -48,6 +52,8 @@ async def _home(request):
 
 ROUTES = [
     Route("/", _home), Route("/reads", centre_pages.queue_page),
+    Route("/reads/fetch", centre_pages.fetch_now, methods=["POST"]),
+    Route("/reads/send", centre_pages.send_now, methods=["POST"]),
     Route("/reads/{study:str}", centre_pages.read_page),
     Route("/reads/{study:str}/read", centre_pages.read_submit, methods=["POST"]),
     Route("/reads/{study:str}/picture/{name:str}", centre_pages.picture),
@@ -87,12 +93,15 @@ class Centre:
     templates: Templates
     pins: None = None
     forwarder: None = None
+    link: CentreLink | None = None                  # the PACS the pages fetch from and send to (None: not given)
 
 
 def create_centre_app(session: str | Path, organisation: str | None = None, pathway: str | None = None,
-                      max_upload_bytes: int = MAX_UPLOAD_BYTES) -> Starlette:
+                      max_upload_bytes: int = MAX_UPLOAD_BYTES, link: dict | None = None) -> Starlette:
     """The centre's ASGI app over ``session``; it holds the session's store (``app.state.station.worker.store``:
-    close it when done). ``pathway`` (icdr, nhs, a YAML file) and ``organisation`` are kept in the session."""
+    close it when done). ``pathway`` (icdr, nhs, a YAML file) and ``organisation`` are kept in the session.
+    ``link``: :class:`~.centre_link.CentreLink`'s arguments (``dicomweb``, ``fhir``, ``every_s``, ``timeout``,
+    ``since``), the PACS the pages fetch from and send to (its loop is not started here: :func:`serve_centre`)."""
     session = centre_session(session)
     accounts = Accounts(session)
     if not accounts.exist():
@@ -108,10 +117,16 @@ def create_centre_app(session: str | Path, organisation: str | None = None, path
         store.set_meta("organisation", name)
         if chosen is not None:
             keep_pathway(store, chosen)
+        linked = None
+        if link is not None:
+            from drtrt.station.centre_link import CentreLink
+
+            linked = CentreLink(store, session, **link)
     except BaseException:
         store.close()
         raise
-    centre = Centre(session, name, Desk(store), AccountGuard(accounts), CentreTemplates(HERE / "templates"))
+    centre = Centre(session, name, Desk(store), AccountGuard(accounts), CentreTemplates(HERE / "templates"),
+                    link=linked)
     middleware = [Middleware(SessionMiddleware, secret_key=session_secret(session), session_cookie="drtrt_centre",
                              max_age=12 * 3600, same_site="strict", https_only=False),
                   Middleware(SecurityHeaders),
@@ -122,14 +137,15 @@ def create_centre_app(session: str | Path, organisation: str | None = None, path
 
 
 def serve_centre(session: str | Path, host: str = "127.0.0.1", port: int = 8090, pathway: str | None = None,
-                 organisation: str | None = None, log: Callable[[str], None] = print) -> None:
-    """Serve the centre's pages until Ctrl-C / SIGTERM (uvicorn's handlers)."""
+                 organisation: str | None = None, log: Callable[[str], None] = print, link: dict | None = None) -> None:
+    """Serve the centre's pages until Ctrl-C / SIGTERM (uvicorn's handlers); with ``link`` (the PACS, as
+    :func:`create_centre_app` takes it) its loop fetches and sends while the pages run."""
     import uvicorn
 
     from drtrt.station.server import _listen
 
-    app = create_centre_app(session, organisation, pathway)
-    store = app.state.station.worker.store
+    app = create_centre_app(session, organisation, pathway, link=link)
+    store, running = app.state.station.worker.store, app.state.station.link
     try:
         sock = _listen(host, port)
     except BaseException:
@@ -138,11 +154,15 @@ def serve_centre(session: str | Path, host: str = "127.0.0.1", port: int = 8090,
     try:
         with sock:
             where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
-            log(f"reading centre serving {where} — session {session}, {app.state.station.organisation} "
-                "(Ctrl-C to stop)")
+            log(f"reading centre serving {where} — session {session}, {app.state.station.organisation}"
+                + (f", PACS {running.state.pacs} every {running.every_s:g} s" if running else "") + " (Ctrl-C to stop)")
+            if running is not None:
+                running.start()
             server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                                                    server_header=False, timeout_graceful_shutdown=5))
             server.run(sockets=[sock])
     finally:
+        if running is not None:
+            running.stop()
         store.close()
         log("reading centre stopped")

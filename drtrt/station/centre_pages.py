@@ -8,13 +8,19 @@ lesion outlines are drawn in them: the station sends one picture per photo), the
 provenance, the patient's previous pulled visit beside it, the reads so far to the arbitrator only (a second
 reader reads blind), and the grade form in the pathway's form. The read is the logged-in account's
 (:func:`~drtrt.integration.centre_reads.read_visit`, audited); what to fix comes back on the page.
+
+The queue page also says what waits to be sent (final reads the PACS has not confirmed) and, when the server
+was given the PACS (:mod:`.centre_link`), when the PACS was last reached, the last try's problem as a warning,
+and the buttons "Fetch new studies" and "Send final reads now" (POST, CSRF-checked, the "read" permission).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from urllib.parse import quote
 
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
@@ -23,7 +29,7 @@ from drtrt.clinic.patients import EYES
 from drtrt.clinic.reads import ICDR_GRADES, M_GRADES, R_GRADES, grade_string
 from drtrt.errors import ConfigError, DataError
 from drtrt.integration.centre_reads import (centre_pathway, load, load_reads, model_verdict, queue, read_visit,
-                                            state, visit_dir)
+                                            state, unsent, visit_dir)
 from drtrt.station import i18n
 from drtrt.station.handlers import Page
 from drtrt.station.state import actor_of, station_of
@@ -57,7 +63,40 @@ async def queue_page(request: Request) -> Response:
     pathway = centre_pathway(centre.worker.store)
     items = queue(centre.session, pathway, reader=actor_of(request).name)
     return page.render("centre_reads.html", items=items, rate=round(100 * pathway.sample_rate),
-                       second_read=pathway.second_read, organisation=centre.organisation)
+                       second_read=pathway.second_read, organisation=centre.organisation,
+                       link=link_view(centre.link), unsent=unsent(centre.session, pathway, fhir=_fhir(centre)))
+
+
+def _fhir(centre) -> bool:
+    return centre.link is not None and centre.link.state.fhir is not None
+
+
+def link_view(link) -> dict | None:
+    """The link's state as the queue page shows it (times as HH:MM, this machine's clock); None: no PACS given."""
+    if link is None:
+        return None
+    state = link.state
+    return {"pacs": state.pacs, "fhir": state.fhir, "problem": state.problem, "stale": state.stale,
+            "reached": time.strftime("%H:%M", time.localtime(state.reached)) if state.reached else None,
+            "every": f"{link.every_s:g}"}
+
+
+async def fetch_now(request: Request) -> Response:
+    """The "Fetch new studies" button: a pull now; back to the queue (which says how it went)."""
+    link = station_of(request).link
+    if link is None:
+        raise HTTPException(404, "this server was not given a PACS (--dicomweb)")
+    await run_in_threadpool(link.fetch)
+    return RedirectResponse("/reads", status_code=303)
+
+
+async def send_now(request: Request) -> Response:
+    """The "Send final reads now" button: a push now, the person who pressed it audited as the sender."""
+    link = station_of(request).link
+    if link is None:
+        raise HTTPException(404, "this server was not given a PACS (--dicomweb)")
+    await run_in_threadpool(link.send, actor_of(request))
+    return RedirectResponse("/reads", status_code=303)
 
 
 async def read_page(request: Request) -> Response:
@@ -91,6 +130,8 @@ async def read_submit(request: Request) -> Response:
     except (ConfigError, DataError) as exc:
         said = i18n.translate(Page(request).t, exc.args[0] if exc.args else str(exc))
         return RedirectResponse(f"/reads/{visit['study']}?error={quote(said)}", status_code=303)
+    if centre.link is not None:                 # a final read goes out soon, not at the next turn of the loop
+        centre.link.now()
     return RedirectResponse("/reads", status_code=303)
 
 

@@ -29,8 +29,9 @@ PEOPLE = (("Ana", "screener", "4821"), ("Cleo", "reader", "5555"), ("Dev", "read
           ("Ben", "lead", "a long password"))
 
 
-def station_sends(folder: Path, dicomweb: str) -> None:
-    """A station (NHS pathway, one read each there) with :data:`VISITS`, each photo with its overlay picture, synced."""
+def station_sends(folder: Path, dicomweb: str, visits=VISITS) -> None:
+    """A station (NHS pathway, one read each there) with ``visits`` (:data:`VISITS`), each photo with its overlay
+    picture, synced."""
     (folder / "overlays").mkdir(parents=True)
     picture = np.arange(48 * 64 * 3, dtype=np.uint32).reshape(48, 64, 3) % 251
     cv2.imwrite(str(folder / "overlays" / "overlay.png"), picture.astype(np.uint8))
@@ -38,7 +39,7 @@ def station_sends(folder: Path, dicomweb: str) -> None:
         store.bind_model("b" * 64, "test.onnx", TaskSpec())
         store.set_meta("organisation", "Clínica Norte")
         keep_pathway(store, Pathway.from_dict({**NHS.to_dict(), "reads": {"second_read": "never"}}))
-        for patient, opened, eyes in VISITS:
+        for patient, opened, eyes in visits:
             visit = make_visit(VisitBook(store), patient, opened, eyes, extra={"overlay": "overlays/overlay.png"})
             for eye in eyes:                      # screened that day: the study's date
                 sha = hashlib.sha256(f"{patient}/{visit}/{eye}".encode()).hexdigest()

@@ -1,7 +1,8 @@
 """The reading centre's pages in a real browser (headless Chromium, Playwright) against ``drtrt centre serve`` in a
 subprocess, over a session pulled from a real Orthanc: a reader added by ``drtrt accounts add`` logs in, the queue
 and the read page pass axe-core, the picture zooms, the read is saved; after the pages stop, ``centre push`` sends
-that read as one VERIFIED SR."""
+that read as one VERIFIED SR; served with ``--dicomweb``, the reader's "Send final reads now" sends it while the
+pages run."""
 
 from __future__ import annotations
 
@@ -35,13 +36,13 @@ def assert_accessible(page, where: str) -> None:
     assert results.violations_count == 0, f"{where}: {results.generate_report()}"
 
 
-def serve(centre: Path, log: Path) -> tuple[subprocess.Popen, str]:
+def serve(centre: Path, log: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen([sys.executable, "-m", "drtrt.cli", "centre", "serve", str(centre), "--port", str(port),
-                                "--pathway", "nhs", "--organisation", "Centro Sur"], stdout=log.open("a"),
+                                "--pathway", "nhs", "--organisation", "Centro Sur", *extra], stdout=log.open("a"),
                                stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -102,3 +103,36 @@ def test_a_reader_reads_in_the_browser_and_push_sends_one_verified_report(tmp_pa
     [sr] = [d for d in srs(orthanc) if "VerifyingObserverSequence" in d]
     assert (sr.StudyInstanceUID, sr.VerificationFlag) == (study, "VERIFIED")
     assert str(sr.VerifyingObserverSequence[0].VerifyingObserverName) == "Eve Ruiz^"
+
+
+def test_served_with_the_pacs_the_reader_sends_the_final_read_from_the_page(tmp_path, orthanc):
+    centre = pulled_centre(tmp_path, orthanc.dicomweb)
+    study = studies(centre)["P-4", "20260303"]
+    process, url = serve(centre, tmp_path / "centre.log", "--dicomweb", orthanc.dicomweb, "--every", "3600")
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
+            page = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB").new_page()
+            page.goto(url + "/login")
+            page.fill("input[name=name]", "Cleo")
+            page.fill("input[name=pin]", "5555")
+            page.click("button[type=submit]")
+            page.wait_for_url("**/reads")
+            page.goto(f"{url}/reads/{study}")
+            page.select_option("select[name=right_r]", "R3a")
+            page.click("#read-submit")
+            page.wait_for_url("**/reads")
+            assert_accessible(page, "the centre's queue with its link to the PACS")
+            page.click("#send-now")
+            page.wait_for_url("**/reads")
+            assert page.locator("#unsent-count").inner_text() == "No final read waits to be sent."
+            assert page.locator("#link-problem").count() == 0
+            assert page.locator("#pacs-reached").inner_text().startswith("The PACS was last reached at")
+            browser.close()
+        [sr] = [d for d in srs(orthanc) if "VerifyingObserverSequence" in d]     # while the pages still run
+        assert (sr.StudyInstanceUID, str(sr.VerifyingObserverSequence[0].VerifyingObserverName)) == (study, "Cleo^")
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)                                              # the link's thread stops with it
+    said = (tmp_path / "centre.log").read_text()
+    assert "reading centre stopped" in said and "Traceback" not in said, said
