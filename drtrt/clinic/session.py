@@ -234,7 +234,7 @@ class ScreeningSession:
             # the camera's study counts only when it is this patient's (a photo given to another patient
             # than its header names does not take its study along)
             study = info.study_uid if info is not None and info.patient_id in (None, assignment.patient) else None
-            assignment = replace(assignment, visit=self.visits.visit_for(assignment.patient, study))
+            assignment = replace(assignment, visit=self.visits.visit_for(assignment.patient, study, path=key))
         return assignment
 
     def _settle_known(self, known: FileEntry, entry: FileEntry) -> None:
