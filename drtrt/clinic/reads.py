@@ -201,3 +201,13 @@ def record_read(book, visit_id: int, grades: dict[str, str], actor: Actor, reaso
                      details={"stage": stage, "grades": dict(sorted(grades.items())), "verdict": verdict,
                               "model_verdict": model, "reason": reason})
     return reads_of(book.store, visit_id)[-1]
+
+
+def after_read(store: SessionStore, visit_id: int) -> int | None:
+    """The read visit whose later photo opened command's visit ``visit_id`` (the same patient's visit of the same
+    camera study, or of the same day without one, read before it), or None."""
+    rows = store.execute("SELECT o.id FROM visits v JOIN visits o ON o.patient = v.patient AND o.kind = 'session' "
+                         "AND o.id < v.id AND (o.study_uid = v.study_uid OR (o.study_uid IS NULL AND v.study_uid IS "
+                         "NULL AND o.day = v.day)) WHERE v.id = ? AND v.kind = 'session' AND EXISTS (SELECT 1 FROM "
+                         "reads r WHERE r.visit = o.id) ORDER BY o.id DESC LIMIT 1", (int(visit_id),))
+    return int(rows[0]["id"]) if rows else None

@@ -130,7 +130,7 @@ class VisitBook:
         day are another visit: a result is never judged over photos of different visits. A visit a clinician
         has read is never joined (:mod:`.reads`): the photo opens the patient's next visit of that study or day,
         audited as ``after_read`` naming the read visit, and read in its own right
-        (:func:`drtrt.clinic.read_queue.after_read`). ``path``: a file already in a read visit, unchanged, stays
+        (:func:`drtrt.clinic.reads.after_read`). ``path``: a file already in a read visit, unchanged, stays
         there (screened again, it is not a new photo)."""
         day = day or time.strftime("%Y-%m-%d")
         with self.store.transaction():
