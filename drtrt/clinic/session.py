@@ -238,9 +238,10 @@ class ScreeningSession:
         return assignment
 
     def _settle_known(self, known: FileEntry, entry: FileEntry) -> None:
-        """A file already in the store, unchanged: nothing to screen; record a new patient/eye/visit if given."""
+        """A file already in the store, unchanged: nothing to screen; record a new patient/eye/visit if given,
+        unless a clinician has read its visit (the read visit stays what was read: :meth:`VisitBook.visit_for`)."""
         if (known.patient, known.eye, known.visit) != (entry.patient, entry.eye, entry.visit) \
-                and (entry.patient or entry.eye):
+                and (entry.patient or entry.eye) and not (known.visit and self.visits.has_reads(known.visit)):
             self.store.record_file(replace(known, patient=entry.patient, eye=entry.eye, visit=entry.visit),
                                    self.run_id)
         self.already_done += 1

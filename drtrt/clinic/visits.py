@@ -135,13 +135,13 @@ class VisitBook:
         day = day or time.strftime("%Y-%m-%d")
         with self.store.transaction():
             kept = self.store.file(path) if path else None
-            if kept is not None and kept.patient == patient_id and kept.visit and self._read(kept.visit) \
+            if kept is not None and kept.patient == patient_id and kept.visit and self.has_reads(kept.visit) \
                     and _unchanged(kept):
                 return int(kept.visit)
             found = self.store.execute("SELECT id FROM visits WHERE kind='session' AND patient=? AND "
                                        + ("study_uid=?" if study_uid else "day=? AND study_uid IS NULL")
                                        + " ORDER BY id DESC LIMIT 1", (patient_id, study_uid or day))
-            if found and not self._read(found[0]["id"]):
+            if found and not self.has_reads(found[0]["id"]):
                 return int(found[0]["id"])
             self.store.execute("INSERT OR IGNORE INTO patients VALUES (?, NULL, NULL, ?)", (patient_id, now()))
             self.store.execute("INSERT INTO visits(patient, protocol, opened, kind, study_uid, day) "
@@ -153,7 +153,8 @@ class VisitBook:
                              details={"read_visit": int(found[0]["id"]), "study_uid": study_uid or None, "day": day})
             return new
 
-    def _read(self, visit_id: int) -> bool:
+    def has_reads(self, visit_id: int) -> bool:
+        """Whether a clinician has read visit ``visit_id`` (:mod:`.reads`)."""
         return bool(self.store.execute("SELECT 1 FROM reads WHERE visit=? LIMIT 1", (int(visit_id),)))
 
     def close_visit(self, visit_id: int, by: Actor | None = None) -> Visit:

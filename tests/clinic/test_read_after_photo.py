@@ -82,6 +82,7 @@ def test_a_photo_screened_after_a_read_opens_the_next_visit_and_the_read_stands(
         assert where == {"right.jpg": read_visit, "left.jpg": read_visit, "late.jpg": new_visit}
         kept = book.visit(read_visit)
         assert sorted(s.sha256 for s in kept.slots) == photos                     # exactly what was read
+        assert store.file(str(left.resolve())).eye == "left"                      # not re-filed under the read
         assert (kept.verdict, kept.reading.final.reader) == ("refer_urgent", "Dr Ana")
         assert after_read(store, new_visit) == read_visit and after_read(store, read_visit) is None
         queued = {item.visit: item for item in read_queue(book)}
