@@ -19,6 +19,14 @@ second reader when the first overrules the model. Two reads that disagree are **
 third person, whose read is final. Until then (:class:`ReadState` ``pending``) the visit shows the
 most urgent of the model's verdict and the reads so far: a waiting read never calms a visit.
 
+A read covers exactly the photos it was given. At the station a visit is read only once it is finished at the
+camera; a command's visit (``screen``, ``watch``, ``receive``) never finishes, so a photo that comes for it after a
+read opens the patient's next visit instead (:meth:`~drtrt.clinic.visits.VisitBook.visit_for`, audited
+``after_read``; :func:`after_read` names the read visit), which is read in its own right, whatever the model says
+of it (:mod:`.read_queue`). Chosen over reopening the read visit: a VERIFIED result already sent is never made
+unfinal again, and every read, SR and audit entry keeps naming exactly the photos it covered; the read visit's
+result — a referral too — is changed only by a named clinician's read.
+
 Rows are only added (``reads``, :mod:`.schema`), each with its audit entry (``read``, or ``override``
 when it overrules) in the same transaction. The model's result is never changed: it is kept beside
 the read for provenance.
