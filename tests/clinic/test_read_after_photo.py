@@ -26,8 +26,8 @@ ANA, BEN = Actor("Dr Ana", "reader"), Actor("Dr Ben", "reader")
 READ_NEVER_TWICE = {"second_read": "never", "sample_rate": 0.0}      # no negative is sampled: only after_read queues
 
 
-def _graded(grade: int) -> dict:
-    return {"status": "graded", "grade": grade, "grade_name": TaskSpec().grade_names[grade], "referable": grade >= 2,
+def _graded(grade: int, study: str | None = None) -> dict:
+    return {**({"dicom": {"study_uid": study, "patient_id": "P-5"}} if study else {}), "status": "graded", "grade": grade, "grade_name": TaskSpec().grade_names[grade], "referable": grade >= 2,
             "probabilities": None, "lesions": {}, "macula": {"m": "M0", "fovea": [1, 1], "disc_diameter": 9.0,
                                                              "reason": "", "exudate_distance_dd": 4.0}}
 
@@ -37,7 +37,7 @@ def _photo(store: SessionStore, book: VisitBook, n: int, patient: str, eye: str,
     """One photo as a command keeps it: its visit from :meth:`VisitBook.visit_for`, then its result."""
     visit = book.visit_for(patient, study_uid=study, day="2026-12-07")
     sha = f"{n:064x}"
-    store.record_image(sha, _graded(grade), FileEntry(f"/p/{n}.jpg", sha, 1, 1, patient, eye, "screened",
+    store.record_image(sha, _graded(grade, study), FileEntry(f"/p/{n}.jpg", sha, 1, 1, patient, eye, "screened",
                                                       visit=visit), store.begin_run("test"))
     return visit
 
@@ -146,3 +146,22 @@ def test_a_verified_sr_never_describes_a_photo_its_reader_did_not_see(book, tmp_
     assert own.VerificationFlag == "UNVERIFIED" and "VerifyingObserverSequence" not in own
     assert "PredecessorDocumentsSequence" not in own and own.SOPInstanceUID != verified.SOPInstanceUID
     assert "Dr Ana" not in str(own)
+
+
+def test_the_later_photo_of_a_read_camera_study_is_reported_in_a_study_of_its_own(book, tmp_path):
+    """One study holds one visit's reports: the read visit's VERIFIED SR stays alone in the camera's study (a reading
+    centre reads a study as one visit)."""
+    pytest.importorskip("highdicom", reason="DICOM output needs the integration extra (pip install 'drtrt[integration]')")
+    from pydicom import dcmread
+
+    from drtrt.integration.outputs import export_session
+
+    book.store.bind_model("b" * 64, "test.onnx", TaskSpec())
+    read_visit = _photo(book.store, book, 1, "P-5", "right", 2, study="1.2.5")
+    _photo(book.store, book, 2, "P-5", "left", 0, study="1.2.5")
+    record_read(book, read_visit, {"right": "R2M0", "left": "R0M0"}, ANA)
+    later = _photo(book.store, book, 3, "P-5", "left", 0, study="1.2.5")
+    objects = export_session(book.store, tmp_path).objects
+    studies = {(o.visit, o.kind): dcmread(tmp_path / o.path, stop_before_pixels=True).StudyInstanceUID
+               for o in objects if o.kind == "sr"}
+    assert studies[(read_visit, "sr")] == "1.2.5" and studies[(later, "sr")] != "1.2.5"
