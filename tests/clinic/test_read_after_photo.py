@@ -26,10 +26,12 @@ ANA, BEN = Actor("Dr Ana", "reader"), Actor("Dr Ben", "reader")
 READ_NEVER_TWICE = {"second_read": "never", "sample_rate": 0.0}      # no negative is sampled: only after_read queues
 
 
-def _graded(grade: int, study: str | None = None) -> dict:
-    return {**({"dicom": {"study_uid": study, "patient_id": "P-5"}} if study else {}), "status": "graded", "grade": grade, "grade_name": TaskSpec().grade_names[grade], "referable": grade >= 2,
-            "probabilities": None, "lesions": {}, "macula": {"m": "M0", "fovea": [1, 1], "disc_diameter": 9.0,
-                                                             "reason": "", "exudate_distance_dd": 4.0}}
+def _graded(grade: int, study: str | None = None, patient: str | None = None) -> dict:
+    """A graded photo's record; ``study``: it came as DICOM, of that camera study and ``patient``."""
+    camera = {"dicom": {"study_uid": study, "patient_id": patient}} if study else {}
+    return {**camera, "status": "graded", "grade": grade, "grade_name": TaskSpec().grade_names[grade],
+            "referable": grade >= 2, "probabilities": None, "lesions": {},
+            "macula": {"m": "M0", "fovea": [1, 1], "disc_diameter": 9.0, "reason": "", "exudate_distance_dd": 4.0}}
 
 
 def _photo(store: SessionStore, book: VisitBook, n: int, patient: str, eye: str, grade: int,
@@ -37,8 +39,8 @@ def _photo(store: SessionStore, book: VisitBook, n: int, patient: str, eye: str,
     """One photo as a command keeps it: its visit from :meth:`VisitBook.visit_for`, then its result."""
     visit = book.visit_for(patient, study_uid=study, day="2026-12-07")
     sha = f"{n:064x}"
-    store.record_image(sha, _graded(grade, study), FileEntry(f"/p/{n}.jpg", sha, 1, 1, patient, eye, "screened",
-                                                      visit=visit), store.begin_run("test"))
+    entry = FileEntry(f"/p/{n}.jpg", sha, 1, 1, patient, eye, "screened", visit=visit)
+    store.record_image(sha, _graded(grade, study, patient), entry, store.begin_run("test"))
     return visit
 
 
@@ -125,7 +127,8 @@ def test_a_camera_studys_photo_after_a_read_opens_a_visit_of_the_same_study(book
 
 def test_a_verified_sr_never_describes_a_photo_its_reader_did_not_see(book, tmp_path):
     """The read visit's VERIFIED SR is not rebuilt by the later photo; the later photo's SR is its own, UNVERIFIED."""
-    pytest.importorskip("highdicom", reason="DICOM output needs the integration extra (pip install 'drtrt[integration]')")
+    pytest.importorskip("highdicom", reason="DICOM output needs the integration extra (pip install "
+                                            "'drtrt[integration]')")
     from pydicom import dcmread
 
     from drtrt.integration.outputs import export_session
@@ -151,7 +154,8 @@ def test_a_verified_sr_never_describes_a_photo_its_reader_did_not_see(book, tmp_
 def test_the_later_photo_of_a_read_camera_study_is_reported_in_a_study_of_its_own(book, tmp_path):
     """One study holds one visit's reports: the read visit's VERIFIED SR stays alone in the camera's study (a reading
     centre reads a study as one visit)."""
-    pytest.importorskip("highdicom", reason="DICOM output needs the integration extra (pip install 'drtrt[integration]')")
+    pytest.importorskip("highdicom", reason="DICOM output needs the integration extra (pip install "
+                                            "'drtrt[integration]')")
     from pydicom import dcmread
 
     from drtrt.integration.outputs import export_session
