@@ -238,12 +238,11 @@ class ScreeningSession:
         return assignment
 
     def _settle_known(self, known: FileEntry, entry: FileEntry) -> None:
-        """A file already in the store, unchanged: nothing to screen; record a new patient/eye/visit if given,
-        unless a clinician has read its visit (the read visit stays what was read: :meth:`VisitBook.visit_for`)."""
+        """A file already in the store, unchanged: nothing to screen; record a new patient/eye/visit if given (not
+        in a read visit, which stays what was read: :meth:`VisitBook.visit_for`)."""
         if (known.patient, known.eye, known.visit) != (entry.patient, entry.eye, entry.visit) \
                 and (entry.patient or entry.eye) and not (known.visit and self.visits.has_reads(known.visit)):
-            self.store.record_file(replace(known, patient=entry.patient, eye=entry.eye, visit=entry.visit),
-                                   self.run_id)
+            self.store.record_file(replace(known, patient=entry.patient, eye=entry.eye, visit=entry.visit), self.run_id)
         self.already_done += 1
         self._emit(known.path)
 
@@ -309,7 +308,8 @@ class ScreeningSession:
                 record = result.to_dict()
                 record["timings_ms"]["write"] = round((time.perf_counter() - tick) * 1e3, 2)
                 record.update(artefacts)
-                self.store.record_image(entry.sha256, record, entry, self.run_id)
+                with self.store.transaction():     # a read given while it was screened: it is read on its own
+                    self.store.record_image(entry.sha256, record, self.visits.after_read_entry(entry), self.run_id)
                 committed.append(entry)
         except BaseException:
             self._stop_writing.set()

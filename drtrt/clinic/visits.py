@@ -27,7 +27,6 @@ A change made by a person (``by``: an :class:`~drtrt.clinic.accounts.Actor`) wri
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import replace
 
@@ -37,20 +36,11 @@ from drtrt.clinic.pathways import stored_pathway
 from drtrt.clinic.patients import EYES, MAX_PATIENT_ID, Patient, validate_birth_date, validate_name, validate_patient_id
 from drtrt.clinic.slots import (FIELDS, REFUSED, RETAKE_REASONS, PatientConflict, Protocol, Slot,  # noqa: F401 (API)
                                 Visit, retake_reason)
-from drtrt.clinic.store import SessionRow, SessionStore, now
+from drtrt.clinic.store import FileEntry, SessionRow, SessionStore, now
 from drtrt.clinic.verdicts import (LABELS, NOT_PHOTOGRAPHED, REFER, REFER_URGENT, SCREENING, EyeVerdict, eye_verdict,
                                    provisional, visit_verdict)
 from drtrt.errors import ConfigError
 from drtrt.messages import message
-
-
-def _unchanged(kept) -> bool:
-    """The file at ``kept.path`` is still the one kept (its size and time as recorded)."""
-    try:
-        stat = os.stat(kept.path)
-    except OSError:
-        return False
-    return (stat.st_size, stat.st_mtime_ns) == (kept.size, kept.mtime_ns)
 
 
 class VisitBook:
@@ -130,13 +120,12 @@ class VisitBook:
         day are another visit: a result is never judged over photos of different visits. A visit a clinician
         has read is never joined (:mod:`.reads`): the photo opens the patient's next visit of that study or day,
         audited as ``after_read`` naming the read visit, and read in its own right
-        (:func:`drtrt.clinic.reads.after_read`). ``path``: a file already in a read visit, unchanged, stays
-        there (screened again, it is not a new photo)."""
+        (:func:`drtrt.clinic.reads.after_read`). ``path``: a file already in the patient's read visit stays there
+        (screened again, it is not a new photo; new bytes under its name: :meth:`after_read_entry`)."""
         day = day or time.strftime("%Y-%m-%d")
         with self.store.transaction():
             kept = self.store.file(path) if path else None
-            if kept is not None and kept.patient == patient_id and kept.visit and self.has_reads(kept.visit) \
-                    and _unchanged(kept):
+            if kept is not None and kept.patient == patient_id and kept.visit and self.has_reads(kept.visit):
                 return int(kept.visit)
             found = self.store.execute("SELECT id FROM visits WHERE kind='session' AND patient=? AND "
                                        + ("study_uid=?" if study_uid else "day=? AND study_uid IS NULL")
@@ -156,6 +145,16 @@ class VisitBook:
     def has_reads(self, visit_id: int) -> bool:
         """Whether a clinician has read visit ``visit_id`` (:mod:`.reads`)."""
         return bool(self.store.execute("SELECT 1 FROM reads WHERE visit=? LIMIT 1", (int(visit_id),)))
+
+    def after_read_entry(self, entry: FileEntry) -> FileEntry:
+        """``entry``, a new photo's result about to be kept (in the caller's transaction): when a clinician read its
+        command's visit while it was screened, it goes to the patient's next visit, as if it came after the read."""
+        if entry.visit is None or not self.has_reads(entry.visit):
+            return entry
+        (row,) = self.store.execute("SELECT * FROM visits WHERE id=?", (int(entry.visit),))
+        if row["kind"] != "session":         # a station visit is read only once closed: no photo joins it then
+            return entry
+        return replace(entry, visit=self.visit_for(row["patient"], row["study_uid"], row["day"]))
 
     def close_visit(self, visit_id: int, by: Actor | None = None) -> Visit:
         """Close the visit with its verdict; by a person, audited as ``close``, or ``finish_anyway`` when

@@ -17,7 +17,7 @@ from drtrt.clinic.patients import Assignment
 from drtrt.clinic.read_queue import read_queue
 from drtrt.clinic.reads import after_read, record_read
 from drtrt.clinic.recall import recall_list
-from drtrt.clinic.session import screen_images
+from drtrt.clinic.session import ScreeningSession, screen_images
 from drtrt.clinic.store import FileEntry, SessionStore
 from drtrt.clinic.visits import VisitBook
 from drtrt.task import TaskSpec
@@ -93,6 +93,26 @@ def test_a_photo_screened_after_a_read_opens_the_next_visit_and_the_read_stands(
         assert (entry.person, entry.patient, entry.details["read_visit"]) == (NO_LOGIN.name, "P-1", read_visit)
         assert [e.action for e in audit.entries(store) if e.action == "after_read"] == ["after_read"]   # once
         assert audit.verify_store(store).ok
+
+
+def test_a_read_given_while_a_photo_is_screened_sends_that_photo_to_the_next_visit(tiny_onnx, photo_root, tmp_path):
+    """The photo joined the visit before the read and is kept after it: it still never sits under the read."""
+    found = sorted(photo_root.rglob("*.jpg"))
+    with ScreeningSession(tiny_onnx, tmp_path / "session") as session:
+        keep_pathway(session.store, Pathway.from_dict({**NHS.to_dict(), "reads": READ_NEVER_TWICE}))
+        session.submit(found[0], Assignment("P-1", "right"))
+        session.submit(found[1], Assignment("P-1", "left"))
+        session.flush()
+        (read_visit,) = [r["id"] for r in session.store.execute("SELECT id FROM visits")]
+        session.submit(found[2], Assignment("P-1", "right"))            # joins the visit, waits for the model
+        assert session.store.file(str(found[2].resolve())) is None
+        record_read(session.visits, read_visit, {"right": "R2M0", "left": "R0M0"}, ANA, reason="a bleed")
+        session.flush()
+        late = session.store.file(str(found[2].resolve()))
+        assert late.visit != read_visit and after_read(session.store, late.visit) == read_visit
+        assert [s.sha256 for s in session.visits.visit(read_visit).slots if s.eye == "right"] == [
+            session.store.file(str(found[0].resolve())).sha256]
+        assert [i.visit for i in read_queue(session.visits)] == [late.visit]
 
 
 def test_a_referable_read_stays_referable_and_the_later_negative_is_read_not_recalled(book):
