@@ -74,7 +74,6 @@ def read_queue(book, pathway: Pathway | None = None) -> list[QueueItem]:
     return sorted(found, key=lambda item: (ORDER.index(item.model_verdict), item.opened, item.visit))
 
 
-
 def previous_visit(book, visit_id: int) -> int | None:
     """The same patient's visit before ``visit_id``, if there is one."""
     rows = book.store.execute("SELECT v.id FROM visits v JOIN visits this ON this.id=? WHERE v.patient=this.patient "
