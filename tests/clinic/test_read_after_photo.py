@@ -12,6 +12,7 @@ import pytest
 
 from drtrt.clinic import audit
 from drtrt.clinic.accounts import NO_LOGIN, Actor
+from drtrt.clinic.failsafe import open_actions
 from drtrt.clinic.pathways import NHS, Pathway, keep_pathway
 from drtrt.clinic.patients import Assignment
 from drtrt.clinic.read_queue import read_queue
@@ -127,6 +128,8 @@ def test_a_referable_read_stays_referable_and_the_later_negative_is_read_not_rec
     (item,) = read_queue(book)                                                # a negative, not sampled: still read
     assert (item.visit, item.after_read, item.sampled, item.model_verdict) == (later, read_visit, False, "incomplete")
     assert [r.patient for r in recall_list(book)] == []                       # the referral is not recalled
+    needs = {a.visit: a.need for a in open_actions(book)}
+    assert needs == {read_visit: "refer", later: "human_read"}               # the read referral stays open
     record_read(book, later, {"right": "R0M0", "left": "U"}, BEN, reason="the left eye is in the visit read before")
     assert read_queue(book) == [] and book.visit(read_visit).verdict == "refer"
     assert _photo(book.store, book, 4, "P-2", "left", 0) not in (read_visit, later)   # each read visit stays shut
