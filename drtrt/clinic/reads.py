@@ -181,6 +181,11 @@ def record_read(book, visit_id: int, grades: dict[str, str], actor: Actor, reaso
         if grade != "U" and not (grade.startswith("ICDR") if pathway.read_form == "icdr" else grade.startswith("R")):
             raise ConfigError(message("grade %(grade)s is not in this pathway's form (%(form)s)", grade=grade,
                                       form=pathway.read_form))
+    if book.store.execute("SELECT 1 FROM files WHERE visit=? AND (eye IS NULL OR eye NOT IN ('right', 'left')) "
+                          "AND status <> 'duplicate' LIMIT 1", (int(visit_id),)):
+        # a command's photo with no eye is not on the read page, but its visit's report would carry it
+        raise ConfigError(message("a photo of this visit has no eye: say which eye it is (drtrt screen --eye), "
+                                  "then read it"))
     unseen = [eye for eye, judged in visit.eyes.items() if judged.verdict == NOT_PHOTOGRAPHED and grades.get(eye) != "U"]
     if unseen:          # a grade for an eye nobody photographed would answer the visit's "incomplete"
         raise ConfigError(message("the %(eye)s eye was not photographed: grade it U", eye=unseen[0]))

@@ -21,6 +21,7 @@ from drtrt.clinic.recall import recall_list
 from drtrt.clinic.session import ScreeningSession, screen_images
 from drtrt.clinic.store import FileEntry, SessionStore
 from drtrt.clinic.visits import VisitBook
+from drtrt.errors import ConfigError
 from drtrt.task import TaskSpec
 
 ANA, BEN = Actor("Dr Ana", "reader"), Actor("Dr Ben", "reader")
@@ -35,7 +36,7 @@ def _graded(grade: int, study: str | None = None, patient: str | None = None) ->
             "macula": {"m": "M0", "fovea": [1, 1], "disc_diameter": 9.0, "reason": "", "exudate_distance_dd": 4.0}}
 
 
-def _photo(store: SessionStore, book: VisitBook, n: int, patient: str, eye: str, grade: int,
+def _photo(store: SessionStore, book: VisitBook, n: int, patient: str, eye: str | None, grade: int,
            study: str | None = None) -> int:
     """One photo as a command keeps it: its visit from :meth:`VisitBook.visit_for`, then its result."""
     visit = book.visit_for(patient, study_uid=study, day="2026-12-07")
@@ -192,3 +193,12 @@ def test_the_later_photo_of_a_read_camera_study_is_reported_in_a_study_of_its_ow
     studies = {(o.visit, o.kind): dcmread(tmp_path / o.path, stop_before_pixels=True).StudyInstanceUID
                for o in objects if o.kind == "sr"}
     assert studies[(read_visit, "sr")] == "1.2.5" and studies[(later, "sr")] != "1.2.5"
+
+
+def test_a_commands_visit_with_a_photo_of_no_eye_is_not_read_until_its_eye_is_said(book):
+    """The read page shows a visit's right and left photos; a photo of no eye would be under the read unseen."""
+    visit = _photo(book.store, book, 1, "P-6", "right", 2)
+    _photo(book.store, book, 2, "P-6", None, 0)
+    with pytest.raises(ConfigError, match="a photo of this visit has no eye"):
+        record_read(book, visit, {"right": "R2M0", "left": "U"}, ANA)
+    assert not book.has_reads(visit) and not [e for e in audit.entries(book.store, visit) if e.action == "read"]
