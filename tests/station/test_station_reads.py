@@ -159,3 +159,4 @@ def test_a_photo_a_command_brings_after_a_read_is_its_own_visit_in_the_queue(sta
     this_visit = page.split('id="previous-visit"')[0]                # the read visit's photo is not under this read
     assert f"/image/{3:064x}/full.jpg" in this_visit and f"/image/{1:064x}/full.jpg" not in this_visit
     assert worker.book.visit(read_visit).verdict == "refer"
+    assert reader.get(f"/visits/{read_visit}").status_code == reader.get(f"/visits/{later}").status_code == 200
