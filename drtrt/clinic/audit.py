@@ -30,9 +30,12 @@ from drtrt.errors import DataError
 
 GENESIS = "0" * 64
 ACTIONS = ("register", "open_visit", "to_camera", "capture", "retake_chosen", "move", "close", "finish_anyway",
-           "discard", "print", "send", "login", "login_refused", "logout", "read", "override", "outcome")
+           "discard", "print", "send", "login", "login_refused", "logout", "read", "override", "outcome",
+           "after_read")
 """What an entry may record. ``read`` and ``override`` are for the clinician's reads (issue 24 item 3); ``outcome``
-is what became of a visit's open action (:func:`drtrt.clinic.failsafe.record_outcome`)."""
+is what became of a visit's open action (:func:`drtrt.clinic.failsafe.record_outcome`); ``after_read``: a
+command's photo came for a visit a clinician had read and opened the patient's next visit instead
+(:meth:`drtrt.clinic.visits.VisitBook.visit_for`)."""
 
 _OF_VISIT = "(visit=? OR json_extract(details, '$.from_visit')=?)"   # a photo moved away shows in both visits
 _FIELDS = ("seq", "time", "person", "role", "action", "visit", "patient", "image", "details", "prev_hash")

@@ -4,7 +4,8 @@ A visit needs something (:data:`~drtrt.clinic.pathways.NEEDS`, most urgent first
 *refer urgently*, *refer*, *needs a human read*, *ungradable* or *incomplete*, when it is still open at
 the station (*not closed*), or — for a visit a command screened (never closed) — when its verdict is
 one of those. A clinician's read (:mod:`.reads`) is taken over the model's verdict: a read answers "needs
-a human read", and what it asks for is what the visit needs. A visit that closed with a verdict the kit does not know, or while a photo was still being
+a human read", and what it asks for is what the visit needs. A visit a photo opened after a clinician read the
+patient's visit (:func:`~drtrt.clinic.reads.after_read`) needs a human read (or what is more urgent) until read. A visit that closed with a verdict the kit does not know, or while a photo was still being
 screened, needs a human read: a person looks. Each item is due within the pathway's timescale from the
 day the visit opened (UTC) and is overdue the day after. An open visit is ranked by the worse of
 "not closed" and what its photos say so far, so an urgent referral waiting to be closed comes first.
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from drtrt.clinic import audit
 from drtrt.clinic.accounts import Actor
 from drtrt.clinic.pathways import NEEDS, Pathway, stored_pathway
+from drtrt.clinic.reads import after_read
 from drtrt.clinic.store import SessionStore
 from drtrt.clinic.verdicts import LABELS
 from drtrt.clinic.visits import VisitBook
@@ -144,6 +146,8 @@ def open_actions(book: VisitBook, now: dt.datetime | None = None, overdue_only: 
             visit = book.visit(row["id"])
             need = _need_of(None, visit.verdict, row["kind"])
             verdict, words = visit.verdict, visit.words
+            if (visit.reading is None or visit.reading.final is None) and after_read(store, row["id"]) is not None:
+                need = min((n for n in (need, "human_read") if n), key=NEEDS.index)    # a photo after a read
         if need is None:
             continue
         action = _action(row, need, verdict, words, recorded.get(row["id"], []), pathway, now)

@@ -8,7 +8,13 @@ rate), so the sample is the same after a restart and on every page. A visit leav
 its reading is final (:mod:`.reads`); one waiting for a second read or arbitration stays, marked so.
 A visit still at the camera (open at the station) or still being screened is not read yet.
 
-Order: the model's verdict (refer urgently, refer, a human read, ungradable, sampled negatives),
+A photo that a command (``drtrt screen``, ``watch``, ``receive``) brings for a visit a clinician has already
+read does not join that visit: it opens the patient's next visit
+(:meth:`~drtrt.clinic.visits.VisitBook.visit_for`), so the read stands over exactly the photos it saw. That visit
+(:func:`~drtrt.clinic.reads.after_read`) is in the queue whatever the model says of it — a negative too, and one
+with an eye missing (the read visit holds that eye): a clinician sees the photo that came after.
+
+Order: the model's verdict (refer urgently, refer, a human read, ungradable, an eye missing, negatives),
 then the oldest visit first.
 """
 
@@ -18,10 +24,11 @@ import hashlib
 from dataclasses import dataclass
 
 from drtrt.clinic.pathways import Pathway, stored_pathway
-from drtrt.clinic.reads import ReadState
-from drtrt.clinic.verdicts import HUMAN_READ, REFER, REFER_URGENT, RESCREEN, UNGRADABLE
+from drtrt.clinic.reads import ReadState, after_read
+from drtrt.clinic.verdicts import HUMAN_READ, INCOMPLETE, REFER, REFER_URGENT, RESCREEN, UNGRADABLE
 
 QUEUED = (REFER_URGENT, REFER, HUMAN_READ, UNGRADABLE, RESCREEN)       # in this order; rescreen: sampled only
+ORDER = (REFER_URGENT, REFER, HUMAN_READ, UNGRADABLE, INCOMPLETE, RESCREEN)   # incomplete: after a read only
 
 
 @dataclass(frozen=True)
@@ -30,11 +37,12 @@ class QueueItem:
     patient: str
     name: str | None
     opened: str
-    model_verdict: str                         # the model's verdict (one of QUEUED)
+    model_verdict: str                         # the model's verdict (one of ORDER)
     model_words: str
     sampled: bool                              # a negative in the quality sample
     next_stage: str                            # primary | secondary | arbitration
     readers: tuple[str, ...]                   # who has read it so far
+    after_read: int | None = None              # the read visit whose photos came before this one's (after_read)
 
 
 def sampled(visit_id: int | str, rate: float) -> bool:
@@ -52,17 +60,18 @@ def read_queue(book, pathway: Pathway | None = None) -> list[QueueItem]:
     found = []
     for row in rows:
         visit = book.visit(row["id"])
-        model = visit.model_verdict
-        if model not in QUEUED or (model == RESCREEN and not sampled(visit.id, pathway.sample_rate)):
+        model, before = visit.model_verdict, after_read(book.store, row["id"])
+        wanted = model in QUEUED and (model != RESCREEN or sampled(visit.id, pathway.sample_rate))
+        if model not in ORDER or not (wanted or before is not None):     # not in ORDER: still being screened
             continue
         reading: ReadState | None = visit.reading
         if reading is not None and reading.next_stage is None:
             continue
         found.append(QueueItem(visit.id, visit.patient.id, visit.patient.name, visit.opened, model,
-                               visit.model_words or "", model == RESCREEN,
+                               visit.model_words or "", model == RESCREEN and before is None,
                                reading.next_stage if reading is not None else "primary",
-                               tuple(r.reader for r in reading.reads) if reading is not None else ()))
-    return sorted(found, key=lambda item: (QUEUED.index(item.model_verdict), item.opened, item.visit))
+                               tuple(r.reader for r in reading.reads) if reading is not None else (), before))
+    return sorted(found, key=lambda item: (ORDER.index(item.model_verdict), item.opened, item.visit))
 
 
 def previous_visit(book, visit_id: int) -> int | None:

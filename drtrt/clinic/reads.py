@@ -19,6 +19,14 @@ second reader when the first overrules the model. Two reads that disagree are **
 third person, whose read is final. Until then (:class:`ReadState` ``pending``) the visit shows the
 most urgent of the model's verdict and the reads so far: a waiting read never calms a visit.
 
+A read covers exactly the photos it was given. At the station a visit is read only once it is finished at the
+camera; a command's visit (``screen``, ``watch``, ``receive``) never finishes, so a photo that comes for it after a
+read opens the patient's next visit instead (:meth:`~drtrt.clinic.visits.VisitBook.visit_for`, audited
+``after_read``; :func:`after_read` names the read visit), which is read in its own right, whatever the model says
+of it (:mod:`.read_queue`). Chosen over reopening the read visit: a VERIFIED result already sent is never made
+unfinal again, and every read, SR and audit entry keeps naming exactly the photos it covered; the read visit's
+result — a referral too — is changed only by a named clinician's read.
+
 Rows are only added (``reads``, :mod:`.schema`), each with its audit entry (``read``, or ``override``
 when it overrules) in the same transaction. The model's result is never changed: it is kept beside
 the read for provenance.
@@ -173,6 +181,11 @@ def record_read(book, visit_id: int, grades: dict[str, str], actor: Actor, reaso
         if grade != "U" and not (grade.startswith("ICDR") if pathway.read_form == "icdr" else grade.startswith("R")):
             raise ConfigError(message("grade %(grade)s is not in this pathway's form (%(form)s)", grade=grade,
                                       form=pathway.read_form))
+    if book.store.execute("SELECT 1 FROM files WHERE visit=? AND (eye IS NULL OR eye NOT IN ('right', 'left')) "
+                          "AND status <> 'duplicate' LIMIT 1", (int(visit_id),)):
+        # a command's photo with no eye is not on the read page, but its visit's report would carry it
+        raise ConfigError(message("a photo of this visit has no eye: say which eye it is (drtrt screen --eye), "
+                                  "then read it"))
     unseen = [eye for eye, judged in visit.eyes.items() if judged.verdict == NOT_PHOTOGRAPHED and grades.get(eye) != "U"]
     if unseen:          # a grade for an eye nobody photographed would answer the visit's "incomplete"
         raise ConfigError(message("the %(eye)s eye was not photographed: grade it U", eye=unseen[0]))
@@ -201,3 +214,13 @@ def record_read(book, visit_id: int, grades: dict[str, str], actor: Actor, reaso
                      details={"stage": stage, "grades": dict(sorted(grades.items())), "verdict": verdict,
                               "model_verdict": model, "reason": reason})
     return reads_of(book.store, visit_id)[-1]
+
+
+def after_read(store: SessionStore, visit_id: int) -> int | None:
+    """The read visit whose later photo opened command's visit ``visit_id`` (the same patient's visit of the same
+    camera study, or of the same day without one, read before it), or None."""
+    rows = store.execute("SELECT o.id FROM visits v JOIN visits o ON o.patient = v.patient AND o.kind = 'session' "
+                         "AND o.id < v.id AND (o.study_uid = v.study_uid OR (o.study_uid IS NULL AND v.study_uid IS "
+                         "NULL AND o.day = v.day)) WHERE v.id = ? AND v.kind = 'session' AND EXISTS (SELECT 1 FROM "
+                         "reads r WHERE r.visit = o.id) ORDER BY o.id DESC LIMIT 1", (int(visit_id),))
+    return int(rows[0]["id"]) if rows else None

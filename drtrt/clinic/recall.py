@@ -5,7 +5,10 @@ command screened; a visit still open at the station does not count yet). When th
 *rescreen*, the patient is due on the visit's day (UTC) plus the recall interval the pathway gives the
 worst grade of its eyes (ICDR and NHS: 12 months); the shortest interval of the eyes wins. A visit
 that needs something else (a referral, a human read, ungradable, incomplete) is the failsafe's
-(:mod:`.failsafe`), not recall's: the patient is not called for rescreening while it is open.
+(:mod:`.failsafe`), not recall's: the patient is not called for rescreening while it is open. A visit
+that a photo opened after a clinician read the patient's visit of that study or day
+(:func:`~drtrt.clinic.reads.after_read`) counts with the read visit: a referral read there is not
+answered by a recall.
 
 While the model has no validation record the station gives a negative no interval on screen (only a
 clinician's read does); the phone list still lists the patient, at the pathway's interval, marked
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 
 from drtrt.clinic.failsafe import utc_now
 from drtrt.clinic.pathways import ICDR, Pathway, stored_pathway
+from drtrt.clinic.reads import after_read
 from drtrt.clinic.slots import Visit
 from drtrt.clinic.verdicts import RESCREEN
 from drtrt.clinic.visits import VisitBook
@@ -82,7 +86,11 @@ def recall_list(book: VisitBook, start: dt.date | None = None, end: dt.date | No
     found = []
     for visit_id in _latest_visits(book):
         visit = book.visit(visit_id)
-        verdict = visit.closed_verdict if visit.closed else visit.verdict
+        verdict, before = visit.closed_verdict if visit.closed else visit.verdict, after_read(book.store, visit_id)
+        while before is not None and verdict == RESCREEN:    # a photo after a read: the read visit's result stands
+            earlier = book.visit(before)
+            verdict = earlier.closed_verdict if earlier.closed else earlier.verdict
+            before = after_read(book.store, before)
         if verdict != RESCREEN:
             continue
         screened = dt.date.fromisoformat(visit.opened[:10])

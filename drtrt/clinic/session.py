@@ -234,15 +234,15 @@ class ScreeningSession:
             # the camera's study counts only when it is this patient's (a photo given to another patient
             # than its header names does not take its study along)
             study = info.study_uid if info is not None and info.patient_id in (None, assignment.patient) else None
-            assignment = replace(assignment, visit=self.visits.visit_for(assignment.patient, study))
+            assignment = replace(assignment, visit=self.visits.visit_for(assignment.patient, study, path=key))
         return assignment
 
     def _settle_known(self, known: FileEntry, entry: FileEntry) -> None:
-        """A file already in the store, unchanged: nothing to screen; record a new patient/eye/visit if given."""
+        """A file already in the store, unchanged: nothing to screen; record a new patient/eye/visit if given (not
+        in a read visit, which stays what was read: :meth:`VisitBook.visit_for`)."""
         if (known.patient, known.eye, known.visit) != (entry.patient, entry.eye, entry.visit) \
-                and (entry.patient or entry.eye):
-            self.store.record_file(replace(known, patient=entry.patient, eye=entry.eye, visit=entry.visit),
-                                   self.run_id)
+                and (entry.patient or entry.eye) and not (known.visit and self.visits.has_reads(known.visit)):
+            self.store.record_file(replace(known, patient=entry.patient, eye=entry.eye, visit=entry.visit), self.run_id)
         self.already_done += 1
         self._emit(known.path)
 
@@ -308,7 +308,8 @@ class ScreeningSession:
                 record = result.to_dict()
                 record["timings_ms"]["write"] = round((time.perf_counter() - tick) * 1e3, 2)
                 record.update(artefacts)
-                self.store.record_image(entry.sha256, record, entry, self.run_id)
+                with self.store.transaction():     # a read given while it was screened: it is read on its own
+                    self.store.record_image(entry.sha256, record, self.visits.after_read_entry(entry), self.run_id)
                 committed.append(entry)
         except BaseException:
             self._stop_writing.set()

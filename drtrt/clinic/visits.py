@@ -31,12 +31,12 @@ import time
 from dataclasses import replace
 
 from drtrt.clinic import audit, reads
-from drtrt.clinic.accounts import Actor
+from drtrt.clinic.accounts import NO_LOGIN, Actor
 from drtrt.clinic.pathways import stored_pathway
 from drtrt.clinic.patients import EYES, MAX_PATIENT_ID, Patient, validate_birth_date, validate_name, validate_patient_id
 from drtrt.clinic.slots import (FIELDS, REFUSED, RETAKE_REASONS, PatientConflict, Protocol, Slot,  # noqa: F401 (API)
                                 Visit, retake_reason)
-from drtrt.clinic.store import SessionRow, SessionStore, now
+from drtrt.clinic.store import FileEntry, SessionRow, SessionStore, now
 from drtrt.clinic.verdicts import (LABELS, NOT_PHOTOGRAPHED, REFER, REFER_URGENT, SCREENING, EyeVerdict, eye_verdict,
                                    provisional, visit_verdict)
 from drtrt.errors import ConfigError
@@ -112,26 +112,49 @@ class VisitBook:
             raise ConfigError("this patient ID has no open visit: start their visit first")
         return int(found[0]["id"])
 
-    def visit_for(self, patient_id: str, study_uid: str | None = None, day: str | None = None) -> int:
+    def visit_for(self, patient_id: str, study_uid: str | None = None, day: str | None = None,
+                  path: str | None = None) -> int:
         """The visit a command's photo of ``patient_id`` joins (a visit of kind ``session``, opened on
         first use): the one of the camera's DICOM study ``study_uid``, else the patient's visit of
         ``day`` (default: today, local time) without a study. A returning patient's photos of another
-        day are another visit: a result is never judged over photos of different visits."""
+        day are another visit: a result is never judged over photos of different visits. A visit a clinician
+        has read is never joined (:mod:`.reads`): the photo opens the patient's next visit of that study or day,
+        audited as ``after_read`` naming the read visit, and read in its own right
+        (:func:`drtrt.clinic.reads.after_read`). ``path``: a file already in the patient's read visit stays there
+        (screened again, it is not a new photo; new bytes under its name: :meth:`after_read_entry`)."""
         day = day or time.strftime("%Y-%m-%d")
         with self.store.transaction():
-            if study_uid:
-                found = self.store.execute("SELECT id FROM visits WHERE kind='session' AND patient=? AND study_uid=?",
-                                           (patient_id, study_uid))
-            else:
-                found = self.store.execute("SELECT id FROM visits WHERE kind='session' AND patient=? AND day=? "
-                                           "AND study_uid IS NULL", (patient_id, day))
-            if found:
+            kept = self.store.file(path) if path else None
+            if kept is not None and kept.patient == patient_id and kept.visit and self.has_reads(kept.visit):
+                return int(kept.visit)
+            found = self.store.execute("SELECT id FROM visits WHERE kind='session' AND patient=? AND "
+                                       + ("study_uid=?" if study_uid else "day=? AND study_uid IS NULL")
+                                       + " ORDER BY id DESC LIMIT 1", (patient_id, study_uid or day))
+            if found and not self.has_reads(found[0]["id"]):
                 return int(found[0]["id"])
             self.store.execute("INSERT OR IGNORE INTO patients VALUES (?, NULL, NULL, ?)", (patient_id, now()))
             self.store.execute("INSERT INTO visits(patient, protocol, opened, kind, study_uid, day) "
                                "VALUES (?, ?, ?, 'session', ?, ?)",
                                (patient_id, Protocol().to_json(), now(), study_uid or None, day))
-            return int(self.store.execute("SELECT last_insert_rowid() AS id")[0]["id"])
+            new = int(self.store.execute("SELECT last_insert_rowid() AS id")[0]["id"])
+            if found:           # the read visit stays exactly what was read; this photo is read on its own
+                audit.append(self.store, NO_LOGIN, "after_read", visit=new, patient=patient_id,
+                             details={"read_visit": int(found[0]["id"]), "study_uid": study_uid or None, "day": day})
+            return new
+
+    def has_reads(self, visit_id: int) -> bool:
+        """Whether a clinician has read visit ``visit_id`` (:mod:`.reads`)."""
+        return bool(self.store.execute("SELECT 1 FROM reads WHERE visit=? LIMIT 1", (int(visit_id),)))
+
+    def after_read_entry(self, entry: FileEntry) -> FileEntry:
+        """``entry``, a new photo's result about to be kept (in the caller's transaction): when a clinician read its
+        command's visit while it was screened, it goes to the patient's next visit, as if it came after the read."""
+        if entry.visit is None or not self.has_reads(entry.visit):
+            return entry
+        (row,) = self.store.execute("SELECT * FROM visits WHERE id=?", (int(entry.visit),))
+        if row["kind"] != "session":         # a station visit is read only once closed: no photo joins it then
+            return entry
+        return replace(entry, visit=self.visit_for(row["patient"], row["study_uid"], row["day"]))
 
     def close_visit(self, visit_id: int, by: Actor | None = None) -> Visit:
         """Close the visit with its verdict; by a person, audited as ``close``, or ``finish_anyway`` when
@@ -273,9 +296,17 @@ class VisitBook:
         v = rows[0]
         protocol = Protocol.from_json(v["protocol"])
         captures = self.store.execute("SELECT * FROM captures WHERE visit=? ORDER BY id DESC", (v["id"],))
+        if v["kind"] == "session":      # a command's photos (no capture rows): each one shown, each one counts
+            captures = [{"id": None, "slot": f"{f['eye']}/any", "path": f["path"], "sha256": f["sha256"],
+                         "taken": f["seen_at"], "replaced_by": None, "reason": None, "moved_from": None}
+                        for f in self.store.execute("SELECT * FROM files WHERE visit=? AND eye IN ('right', 'left') "
+                                                    "AND status <> 'duplicate' ORDER BY seq DESC", (v["id"],))]
         results = {r.path: r for r in self.store.rows([c["path"] for c in captures])}
-        slots = [self._slot(name, [c for c in captures if c["slot"] == name], results, captures)
-                 for name in protocol.slots]
+        named = [(c["slot"], [c]) for c in captures] if v["kind"] == "session" else []
+        named += [(name, [c for c in captures if c["slot"] == name]) for name in protocol.slots
+                  if not any(n == name for n, _ in named)]
+        slots = [self._slot(name, mine, results, captures)
+                 for name, mine in sorted(named, key=lambda item: protocol.slots.index(item[0]))]
         meta = self.store.meta()
         pathway, unvalidated = stored_pathway(meta), provisional(meta)
         eyes = {}

@@ -24,7 +24,7 @@ from pathlib import Path
 from drtrt import __version__
 from drtrt.fileio import sha256_file
 from drtrt.clinic.pathways import stored_pathway
-from drtrt.clinic.reads import reads_of, state_of, words_of
+from drtrt.clinic.reads import after_read, reads_of, state_of, words_of
 from drtrt.clinic.verdicts import PROVISIONAL, REFER, REFER_URGENT, RESCREEN, PatientVerdict
 from drtrt.clinic.reports import model_banner, visit_verdicts
 from drtrt.clinic.store import SessionRow, SessionStore
@@ -250,21 +250,24 @@ def patient_results(store: SessionStore, folder: Path) -> list[PatientResult]:
             continue
         images.sort(key=lambda i: (i.when, i.row.path))
         seen = sorted(i.when for i in images)
-        study = _study(session, verdict.patient, verdict.visit, images, seen[0])
+        own = verdict.visit is not None and after_read(store, verdict.visit) is not None
+        study = _study(session, verdict.patient, verdict.visit, images, seen[0], own)
         results.append(PatientResult(verdict.patient, verdict, images, study, model, session, seen[0], seen[-1],
                                      {e: [i for i in images if i.eye == e] for e in verdict.eyes},
                                      reads.get(verdict.visit) if verdict.visit is not None else None))
     return results
 
 
-def _study(session: str, patient: str, visit: int | None, images: list[ImageResult], first_seen: str) -> Study:
+def _study(session: str, patient: str, visit: int | None, images: list[ImageResult], first_seen: str,
+           own: bool = False) -> Study:
     """The camera's study when a photo came as DICOM (the first one that names a study, and names this
     patient or none: a photo the operator gave to another patient than its header says does not take
     its study along), else a study derived from the session, the patient and the visit, with an accession
     number of the session and the visit. In the camera's study, what the camera did not say stays empty
-    rather than contradict it."""
-    camera = next((i.source for i in images if i.source.get("study_uid")
-                   and i.source.get("patient_id", patient) == patient), None)
+    rather than contradict it. ``own``: the visit a photo opened after the camera study's visit was read
+    (:func:`~drtrt.clinic.reads.after_read`) takes a derived study: one study holds one visit's reports."""
+    camera = None if own else next((i.source for i in images if i.source.get("study_uid")
+                                    and i.source.get("patient_id", patient) == patient), None)
     if camera is None:
         date, time = _dicom_date(first_seen)
         if visit is None:                      # kept before visits: the patient's one study, as then

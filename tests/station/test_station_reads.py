@@ -122,3 +122,41 @@ def test_a_second_reader_reads_blind_and_the_arbitrator_sees_both_reads(station,
                 reason="a single haemorrhage")
     page = client.get(f"/reads/{visit}").text
     assert 'id="reads-so-far"' in page and "Dr First" in page and "Dr Second" in page   # arbitration
+
+
+def test_a_photo_a_command_brings_after_a_read_is_its_own_visit_in_the_queue(station, tmp_path):
+    """A command's visit (drtrt receive into the station's session) is read with its photos; a photo that comes after
+    the read opens the next visit, in the queue whatever the model says, marked so; the read visit stays read."""
+    from drtrt.clinic.store import FileEntry
+
+    with_accounts(tmp_path)
+    client, worker, _ = station()
+    keep_pathway(worker.store, Pathway.from_dict({**ICDR.to_dict(), "reads": {"second_read": "never",
+                                                                             "sample_rate": 0.0}}))
+
+    def photo(n: int, eye: str, grade: int) -> int:
+        visit = worker.book.visit_for("C1", day="2026-03-01")
+        sha = f"{n:064x}"
+        record = {"status": "graded", "grade": grade, "referable": grade >= 2, "lesions": {}, "reason": None}
+        worker.store.record_image(sha, record, FileEntry(f"/in/{n}.jpg", sha, 1, 1, "C1", eye, "screened",
+                                                         visit=visit), run_id=1)
+        return visit
+
+    read_visit = photo(1, "right", 2)
+    photo(2, "left", 0)
+    reader = type(client)(client.app)
+    assert login(reader, "Cleo", "5555").status_code == 303
+    assert queue_ids(reader.get("/reads").text) == [read_visit]
+    page = reader.get(f"/reads/{read_visit}").text
+    assert f"/image/{1:064x}/full.jpg" in page and f"/image/{2:064x}/full.jpg" in page      # the command's photos
+    form = {"csrf": csrf_of(page), "right_icdr": "2", "left_icdr": "0"}
+    assert reader.post(f"/reads/{read_visit}/read", data=form, follow_redirects=False).status_code == 303
+    later = photo(3, "right", 0)                                    # a calm photo after the read
+    queue = reader.get("/reads").text
+    assert later != read_visit and queue_ids(queue) == [later]
+    assert f"photos that came after visit {read_visit} was read" in queue
+    page = reader.get(f"/reads/{later}").text
+    this_visit = page.split('id="previous-visit"')[0]                # the read visit's photo is not under this read
+    assert f"/image/{3:064x}/full.jpg" in this_visit and f"/image/{1:064x}/full.jpg" not in this_visit
+    assert worker.book.visit(read_visit).verdict == "refer"
+    assert reader.get(f"/visits/{read_visit}").status_code == reader.get(f"/visits/{later}").status_code == 200
