@@ -69,7 +69,8 @@ def english_only_words(language: str, english_pages=()) -> set[str]:
         found = set()
         for text in texts:
             for piece in (text if isinstance(text, (tuple, list)) else [text]):
-                found |= {w.lower() for w in WORD.findall(re.sub(r"%\(\w+\)[.\d]*\w", " ", piece or ""))}
+                code = re.sub(r"%\(\w+\)[.\d]*\w|(?<!\S)--[\w-]+", " ", piece or "")   # placeholders, --options
+                found |= {w.lower() for w in WORD.findall(code)}
         return found
 
     with open(i18n.LOCALE_DIR / language / "LC_MESSAGES" / "drtrt.po", "rb") as handle:
@@ -97,7 +98,8 @@ def english_left(page: str, english: set[str], allowed: set[str], phrases: set[s
     text = " ".join(visible_text(page).split())
     found = [f"{p!r} in {text!r}" for p in phrases if re.search(rf"(?<!\w){re.escape(p)}(?!\w)", text)]
     for line in visible_text(page).splitlines():
-        text = re.sub(r"\S+\.(?:jpe?g|png|tiff?|bmp|dcm|onnx|plan|engine)\b|(?<!\S)/\S+", " ", line, flags=re.I)
+        text = re.sub(r"\S+\.(?:jpe?g|png|tiff?|bmp|dcm|onnx|plan|engine)\b|(?<!\S)/\S+|(?<![\w-])--[\w-]+", " ", line,
+                      flags=re.I)
         words = sorted({w for w in WORD.findall(text) if w.lower() in english and not w.isupper()
                         and w.lower() not in allowed and not any(c.isdigit() for c in w)})   # sha256, fp32
         found += [f"{w} in {' '.join(line.split())[:120]!r}" for w in words]
