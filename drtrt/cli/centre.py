@@ -95,6 +95,13 @@ def centre_list(session: SessionArg) -> None:
             console.print(f"    {session / 'visits' / visit['study'] / photo['png']} ({photo['eye']})", highlight=False,
                           soft_wrap=True, markup=False)
     console.print(f"{len(waiting)} visit(s) waiting for a read", highlight=False, soft_wrap=True, markup=False)
+    from drtrt.integration.centre_conflicts import conflicts
+
+    for conflict in conflicts(session):            # not in the queue: a person resolves them at the PACS first
+        refers = ", a report in it refers the patient" if conflict.get("referable", True) else ""
+        console.print(f"{conflict['study']}  {conflict.get('patient') or '-'}  two final results for one visit: "
+                      f"resolve at the PACS ({', '.join(r['sr'] for r in conflict.get('reports', []))}{refers})",
+                      highlight=False, soft_wrap=True, markup=False)
 
 
 @centre_app.command("read", cls=_Command)

@@ -9,6 +9,7 @@ interleaving)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ from centre_helpers import pulled_centre, station_sends, studies, with_pathway  
 from orthanc_helpers import orthanc  # noqa: E402, F401  (the fixture)
 from pydicom import dcmread  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
+from test_centre import srs  # noqa: E402
 from test_centre_pages import login, queue_of  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
@@ -41,9 +43,14 @@ def another_verified_sr(folder, reader, dicomweb, tmp_path) -> str:
     """A VERIFIED SR naming the visit's station SR, read by ``reader`` elsewhere (the words of the centre's own read
     of it: the same verdict), stored at the PACS by STOW-RS; its UID."""
     visit, [kept] = load(folder), load_reads(folder)
-    station = dcmread(folder / f"sr-{visit['sr']}.dcm")
-    read = {**{k: kept[k] for k in ("grades", "verdict", "words", "overrules", "reason")}, "sr": visit["sr"],
-            "reader": reader, "organisation": "Otro Centro", "recorded": "2026-03-09T10:00:00Z"}
+    return stowed(dcmread(folder / f"sr-{visit['sr']}.dcm"), reader, kept, dicomweb, tmp_path)
+
+
+def stowed(station, reader, said, dicomweb, tmp_path) -> str:
+    """``station``'s SR VERIFIED by ``reader`` of another centre saying ``said`` (grades, verdict, words), by STOW."""
+    read = {**{k: said[k] for k in ("grades", "verdict", "words", "overrules", "reason")},
+            "sr": station.SOPInstanceUID, "reader": reader, "organisation": "Otro Centro",
+            "recorded": "2026-03-09T10:00:00Z"}
     report = verified_report(station, read)
     path = tmp_path / f"{report.SOPInstanceUID}.dcm"
     report.save_as(path, enforce_file_format=True)
@@ -70,18 +77,27 @@ def test_two_current_reports_are_a_conflict_and_the_rest_is_pulled(tmp_path, ort
     record_read(centre, p3, {"right": "U", "left": "U"}, "Cleo", "Centro Sur")     # final, not sent yet
     theirs = another_verified_sr(folder2, "Dr Local", orthanc.dicomweb, tmp_path)  # same verdict: still two
     other3 = [another_verified_sr(folder3, who, orthanc.dicomweb, tmp_path) for who in ("Dr X", "Dr Y")]
-    station_sends(tmp_path / "station2", orthanc.dicomweb, (("P-9", "2026-03-04T09:00", {"right": 2, "left": 0}),))
+    station_sends(tmp_path / "station2", orthanc.dicomweb, (("P-8", "2026-03-04T09:00", {"right": 0, "left": 0}),
+                                                            ("P-9", "2026-03-04T10:00", {"right": 2, "left": 0})))
+    [station9] = [d for d in srs(orthanc) if d.PatientID == "P-9"]     # a new study, read twice elsewhere already
+    said = {"grades": {"left": "R0M0", "right": "R2M0"}, "verdict": "refer", "words": "R2 pre-proliferative",
+            "overrules": False, "reason": None}
+    new9 = sorted(stowed(station9, who, said, orthanc.dicomweb, tmp_path) for who in ("Dr X", "Dr Z"))
     before2 = (folder2 / "visit.json").read_bytes()
 
     result = CliRunner().invoke(cli, ["centre", "pull", "--dicomweb", orthanc.dicomweb, "--out", str(centre)])
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     lines = result.output.splitlines()
-    assert lines[0].startswith("7 studies at the PACS, 7 with a drtrt report")
+    assert lines[0].startswith("8 studies at the PACS, 8 with a drtrt report")
     assert lines[1].startswith(f"conflict: study {p2} (patient P-2) has 2 current drtrt reports (a report in it "
                                "refers the patient)") and ours in lines[1] and theirs in lines[1]
-    assert lines[2].startswith(f"conflict: study {p3} (patient P-3) has 2 current") and "refers" not in lines[2]
-    assert "2 studies not imported: two final results for one visit; resolve at the PACS" in result.output
-    assert ("P-9", "20260304") in studies(centre)                       # the other studies go on
+    assert lines[2].startswith(f"conflict: study {station9.StudyInstanceUID} (patient P-9) has 2 current drtrt "
+                               "reports (a report in it refers")                # referable first, then by date
+    assert lines[3].startswith(f"conflict: study {p3} (patient P-3) has 2 current") and "refers" not in lines[3]
+    assert "3 studies not imported: two final results for one visit; resolve at the PACS" in result.output
+    folder9 = centre / "visits" / station9.StudyInstanceUID
+    assert not (folder9 / "visit.json").exists() and sorted(r["sr"] for r in conflict_of(folder9)["reports"]) == new9
+    assert [load(f)["patient"] for f in (centre / "visits").iterdir() if load(f)].count("P-8") == 1   # imported
     assert (folder2 / "visit.json").read_bytes() == before2             # left as it was: the station's, our mark
     conflict = conflict_of(folder2)
     assert sorted(r["sr"] for r in conflict["reports"]) == sorted([ours, theirs])
@@ -90,6 +106,11 @@ def test_two_current_reports_are_a_conflict_and_the_rest_is_pulled(tmp_path, ort
     assert conflict_of(folder3)["referable"] is False
 
     assert [v["study"] for v in queue(centre) if v["study"] in (p2, p3)] == []
+    listed = CliRunner().invoke(cli, ["centre", "list", str(centre)])
+    assert listed.exit_code == 0, listed.output
+    [line2, _, line3] = [line for line in listed.output.splitlines() if "two final results for one visit" in line]
+    assert line2.startswith(f"{p2}  P-2") and line2.endswith("a report in it refers the patient)") and theirs in line2
+    assert line3.startswith(f"{p3}  P-3") and "refers" not in line3
     with pytest.raises(ConfigError, match="two final results at the PACS"):
         record_read(centre, p3, {"right": "U", "left": "U"}, "Dev", "Centro Sur")
     assert unsent(centre, load_pathway_of(centre)) == []
@@ -105,7 +126,7 @@ def test_two_current_reports_are_a_conflict_and_the_rest_is_pulled(tmp_path, ort
         assert login(cleo, "Cleo", "5555").status_code == 303
         page = cleo.get("/reads").text
         assert "Two final results for one visit: resolve at the PACS" in page
-        assert [m for m in (p2, p3) if f'id="conflict-{m}"' in page] == [p2, p3]
+        assert re.findall(r'<tr id="conflict-([\d.]+)"', page) == [p2, station9.StudyInstanceUID, p3]
         assert page.index(f'id="conflict-{p2}" data-referable="yes"') < page.index(f'id="conflict-{p3}" '
                                                                                  'data-referable="no"')
         assert all(uid in page for uid in (ours, theirs, *other3)) and "A report in it refers the patient" in page
@@ -117,7 +138,7 @@ def test_two_current_reports_are_a_conflict_and_the_rest_is_pulled(tmp_path, ort
 
     delete_at_orthanc(orthanc, theirs)                                  # resolved at the PACS: ours is the result
     again = pull(orthanc.dicomweb, centre)
-    assert [c["study"] for c in again.conflicts] == [p3] and conflict_of(folder2) is None
+    assert [c["study"] for c in again.conflicts] == [station9.StudyInstanceUID, p3] and conflict_of(folder2) is None
     visit = load(folder2)
     assert (visit["sr"], visit["verification"], visit["pushed"]) == (ours, "VERIFIED", [ours])
 
