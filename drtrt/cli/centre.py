@@ -53,7 +53,8 @@ def centre_pull(dicomweb: UrlOpt, out: Annotated[Path, Opt("The centre's session
                 since: Annotated[Optional[str], Opt("Only studies of this date or later (YYYYMMDD).", "DATE")] = None,
                 timeout: TimeoutOpt = 30.0) -> None:
     """Keep every drtrt report (SR) and picture (Secondary Capture) the PACS holds, one folder per visit, and
-    with --fhir each visit's DiagnosticReport; what is already kept is not fetched again."""
+    with --fhir each visit's DiagnosticReport; what is already kept is not fetched again. A study with two current
+    drtrt reports is not imported (a person resolves it at the PACS): the rest is pulled, then it exits 1."""
     from drtrt.integration.centre import Pacs, Server, pull
 
     Pacs(dicomweb)                                        # a malformed URL: a usage error, before anything
@@ -64,6 +65,17 @@ def centre_pull(dicomweb: UrlOpt, out: Annotated[Path, Opt("The centre's session
     console.print(f"{report.studies} stud{'y' if report.studies == 1 else 'ies'} at the PACS, {report.visits} with a "
                   f"drtrt report" + (f", {report.reports} with a DiagnosticReport" if fhir else "")
                   + f"; {len(report.added)} file(s) added to {out}", highlight=False, soft_wrap=True, markup=False)
+    for conflict in report.conflicts:                  # the referable ones first
+        refers = " (a report in it refers the patient)" if conflict["referable"] else ""
+        console.print(f"conflict: study {conflict['study']} (patient {conflict['patient']}) has "
+                      f"{len(conflict['reports'])} current drtrt reports{refers}: "
+                      + ", ".join(f"{r['sr']} {r['verification']}" for r in conflict["reports"]),
+                      highlight=False, soft_wrap=True, markup=False)
+    if report.conflicts:
+        from drtrt.errors import DataError
+
+        raise DataError(f"{len(report.conflicts)} stud{'y' if len(report.conflicts) == 1 else 'ies'} not imported: two "
+                        "final results for one visit; resolve at the PACS (the other studies were pulled)")
 
 
 @centre_app.command("list", cls=_Command)
@@ -83,6 +95,13 @@ def centre_list(session: SessionArg) -> None:
             console.print(f"    {session / 'visits' / visit['study'] / photo['png']} ({photo['eye']})", highlight=False,
                           soft_wrap=True, markup=False)
     console.print(f"{len(waiting)} visit(s) waiting for a read", highlight=False, soft_wrap=True, markup=False)
+    from drtrt.integration.centre_conflicts import conflicts
+
+    for conflict in conflicts(session):            # not in the queue: a person resolves them at the PACS first
+        refers = ", a report in it refers the patient" if conflict.get("referable", True) else ""
+        console.print(f"{conflict['study']}  {conflict.get('patient') or '-'}  two final results for one visit: "
+                      f"resolve at the PACS ({', '.join(r['sr'] for r in conflict.get('reports', []))}{refers})",
+                      highlight=False, soft_wrap=True, markup=False)
 
 
 @centre_app.command("read", cls=_Command)
@@ -126,6 +145,10 @@ def centre_push(session: SessionArg, dicomweb: UrlOpt, fhir: FhirOpt = None, tim
     if done.waiting:
         console.print(f"{len(done.waiting)} read visit(s) not sent: waiting for a second read or arbitration (first: "
                       f"study {done.waiting[0]})", highlight=False, soft_wrap=True, markup=False)
+    if done.conflicts:
+        console.print(f"{len(done.conflicts)} read visit(s) not sent: two final results for one visit at the PACS; "
+                      f"resolve it there (first: study {done.conflicts[0]})", highlight=False, soft_wrap=True,
+                      markup=False)
     if done.final:
         console.print(f"{len(done.final)} centre read(s) not sent: read and verified at the station since (first: "
                       f"study {done.final[0]})", highlight=False, soft_wrap=True, markup=False)

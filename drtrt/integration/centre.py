@@ -8,7 +8,11 @@ visit (= study): ``SESSION/visits/<StudyInstanceUID>/`` with ``sr-<UID>.dcm``, `
 pixels as ``sc-<UID>.png``, to look at) and
 ``visit.json`` (patient, study, the current SR, its verdict and per-eye results, the model's name and
 SHA-256, UNVERIFIED or VERIFIED). Files are named by SOP Instance UID: pulling again fetches and adds
-nothing already kept. The current SR is the one no other SR of the study names as its predecessor.
+nothing already kept. The current SR is the one no other SR of the study names as its predecessor. A study
+with two or more current SRs (two final documents: :mod:`.centre_conflicts`) is left as it was, kept as a conflict
+(``conflict.json``, :attr:`PullReport.conflicts`), never read here nor pushed; the pull goes on with the other
+studies. ``visit.json``'s "pushed" marks are changed only under the visit's lock (:mod:`.centre_marks`): a pull
+beside a push never drops one.
 
 ``record_read`` keeps a reader's grades of a visit (``read.json``, :mod:`.centre_reads`); ``push`` writes, for each
 read visit,
@@ -40,10 +44,14 @@ from pydicom.uid import ComprehensiveSRStorage, SecondaryCaptureImageStorage
 from drtrt.clinic import audit
 from drtrt.clinic.accounts import NO_LOGIN, Actor
 from drtrt.clinic.store import SessionStore
+from drtrt.clinic.verdicts import REFER, REFER_URGENT
 from drtrt.errors import DataError
 from drtrt.fileio import atomic_write
+from drtrt.integration.centre_conflicts import conflict_of, keep_conflict
 from drtrt.integration.centre_fhir import corrected_bundle, find_report
-from drtrt.integration.centre_reads import centre_pathway, centre_session, final_read, load, load_reads, visit_dir
+from drtrt.integration.centre_marks import mark, summarised
+from drtrt.integration.centre_reads import (centre_pathway, centre_session, final_read, load, load_reads, model_verdict,
+                                            visit_dir)
 from drtrt.integration.centre_reads import queue, record_read, unsent  # noqa: F401  (the centre's API)
 from drtrt.integration.centre_sr import summarise, verified_report
 from drtrt.integration.fhir import bundle_bytes
@@ -60,6 +68,7 @@ class PullReport:
     visits: int = 0                                    # of them with a drtrt report
     reports: int = 0                                   # of those with a DiagnosticReport at the FHIR server
     added: list[str] = field(default_factory=list)     # files kept by this pull
+    conflicts: list[dict] = field(default_factory=list)  # studies with 2+ current reports: not imported (conflict.json)
 
 
 def pull(url: str, session: str | Path, timeout: float = 30.0, fhir: str | None = None,
@@ -78,24 +87,32 @@ def pull(url: str, session: str | Path, timeout: float = 30.0, fhir: str | None 
         report.studies += 1
         study = value(study_item, "0020000D")
         folder, known = visit_dir(session, study), len(foreign)
-        _pull_study(pacs, session, study, folder, foreign, report)
+        listed = _pull_study(pacs, session, study, folder, foreign, report)
         if len(foreign) != known:
             atomic_write(foreign_file, "".join(f"{uid}\n" for uid in sorted(foreign)))
         if folder.is_dir() and any(folder.glob("sr-*.dcm")):
             report.visits += 1
-            _write_summary(folder)
+            conflict = _write_summary(folder, listed)
+            if conflict is not None:
+                report.conflicts.append(conflict)       # left as it was; the other studies go on
+                continue
             found = find_report(server, study) if server is not None else None
             if found is not None:
                 report.reports += 1
                 _keep_json(folder / "fhir-report.json", found)
+    report.conflicts.sort(key=lambda c: (not c["referable"], c["date"], c["study"]))
     return report
 
 
-def _pull_study(pacs: Pacs, session: Path, study: str, folder: Path, foreign: set[str], report: PullReport) -> None:
+def _pull_study(pacs: Pacs, session: Path, study: str, folder: Path, foreign: set[str],
+                report: PullReport) -> set[str]:
+    """Keep the study's drtrt objects not kept yet; the SOP Instance UIDs of every SR and SC the PACS lists."""
+    listed = set()
     for item in pacs.qido(f"/studies/{quote(study)}/instances"):
         if value(item, "00080016") not in KINDS:
             continue
         kind, sop = KINDS[value(item, "00080016")], value(item, "00080018")
+        listed.add(sop)
         path = folder / f"{kind}-{sop}.dcm"
         if path.is_file() or sop in foreign or not sop.replace(".", "").isdigit():
             continue
@@ -108,6 +125,7 @@ def _pull_study(pacs: Pacs, session: Path, study: str, folder: Path, foreign: se
             report.added.append(_picture(dcmread(io.BytesIO(data)), folder / f"sc-{sop}.png", session))
         atomic_write(path, data)
         report.added.append(str(path.relative_to(session)))
+    return listed
 
 
 def _picture(ds: Dataset, path: Path, session: Path) -> str:
@@ -128,22 +146,44 @@ def _keep_json(path: Path, doc: dict) -> None:
         atomic_write(path, data)
 
 
-def _write_summary(folder: Path) -> None:
+def _write_summary(folder: Path, listed: set[str]) -> dict | None:
+    """Keep the visit's summary of its one current report (the marks ``visit.json`` holds kept, under its lock:
+    :mod:`.centre_marks`). Reports the PACS no longer lists do not count (one deleted there resolves a conflict),
+    unless it lists none of them. Two or more current reports: the visit is left as it was, its conflict kept
+    (:mod:`.centre_conflicts`) and returned."""
     srs = {p: dcmread(p) for p in sorted(folder.glob("sr-*.dcm"))}
+    srs = {p: ds for p, ds in srs.items() if ds.SOPInstanceUID in listed} or srs
     replaced = {ref.ReferencedSOPInstanceUID for ds in srs.values()
                 for study in ds.get("PredecessorDocumentsSequence", [])
                 for series in study.ReferencedSeriesSequence for ref in series.ReferencedSOPSequence}
     current = [ds for ds in srs.values() if ds.SOPInstanceUID not in replaced]
-    if len(current) != 1:
-        raise DataError(f"{folder}: {len(current)} current drtrt reports in one study; read it at the PACS")
+    if len(current) != 1:                               # two final documents (or a loop): a person decides
+        conflict = _conflict(current or list(srs.values()))
+        keep_conflict(folder, conflict)
+        return conflict
     summary = summarise(current[0])
-    old = load(folder)
-    summary["pushed"], summary["fhir_pushed"] = old.get("pushed", []), old.get("fhir_pushed", [])
     summary["photos"] = [{"dicom": p.name, "png": p.with_suffix(".png").name,
                           "eye": _LATERALITY.get(dcmread(p, stop_before_pixels=True).get("Laterality"), "unspecified")}
                          for p in sorted(folder.glob("sc-*.dcm"))]
-    if summary != old:
-        _keep_json(folder / "visit.json", summary)
+    summarised(folder, summary)
+    keep_conflict(folder, None)
+    return None
+
+
+def _conflict(current: list[Dataset]) -> dict:
+    """What the queue page says of a study with these current reports (each referable when its verdict, or the
+    read it states, refers, or its referable flag says Yes)."""
+    reports = []
+    for ds in sorted(current, key=lambda d: d.SOPInstanceUID):
+        said = summarise(ds)
+        referable = said["referable"] == "Yes" or any(
+            model_verdict({"verdict": text, "referable": "No"}) in (REFER, REFER_URGENT)
+            for text in (said["verdict"], said["read"]) if text)
+        reports.append({"sr": said["sr"], "verification": said["verification"], "verified_by": said["verified_by"],
+                        "verdict": said["verdict"], "read": said["read"], "referable": referable})
+    first = summarise(current[0])
+    return {"study": first["study"], "patient": first["patient"], "name": first["name"], "date": first["date"],
+            "clinic": first["clinic"], "reports": reports, "referable": any(r["referable"] for r in reports)}
 
 
 @dataclass
@@ -154,6 +194,7 @@ class PushReport:
     stale: list[str] = field(default_factory=list)       # read studies whose station report changed since the read
     final: list[str] = field(default_factory=list)       # of them, those read and VERIFIED at the station since
     waiting: list[str] = field(default_factory=list)     # read studies waiting for a second read or arbitration
+    conflicts: list[str] = field(default_factory=list)   # read studies with two current reports: never sent
 
 
 def push(url: str, session: str | Path, timeout: float = 30.0, fhir: str | None = None,
@@ -180,6 +221,9 @@ def _push_visit(store: SessionStore, folder: Path, sender: DicomWebSender, repor
     visit, reads = load(folder), load_reads(folder)
     if not visit or not reads:
         return
+    if conflict_of(folder) is not None:
+        out.conflicts.append(visit["study"])         # two final documents at the PACS: a person decides there
+        return
     if reads[-1]["sr"] != visit["sr"] and visit["sr"] not in visit["pushed"]:
         (out.final if visit["verification"] == "VERIFIED" else out.stale).append(visit["study"])
         return                                      # the station replaced the report that was read: never sent
@@ -196,8 +240,7 @@ def _push_visit(store: SessionStore, folder: Path, sender: DicomWebSender, repor
             report.save_as(buffer, enforce_file_format=True)
             atomic_write(path, buffer.getvalue())
         sender.send(path, uid)                  # Unreachable / Rejected: not marked, the next push tries again
-        visit["pushed"].append(uid)
-        _keep_json(folder / "visit.json", visit)
+        visit = mark(folder, "pushed", uid)     # read-modify-write under the visit's lock: a pull beside keeps it
         out.sent.append(uid)
         audit.append(store, actor, "send", patient=visit["patient"],
                      details={"study": visit["study"], "sr": uid, "to": sender.destination})
@@ -211,8 +254,7 @@ def _push_visit(store: SessionStore, folder: Path, sender: DicomWebSender, repor
     path = folder / f"fhir-{bundle['id']}.json"
     atomic_write(path, bundle_bytes(bundle))
     reporter.send(path, bundle["id"])
-    visit.setdefault("fhir_pushed", []).append(uid)
-    _keep_json(folder / "visit.json", visit)
+    mark(folder, "fhir_pushed", uid)
     out.reports.append(station["id"])
     audit.append(store, actor, "send", patient=visit["patient"],
                  details={"study": visit["study"], "report": station["id"], "to": reporter.destination})

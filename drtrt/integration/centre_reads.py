@@ -33,6 +33,7 @@ from drtrt.clinic.store import SessionStore, now
 from drtrt.clinic.verdicts import HUMAN_READ, INCOMPLETE, REFER, REFER_URGENT, RESCREEN, UNGRADABLE
 from drtrt.errors import ConfigError, DataError
 from drtrt.fileio import atomic_write
+from drtrt.integration.centre_conflicts import conflict_of
 from drtrt.integration.uids import derive_uid, digest
 from drtrt.messages import message
 
@@ -130,7 +131,7 @@ def queue(session: str | Path, pathway: Pathway | None = None, reader: str | Non
     waiting = []
     for folder in sorted((session / "visits").glob("*")):
         visit = load(folder)
-        if not visit:
+        if not visit or conflict_of(folder) is not None:      # two current reports: the page lists it apart
             continue
         verdict = model_verdict(visit, pathway)
         hit = verdict == RESCREEN and sampled(visit["study"], pathway.sample_rate)
@@ -176,6 +177,9 @@ def read_visit(store: SessionStore, session: Path, study: str, grades: dict[str,
     visit = load(folder)
     if not visit:
         raise DataError(f"no pulled visit of study {study} in {session}: see drtrt centre list")
+    if conflict_of(folder) is not None:
+        raise ConfigError(message("study %(study)s has two final results at the PACS: a person resolves it there "
+                                  "first", study=study))
     pathway = centre_pathway(store)
     reads = load_reads(folder)
     reading = state(visit, reads, pathway)
@@ -245,7 +249,8 @@ def unsent(session: str | Path, pathway: Pathway, fhir: bool = False) -> list[st
     waiting = []
     for folder in sorted((centre_session(session) / "visits").glob("*")):
         visit, reads = load(folder), load_reads(folder)
-        if not visit or not reads or (reads[-1]["sr"] != visit["sr"] and visit["sr"] not in visit["pushed"]):
+        if not visit or not reads or (reads[-1]["sr"] != visit["sr"] and visit["sr"] not in visit["pushed"]) \
+                or conflict_of(folder) is not None:
             continue
         read, _ = final_read(visit, reads, pathway)
         if read is None:

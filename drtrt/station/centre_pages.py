@@ -9,6 +9,10 @@ provenance, the patient's previous pulled visit beside it, the reads so far to t
 reader reads blind), and the grade form in the pathway's form. The read is the logged-in account's
 (:func:`~drtrt.integration.centre_reads.read_visit`, audited); what to fix comes back on the page.
 
+The queue page first lists the studies in conflict (:mod:`drtrt.integration.centre_conflicts`: two current
+reports, "two final results for one visit: resolve at the PACS", a referable one first, with each report's UID);
+such a visit has no read page (409) and is never pushed.
+
 The queue page also says what waits to be sent (final reads the PACS has not confirmed) and, when the server
 was given the PACS (:mod:`.centre_link`), when the PACS was last reached, the last try's problem as a warning,
 and the buttons "Fetch new studies" and "Send final reads now" (POST, CSRF-checked, the "read" permission).
@@ -28,6 +32,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from drtrt.clinic.patients import EYES
 from drtrt.clinic.reads import ICDR_GRADES, M_GRADES, R_GRADES, grade_string
 from drtrt.errors import ConfigError, DataError
+from drtrt.integration.centre_conflicts import conflict_of, conflicts
 from drtrt.integration.centre_reads import (centre_pathway, load, load_reads, model_verdict, queue, read_visit,
                                             state, unsent, visit_dir)
 from drtrt.station import i18n
@@ -64,7 +69,8 @@ async def queue_page(request: Request) -> Response:
     items = queue(centre.session, pathway, reader=actor_of(request).name)
     return page.render("centre_reads.html", items=items, rate=round(100 * pathway.sample_rate),
                        second_read=pathway.second_read, organisation=centre.organisation,
-                       link=link_view(centre.link), unsent=unsent(centre.session, pathway, fhir=_fhir(centre)))
+                       link=link_view(centre.link), unsent=unsent(centre.session, pathway, fhir=_fhir(centre)),
+                       conflicts=conflicts(centre.session))
 
 
 def _fhir(centre) -> bool:
@@ -104,6 +110,8 @@ async def read_page(request: Request) -> Response:
     page = Page(request)
     centre = page.station
     folder, visit = _folder(request)
+    if conflict_of(folder) is not None:
+        raise HTTPException(409, "two final results for one visit: resolve at the PACS")
     pathway = centre_pathway(centre.worker.store)
     reading = state(visit, load_reads(folder), pathway)
     mine = any(r.reader.casefold() == actor_of(request).name.casefold() for r in reading.reads)
