@@ -140,9 +140,7 @@ def serve_centre(session: str | Path, host: str = "127.0.0.1", port: int = 8090,
                  organisation: str | None = None, log: Callable[[str], None] = print, link: dict | None = None) -> None:
     """Serve the centre's pages until Ctrl-C / SIGTERM (uvicorn's handlers); with ``link`` (the PACS, as
     :func:`create_centre_app` takes it) its loop fetches and sends while the pages run."""
-    import uvicorn
-
-    from drtrt.station.server import _listen
+    from drtrt.station.server import _listen, address, run_app
 
     app = create_centre_app(session, organisation, pathway, link=link)
     store, running = app.state.station.worker.store, app.state.station.link
@@ -153,14 +151,11 @@ def serve_centre(session: str | Path, host: str = "127.0.0.1", port: int = 8090,
         raise
     try:
         with sock:
-            where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
-            log(f"reading centre serving {where} — session {session}, {app.state.station.organisation}"
-                + (f", PACS {running.state.pacs} every {running.every_s:g} s" if running else "") + " (Ctrl-C to stop)")
             if running is not None:
                 running.start()
-            server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                                   server_header=False, timeout_graceful_shutdown=5))
-            server.run(sockets=[sock])
+            run_app(app, sock, f"reading centre serving {address(host, port)} — session {session}, "
+                    f"{app.state.station.organisation}"
+                    + (f", PACS {running.state.pacs} every {running.every_s:g} s" if running else ""), log)
     finally:
         if running is not None:
             running.stop()

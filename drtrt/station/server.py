@@ -16,8 +16,6 @@ def serve(cfg: WorkerConfig, host: str = "127.0.0.1", port: int = 8080, pin: str
           sync_every_s: float = 60.0) -> None:
     """Serve until Ctrl-C / SIGTERM (uvicorn's handlers); the worker finishes the photo in hand.
     ``sync``: a :class:`drtrt.integration.sync.SyncConfig` to send results to a hospital as the day goes."""
-    import uvicorn
-
     from drtrt.station.app import StationConfig, create_app
 
     with _listen(host, port) as sock:
@@ -32,17 +30,30 @@ def serve(cfg: WorkerConfig, host: str = "127.0.0.1", port: int = 8080, pin: str
             worker.start()
             if forwarder is not None:
                 forwarder.start()
-            where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
-            log(f"station serving {where} — model {worker.session.predictor.runner.name}, folder {cfg.data_dir}"
-                + (f", camera {cfg.camera_dir}" if cfg.camera_dir else "") + " (Ctrl-C to stop)")
-            server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                                   server_header=False, timeout_graceful_shutdown=5))
-            server.run(sockets=[sock])
+            run_app(app, sock, f"station serving {address(host, port)} — model {worker.session.predictor.runner.name}, "
+                    f"folder {cfg.data_dir}" + (f", camera {cfg.camera_dir}" if cfg.camera_dir else ""), log)
         finally:
             if forwarder is not None:
                 forwarder.stop()
             worker.stop()
             log("station stopped")
+
+
+def address(host: str, port: int) -> str:
+    """The URL a browser opens for ``host``:``port`` (an IPv6 host in brackets)."""
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+
+
+def run_app(app, sock: socket.socket, serving: str, log: Callable[[str], None]) -> None:
+    """Say ``serving`` and serve ``app`` on the bound ``sock`` with uvicorn until Ctrl-C / SIGTERM: no access log,
+    no server header, 5 s for the open requests to finish (the station's and the reading centre's pages)."""
+    import uvicorn
+
+    log(f"{serving} (Ctrl-C to stop)")
+    server = uvicorn.Server(uvicorn.Config(app, host=sock.getsockname()[0], port=sock.getsockname()[1],
+                                           log_level="warning", access_log=False, server_header=False,
+                                           timeout_graceful_shutdown=5))
+    server.run(sockets=[sock])
 
 
 def _listen(host: str, port: int) -> socket.socket:

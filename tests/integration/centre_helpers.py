@@ -9,6 +9,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
+from orthanc_helpers import Orthanc
 from visit_fixture import make_visit
 
 from drtrt.clinic.accounts import Accounts
@@ -77,3 +79,18 @@ def with_pathway(centre: Path, **reads) -> None:
     """Keep the NHS pathway with these ``reads:`` settings in the centre's session (as ``centre serve --pathway``)."""
     with SessionStore(centre / "session.db") as store:
         keep_pathway(store, Pathway.from_dict({**NHS.to_dict(), "reads": reads}))
+
+
+@pytest.fixture(scope="module")
+def orthanc_once(tmp_path_factory):
+    """One Orthanc for a test module (imported by the module that uses it)."""
+    server = Orthanc(tmp_path_factory.mktemp("orthanc"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def pulled(orthanc_once, tmp_path_factory):
+    """A centre session pulled once per module from :func:`orthanc_once`; tests read a :func:`copy_of` it."""
+    return pulled_centre(tmp_path_factory.mktemp("pulled"), orthanc_once.dicomweb)

@@ -13,8 +13,9 @@ import pytest
 pytest.importorskip("highdicom", reason="the centre needs the integration extra")
 pytest.importorskip("starlette", reason="the centre's pages need the station extra")
 pytest.importorskip("httpx", reason="Starlette's test client needs httpx (test extra)")
-from centre_helpers import copy_of, pulled_centre, station_sends, studies, with_pathway  # noqa: E402
-from orthanc_helpers import Orthanc, free_port  # noqa: E402
+from centre_helpers import copy_of, station_sends, studies, with_pathway  # noqa: E402
+from centre_helpers import orthanc_once, pulled  # noqa: E402, F401  (fixtures)
+from orthanc_helpers import free_port  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 from test_centre import srs  # noqa: E402
 from test_centre_pages import csrf_of, login, queue_of, read  # noqa: E402
@@ -27,18 +28,6 @@ from drtrt.station.centre_app import create_centre_app  # noqa: E402
 
 AGREES = {"right_r": "R2", "right_m": "M0", "left_r": "R0", "left_m": "M0"}      # P-2's visit: refer, as the model
 
-
-@pytest.fixture(scope="module")
-def orthanc_once(tmp_path_factory):
-    server = Orthanc(tmp_path_factory.mktemp("orthanc"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def pulled(orthanc_once, tmp_path_factory):
-    return pulled_centre(tmp_path_factory.mktemp("pulled"), orthanc_once.dicomweb)
 
 
 def live_app(centre, dicomweb):

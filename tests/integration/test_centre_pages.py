@@ -11,8 +11,8 @@ import pytest
 pytest.importorskip("highdicom", reason="the centre needs the integration extra")
 pytest.importorskip("starlette", reason="the centre's pages need the station extra")
 pytest.importorskip("httpx", reason="Starlette's test client needs httpx (test extra)")
-from centre_helpers import copy_of, pulled_centre, studies, with_pathway  # noqa: E402
-from orthanc_helpers import Orthanc  # noqa: E402
+from centre_helpers import copy_of, studies, with_pathway  # noqa: E402
+from centre_helpers import orthanc_once, pulled  # noqa: E402, F401  (fixtures)
 from starlette.testclient import TestClient  # noqa: E402
 from test_centre import srs  # noqa: E402
 
@@ -21,18 +21,6 @@ from drtrt.errors import ConfigError  # noqa: E402
 from drtrt.integration.centre import push  # noqa: E402
 from drtrt.station.centre_app import create_centre_app  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def orthanc_once(tmp_path_factory):
-    server = Orthanc(tmp_path_factory.mktemp("orthanc"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def pulled(orthanc_once, tmp_path_factory):
-    return pulled_centre(tmp_path_factory.mktemp("pulled"), orthanc_once.dicomweb)
 
 
 def csrf_of(html: str) -> str:

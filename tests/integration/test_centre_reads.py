@@ -10,8 +10,8 @@ import socket
 import pytest
 
 pytest.importorskip("highdicom", reason="the centre needs the integration extra")
-from centre_helpers import copy_of, pulled_centre, studies, with_pathway  # noqa: E402
-from orthanc_helpers import Orthanc  # noqa: E402
+from centre_helpers import copy_of, studies, with_pathway  # noqa: E402
+from centre_helpers import orthanc_once, pulled  # noqa: E402, F401  (fixtures)
 from test_centre import srs  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
@@ -26,18 +26,6 @@ from drtrt.integration.centre_reads import final_read, load_reads, model_verdict
 
 CLEO, DEV, BEN, ANA = Actor("Cleo", "reader"), Actor("Dev", "reader"), Actor("Ben", "lead"), Actor("Ana", "screener")
 
-
-@pytest.fixture(scope="module")
-def orthanc_once(tmp_path_factory):
-    server = Orthanc(tmp_path_factory.mktemp("orthanc"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def pulled(orthanc_once, tmp_path_factory):
-    return pulled_centre(tmp_path_factory.mktemp("pulled"), orthanc_once.dicomweb)
 
 
 def test_the_queue_is_by_the_models_urgency_then_the_pathways_sample_of_negatives(pulled, tmp_path):
