@@ -27,7 +27,6 @@ from drtrt.station import i18n
 from drtrt.station.dashboard import day_summary, disk_space, forward_state, model_state, reader_agreement
 from drtrt.station.images import LAYER, SHA, full_jpeg, lesion_colours, lesion_layer, photo_path, view_jpeg
 from drtrt.station.security import csrf_token, image_kind
-from drtrt.station.study import phase_of
 from drtrt.clinic import audit
 from drtrt.clinic.accounts import Actor, may
 from drtrt.station.state import Station, actor_of, now_of, station_of
@@ -101,7 +100,7 @@ def _agreement(request: Request, station: Station) -> dict:
     """The model's weekly agreement with the readers; hidden while the station's validation study runs (its
     weekly sensitivity would be a look at a pre-registered endpoint: :mod:`.study`)."""
     setup = station.cfg.study
-    if setup is not None and phase_of(setup, now_of(request).astimezone(dt.timezone.utc).date()) == "running":
+    if setup is not None and setup.phase(now_of(request).astimezone(dt.timezone.utc).date()) == "running":
         return {"weeks": [], "missing": None, "hidden": True}
     return reader_agreement(station.worker)
 

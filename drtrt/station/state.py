@@ -11,7 +11,6 @@ import datetime as dt
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
@@ -25,9 +24,6 @@ from drtrt.clinic.accounts import NO_LOGIN, Actor
 from drtrt.station.security import MAX_UPLOAD_BYTES, AccountGuard, PinGuard
 from drtrt.station.worker import StationWorker
 
-if TYPE_CHECKING:
-    from drtrt.station.study import StudySetup
-
 
 @dataclass(frozen=True)
 class StationConfig:
@@ -36,7 +32,7 @@ class StationConfig:
     host: str = "127.0.0.1"
     parity: Path | None = None             # a `drtrt parity --json` record for the model
     max_upload_bytes: int = MAX_UPLOAD_BYTES
-    study: "StudySetup | None" = None      # the validation study this station follows (`--study`, /study)
+    study: object | None = None            # the validation study it follows (`--study`): a station.study.StudySetup
 
 
 class Templates:

@@ -48,6 +48,11 @@ class StudySetup:
     registration: dict
     plan: object                               # drtrt.verify.study.protocol.Plan
 
+    def phase(self, today: dt.date) -> str:
+        """before | running | ended: ``today`` (UTC) against the protocol's period, both days in it."""
+        day = today.isoformat()
+        return "before" if day < self.protocol.start else "ended" if day > self.protocol.end else "running"
+
 
 def load_study(path: str | Path) -> StudySetup:
     """The registered study at ``path``; a protocol that cannot be read, is not registered, or changed since its
@@ -80,17 +85,12 @@ class Progress:
                 and self.screened >= setup.plan.min_patients and self.referable >= setup.plan.min_referable)
 
 
-def phase_of(setup: StudySetup, today: dt.date) -> str:
-    day = today.isoformat()
-    return "before" if day < setup.protocol.start else "ended" if day > setup.protocol.end else "running"
-
-
 def progress(setup: StudySetup, folder: Path, store, today: dt.date) -> Progress:
     """How far the session in ``folder`` (its open ``store``) has come: see the module docstring."""
     from drtrt.verify.study.cohort import cohort_of
     from drtrt.verify.study.reads import reference, station_reads
 
-    found = Progress(phase_of(setup, today))
+    found = Progress(setup.phase(today))
     try:
         cohort = cohort_of([(folder, store)], setup.protocol.start, setup.protocol.end)
     except DrtrtError as exc:

@@ -130,6 +130,28 @@ def test_the_ended_study_is_ready_for_validate_run_with_its_paths(station, tmp_p
     assert outcome.record is not None                                         # 1/1 and 2/2 clear the 20% bounds
 
 
+def test_the_study_page_reads_in_spanish(station, tmp_path):
+    from test_station_spanish import english_left, english_only_words, english_phrases
+
+    setup = registered(tmp_path)
+    client, worker, _ = station(study=setup)
+    study_clinic(worker)
+    pages = {}
+    for clock in (RUNNING, ENDED):
+        client.app.state.clock = lambda clock=clock: clock
+        for language in ("en", "es"):
+            client.cookies.set("lang", language)
+            pages[(clock, language)] = client.get("/study").text
+    english = english_only_words("es", [pages[(c, "en")] for c in (RUNNING, ENDED)])
+    from drtrt.station.i18n import LANGUAGES
+
+    allowed = {"adults", "with", "diabetes", "region", "primary", "care", "model", "onnx",      # the protocol's words
+               *(w.lower() for w in LANGUAGES.values())}                                   # "English"
+    for clock in (RUNNING, ENDED):
+        assert english_left(pages[(clock, "es")], english, allowed, english_phrases("es")) == []
+    assert "Estudio de validación RX-DR-01" in pages[(RUNNING, "es")]
+
+
 def test_a_station_with_an_unregistered_or_changed_protocol_does_not_start(tmp_path, tiny_onnx):
     from drtrt.cli import app
     from drtrt.verify.study.run import register
