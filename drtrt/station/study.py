@@ -127,6 +127,13 @@ def run_command(setup: StudySetup, folder: Path, model: Path) -> str:
     return " ".join(shlex.quote(p) if p != "PRIVATE" else p for p in parts)
 
 
+def key_mismatch(setup: StudySetup, meta: dict) -> str | None:
+    """Why a record from this study would not count at this station, by its keys: the station trusts no
+    programme key ("none"), or another key than the registration's ("other"); None: the same key."""
+    trusted = meta.get("validation_key") or ""
+    return "none" if not trusted else None if trusted == setup.registration["signature"]["public_key"] else "other"
+
+
 async def study_page(request: Request) -> Response:
     """The study this station follows (``--study``), its progress against the minimums, and the model's
     validation as the dashboard shows it; without ``--study``, how to start one."""
@@ -144,4 +151,5 @@ async def study_page(request: Request) -> Response:
     return page.render("study.html", setup=setup, p=setup.protocol, plan=setup.plan, progress=found,
                        ready=found.ready(setup), waiting=found.waiting[:WAITING_SHOWN], model_state=state,
                        command=run_command(setup, folder, station.worker.cfg.model),
-                       onnx=Path(station.worker.cfg.model).suffix == ".onnx")
+                       onnx=Path(station.worker.cfg.model).suffix == ".onnx",
+                       keys=key_mismatch(setup, station.worker.store.meta()))

@@ -84,6 +84,11 @@ def test_progress_counts_the_stations_own_reads_and_shows_no_figure_while_the_st
     assert "RX-DR-01" in page and setup.sha256 in page and setup.registration["registered"] in page
     assert "sensitivity at least 20.0%" in page and "2027-01-04 to 2027-06-30" in page
     assert "at least 2 patients, 1 of them with referable DR" in page and 'id="study-phase"' in page
+    assert "trusts no programme key" in page                      # the fixture's station has no --validation-key
+    worker.store.set_meta("validation_key", setup.registration["signature"]["public_key"])
+    assert 'id="study-keys"' not in client.get("/study").text
+    worker.store.set_meta("validation_key", "b3RoZXI=")
+    assert "registered with another key" in client.get("/study").text
     assert (cell(page, "screened"), cell(page, "read"), cell(page, "referable")) == ((3, 2), (0, 2), (0, 1))
     waiting = re.findall(r'<a href="/reads/(\d+)">', page)
     assert sorted(map(int, waiting)) == sorted(visits[p] for p in "ABC")       # D is before the study
