@@ -8,9 +8,9 @@ is caught at the desk, not found on a page weeks later.
 
 Progress is counted as ``drtrt validate run`` will count it: the study's patients are
 :func:`~drtrt.verify.study.cohort.cohort_of` the station's own session (each patient's first visit of
-the period), the reference standard is :func:`~drtrt.verify.study.reads.reference` over the station's reads
-(:func:`~drtrt.verify.study.reads.station_reads`), and a patient counts as read once the station's reading of
-the visit is final (:func:`~drtrt.clinic.reads.state_of`) and the readers' answer is decided.
+the period), the reference standard is :func:`~drtrt.verify.study.reads.reference` over the station's final reads
+(:func:`~drtrt.verify.study.reads.station_reads`, ``final_only``: the visit's reading is final under the
+pathway), and a patient counts as read once the readers' answer is decided.
 
 **No peeking.** The page never computes sensitivity, specificity, PPV or NPV: the endpoints were fixed before
 the first patient, and a figure watched while the study runs invites stopping early or moving the goal. The
@@ -29,8 +29,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from drtrt.clinic.pathways import stored_pathway
-from drtrt.clinic.reads import reads_of, state_of
 from drtrt.errors import DataError, DrtrtError
 from drtrt.station.dashboard import model_state
 from drtrt.station.state import now_of
@@ -96,19 +94,15 @@ def progress(setup: StudySetup, folder: Path, store, today: dt.date) -> Progress
     except DrtrtError as exc:
         found.problem = str(exc)
         return found
-    pathway = stored_pathway(store.meta())
-    reads = station_reads(store)
-    by_visit: dict[int, list] = {}
-    for read in reads_of(store):
-        by_visit.setdefault(read.visit, []).append(read)
+    by_key: dict[tuple[str, str], list] = {}
+    for read in station_reads(store, final_only=True):
+        by_key.setdefault((read.patient, read.date), []).append(read)
     for patient, result in cohort.results.items():
         key = (patient, result.date)
-        decided = None
-        if result.visit is not None and state_of(by_visit.get(result.visit, []), pathway).final is not None:
-            try:
-                decided = reference([r for r in reads if (r.patient, r.date) == key]).get(key)
-            except DataError:                   # readers disagree with no arbitration: not decided yet
-                decided = None
+        try:
+            decided = reference(by_key.get(key, [])).get(key)
+        except DataError:                       # the readers disagree with no arbitration: not decided yet
+            decided = None
         found.screened += 1
         if decided is None:
             found.waiting.append((patient, result.visit))

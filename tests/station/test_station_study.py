@@ -107,6 +107,23 @@ def test_progress_counts_the_stations_own_reads_and_shows_no_figure_while_the_st
     assert 'id="agreement-hidden"' in day and 'id="agreement"' not in day
 
 
+def test_a_read_waiting_for_its_second_reader_is_no_reference_yet(station, tmp_path):
+    with_accounts(tmp_path)
+    client, worker, _ = station(study=registered(tmp_path))
+    visits = study_clinic(worker)
+    keep_pathway(worker.store, Pathway.from_dict({**ICDR.to_dict(), "reads": {"second_read": "always"}}))
+    client.app.state.clock = lambda: RUNNING
+    assert login(client, "Ben", "a long password").status_code == 303
+    read(client, visits["A"], "2", "0")                                         # the first of two reads
+    page = client.get("/study").text
+    assert cell(page, "read") == (0, 2) and f'href="/reads/{visits["A"]}"' in page
+    reader = type(client)(client.app)
+    assert login(reader, "Cleo", "5555").status_code == 303
+    read(reader, visits["A"], "2", "0")                                         # the second agrees: final
+    page = client.get("/study").text
+    assert (cell(page, "read"), cell(page, "referable")) == ((1, 2), (1, 1))
+
+
 def test_the_ended_study_is_ready_for_validate_run_with_its_paths(station, tmp_path):
     from drtrt.verify.study.run import run_study
 

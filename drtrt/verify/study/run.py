@@ -76,11 +76,11 @@ def read_registration(protocol_path: Path, sha: str) -> dict:
 
 
 def kept_reads(sessions: list[Path]) -> list:
-    """Every clinician's read the session folders keep (the station's reader page), as study reads."""
+    """Every final clinician's read the session folders keep (the station's reader page), as study reads."""
     reads = []
     for folder in dict.fromkeys(sessions):       # a folder named twice is read once
         with SessionStore(folder / "session.db") as store:
-            reads += station_reads(store)
+            reads += station_reads(store, final_only=True)
     return reads
 
 
