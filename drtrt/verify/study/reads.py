@@ -1,7 +1,8 @@
 """The reference standard: people's reads of each study visit, and the one answer per patient they give.
 
-Until the station's reader page (issue 24, item 3) records reads, they come as a CSV the reading
-programme exports, checked strictly (every fault is one line naming the row and column)::
+The reads come from the station's reader page (:func:`station_reads`: ``drtrt validate run`` without
+``--reads``), or as a CSV the reading programme exports, checked strictly (every fault is one line naming
+the row and column)::
 
     patient_id,visit_date,reader,role,eye,grade
     P-001,2027-01-05,Dr A Smith,primary,right,R2M0
