@@ -40,6 +40,9 @@ def station(model: ModelOpt,
                                                        "NAME")] = None,
             validation: ValidationOpt = None,
             validation_key: ValidationKeyOpt = None,
+            study: Annotated[Optional[Path], Opt("A registered validation-study protocol (drtrt validate register) "
+                                                 "this station screens for: the programme lead's /study page "
+                                                 "follows it.", "PROTOCOL")] = None,
             poll: Annotated[float, Opt("Seconds between camera-folder scans (polling).", "SECONDS")] = 0.5,
             settle: Annotated[float, Opt("Seconds a camera file no event announced must stay unchanged before it "
                                          "is read.", "SECONDS")] = 1.0,
@@ -64,6 +67,10 @@ def station(model: ModelOpt,
                           "or give an operator PIN with --pin (or DRTRT_STATION_PIN), or keep the default 127.0.0.1")
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be 1-65535, found {port}")
+    if study is not None:                            # before the model loads: a wrong protocol is one line, now
+        from drtrt.station.study import load_study
+
+        study = load_study(study)
     worker_cfg = WorkerConfig(model=model, data_dir=data_dir, camera_dir=camera_dir, protocol=Protocol(fields),
                               poll_s=poll, settle_s=settle, watch=watch, organisation=organisation,
                               session=SessionConfig(backend=backend, batch_size=1, pathway=pathway,
@@ -80,4 +87,4 @@ def station(model: ModelOpt,
         sync = SyncConfig(dicomweb=dicomweb, fhir=fhir, cstore=cstore, called_ae=called_ae)
         sync.senders()                               # a malformed URL or address: a usage error, now
     serve(worker_cfg, host=host, port=port, pin=pin, parity=parity, sync=sync, sync_every_s=sync_every,
-          log=lambda line: console.print(line, highlight=False, markup=False))
+          log=lambda line: console.print(line, highlight=False, markup=False), study=study)

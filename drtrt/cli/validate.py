@@ -55,8 +55,9 @@ def register(protocol: ProtocolArg,
 def run(protocol: ProtocolArg,
         sessions: Annotated[list[Path], Opt("A session folder of the study period (repeat for more).", "DIR",
                                             show_default=False)] = ...,
-        reads: Annotated[Path, Opt("The people's reads (CSV: patient_id,visit_date,reader,role,eye,grade).", "CSV",
-                                   show_default=False)] = ...,
+        reads: Annotated[Optional[Path], Opt("The people's reads (CSV: patient_id,visit_date,reader,role,eye,grade); "
+                                             "default: the clinicians' reads the sessions keep (the station's "
+                                             "reader page).", "CSV", show_default=False)] = None,
         out: Annotated[Path, Opt("Folder for study.html, study.json and the record.", "DIR", show_default=False)] = ...,
         key: KeyOpt = None,
         model: Annotated[Optional[Path], Opt("The model file the sessions screened with (for a TensorRT engine: the "

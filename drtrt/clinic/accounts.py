@@ -10,7 +10,7 @@ Roles and what they may do (:data:`PERMISSIONS`, the one table the station asks)
 - ``screener``: the visit at the camera — patients, visits, photos, retakes, moves, finishing a
   visit (also with photos missing), the printable report;
 - ``reader`` (a clinician): what a screener may, and clinician reads (issue 24 item 3);
-- ``lead`` (the programme lead): everything, and the audit trail.
+- ``lead`` (the programme lead): everything, the audit trail and the validation study's page.
 
 Without accounts the station runs as before: a shared PIN (person "shared PIN", one person does
 everything) or, on a loopback address, no login (person "no login (this machine)"). The audit trail
@@ -36,6 +36,7 @@ PERMISSIONS = {
     "screen": {"screener", "reader", "lead", SHARED, LOCAL},
     "read": {"reader", "lead", SHARED, LOCAL},
     "audit": {"lead", SHARED, LOCAL},
+    "study": {"lead", SHARED, LOCAL},      # the validation study's progress (the station's /study)
 }
 FILE = "accounts.json"
 MIN_PIN, MIN_PASSWORD, MAX_SECRET, MAX_NAME = 4, 8, 128, 64

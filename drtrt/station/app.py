@@ -4,7 +4,8 @@ Pages: the day (dashboard), a new patient, the visit at the camera (a checklist 
 protocol asks for, each with its result; the camera photos waiting for a person to say whose they
 are), the printable report and referral letter (:mod:`.letters`), and the lists that span days
 (:mod:`.worklists`): open actions with their outcomes, and who is due for rescreening; the programme's
-numbers in charts (:mod:`.programme`); for a clinician, the readers' queue and the read page
+numbers in charts (:mod:`.programme`); for the programme lead, the validation study's progress
+(:mod:`.study`); for a clinician, the readers' queue and the read page
 (:mod:`.reading`). Pages update live by long-polling
 ``/api/version`` and re-fetching their panel. Every script, style and picture comes from the app
 itself (a Content-Security-Policy of 'self' enforces it): nothing leaves the machine.
@@ -31,7 +32,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from drtrt.station import handlers, letters, people, programme, reading, worklists
+from drtrt.station import handlers, letters, people, programme, reading, study, worklists
 from drtrt.station.dashboard import read_parity
 from drtrt.station.forward import Forwarder
 from drtrt.station.middleware import LOGIN_PATH, OperatorGuard, SecurityHeaders, http_error_page
@@ -59,7 +60,7 @@ ROUTES = [
     Route("/reads", reading.queue_page), Route("/reads/{visit_id:int}", reading.read_page),
     Route("/reads/{visit_id:int}/read", reading.read_submit, methods=["POST"]),
     Route("/recall", worklists.recall_page), Route("/recall.csv", worklists.recall_download),
-    Route("/programme", programme.programme_page),
+    Route("/programme", programme.programme_page), Route("/study", study.study_page),
     Route("/api/version", handlers.api_version), Route("/api/visits/{visit_id:int}", handlers.api_visit),
     Route("/lang/{code:str}", handlers.set_language), Route(LOGIN_PATH, people.login, methods=["GET", "POST"]),
     Route("/logout", people.logout, methods=["POST"]), Route("/health", handlers.health),

@@ -8,6 +8,7 @@ which leaves a POST's checked form in ``request.state.form`` and the person in `
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from urllib.parse import quote
 
@@ -92,7 +93,16 @@ async def dashboard(request: Request) -> Response:
                        model_state=model_state(worker, station.info, station.parity),
                        disk=disk_space(station.cfg.data_dir), forward=forward_state(worker, station.forwarder),
                        camera=worker.cfg.camera_dir, waiting=worker.waiting, notices=list(worker.notices)[:5],
-                       error=request.query_params.get("error"), agreement=reader_agreement(worker))
+                       error=request.query_params.get("error"), agreement=_agreement(request, station))
+
+
+def _agreement(request: Request, station: Station) -> dict:
+    """The model's weekly agreement with the readers; hidden while the station's validation study runs (its
+    weekly sensitivity would be a look at a pre-registered endpoint: :mod:`.study`)."""
+    setup = station.cfg.study
+    if setup is not None and setup.phase(now_of(request).astimezone(dt.timezone.utc).date()) == "running":
+        return {"weeks": [], "missing": None, "hidden": True}
+    return reader_agreement(station.worker)
 
 
 async def dashboard_panel(request: Request) -> Response:

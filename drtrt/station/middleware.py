@@ -28,7 +28,8 @@ LOGIN_PATH = "/login"
 OPEN_PATHS = (LOGIN_PATH, "/health", "/lang/", "/static/")
 """What needs no login (an entry ending in "/" covers every path below it): the PIN form itself, the
 container's health check, the language switch, and the scripts, styles and icon the login page uses."""
-NEEDS = ((re.compile(r"/visits/\d+/audit"), "audit"), (re.compile(r"/reads(/.*)?"), "read"))
+NEEDS = ((re.compile(r"/visits/\d+/audit"), "audit"), (re.compile(r"/reads(/.*)?"), "read"),
+         (re.compile(r"/study"), "study"))
 """Paths a role may be refused (:data:`drtrt.clinic.accounts.PERMISSIONS`); every other guarded path is "screen"."""
 _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
         "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")

@@ -13,9 +13,10 @@ from drtrt.station.worker import StationWorker, WorkerConfig
 
 def serve(cfg: WorkerConfig, host: str = "127.0.0.1", port: int = 8080, pin: str | None = None,
           parity: Path | None = None, log: Callable[[str], None] = print, sync=None,
-          sync_every_s: float = 60.0) -> None:
+          sync_every_s: float = 60.0, study=None) -> None:
     """Serve until Ctrl-C / SIGTERM (uvicorn's handlers); the worker finishes the photo in hand.
-    ``sync``: a :class:`drtrt.integration.sync.SyncConfig` to send results to a hospital as the day goes."""
+    ``sync``: a :class:`drtrt.integration.sync.SyncConfig` to send results to a hospital as the day goes;
+    ``study``: the :class:`~drtrt.station.study.StudySetup` the station follows (its /study page)."""
     from drtrt.station.app import StationConfig, create_app
 
     with _listen(host, port) as sock:
@@ -26,7 +27,8 @@ def serve(cfg: WorkerConfig, host: str = "127.0.0.1", port: int = 8080, pin: str
                 from drtrt.station.forward import Forwarder
 
                 forwarder = Forwarder(worker.store, cfg.data_dir, sync, sync_every_s, on_change=worker.changed)
-            app = create_app(StationConfig(cfg.data_dir, pin=pin, host=host, parity=parity), worker, forwarder)
+            app = create_app(StationConfig(cfg.data_dir, pin=pin, host=host, parity=parity, study=study), worker,
+                             forwarder)
             worker.start()
             if forwarder is not None:
                 forwarder.start()

@@ -32,6 +32,7 @@ class StationConfig:
     host: str = "127.0.0.1"
     parity: Path | None = None             # a `drtrt parity --json` record for the model
     max_upload_bytes: int = MAX_UPLOAD_BYTES
+    study: object | None = None            # the validation study it follows (`--study`): a station.study.StudySetup
 
 
 class Templates:

@@ -45,13 +45,13 @@ def station(tmp_path, tiny_onnx):
     from drtrt.station.app import StationConfig, create_app
     from drtrt.station.worker import StationWorker, WorkerConfig
 
-    def start(pin=None, fields=1, data=None, max_upload_bytes=None, incomplete_report_s=10.0):
+    def start(pin=None, fields=1, data=None, max_upload_bytes=None, incomplete_report_s=10.0, study=None):
         camera = tmp_path / "camera"
         camera.mkdir(exist_ok=True)
         worker = StationWorker(WorkerConfig(tiny_onnx, data or tmp_path / "station", camera, Protocol(fields),
                                             poll_s=0.05, settle_s=0.1, incomplete_report_s=incomplete_report_s))
         options = {"max_upload_bytes": max_upload_bytes} if max_upload_bytes else {}
-        app = create_app(StationConfig(worker.cfg.data_dir, pin=pin, **options), worker)
+        app = create_app(StationConfig(worker.cfg.data_dir, pin=pin, study=study, **options), worker)
         worker.start()
         started.append(worker)
         return TestClient(app), worker, camera

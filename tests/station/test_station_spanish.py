@@ -169,7 +169,7 @@ def test_a_spanish_visit_with_every_warning_has_no_english_word(station, fundus_
     views = [("GET", path, 200) for path in ("/", "/panel", "/patients/new", "/patients/new?q=P-00",
                                              f"/visits/{visit_id}", f"/visits/{visit_id}/panel",
                                              f"/visits/{visit_id}/report", "/actions", "/recall",
-                                             "/recall?overdue=1", "/programme")]
+                                             "/recall?overdue=1", "/programme", "/study")]
     views += [("GET", "/recall?from=March", 400), ("GET", "/programme?from=March", 400), ("GET", "/visits/999", 404), ("GET", "/nowhere", 404), ("POST", f"/visits/{visit_id}/close", 403),
               ("POST", "/health", 405), ("GET", f"/image/{'0' * 64}/view.jpg", 404)]   # refusals
     english_pages, spanish_pages = _read(client, views, "en"), _read(client, views, "es")

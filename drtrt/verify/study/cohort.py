@@ -10,6 +10,7 @@ with the same model file.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,17 +63,33 @@ def read_cohort(sessions: list[Path], start: str, end: str) -> Cohort:
     (session folders), with the result of their first such visit."""
     if not sessions:
         raise ConfigError("name at least one session folder (--sessions)")
-    found: dict[str, ModelResult] = {}
-    models: dict[str, str] = {}
     for folder in sessions:
         if not (folder / "session.db").is_file():
             raise ConfigError(f"{folder} is not a session folder (no session.db)")
-        with SessionStore(folder / "session.db") as store:
-            meta = store.meta()
-            models.setdefault(_validated_sha256(meta, folder), meta.get("model_name", "?"))
-            dates = {r["id"]: str(r["day"]) for r in store.execute(
-                "SELECT id, COALESCE(day, substr(opened, 1, 10)) AS day FROM visits")}
-            verdicts = patient_verdicts(store.rows(), stored_pathway(meta), provisional=True)
+
+    def opened():
+        for folder in sessions:                  # one at a time: the same folder twice is read twice, not locked
+            with SessionStore(folder / "session.db") as store:
+                yield folder, store
+
+    stores = opened()
+    try:
+        return cohort_of(stores, start, end)
+    finally:
+        stores.close()
+
+
+def cohort_of(stores: Iterable[tuple[Path, SessionStore]], start: str, end: str) -> Cohort:
+    """:func:`read_cohort` over open stores ((session folder, its store)): a running station counts its own
+    session through the store it holds (a session folder is locked to one opening)."""
+    found: dict[str, ModelResult] = {}
+    models: dict[str, str] = {}
+    for folder, store in stores:
+        meta = store.meta()
+        models.setdefault(_validated_sha256(meta, folder), meta.get("model_name", "?"))
+        dates = {r["id"]: str(r["day"]) for r in store.execute(
+            "SELECT id, COALESCE(day, substr(opened, 1, 10)) AS day FROM visits")}
+        verdicts = patient_verdicts(store.rows(), stored_pathway(meta), provisional=True)
         for v in verdicts:
             date = dates.get(v.visit, "")
             if not start <= date <= end:

@@ -1,7 +1,8 @@
 """The reference standard: people's reads of each study visit, and the one answer per patient they give.
 
-Until the station's reader page (issue 24, item 3) records reads, they come as a CSV the reading
-programme exports, checked strictly (every fault is one line naming the row and column)::
+The reads come from the station's reader page (:func:`station_reads`: ``drtrt validate run`` without
+``--reads``), or as a CSV the reading programme exports, checked strictly (every fault is one line naming
+the row and column)::
 
     patient_id,visit_date,reader,role,eye,grade
     P-001,2027-01-05,Dr A Smith,primary,right,R2M0
@@ -23,7 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from drtrt.clinic.reads import reads_of
+from drtrt.clinic.pathways import stored_pathway
+from drtrt.clinic.reads import reads_of, state_of
 from drtrt.errors import ConfigError, DataError
 
 COLUMNS = ("patient_id", "visit_date", "reader", "role", "eye", "grade")
@@ -100,12 +102,22 @@ def read_reads(path: str | Path) -> list[Read]:
     return reads
 
 
-def station_reads(store) -> list[Read]:
+def station_reads(store, final_only: bool = False) -> list[Read]:
     """Every clinician's read kept in a session store (``store``: a :class:`~drtrt.clinic.store.SessionStore`),
-    one :class:`Read` per eye: the visit's opening day as its date, the read's stage as its role."""
+    one :class:`Read` per eye: the visit's opening day as its date, the read's stage as its role.
+    ``final_only``: only the reads of visits whose reading is final under the session's pathway (a first read
+    still waiting for its second, or two waiting for arbitration, is no reference standard yet)."""
     opened = {r["id"]: r["opened"][:10] for r in store.execute("SELECT id, opened FROM visits")}
+    kept = reads_of(store)
+    if final_only:
+        pathway = stored_pathway(store.meta())
+        by_visit: dict[int, list] = {}
+        for read in kept:
+            by_visit.setdefault(read.visit, []).append(read)
+        final = {v for v, found in by_visit.items() if state_of(found, pathway).final is not None}
+        kept = [read for read in kept if read.visit in final]
     return [Read(read.patient, opened[read.visit], read.reader, read.stage, eye, grade, referable_of(grade))
-            for read in reads_of(store) for eye, grade in sorted(read.grades.items())]
+            for read in kept for eye, grade in sorted(read.grades.items())]
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from drtrt.clinic.store import SessionStore
 from drtrt.config import to_dict
 from drtrt.errors import ConfigError
 from drtrt.fileio import sha256_file
@@ -24,7 +25,7 @@ from drtrt.signing import load_private, public_of, sign, verifies
 from drtrt.validation_record import SCHEMA, Estimate, Signature, ValidationRecord, beside
 from drtrt.verify.study.cohort import read_cohort
 from drtrt.verify.study.protocol import load_protocol, plan
-from drtrt.verify.study.reads import read_reads, reference
+from drtrt.verify.study.reads import read_reads, reference, station_reads
 from drtrt.verify.study.report import report_data, report_html
 from drtrt.verify.study.stats import StudyFigures, analyse
 
@@ -74,6 +75,15 @@ def read_registration(protocol_path: Path, sha: str) -> dict:
     return {**data, "signature": signature}
 
 
+def kept_reads(sessions: list[Path]) -> list:
+    """Every final clinician's read the session folders keep (the station's reader page), as study reads."""
+    reads = []
+    for folder in dict.fromkeys(sessions):       # a folder named twice is read once
+        with SessionStore(folder / "session.db") as store:
+            reads += station_reads(store, final_only=True)
+    return reads
+
+
 @dataclass(frozen=True)
 class StudyOutcome:
     figures: StudyFigures
@@ -81,9 +91,10 @@ class StudyOutcome:
     record: Path | None
 
 
-def run_study(protocol_path: str | Path, sessions: list[Path], reads_path: str | Path, out: str | Path,
+def run_study(protocol_path: str | Path, sessions: list[Path], reads_path: str | Path | None, out: str | Path,
               key_path: str | Path | None = None, model: str | Path | None = None) -> StudyOutcome:
-    """The study's figures from ``sessions`` and the reads CSV, its report (``out``/study.json and .html)
+    """The study's figures from ``sessions`` and the reads CSV (None: the clinicians' reads the sessions keep,
+    :func:`~drtrt.verify.study.reads.station_reads`), its report (``out``/study.json and .html)
     and, when it passes, the signed record (``out``/MODEL.validation.json, and beside ``model`` if given)."""
     protocol_path, out = Path(protocol_path), Path(out)
     protocol, sha = load_protocol(protocol_path)
@@ -94,7 +105,8 @@ def run_study(protocol_path: str | Path, sessions: list[Path], reads_path: str |
     if model is not None and sha256_file(model) != cohort.model_sha256:
         raise ConfigError(f"{model} is not the model file the sessions screened with (sha256 "
                           f"{cohort.model_sha256[:12]}…)")
-    figures = analyse(cohort.results, reference(read_reads(reads_path)), protocol, needed)
+    reads = read_reads(reads_path) if reads_path is not None else kept_reads([Path(s) for s in sessions])
+    figures = analyse(cohort.results, reference(reads), protocol, needed)
     why: list[str] = []
     if registration["registered"][:10] > protocol.start:
         why.append(f"the protocol was registered on {registration['registered'][:10]}, after the study began on "
