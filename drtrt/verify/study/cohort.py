@@ -4,9 +4,9 @@ A visit's result is its verdict (:mod:`drtrt.clinic.verdicts`, the same function
 per patient: **positive** when the model sends the patient to a person — refer urgently, refer, or a
 human read (its grade and lesion map disagree); **negative** when it says rescreen; **not imageable**
 when it could not say — ungradable, or an eye never graded (incomplete). A visit's date is its
-day (the day its photos were taken, else the day it was opened:
-:func:`~drtrt.clinic.visits.visit_days`, the rule the station's reads and its readers' queue use too). Every session must have screened
-with the same model file.
+day (the day its photos were taken, else the day it was opened: :func:`~drtrt.clinic.visits.visit_days`,
+the rule the station's reads and its readers' queue use too). Every session must have screened with the
+same model file.
 """
 
 from __future__ import annotations
