@@ -4,10 +4,10 @@ only reader and lead roles reach them, :data:`drtrt.station.middleware.NEEDS`).
 The queue (:func:`drtrt.clinic.read_queue.read_queue`) lists what waits for a read, most urgent first,
 with the quality sample of negatives; a station following a validation study (``--study``) queues every visit
 of the study's period, marked so, as the study page (:mod:`.study`) counts them. The read page shows the
-visit's photos at full resolution with zoom and the lesion layers, the patient's previous visit beside it, the model's result, the reads so
-far, and the structured grade form in the pathway's form (NHS R/M/U or ICDR with DME). A read is kept
-by :func:`drtrt.clinic.reads.record_read`, which audits it; what the reader must fix comes back on the
-page, translated.
+visit's photos at full resolution with zoom and the lesion layers, the patient's previous visit beside it,
+the model's result, the reads so far, and the structured grade form in the pathway's form (NHS R/M/U or
+ICDR with DME). A read is kept by :func:`drtrt.clinic.reads.record_read`, which audits it; what the reader
+must fix comes back on the page, translated.
 """
 
 from __future__ import annotations
