@@ -14,6 +14,12 @@ read does not join that visit: it opens the patient's next visit
 (:func:`~drtrt.clinic.reads.after_read`) is in the queue whatever the model says of it — a negative too, and one
 with an eye missing (the read visit holds that eye): a clinician sees the photo that came after.
 
+During a validation study (``study``: its period, from a station started with ``--study``) every visit of the
+period is read by people — the study's reference standard — so each visit whose day
+(:func:`~drtrt.clinic.visits.visit_days`, the study cohort's own date rule) falls in the period is in the queue
+whatever the model says or the sample, marked ``study``; a visit of the period still unread after it ended stays.
+A visit after the period is back to the sample.
+
 Order: the model's verdict (refer urgently, refer, a human read, ungradable, an eye missing, negatives),
 then the oldest visit first.
 """
@@ -26,6 +32,7 @@ from dataclasses import dataclass
 from drtrt.clinic.pathways import Pathway, stored_pathway
 from drtrt.clinic.reads import ReadState, after_read
 from drtrt.clinic.verdicts import HUMAN_READ, INCOMPLETE, REFER, REFER_URGENT, RESCREEN, UNGRADABLE
+from drtrt.clinic.visits import visit_days
 
 QUEUED = (REFER_URGENT, REFER, HUMAN_READ, UNGRADABLE, RESCREEN)       # in this order; rescreen: sampled only
 ORDER = (REFER_URGENT, REFER, HUMAN_READ, UNGRADABLE, INCOMPLETE, RESCREEN)   # incomplete: after a read only
@@ -43,6 +50,7 @@ class QueueItem:
     next_stage: str                            # primary | secondary | arbitration
     readers: tuple[str, ...]                   # who has read it so far
     after_read: int | None = None              # the read visit whose photos came before this one's (after_read)
+    study: bool = False                        # a visit of the validation study's period: every one is read
 
 
 def sampled(visit_id: int | str, rate: float) -> bool:
@@ -53,24 +61,28 @@ def sampled(visit_id: int | str, rate: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < rate
 
 
-def read_queue(book, pathway: Pathway | None = None) -> list[QueueItem]:
-    """The visits waiting for a read (``book``: a :class:`~drtrt.clinic.visits.VisitBook`), in the module's order."""
+def read_queue(book, pathway: Pathway | None = None, study: tuple[str, str] | None = None) -> list[QueueItem]:
+    """The visits waiting for a read (``book``: a :class:`~drtrt.clinic.visits.VisitBook`), in the module's order;
+    ``study``: the validation study's period (first and last day, ISO, both included) the station follows."""
     pathway = pathway or stored_pathway(book.store.meta())
+    days = visit_days(book.store) if study is not None else {}
     rows = book.store.execute("SELECT id FROM visits WHERE closed IS NOT NULL OR kind != 'station' ORDER BY opened, id")
     found = []
     for row in rows:
         visit = book.visit(row["id"])
         model, before = visit.model_verdict, after_read(book.store, row["id"])
+        in_study = study is not None and study[0] <= days.get(visit.id, "") <= study[1]
         wanted = model in QUEUED and (model != RESCREEN or sampled(visit.id, pathway.sample_rate))
-        if model not in ORDER or not (wanted or before is not None):     # not in ORDER: still being screened
+        if model not in ORDER or not (wanted or in_study or before is not None):    # not in ORDER: being screened
             continue
         reading: ReadState | None = visit.reading
         if reading is not None and reading.next_stage is None:
             continue
         found.append(QueueItem(visit.id, visit.patient.id, visit.patient.name, visit.opened, model,
-                               visit.model_words or "", model == RESCREEN and before is None,
+                               visit.model_words or "", model == RESCREEN and before is None and not in_study,
                                reading.next_stage if reading is not None else "primary",
-                               tuple(r.reader for r in reading.reads) if reading is not None else (), before))
+                               tuple(r.reader for r in reading.reads) if reading is not None else (), before,
+                               in_study))
     return sorted(found, key=lambda item: (ORDER.index(item.model_verdict), item.opened, item.visit))
 
 

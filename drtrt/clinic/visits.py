@@ -43,6 +43,14 @@ from drtrt.errors import ConfigError
 from drtrt.messages import message
 
 
+def visit_days(store: SessionStore) -> dict[int, str]:
+    """Each visit's day (visit id → ``YYYY-MM-DD``) as a validation study counts it: the day its photos were
+    taken (a command's visit, ``day``), else the UTC day it was opened (a station visit). The one date rule of
+    the study's cohort, its reads from the station and the readers' queue during the study."""
+    return {r["id"]: str(r["day"]) for r in store.execute(
+        "SELECT id, COALESCE(day, substr(opened, 1, 10)) AS day FROM visits")}
+
+
 class VisitBook:
     """The visits kept in ``store`` (a :class:`SessionStore`, shared with the screening session)."""
 

@@ -2,11 +2,12 @@
 only reader and lead roles reach them, :data:`drtrt.station.middleware.NEEDS`).
 
 The queue (:func:`drtrt.clinic.read_queue.read_queue`) lists what waits for a read, most urgent first,
-with the quality sample of negatives. The read page shows the visit's photos at full resolution with
-zoom and the lesion layers, the patient's previous visit beside it, the model's result, the reads so
-far, and the structured grade form in the pathway's form (NHS R/M/U or ICDR with DME). A read is kept
-by :func:`drtrt.clinic.reads.record_read`, which audits it; what the reader must fix comes back on the
-page, translated.
+with the quality sample of negatives; a station following a validation study (``--study``) queues every visit
+of the study's period, marked so, as the study page (:mod:`.study`) counts them. The read page shows the
+visit's photos at full resolution with zoom and the lesion layers, the patient's previous visit beside it,
+the model's result, the reads so far, and the structured grade form in the pathway's form (NHS R/M/U or
+ICDR with DME). A read is kept by :func:`drtrt.clinic.reads.record_read`, which audits it; what the reader
+must fix comes back on the page, translated.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ async def queue_page(request: Request) -> Response:
     page = Page(request)
     book = page.station.worker.book
     pathway = stored_pathway(book.store.meta())
-    return page.render("reads.html", items=read_queue(book, pathway), rate=round(100 * pathway.sample_rate),
-                       second_read=pathway.second_read)
+    setup = page.station.cfg.study                            # a validation study: every visit of its period
+    period = (setup.protocol.start, setup.protocol.end) if setup is not None else None
+    return page.render("reads.html", items=read_queue(book, pathway, period), rate=round(100 * pathway.sample_rate),
+                       second_read=pathway.second_read, study=setup.protocol if setup is not None else None)
 
 
 async def read_page(request: Request) -> Response:

@@ -181,6 +181,64 @@ def test_the_study_takes_the_stations_reads_as_its_reference(book):
     assert {k: v.referable for k, v in found.items()} == {("S1", "2026-03-01"): True, ("S2", "2026-03-02"): False}
 
 
+def command_visit(book, patient: str, day: str, received: str) -> int:
+    """A command's visit (``receive``/``watch``: kind 'session') of photos taken on ``day``, opened on ``received``
+    (UTC stamp), both eyes graded 0."""
+    from drtrt.clinic.store import FileEntry
+
+    visit = book.visit_for(patient, day=day)
+    for n, eye in enumerate(("right", "left")):
+        sha = f"{visit:032x}{n:032x}"
+        record = {"status": "graded", "grade": 0, "referable": False, "lesions": {}, "reason": None}
+        book.store.record_image(sha, record, FileEntry(f"/in/{patient}-{eye}.jpg", sha, 1, 1, patient, eye,
+                                                       "screened", visit=visit), run_id=1)
+    book.store.execute("UPDATE visits SET opened=? WHERE id=?", (received, visit))
+    return visit
+
+
+def test_a_visit_is_dated_by_its_photos_day_for_the_cohort_and_for_its_reads(book, tmp_path):
+    """One date rule (visit_days): a command's visit by its photos' day, a station visit by its UTC opening day;
+    the study's cohort and the station's reads date every visit the same, so each read meets its visit."""
+    from drtrt.clinic.visits import visit_days
+    from drtrt.verify.study.cohort import cohort_of
+
+    with_reads(book, second_read="never")
+    book.store.set_meta("validated_sha256", "a" * 64)
+    late = command_visit(book, "C1", "2027-02-10", "2027-02-12T08:00:00Z")       # received two days after
+    early = command_visit(book, "C2", "2027-02-10", "2027-02-09T23:59:00Z")      # opened the evening before (UTC)
+    station = make_visit(book, "S1", "2027-02-11T23:30", {"right": 0, "left": 0})
+    assert visit_days(book.store) == {late: "2027-02-10", early: "2027-02-10", station: "2027-02-11"}
+    for visit in (late, early, station):
+        record_read(book, visit, {"right": "R0M0", "left": "R0M0"}, ANA)
+    dated = {(r.patient, r.date) for r in station_reads(book.store, final_only=True)}
+    cohort = cohort_of([(tmp_path, book.store)], "2027-02-10", "2027-02-11")
+    assert dated == {(p, r.date) for p, r in cohort.results.items()} == {
+        ("C1", "2027-02-10"), ("C2", "2027-02-10"), ("S1", "2027-02-11")}
+    assert set(reference(station_reads(book.store))) == dated                 # every study visit has its reference
+
+
+def test_during_a_study_every_visit_of_its_period_is_queued_by_the_cohorts_date(book):
+    """Both days of the period included, a command's visit by its photos' day (not the day it was received);
+    before and after the period, a negative is queued only when sampled (rate 0 here)."""
+    from drtrt.clinic.read_queue import read_queue
+
+    pathway = with_reads(book, second_read="never", sample_rate=0.0)
+    first = make_visit(book, "F1", "2027-01-04T00:10", {"right": 0, "left": 0})
+    last = make_visit(book, "L1", "2027-06-30T23:50", {"right": 0, "left": 0})
+    before = make_visit(book, "B1", "2027-01-03T23:50", {"right": 0, "left": 0})
+    after = make_visit(book, "A1", "2027-07-01T00:10", {"right": 0, "left": 0})
+    taken = command_visit(book, "C1", "2027-06-30", "2027-07-02T08:00:00Z")     # received after the period
+    missed = command_visit(book, "C2", "2027-07-01", "2027-06-30T08:00:00Z")    # taken after it
+    referred = make_visit(book, "R1", "2027-07-05T10:00", {"right": 2, "left": 0})
+    queue = read_queue(book, pathway, ("2027-01-04", "2027-06-30"))
+    assert [(q.visit, q.study, q.sampled) for q in queue] == [
+        (referred, False, False), (first, True, False), (last, True, False), (taken, True, False)]
+    assert not {before, after, missed} & {q.visit for q in queue}
+    assert [q.visit for q in read_queue(book, pathway)] == [referred]                  # no study: the sample
+    record_read(book, taken, {"right": "R0M0", "left": "R0M0"}, ANA)
+    assert taken not in {q.visit for q in read_queue(book, pathway, ("2027-01-04", "2027-06-30"))}
+
+
 def test_the_referral_follows_the_reads_both_ways(book):
     """The letter and the FHIR ServiceRequest (both from clinic.referrals) go where the clinicians' reads say."""
     with_reads(book, second_read="never")

@@ -152,6 +152,90 @@ def test_the_ended_study_is_ready_for_validate_run_with_its_paths(station, tmp_p
     assert outcome.record is not None                                         # 1/1 and 2/2 clear the 20% bounds
 
 
+def queue_of(client) -> dict[int, bool]:
+    """The readers' queue as the page shows it: visit id → marked a study visit, in the page's order."""
+    html = client.get("/reads").text
+    return {int(v): bool(study) for v, study in re.findall(r'<tr id="queue-(\d+)"[^>]*?( data-study="1")?>', html)}
+
+
+def waiting_of(client) -> set[int]:
+    """The study visits the /study page lists as waiting for a read."""
+    return {int(v) for v in re.findall(r'<a href="/reads/(\d+)">', client.get("/study").text)}
+
+
+def command_visit(worker, patient: str, day: str, opened: str) -> int:
+    """A command's visit (``drtrt receive`` into the station's session: kind 'session') of photos taken on ``day``
+    and received on ``opened`` (UTC, "YYYY-MM-DDTHH:MM"), both eyes graded 0 (the model says rescreen)."""
+    from drtrt.clinic.store import FileEntry
+
+    worker.book.register(patient)
+    visit = worker.book.visit_for(patient, day=day)
+    for n, eye in enumerate(("right", "left")):
+        sha = f"{visit:032x}{n:032x}"
+        record = {"status": "graded", "grade": 0, "referable": False, "lesions": {}, "reason": None}
+        worker.store.record_image(sha, record, FileEntry(f"/in/{patient}-{eye}.jpg", sha, 1, 1, patient, eye,
+                                                         "screened", visit=visit), run_id=1)
+    worker.store.execute("UPDATE visits SET opened=? WHERE id=?", (at(opened).strftime("%Y-%m-%dT%H:%M:%SZ"), visit))
+    return visit
+
+
+def test_during_the_study_every_visit_of_the_period_is_in_the_queue_and_the_study_page_agrees(station, tmp_path):
+    """Negatives outside the quality sample (rate 0 here) are queued while they are study visits, marked so, after
+    the urgent ones; a negative after the period is back to the sample; the /study page's waiting visits are the
+    queue's study visits, before and after reads."""
+    with_accounts(tmp_path)
+    client, worker, _ = station(study=registered(tmp_path))
+    visits = study_clinic(worker)
+    later = make_visit(worker.book, "E", "2027-07-02T10:00", {"right": 0, "left": 0})     # after the period
+    client.app.state.clock = lambda: RUNNING
+    assert login(client, "Ben", "a long password").status_code == 303
+    reader = type(client)(client.app)
+    assert login(reader, "Cleo", "5555").status_code == 303
+    queue = queue_of(reader)
+    assert list(queue) == [visits["D"], visits["A"], visits["B"], visits["C"]]    # refer (oldest first), negatives
+    assert later not in queue and queue[visits["A"]] and not queue[visits["D"]]    # D: before the study, refers
+    assert {v for v, study in queue.items() if study} == waiting_of(client) == {visits[p] for p in "ABC"}
+    page = reader.get("/reads").text
+    assert 'id="queue-study"' in page and "2027-01-04 to 2027-06-30" in page and "validation study" in page
+    assert "quality sample of negatives" not in page                                # a study visit is no sample
+
+    read(reader, visits["B"], "0", "0")
+    assert {v for v, study in queue_of(reader).items() if study} == waiting_of(client) == {visits[p] for p in "AC"}
+    client.app.state.clock = lambda: ENDED                        # an unread study visit stays after the period
+    assert {v for v, study in queue_of(reader).items() if study} == waiting_of(client) == {visits[p] for p in "AC"}
+    reader.cookies.set("lang", "es")
+    page = reader.get("/reads").text
+    assert "estudio de validación" in page and "Esta estación sigue el estudio de validación RX-DR-01" in page
+
+
+def test_a_station_without_a_study_samples_its_negatives(station, tmp_path):
+    with_accounts(tmp_path)
+    client, worker, _ = station()
+    visits = study_clinic(worker)
+    assert login(client, "Cleo", "5555").status_code == 303
+    page = client.get("/reads").text
+    assert list(queue_of(client)) == [visits["D"], visits["A"]] and 'id="queue-study"' not in page
+
+
+def test_a_commands_visit_dated_by_its_photos_is_read_for_the_study(station, tmp_path):
+    """A visit `drtrt receive` brought in: photos of 2027-02-10, received 2027-02-12. The cohort dates it by its
+    photos; its read is dated the same way, so once read it leaves the waiting list (the read was dated by the
+    opening day before, and the visit waited for ever)."""
+    with_accounts(tmp_path)
+    client, worker, _ = station(study=registered(tmp_path))
+    visits = study_clinic(worker)
+    received = command_visit(worker, "F", "2027-02-10", "2027-02-12T08:00")
+    client.app.state.clock = lambda: RUNNING
+    assert login(client, "Ben", "a long password").status_code == 303
+    assert queue_of(client)[received] is True and received in waiting_of(client)
+    assert cell(client.get("/study").text, "screened") == (4, 2)
+    read(client, received, "0", "0")
+    page = client.get("/study").text
+    assert received not in waiting_of(client) and received not in queue_of(client)
+    assert cell(page, "read") == (1, 2)
+    assert waiting_of(client) == {v for v, study in queue_of(client).items() if study} == {visits[p] for p in "ABC"}
+
+
 def test_the_study_page_reads_in_spanish(station, tmp_path):
     from test_station_spanish import english_left, english_only_words, english_phrases
 

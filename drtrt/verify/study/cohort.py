@@ -4,8 +4,9 @@ A visit's result is its verdict (:mod:`drtrt.clinic.verdicts`, the same function
 per patient: **positive** when the model sends the patient to a person — refer urgently, refer, or a
 human read (its grade and lesion map disagree); **negative** when it says rescreen; **not imageable**
 when it could not say — ungradable, or an eye never graded (incomplete). A visit's date is its
-day (the day its photos were taken, else the day it was opened). Every session must have screened
-with the same model file.
+day (the day its photos were taken, else the day it was opened: :func:`~drtrt.clinic.visits.visit_days`,
+the rule the station's reads and its readers' queue use too). Every session must have screened with the
+same model file.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from drtrt.clinic.pathways import stored_pathway
 from drtrt.clinic.store import SessionStore
 from drtrt.clinic.verdicts import HUMAN_READ, REFER, REFER_URGENT, RESCREEN, patient_verdicts
+from drtrt.clinic.visits import visit_days
 from drtrt.errors import ConfigError, DataError
 
 POSITIVE = (REFER_URGENT, REFER, HUMAN_READ)
@@ -87,8 +89,7 @@ def cohort_of(stores: Iterable[tuple[Path, SessionStore]], start: str, end: str)
     for folder, store in stores:
         meta = store.meta()
         models.setdefault(_validated_sha256(meta, folder), meta.get("model_name", "?"))
-        dates = {r["id"]: str(r["day"]) for r in store.execute(
-            "SELECT id, COALESCE(day, substr(opened, 1, 10)) AS day FROM visits")}
+        dates = visit_days(store)
         verdicts = patient_verdicts(store.rows(), stored_pathway(meta), provisional=True)
         for v in verdicts:
             date = dates.get(v.visit, "")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from drtrt.clinic.pathways import stored_pathway
 from drtrt.clinic.reads import reads_of, state_of
+from drtrt.clinic.visits import visit_days
 from drtrt.errors import ConfigError, DataError
 
 COLUMNS = ("patient_id", "visit_date", "reader", "role", "eye", "grade")
@@ -104,10 +105,12 @@ def read_reads(path: str | Path) -> list[Read]:
 
 def station_reads(store, final_only: bool = False) -> list[Read]:
     """Every clinician's read kept in a session store (``store``: a :class:`~drtrt.clinic.store.SessionStore`),
-    one :class:`Read` per eye: the visit's opening day as its date, the read's stage as its role.
+    one :class:`Read` per eye: the visit's day as the cohort counts it (:func:`~drtrt.clinic.visits.visit_days`:
+    a command's visit is dated by its photos' day, not the day it was opened) as its date, the read's stage as
+    its role.
     ``final_only``: only the reads of visits whose reading is final under the session's pathway (a first read
     still waiting for its second, or two waiting for arbitration, is no reference standard yet)."""
-    opened = {r["id"]: r["opened"][:10] for r in store.execute("SELECT id, opened FROM visits")}
+    days = visit_days(store)
     kept = reads_of(store)
     if final_only:
         pathway = stored_pathway(store.meta())
@@ -116,7 +119,7 @@ def station_reads(store, final_only: bool = False) -> list[Read]:
             by_visit.setdefault(read.visit, []).append(read)
         final = {v for v, found in by_visit.items() if state_of(found, pathway).final is not None}
         kept = [read for read in kept if read.visit in final]
-    return [Read(read.patient, opened[read.visit], read.reader, read.stage, eye, grade, referable_of(grade))
+    return [Read(read.patient, days[read.visit], read.reader, read.stage, eye, grade, referable_of(grade))
             for read in kept for eye, grade in sorted(read.grades.items())]
 
 
