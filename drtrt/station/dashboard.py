@@ -96,12 +96,13 @@ def disk_space(folder: Path) -> dict:
     return {"free_gb": usage.free / 2**30, "total_gb": usage.total / 2**30, "low": usage.free < LOW_DISK_BYTES}
 
 
-def reader_agreement(worker: StationWorker, weeks: int = 8) -> dict:
+def reader_agreement(worker: StationWorker, weeks: int = 8, census: tuple[str, str] | None = None) -> dict:
     """The model's agreement with the clinicians' reads, the last ``weeks`` ISO weeks
-    (:func:`drtrt.verify.study.agreement.weekly_agreement`); ``missing``: the library it needs, when absent."""
+    (:func:`drtrt.verify.study.agreement.weekly_agreement`; ``census``: a validation study's period, every visit of
+    which is read); ``missing``: the library it needs, when absent."""
     try:
         from drtrt.verify.study.agreement import weekly_agreement
-        found = weekly_agreement(worker.store)[-weeks:]
+        found = weekly_agreement(worker.store, census)[-weeks:]
     except ImportError:
         return {"weeks": [], "missing": "scikit-learn"}
     return {"weeks": found, "missing": None}

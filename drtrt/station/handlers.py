@@ -102,7 +102,8 @@ def _agreement(request: Request, station: Station) -> dict:
     setup = station.cfg.study
     if setup is not None and setup.phase(now_of(request).astimezone(dt.timezone.utc).date()) == "running":
         return {"weeks": [], "missing": None, "hidden": True}
-    return reader_agreement(station.worker)
+    census = (setup.protocol.start, setup.protocol.end) if setup is not None else None
+    return reader_agreement(station.worker, census=census)
 
 
 async def dashboard_panel(request: Request) -> Response:

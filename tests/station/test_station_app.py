@@ -310,7 +310,9 @@ def test_the_dashboard_names_the_study_that_validated_the_model(tmp_path, tiny_o
         worker.stop()
     assert "NOT FOR CLINICAL USE" not in page
     shown = re.search(r'<dd id="validation">(.*?)</dd>', page, re.S)[1]
-    assert shown == "validated: study RX-DR-01, adults with diabetes, Region X, ended 2026-10-31"
+    text, link = shown.split(" · ")                                    # the study page's link beside it
+    assert text == "validated: study RX-DR-01, adults with diabetes, Region X, ended 2026-10-31"
+    assert 'href="/study"' in link
     figures = re.search(r'<dd id="validation-figures">(.*?)</dd>', page, re.S)[1]
     assert figures.startswith("sensitivity 91.0% (95% CI from 84.0%), specificity 88.0% (from 85.0%), imageability "
                               "94.0% (from 92.0%); 812 patients, 97 with referable DR; 2026-04-01 to 2026-10-31")

@@ -9,9 +9,10 @@ from visit_fixture import make_visit
 
 from drtrt.clinic.accounts import Actor
 from drtrt.clinic.pathways import NHS, Pathway, keep_pathway
+from drtrt.clinic.read_queue import sampled
 from drtrt.clinic.reads import record_read
 from drtrt.clinic.store import SessionStore
-from drtrt.clinic.visits import VisitBook
+from drtrt.clinic.visits import VisitBook, visit_days
 from drtrt.task import TaskSpec
 from drtrt.verify.study.agreement import MIN_REFERABLE, weekly_agreement
 
@@ -27,14 +28,28 @@ def validated(store):
     store.set_meta("validation_key", record.signature.public_key)
 
 
-def read(book, patient, model_grade, read_grades):
+def read(book, patient, model_grade, read_grades, drawn: bool | None = None):
+    """A visit the model graded ``model_grade`` on the right eye, read as ``read_grades``; ``drawn``: its id made one
+    the 10 % sample of negatives draws (True) or does not (False), as the queue would have it."""
+    if drawn is not None:
+        last = book.store.execute("SELECT seq FROM sqlite_sequence WHERE name = 'visits'")
+        following = (int(last[0]["seq"]) if last else 0) + 1
+        while sampled(following, 0.1) != drawn:
+            following += 1
+        with book.store.transaction():                   # the next visit's id: AUTOINCREMENT continues from seq
+            if last:
+                book.store.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'visits'", (following - 1,))
+            else:
+                book.store.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('visits', ?)", (following - 1,))
     visit = make_visit(book, patient, "2026-03-02T10:00", {"right": model_grade, "left": 0})
     record_read(book, visit, read_grades, ANA, reason="the reader's own grade")
+    return visit
 
 
 def week_of(book, pairs):
+    """Read visits as (model, people) pairs; each negative the sample drew, as the queue reads them."""
     for n, (model, people) in enumerate(pairs):
-        read(book, f"P{n}", 2 if model else 0, REFERABLE if people else CLEAR)
+        read(book, f"P{n}", 2 if model else 0, REFERABLE if people else CLEAR, drawn=None if model else True)
     [week] = weekly_agreement(book.store)
     return week
 
@@ -72,3 +87,21 @@ def test_a_model_the_readers_confirm_does_not_alert(book):
     validated(book.store)
     week = week_of(book, [(1, 1)] * 5 + [(0, 0)] * 3)
     assert week.sensitivity == 1.0 and week.kappa == pytest.approx(1.0) and week.judged and not week.alert
+
+
+def test_a_negative_read_for_another_reason_than_the_sample_counts_once(book):
+    """Horvitz-Thompson: a missed referral stands for 1 / (the chance its visit was read) — 10 for a negative the
+    sample drew, 1 for one read although the sample did not draw it, and 1 for every negative of a validation
+    study's period (all read), drawn or not."""
+    week = week_of(book, [(1, 1)] * 3)
+    read(book, "P-not-drawn", 0, REFERABLE, drawn=False)
+    [week] = weekly_agreement(book.store)
+    assert week.referable == 4 and week.sensitivity == pytest.approx(3 / (3 + 1))
+    drawn = read(book, "P-drawn", 0, REFERABLE, drawn=True)
+    [week] = weekly_agreement(book.store)
+    assert week.sensitivity == pytest.approx(3 / (3 + 1 + 10))
+    day = visit_days(book.store)[drawn]
+    [week] = weekly_agreement(book.store, census=(day, day))          # the study read every visit of that day
+    assert week.sensitivity == pytest.approx(3 / (3 + 1 + 1))
+    [week] = weekly_agreement(book.store, census=("2020-01-01", "2020-12-31"))    # a study long before
+    assert week.sensitivity == pytest.approx(3 / (3 + 1 + 10))
