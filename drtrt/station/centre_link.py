@@ -25,6 +25,7 @@ from drtrt.errors import ConfigError, DrtrtError
 from drtrt.integration.centre import pull, push
 from drtrt.integration.pacs import Pacs, Server
 from drtrt.integration.senders import Rejected, Unreachable
+from drtrt.station.background import Repeating
 
 _log = logging.getLogger("drtrt.centre")
 
@@ -43,7 +44,7 @@ class LinkState:
     stale: list[str] = field(default_factory=list)  # read studies whose station report changed since the read
 
 
-class CentreLink:
+class CentreLink(Repeating):
     """Fetches new studies and sends the final reads of the centre at ``session`` over ``store`` (held open)."""
 
     def __init__(self, store: SessionStore, session: Path, dicomweb: str, fhir: str | None = None,
@@ -53,26 +54,14 @@ class CentreLink:
         pacs = Pacs(dicomweb)                         # a malformed URL: refused before the pages start
         fhir_url = Server(fhir, "--fhir", "FHIR server").url if fhir else None
         self.store, self.session, self.dicomweb, self.fhir = store, session, dicomweb, fhir
-        self.every_s, self.timeout, self.since = every_s, timeout, since
+        self.timeout, self.since = timeout, since
         self.state = LinkState(pacs.url, fhir_url)
         self._lock = threading.Lock()
-        self._wake, self._stop = threading.Event(), threading.Event()
-        self._thread = threading.Thread(target=self._run, name="drtrt-centre-link", daemon=True)
+        super().__init__("drtrt-centre-link", every_s, stop_wait_s=max(60.0, timeout * 4))
 
-    def start(self) -> None:
-        """The loop: one step now, then every ``every_s`` seconds and after :meth:`now`."""
-        self._wake.set()
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=max(60.0, self.timeout * 4))
-
-    def now(self) -> None:
-        """Try soon (a read was recorded)."""
-        self._wake.set()
+    def start(self, at_once: bool = True) -> None:
+        """The loop: one step now, then every ``every_s`` seconds and after :meth:`now` (a read was recorded)."""
+        super().start(at_once)
 
     def step(self) -> None:
         """One pass of the loop: send what is final, then fetch what is new (each tried; the first problem kept)."""
@@ -118,11 +107,3 @@ class CentreLink:
 
     def _tried(self, problem: str | None) -> None:
         self.state.problem, self.state.tried = problem, time.time()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.every_s)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            self.step()

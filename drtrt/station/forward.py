@@ -12,10 +12,11 @@ shows the pending count, the last pass and the last problem.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from drtrt.station.background import Repeating
 
 _log = logging.getLogger("drtrt.station")
 
@@ -28,44 +29,27 @@ class ForwardState:
     problem: str | None = None
 
 
-class Forwarder:
-    """Sends the station's results in the background (``cfg``: a SyncConfig with at least one destination)."""
+class Forwarder(Repeating):
+    """Sends the station's results in the background (``cfg``: a SyncConfig with at least one destination);
+    :meth:`now` after a finished visit."""
 
     def __init__(self, store, folder: Path, cfg, every_s: float = 60.0, on_change=lambda: None) -> None:
-        self.store, self.folder, self.cfg, self.every_s, self.on_change = store, folder, cfg, every_s, on_change
+        self.store, self.folder, self.cfg, self.on_change = store, folder, cfg, on_change
         cfg.senders()                                   # a malformed URL: refused before the station starts
         self.state = ForwardState([s for s in (cfg.dicomweb, cfg.cstore, cfg.fhir) if s])
-        self._wake, self._stop = threading.Event(), threading.Event()
-        self._thread = threading.Thread(target=self._run, name="drtrt-station-forward", daemon=True)
+        super().__init__("drtrt-station-forward", every_s, stop_wait_s=max(60.0, cfg.timeout * 2))
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=max(60.0, self.cfg.timeout * 2))
-
-    def now(self) -> None:
-        """Send soon (a visit was finished)."""
-        self._wake.set()
-
-    def _run(self) -> None:
+    def step(self) -> None:
+        """One :func:`~drtrt.integration.sync.sync_session` pass; what failed kept for the dashboard."""
         from drtrt.integration.outbox import pending_count
         from drtrt.integration.sync import sync_session
 
-        while not self._stop.is_set():
-            self._wake.wait(self.every_s)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            try:
-                report = sync_session(self.store, self.folder, self.cfg, once=True)
-                problem = next(iter(report.unreachable.values()), None) or next(iter(report.errors.values()), None)
-            except Exception as exc:  # noqa: BLE001 - keep forwarding later; the dashboard says what failed
-                _log.exception("sending the station's results failed")
-                problem = f"{type(exc).__name__}: {exc}"
-            self.state.pending, self.state.problem = pending_count(self.store), problem
-            self.state.last_pass = time.time()
-            self.on_change()
+        try:
+            report = sync_session(self.store, self.folder, self.cfg, once=True)
+            problem = next(iter(report.unreachable.values()), None) or next(iter(report.errors.values()), None)
+        except Exception as exc:  # noqa: BLE001 - keep forwarding later; the dashboard says what failed
+            _log.exception("sending the station's results failed")
+            problem = f"{type(exc).__name__}: {exc}"
+        self.state.pending, self.state.problem = pending_count(self.store), problem
+        self.state.last_pass = time.time()
+        self.on_change()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -31,9 +32,10 @@ PEOPLE = (("Ana", "screener", "4821"), ("Cleo", "reader", "5555"), ("Dev", "read
           ("Ben", "lead", "a long password"))
 
 
-def station_sends(folder: Path, dicomweb: str, visits=VISITS) -> None:
-    """A station (NHS pathway, one read each there) with ``visits`` (:data:`VISITS`), each photo with its overlay
-    picture, synced."""
+@contextmanager
+def sending_station(folder: Path):
+    """A station's open session store in ``folder`` (Clínica Norte, NHS pathway, one read each there), with the
+    overlay picture each photo's ``extra={"overlay": "overlays/overlay.png"}`` names."""
     (folder / "overlays").mkdir(parents=True)
     picture = np.arange(48 * 64 * 3, dtype=np.uint32).reshape(48, 64, 3) % 251
     cv2.imwrite(str(folder / "overlays" / "overlay.png"), picture.astype(np.uint8))
@@ -41,6 +43,13 @@ def station_sends(folder: Path, dicomweb: str, visits=VISITS) -> None:
         store.bind_model("b" * 64, "test.onnx", TaskSpec())
         store.set_meta("organisation", "Clínica Norte")
         keep_pathway(store, Pathway.from_dict({**NHS.to_dict(), "reads": {"second_read": "never"}}))
+        yield store
+
+
+def station_sends(folder: Path, dicomweb: str, visits=VISITS) -> None:
+    """A station (NHS pathway, one read each there) with ``visits`` (:data:`VISITS`), each photo with its overlay
+    picture, synced."""
+    with sending_station(folder) as store:
         for patient, opened, eyes in visits:
             visit = make_visit(VisitBook(store), patient, opened, eyes, extra={"overlay": "overlays/overlay.png"})
             for eye in eyes:                      # screened that day: the study's date

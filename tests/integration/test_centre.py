@@ -10,10 +10,10 @@ import urllib.request
 from urllib.parse import parse_qs, urlsplit
 
 import cv2
-import numpy as np
 import pytest
 
 pytest.importorskip("highdicom", reason="the centre needs the integration extra")
+from centre_helpers import sending_station  # noqa: E402
 from orthanc_helpers import free_port, orthanc  # noqa: E402, F401  (orthanc: the fixture)
 from test_sync import FhirStandIn, serve_fhir  # noqa: E402
 from pydicom import dcmread  # noqa: E402
@@ -23,14 +23,12 @@ from visit_fixture import make_visit  # noqa: E402
 from drtrt.cli import app  # noqa: E402
 from drtrt.clinic.accounts import Actor  # noqa: E402
 from drtrt.clinic.audit import entries  # noqa: E402
-from drtrt.clinic.pathways import NHS, Pathway, keep_pathway  # noqa: E402
 from drtrt.clinic.reads import record_read as station_read  # noqa: E402
 from drtrt.clinic.store import SessionStore  # noqa: E402
 from drtrt.clinic.visits import VisitBook  # noqa: E402
 from drtrt.errors import ConfigError  # noqa: E402
 from drtrt.integration.centre import pull, push, queue, record_read  # noqa: E402
 from drtrt.integration.sync import SyncConfig, sync_session  # noqa: E402
-from drtrt.task import TaskSpec  # noqa: E402
 
 
 
@@ -59,13 +57,7 @@ def station_sends(tmp_path, orthanc, fhir_server, visits=(("P-900", {"right": 2,
     """A station's closed visit (right eye R2 by the model, each photo with its overlay picture), synced to Orthanc
     and the FHIR stand-in; returns the visit's SR UID."""
     folder = tmp_path / "station"
-    (folder / "overlays").mkdir(parents=True)
-    picture = np.arange(48 * 64 * 3, dtype=np.uint32).reshape(48, 64, 3) % 251
-    cv2.imwrite(str(folder / "overlays" / "overlay.png"), picture.astype(np.uint8))
-    with SessionStore(folder / "session.db") as store:
-        store.bind_model("b" * 64, "test.onnx", TaskSpec())
-        store.set_meta("organisation", "Clínica Norte")
-        keep_pathway(store, Pathway.from_dict({**NHS.to_dict(), "reads": {"second_read": "never"}}))
+    with sending_station(folder) as store:
         for patient, eyes in visits:
             make_visit(VisitBook(store), patient, "2026-03-01T10:00", eyes, extra={"overlay": "overlays/overlay.png"})
         report = sync_session(store, folder, SyncConfig(dicomweb=orthanc.dicomweb, fhir=fhir_server, retry_base=0.01))

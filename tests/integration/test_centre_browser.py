@@ -18,22 +18,15 @@ import pytest
 
 pytest.importorskip("highdicom", reason="the centre needs the integration extra")
 pytest.importorskip("starlette", reason="the centre's pages need the station extra")
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
-sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed (test extra)")
-axe_sync = pytest.importorskip("axe_playwright_python.sync_playwright",
-                               reason="axe-playwright-python is not installed (test extra)")
+from browser_checks import CHROMIUM, assert_accessible, needs_chromium, sync_api  # noqa: E402
+
+pytestmark = needs_chromium
 from centre_helpers import pulled_centre, studies  # noqa: E402
 from orthanc_helpers import orthanc  # noqa: E402, F401  (the fixture)
 from test_centre import srs  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from drtrt.cli import app  # noqa: E402
-
-
-def assert_accessible(page, where: str) -> None:
-    results = axe_sync.Axe().run(page)
-    assert results.violations_count == 0, f"{where}: {results.generate_report()}"
 
 
 def serve(centre: Path, log: Path, *extra: str) -> tuple[subprocess.Popen, str]:

@@ -23,19 +23,10 @@ from station_helpers import wait_for
 
 pytest.importorskip("starlette", reason="the station needs the station extra (pip install 'drtrt[station]')")
 
-CHROMIUM = Path("/usr/bin/chromium")
+from browser_checks import CHROMIUM, assert_accessible, needs_chromium, sync_api  # noqa: E402, F401 (for the others)
+
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "station"
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
-                                reason="Debian's chromium is not installed (.ci/run installs it)")
-sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed (test extra)")
-axe_sync = pytest.importorskip("axe_playwright_python.sync_playwright",
-                               reason="axe-playwright-python is not installed (test extra)")
-
-
-def assert_accessible(page, where: str) -> None:
-    """axe-core finds no violation (any impact, its default rules) on ``page`` as it is now."""
-    results = axe_sync.Axe().run(page)
-    assert results.violations_count == 0, f"{where}: {results.generate_report()}"
+pytestmark = needs_chromium
 
 
 def _free_port() -> int:
