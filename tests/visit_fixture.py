@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 
+from drtrt.clinic.read_queue import sampled
 from drtrt.clinic.store import FileEntry
 from drtrt.clinic.visits import Protocol, VisitBook
 
@@ -50,3 +51,19 @@ def clinic(book: VisitBook) -> dict[str, int]:
         "G1": make_visit(book, "G1", "2026-02-27T12:00", {"right": "ungradable", "left": "ungradable"}),
         "O1": make_visit(book, "O1", "2026-03-01T23:59", {"right": 0}, close=False),
     }
+
+
+def next_visit_sampled(book: VisitBook, rate: float, drawn: bool = True) -> int:
+    """Make the next visit's id one the quality sample of negatives at ``rate`` draws (``drawn``) or does not, as
+    the readers' queue would have it (:func:`drtrt.clinic.read_queue.sampled`); returns that id."""
+    store = book.store
+    last = store.execute("SELECT seq FROM sqlite_sequence WHERE name = 'visits'")
+    following = (int(last[0]["seq"]) if last else 0) + 1
+    while sampled(following, rate) != drawn:
+        following += 1
+    with store.transaction():                           # AUTOINCREMENT continues from sqlite_sequence's seq
+        if last:
+            store.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'visits'", (following - 1,))
+        else:
+            store.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('visits', ?)", (following - 1,))
+    return following

@@ -9,7 +9,7 @@ import pytest
 from station_helpers import csrf_of
 from station_helpers import station  # noqa: F401  (the fixture)
 from test_station_people import login, with_accounts
-from visit_fixture import clinic, make_visit
+from visit_fixture import clinic, make_visit, next_visit_sampled
 
 from drtrt.clinic import audit
 from drtrt.clinic.pathways import ICDR, Pathway, keep_pathway
@@ -99,7 +99,8 @@ def test_the_dashboard_alerts_when_the_readers_find_what_the_model_missed(statio
     referable = {"right": "R2M0", "left": "R0M0"}
     for n in range(4):
         read(f"M{n}", 2, referable)
-    read("N0", 0, referable)                                                  # a sampled negative: referable
+    next_visit_sampled(worker.book, 0.1)                                      # a negative the sample draws:
+    read("N0", 0, referable)                                                  # referable by the read
     page = client.get("/").text
     assert 'id="agreement-alert"' in page and 'id="agreement"' in page
     assert "sensitivity on the readers' sample 29% is below the validation record's lower bound 84%" in page

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 from study_helpers import programme_keys, signed_record
-from visit_fixture import make_visit
+from visit_fixture import make_visit, next_visit_sampled
 
 from drtrt.clinic.accounts import Actor
 from drtrt.clinic.pathways import NHS, Pathway, keep_pathway
-from drtrt.clinic.read_queue import sampled
 from drtrt.clinic.reads import record_read
 from drtrt.clinic.store import SessionStore
 from drtrt.clinic.visits import VisitBook, visit_days
@@ -32,15 +31,7 @@ def read(book, patient, model_grade, read_grades, drawn: bool | None = None):
     """A visit the model graded ``model_grade`` on the right eye, read as ``read_grades``; ``drawn``: its id made one
     the 10 % sample of negatives draws (True) or does not (False), as the queue would have it."""
     if drawn is not None:
-        last = book.store.execute("SELECT seq FROM sqlite_sequence WHERE name = 'visits'")
-        following = (int(last[0]["seq"]) if last else 0) + 1
-        while sampled(following, 0.1) != drawn:
-            following += 1
-        with book.store.transaction():                   # the next visit's id: AUTOINCREMENT continues from seq
-            if last:
-                book.store.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'visits'", (following - 1,))
-            else:
-                book.store.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('visits', ?)", (following - 1,))
+        next_visit_sampled(book, 0.1, drawn)
     visit = make_visit(book, patient, "2026-03-02T10:00", {"right": model_grade, "left": 0})
     record_read(book, visit, read_grades, ANA, reason="the reader's own grade")
     return visit
