@@ -58,6 +58,18 @@ def cell(page: str, row: str) -> tuple[int, int]:
     return int(found[1]), int(found[2])
 
 
+def lead_at_study(station, tmp_path, when):
+    """A station following the registered study, its clinic's visits (:func:`study_clinic`), its clock at ``when``
+    and the lead (Ben) logged in: (client, worker, visits, setup)."""
+    with_accounts(tmp_path)
+    setup = registered(tmp_path)
+    client, worker, _ = station(study=setup)
+    visits = study_clinic(worker)
+    client.app.state.clock = lambda: when
+    assert login(client, "Ben", "a long password").status_code == 303
+    return client, worker, visits, setup
+
+
 def test_only_the_lead_opens_the_study_page_and_without_a_study_it_says_how(station, tmp_path):
     with_accounts(tmp_path)
     client, worker, _ = station()
@@ -74,12 +86,7 @@ def test_only_the_lead_opens_the_study_page_and_without_a_study_it_says_how(stat
 
 
 def test_progress_counts_the_stations_own_reads_and_shows_no_figure_while_the_study_runs(station, tmp_path):
-    with_accounts(tmp_path)
-    setup = registered(tmp_path)
-    client, worker, _ = station(study=setup)
-    visits = study_clinic(worker)
-    client.app.state.clock = lambda: RUNNING
-    assert login(client, "Ben", "a long password").status_code == 303
+    client, worker, visits, setup = lead_at_study(station, tmp_path, RUNNING)
     page = client.get("/study").text
     assert "RX-DR-01" in page and setup.sha256 in page and setup.registration["registered"] in page
     assert "sensitivity at least 20.0%" in page and "2027-01-04 to 2027-06-30" in page
@@ -108,12 +115,8 @@ def test_progress_counts_the_stations_own_reads_and_shows_no_figure_while_the_st
 
 
 def test_a_read_waiting_for_its_second_reader_is_no_reference_yet(station, tmp_path):
-    with_accounts(tmp_path)
-    client, worker, _ = station(study=registered(tmp_path))
-    visits = study_clinic(worker)
+    client, worker, visits, _ = lead_at_study(station, tmp_path, RUNNING)
     keep_pathway(worker.store, Pathway.from_dict({**ICDR.to_dict(), "reads": {"second_read": "always"}}))
-    client.app.state.clock = lambda: RUNNING
-    assert login(client, "Ben", "a long password").status_code == 303
     read(client, visits["A"], "2", "0")                                         # the first of two reads
     page = client.get("/study").text
     assert cell(page, "read") == (0, 2) and f'href="/reads/{visits["A"]}"' in page
@@ -127,12 +130,7 @@ def test_a_read_waiting_for_its_second_reader_is_no_reference_yet(station, tmp_p
 def test_the_ended_study_is_ready_for_validate_run_with_its_paths(station, tmp_path):
     from drtrt.verify.study.run import run_study
 
-    with_accounts(tmp_path)
-    setup = registered(tmp_path)
-    client, worker, _ = station(study=setup)
-    visits = study_clinic(worker)
-    client.app.state.clock = lambda: ENDED
-    assert login(client, "Ben", "a long password").status_code == 303
+    client, worker, visits, setup = lead_at_study(station, tmp_path, ENDED)
     page = client.get("/study").text
     assert 'id="study-short"' in page and 'id="study-ready"' not in page       # nobody has read yet
     for patient, grades in (("A", ("2", "0")), ("B", ("0", "0")), ("C", ("0", "0"))):
@@ -183,12 +181,8 @@ def test_during_the_study_every_visit_of_the_period_is_in_the_queue_and_the_stud
     """Negatives outside the quality sample (rate 0 here) are queued while they are study visits, marked so, after
     the urgent ones; a negative after the period is back to the sample; the /study page's waiting visits are the
     queue's study visits, before and after reads."""
-    with_accounts(tmp_path)
-    client, worker, _ = station(study=registered(tmp_path))
-    visits = study_clinic(worker)
+    client, worker, visits, _ = lead_at_study(station, tmp_path, RUNNING)
     later = make_visit(worker.book, "E", "2027-07-02T10:00", {"right": 0, "left": 0})     # after the period
-    client.app.state.clock = lambda: RUNNING
-    assert login(client, "Ben", "a long password").status_code == 303
     reader = type(client)(client.app)
     assert login(reader, "Cleo", "5555").status_code == 303
     queue = queue_of(reader)
@@ -221,12 +215,8 @@ def test_a_commands_visit_dated_by_its_photos_is_read_for_the_study(station, tmp
     """A visit `drtrt receive` brought in: photos of 2027-02-10, received 2027-02-12. The cohort dates it by its
     photos; its read is dated the same way, so once read it leaves the waiting list (the read was dated by the
     opening day before, and the visit waited for ever)."""
-    with_accounts(tmp_path)
-    client, worker, _ = station(study=registered(tmp_path))
-    visits = study_clinic(worker)
+    client, worker, visits, _ = lead_at_study(station, tmp_path, RUNNING)
     received = command_visit(worker, "F", "2027-02-10", "2027-02-12T08:00")
-    client.app.state.clock = lambda: RUNNING
-    assert login(client, "Ben", "a long password").status_code == 303
     assert queue_of(client)[received] is True and received in waiting_of(client)
     assert cell(client.get("/study").text, "screened") == (4, 2)
     read(client, received, "0", "0")
