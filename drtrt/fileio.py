@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -35,6 +36,15 @@ def atomic_write(path: str | os.PathLike, data: bytes | bytearray | memoryview |
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def keep_json(path: str | os.PathLike, doc) -> None:
+    """Keep ``doc`` in ``path`` as indented, key-sorted UTF-8 JSON, written atomically and only when its bytes
+    change (a pull that finds nothing new writes nothing)."""
+    path = Path(path)
+    data = json.dumps(doc, indent=1, ensure_ascii=False, sort_keys=True).encode()
+    if not path.is_file() or path.read_bytes() != data:
+        atomic_write(path, data)
 
 
 def json_ready(value):

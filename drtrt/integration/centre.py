@@ -46,7 +46,7 @@ from drtrt.clinic.accounts import NO_LOGIN, Actor
 from drtrt.clinic.store import SessionStore
 from drtrt.clinic.verdicts import REFER, REFER_URGENT
 from drtrt.errors import DataError
-from drtrt.fileio import atomic_write
+from drtrt.fileio import atomic_write, keep_json
 from drtrt.integration.centre_conflicts import conflict_of, keep_conflict
 from drtrt.integration.centre_fhir import corrected_bundle, find_report
 from drtrt.integration.centre_marks import mark, summarised
@@ -99,7 +99,7 @@ def pull(url: str, session: str | Path, timeout: float = 30.0, fhir: str | None 
             found = find_report(server, study) if server is not None else None
             if found is not None:
                 report.reports += 1
-                _keep_json(folder / "fhir-report.json", found)
+                keep_json(folder / "fhir-report.json", found)
     report.conflicts.sort(key=lambda c: (not c["referable"], c["date"], c["study"]))
     return report
 
@@ -138,12 +138,6 @@ def _picture(ds: Dataset, path: Path, session: Path) -> str:
         raise DataError(f"cannot make a PNG of {ds.SOPInstanceUID}")
     atomic_write(path, png.tobytes())
     return str(path.relative_to(session))
-
-
-def _keep_json(path: Path, doc: dict) -> None:
-    data = json.dumps(doc, indent=1, ensure_ascii=False, sort_keys=True).encode()
-    if not path.is_file() or path.read_bytes() != data:
-        atomic_write(path, data)
 
 
 def _write_summary(folder: Path, listed: set[str]) -> dict | None:

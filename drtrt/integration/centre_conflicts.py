@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from drtrt.fileio import atomic_write
+from drtrt.fileio import keep_json
 
 FILE = "conflict.json"
 
@@ -40,9 +40,7 @@ def keep_conflict(folder: Path, conflict: dict | None) -> None:
     if conflict is None:
         path.unlink(missing_ok=True)
         return
-    data = json.dumps(conflict, indent=1, ensure_ascii=False, sort_keys=True).encode()
-    if not path.is_file() or path.read_bytes() != data:
-        atomic_write(path, data)
+    keep_json(path, conflict)
 
 
 def conflicts(session: Path) -> list[dict]:

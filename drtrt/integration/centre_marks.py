@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from drtrt.fileio import atomic_write
+from drtrt.fileio import keep_json
 
 MARKS = ("pushed", "fhir_pushed")
 """What a push adds to ``visit.json``: the SR UIDs the PACS (the FHIR server) confirmed."""
@@ -49,10 +49,7 @@ def read_visit_json(folder: Path) -> dict:
 
 def write_visit_json(folder: Path, visit: dict) -> None:
     """Write ``visit.json`` (atomically; unchanged bytes are not written again). Call it holding :func:`locked`."""
-    path = folder / "visit.json"
-    data = json.dumps(visit, indent=1, ensure_ascii=False, sort_keys=True).encode()
-    if not path.is_file() or path.read_bytes() != data:
-        atomic_write(path, data)
+    keep_json(folder / "visit.json", visit)
 
 
 def mark(folder: Path, key: str, uid: str) -> dict:
